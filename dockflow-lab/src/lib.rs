@@ -1,0 +1,8 @@
+//! The seed's lab: a user-defined Docker bridge `infranet` (device `docker1`) with the
+//! `radius`, `syslog`, `dhcp` and `proxy` containers published on the host, and an "external
+//! terminal" network namespace linked to the host by a veth pair.
+
+pub mod lab;
+pub mod radius;
+pub mod responder;
+mod shell;

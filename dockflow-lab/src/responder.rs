@@ -1,0 +1,119 @@
+//! The programs that run inside the lab's containers (servers) and in the external namespace
+//! (clients). Plain std sockets: the binary is linked statically into an image with nothing else.
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+
+use crate::radius;
+
+/// Credentials the lab's RADIUS server accepts, and its shared secret.
+#[derive(Clone, Debug)]
+pub struct RadiusConfig {
+    pub secret: String,
+    pub user: String,
+    pub password: String,
+}
+
+pub fn serve_radius(port: u16, config: &RadiusConfig) -> Result<()> {
+    let socket = UdpSocket::bind(("0.0.0.0", port)).with_context(|| format!("binding udp/{port}"))?;
+    eprintln!("radius: listening on udp/{port}");
+    let mut buf = [0u8; 4096];
+    loop {
+        let (n, peer) = socket.recv_from(&mut buf)?;
+        let reply = radius::Packet::decode(&buf[..n])
+            .and_then(|req| radius::answer(&req, config.secret.as_bytes(), &config.user, &config.password));
+        match reply {
+            Ok(reply) => {
+                socket.send_to(&reply.encode(), peer)?;
+                eprintln!("radius: {} to {peer}", code_name(reply.code));
+            }
+            Err(e) => eprintln!("radius: ignored a packet from {peer}: {e}"),
+        }
+    }
+}
+
+pub fn serve_udp_echo(port: u16) -> Result<()> {
+    let socket = UdpSocket::bind(("0.0.0.0", port)).with_context(|| format!("binding udp/{port}"))?;
+    eprintln!("echo: listening on udp/{port}");
+    let mut buf = [0u8; 65536];
+    loop {
+        let (n, peer) = socket.recv_from(&mut buf)?;
+        socket.send_to(&buf[..n], peer)?;
+    }
+}
+
+/// Echoes each line back; also serves as a bulk sink (a client may stream and never send '\n').
+pub fn serve_tcp_echo(port: u16) -> Result<()> {
+    let listener = TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("binding tcp/{port}"))?;
+    eprintln!("echo: listening on tcp/{port}");
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        std::thread::spawn(move || {
+            let mut writer = stream.try_clone()?;
+            for line in BufReader::new(stream).split(b'\n') {
+                let mut line = line?;
+                line.push(b'\n');
+                writer.write_all(&line)?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// Sends one Access-Request and returns a one-line account of the verified reply.
+pub fn radius_client(server: SocketAddr, config: &RadiusConfig) -> Result<String> {
+    let socket = client_udp_socket(server)?;
+    let authenticator = random_bytes()?;
+    let request = radius::access_request(authenticator[0], authenticator, &config.user, &config.password, config.secret.as_bytes());
+    socket.send_to(&request.encode(), server)?;
+    let mut buf = [0u8; 4096];
+    let (n, from) = socket.recv_from(&mut buf).with_context(|| format!("no RADIUS reply from {server} within 3 s"))?;
+    let reply = radius::Packet::decode(&buf[..n])?;
+    radius::verify_reply(&reply, &request, config.secret.as_bytes())?;
+    let message = reply.attribute(radius::REPLY_MESSAGE).map(String::from_utf8_lossy).unwrap_or_default();
+    Ok(format!("{} from {from} (id {}, user {}): {message}", code_name(reply.code), reply.identifier, config.user))
+}
+
+pub fn udp_client(server: SocketAddr, message: &str) -> Result<String> {
+    let socket = client_udp_socket(server)?;
+    socket.send_to(message.as_bytes(), server)?;
+    let mut buf = [0u8; 65536];
+    let (n, from) = socket.recv_from(&mut buf).with_context(|| format!("no UDP reply from {server} within 3 s"))?;
+    Ok(format!("echo from {from}: {}", String::from_utf8_lossy(&buf[..n])))
+}
+
+pub fn tcp_client(server: SocketAddr, message: &str) -> Result<String> {
+    let mut stream = TcpStream::connect_timeout(&server, Duration::from_secs(3)).with_context(|| format!("connecting to {server}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+    stream.write_all(format!("{message}\n").as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line).with_context(|| format!("no TCP reply from {server} within 3 s"))?;
+    Ok(format!("echo from {server}: {}", line.trim_end()))
+}
+
+fn client_udp_socket(server: SocketAddr) -> Result<UdpSocket> {
+    let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0".parse()? } else { "[::]:0".parse()? };
+    let socket = UdpSocket::bind(bind)?;
+    socket.set_read_timeout(Some(Duration::from_secs(3)))?;
+    Ok(socket)
+}
+
+fn random_bytes() -> Result<[u8; 16]> {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes)
+}
+
+fn code_name(code: u8) -> &'static str {
+    match code {
+        radius::ACCESS_ACCEPT => "Access-Accept",
+        radius::ACCESS_REJECT => "Access-Reject",
+        _ => "unexpected RADIUS code",
+    }
+}

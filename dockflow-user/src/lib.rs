@@ -1,0 +1,9 @@
+//! dockflow: an eBPF packet-path observer for Docker networking.
+//!
+//! Data flows one way: kernel probes ([`probes`]) -> decoding ([`event`]) -> rendering
+//! ([`render`]). [`target`] resolves what to watch before anything is attached.
+
+pub mod event;
+pub mod probes;
+pub mod render;
+pub mod target;

@@ -1,0 +1,55 @@
+//! tc (tcx on kernels >= 6.6, clsact filters before that) on the watched interfaces.
+
+use aya::{
+    Ebpf,
+    programs::{SchedClassifier, TcAttachType, tc},
+    util::KernelVersion,
+};
+
+use super::{Attachment, ProbeFamily, one_line};
+use crate::target::Target;
+
+pub struct Tc;
+
+const PROGRAMS: [(&str, TcAttachType, &str); 2] = [
+    ("df_tc_ingress", TcAttachType::Ingress, "ingress"),
+    ("df_tc_egress", TcAttachType::Egress, "egress"),
+];
+
+impl ProbeFamily for Tc {
+    fn attach(&self, ebpf: &mut Ebpf, target: &Target) -> Vec<Attachment> {
+        let mut out = Vec::new();
+        for (program, attach_type, direction) in PROGRAMS {
+            let loaded = load(ebpf, program);
+            for iface in &target.interfaces {
+                let point = format!("tc {direction} on {}", iface.name);
+                let result = loaded.as_ref().map_err(Clone::clone).and_then(|()| {
+                    let prog: &mut SchedClassifier = ebpf.program_mut(program).unwrap().try_into().map_err(one_line)?;
+                    if KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0)) {
+                        ensure_clsact(&iface.name);
+                    }
+                    prog.attach(&iface.name, attach_type).map(drop).map_err(one_line)
+                });
+                out.push(Attachment { point, error: result.err() });
+            }
+        }
+        out
+    }
+}
+
+fn load(ebpf: &mut Ebpf, name: &str) -> Result<(), String> {
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the object"))?
+        .try_into()
+        .map_err(one_line)?;
+    prog.load().map_err(one_line)
+}
+
+/// Before tcx (kernel < 6.6) filters hang off a clsact qdisc. One we add is ours to remove at exit;
+/// one that was already there (EEXIST) is left alone.
+fn ensure_clsact(iface: &str) {
+    if tc::qdisc_add_clsact(iface).is_ok() {
+        super::cleanup::remember_clsact(iface);
+    }
+}

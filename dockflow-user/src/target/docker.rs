@@ -1,0 +1,246 @@
+//! A minimal Docker Engine API client: container and network inspection over the unix socket.
+//!
+//! Only two GET endpoints are needed, so this speaks HTTP/1.0 (no chunking, the server closes the
+//! connection after the body) instead of pulling in an HTTP stack.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::IpAddr,
+    os::unix::net::UnixStream,
+    path::PathBuf,
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use serde_json::Value;
+
+pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+
+/// What dockflow needs to know about one running container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub pid: u32,
+    pub endpoints: Vec<Endpoint>,
+    pub published: Vec<PublishedPort>,
+}
+
+/// The container's attachment to one Docker network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub network: String,
+    pub network_id: String,
+    pub address: Option<IpAddr>,
+    pub mac: String,
+}
+
+/// A `-p HOST:CONTAINER/PROTO` mapping.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishedPort {
+    pub container_port: u16,
+    pub protocol: String,
+    pub host_port: u16,
+}
+
+pub struct Docker {
+    socket: PathBuf,
+}
+
+impl Docker {
+    /// Uses DOCKER_HOST when it names a unix socket, else the default socket.
+    pub fn from_env() -> Result<Self> {
+        let socket = match std::env::var("DOCKER_HOST") {
+            Ok(host) if !host.is_empty() => PathBuf::from(
+                host.strip_prefix("unix://")
+                    .ok_or_else(|| anyhow!("DOCKER_HOST={host} is not a unix:// socket; dockflow must run on the Docker host"))?,
+            ),
+            _ => PathBuf::from(DEFAULT_SOCKET),
+        };
+        Ok(Self { socket })
+    }
+
+    pub fn container(&self, name: &str) -> Result<Container> {
+        let (status, body) = self.get(&format!("/containers/{}/json", encode_path(name)))?;
+        match status {
+            200 => {}
+            404 => bail!("no such container: {name}"),
+            _ => bail!("Docker could not inspect container {name}: {}", api_message(&body)),
+        }
+        let container = parse_container(&body)?;
+        if container.pid == 0 {
+            bail!("container {name} is not running");
+        }
+        Ok(container)
+    }
+
+    /// The Linux bridge device behind a Docker bridge network.
+    pub fn bridge_device(&self, network_id: &str) -> Result<String> {
+        let (status, body) = self.get(&format!("/networks/{}", encode_path(network_id)))?;
+        if status != 200 {
+            bail!("Docker could not inspect network {network_id}: {}", api_message(&body));
+        }
+        bridge_device_of(&body)
+    }
+
+    fn get(&self, path: &str) -> Result<(u16, Value)> {
+        let mut stream = UnixStream::connect(&self.socket).map_err(|e| {
+            let hint = match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => "is dockerd running?",
+                std::io::ErrorKind::PermissionDenied => "run dockflow as root",
+                _ => "",
+            };
+            anyhow!("cannot reach the Docker daemon at {}: {e} ({hint})", self.socket.display())
+        })?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n")?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).context("reading the Docker API response")?;
+        parse_response(&response)
+    }
+}
+
+fn parse_response(response: &[u8]) -> Result<(u16, Value)> {
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow!("malformed Docker API response"))?;
+    let head = std::str::from_utf8(&response[..split]).context("Docker API header")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("malformed Docker API status line"))?;
+    let body = serde_json::from_slice(&response[split + 4..]).unwrap_or(Value::Null);
+    Ok((status, body))
+}
+
+fn api_message(body: &Value) -> String {
+    body["message"].as_str().unwrap_or("unexpected response").to_string()
+}
+
+/// Container names and ids are `[a-zA-Z0-9][a-zA-Z0-9_.-]`; anything else cannot name one.
+fn encode_path(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn parse_container(body: &Value) -> Result<Container> {
+    let endpoints = body["NetworkSettings"]["Networks"]
+        .as_object()
+        .map(|networks| {
+            networks
+                .iter()
+                .map(|(name, ep)| Endpoint {
+                    network: name.clone(),
+                    network_id: ep["NetworkID"].as_str().unwrap_or_default().to_string(),
+                    address: ep["IPAddress"].as_str().and_then(|a| a.parse().ok()),
+                    mac: ep["MacAddress"].as_str().unwrap_or_default().to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut published: Vec<PublishedPort> = body["NetworkSettings"]["Ports"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .flat_map(|(spec, bindings)| {
+            let (port, protocol) = spec.split_once('/').unwrap_or((spec, "tcp"));
+            let container_port = port.parse().unwrap_or(0);
+            bindings.as_array().into_iter().flatten().filter_map(move |b| {
+                Some(PublishedPort {
+                    container_port,
+                    protocol: protocol.to_string(),
+                    host_port: b["HostPort"].as_str()?.parse().ok()?,
+                })
+            })
+        })
+        .collect();
+    published.sort_by_key(|p| (p.host_port, p.protocol.clone()));
+    published.dedup();
+    Ok(Container {
+        id: body["Id"].as_str().ok_or_else(|| anyhow!("container without Id"))?.to_string(),
+        name: body["Name"].as_str().unwrap_or_default().trim_start_matches('/').to_string(),
+        pid: if body["State"]["Running"].as_bool() == Some(true) {
+            body["State"]["Pid"].as_u64().unwrap_or(0) as u32
+        } else {
+            0
+        },
+        endpoints,
+        published,
+    })
+}
+
+fn bridge_device_of(network: &Value) -> Result<String> {
+    if network["Driver"].as_str() != Some("bridge") {
+        bail!(
+            "network {} uses driver {}, only bridge networks are supported",
+            network["Name"].as_str().unwrap_or("?"),
+            network["Driver"].as_str().unwrap_or("?")
+        );
+    }
+    if let Some(name) = network["Options"]["com.docker.network.bridge.name"].as_str() {
+        return Ok(name.to_string());
+    }
+    // Docker's default for user-defined bridges: br-<first 12 hex digits of the network id>.
+    let id = network["Id"].as_str().ok_or_else(|| anyhow!("network without Id"))?;
+    Ok(format!("br-{}", &id[..12.min(id.len())]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_a_running_container_with_published_ports() {
+        let body = json!({
+            "Id": "7249b9c4f11d", "Name": "/radius",
+            "State": {"Running": true, "Pid": 4242},
+            "NetworkSettings": {
+                "Networks": {"infranet": {"NetworkID": "7ed8face", "IPAddress": "172.20.0.2", "MacAddress": "02:42:ac:14:00:02"}},
+                "Ports": {"1812/udp": [{"HostIp": "0.0.0.0", "HostPort": "1812"}, {"HostIp": "::", "HostPort": "1812"}]}
+            }
+        });
+        let c = parse_container(&body).unwrap();
+        assert_eq!(c.name, "radius");
+        assert_eq!(c.pid, 4242);
+        assert_eq!(c.endpoints[0].address, Some("172.20.0.2".parse().unwrap()));
+        assert_eq!(
+            c.published,
+            vec![PublishedPort { container_port: 1812, protocol: "udp".into(), host_port: 1812 }]
+        );
+    }
+
+    #[test]
+    fn a_stopped_container_has_no_pid() {
+        let body = json!({"Id": "x", "Name": "/radius", "State": {"Running": false, "Pid": 0}});
+        assert_eq!(parse_container(&body).unwrap().pid, 0);
+    }
+
+    #[test]
+    fn bridge_name_comes_from_options_or_the_network_id() {
+        let named = json!({"Driver": "bridge", "Id": "7ed8face2e4fec31", "Options": {"com.docker.network.bridge.name": "docker1"}});
+        assert_eq!(bridge_device_of(&named).unwrap(), "docker1");
+        let unnamed = json!({"Driver": "bridge", "Id": "7ed8face2e4fec31", "Options": {}});
+        assert_eq!(bridge_device_of(&unnamed).unwrap(), "br-7ed8face2e4f");
+        let overlay = json!({"Driver": "overlay", "Name": "swarm", "Id": "1"});
+        assert!(bridge_device_of(&overlay).is_err());
+    }
+
+    #[test]
+    fn splits_status_and_body() {
+        let (status, body) = parse_response(b"HTTP/1.0 404 Not Found\r\nContent-Type: application/json\r\n\r\n{\"message\":\"No such container: nope\"}").unwrap();
+        assert_eq!(status, 404);
+        assert_eq!(api_message(&body), "No such container: nope");
+    }
+
+    #[test]
+    fn escapes_path_segments() {
+        assert_eq!(encode_path("radius"), "radius");
+        assert_eq!(encode_path("../x"), "..%2Fx");
+    }
+}

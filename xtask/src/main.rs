@@ -1,0 +1,62 @@
+//! Project automation: `cargo xtask <command>`.
+
+mod build;
+mod demo;
+mod lab;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "dockflow's build, lab and test automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what dockflow needs (Debian packages, pinned nightly, bpf-linker, dockerd); idempotent.
+    Setup,
+    /// Build the eBPF programs and the dockflow binary (release).
+    Build,
+    /// Build, then run `dockflow ARGS` as root.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The seed's lab on the real Docker engine.
+    Lab {
+        #[command(subcommand)]
+        command: lab::LabCommand,
+    },
+    /// Lab up, dockflow on `radius`, one RADIUS exchange from the external namespace, lab down.
+    Demo,
+    /// Everything the README promises: setup, unit tests, and end-to-end tests on the lab.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Setup => setup::run(),
+        Command::Build => build::dockflow().map(drop),
+        Command::Run { args } => build::run_dockflow(&args),
+        Command::Lab { command } => lab::run(command),
+        Command::Demo => demo::run(),
+        Command::Test { args } => test::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
