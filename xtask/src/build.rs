@@ -45,7 +45,7 @@ pub fn lab_responder() -> Result<PathBuf> {
     checked(
         cargo()
             .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .args(["build", "--release", "--package", "dockflow-lab", "--bin", "dockflow-lab", "--target", &host])
+            .args(["build", "--quiet", "--release", "--package", "dockflow-lab", "--bin", "dockflow-lab", "--target", &host])
             .arg("--target-dir")
             .arg(&target_dir),
         "the lab responder",
