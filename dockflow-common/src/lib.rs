@@ -1,14 +1,24 @@
 //! Event layouts shared by the kernel programs (dockflow-ebpf) and the loader (dockflow-user).
 //!
-//! This crate is the single source of truth for everything that crosses the ring buffer: the
-//! kernel writes these structs, userspace reads them back byte for byte. Keep every struct
-//! `#[repr(C)]`, explicitly padded and a multiple of 8 bytes, so both sides agree without
-//! guessing at alignment.
+//! This crate is the single source of truth for everything that crosses the kernel/user
+//! boundary: the kernel writes these structs, userspace reads them back byte for byte. Keep
+//! every struct `#[repr(C)]`, explicitly padded and a multiple of 8 bytes, so both sides agree
+//! without guessing at alignment.
 #![no_std]
 
 /// Name of the ring buffer map every program writes into.
 pub const EVENTS_MAP: &str = "EVENTS";
-/// Every program and map of ours starts with this, so leftovers can be found by name.
+/// Per-CPU counters of failed ring-buffer reservations, indexed by [`ProbePoint`].
+pub const LOST_MAP: &str = "LOST";
+/// Addresses of the target (16-byte keys, IPv4 in the first four bytes).
+pub const TARGET_ADDRESSES_MAP: &str = "TARGET_ADDRS";
+/// Published ports of the target, keyed by [`port_key`].
+pub const TARGET_PORTS_MAP: &str = "TARGET_PORTS";
+/// Name of the read-only global holding [`KernelOffsets`].
+pub const OFFSETS_GLOBAL: &str = "OFFSETS";
+/// Name of the read-only global that turns the in-kernel filter on (1) or off (0).
+pub const FILTER_GLOBAL: &str = "FILTER";
+/// Every program of ours starts with this, so leftovers can be found by name.
 pub const NAME_PREFIX: &str = "df_";
 
 /// Where in the kernel an event was taken.
@@ -19,19 +29,106 @@ pub enum ProbePoint {
     TcIngress = 1,
     /// tc egress on an interface: the frame is handed to the interface to send.
     TcEgress = 2,
+    /// A BPF netfilter program at one (family, hook, priority).
+    Netfilter = 3,
+    /// Tracepoint skb:kfree_skb: the packet was dropped, with a reason.
+    KfreeSkb = 4,
 }
 
+/// Slots for [`LOST_MAP`]: one per probe point, index = the point's value.
+pub const PROBE_POINT_SLOTS: u32 = 8;
+
 impl ProbePoint {
-    pub const ALL: [ProbePoint; 2] = [ProbePoint::TcIngress, ProbePoint::TcEgress];
+    pub const ALL: [ProbePoint; 4] =
+        [ProbePoint::TcIngress, ProbePoint::TcEgress, ProbePoint::Netfilter, ProbePoint::KfreeSkb];
 
     pub fn from_u8(raw: u8) -> Option<Self> {
         Self::ALL.into_iter().find(|p| *p as u8 == raw)
     }
 }
 
+/// Where on a netfilter hook a program sits. Each slot is its own program (the kernel does not
+/// tell a netfilter program its priority), attached at [`NF_SLOT_PRIORITIES`].
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NfSlot {
+    /// First priority a BPF link may take (NF_IP_PRI_FIRST itself is refused by the kernel).
+    First = 0,
+    /// Just before the NAT priority of the hook (dstnat -100 or srcnat 100).
+    BeforeNat = 1,
+    /// Just after the NAT priority.
+    AfterNat = 2,
+    /// Last priority a BPF link may take.
+    Last = 3,
+}
+
+impl NfSlot {
+    pub const ALL: [NfSlot; 4] = [NfSlot::First, NfSlot::BeforeNat, NfSlot::AfterNat, NfSlot::Last];
+
+    pub fn from_u8(raw: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| *s as u8 == raw)
+    }
+}
+
+/// Netfilter hook numbers (enum nf_inet_hooks).
+pub const NF_INET_PRE_ROUTING: u8 = 0;
+pub const NF_INET_LOCAL_IN: u8 = 1;
+pub const NF_INET_FORWARD: u8 = 2;
+pub const NF_INET_LOCAL_OUT: u8 = 3;
+pub const NF_INET_POST_ROUTING: u8 = 4;
+
+/// Protocol families as netfilter numbers them (NFPROTO_*).
+pub const NFPROTO_IPV4: u8 = 2;
+pub const NFPROTO_IPV6: u8 = 10;
+
+/// NAT priorities (NF_IP_PRI_NAT_DST / NF_IP_PRI_NAT_SRC).
+pub const NF_PRI_NAT_DST: i32 = -100;
+pub const NF_PRI_NAT_SRC: i32 = 100;
+
+/// The NAT priority of a hook, if NAT runs there: dstnat on PREROUTING and OUTPUT, srcnat on
+/// INPUT and POSTROUTING. FORWARD has none.
+pub const fn nat_priority(hook: u8) -> Option<i32> {
+    match hook {
+        NF_INET_PRE_ROUTING | NF_INET_LOCAL_OUT => Some(NF_PRI_NAT_DST),
+        NF_INET_LOCAL_IN | NF_INET_POST_ROUTING => Some(NF_PRI_NAT_SRC),
+        _ => None,
+    }
+}
+
+/// The priority a slot is attached at on `hook`; None where the slot does not exist there.
+pub const fn nf_slot_priority(slot: NfSlot, hook: u8) -> Option<i32> {
+    match (slot, nat_priority(hook)) {
+        (NfSlot::First, _) => Some(i32::MIN + 1),
+        (NfSlot::Last, _) => Some(i32::MAX - 1),
+        (NfSlot::BeforeNat, Some(nat)) => Some(nat - 1),
+        (NfSlot::AfterNat, Some(nat)) => Some(nat + 1),
+        _ => None,
+    }
+}
+
 /// Address families as the kernel numbers them (AF_INET, AF_INET6).
 pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;
+
+/// Which parts of a [`PacketEvent`] are filled in (retis-style sections: a probe that cannot see
+/// something leaves its section out instead of writing zeros that look like data).
+pub const SECTION_PACKET: u8 = 1;
+pub const SECTION_NETFILTER: u8 = 2;
+pub const SECTION_CONNTRACK: u8 = 4;
+pub const SECTION_DROP: u8 = 8;
+pub const SECTION_SKB: u8 = 16;
+
+/// One direction of a conntrack entry (struct nf_conntrack_tuple, flattened).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtTuple {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub l4_proto: u8,
+    pub _pad: [u8; 3],
+}
 
 /// One packet seen at one probe point.
 ///
@@ -42,37 +139,103 @@ pub const AF_INET6: u8 = 10;
 pub struct PacketEvent {
     /// bpf_ktime_get_ns() at the probe.
     pub ts_ns: u64,
-    /// Packet identity that survives the path (skb->head); 0 where the probe cannot read it.
+    /// Packet identity that survives the path: skb->head (SECTION_SKB).
     pub skb_id: u64,
+    /// Netfilter: the hook's continuation function (state->okfn), resolved to a symbol in
+    /// userspace; it tells a hook run by br_netfilter from one of the routed path.
+    pub nf_okfn: u64,
+    /// Conntrack status bits (enum ip_conntrack_status).
+    pub ct_status: u64,
     /// [`ProbePoint`] as u8.
     pub probe: u8,
+    /// SECTION_* bits.
+    pub sections: u8,
     /// [`AF_INET`], [`AF_INET6`], or 0 for a frame that is not IP.
     pub family: u8,
     /// IP protocol number (17 UDP, 6 TCP, 1 ICMP, ...).
     pub l4_proto: u8,
-    /// IPv4 TTL or IPv6 hop limit.
-    pub ttl: u8,
-    /// Interface the probe is attached to.
+    /// Interface the probe is attached to (tc) or skb->dev (others).
     pub ifindex: u32,
-    /// Inode of the network namespace of that interface; 0 where unknown.
+    /// Inode of the network namespace of skb->dev; 0 where unknown.
     pub netns: u32,
+    /// skb:kfree_skb drop reason (enum skb_drop_reason).
+    pub drop_reason: u32,
     /// IP total length (IPv4) or payload length + 40 (IPv6).
     pub ip_len: u16,
     /// IPv4 identification; 0 for IPv6.
     pub ip_id: u16,
     pub sport: u16,
     pub dport: u16,
+    /// IPv4 TTL or IPv6 hop limit.
+    pub ttl: u8,
     /// TCP flags byte (FIN=0x01 ... CWR=0x80); 0 for other protocols.
     pub tcp_flags: u8,
-    pub _pad: [u8; 7],
+    /// Netfilter hook (NF_INET_*).
+    pub nf_hook: u8,
+    /// Netfilter family (NFPROTO_*).
+    pub nf_pf: u8,
+    /// [`NfSlot`] as u8.
+    pub nf_slot: u8,
+    /// enum ip_conntrack_info (0 ESTABLISHED, 1 RELATED, 2 NEW, 3 ESTABLISHED_REPLY, ...).
+    pub ct_info: u8,
+    pub _pad: [u8; 2],
+    /// Netfilter: state->in and state->out ifindex (0 when none).
+    pub nf_in_ifindex: u32,
+    pub nf_out_ifindex: u32,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
+    pub ct_original: CtTuple,
+    pub ct_reply: CtTuple,
 }
 
 /// Size of a [`PacketEvent`] record in the ring buffer.
 pub const PACKET_EVENT_SIZE: usize = core::mem::size_of::<PacketEvent>();
 
 const _: () = assert!(PACKET_EVENT_SIZE % 8 == 0);
+const _: () = assert!(core::mem::size_of::<CtTuple>() % 4 == 0);
+
+/// Kernel struct offsets the programs need, resolved from BTF in userspace at start and handed
+/// over as a read-only global (Rust eBPF has no CO-RE).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub skb_head: u32,
+    pub skb_network_header: u32,
+    pub skb_dev: u32,
+    pub skb_nfct: u32,
+    pub dev_ifindex: u32,
+    pub dev_nd_net: u32,
+    pub net_ns_inum: u32,
+    pub state_hook: u32,
+    pub state_pf: u32,
+    pub state_in: u32,
+    pub state_out: u32,
+    pub state_okfn: u32,
+    /// 1 when the nf_conn offsets below are known (conntrack present with BTF).
+    pub has_conntrack: u32,
+    pub ct_status: u32,
+    /// Offset of tuplehash[0].tuple in struct nf_conn.
+    pub ct_tuple_original: u32,
+    /// Offset of tuplehash[1].tuple in struct nf_conn.
+    pub ct_tuple_reply: u32,
+    pub tuple_src_addr: u32,
+    pub tuple_src_port: u32,
+    pub tuple_dst_addr: u32,
+    pub tuple_dst_port: u32,
+    pub tuple_dst_protonum: u32,
+    /// skb:kfree_skb tracepoint record: offsets of skbaddr and reason (from its format file).
+    pub tp_kfree_skbaddr: u32,
+    pub tp_kfree_reason: u32,
+    pub _pad: u32,
+}
+
+/// Key of [`TARGET_PORTS_MAP`]: protocol in the high half, port in the low half.
+pub const fn port_key(l4_proto: u8, port: u16) -> u32 {
+    ((l4_proto as u32) << 16) | port as u32
+}
 
 #[cfg(feature = "user")]
-unsafe impl aya::Pod for PacketEvent {}
+mod pod {
+    unsafe impl aya::Pod for super::PacketEvent {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
+}

@@ -7,10 +7,10 @@
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC, helpers::bpf_ktime_get_ns, macros::classifier, programs::TcContext,
 };
-use dockflow_common::{PacketEvent, ProbePoint};
+use dockflow_common::{PacketEvent, ProbePoint, SECTION_PACKET};
 
 use crate::{
-    EVENTS,
+    emit,
     headers::{NetworkHeaderReader, parse_ip},
 };
 
@@ -52,17 +52,15 @@ fn observe(ctx: &TcContext, probe: ProbePoint) -> i32 {
     if ethertype != 0x0800 && ethertype != 0x86dd {
         return TC_ACT_UNSPEC;
     }
-    let Some(mut entry) = EVENTS.reserve::<PacketEvent>(0) else {
-        return TC_ACT_UNSPEC;
-    };
     let mut event = PacketEvent {
         ts_ns: unsafe { bpf_ktime_get_ns() },
         probe: probe as u8,
         ifindex: unsafe { (*ctx.skb.skb).ifindex },
         ..PacketEvent::default()
     };
-    parse_ip(&TcReader { ctx, network_offset }, &mut event);
-    entry.write(event);
-    entry.submit(0);
+    if parse_ip(&TcReader { ctx, network_offset }, &mut event) {
+        event.sections |= SECTION_PACKET;
+    }
+    emit(&event);
     TC_ACT_UNSPEC
 }

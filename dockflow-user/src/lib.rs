@@ -1,9 +1,11 @@
 //! dockflow: an eBPF packet-path observer for Docker networking.
 //!
 //! Data flows one way: kernel probes ([`probes`]) -> decoding ([`event`]) -> rendering
-//! ([`render`]). [`target`] resolves what to watch before anything is attached.
+//! ([`render`]). [`target`] resolves what to watch and [`kernel`] what the running kernel looks
+//! like, before anything is attached.
 
 pub mod event;
+pub mod kernel;
 pub mod probes;
 pub mod render;
 pub mod target;

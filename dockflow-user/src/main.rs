@@ -5,10 +5,11 @@ use std::{io::Write as _, process::ExitCode, time::Duration};
 use anyhow::{Result, bail};
 use clap::Parser;
 use dockflow::{
-    event,
+    event::Decoder,
+    kernel::{self, btf::KernelBtf, symbols::KernelSymbols},
     probes::Probes,
     render::Renderer,
-    target::{self, Target},
+    target::{self, Target, links},
 };
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -59,7 +60,13 @@ async fn run(cli: Cli) -> Result<()> {
         Some(name) => target::resolve_container(name)?,
         None => target::resolve_interfaces(&cli.iface)?,
     };
-    let mut probes = Probes::attach(&target)?;
+    let btf = KernelBtf::load(&["nf_conntrack", "bridge", "br_netfilter"])?;
+    let offsets = kernel::resolve_offsets(&btf)?;
+    let decoder = Decoder {
+        drop_reasons: btf.enum_names("skb_drop_reason").unwrap_or_default(),
+        symbols: KernelSymbols::load(is_hook_continuation)?,
+    };
+    let mut probes = Probes::attach(&target, &offsets)?;
     report_attachments(&probes, &target);
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd holds it.
     let mut ring = unsafe { AsyncFd::register_with_interest(probes.take_events()?, Interest::READABLE) }
@@ -71,8 +78,8 @@ async fn run(cli: Cli) -> Result<()> {
     let deadline = tokio::time::sleep(cli.duration.map_or(Duration::MAX / 4, Duration::from_secs_f64));
     tokio::pin!(deadline);
 
-    let names = target.clone();
-    let mut renderer = Renderer::new(cli.json, move |i| names.interface_name(i).map(str::to_string));
+    let interfaces = links::list_links()?.into_iter().map(|l| (l.index, l.name)).collect();
+    let mut renderer = Renderer::new(cli.json, interfaces);
     let mut stdout = std::io::stdout().lock();
     let mut seen = 0u64;
     'stream: loop {
@@ -81,7 +88,7 @@ async fn run(cli: Cli) -> Result<()> {
                 let mut guard = guard?;
                 let ring = guard.get_inner_mut();
                 while let Some(record) = ring.next() {
-                    match event::decode(&record) {
+                    match decoder.decode(&record) {
                         Ok(event) => writeln!(stdout, "{}", renderer.render(&event))?,
                         Err(e) => eprintln!("dockflow: skipped a malformed event: {e}"),
                     }
@@ -100,6 +107,9 @@ async fn run(cli: Cli) -> Result<()> {
     }
     stdout.flush()?;
     eprintln!("dockflow: {seen} events from {}", target.label);
+    for (point, lost) in probes.lost() {
+        eprintln!("dockflow: lost {lost} events at {point:?} (ring buffer full)");
+    }
     drop(probes);
     Ok(())
 }
@@ -112,4 +122,9 @@ fn report_attachments(probes: &Probes, target: &Target) {
             Some(e) => eprintln!("  refused   {}: {e}", a.point),
         }
     }
+}
+
+/// Functions a netfilter hook continues into; br_nf_* ones mean br_netfilter is running the hook.
+fn is_hook_continuation(name: &str) -> bool {
+    name.starts_with("br_nf_") || name.ends_with("_finish") || name.contains("xmit") || name.contains("okfn")
 }

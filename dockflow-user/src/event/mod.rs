@@ -1,11 +1,22 @@
 //! Decoding raw ring-buffer records into typed events. Needs no kernel, no root and no aya:
-//! replay and rendering build on this alone.
+//! replay and rendering build on this alone. Kernel facts the decoder names things with (drop
+//! reasons, hook continuation symbols) come in a [`Decoder`] built once at start.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+pub mod names;
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use anyhow::{Result, bail};
-use dockflow_common::{AF_INET, AF_INET6, PACKET_EVENT_SIZE, PacketEvent, ProbePoint};
+use dockflow_common::{
+    AF_INET, AF_INET6, CtTuple, NFPROTO_IPV6, NfSlot, PACKET_EVENT_SIZE, PacketEvent, ProbePoint, SECTION_CONNTRACK,
+    SECTION_DROP, SECTION_NETFILTER, SECTION_PACKET, SECTION_SKB, nf_slot_priority,
+};
 use serde::Serialize;
+
+use crate::kernel::symbols::KernelSymbols;
 
 /// A decoded event: one packet at one probe point.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -17,7 +28,15 @@ pub struct Event {
     pub probe: Probe,
     pub ifindex: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub packet: Option<Packet>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netfilter: Option<NetfilterHop>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conntrack: Option<Conntrack>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drop: Option<Drop>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -25,6 +44,8 @@ pub struct Event {
 pub enum Probe {
     TcIngress,
     TcEgress,
+    Netfilter,
+    KfreeSkb,
 }
 
 impl Probe {
@@ -32,6 +53,8 @@ impl Probe {
         match point {
             ProbePoint::TcIngress => Probe::TcIngress,
             ProbePoint::TcEgress => Probe::TcEgress,
+            ProbePoint::Netfilter => Probe::Netfilter,
+            ProbePoint::KfreeSkb => Probe::KfreeSkb,
         }
     }
 
@@ -39,6 +62,8 @@ impl Probe {
         match self {
             Probe::TcIngress => "tc ingress",
             Probe::TcEgress => "tc egress",
+            Probe::Netfilter => "netfilter",
+            Probe::KfreeSkb => "drop",
         }
     }
 }
@@ -62,51 +87,131 @@ pub struct Packet {
 
 impl Packet {
     pub fn protocol_name(&self) -> String {
-        match self.protocol {
-            1 => "icmp".into(),
-            6 => "tcp".into(),
-            17 => "udp".into(),
-            58 => "icmpv6".into(),
-            p => format!("proto {p}"),
-        }
+        names::protocol_name(self.protocol)
     }
+}
+
+/// Where on the netfilter hooks the packet was seen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NetfilterHop {
+    pub family: &'static str,
+    pub hook: &'static str,
+    pub hook_number: u8,
+    pub priority: i32,
+    pub slot: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_ifindex: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub out_ifindex: Option<u32>,
+    /// The hook's continuation (state->okfn), e.g. br_nf_pre_routing_finish or ip_rcv_finish.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub okfn: Option<String>,
+    /// True when br_netfilter runs this IP hook for a frame the bridge is still handling.
+    pub from_bridge: bool,
+}
+
+/// The packet's conntrack entry as seen at this point.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Conntrack {
+    pub state: &'static str,
+    pub direction: &'static str,
+    pub status: Vec<&'static str>,
+    pub original: Tuple,
+    pub reply: Tuple,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Tuple {
+    pub src: IpAddr,
+    pub sport: u16,
+    pub dst: IpAddr,
+    pub dport: u16,
+    pub protocol: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Drop {
+    pub reason: String,
+    pub code: u32,
+}
+
+/// Turns raw records into [`Event`]s, naming kernel numbers with what was learnt at start.
+#[derive(Clone, Debug, Default)]
+pub struct Decoder {
+    /// enum skb_drop_reason values to names (from BTF).
+    pub drop_reasons: HashMap<u32, String>,
+    /// Kernel functions that netfilter hooks continue into.
+    pub symbols: KernelSymbols,
 }
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 
-/// Decodes one ring-buffer record.
-pub fn decode(record: &[u8]) -> Result<Event> {
-    if record.len() < PACKET_EVENT_SIZE {
-        bail!("event record of {} bytes, expected {PACKET_EVENT_SIZE}", record.len());
+impl Decoder {
+    /// Decodes one ring-buffer record.
+    pub fn decode(&self, record: &[u8]) -> Result<Event> {
+        if record.len() < PACKET_EVENT_SIZE {
+            bail!("event record of {} bytes, expected {PACKET_EVENT_SIZE}", record.len());
+        }
+        // SAFETY: PacketEvent is plain old data and the length was checked above.
+        let raw: PacketEvent = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+        let Some(point) = ProbePoint::from_u8(raw.probe) else {
+            bail!("event from unknown probe point {}", raw.probe);
+        };
+        let has = |section| raw.sections & section != 0;
+        Ok(Event {
+            ts_ns: raw.ts_ns,
+            skb_id: has(SECTION_SKB).then_some(raw.skb_id),
+            probe: Probe::from_point(point),
+            ifindex: raw.ifindex,
+            netns: (raw.netns != 0).then_some(raw.netns),
+            packet: if has(SECTION_PACKET) { decode_packet(&raw) } else { None },
+            netfilter: if has(SECTION_NETFILTER) { self.decode_netfilter(&raw) } else { None },
+            conntrack: if has(SECTION_CONNTRACK) { decode_conntrack(&raw) } else { None },
+            drop: has(SECTION_DROP).then(|| Drop {
+                reason: self.drop_reason_name(raw.drop_reason),
+                code: raw.drop_reason,
+            }),
+        })
     }
-    // SAFETY: PacketEvent is plain old data and the length was checked above.
-    let raw: PacketEvent = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
-    let Some(point) = ProbePoint::from_u8(raw.probe) else {
-        bail!("event from unknown probe point {}", raw.probe);
-    };
-    Ok(Event {
-        ts_ns: raw.ts_ns,
-        skb_id: (raw.skb_id != 0).then_some(raw.skb_id),
-        probe: Probe::from_point(point),
-        ifindex: raw.ifindex,
-        packet: decode_packet(&raw),
-    })
+
+    fn decode_netfilter(&self, raw: &PacketEvent) -> Option<NetfilterHop> {
+        let slot = NfSlot::from_u8(raw.nf_slot)?;
+        let okfn = self.symbols.name(raw.nf_okfn).map(str::to_string);
+        Some(NetfilterHop {
+            family: names::family_name(raw.nf_pf),
+            hook: names::hook_name(raw.nf_hook),
+            hook_number: raw.nf_hook,
+            priority: nf_slot_priority(slot, raw.nf_hook).unwrap_or_default(),
+            slot: names::slot_name(slot),
+            in_ifindex: (raw.nf_in_ifindex != 0).then_some(raw.nf_in_ifindex),
+            out_ifindex: (raw.nf_out_ifindex != 0).then_some(raw.nf_out_ifindex),
+            from_bridge: okfn.as_deref().is_some_and(|f| f.starts_with("br_nf_")),
+            okfn,
+        })
+    }
+
+    fn drop_reason_name(&self, code: u32) -> String {
+        match self.drop_reasons.get(&code) {
+            Some(name) => name.trim_start_matches("SKB_DROP_REASON_").to_string(),
+            None => format!("reason {code}"),
+        }
+    }
+}
+
+fn address(family: u8, bytes: &[u8; 16]) -> Option<IpAddr> {
+    match family {
+        AF_INET => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(&bytes[..4]).unwrap()))),
+        AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(*bytes))),
+        _ => None,
+    }
 }
 
 fn decode_packet(raw: &PacketEvent) -> Option<Packet> {
-    let (src, dst) = match raw.family {
-        AF_INET => (
-            IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(&raw.saddr[..4]).unwrap())),
-            IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(&raw.daddr[..4]).unwrap())),
-        ),
-        AF_INET6 => (IpAddr::V6(Ipv6Addr::from(raw.saddr)), IpAddr::V6(Ipv6Addr::from(raw.daddr))),
-        _ => return None,
-    };
     let has_ports = raw.l4_proto == IPPROTO_TCP || raw.l4_proto == IPPROTO_UDP;
     Some(Packet {
-        src,
-        dst,
+        src: address(raw.family, &raw.saddr)?,
+        dst: address(raw.family, &raw.daddr)?,
         protocol: raw.l4_proto,
         sport: has_ports.then_some(raw.sport),
         dport: has_ports.then_some(raw.dport),
@@ -117,8 +222,26 @@ fn decode_packet(raw: &PacketEvent) -> Option<Packet> {
     })
 }
 
+fn decode_conntrack(raw: &PacketEvent) -> Option<Conntrack> {
+    // Conntrack tuples carry no family of their own; the hook's family (or the packet's) tells.
+    let family = if raw.nf_pf == NFPROTO_IPV6 || raw.family == AF_INET6 { AF_INET6 } else { AF_INET };
+    let tuple = |t: &CtTuple| {
+        Some(Tuple { src: address(family, &t.src)?, sport: t.sport, dst: address(family, &t.dst)?, dport: t.dport, protocol: t.l4_proto })
+    };
+    let (state, direction) = names::ct_info(raw.ct_info);
+    Some(Conntrack {
+        state,
+        direction,
+        status: names::ct_status(raw.ct_status),
+        original: tuple(&raw.ct_original)?,
+        reply: tuple(&raw.ct_reply)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    use dockflow_common::{NF_INET_PRE_ROUTING, NFPROTO_IPV4};
+
     use super::*;
 
     fn bytes_of(event: &PacketEvent) -> Vec<u8> {
@@ -126,11 +249,17 @@ mod tests {
         unsafe { std::slice::from_raw_parts((event as *const PacketEvent).cast::<u8>(), PACKET_EVENT_SIZE) }.to_vec()
     }
 
-    #[test]
-    fn decodes_an_ipv4_udp_event() {
-        let mut raw = PacketEvent {
+    fn v4(a: [u8; 4]) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..4].copy_from_slice(&a);
+        out
+    }
+
+    fn request_before_dnat() -> PacketEvent {
+        PacketEvent {
             ts_ns: 5,
             probe: ProbePoint::TcEgress as u8,
+            sections: SECTION_PACKET,
             family: AF_INET,
             l4_proto: IPPROTO_UDP,
             ttl: 63,
@@ -139,13 +268,17 @@ mod tests {
             ip_id: 10848,
             sport: 40000,
             dport: 1812,
+            saddr: v4([10, 199, 0, 2]),
+            daddr: v4([172, 20, 0, 2]),
             ..PacketEvent::default()
-        };
-        raw.saddr[..4].copy_from_slice(&[10, 199, 0, 2]);
-        raw.daddr[..4].copy_from_slice(&[172, 20, 0, 2]);
-        let event = decode(&bytes_of(&raw)).unwrap();
+        }
+    }
+
+    #[test]
+    fn decodes_an_ipv4_udp_event() {
+        let event = Decoder::default().decode(&bytes_of(&request_before_dnat())).unwrap();
         assert_eq!(event.probe, Probe::TcEgress);
-        assert_eq!(event.skb_id, None);
+        assert_eq!((event.skb_id, event.netfilter.is_none(), event.conntrack.is_none(), event.drop.is_none()), (None, true, true, true));
         let p = event.packet.unwrap();
         assert_eq!(p.src.to_string(), "10.199.0.2");
         assert_eq!(p.dst.to_string(), "172.20.0.2");
@@ -157,6 +290,7 @@ mod tests {
     fn decodes_an_ipv6_tcp_event() {
         let raw = PacketEvent {
             probe: ProbePoint::TcIngress as u8,
+            sections: SECTION_PACKET | SECTION_SKB,
             skb_id: 0xffff_8880_0000_1000,
             family: AF_INET6,
             l4_proto: IPPROTO_TCP,
@@ -165,7 +299,7 @@ mod tests {
             daddr: "fd00::2".parse::<Ipv6Addr>().unwrap().octets(),
             ..PacketEvent::default()
         };
-        let event = decode(&bytes_of(&raw)).unwrap();
+        let event = Decoder::default().decode(&bytes_of(&raw)).unwrap();
         assert_eq!(event.skb_id, Some(0xffff_8880_0000_1000));
         let p = event.packet.unwrap();
         assert_eq!(p.dst.to_string(), "fd00::2");
@@ -173,15 +307,58 @@ mod tests {
     }
 
     #[test]
-    fn non_ip_frames_have_no_packet() {
-        let raw = PacketEvent { probe: ProbePoint::TcIngress as u8, ..PacketEvent::default() };
-        assert_eq!(decode(&bytes_of(&raw)).unwrap().packet, None);
+    fn decodes_a_netfilter_event_with_conntrack_run_from_the_bridge() {
+        let raw = PacketEvent {
+            probe: ProbePoint::Netfilter as u8,
+            sections: SECTION_PACKET | SECTION_NETFILTER | SECTION_CONNTRACK | SECTION_SKB,
+            nf_pf: NFPROTO_IPV4,
+            nf_hook: NF_INET_PRE_ROUTING,
+            nf_slot: NfSlot::AfterNat as u8,
+            nf_okfn: 0xffff_ffff_81a0_0000,
+            nf_in_ifindex: 3,
+            ct_info: 3,
+            ct_status: 0b1_0010_1010,
+            ct_original: CtTuple { src: v4([10, 199, 0, 2]), dst: v4([10, 199, 0, 1]), sport: 40000, dport: 1812, l4_proto: 17, _pad: [0; 3] },
+            ct_reply: CtTuple { src: v4([172, 20, 0, 2]), dst: v4([10, 199, 0, 2]), sport: 1812, dport: 40000, l4_proto: 17, _pad: [0; 3] },
+            ..request_before_dnat()
+        };
+        let decoder = Decoder {
+            symbols: KernelSymbols::from_entries([(0xffff_ffff_81a0_0000, "br_nf_pre_routing_finish".to_string())]),
+            ..Decoder::default()
+        };
+        let event = decoder.decode(&bytes_of(&raw)).unwrap();
+        let nf = event.netfilter.unwrap();
+        assert_eq!((nf.family, nf.hook, nf.priority, nf.slot), ("ipv4", "prerouting", -99, "after nat"));
+        assert_eq!(nf.in_ifindex, Some(3));
+        assert!(nf.from_bridge);
+        let ct = event.conntrack.unwrap();
+        assert_eq!((ct.state, ct.direction), ("established", "reply"));
+        assert!(ct.status.contains(&"dst_nat"));
+        assert_eq!(ct.original.dst.to_string(), "10.199.0.1");
+        assert_eq!(ct.reply.src.to_string(), "172.20.0.2");
+    }
+
+    #[test]
+    fn decodes_a_drop_with_its_reason_name() {
+        let raw = PacketEvent { probe: ProbePoint::KfreeSkb as u8, sections: SECTION_DROP | SECTION_PACKET, drop_reason: 6, ..request_before_dnat() };
+        let decoder = Decoder { drop_reasons: [(6, "SKB_DROP_REASON_NETFILTER_DROP".to_string())].into(), ..Decoder::default() };
+        let event = decoder.decode(&bytes_of(&raw)).unwrap();
+        assert_eq!(event.drop, Some(Drop { reason: "NETFILTER_DROP".into(), code: 6 }));
+        let unknown = PacketEvent { drop_reason: 999, ..raw };
+        assert_eq!(Decoder::default().decode(&bytes_of(&unknown)).unwrap().drop.unwrap().reason, "reason 999");
+    }
+
+    #[test]
+    fn sections_left_out_decode_to_nothing() {
+        let raw = PacketEvent { probe: ProbePoint::TcIngress as u8, family: AF_INET, ..PacketEvent::default() };
+        let event = Decoder::default().decode(&bytes_of(&raw)).unwrap();
+        assert_eq!((event.packet, event.netfilter, event.conntrack, event.drop), (None, None, None, None));
     }
 
     #[test]
     fn rejects_short_and_unknown_records() {
-        assert!(decode(&[0u8; 8]).is_err());
+        assert!(Decoder::default().decode(&[0u8; 8]).is_err());
         let raw = PacketEvent { probe: 200, ..PacketEvent::default() };
-        assert!(decode(&bytes_of(&raw)).unwrap_err().to_string().contains("unknown probe point 200"));
+        assert!(Decoder::default().decode(&bytes_of(&raw)).unwrap_err().to_string().contains("unknown probe point 200"));
     }
 }

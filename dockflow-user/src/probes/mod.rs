@@ -4,12 +4,23 @@
 //! so a user on a restrictive kernel knows what they are (not) seeing. Everything attached is
 //! owned by [`Probes`] and detached when it is dropped, on every exit path.
 
+mod bpf_sys;
 mod cleanup;
+mod netfilter;
 mod tc;
+mod tracepoints;
+
+use std::{net::IpAddr, os::fd::OwnedFd};
 
 use anyhow::{Context as _, Result, anyhow};
-use aya::{Ebpf, maps::{MapData, RingBuf}};
-use dockflow_common::EVENTS_MAP;
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+};
+use dockflow_common::{
+    EVENTS_MAP, FILTER_GLOBAL, KernelOffsets, LOST_MAP, OFFSETS_GLOBAL, ProbePoint, TARGET_ADDRESSES_MAP,
+    TARGET_PORTS_MAP, port_key,
+};
 
 use crate::target::Target;
 
@@ -24,28 +35,57 @@ pub struct Attachment {
     pub error: Option<String>,
 }
 
+/// What a family attached: its report, and the fds that keep links alive (links aya does not own).
+#[derive(Default)]
+struct Attached {
+    attachments: Vec<Attachment>,
+    held: Vec<OwnedFd>,
+}
+
+impl Attached {
+    fn refused(point: &str, error: anyhow::Error) -> Self {
+        Self { attachments: vec![Attachment { point: point.to_string(), error: Some(one_line(error)) }], held: Vec::new() }
+    }
+}
+
 /// One family of probes (tc, netfilter, tracepoints, ...).
 trait ProbeFamily {
     /// Loads and attaches this family's programs for `target`; one [`Attachment`] per point.
-    fn attach(&self, ebpf: &mut Ebpf, target: &Target) -> Vec<Attachment>;
+    fn attach(&self, ebpf: &mut Ebpf, target: &Target) -> Attached;
 }
 
 /// Loaded and attached programs; dropping this detaches everything.
 pub struct Probes {
+    // Field order matters: links (held) close before the object that owns programs and maps.
+    held: Vec<OwnedFd>,
     ebpf: Ebpf,
+    lost: PerCpuArray<MapData, u64>,
     pub attachments: Vec<Attachment>,
 }
 
 impl Probes {
-    pub fn attach(target: &Target) -> Result<Self> {
-        let mut ebpf = Ebpf::load(PROGRAMS).map_err(|e| load_error(e.into()))?;
-        let families: [&dyn ProbeFamily; 1] = [&tc::Tc];
-        let attachments = families.iter().flat_map(|f| f.attach(&mut ebpf, target)).collect::<Vec<_>>();
+    pub fn attach(target: &Target, offsets: &KernelOffsets) -> Result<Self> {
+        let filter = u32::from(target.filtered());
+        let mut ebpf = EbpfLoader::new()
+            .override_global(OFFSETS_GLOBAL, offsets, true)
+            .override_global(FILTER_GLOBAL, &filter, true)
+            .load(PROGRAMS)
+            .map_err(|e| load_error(e.into()))?;
+        fill_filter(&mut ebpf, target)?;
+        let families: [&dyn ProbeFamily; 3] = [&tc::Tc, &netfilter::Netfilter, &tracepoints::Tracepoints];
+        let mut attachments = Vec::new();
+        let mut held = Vec::new();
+        for family in families {
+            let attached = family.attach(&mut ebpf, target);
+            attachments.extend(attached.attachments);
+            held.extend(attached.held);
+        }
         if attachments.iter().all(|a| a.error.is_some()) {
             let first = attachments.first().and_then(|a| a.error.clone()).unwrap_or_default();
             return Err(anyhow!("the kernel refused every probe ({first})"));
         }
-        Ok(Self { ebpf, attachments })
+        let lost = PerCpuArray::try_from(ebpf.take_map(LOST_MAP).context("no LOST map")?)?;
+        Ok(Self { held, ebpf, lost, attachments })
     }
 
     /// The ring buffer every program writes into.
@@ -53,12 +93,57 @@ impl Probes {
         let map = self.ebpf.take_map(EVENTS_MAP).context("the programs have no event ring buffer")?;
         Ok(RingBuf::try_from(map)?)
     }
+
+    /// Events each probe point could not deliver because the ring buffer was full.
+    pub fn lost(&self) -> Vec<(ProbePoint, u64)> {
+        ProbePoint::ALL
+            .into_iter()
+            .filter_map(|p| {
+                let total: u64 = self.lost.get(&(p as u32), 0).ok()?.iter().sum();
+                (total > 0).then_some((p, total))
+            })
+            .collect()
+    }
 }
 
 impl Drop for Probes {
     fn drop(&mut self) {
-        // Links detach when `ebpf` drops right after this; qdiscs we added must go explicitly.
+        self.held.clear();
+        // aya detaches its links when `ebpf` drops right after this; qdiscs we added go explicitly.
         cleanup::remove_created_qdiscs();
+    }
+}
+
+/// Loads the target's addresses and published ports into the in-kernel filter.
+fn fill_filter(ebpf: &mut Ebpf, target: &Target) -> Result<()> {
+    let mut addresses: HashMap<_, [u8; 16], u8> =
+        HashMap::try_from(ebpf.map_mut(TARGET_ADDRESSES_MAP).context("no address filter map")?)?;
+    for address in &target.addresses {
+        addresses.insert(address_key(address), 1, 0)?;
+    }
+    let mut ports: HashMap<_, u32, u8> = HashMap::try_from(ebpf.map_mut(TARGET_PORTS_MAP).context("no port filter map")?)?;
+    for p in &target.published {
+        let proto = match p.protocol.as_str() {
+            "tcp" => 6,
+            "udp" => 17,
+            "sctp" => 132,
+            _ => continue,
+        };
+        ports.insert(port_key(proto, p.host_port), 1, 0)?;
+        ports.insert(port_key(proto, p.container_port), 1, 0)?;
+    }
+    Ok(())
+}
+
+/// The 16-byte form the kernel compares addresses in (IPv4 in the first four bytes).
+fn address_key(address: &IpAddr) -> [u8; 16] {
+    match address {
+        IpAddr::V4(v4) => {
+            let mut key = [0u8; 16];
+            key[..4].copy_from_slice(&v4.octets());
+            key
+        }
+        IpAddr::V6(v6) => v6.octets(),
     }
 }
 

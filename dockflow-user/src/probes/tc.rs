@@ -6,7 +6,7 @@ use aya::{
     util::KernelVersion,
 };
 
-use super::{Attachment, ProbeFamily, one_line};
+use super::{Attached, Attachment, ProbeFamily, one_line};
 use crate::target::Target;
 
 pub struct Tc;
@@ -17,8 +17,8 @@ const PROGRAMS: [(&str, TcAttachType, &str); 2] = [
 ];
 
 impl ProbeFamily for Tc {
-    fn attach(&self, ebpf: &mut Ebpf, target: &Target) -> Vec<Attachment> {
-        let mut out = Vec::new();
+    fn attach(&self, ebpf: &mut Ebpf, target: &Target) -> Attached {
+        let mut out = Attached::default();
         for (program, attach_type, direction) in PROGRAMS {
             let loaded = load(ebpf, program);
             for iface in &target.interfaces {
@@ -30,7 +30,7 @@ impl ProbeFamily for Tc {
                     }
                     prog.attach(&iface.name, attach_type).map(drop).map_err(one_line)
                 });
-                out.push(Attachment { point, error: result.err() });
+                out.attachments.push(Attachment { point, error: result.err() });
             }
         }
         out

@@ -1,49 +1,86 @@
 //! Turning events into text for people (one line per event) or JSON for tools (one object per
 //! line). Rendering never touches the kernel.
 
-use std::fmt::Write as _;
+use std::{collections::HashMap, fmt::Write as _, net::IpAddr};
 
-use crate::event::{Event, Packet};
+use crate::event::{Conntrack, Event, NetfilterHop, Packet, Tuple};
 
-/// Renders events relative to the first timestamp seen and with interface names resolved.
-pub struct Renderer<F: Fn(u32) -> Option<String>> {
+/// Renders events relative to the first timestamp seen, with interface names resolved.
+pub struct Renderer {
     json: bool,
     first_ts: Option<u64>,
-    interface_name: F,
+    interfaces: HashMap<u32, String>,
 }
 
-impl<F: Fn(u32) -> Option<String>> Renderer<F> {
-    pub fn new(json: bool, interface_name: F) -> Self {
-        Self { json, first_ts: None, interface_name }
+impl Renderer {
+    pub fn new(json: bool, interfaces: HashMap<u32, String>) -> Self {
+        Self { json, first_ts: None, interfaces }
+    }
+
+    fn iface(&self, ifindex: u32) -> String {
+        self.interfaces.get(&ifindex).cloned().unwrap_or_else(|| format!("if{ifindex}"))
     }
 
     pub fn render(&mut self, event: &Event) -> String {
         if self.json {
             let mut value = serde_json::to_value(event).expect("events serialize");
-            if let Some(name) = (self.interface_name)(event.ifindex) {
-                value["interface"] = name.into();
+            if let Some(name) = self.interfaces.get(&event.ifindex) {
+                value["interface"] = name.clone().into();
             }
             return value.to_string();
         }
         let first = *self.first_ts.get_or_insert(event.ts_ns);
         let elapsed = event.ts_ns.saturating_sub(first) as f64 / 1e9;
-        let iface = (self.interface_name)(event.ifindex).unwrap_or_else(|| format!("if{}", event.ifindex));
-        let mut line = format!("{elapsed:>10.6}  {:<10}  {iface:<15}", event.probe.name());
+        let place = match &event.netfilter {
+            Some(nf) => self.netfilter_place(nf),
+            None => format!("{:<10}  {:<15}", event.probe.name(), self.iface(event.ifindex)),
+        };
+        let mut line = format!("{elapsed:>10.6}  {place}");
         match &event.packet {
             Some(packet) => line.push_str(&packet_summary(packet)),
             None => line.push_str("non-IP frame"),
         }
+        if let Some(ct) = &event.conntrack {
+            let _ = write!(line, "  {}", conntrack_summary(ct));
+        }
+        if let Some(drop) = &event.drop {
+            let _ = write!(line, "  DROPPED: {}", drop.reason);
+        }
+        if let Some(nf) = event.netfilter.as_ref().filter(|nf| nf.from_bridge) {
+            let _ = write!(line, "  (run from the bridge by {})", nf.okfn.as_deref().unwrap_or("br_netfilter"));
+        }
         line
+    }
+
+    /// "ipv4 prerouting @-99    docker1>-        "
+    fn netfilter_place(&self, nf: &NetfilterHop) -> String {
+        let dev = |i: Option<u32>| i.map_or("-".to_string(), |i| self.iface(i));
+        format!(
+            "{:<10}  {:<15}",
+            format!("{} {}", nf.family, nf.hook),
+            format!("{}>{}", dev(nf.in_ifindex), dev(nf.out_ifindex))
+        ) + &format!(" @{:<11} ", priority_label(nf.priority))
+    }
+}
+
+fn priority_label(priority: i32) -> String {
+    match priority {
+        p if p == i32::MIN + 1 => "first".into(),
+        p if p == i32::MAX - 1 => "last".into(),
+        p => p.to_string(),
+    }
+}
+
+fn endpoint(addr: &IpAddr, port: Option<u16>) -> String {
+    match (addr, port) {
+        (IpAddr::V6(a), Some(port)) => format!("[{a}]:{port}"),
+        (a, Some(port)) => format!("{a}:{port}"),
+        (a, None) => a.to_string(),
     }
 }
 
 /// "udp 10.199.0.2:40000 -> 172.20.0.2:1812 ttl 63 id 10848 len 42"
 pub fn packet_summary(p: &Packet) -> String {
-    let endpoint = |addr: &std::net::IpAddr, port: Option<u16>| match (addr, port) {
-        (std::net::IpAddr::V6(a), Some(port)) => format!("[{a}]:{port}"),
-        (a, Some(port)) => format!("{a}:{port}"),
-        (a, None) => a.to_string(),
-    };
     let mut s = format!(
         "{} {} -> {} ttl {} id {} len {}",
         p.protocol_name(),
@@ -56,6 +93,21 @@ pub fn packet_summary(p: &Packet) -> String {
     if let Some(flags) = p.tcp_flags {
         let _ = write!(s, " [{}]", tcp_flag_names(flags));
     }
+    s
+}
+
+fn tuple_summary(t: &Tuple) -> String {
+    format!("{} -> {}", endpoint(&t.src, Some(t.sport)), endpoint(&t.dst, Some(t.dport)))
+}
+
+/// "ct new original [dst_nat] orig 10.199.0.2:40000 -> 10.199.0.1:1812 reply 172.20.0.2:1812 -> 10.199.0.2:40000"
+pub fn conntrack_summary(ct: &Conntrack) -> String {
+    let nat: Vec<&str> = ct.status.iter().copied().filter(|s| *s == "src_nat" || *s == "dst_nat").collect();
+    let mut s = format!("ct {} {}", ct.state, ct.direction);
+    if !nat.is_empty() {
+        let _ = write!(s, " [{}]", nat.join(","));
+    }
+    let _ = write!(s, " orig {} reply {}", tuple_summary(&ct.original), tuple_summary(&ct.reply));
     s
 }
 
@@ -76,6 +128,7 @@ mod tests {
             skb_id: None,
             probe: Probe::TcIngress,
             ifindex: 12,
+            netns: None,
             packet: Some(Packet {
                 src: "172.20.0.2".parse().unwrap(),
                 dst: "10.199.0.2".parse().unwrap(),
@@ -87,12 +140,19 @@ mod tests {
                 len: 56,
                 tcp_flags: None,
             }),
+            netfilter: None,
+            conntrack: None,
+            drop: None,
         }
+    }
+
+    fn names() -> HashMap<u32, String> {
+        [(12, "vethcccc".to_string()), (3, "docker1".to_string()), (5, "dfext0".to_string())].into()
     }
 
     #[test]
     fn text_lines_show_time_probe_interface_and_headers() {
-        let mut r = Renderer::new(false, |i| (i == 12).then(|| "vethcccc".to_string()));
+        let mut r = Renderer::new(false, names());
         r.render(&udp_event(1_000));
         let line = r.render(&udp_event(501_000));
         assert_eq!(
@@ -102,10 +162,30 @@ mod tests {
     }
 
     #[test]
+    fn netfilter_lines_show_hook_devices_priority_conntrack_and_bridge_origin() {
+        let mut event = udp_event(0);
+        event.probe = Probe::Netfilter;
+        event.netfilter = Some(NetfilterHop {
+            family: "ipv4",
+            hook: "prerouting",
+            hook_number: 0,
+            priority: i32::MIN + 1,
+            slot: "first",
+            in_ifindex: Some(3),
+            out_ifindex: None,
+            okfn: Some("br_nf_pre_routing_finish".into()),
+            from_bridge: true,
+        });
+        let line = Renderer::new(false, names()).render(&event);
+        assert!(line.contains("ipv4 prerouting  docker1>-        @first"), "{line}");
+        assert!(line.ends_with("(run from the bridge by br_nf_pre_routing_finish)"), "{line}");
+    }
+
+    #[test]
     fn json_lines_carry_the_interface_name() {
-        let mut r = Renderer::new(true, |_| Some("docker1".to_string()));
+        let mut r = Renderer::new(true, names());
         let v: serde_json::Value = serde_json::from_str(&r.render(&udp_event(7))).unwrap();
-        assert_eq!(v["interface"], "docker1");
+        assert_eq!(v["interface"], "vethcccc");
         assert_eq!(v["probe"], "tc_ingress");
         assert_eq!(v["packet"]["dport"], 40000);
     }

@@ -40,6 +40,12 @@ pub struct Target {
 }
 
 impl Target {
+    /// Whether the kernel should drop events that are not the target's (containers: yes;
+    /// bare interfaces with no addresses: everything on them is wanted).
+    pub fn filtered(&self) -> bool {
+        !self.addresses.is_empty() || !self.published.is_empty()
+    }
+
     pub fn interface_name(&self, ifindex: u32) -> Option<&str> {
         self.interfaces.iter().find(|i| i.index == ifindex).map(|i| i.name.as_str())
     }

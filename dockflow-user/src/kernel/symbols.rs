@@ -1,0 +1,61 @@
+//! Kernel function addresses to names, from /proc/kallsyms (root sees real addresses).
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, Result};
+
+/// Only the functions dockflow names in its output: netfilter hook continuations.
+#[derive(Clone, Debug, Default)]
+pub struct KernelSymbols {
+    by_address: BTreeMap<u64, String>,
+}
+
+impl KernelSymbols {
+    /// Loads the text symbols whose names satisfy `keep`.
+    pub fn load(keep: impl Fn(&str) -> bool) -> Result<Self> {
+        let text = std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
+        Ok(Self::parse(&text, keep))
+    }
+
+    fn parse(text: &str, keep: impl Fn(&str) -> bool) -> Self {
+        let by_address = text
+            .lines()
+            .filter_map(|line| {
+                let mut parts = line.split_whitespace();
+                let address = u64::from_str_radix(parts.next()?, 16).ok()?;
+                let kind = parts.next()?;
+                let name = parts.next()?;
+                (address != 0 && matches!(kind, "t" | "T") && keep(name)).then(|| (address, name.to_string()))
+            })
+            .collect();
+        Self { by_address }
+    }
+
+    /// The exact symbol at `address`.
+    pub fn name(&self, address: u64) -> Option<&str> {
+        self.by_address.get(&address).map(String::as_str)
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = (u64, &str)> {
+        self.by_address.iter().map(|(a, n)| (*a, n.as_str()))
+    }
+
+    pub fn from_entries(entries: impl IntoIterator<Item = (u64, String)>) -> Self {
+        Self { by_address: entries.into_iter().collect() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_only_wanted_text_symbols() {
+        let text = "ffffffff81a00000 T br_nf_pre_routing_finish\nffffffff81a00100 t ip_rcv_finish\nffffffff82000000 D some_data\n0000000000000000 T hidden\n";
+        let s = KernelSymbols::parse(text, |n| n.contains("finish") || n == "hidden" || n == "some_data");
+        assert_eq!(s.name(0xffffffff81a00000), Some("br_nf_pre_routing_finish"));
+        assert_eq!(s.name(0xffffffff81a00100), Some("ip_rcv_finish"));
+        assert_eq!(s.name(0xffffffff82000000), None);
+        assert_eq!(s.entries().count(), 2);
+    }
+}
