@@ -116,6 +116,9 @@ async fn run(cli: Cli) -> Result<()> {
 
 fn report_attachments(probes: &Probes, target: &Target) {
     eprintln!("dockflow: watching {}", target.label);
+    for note in &probes.notes {
+        eprintln!("  note      {note}");
+    }
     for a in &probes.attachments {
         match &a.error {
             None => eprintln!("  attached  {}", a.point),

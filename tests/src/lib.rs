@@ -34,6 +34,8 @@ pub fn lab_bin() -> PathBuf {
 /// A dockflow process that has started streaming.
 pub struct Dockflow {
     child: Child,
+    /// Collects stdout as it comes, so a chatty run never blocks on a full pipe.
+    stdout: std::thread::JoinHandle<String>,
     /// Its stderr lines up to and including "streaming".
     pub startup: Vec<String>,
 }
@@ -41,8 +43,14 @@ pub struct Dockflow {
 impl Dockflow {
     /// Starts `dockflow ARGS` and waits until its probes are attached.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// [`Dockflow::start`] with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(dockflow_bin())
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -53,6 +61,12 @@ impl Dockflow {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let _ = tx.send(line);
             }
+        });
+        let mut out = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = out.read_to_string(&mut text);
+            text
         });
         let mut startup = Vec::new();
         loop {
@@ -70,20 +84,20 @@ impl Dockflow {
                 }
             }
         }
-        Self { child, startup }
+        Self { child, stdout, startup }
     }
 
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 
-    /// Sends `signal`, waits for exit, returns (success, stdout).
+    /// Sends `signal` (0: none, it was already sent), waits for exit, returns (success, stdout).
     pub fn stop_with(mut self, signal: i32) -> (bool, String) {
-        unsafe { libc::kill(self.pid(), signal) };
-        let mut stdout = String::new();
-        self.child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+        if signal != 0 {
+            unsafe { libc::kill(self.pid(), signal) };
+        }
         let status = self.child.wait().unwrap();
-        (status.success(), stdout)
+        (status.success(), self.stdout.join().unwrap())
     }
 }
 
@@ -93,13 +107,9 @@ pub fn our_bpf_programs() -> Vec<String> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "name").nth(1))
-        .filter(|name| name.starts_with(dockflow_common_prefix()))
+        .filter(|name| name.starts_with("df_"))
         .map(str::to_string)
         .collect()
-}
-
-fn dockflow_common_prefix() -> &'static str {
-    "df_"
 }
 
 /// Parses dockflow --json output into objects.

@@ -40,11 +40,13 @@ pub struct Attachment {
 struct Attached {
     attachments: Vec<Attachment>,
     held: Vec<OwnedFd>,
+    /// Things worth telling the user once (e.g. leftovers removed).
+    notes: Vec<String>,
 }
 
 impl Attached {
     fn refused(point: &str, error: anyhow::Error) -> Self {
-        Self { attachments: vec![Attachment { point: point.to_string(), error: Some(one_line(error)) }], held: Vec::new() }
+        Self { attachments: vec![Attachment { point: point.to_string(), error: Some(one_line(error)) }], ..Self::default() }
     }
 }
 
@@ -61,6 +63,7 @@ pub struct Probes {
     ebpf: Ebpf,
     lost: PerCpuArray<MapData, u64>,
     pub attachments: Vec<Attachment>,
+    pub notes: Vec<String>,
 }
 
 impl Probes {
@@ -75,17 +78,19 @@ impl Probes {
         let families: [&dyn ProbeFamily; 3] = [&tc::Tc, &netfilter::Netfilter, &tracepoints::Tracepoints];
         let mut attachments = Vec::new();
         let mut held = Vec::new();
+        let mut notes = Vec::new();
         for family in families {
             let attached = family.attach(&mut ebpf, target);
             attachments.extend(attached.attachments);
             held.extend(attached.held);
+            notes.extend(attached.notes);
         }
         if attachments.iter().all(|a| a.error.is_some()) {
             let first = attachments.first().and_then(|a| a.error.clone()).unwrap_or_default();
             return Err(anyhow!("the kernel refused every probe ({first})"));
         }
         let lost = PerCpuArray::try_from(ebpf.take_map(LOST_MAP).context("no LOST map")?)?;
-        Ok(Self { held, ebpf, lost, attachments })
+        Ok(Self { held, ebpf, lost, attachments, notes })
     }
 
     /// The ring buffer every program writes into.

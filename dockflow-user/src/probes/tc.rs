@@ -2,7 +2,7 @@
 
 use aya::{
     Ebpf,
-    programs::{SchedClassifier, TcAttachType, tc},
+    programs::{SchedClassifier, TcAttachType, tc::{self, NlOptions, TcAttachOptions}},
     util::KernelVersion,
 };
 
@@ -16,19 +16,36 @@ const PROGRAMS: [(&str, TcAttachType, &str); 2] = [
     ("df_tc_egress", TcAttachType::Egress, "egress"),
 ];
 
+/// DOCKFLOW_TC_ATTACH=netlink forces clsact filters even where tcx exists (to exercise the
+/// pre-6.6 path, e.g. its crash cleanup).
+fn use_netlink() -> bool {
+    std::env::var("DOCKFLOW_TC_ATTACH").is_ok_and(|v| v == "netlink")
+        || KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0))
+}
+
 impl ProbeFamily for Tc {
     fn attach(&self, ebpf: &mut Ebpf, target: &Target) -> Attached {
         let mut out = Attached::default();
+        for iface in &target.interfaces {
+            let removed = super::cleanup::remove_stale_tc_filters(&iface.name);
+            if removed > 0 {
+                out.notes.push(format!("removed {removed} tc filters on {} left by an earlier run", iface.name));
+            }
+        }
+        let netlink = use_netlink();
         for (program, attach_type, direction) in PROGRAMS {
             let loaded = load(ebpf, program);
             for iface in &target.interfaces {
                 let point = format!("tc {direction} on {}", iface.name);
                 let result = loaded.as_ref().map_err(Clone::clone).and_then(|()| {
                     let prog: &mut SchedClassifier = ebpf.program_mut(program).unwrap().try_into().map_err(one_line)?;
-                    if KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0)) {
+                    if netlink {
                         ensure_clsact(&iface.name);
+                        let options = TcAttachOptions::Netlink(NlOptions::default());
+                        prog.attach_with_options(&iface.name, attach_type, options).map(drop).map_err(one_line)
+                    } else {
+                        prog.attach(&iface.name, attach_type).map(drop).map_err(one_line)
                     }
-                    prog.attach(&iface.name, attach_type).map(drop).map_err(one_line)
                 });
                 out.attachments.push(Attachment { point, error: result.err() });
             }

@@ -31,11 +31,11 @@ impl Renderer {
         }
         let first = *self.first_ts.get_or_insert(event.ts_ns);
         let elapsed = event.ts_ns.saturating_sub(first) as f64 / 1e9;
-        let place = match &event.netfilter {
+        let (what, place, priority) = match &event.netfilter {
             Some(nf) => self.netfilter_place(nf),
-            None => format!("{:<10}  {:<15}", event.probe.name(), self.iface(event.ifindex)),
+            None => (event.probe.name().to_string(), self.iface(event.ifindex), String::new()),
         };
-        let mut line = format!("{elapsed:>10.6}  {place}");
+        let mut line = format!("{elapsed:>10.6}  {what:<16}  {place:<17} {priority:<6} ");
         match &event.packet {
             Some(packet) => line.push_str(&packet_summary(packet)),
             None => line.push_str("non-IP frame"),
@@ -52,14 +52,14 @@ impl Renderer {
         line
     }
 
-    /// "ipv4 prerouting @-99    docker1>-        "
-    fn netfilter_place(&self, nf: &NetfilterHop) -> String {
+    /// ("ipv4 prerouting", "docker1>-", "-99"): hook, in>out devices, priority.
+    fn netfilter_place(&self, nf: &NetfilterHop) -> (String, String, String) {
         let dev = |i: Option<u32>| i.map_or("-".to_string(), |i| self.iface(i));
-        format!(
-            "{:<10}  {:<15}",
+        (
             format!("{} {}", nf.family, nf.hook),
-            format!("{}>{}", dev(nf.in_ifindex), dev(nf.out_ifindex))
-        ) + &format!(" @{:<11} ", priority_label(nf.priority))
+            format!("{}>{}", dev(nf.in_ifindex), dev(nf.out_ifindex)),
+            priority_label(nf.priority),
+        )
     }
 }
 
@@ -157,7 +157,7 @@ mod tests {
         let line = r.render(&udp_event(501_000));
         assert_eq!(
             line,
-            "  0.000500  tc ingress  vethcccc       udp 172.20.0.2:1812 -> 10.199.0.2:40000 ttl 64 id 64789 len 56"
+            "  0.000500  tc ingress        vethcccc                 udp 172.20.0.2:1812 -> 10.199.0.2:40000 ttl 64 id 64789 len 56"
         );
     }
 
@@ -177,7 +177,7 @@ mod tests {
             from_bridge: true,
         });
         let line = Renderer::new(false, names()).render(&event);
-        assert!(line.contains("ipv4 prerouting  docker1>-        @first"), "{line}");
+        assert!(line.contains("ipv4 prerouting   docker1>-         first  udp"), "{line}");
         assert!(line.ends_with("(run from the bridge by br_nf_pre_routing_finish)"), "{line}");
     }
 
