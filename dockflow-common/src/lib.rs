@@ -33,14 +33,39 @@ pub enum ProbePoint {
     Netfilter = 3,
     /// Tracepoint skb:kfree_skb: the packet was dropped, with a reason.
     KfreeSkb = 4,
+    /// Tracepoint net:netif_receive_skb: a device hands the packet to the stack (or bridge).
+    NetifReceive = 5,
+    /// Tracepoint net:net_dev_queue: the packet is queued for transmission on a device.
+    NetDevQueue = 6,
+    /// br_handle_frame (fentry/kprobe): a frame enters a bridge port.
+    BrHandleFrame = 7,
+    /// br_forward: the bridge forwards (or floods) a frame to a port.
+    BrForward = 8,
+    /// br_pass_frame_up: the bridge passes a frame up to the host's IP stack.
+    BrPassFrameUp = 9,
+    /// br_dev_xmit: the host's IP stack sends into the bridge device.
+    BrDevXmit = 10,
+    /// nf_hook_slow: a netfilter hook of any family runs (bridge family included).
+    NfHookSlow = 11,
 }
 
 /// Slots for [`LOST_MAP`]: one per probe point, index = the point's value.
-pub const PROBE_POINT_SLOTS: u32 = 8;
+pub const PROBE_POINT_SLOTS: u32 = 16;
 
 impl ProbePoint {
-    pub const ALL: [ProbePoint; 4] =
-        [ProbePoint::TcIngress, ProbePoint::TcEgress, ProbePoint::Netfilter, ProbePoint::KfreeSkb];
+    pub const ALL: [ProbePoint; 11] = [
+        ProbePoint::TcIngress,
+        ProbePoint::TcEgress,
+        ProbePoint::Netfilter,
+        ProbePoint::KfreeSkb,
+        ProbePoint::NetifReceive,
+        ProbePoint::NetDevQueue,
+        ProbePoint::BrHandleFrame,
+        ProbePoint::BrForward,
+        ProbePoint::BrPassFrameUp,
+        ProbePoint::BrDevXmit,
+        ProbePoint::NfHookSlow,
+    ];
 
     pub fn from_u8(raw: u8) -> Option<Self> {
         Self::ALL.into_iter().find(|p| *p as u8 == raw)
@@ -60,10 +85,12 @@ pub enum NfSlot {
     AfterNat = 2,
     /// Last priority a BPF link may take.
     Last = 3,
+    /// The hook as a whole, seen at nf_hook_slow (no single priority).
+    Entry = 4,
 }
 
 impl NfSlot {
-    pub const ALL: [NfSlot; 4] = [NfSlot::First, NfSlot::BeforeNat, NfSlot::AfterNat, NfSlot::Last];
+    pub const ALL: [NfSlot; 5] = [NfSlot::First, NfSlot::BeforeNat, NfSlot::AfterNat, NfSlot::Last, NfSlot::Entry];
 
     pub fn from_u8(raw: u8) -> Option<Self> {
         Self::ALL.into_iter().find(|s| *s as u8 == raw)
@@ -79,6 +106,7 @@ pub const NF_INET_POST_ROUTING: u8 = 4;
 
 /// Protocol families as netfilter numbers them (NFPROTO_*).
 pub const NFPROTO_IPV4: u8 = 2;
+pub const NFPROTO_BRIDGE: u8 = 7;
 pub const NFPROTO_IPV6: u8 = 10;
 
 /// NAT priorities (NF_IP_PRI_NAT_DST / NF_IP_PRI_NAT_SRC).
@@ -226,7 +254,9 @@ pub struct KernelOffsets {
     /// skb:kfree_skb tracepoint record: offsets of skbaddr and reason (from its format file).
     pub tp_kfree_skbaddr: u32,
     pub tp_kfree_reason: u32,
-    pub _pad: u32,
+    /// net:netif_receive_skb and net:net_dev_queue records: offset of skbaddr.
+    pub tp_netif_receive_skbaddr: u32,
+    pub tp_net_dev_queue_skbaddr: u32,
 }
 
 /// Key of [`TARGET_PORTS_MAP`]: protocol in the high half, port in the low half.

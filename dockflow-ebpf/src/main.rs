@@ -4,6 +4,7 @@
 #![no_std]
 #![no_main]
 
+mod bridge;
 mod filter;
 mod headers;
 mod netfilter;
@@ -59,7 +60,8 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     tuple_dst_protonum: 0,
     tp_kfree_skbaddr: 0,
     tp_kfree_reason: 0,
-    _pad: 0,
+    tp_netif_receive_skbaddr: 0,
+    tp_net_dev_queue_skbaddr: 0,
 };
 
 /// 1: emit only the target's packets; 0: emit everything (set by userspace before load).

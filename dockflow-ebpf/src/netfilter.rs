@@ -5,7 +5,7 @@
 //! sit in `classifier/...` sections and userspace loads them itself with the netfilter type.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use dockflow_common::{NfSlot, PacketEvent, ProbePoint, SECTION_NETFILTER};
+use dockflow_common::{KernelOffsets, NfSlot, PacketEvent, ProbePoint, SECTION_NETFILTER};
 
 use crate::{emit, offsets, skb};
 
@@ -41,13 +41,21 @@ fn observe(ctx: *mut BpfNfCtx, slot: NfSlot) {
     let mut event = PacketEvent {
         ts_ns: unsafe { bpf_ktime_get_ns() },
         probe: ProbePoint::Netfilter as u8,
-        sections: SECTION_NETFILTER,
-        nf_slot: slot as u8,
-        nf_hook: skb::read(state, off.state_hook).unwrap_or(0),
-        nf_pf: skb::read(state, off.state_pf).unwrap_or(0),
-        nf_okfn: skb::read(state, off.state_okfn).unwrap_or(0),
         ..PacketEvent::default()
     };
+    describe_hook(state, slot, &off, &mut event);
+    skb::describe(skb_ptr, &off, &mut event);
+    emit(&event);
+}
+
+/// Fills the netfilter section from a `struct nf_hook_state`.
+#[inline(always)]
+pub fn describe_hook(state: u64, slot: NfSlot, off: &KernelOffsets, event: &mut PacketEvent) {
+    event.sections |= SECTION_NETFILTER;
+    event.nf_slot = slot as u8;
+    event.nf_hook = skb::read(state, off.state_hook).unwrap_or(0);
+    event.nf_pf = skb::read(state, off.state_pf).unwrap_or(0);
+    event.nf_okfn = skb::read(state, off.state_okfn).unwrap_or(0);
     let in_dev: u64 = skb::read(state, off.state_in).unwrap_or(0);
     if in_dev != 0 {
         event.nf_in_ifindex = skb::read(in_dev, off.dev_ifindex).unwrap_or(0);
@@ -56,6 +64,4 @@ fn observe(ctx: *mut BpfNfCtx, slot: NfSlot) {
     if out_dev != 0 {
         event.nf_out_ifindex = skb::read(out_dev, off.dev_ifindex).unwrap_or(0);
     }
-    skb::describe(skb_ptr, &off, &mut event);
-    emit(&event);
 }

@@ -46,6 +46,13 @@ pub enum Probe {
     TcEgress,
     Netfilter,
     KfreeSkb,
+    NetifReceive,
+    NetDevQueue,
+    BrHandleFrame,
+    BrForward,
+    BrPassFrameUp,
+    BrDevXmit,
+    NfHookSlow,
 }
 
 impl Probe {
@@ -55,6 +62,13 @@ impl Probe {
             ProbePoint::TcEgress => Probe::TcEgress,
             ProbePoint::Netfilter => Probe::Netfilter,
             ProbePoint::KfreeSkb => Probe::KfreeSkb,
+            ProbePoint::NetifReceive => Probe::NetifReceive,
+            ProbePoint::NetDevQueue => Probe::NetDevQueue,
+            ProbePoint::BrHandleFrame => Probe::BrHandleFrame,
+            ProbePoint::BrForward => Probe::BrForward,
+            ProbePoint::BrPassFrameUp => Probe::BrPassFrameUp,
+            ProbePoint::BrDevXmit => Probe::BrDevXmit,
+            ProbePoint::NfHookSlow => Probe::NfHookSlow,
         }
     }
 
@@ -64,6 +78,13 @@ impl Probe {
             Probe::TcEgress => "tc egress",
             Probe::Netfilter => "netfilter",
             Probe::KfreeSkb => "drop",
+            Probe::NetifReceive => "receive",
+            Probe::NetDevQueue => "transmit",
+            Probe::BrHandleFrame => "bridge port in",
+            Probe::BrForward => "bridge forward",
+            Probe::BrPassFrameUp => "bridge pass up",
+            Probe::BrDevXmit => "bridge dev xmit",
+            Probe::NfHookSlow => "nf hook",
         }
     }
 }
@@ -97,7 +118,9 @@ pub struct NetfilterHop {
     pub family: &'static str,
     pub hook: &'static str,
     pub hook_number: u8,
-    pub priority: i32,
+    /// Absent for nf_hook_slow events, which see the whole hook rather than one priority.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
     pub slot: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub in_ifindex: Option<u32>,
@@ -182,7 +205,7 @@ impl Decoder {
             family: names::family_name(raw.nf_pf),
             hook: names::hook_name(raw.nf_hook),
             hook_number: raw.nf_hook,
-            priority: nf_slot_priority(slot, raw.nf_hook).unwrap_or_default(),
+            priority: nf_slot_priority(slot, raw.nf_hook),
             slot: names::slot_name(slot),
             in_ifindex: (raw.nf_in_ifindex != 0).then_some(raw.nf_in_ifindex),
             out_ifindex: (raw.nf_out_ifindex != 0).then_some(raw.nf_out_ifindex),
@@ -328,7 +351,7 @@ mod tests {
         };
         let event = decoder.decode(&bytes_of(&raw)).unwrap();
         let nf = event.netfilter.unwrap();
-        assert_eq!((nf.family, nf.hook, nf.priority, nf.slot), ("ipv4", "prerouting", -99, "after nat"));
+        assert_eq!((nf.family, nf.hook, nf.priority, nf.slot), ("ipv4", "prerouting", Some(-99), "after nat"));
         assert_eq!(nf.in_ifindex, Some(3));
         assert!(nf.from_bridge);
         let ct = event.conntrack.unwrap();

@@ -28,6 +28,7 @@ pub fn slot_name(slot: NfSlot) -> &'static str {
         NfSlot::BeforeNat => "before nat",
         NfSlot::AfterNat => "after nat",
         NfSlot::Last => "last",
+        NfSlot::Entry => "hook entry",
     }
 }
 

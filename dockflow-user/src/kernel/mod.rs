@@ -45,5 +45,7 @@ pub fn resolve_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
     let kfree = tracefs::TracepointFormat::read("skb", "kfree_skb").context("reading the skb:kfree_skb format")?;
     off.tp_kfree_skbaddr = kfree.field_offset("skbaddr")?;
     off.tp_kfree_reason = kfree.field_offset("reason")?;
+    off.tp_netif_receive_skbaddr = tracefs::TracepointFormat::read("net", "netif_receive_skb")?.field_offset("skbaddr")?;
+    off.tp_net_dev_queue_skbaddr = tracefs::TracepointFormat::read("net", "net_dev_queue")?.field_offset("skbaddr")?;
     Ok(off)
 }

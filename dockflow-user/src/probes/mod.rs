@@ -5,6 +5,7 @@
 //! owned by [`Probes`] and detached when it is dropped, on every exit path.
 
 mod bpf_sys;
+mod bridge;
 mod cleanup;
 mod netfilter;
 mod tc;
@@ -75,7 +76,8 @@ impl Probes {
             .load(PROGRAMS)
             .map_err(|e| load_error(e.into()))?;
         fill_filter(&mut ebpf, target)?;
-        let families: [&dyn ProbeFamily; 3] = [&tc::Tc, &netfilter::Netfilter, &tracepoints::Tracepoints];
+        let families: [&dyn ProbeFamily; 4] =
+            [&tc::Tc, &netfilter::Netfilter, &tracepoints::Tracepoints, &bridge::Bridge];
         let mut attachments = Vec::new();
         let mut held = Vec::new();
         let mut notes = Vec::new();

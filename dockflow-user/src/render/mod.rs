@@ -58,7 +58,7 @@ impl Renderer {
         (
             format!("{} {}", nf.family, nf.hook),
             format!("{}>{}", dev(nf.in_ifindex), dev(nf.out_ifindex)),
-            priority_label(nf.priority),
+            nf.priority.map_or_else(String::new, priority_label),
         )
     }
 }
@@ -169,7 +169,7 @@ mod tests {
             family: "ipv4",
             hook: "prerouting",
             hook_number: 0,
-            priority: i32::MIN + 1,
+            priority: Some(i32::MIN + 1),
             slot: "first",
             in_ifindex: Some(3),
             out_ifindex: None,

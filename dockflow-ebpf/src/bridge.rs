@@ -1,0 +1,59 @@
+//! Bridge functions and nf_hook_slow through kprobes: the L2 path as the bridge code itself
+//! walks it, and the bridge-family netfilter hooks (which BPF netfilter links cannot reach).
+//! Kernels without kprobes refuse these; userspace then derives the L2 hops from tc.
+
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::kprobe, programs::ProbeContext};
+use dockflow_common::{NfSlot, PacketEvent, ProbePoint};
+
+use crate::{emit, netfilter, offsets, skb};
+
+/// rx_handler_result_t br_handle_frame(struct sk_buff **pskb)
+#[kprobe]
+pub fn df_br_handle_frame(ctx: ProbeContext) -> u32 {
+    let pskb: u64 = ctx.arg(0).unwrap_or(0);
+    if let Some(skb_ptr) = skb::read::<u64>(pskb, 0) {
+        observe(skb_ptr, ProbePoint::BrHandleFrame, &mut PacketEvent::default());
+    }
+    0
+}
+
+/// void br_forward(const struct net_bridge_port *to, struct sk_buff *skb, bool local_rcv, bool local_orig)
+#[kprobe]
+pub fn df_br_forward(ctx: ProbeContext) -> u32 {
+    observe(ctx.arg(1).unwrap_or(0), ProbePoint::BrForward, &mut PacketEvent::default());
+    0
+}
+
+/// int br_pass_frame_up(struct sk_buff *skb, bool promisc)
+#[kprobe]
+pub fn df_br_pass_up(ctx: ProbeContext) -> u32 {
+    observe(ctx.arg(0).unwrap_or(0), ProbePoint::BrPassFrameUp, &mut PacketEvent::default());
+    0
+}
+
+/// netdev_tx_t br_dev_xmit(struct sk_buff *skb, struct net_device *dev)
+#[kprobe]
+pub fn df_br_dev_xmit(ctx: ProbeContext) -> u32 {
+    observe(ctx.arg(0).unwrap_or(0), ProbePoint::BrDevXmit, &mut PacketEvent::default());
+    0
+}
+
+/// int nf_hook_slow(struct sk_buff *skb, struct nf_hook_state *state, ...)
+#[kprobe]
+pub fn df_nf_hook_slow(ctx: ProbeContext) -> u32 {
+    let mut event = PacketEvent::default();
+    netfilter::describe_hook(ctx.arg(1).unwrap_or(0), NfSlot::Entry, &offsets(), &mut event);
+    observe(ctx.arg(0).unwrap_or(0), ProbePoint::NfHookSlow, &mut event);
+    0
+}
+
+#[inline(always)]
+fn observe(skb_ptr: u64, probe: ProbePoint, event: &mut PacketEvent) {
+    if skb_ptr == 0 {
+        return;
+    }
+    event.ts_ns = unsafe { bpf_ktime_get_ns() };
+    event.probe = probe as u8;
+    skb::describe(skb_ptr, &offsets(), event);
+    emit(event);
+}
