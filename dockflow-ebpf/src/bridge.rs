@@ -54,6 +54,7 @@ fn observe(skb_ptr: u64, probe: ProbePoint, event: &mut PacketEvent) {
     }
     event.ts_ns = unsafe { bpf_ktime_get_ns() };
     event.probe = probe as u8;
-    skb::describe(skb_ptr, &offsets(), event);
-    emit(event);
+    if skb::describe(skb_ptr, &offsets(), event) {
+        emit(event);
+    }
 }

@@ -74,12 +74,10 @@ fn offsets() -> KernelOffsets {
     unsafe { core::ptr::read_volatile(&OFFSETS) }
 }
 
-/// Sends `event` to userspace if it belongs to the target; counts it as lost if there is no room.
+/// Sends `event` to userspace (the probe has applied the filter); counts it as lost if there is
+/// no room.
 #[inline(always)]
 fn emit(event: &PacketEvent) {
-    if unsafe { core::ptr::read_volatile(&FILTER) } != 0 && !filter::wanted(event) {
-        return;
-    }
     if EVENTS.output::<PacketEvent>(event, 0).is_err() {
         if let Some(counter) = LOST.get_ptr_mut(event.probe as u32) {
             unsafe { *counter += 1 };

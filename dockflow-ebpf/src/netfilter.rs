@@ -43,9 +43,10 @@ fn observe(ctx: *mut BpfNfCtx, slot: NfSlot) {
         probe: ProbePoint::Netfilter as u8,
         ..PacketEvent::default()
     };
-    describe_hook(state, slot, &off, &mut event);
-    skb::describe(skb_ptr, &off, &mut event);
-    emit(&event);
+    if skb::describe(skb_ptr, &off, &mut event) {
+        describe_hook(state, slot, &off, &mut event);
+        emit(&event);
+    }
 }
 
 /// Fills the netfilter section from a `struct nf_hook_state`.

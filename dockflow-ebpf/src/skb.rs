@@ -1,12 +1,19 @@
 //! Reading a `struct sk_buff` (and what hangs off it) with bpf_probe_read_kernel at offsets
-//! resolved from BTF: the packet headers, the device and its netns, and the conntrack entry.
+//! resolved from BTF: the packet headers, the conntrack entry, the device and its netns.
+//!
+//! Ordered by cost: the headers decide most packets with the filter; conntrack is read next
+//! (it catches a target connection whose headers were rewritten); device details only for
+//! packets that will be emitted.
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 use dockflow_common::{
     CtTuple, KernelOffsets, PacketEvent, SECTION_CONNTRACK, SECTION_PACKET, SECTION_SKB,
 };
 
-use crate::headers::{NetworkHeaderReader, parse_ip};
+use crate::{
+    filter,
+    headers::{NetworkHeaderReader, parse_ip},
+};
 
 /// Reads kernel memory at `base + offset`.
 #[inline(always)]
@@ -27,13 +34,24 @@ impl NetworkHeaderReader for SkbNetworkHeader {
 /// skb->network_header is "unset" at this value (~0U as u16).
 const HEADER_UNSET: u16 = 0xffff;
 
-/// Fills identity, device, netns, L3/L4 headers and conntrack from `skb`.
+/// Fills identity, L3/L4 headers, conntrack, device and netns from `skb`; returns false (and
+/// stops reading early) when the filter says the packet is not the target's.
 #[inline(always)]
-pub fn describe(skb: u64, off: &KernelOffsets, event: &mut PacketEvent) {
+pub fn describe(skb: u64, off: &KernelOffsets, event: &mut PacketEvent) -> bool {
     let head: u64 = read(skb, off.skb_head).unwrap_or(0);
     if head != 0 {
         event.skb_id = head;
         event.sections |= SECTION_SKB;
+        let network_header: u16 = read(skb, off.skb_network_header).unwrap_or(HEADER_UNSET);
+        if network_header != HEADER_UNSET && parse_ip(&SkbNetworkHeader(head + network_header as u64), event) {
+            event.sections |= SECTION_PACKET;
+        }
+    }
+    let filtering = filter::enabled();
+    let by_headers = !filtering || filter::packet_wanted(event);
+    let by_conntrack = conntrack(skb, off, event, filtering && !by_headers);
+    if !(by_headers || by_conntrack) {
+        return false;
     }
     let dev: u64 = read(skb, off.skb_dev).unwrap_or(0);
     if dev != 0 {
@@ -43,38 +61,44 @@ pub fn describe(skb: u64, off: &KernelOffsets, event: &mut PacketEvent) {
             event.netns = read(net, off.net_ns_inum).unwrap_or(0);
         }
     }
-    let network_header: u16 = read(skb, off.skb_network_header).unwrap_or(HEADER_UNSET);
-    if head != 0 && network_header != HEADER_UNSET
-        && parse_ip(&SkbNetworkHeader(head + network_header as u64), event)
-    {
-        event.sections |= SECTION_PACKET;
-    }
-    conntrack(skb, off, event);
+    true
 }
 
 /// skb->_nfct holds the nf_conn pointer with ip_conntrack_info in its low 3 bits.
 const NFCT_INFOMASK: u64 = 7;
 
+/// Fills the conntrack section. With `decide` set, the headers did not match the target and
+/// the entry's addresses decide instead: a mismatch returns false before reading the rest.
 #[inline(always)]
-fn conntrack(skb: u64, off: &KernelOffsets, event: &mut PacketEvent) {
+fn conntrack(skb: u64, off: &KernelOffsets, event: &mut PacketEvent, decide: bool) -> bool {
     if off.has_conntrack == 0 {
-        return;
+        return false;
     }
     let nfct: u64 = read(skb, off.skb_nfct).unwrap_or(0);
     let ct = nfct & !NFCT_INFOMASK;
     if ct == 0 {
-        return;
+        return false;
+    }
+    let original = ct + off.ct_tuple_original as u64;
+    let reply = ct + off.ct_tuple_reply as u64;
+    event.ct_original.src = read(original, off.tuple_src_addr).unwrap_or_default();
+    event.ct_reply.src = read(reply, off.tuple_src_addr).unwrap_or_default();
+    // A connection is the target's when one of its ends is: the original source (it started
+    // it) or the reply source (it answers, whatever NAT did to the original destination).
+    let matches = filter::is_target_address(&event.ct_original.src) || filter::is_target_address(&event.ct_reply.src);
+    if decide && !matches {
+        return false;
     }
     event.ct_info = (nfct & NFCT_INFOMASK) as u8;
     event.ct_status = read(ct, off.ct_status).unwrap_or(0);
-    read_tuple(ct + off.ct_tuple_original as u64, off, &mut event.ct_original);
-    read_tuple(ct + off.ct_tuple_reply as u64, off, &mut event.ct_reply);
+    read_rest_of_tuple(original, off, &mut event.ct_original);
+    read_rest_of_tuple(reply, off, &mut event.ct_reply);
     event.sections |= SECTION_CONNTRACK;
+    matches
 }
 
 #[inline(always)]
-fn read_tuple(tuple: u64, off: &KernelOffsets, out: &mut CtTuple) {
-    out.src = read(tuple, off.tuple_src_addr).unwrap_or_default();
+fn read_rest_of_tuple(tuple: u64, off: &KernelOffsets, out: &mut CtTuple) {
     out.dst = read(tuple, off.tuple_dst_addr).unwrap_or_default();
     out.sport = u16::from_be(read(tuple, off.tuple_src_port).unwrap_or(0));
     out.dport = u16::from_be(read(tuple, off.tuple_dst_port).unwrap_or(0));

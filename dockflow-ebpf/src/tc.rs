@@ -10,7 +10,7 @@ use aya_ebpf::{
 use dockflow_common::{PacketEvent, ProbePoint, SECTION_PACKET};
 
 use crate::{
-    emit,
+    emit, filter,
     headers::{NetworkHeaderReader, parse_ip},
 };
 
@@ -61,6 +61,9 @@ fn observe(ctx: &TcContext, probe: ProbePoint) -> i32 {
     if parse_ip(&TcReader { ctx, network_offset }, &mut event) {
         event.sections |= SECTION_PACKET;
     }
-    emit(&event);
+    // tc sees no conntrack; on these interfaces the headers always show the target's addresses.
+    if !filter::enabled() || filter::packet_wanted(&event) {
+        emit(&event);
+    }
     TC_ACT_UNSPEC
 }

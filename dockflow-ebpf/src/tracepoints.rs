@@ -39,6 +39,7 @@ fn observe(ctx: &TracePointContext, skbaddr_offset: u32, probe: ProbePoint, even
     };
     event.ts_ns = unsafe { bpf_ktime_get_ns() };
     event.probe = probe as u8;
-    skb::describe(skb_ptr, &offsets(), event);
-    emit(event);
+    if skb::describe(skb_ptr, &offsets(), event) {
+        emit(event);
+    }
 }

@@ -139,8 +139,15 @@ pub fn client_command(responder: &Path, service: &Service, extra: &[String]) -> 
         (_, Protocol::Udp) => "udp",
         (_, Protocol::Tcp) => "tcp",
     };
+    let mut cmd = external_command(responder, &["client", kind, &server]);
+    cmd.args(extra);
+    cmd
+}
+
+/// `responder ARGS` run inside the external namespace.
+pub fn external_command(responder: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", EXTERNAL_NETNS]).arg(responder).args(["client", kind, &server]).args(extra);
+    cmd.args(["netns", "exec", EXTERNAL_NETNS]).arg(responder).args(args);
     cmd
 }
 
@@ -226,11 +233,15 @@ fn container_running(name: &str) -> bool {
 fn ensure_container(service: &Service) -> Result<()> {
     let label = run("docker", &["inspect", "--format", &format!("{{{{index .Config.Labels \"{LABEL}\"}}}}"), service.name]);
     match label {
-        Ok(label) if label.trim() == "1" => {
+        Ok(label) if label.trim() == "1" && runs_current_image(service.name) => {
             if !container_running(service.name) {
                 run("docker", &["start", service.name])?;
             }
             return Ok(());
+        }
+        // Ours, from an older build of the responder: replace it.
+        Ok(label) if label.trim() == "1" => {
+            run("docker", &["rm", "-f", service.name])?;
         }
         Ok(_) => bail!("a container named {} exists but was not made by the lab", service.name),
         Err(_) => {}
@@ -245,6 +256,12 @@ fn ensure_container(service: &Service) -> Result<()> {
     args.extend_from_slice(service.server);
     run("docker", &args)?;
     Ok(())
+}
+
+fn runs_current_image(container: &str) -> bool {
+    let image = run("docker", &["image", "inspect", "--format", "{{.Id}}", IMAGE]);
+    let used = run("docker", &["inspect", "--format", "{{.Image}}", container]);
+    matches!((image, used), (Ok(a), Ok(b)) if a.trim() == b.trim())
 }
 
 fn namespace_exists() -> bool {

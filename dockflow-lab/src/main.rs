@@ -65,6 +65,20 @@ enum ClientService {
         #[arg(long, default_value = "hello from dockflow-lab")]
         message: String,
     },
+    /// Bulk TCP to a tcp-echo server's sink; prints the goodput in bit/s.
+    TcpBulk {
+        server: SocketAddr,
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
+    /// Small UDP datagrams at a rate (0: as fast as possible); prints how many were sent.
+    UdpFlood {
+        server: SocketAddr,
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -95,6 +109,8 @@ fn main() -> Result<()> {
                 ClientService::Radius { server, radius } => responder::radius_client(server, &radius.into())?,
                 ClientService::Udp { server, message } => responder::udp_client(server, &message)?,
                 ClientService::Tcp { server, message } => responder::tcp_client(server, &message)?,
+                ClientService::TcpBulk { server, seconds } => responder::tcp_bulk_client(server, seconds)?.to_string(),
+                ClientService::UdpFlood { server, seconds, rate } => responder::udp_flood_client(server, seconds, rate)?.to_string(),
             };
             println!("{line}");
             Ok(())

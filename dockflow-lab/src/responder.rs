@@ -47,7 +47,11 @@ pub fn serve_udp_echo(port: u16) -> Result<()> {
     }
 }
 
-/// Echoes each line back; also serves as a bulk sink (a client may stream and never send '\n').
+/// First line a client sends to turn an echo connection into a bulk sink (for benchmarks).
+const SINK_COMMAND: &[u8] = b"SINK";
+
+/// Echoes each line back; a connection that starts with `SINK` is drained instead, and the
+/// byte count is sent back when the client closes its side.
 pub fn serve_tcp_echo(port: u16) -> Result<()> {
     let listener = TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("binding tcp/{port}"))?;
     eprintln!("echo: listening on tcp/{port}");
@@ -55,7 +59,16 @@ pub fn serve_tcp_echo(port: u16) -> Result<()> {
         let Ok(stream) = stream else { continue };
         std::thread::spawn(move || {
             let mut writer = stream.try_clone()?;
-            for line in BufReader::new(stream).split(b'\n') {
+            let mut reader = BufReader::new(stream);
+            let mut first = Vec::new();
+            reader.read_until(b'\n', &mut first)?;
+            if first.strip_suffix(b"\n") == Some(SINK_COMMAND) {
+                let received = std::io::copy(&mut reader, &mut std::io::sink())?;
+                writeln!(writer, "{received}")?;
+                return anyhow::Ok(());
+            }
+            writer.write_all(&first)?;
+            for line in reader.split(b'\n') {
                 let mut line = line?;
                 line.push(b'\n');
                 writer.write_all(&line)?;
@@ -64,6 +77,46 @@ pub fn serve_tcp_echo(port: u16) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Streams to a sink for `seconds` and returns the goodput the server confirmed, in bit/s.
+pub fn tcp_bulk_client(server: SocketAddr, seconds: f64) -> Result<f64> {
+    let mut stream = TcpStream::connect_timeout(&server, Duration::from_secs(3)).with_context(|| format!("connecting to {server}"))?;
+    stream.write_all(SINK_COMMAND)?;
+    stream.write_all(b"\n")?;
+    let chunk = vec![0x5au8; 256 * 1024];
+    let started = std::time::Instant::now();
+    while started.elapsed().as_secs_f64() < seconds {
+        stream.write_all(&chunk)?;
+    }
+    stream.shutdown(std::net::Shutdown::Write)?;
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let received: u64 = line.trim().parse().with_context(|| format!("sink answered {line:?}"))?;
+    Ok(received as f64 * 8.0 / elapsed)
+}
+
+/// Sends small UDP datagrams for `seconds`, at `rate` per second (0: as fast as possible);
+/// returns how many were sent.
+pub fn udp_flood_client(server: SocketAddr, seconds: f64, rate: u64) -> Result<u64> {
+    let socket = client_udp_socket(server)?;
+    let started = std::time::Instant::now();
+    let mut sent = 0u64;
+    while started.elapsed().as_secs_f64() < seconds {
+        if rate > 0 {
+            // Pace in 1 ms steps: send what the schedule says is due, then sleep.
+            let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
+            if sent >= due {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+        }
+        if socket.send_to(b"dockflow-flood", server).is_ok() {
+            sent += 1;
+        }
+    }
+    Ok(sent)
 }
 
 /// Sends one Access-Request and returns a one-line account of the verified reply.

@@ -7,9 +7,9 @@ use clap::Parser;
 use dockflow::{
     event::Decoder,
     kernel::{self, btf::KernelBtf, symbols::KernelSymbols},
-    probes::Probes,
+    probes::{Family, Probes},
     render::Renderer,
-    target::{self, Target, links},
+    target::{self, Target, names::InterfaceNames},
 };
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -38,6 +38,9 @@ struct Cli {
     /// Stop after this many seconds.
     #[arg(long)]
     duration: Option<f64>,
+    /// Probe families to attach (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "tc,netfilter,tracepoints,bridge")]
+    probes: Vec<Family>,
 }
 
 fn main() -> ExitCode {
@@ -66,7 +69,7 @@ async fn run(cli: Cli) -> Result<()> {
         drop_reasons: btf.enum_names("skb_drop_reason").unwrap_or_default(),
         symbols: KernelSymbols::load(is_hook_continuation)?,
     };
-    let mut probes = Probes::attach(&target, &offsets)?;
+    let mut probes = Probes::attach(&target, &offsets, &cli.probes)?;
     report_attachments(&probes, &target);
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd holds it.
     let mut ring = unsafe { AsyncFd::register_with_interest(probes.take_events()?, Interest::READABLE) }
@@ -78,7 +81,7 @@ async fn run(cli: Cli) -> Result<()> {
     let deadline = tokio::time::sleep(cli.duration.map_or(Duration::MAX / 4, Duration::from_secs_f64));
     tokio::pin!(deadline);
 
-    let interfaces = links::list_links()?.into_iter().map(|l| (l.index, l.name)).collect();
+    let interfaces = InterfaceNames::collect(target.netns.as_slice())?;
     let mut renderer = Renderer::new(cli.json, interfaces);
     let mut stdout = std::io::stdout().lock();
     let mut seen = 0u64;

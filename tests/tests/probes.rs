@@ -184,3 +184,25 @@ fn nothing_survives_sigkill_and_a_restart_removes_legacy_tc_leftovers() {
     assert_eq!(our_bpf_programs(), Vec::<String>::new());
     lab::down().unwrap();
 }
+
+#[test]
+fn the_in_kernel_filter_keeps_other_containers_traffic_out() {
+    let _lock = lab_lock();
+    lab::up(&lab_bin()).unwrap();
+    let dockflow = Dockflow::start(&["--container", "radius", "--json"]);
+    let syslog = lab::service("syslog").unwrap();
+    lab::client(&lab_bin(), syslog, &[]).unwrap();
+    lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, stdout) = dockflow.stop_with(libc::SIGINT);
+    assert!(ok);
+    let events = json_events(&stdout);
+    assert!(events.iter().any(is_request), "the radius exchange must still be seen");
+    let other = syslog.address.to_string();
+    let leaked: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["packet"]["dport"] == 514 || e["packet"]["sport"] == 514 || e["packet"]["src"] == other || e["packet"]["dst"] == other)
+        .collect();
+    assert!(leaked.is_empty(), "syslog traffic reached userspace: {leaked:#?}");
+    lab::down().unwrap();
+}

@@ -1,5 +1,6 @@
 //! Project automation: `cargo xtask <command>`.
 
+mod bench;
 mod build;
 mod demo;
 mod lab;
@@ -35,6 +36,8 @@ enum Command {
     },
     /// Lab up, dockflow on `radius`, one RADIUS exchange from the external namespace, lab down.
     Demo,
+    /// Figures: event drain rate, and bulk TCP throughput with dockflow attached vs not.
+    Bench,
     /// Everything the README promises: setup, unit tests, and end-to-end tests on the lab.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Run { args } => build::run_dockflow(&args),
         Command::Lab { command } => lab::run(command),
         Command::Demo => demo::run(),
+        Command::Bench => bench::run(),
         Command::Test { args } => test::run(&args),
     };
     match result {

@@ -40,6 +40,7 @@ impl ProbeFamily for Bridge {
             }
         }
         if let Some((_, reason)) = refused.first() {
+            let reason = if reason.contains("kprobe/type") { "this kernel has no kprobes (CONFIG_KPROBES is off)" } else { reason };
             let functions: Vec<&str> = refused.iter().map(|(f, _)| *f).collect();
             attached.attachments.push(Attachment {
                 point: format!("kprobe {}", functions.join(", ")),

@@ -51,6 +51,32 @@ impl Attached {
     }
 }
 
+/// The probe families a user can choose with --probes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Family {
+    /// tc ingress/egress on the container's bridge port and on the bridge device.
+    Tc,
+    /// BPF netfilter programs on every IPv4/IPv6 hook, around the NAT priorities.
+    Netfilter,
+    /// Tracepoints: drops with reasons (skb:kfree_skb) and device hops (net:*).
+    Tracepoints,
+    /// kprobes on the bridge functions and nf_hook_slow (stock kernels).
+    Bridge,
+}
+
+impl Family {
+    pub const ALL: [Family; 4] = [Family::Tc, Family::Netfilter, Family::Tracepoints, Family::Bridge];
+
+    fn implementation(self) -> &'static dyn ProbeFamily {
+        match self {
+            Family::Tc => &tc::Tc,
+            Family::Netfilter => &netfilter::Netfilter,
+            Family::Tracepoints => &tracepoints::Tracepoints,
+            Family::Bridge => &bridge::Bridge,
+        }
+    }
+}
+
 /// One family of probes (tc, netfilter, tracepoints, ...).
 trait ProbeFamily {
     /// Loads and attaches this family's programs for `target`; one [`Attachment`] per point.
@@ -68,7 +94,7 @@ pub struct Probes {
 }
 
 impl Probes {
-    pub fn attach(target: &Target, offsets: &KernelOffsets) -> Result<Self> {
+    pub fn attach(target: &Target, offsets: &KernelOffsets, families: &[Family]) -> Result<Self> {
         let filter = u32::from(target.filtered());
         let mut ebpf = EbpfLoader::new()
             .override_global(OFFSETS_GLOBAL, offsets, true)
@@ -76,13 +102,11 @@ impl Probes {
             .load(PROGRAMS)
             .map_err(|e| load_error(e.into()))?;
         fill_filter(&mut ebpf, target)?;
-        let families: [&dyn ProbeFamily; 4] =
-            [&tc::Tc, &netfilter::Netfilter, &tracepoints::Tracepoints, &bridge::Bridge];
         let mut attachments = Vec::new();
         let mut held = Vec::new();
         let mut notes = Vec::new();
         for family in families {
-            let attached = family.attach(&mut ebpf, target);
+            let attached = family.implementation().attach(&mut ebpf, target);
             attachments.extend(attached.attachments);
             held.extend(attached.held);
             notes.extend(attached.notes);

@@ -1,41 +1,40 @@
 //! Turning events into text for people (one line per event) or JSON for tools (one object per
 //! line). Rendering never touches the kernel.
 
-use std::{collections::HashMap, fmt::Write as _, net::IpAddr};
+use std::{fmt::Write as _, net::IpAddr};
 
-use crate::event::{Conntrack, Event, NetfilterHop, Packet, Tuple};
+use crate::{
+    event::{Conntrack, Event, NetfilterHop, Packet, Tuple},
+    target::names::InterfaceNames,
+};
 
 /// Renders events relative to the first timestamp seen, with interface names resolved.
 pub struct Renderer {
     json: bool,
     first_ts: Option<u64>,
-    interfaces: HashMap<u32, String>,
+    interfaces: InterfaceNames,
 }
 
 impl Renderer {
-    pub fn new(json: bool, interfaces: HashMap<u32, String>) -> Self {
+    pub fn new(json: bool, interfaces: InterfaceNames) -> Self {
         Self { json, first_ts: None, interfaces }
-    }
-
-    fn iface(&self, ifindex: u32) -> String {
-        self.interfaces.get(&ifindex).cloned().unwrap_or_else(|| format!("if{ifindex}"))
     }
 
     pub fn render(&mut self, event: &Event) -> String {
         if self.json {
-            let mut value = serde_json::to_value(event).expect("events serialize");
-            if let Some(name) = self.interfaces.get(&event.ifindex) {
-                value["interface"] = name.clone().into();
-            }
-            return value.to_string();
+            // Serialised straight to text (no intermediate Value: this is the hot path), with the
+            // interface name spliced in as the first member.
+            let body = serde_json::to_string(event).expect("events serialize");
+            let name = serde_json::to_string(&self.interfaces.name(event.netns, event.ifindex)).expect("strings serialize");
+            return format!("{{\"interface\":{name},{}", &body[1..]);
         }
         let first = *self.first_ts.get_or_insert(event.ts_ns);
         let elapsed = event.ts_ns.saturating_sub(first) as f64 / 1e9;
         let (what, place, priority) = match &event.netfilter {
-            Some(nf) => self.netfilter_place(nf),
-            None => (event.probe.name().to_string(), self.iface(event.ifindex), String::new()),
+            Some(nf) => self.netfilter_place(nf, event.netns),
+            None => (event.probe.name().to_string(), self.interfaces.name(event.netns, event.ifindex), String::new()),
         };
-        let mut line = format!("{elapsed:>10.6}  {what:<16}  {place:<17} {priority:<6} ");
+        let mut line = format!("{elapsed:>10.6}  {what:<16}  {place:<24} {priority:<6} ");
         match &event.packet {
             Some(packet) => line.push_str(&packet_summary(packet)),
             None => line.push_str("non-IP frame"),
@@ -53,8 +52,8 @@ impl Renderer {
     }
 
     /// ("ipv4 prerouting", "docker1>-", "-99"): hook, in>out devices, priority.
-    fn netfilter_place(&self, nf: &NetfilterHop) -> (String, String, String) {
-        let dev = |i: Option<u32>| i.map_or("-".to_string(), |i| self.iface(i));
+    fn netfilter_place(&self, nf: &NetfilterHop, netns: Option<u32>) -> (String, String, String) {
+        let dev = |i: Option<u32>| i.map_or("-".to_string(), |i| self.interfaces.name(netns, i));
         (
             format!("{} {}", nf.family, nf.hook),
             format!("{}>{}", dev(nf.in_ifindex), dev(nf.out_ifindex)),
@@ -146,8 +145,18 @@ mod tests {
         }
     }
 
-    fn names() -> HashMap<u32, String> {
-        [(12, "vethcccc".to_string()), (3, "docker1".to_string()), (5, "dfext0".to_string())].into()
+    fn names() -> InterfaceNames {
+        InterfaceNames::from_entries(1, [((1, 12), "vethcccc".to_string()), ((1, 3), "docker1".to_string()), ((9, 2), "radius:eth0".to_string())])
+    }
+
+    #[test]
+    fn interfaces_are_named_within_their_namespace() {
+        let n = names();
+        assert_eq!(n.name(None, 12), "vethcccc");
+        assert_eq!(n.name(Some(1), 3), "docker1");
+        assert_eq!(n.name(Some(9), 2), "radius:eth0");
+        assert_eq!(n.name(Some(9), 3), "if3@netns:9");
+        assert_eq!(n.name(Some(1), 77), "if77");
     }
 
     #[test]
@@ -157,7 +166,7 @@ mod tests {
         let line = r.render(&udp_event(501_000));
         assert_eq!(
             line,
-            "  0.000500  tc ingress        vethcccc                 udp 172.20.0.2:1812 -> 10.199.0.2:40000 ttl 64 id 64789 len 56"
+            "  0.000500  tc ingress        vethcccc                        udp 172.20.0.2:1812 -> 10.199.0.2:40000 ttl 64 id 64789 len 56"
         );
     }
 
@@ -177,7 +186,7 @@ mod tests {
             from_bridge: true,
         });
         let line = Renderer::new(false, names()).render(&event);
-        assert!(line.contains("ipv4 prerouting   docker1>-         first  udp"), "{line}");
+        assert!(line.contains("ipv4 prerouting   docker1>-                first  udp"), "{line}");
         assert!(line.ends_with("(run from the bridge by br_nf_pre_routing_finish)"), "{line}");
     }
 

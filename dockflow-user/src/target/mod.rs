@@ -3,6 +3,7 @@
 
 pub mod docker;
 pub mod links;
+pub mod names;
 pub mod netns;
 
 use std::{net::IpAddr, path::PathBuf};
@@ -37,6 +38,8 @@ pub struct Target {
     pub interfaces: Vec<Interface>,
     pub addresses: Vec<IpAddr>,
     pub published: Vec<docker::PublishedPort>,
+    /// The container's network namespace, labelled with its name, for interface names.
+    pub netns: Option<(String, PathBuf)>,
 }
 
 impl Target {
@@ -46,9 +49,6 @@ impl Target {
         !self.addresses.is_empty() || !self.published.is_empty()
     }
 
-    pub fn interface_name(&self, ifindex: u32) -> Option<&str> {
-        self.interfaces.iter().find(|i| i.index == ifindex).map(|i| i.name.as_str())
-    }
 }
 
 /// Resolves a running container to its host-side veth ports and their bridges.
@@ -75,6 +75,7 @@ pub fn resolve_container(name: &str) -> Result<Target> {
         bail!("container {name} is on no bridge network (host or none networking is not supported)");
     }
     target.published = container.published;
+    target.netns = Some((container.name.clone(), ns_path));
     Ok(target)
 }
 
