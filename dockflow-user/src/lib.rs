@@ -1,11 +1,14 @@
 //! dockflow: an eBPF packet-path observer for Docker networking.
 //!
-//! Data flows one way: kernel probes ([`probes`]) -> decoding ([`event`]) -> rendering
-//! ([`render`]). [`target`] resolves what to watch and [`kernel`] what the running kernel looks
-//! like, before anything is attached.
+//! Data flows one way: kernel probes ([`probes`]) -> decoding ([`event`]) -> correlation,
+//! classification and explanation ([`path`]) -> rendering ([`render`]). [`target`] resolves what
+//! to watch and [`kernel`] what the running kernel looks like, before anything is attached.
 
 pub mod event;
 pub mod kernel;
+pub mod output;
+pub mod path;
 pub mod probes;
+pub mod record;
 pub mod render;
 pub mod target;

@@ -1,38 +1,66 @@
-//! The `dockflow` command: resolve a target, attach probes, stream decoded events.
+//! The `dockflow` command: resolve a target, attach probes, stream the packets' paths; or replay
+//! a recording.
 
-use std::{io::Write as _, process::ExitCode, time::Duration};
+use std::{
+    collections::HashMap,
+    io::{IsTerminal as _, Write},
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use dockflow::{
     event::Decoder,
     kernel::{self, btf::KernelBtf, symbols::KernelSymbols},
+    output::{Mode, Output},
+    path::topology::Topology,
     probes::{Family, Probes},
-    render::Renderer,
-    target::{self, Target, names::InterfaceNames},
+    record::{Header, Recorder, Replay},
+    render::Style,
+    target::{self, InterfaceRole, Target, links, names::InterfaceNames},
 };
+use dockflow_common::PACKET_EVENT_SIZE;
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
 };
 
-/// Show where a Docker container's packets go, hop by hop, live.
+/// Show where a Docker container's packets go, hop by hop, live: which hops the bridge (L2)
+/// handles and which the IP stack (L3), NAT rewrites, conntrack state, drops with their reason,
+/// and a plain-language account of each connection's request and reply.
 #[derive(Parser, Debug)]
 #[command(
     version,
-    after_help = "Examples:\n  dockflow --container radius\n  dockflow --container radius --json --count 20\n  dockflow --iface docker1 --duration 10"
+    after_help = "Examples:
+  dockflow --container radius                  follow a container's packets, explained
+  dockflow --container radius --raw            one line per probe event instead
+  dockflow --container radius --json           one JSON object per packet/explanation
+  dockflow --container radius --record r.dfl   also write the events to a file
+  dockflow --replay r.dfl                      show a recording again (no root needed)
+  dockflow --iface docker1 --duration 10       watch host interfaces, no container
+
+Layers: L2 = the bridge, L3 = the host's IP stack, L3* = an IP netfilter hook that
+br_netfilter runs for a frame still inside the bridge, dev = a device receives/sends."
 )]
 struct Cli {
     /// Container (name or id) whose traffic to follow.
-    #[arg(long, conflicts_with = "iface", required_unless_present = "iface")]
+    #[arg(long, group = "target")]
     container: Option<String>,
     /// Host interface(s) to watch instead of a container.
-    #[arg(long, num_args = 1..)]
+    #[arg(long, num_args = 1.., group = "target")]
     iface: Vec<String>,
-    /// One JSON object per event instead of text.
+    /// Show a recording made with --record instead of tracing.
+    #[arg(long, group = "target", conflicts_with_all = ["record", "probes", "duration"])]
+    replay: Option<PathBuf>,
+    /// JSON lines instead of text.
     #[arg(long)]
     json: bool,
-    /// Stop after this many events.
+    /// One line per probe event instead of one block per packet.
+    #[arg(long)]
+    raw: bool,
+    /// Stop after this many packets (events with --raw).
     #[arg(long)]
     count: Option<u64>,
     /// Stop after this many seconds.
@@ -41,13 +69,21 @@ struct Cli {
     /// Probe families to attach (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "tc,netfilter,tracepoints,bridge")]
     probes: Vec<Family>,
+    /// Also write every event to this file (see --replay).
+    #[arg(long)]
+    record: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-    match runtime.block_on(run(cli)) {
+    let result = match &cli.replay {
+        Some(path) => replay(&cli, path),
+        None => runtime.block_on(trace(&cli)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dockflow: error: {e:#}");
             ExitCode::FAILURE
@@ -55,13 +91,28 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
+/// A reader that went away (`dockflow ... | head`) ends the run; it is not an error.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+fn mode(cli: &Cli) -> Mode {
+    if cli.raw { Mode::Raw } else { Mode::Paths }
+}
+
+fn reached_count(cli: &Cli, output: &Output<impl Write>) -> bool {
+    let seen = if cli.raw { output.stats.events } else { output.stats.packets };
+    cli.count.is_some_and(|n| seen >= n)
+}
+
+async fn trace(cli: &Cli) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("dockflow must run as root (it loads eBPF programs and reads other network namespaces)");
     }
     let target = match &cli.container {
         Some(name) => target::resolve_container(name)?,
-        None => target::resolve_interfaces(&cli.iface)?,
+        None if !cli.iface.is_empty() => target::resolve_interfaces(&cli.iface)?,
+        None => bail!("say what to watch: --container NAME, --iface IFACE or --replay FILE (see --help)"),
     };
     let btf = KernelBtf::load(&["nf_conntrack", "bridge", "br_netfilter"])?;
     let offsets = kernel::resolve_offsets(&btf)?;
@@ -69,8 +120,16 @@ async fn run(cli: Cli) -> Result<()> {
         drop_reasons: btf.enum_names("skb_drop_reason").unwrap_or_default(),
         symbols: KernelSymbols::load(is_hook_continuation)?,
     };
+    let topology = topology_of(&target)?;
     let mut probes = Probes::attach(&target, &offsets, &cli.probes)?;
     report_attachments(&probes, &target);
+    let mut recorder = match &cli.record {
+        Some(path) => {
+            let header = Header { target: target.label.clone(), record_size: PACKET_EVENT_SIZE, decoder: decoder.clone(), topology: topology.clone() };
+            Some(Recorder::create(path, &header)?)
+        }
+        None => None,
+    };
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd holds it.
     let mut ring = unsafe { AsyncFd::register_with_interest(probes.take_events()?, Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("watching the event ring buffer: {}", e.into_parts().1))?;
@@ -80,41 +139,120 @@ async fn run(cli: Cli) -> Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let deadline = tokio::time::sleep(cli.duration.map_or(Duration::MAX / 4, Duration::from_secs_f64));
     tokio::pin!(deadline);
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let status = StatusLine::new();
 
-    let interfaces = InterfaceNames::collect(target.netns.as_slice())?;
-    let mut renderer = Renderer::new(cli.json, interfaces);
-    let mut stdout = std::io::stdout().lock();
-    let mut seen = 0u64;
+    let mut output = Output::new(mode(cli), cli.json, Style::for_stdout(), topology, std::io::stdout().lock());
     'stream: loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 let ring = guard.get_inner_mut();
                 while let Some(record) = ring.next() {
+                    if let Some(recorder) = recorder.as_mut() {
+                        recorder.record(&record)?;
+                    }
                     match decoder.decode(&record) {
-                        Ok(event) => writeln!(stdout, "{}", renderer.render(&event))?,
+                        Ok(event) => output.event(event)?,
                         Err(e) => eprintln!("dockflow: skipped a malformed event: {e}"),
                     }
-                    seen += 1;
-                    if cli.count.is_some_and(|n| seen >= n) {
+                    if cli.raw && reached_count(cli, &output) {
                         break 'stream;
                     }
                 }
-                stdout.flush()?;
                 guard.clear_ready();
+            }
+            _ = tick.tick() => {
+                output.tick(monotonic_now())?;
+                if reached_count(cli, &output) {
+                    break;
+                }
+                status.show(&output, &probes);
             }
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
             _ = &mut deadline => break,
         }
     }
-    stdout.flush()?;
-    eprintln!("dockflow: {seen} events from {}", target.label);
+    output.finish()?;
+    if let Some(recorder) = recorder {
+        recorder.finish()?;
+    }
+    status.clear();
+    let lost: u64 = probes.lost().iter().map(|(_, n)| n).sum();
+    eprintln!("dockflow: {} packets, {} events from {}, {lost} lost", output.stats.packets, output.stats.events, target.label);
     for (point, lost) in probes.lost() {
         eprintln!("dockflow: lost {lost} events at {point:?} (ring buffer full)");
     }
     drop(probes);
     Ok(())
+}
+
+fn replay(cli: &Cli, path: &Path) -> Result<()> {
+    let mut replay = Replay::open(path)?;
+    let header = replay.header.clone();
+    eprintln!("dockflow: replaying {} ({})", path.display(), header.target);
+    let mut output = Output::new(mode(cli), cli.json, Style::for_stdout(), header.topology.clone(), std::io::stdout().lock());
+    while let Some(record) = replay.next_record().with_context(|| format!("reading {}", path.display()))? {
+        let event = header.decoder.decode(&record).with_context(|| format!("{} holds an undecodable event", path.display()))?;
+        let ts = event.ts_ns;
+        output.event(event)?;
+        // Recorded time drives packet completion, as the clock did live.
+        output.tick(ts)?;
+        if reached_count(cli, &output) {
+            break;
+        }
+    }
+    output.finish()?;
+    eprintln!("dockflow: {} packets, {} events from {}", output.stats.packets, output.stats.events, header.target);
+    Ok(())
+}
+
+/// The host's interfaces as the path reasoning needs them.
+fn topology_of(target: &Target) -> Result<Topology> {
+    let names = InterfaceNames::collect(target.netns.as_slice())?;
+    let owners: HashMap<u32, String> = match &target.netns {
+        Some((owner, _)) => target
+            .interfaces
+            .iter()
+            .filter(|i| i.role == InterfaceRole::BridgePort)
+            .map(|i| (i.index, owner.clone()))
+            .collect(),
+        None => HashMap::new(),
+    };
+    Ok(Topology::from_links(names, &links::list_links()?, owners))
+}
+
+/// CLOCK_MONOTONIC, the clock bpf_ktime_get_ns() reads.
+fn monotonic_now() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A one-line status on stderr while the stream goes elsewhere (a file, a pipe).
+struct StatusLine {
+    enabled: bool,
+}
+
+impl StatusLine {
+    fn new() -> Self {
+        // With stdout on the same terminal the blocks would tear the status line apart.
+        Self { enabled: std::io::stderr().is_terminal() && !std::io::stdout().is_terminal() }
+    }
+
+    fn show(&self, output: &Output<impl Write>, probes: &Probes) {
+        if self.enabled {
+            let lost: u64 = probes.lost().iter().map(|(_, n)| n).sum();
+            eprint!("\r\x1b[2K[{} packets · {} events · {lost} lost]", output.stats.packets, output.stats.events);
+        }
+    }
+
+    fn clear(&self) {
+        if self.enabled {
+            eprint!("\r\x1b[2K");
+        }
+    }
 }
 
 fn report_attachments(probes: &Probes, target: &Target) {

@@ -17,7 +17,7 @@ fn client() -> String {
 /// Runs one RADIUS exchange under `dockflow --container radius --json` and returns its events
 /// and the host-side veth name.
 fn trace_one_exchange() -> (Vec<Value>, String) {
-    let dockflow = Dockflow::start(&["--container", "radius", "--json"]);
+    let dockflow = Dockflow::start(&["--container", "radius", "--json", "--raw"]);
     let veth = dockflow
         .startup
         .iter()
@@ -121,7 +121,7 @@ impl Drop for IptablesRule {
 fn a_packet_dropped_in_docker_user_yields_a_drop_event_with_its_reason() {
     let _lock = lab_lock();
     lab::up(&lab_bin()).unwrap();
-    let dockflow = Dockflow::start(&["--container", "radius", "--json"]);
+    let dockflow = Dockflow::start(&["--container", "radius", "--json", "--raw"]);
     let stdout = {
         let _rule = IptablesRule::insert("DOCKER-USER", &["-p", "udp", "-d", CONTAINER, "--dport", "1812", "-j", "DROP"]);
         let answer = lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]);
@@ -189,7 +189,7 @@ fn nothing_survives_sigkill_and_a_restart_removes_legacy_tc_leftovers() {
 fn the_in_kernel_filter_keeps_other_containers_traffic_out() {
     let _lock = lab_lock();
     lab::up(&lab_bin()).unwrap();
-    let dockflow = Dockflow::start(&["--container", "radius", "--json"]);
+    let dockflow = Dockflow::start(&["--container", "radius", "--json", "--raw"]);
     let syslog = lab::service("syslog").unwrap();
     lab::client(&lab_bin(), syslog, &[]).unwrap();
     lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]).unwrap();

@@ -112,6 +112,15 @@ impl Packet {
     }
 }
 
+/// "10.0.0.1:80", "[fd00::1]:80", or the bare address for port-less protocols.
+pub fn endpoint(addr: IpAddr, port: Option<u16>) -> String {
+    match (addr, port) {
+        (IpAddr::V6(a), Some(p)) => format!("[{a}]:{p}"),
+        (a, Some(p)) => format!("{a}:{p}"),
+        (a, None) => a.to_string(),
+    }
+}
+
 /// Where on the netfilter hooks the packet was seen.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NetfilterHop {
@@ -159,7 +168,7 @@ pub struct Drop {
 }
 
 /// Turns raw records into [`Event`]s, naming kernel numbers with what was learnt at start.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct Decoder {
     /// enum skb_drop_reason values to names (from BTF).
     pub drop_reasons: HashMap<u32, String>,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, Result};
 
 /// Only the functions dockflow names in its output: netfilter hook continuations.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct KernelSymbols {
     by_address: BTreeMap<u64, String>,
 }

@@ -1,14 +1,33 @@
-//! Turning events into text for people (one line per event) or JSON for tools (one object per
+//! Turning events and packet paths into text for people or JSON for tools (one object per
 //! line). Rendering never touches the kernel.
 
-use std::{fmt::Write as _, net::IpAddr};
+pub mod paths;
+
+use std::{fmt::Write as _, io::IsTerminal as _};
+
+/// Whether to colour the output: on a terminal, unless NO_COLOR is set (https://no-color.org).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    pub fn for_stdout() -> Self {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Self { color: !no_color && std::io::stdout().is_terminal() }
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
+    }
+}
 
 use crate::{
-    event::{Conntrack, Event, NetfilterHop, Packet, Tuple},
+    event::{Conntrack, Event, NetfilterHop, Packet, Tuple, endpoint},
     target::names::InterfaceNames,
 };
 
-/// Renders events relative to the first timestamp seen, with interface names resolved.
+/// Renders single events (--raw) relative to the first timestamp seen, with interface names.
 pub struct Renderer {
     json: bool,
     first_ts: Option<u64>,
@@ -70,21 +89,13 @@ fn priority_label(priority: i32) -> String {
     }
 }
 
-fn endpoint(addr: &IpAddr, port: Option<u16>) -> String {
-    match (addr, port) {
-        (IpAddr::V6(a), Some(port)) => format!("[{a}]:{port}"),
-        (a, Some(port)) => format!("{a}:{port}"),
-        (a, None) => a.to_string(),
-    }
-}
-
 /// "udp 10.199.0.2:40000 -> 172.20.0.2:1812 ttl 63 id 10848 len 42"
 pub fn packet_summary(p: &Packet) -> String {
     let mut s = format!(
         "{} {} -> {} ttl {} id {} len {}",
         p.protocol_name(),
-        endpoint(&p.src, p.sport),
-        endpoint(&p.dst, p.dport),
+        endpoint(p.src, p.sport),
+        endpoint(p.dst, p.dport),
         p.ttl,
         p.ip_id,
         p.len
@@ -96,7 +107,7 @@ pub fn packet_summary(p: &Packet) -> String {
 }
 
 fn tuple_summary(t: &Tuple) -> String {
-    format!("{} -> {}", endpoint(&t.src, Some(t.sport)), endpoint(&t.dst, Some(t.dport)))
+    format!("{} -> {}", endpoint(t.src, Some(t.sport)), endpoint(t.dst, Some(t.dport)))
 }
 
 /// "ct new original [dst_nat] orig 10.199.0.2:40000 -> 10.199.0.1:1812 reply 172.20.0.2:1812 -> 10.199.0.2:40000"

@@ -4,14 +4,20 @@
 use std::{collections::HashMap, path::Path};
 
 use anyhow::Result;
+use serde::{Deserialize, Serialize};
 
 use super::{links::list_links, netns};
 
 /// (netns inode, ifindex) -> "name" for the host, "ns:name" elsewhere.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InterfaceNames {
     pub host_netns: u32,
-    names: HashMap<(u32, u32), String>,
+    /// Keyed "netns/ifindex" so it stays a JSON object in recordings.
+    names: HashMap<String, String>,
+}
+
+fn key(netns: u32, ifindex: u32) -> String {
+    format!("{netns}/{ifindex}")
 }
 
 impl InterfaceNames {
@@ -20,7 +26,7 @@ impl InterfaceNames {
         let host_netns = netns::netns_inode(Path::new("/proc/self/ns/net"))? as u32;
         let mut out = Self { host_netns, names: HashMap::new() };
         for link in list_links()? {
-            out.names.insert((host_netns, link.index), link.name);
+            out.names.insert(key(host_netns, link.index), link.name);
         }
         let named = std::fs::read_dir("/run/netns")
             .into_iter()
@@ -32,20 +38,20 @@ impl InterfaceNames {
             let Ok(inode) = netns::netns_inode(&path) else { continue };
             let Ok(links) = netns::in_netns(&path, list_links) else { continue };
             for link in links {
-                out.names.entry((inode as u32, link.index)).or_insert(format!("{label}:{}", link.name));
+                out.names.entry(key(inode as u32, link.index)).or_insert(format!("{label}:{}", link.name));
             }
         }
         Ok(out)
     }
 
     pub fn from_entries(host_netns: u32, entries: impl IntoIterator<Item = ((u32, u32), String)>) -> Self {
-        Self { host_netns, names: entries.into_iter().collect() }
+        Self { host_netns, names: entries.into_iter().map(|((ns, i), n)| (key(ns, i), n)).collect() }
     }
 
     /// Name of `ifindex` in `netns` (None: the host's, as tc events carry no namespace).
     pub fn name(&self, netns: Option<u32>, ifindex: u32) -> String {
         let ns = netns.unwrap_or(self.host_netns);
-        match self.names.get(&(ns, ifindex)) {
+        match self.names.get(&key(ns, ifindex)) {
             Some(name) => name.clone(),
             None if ns == self.host_netns => format!("if{ifindex}"),
             None => format!("if{ifindex}@netns:{ns}"),

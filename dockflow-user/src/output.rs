@@ -1,0 +1,120 @@
+//! The consuming end of the pipeline, shared by live tracing and replay: decoded events in,
+//! text or JSON out, either per event (--raw) or per packet with explanations.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use crate::{
+    event::Event,
+    path::{
+        correlate::{Correlator, PacketPath},
+        explain::{Explainer, Explanation},
+        topology::Topology,
+    },
+    render::{Renderer, Style, paths},
+};
+
+/// A packet is finished once no probe has seen it for this long.
+pub const PACKET_IDLE_NS: u64 = 100_000_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// One line per event.
+    Raw,
+    /// One block per packet, explanations per connection.
+    Paths,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub events: u64,
+    pub packets: u64,
+}
+
+/// JSON lines in path mode carry a type tag, so tools can tell them apart.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum JsonLine<'a> {
+    Packet(&'a PacketPath),
+    Explanation(&'a Explanation),
+}
+
+pub struct Output<W: Write> {
+    mode: Mode,
+    json: bool,
+    style: Style,
+    renderer: Renderer,
+    correlator: Correlator,
+    explainer: Explainer,
+    writer: W,
+    pub stats: Stats,
+}
+
+impl<W: Write> Output<W> {
+    pub fn new(mode: Mode, json: bool, style: Style, topology: Topology, writer: W) -> Self {
+        Self {
+            mode,
+            json,
+            style,
+            renderer: Renderer::new(json, topology.names.clone()),
+            correlator: Correlator::new(topology),
+            explainer: Explainer::default(),
+            writer,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn event(&mut self, event: Event) -> io::Result<()> {
+        self.stats.events += 1;
+        match self.mode {
+            Mode::Raw => writeln!(self.writer, "{}", self.renderer.render(&event)),
+            Mode::Paths => {
+                self.correlator.push(event);
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes the packets that are finished by `now_ns` (kernel monotonic clock).
+    pub fn tick(&mut self, now_ns: u64) -> io::Result<()> {
+        let done = self.correlator.flush_idle(now_ns, PACKET_IDLE_NS);
+        self.write_paths(done)?;
+        self.writer.flush()
+    }
+
+    /// Writes everything still open, and explanations of connections left incomplete.
+    pub fn finish(&mut self) -> io::Result<()> {
+        let rest = self.correlator.finish();
+        self.write_paths(rest)?;
+        if self.mode == Mode::Paths {
+            for explanation in self.explainer.finish() {
+                self.write_explanation(&explanation)?;
+            }
+        }
+        self.writer.flush()
+    }
+
+    fn write_paths(&mut self, paths: Vec<PacketPath>) -> io::Result<()> {
+        for path in paths {
+            self.stats.packets += 1;
+            if self.json {
+                writeln!(self.writer, "{}", serde_json::to_string(&JsonLine::Packet(&path)).expect("paths serialize"))?;
+            } else {
+                writeln!(self.writer, "{}", paths::packet_block(&path, self.correlator.topology(), &self.style))?;
+            }
+            if let Some(explanation) = self.explainer.observe(&path) {
+                self.write_explanation(&explanation)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_explanation(&mut self, explanation: &Explanation) -> io::Result<()> {
+        if self.json {
+            writeln!(self.writer, "{}", serde_json::to_string(&JsonLine::Explanation(explanation)).expect("explanations serialize"))
+        } else {
+            writeln!(self.writer, "{}", paths::explanation_block(explanation, &self.style))
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! What each hop means for the packet's path: which layer handled it (the bridge at L2, the IP
+//! stack at L3, or an IP hook that br_netfilter runs while the frame is still being bridged),
+//! and what happened there, in words.
+
+use serde::Serialize;
+
+use super::topology::{Place, Topology};
+use crate::event::{Event, Probe};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layer {
+    /// The bridge handles the frame.
+    L2,
+    /// The host's IP stack handles the packet (routing, local delivery, NAT, forwarding).
+    L3,
+    /// An IP netfilter hook that br_netfilter runs on behalf of the bridge, for a frame that is
+    /// still being bridged (bridge-nf-call-iptables=1).
+    L3FromBridge,
+    /// A device hands the packet on (receive/transmit), outside the bridge.
+    Device,
+    /// The kernel freed the packet: it went no further.
+    Drop,
+}
+
+impl Layer {
+    pub fn tag(self) -> &'static str {
+        match self {
+            Layer::L2 => "L2",
+            Layer::L3 => "L3",
+            Layer::L3FromBridge => "L3*",
+            Layer::Device => "dev",
+            Layer::Drop => "DROP",
+        }
+    }
+}
+
+/// What happened at a hop.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum HopKind {
+    /// A frame enters the bridge through a port (from the container behind it).
+    FromPort { port: String },
+    /// The bridge forwards a frame towards a port.
+    BridgeForward { port: String },
+    /// The bridge sends a frame out of a port (to the container behind it).
+    ToPort { port: String },
+    /// The bridge passes the frame up to the host's IP stack (L2 -> L3).
+    PassedUp { bridge: String },
+    /// The IP stack sends the packet into the bridge device (L3 -> L2).
+    IntoBridge { bridge: String },
+    /// A netfilter hook.
+    Hook { family: String, hook: String, priority: Option<i32> },
+    /// A device outside the bridge receives the packet.
+    Receive { interface: String },
+    /// A device outside the bridge transmits the packet.
+    Transmit { interface: String },
+    /// The packet is dropped.
+    Dropped { reason: String },
+}
+
+impl HopKind {
+    /// The interface (or hook) the hop is about, for grouping and display.
+    pub fn place(&self) -> String {
+        match self {
+            HopKind::FromPort { port } | HopKind::BridgeForward { port } | HopKind::ToPort { port } => port.clone(),
+            HopKind::PassedUp { bridge } | HopKind::IntoBridge { bridge } => bridge.clone(),
+            HopKind::Receive { interface } | HopKind::Transmit { interface } => interface.clone(),
+            HopKind::Hook { family, hook, .. } => format!("{family} {hook}"),
+            HopKind::Dropped { reason } => reason.clone(),
+        }
+    }
+
+    /// Short words for the hop, e.g. "bridge passes it up to the IP stack".
+    pub fn words(&self) -> &'static str {
+        match self {
+            HopKind::FromPort { .. } => "frame enters the bridge port",
+            HopKind::BridgeForward { .. } => "bridge forwards the frame",
+            HopKind::ToPort { .. } => "bridge sends the frame out of the port",
+            HopKind::PassedUp { .. } => "bridge passes the frame up to the IP stack",
+            HopKind::IntoBridge { .. } => "IP stack sends the packet into the bridge",
+            HopKind::Hook { .. } => "netfilter hook",
+            HopKind::Receive { .. } => "device receives",
+            HopKind::Transmit { .. } => "device transmits",
+            HopKind::Dropped { .. } => "dropped",
+        }
+    }
+}
+
+/// Classifies one event against the host's topology.
+pub fn classify(event: &Event, topology: &Topology) -> (Layer, HopKind) {
+    let place = topology.place(event.netns, event.ifindex);
+    let name = topology.name(event.netns, event.ifindex);
+    let port = || topology.port_label(event.ifindex);
+    match event.probe {
+        Probe::KfreeSkb => {
+            let reason = event.drop.as_ref().map_or("unknown".to_string(), |d| d.reason.clone());
+            (Layer::Drop, HopKind::Dropped { reason })
+        }
+        Probe::Netfilter | Probe::NfHookSlow => {
+            let Some(nf) = &event.netfilter else {
+                return (Layer::L3, HopKind::Hook { family: "?".into(), hook: "?".into(), priority: None });
+            };
+            let layer = if nf.family == "bridge" {
+                Layer::L2
+            } else if nf.from_bridge {
+                Layer::L3FromBridge
+            } else {
+                Layer::L3
+            };
+            (layer, HopKind::Hook { family: nf.family.to_string(), hook: nf.hook.to_string(), priority: nf.priority })
+        }
+        Probe::BrHandleFrame => (Layer::L2, HopKind::FromPort { port: port() }),
+        Probe::BrForward => (Layer::L2, HopKind::BridgeForward { port: port() }),
+        Probe::BrPassFrameUp => (Layer::L2, HopKind::PassedUp { bridge: name }),
+        Probe::BrDevXmit => (Layer::L3, HopKind::IntoBridge { bridge: name }),
+        Probe::TcIngress | Probe::NetifReceive => match place {
+            Place::BridgePort { .. } => (Layer::L2, HopKind::FromPort { port: port() }),
+            // A bridge device "receives" exactly the frames the bridge passes up.
+            Place::Bridge => (Layer::L2, HopKind::PassedUp { bridge: name }),
+            Place::Host | Place::Elsewhere => (Layer::Device, HopKind::Receive { interface: name }),
+        },
+        Probe::TcEgress | Probe::NetDevQueue => match place {
+            Place::BridgePort { .. } => (Layer::L2, HopKind::ToPort { port: port() }),
+            Place::Bridge => (Layer::L3, HopKind::IntoBridge { bridge: name }),
+            Place::Host | Place::Elsewhere => (Layer::Device, HopKind::Transmit { interface: name }),
+        },
+    }
+}

@@ -1,0 +1,237 @@
+//! Grouping events into packets (one packet, every probe it crossed, in time order) and packets
+//! into connections (conntrack: a request and its reply belong together).
+//!
+//! A packet is recognised across probes by its skb identity where the probe has one, and by
+//! header fields NAT does not touch (protocol, IPv4 id, length) otherwise: tc sees no skb
+//! pointer, and the kernel may reallocate skb->head on the way.
+
+use std::{collections::HashMap, net::IpAddr};
+
+use serde::Serialize;
+
+use super::{
+    classify::{HopKind, Layer, classify},
+    topology::Topology,
+};
+use crate::event::{Event, Packet, endpoint};
+
+/// Events further apart than this are never the same packet.
+const SAME_PACKET_WINDOW_NS: u64 = 200_000_000;
+
+/// One hop of a packet's path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Hop {
+    pub layer: Layer,
+    #[serde(flatten)]
+    pub kind: HopKind,
+    /// NAT rewrites visible at this hop, compared with the previous hop ("dst 10.199.0.1:1812 ->
+    /// 172.20.0.2:1812").
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rewrites: Vec<Rewrite>,
+    pub event: Event,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Rewrite {
+    /// "source" or "destination".
+    pub field: &'static str,
+    pub before: String,
+    pub after: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// The connection's original direction (the request).
+    Request,
+    /// The reply direction.
+    Reply,
+}
+
+/// A packet's whole observed path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PacketPath {
+    pub id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+    /// Headers as first seen.
+    pub packet: Packet,
+    pub hops: Vec<Hop>,
+}
+
+impl PacketPath {
+    pub fn dropped(&self) -> Option<&Hop> {
+        self.hops.iter().find(|h| h.layer == Layer::Drop)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct PacketKey {
+    protocol: u8,
+    ip_id: u16,
+    len: u16,
+    /// IPv6 has no id: the ports, unordered, stand in (NAT66 is rare).
+    ports: (u16, u16),
+}
+
+impl PacketKey {
+    fn of(p: &Packet) -> Self {
+        let ports = if p.src.is_ipv6() {
+            let (a, b) = (p.sport.unwrap_or(0), p.dport.unwrap_or(0));
+            (a.min(b), a.max(b))
+        } else {
+            (0, 0)
+        };
+        Self { protocol: p.protocol, ip_id: p.ip_id, len: p.len, ports }
+    }
+}
+
+struct OpenPacket {
+    key: PacketKey,
+    skb_ids: Vec<u64>,
+    last_ts: u64,
+    events: Vec<Event>,
+}
+
+/// A connection's identity: its conntrack original tuple.
+type ConnectionKey = (IpAddr, u16, IpAddr, u16, u8);
+
+struct KnownConnection {
+    id: u64,
+    /// The reply tuple, to recognise packets seen without conntrack (tc) in reply direction.
+    reply: ConnectionKey,
+}
+
+/// Turns a stream of events into finished packet paths.
+pub struct Correlator {
+    topology: Topology,
+    open: Vec<OpenPacket>,
+    next_packet: u64,
+    connections: HashMap<ConnectionKey, KnownConnection>,
+    next_connection: u64,
+}
+
+impl Correlator {
+    pub fn new(topology: Topology) -> Self {
+        Self { topology, open: Vec::new(), next_packet: 1, connections: HashMap::new(), next_connection: 1 }
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Adds an event; events without IP headers (ARP, ...) are not part of any path.
+    pub fn push(&mut self, event: Event) {
+        let Some(packet) = &event.packet else { return };
+        let key = PacketKey::of(packet);
+        let ts = event.ts_ns;
+        let found = self.open.iter_mut().rev().find(|o| {
+            ts.abs_diff(o.last_ts) < SAME_PACKET_WINDOW_NS
+                && (event.skb_id.is_some_and(|id| o.skb_ids.contains(&id)) || o.key == key)
+        });
+        let open = match found {
+            Some(open) => open,
+            None => {
+                self.open.push(OpenPacket { key, skb_ids: Vec::new(), last_ts: ts, events: Vec::new() });
+                self.open.last_mut().unwrap()
+            }
+        };
+        if let Some(id) = event.skb_id.filter(|id| !open.skb_ids.contains(id)) {
+            open.skb_ids.push(id);
+        }
+        open.last_ts = open.last_ts.max(ts);
+        open.events.push(event);
+    }
+
+    /// Finishes packets that saw no event for `idle_ns` before `now_ns` (kernel monotonic time).
+    pub fn flush_idle(&mut self, now_ns: u64, idle_ns: u64) -> Vec<PacketPath> {
+        let (done, open): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.open).into_iter().partition(|o| o.last_ts + idle_ns <= now_ns);
+        self.open = open;
+        self.finish_all(done)
+    }
+
+    /// Finishes every packet still open (at exit).
+    pub fn finish(&mut self) -> Vec<PacketPath> {
+        let open = std::mem::take(&mut self.open);
+        self.finish_all(open)
+    }
+
+    fn finish_all(&mut self, mut packets: Vec<OpenPacket>) -> Vec<PacketPath> {
+        packets.sort_by_key(|o| o.events.iter().map(|e| e.ts_ns).min().unwrap_or(0));
+        packets.into_iter().map(|o| self.finish_one(o.events)).collect()
+    }
+
+    fn finish_one(&mut self, mut events: Vec<Event>) -> PacketPath {
+        events.sort_by_key(|e| e.ts_ns);
+        let packet = events[0].packet.clone().expect("only IP events are correlated");
+        let mut hops: Vec<Hop> = Vec::with_capacity(events.len());
+        let mut previous: Option<&Packet> = None;
+        for event in &events {
+            let (layer, kind) = classify(event, &self.topology);
+            let rewrites = match (previous, &event.packet) {
+                (Some(before), Some(after)) => rewrites(before, after),
+                _ => Vec::new(),
+            };
+            previous = event.packet.as_ref();
+            hops.push(Hop { layer, kind, rewrites, event: event.clone() });
+        }
+        let (connection, direction) = self.connection_of(&events, &packet);
+        let id = self.next_packet;
+        self.next_packet += 1;
+        PacketPath { id, connection, direction, packet, hops }
+    }
+
+    /// The connection a packet belongs to: from conntrack where any probe saw it, else by
+    /// matching its headers against connections already known.
+    fn connection_of(&mut self, events: &[Event], packet: &Packet) -> (Option<u64>, Option<Direction>) {
+        // The host's conntrack entry, not the one a container keeps in its own namespace for
+        // the same packet (that one has the container's view of the addresses).
+        let host = self.topology.names.host_netns;
+        let host_ct = events
+            .iter()
+            .filter(|e| e.netfilter.is_some() || e.netns.is_none_or(|ns| ns == host))
+            .find_map(|e| e.conntrack.as_ref());
+        if let Some(ct) = host_ct {
+            let key = tuple_key(&ct.original);
+            let reply = tuple_key(&ct.reply);
+            let next = &mut self.next_connection;
+            let known = self.connections.entry(key).or_insert_with(|| {
+                *next += 1;
+                KnownConnection { id: *next - 1, reply }
+            });
+            let direction = if ct.direction == "reply" { Direction::Reply } else { Direction::Request };
+            return (Some(known.id), Some(direction));
+        }
+        let headers = (packet.src, packet.sport.unwrap_or(0), packet.dst, packet.dport.unwrap_or(0), packet.protocol);
+        if let Some(known) = self.connections.get(&headers) {
+            return (Some(known.id), Some(Direction::Request));
+        }
+        self.connections
+            .values()
+            .find(|c| c.reply == headers)
+            .map_or((None, None), |c| (Some(c.id), Some(Direction::Reply)))
+    }
+}
+
+fn tuple_key(t: &crate::event::Tuple) -> ConnectionKey {
+    (t.src, t.sport, t.dst, t.dport, t.protocol)
+}
+
+/// Address/port changes between two sightings of the same packet.
+fn rewrites(before: &Packet, after: &Packet) -> Vec<Rewrite> {
+    let mut out = Vec::new();
+    if (before.src, before.sport) != (after.src, after.sport) {
+        out.push(Rewrite { field: "source", before: endpoint(before.src, before.sport), after: endpoint(after.src, after.sport) });
+    }
+    if (before.dst, before.dport) != (after.dst, after.dport) {
+        out.push(Rewrite {
+            field: "destination",
+            before: endpoint(before.dst, before.dport),
+            after: endpoint(after.dst, after.dport),
+        });
+    }
+    out
+}

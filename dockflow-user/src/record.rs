@@ -1,0 +1,177 @@
+//! Event files: the raw ring-buffer records of a trace, with everything needed to decode and
+//! explain them later on another machine, without root or a kernel (pcap-like: a header, then
+//! length-prefixed records).
+//!
+//! Layout: magic `DOCKFLOW`, u32 format version, u32 header length, header (JSON), then per
+//! record a u32 length and the record's bytes (a `dockflow_common::PacketEvent`). Integers are
+//! little-endian.
+
+use std::{
+    fs::File,
+    io::{self, BufReader, BufWriter, Read, Write},
+    path::Path,
+};
+
+use anyhow::{Context as _, Result, bail};
+use dockflow_common::PACKET_EVENT_SIZE;
+use serde::{Deserialize, Serialize};
+
+use crate::{event::Decoder, path::topology::Topology};
+
+const MAGIC: &[u8; 8] = b"DOCKFLOW";
+/// Bumped whenever the header or the record layout changes incompatibly.
+pub const FORMAT_VERSION: u32 = 1;
+/// Headers are small (names, symbols); anything bigger is a corrupt file, not a header.
+const MAX_HEADER: u32 = 64 * 1024 * 1024;
+
+/// What a reader needs besides the records.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Header {
+    /// "container radius", ...
+    pub target: String,
+    pub record_size: usize,
+    pub decoder: Decoder,
+    pub topology: Topology,
+}
+
+pub struct Recorder {
+    file: BufWriter<File>,
+}
+
+impl Recorder {
+    pub fn create(path: &Path, header: &Header) -> Result<Self> {
+        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut file = BufWriter::new(file);
+        let header = serde_json::to_vec(header)?;
+        file.write_all(MAGIC)?;
+        file.write_all(&FORMAT_VERSION.to_le_bytes())?;
+        file.write_all(&(header.len() as u32).to_le_bytes())?;
+        file.write_all(&header)?;
+        Ok(Self { file })
+    }
+
+    pub fn record(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all(&(bytes.len() as u32).to_le_bytes())?;
+        self.file.write_all(bytes)
+    }
+
+    pub fn finish(mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+pub struct Replay<R: Read> {
+    reader: R,
+    pub header: Header,
+    records: u64,
+}
+
+impl Replay<BufReader<File>> {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        Self::from_reader(BufReader::new(file)).with_context(|| format!("{} is not a usable dockflow recording", path.display()))
+    }
+}
+
+impl<R: Read> Replay<R> {
+    pub fn from_reader(mut reader: R) -> Result<Self> {
+        let mut magic = [0u8; 8];
+        reader.read_exact(&mut magic).context("file too short for a header")?;
+        if &magic != MAGIC {
+            bail!("wrong magic (not written by dockflow --record)");
+        }
+        let version = read_u32(&mut reader).context("file too short for a header")?;
+        if version != FORMAT_VERSION {
+            bail!("format version {version}, this dockflow reads version {FORMAT_VERSION}");
+        }
+        let len = read_u32(&mut reader).context("file too short for a header")?;
+        if len > MAX_HEADER {
+            bail!("header length {len} is implausible");
+        }
+        let mut header = vec![0u8; len as usize];
+        reader.read_exact(&mut header).context("header truncated")?;
+        let header: Header = serde_json::from_slice(&header).context("header is not valid")?;
+        if header.record_size != PACKET_EVENT_SIZE {
+            bail!("records of {} bytes, this dockflow reads {PACKET_EVENT_SIZE}", header.record_size);
+        }
+        Ok(Self { reader, header, records: 0 })
+    }
+
+    /// The next record, None at a clean end of file.
+    pub fn next_record(&mut self) -> Result<Option<Vec<u8>>> {
+        let mut len = [0u8; 4];
+        match self.reader.read(&mut len[..1]) {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.reader.read_exact(&mut len[1..]).with_context(|| format!("record {} truncated", self.records + 1))?;
+        let len = u32::from_le_bytes(len) as usize;
+        if len != self.header.record_size {
+            bail!("record {} has length {len}, expected {}: the file is corrupt", self.records + 1, self.header.record_size);
+        }
+        let mut record = vec![0u8; len];
+        self.reader.read_exact(&mut record).with_context(|| format!("record {} truncated", self.records + 1))?;
+        self.records += 1;
+        Ok(Some(record))
+    }
+}
+
+fn read_u32(reader: &mut impl Read) -> io::Result<u32> {
+    let mut bytes = [0u8; 4];
+    reader.read_exact(&mut bytes)?;
+    Ok(u32::from_le_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> Header {
+        Header { target: "container radius".into(), record_size: PACKET_EVENT_SIZE, decoder: Decoder::default(), topology: Topology::default() }
+    }
+
+    fn file_with(records: &[Vec<u8>]) -> Vec<u8> {
+        let dir = std::env::temp_dir().join(format!("dockflow-record-test-{}-{}", std::process::id(), records.len()));
+        let mut recorder = Recorder::create(&dir, &header()).unwrap();
+        for r in records {
+            recorder.record(r).unwrap();
+        }
+        recorder.finish().unwrap();
+        let bytes = std::fs::read(&dir).unwrap();
+        std::fs::remove_file(&dir).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn round_trips_header_and_records() {
+        let records = vec![vec![1u8; PACKET_EVENT_SIZE], vec![2u8; PACKET_EVENT_SIZE]];
+        let bytes = file_with(&records);
+        let mut replay = Replay::from_reader(bytes.as_slice()).unwrap();
+        assert_eq!(replay.header.target, "container radius");
+        assert_eq!(replay.next_record().unwrap(), Some(records[0].clone()));
+        assert_eq!(replay.next_record().unwrap(), Some(records[1].clone()));
+        assert_eq!(replay.next_record().unwrap(), None);
+    }
+
+    #[test]
+    fn refuses_corrupt_files_with_a_reason() {
+        let err = |bytes: &[u8]| format!("{:#}", Replay::from_reader(bytes).err().expect("must fail"));
+        assert!(err(b"hello").contains("too short"));
+        assert!(err(b"NOTDOCKFLOWxxxxxxxxx").contains("wrong magic"));
+        let mut wrong_version = file_with(&[]);
+        wrong_version[8] = 99;
+        assert!(err(&wrong_version).contains("format version 99"));
+        let good = file_with(&[]);
+        assert!(err(&good[..good.len() - 3]).contains("header truncated"));
+
+        let bytes = file_with(&[vec![7u8; PACKET_EVENT_SIZE]]);
+        let mut truncated = Replay::from_reader(&bytes[..bytes.len() - 10]).unwrap();
+        assert!(format!("{:#}", truncated.next_record().unwrap_err()).contains("record 1 truncated"));
+        let mut bad_len = bytes.clone();
+        let at = bytes.len() - PACKET_EVENT_SIZE - 4;
+        bad_len[at] = 3;
+        let mut replay = Replay::from_reader(bad_len.as_slice()).unwrap();
+        assert!(format!("{:#}", replay.next_record().unwrap_err()).contains("corrupt"));
+    }
+}

@@ -1,0 +1,140 @@
+//! The main job end to end on the lab, asserting on the structured path (layers, hop kinds,
+//! rewrites, conntrack), not on prose: the seed's request and reply, container-to-container
+//! traffic, recording and replay.
+
+use std::{process::Command, time::Duration};
+
+use dockflow_lab::lab;
+use dockflow_tests::{Dockflow, dockflow_bin, json_events, lab_bin, lab_lock};
+use serde_json::Value;
+
+const RADIUS: &str = "172.20.0.2";
+
+fn packets(lines: &[Value]) -> Vec<&Value> {
+    lines.iter().filter(|l| l["type"] == "packet").collect()
+}
+
+fn kinds(packet: &Value) -> Vec<String> {
+    packet["hops"].as_array().unwrap().iter().map(|h| format!("{}:{}", h["layer"].as_str().unwrap(), h["kind"].as_str().unwrap())).collect()
+}
+
+fn hooks<'a>(packet: &'a Value, layer: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    packet["hops"].as_array().unwrap().iter().filter(move |h| h["kind"] == "hook" && h["layer"] == layer)
+}
+
+/// Index of the first hop matching, for order assertions.
+fn position(packet: &Value, pred: impl Fn(&Value) -> bool) -> Option<usize> {
+    packet["hops"].as_array().unwrap().iter().position(pred)
+}
+
+#[test]
+fn the_seed_request_is_routed_then_bridged_and_its_reply_bridged_then_routed() {
+    let _lock = lab_lock();
+    lab::up(&lab_bin()).unwrap();
+    let record = std::env::temp_dir().join(format!("dockflow-test-{}.dfl", std::process::id()));
+    let dockflow = Dockflow::start(&["--container", "radius", "--json", "--record", record.to_str().unwrap()]);
+    let answer = lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]).unwrap();
+    assert!(answer.starts_with("Access-Accept"), "{answer}");
+    std::thread::sleep(Duration::from_millis(400));
+    let (ok, stdout) = dockflow.stop_with(libc::SIGINT);
+    assert!(ok);
+    let lines = json_events(&stdout);
+    let client = lab::EXTERNAL_ADDRESS.to_string();
+    let all = packets(&lines);
+    let request = *all.iter().find(|p| p["packet"]["src"] == client && p["packet"]["dport"] == 1812).expect("request packet");
+    let reply = *all.iter().find(|p| p["packet"]["dst"] == client && p["packet"]["sport"] == 1812).expect("reply packet");
+    assert_eq!(request["direction"], "request");
+    assert_eq!(reply["direction"], "reply");
+    assert_eq!(request["connection"], reply["connection"], "request and reply are one connection");
+
+    // Request: L3 prerouting with DNAT -> forward -> into the bridge -> L2 to the container's port.
+    let k = kinds(request);
+    let dnat = position(request, |h| h["kind"] == "hook" && h["hook"] == "prerouting" && h["rewrites"][0]["field"] == "destination")
+        .unwrap_or_else(|| panic!("no DNAT at prerouting: {k:?}"));
+    let hop = &request["hops"][dnat];
+    assert_eq!(hop["layer"], "l3");
+    assert_eq!(hop["rewrites"][0]["before"], format!("{}:1812", lab::HOST_ADDRESS));
+    assert_eq!(hop["rewrites"][0]["after"], format!("{RADIUS}:1812"));
+    let forward = position(request, |h| h["kind"] == "hook" && h["hook"] == "forward" && h["layer"] == "l3").expect("forward");
+    let into_bridge = position(request, |h| h["kind"] == "into_bridge" && h["bridge"] == lab::BRIDGE).expect("into bridge");
+    let to_port = position(request, |h| h["kind"] == "to_port" && h["layer"] == "l2").expect("to port");
+    assert!(dnat < forward && forward < into_bridge && into_bridge < to_port, "{k:?}");
+    assert!(to_port > position(request, |h| h["kind"] == "hook" && h["hook"] == "postrouting").unwrap());
+    assert_eq!(hooks(request, "l3_from_bridge").count(), 0, "the request is routed, not bridged: {k:?}");
+
+    // Reply: L2 in on the container's port -> passed up -> L3 forward -> out the external link.
+    let k = kinds(reply);
+    let from_port = position(reply, |h| h["kind"] == "from_port" && h["layer"] == "l2").unwrap_or_else(|| panic!("{k:?}"));
+    let passed_up = position(reply, |h| h["kind"] == "passed_up" && h["bridge"] == lab::BRIDGE).unwrap_or_else(|| panic!("{k:?}"));
+    let forward = position(reply, |h| h["kind"] == "hook" && h["hook"] == "forward" && h["layer"] == "l3").unwrap_or_else(|| panic!("{k:?}"));
+    let out = position(reply, |h| h["kind"] == "transmit" && h["interface"] == lab::HOST_LINK).unwrap_or_else(|| panic!("{k:?}"));
+    assert!(from_port < passed_up && passed_up < forward && forward < out, "{k:?}");
+    // Its prerouting hook ran from inside the bridge, and it never reaches IP input.
+    assert!(hooks(reply, "l3_from_bridge").all(|h| h["hook"] == "prerouting") && hooks(reply, "l3_from_bridge").count() > 0, "{k:?}");
+    assert!(!reply["hops"].as_array().unwrap().iter().any(|h| h["hook"] == "input"), "{k:?}");
+    // Reverse NAT by conntrack: the source goes back to the host's address, and at every NAT
+    // priority the connection was already established (no nat chain is consulted).
+    let reverse = reply["hops"].as_array().unwrap().iter().find(|h| h["rewrites"][0]["field"] == "source").expect("reverse NAT");
+    assert_eq!(reverse["hook"], "postrouting");
+    assert_eq!(reverse["rewrites"][0]["after"], format!("{}:1812", lab::HOST_ADDRESS));
+    assert!(hooks(reply, "l3").chain(hooks(reply, "l3_from_bridge")).filter(|h| h["event"]["conntrack"].is_object()).all(|h| h["event"]["conntrack"]["state"] == "established"));
+
+    // An explanation for the connection, built from that path.
+    let explanation = lines.iter().find(|l| l["type"] == "explanation" && l["connection"] == request["connection"]).expect("explanation");
+    let steps: Vec<&str> = explanation["steps"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    assert!(steps.iter().any(|s| s.contains("DNAT")), "{steps:#?}");
+    assert!(steps.iter().any(|s| s.contains("undoes the request's DNAT")), "{steps:#?}");
+    assert!(steps.iter().any(|s| s.contains("passes the frame up")), "{steps:#?}");
+
+    // The recording replays to the same packets and explanation, without the kernel.
+    let replayed = Command::new(dockflow_bin()).args(["--replay", record.to_str().unwrap(), "--json"]).output().unwrap();
+    assert!(replayed.status.success(), "{}", String::from_utf8_lossy(&replayed.stderr));
+    assert_eq!(json_events(&String::from_utf8_lossy(&replayed.stdout)), lines);
+    let _ = std::fs::remove_file(&record);
+    lab::down().unwrap();
+}
+
+#[test]
+fn container_to_container_traffic_is_bridged_at_l2_only() {
+    let _lock = lab_lock();
+    lab::up(&lab_bin()).unwrap();
+    let dockflow = Dockflow::start(&["--container", "radius", "--json"]);
+    // From the syslog container to radius, across infranet: no NAT, no routing.
+    let out = Command::new("docker")
+        .args(["exec", "syslog", "/dockflow-lab", "client", "radius", &format!("{RADIUS}:1812")])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("Access-Accept"), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_millis(400));
+    let (ok, stdout) = dockflow.stop_with(libc::SIGINT);
+    assert!(ok);
+    let lines = json_events(&stdout);
+    let syslog = lab::service("syslog").unwrap().address.to_string();
+    let exchange: Vec<&Value> = packets(&lines)
+        .into_iter()
+        .filter(|p| p["packet"]["src"] == syslog || p["packet"]["dst"] == syslog)
+        .collect();
+    assert_eq!(exchange.len(), 2, "request and reply: {lines:#?}");
+    for packet in exchange {
+        let k = kinds(packet);
+        assert!(k.contains(&"l2:from_port".to_string()) && k.contains(&"l2:to_port".to_string()), "{k:?}");
+        assert!(!k.iter().any(|h| h.ends_with(":passed_up") || h.ends_with(":into_bridge")), "never leaves the bridge: {k:?}");
+        assert!(!k.contains(&"l3:hook".to_string()), "no hook of the routed path: {k:?}");
+        // With bridge-nf-call-iptables=1 the IP hooks still see it, run from the bridge.
+        let from_bridge: Vec<&str> = hooks(packet, "l3_from_bridge").map(|h| h["hook"].as_str().unwrap()).collect();
+        assert!(from_bridge.contains(&"forward"), "{k:?}");
+    }
+    lab::down().unwrap();
+}
+
+#[test]
+fn a_corrupt_recording_is_a_one_line_error() {
+    let path = std::env::temp_dir().join(format!("dockflow-corrupt-{}.dfl", std::process::id()));
+    std::fs::write(&path, b"DOCKFLOW\x01\x00\x00\x00\xff\xff\xff\x00garbage").unwrap();
+    let out = Command::new(dockflow_bin()).args(["--replay", path.to_str().unwrap()]).output().unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("dockflow: error: ") && stderr.contains("not a usable dockflow recording"), "{stderr}");
+}
