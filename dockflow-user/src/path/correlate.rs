@@ -1,9 +1,10 @@
 //! Grouping events into packets (one packet, every probe it crossed, in time order) and packets
 //! into connections (conntrack: a request and its reply belong together).
 //!
-//! A packet is recognised across probes by its skb identity where the probe has one, and by
-//! header fields NAT does not touch (protocol, IPv4 id, length) otherwise: tc sees no skb
-//! pointer, and the kernel may reallocate skb->head on the way.
+//! A packet is recognised across probes by header fields NAT does not touch (protocol, IPv4
+//! id, length). skb identity (skb->head) alone is not enough: tc sees no skb pointer, the
+//! kernel may reallocate the head on the way, and a freed head is soon reused, often for the
+//! very reply the packet provoked. It only breaks ties where the IPv4 id says nothing (0).
 
 use std::{collections::HashMap, net::IpAddr};
 
@@ -128,8 +129,7 @@ impl Correlator {
         let key = PacketKey::of(packet);
         let ts = event.ts_ns;
         let found = self.open.iter_mut().rev().find(|o| {
-            ts.abs_diff(o.last_ts) < SAME_PACKET_WINDOW_NS
-                && (event.skb_id.is_some_and(|id| o.skb_ids.contains(&id)) || o.key == key)
+            ts.abs_diff(o.last_ts) < SAME_PACKET_WINDOW_NS && o.key == key && skb_compatible(o, &key, event.skb_id)
         });
         let open = match found {
             Some(open) => open,
@@ -214,6 +214,11 @@ impl Correlator {
             .find(|c| c.reply == headers)
             .map_or((None, None), |c| (Some(c.id), Some(Direction::Reply)))
     }
+}
+
+/// Where the header key is weak (IPv4 id 0), skb identities that are known must agree.
+fn skb_compatible(open: &OpenPacket, key: &PacketKey, skb_id: Option<u64>) -> bool {
+    key.ip_id != 0 || open.skb_ids.is_empty() || skb_id.is_none_or(|id| open.skb_ids.contains(&id))
 }
 
 fn tuple_key(t: &crate::event::Tuple) -> ConnectionKey {

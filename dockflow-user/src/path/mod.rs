@@ -7,3 +7,6 @@ pub mod classify;
 pub mod correlate;
 pub mod explain;
 pub mod topology;
+
+#[cfg(test)]
+mod tests;
