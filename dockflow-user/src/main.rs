@@ -39,6 +39,7 @@ use tokio::{
   dockflow --container radius --json           one JSON object per packet/explanation
   dockflow --container radius --record r.dfl   also write the events to a file
   dockflow --replay r.dfl                      show a recording again (no root needed)
+  dockflow --netns dockflow-ext                follow a network namespace's packets
   dockflow --iface docker1 --duration 10       watch host interfaces, no container
 
 Layers: L2 = the bridge, L3 = the host's IP stack, L3* = an IP netfilter hook that
@@ -48,6 +49,10 @@ struct Cli {
     /// Container (name or id) whose traffic to follow.
     #[arg(long, group = "target")]
     container: Option<String>,
+    /// Network namespace (name under /run/netns, or a path like /proc/PID/ns/net) whose
+    /// traffic to follow, for targets outside Docker.
+    #[arg(long, group = "target")]
+    netns: Option<String>,
     /// Host interface(s) to watch instead of a container.
     #[arg(long, num_args = 1.., group = "target")]
     iface: Vec<String>,
@@ -109,10 +114,11 @@ async fn trace(cli: &Cli) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("dockflow must run as root (it loads eBPF programs and reads other network namespaces)");
     }
-    let target = match &cli.container {
-        Some(name) => target::resolve_container(name)?,
-        None if !cli.iface.is_empty() => target::resolve_interfaces(&cli.iface)?,
-        None => bail!("say what to watch: --container NAME, --iface IFACE or --replay FILE (see --help)"),
+    let target = match (&cli.container, &cli.netns) {
+        (Some(name), _) => target::resolve_container(name)?,
+        (_, Some(netns)) => target::resolve_netns(netns)?,
+        _ if !cli.iface.is_empty() => target::resolve_interfaces(&cli.iface)?,
+        _ => bail!("say what to watch: --container NAME, --netns NS, --iface IFACE or --replay FILE (see --help)"),
     };
     let btf = KernelBtf::load(&["nf_conntrack", "bridge", "br_netfilter"])?;
     let offsets = kernel::resolve_offsets(&btf)?;

@@ -36,3 +36,39 @@ fn unreachable_docker_daemon_is_a_one_line_error() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("cannot reach the Docker daemon at /nonexistent/docker.sock"), "{stderr}");
 }
+
+#[test]
+fn a_stopped_container_is_a_one_line_error() {
+    let _lock = dockflow_tests::lab_lock();
+    dockflow_lab::lab::up(&dockflow_tests::lab_bin()).unwrap();
+    let name = "dockflow-stopped-test";
+    let _ = Command::new("docker").args(["rm", "-f", name]).output();
+    let created = Command::new("docker").args(["create", "--name", name, "--label", "dockflow.lab=1", dockflow_lab::lab::IMAGE, "serve", "udp-echo", "--port", "9"]).output().unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let (ok, stderr) = run(&["--container", name]);
+    let _ = Command::new("docker").args(["rm", "-f", name]).output();
+    dockflow_lab::lab::down().unwrap();
+    assert!(!ok);
+    assert_eq!(stderr.trim(), format!("dockflow: error: container {name} is not running"));
+}
+
+#[test]
+fn without_root_it_says_so_in_one_line() {
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(dockflow_bin())
+        .args(["--container", "radius"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim(), "dockflow: error: dockflow must run as root (it loads eBPF programs and reads other network namespaces)");
+}
+
+#[test]
+fn no_target_is_a_one_line_error() {
+    let (ok, stderr) = run(&[]);
+    assert!(!ok);
+    assert!(stderr.trim().starts_with("dockflow: error: say what to watch"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1);
+}

@@ -138,3 +138,22 @@ fn a_corrupt_recording_is_a_one_line_error() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("dockflow: error: ") && stderr.contains("not a usable dockflow recording"), "{stderr}");
 }
+
+#[test]
+fn a_network_namespace_outside_docker_can_be_the_target() {
+    let _lock = lab_lock();
+    lab::up(&lab_bin()).unwrap();
+    let dockflow = Dockflow::start(&["--netns", lab::EXTERNAL_NETNS, "--json"]);
+    assert!(dockflow.startup.iter().any(|l| l.contains(&format!("attached  tc ingress on {}", lab::HOST_LINK))), "{:?}", dockflow.startup);
+    lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]).unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let (ok, stdout) = dockflow.stop_with(libc::SIGINT);
+    assert!(ok);
+    let lines = json_events(&stdout);
+    let client = lab::EXTERNAL_ADDRESS.to_string();
+    let request = packets(&lines).into_iter().find(|p| p["packet"]["src"] == client && p["direction"] == "request").expect("request");
+    assert!(position(request, |h| h["kind"] == "receive" && h["interface"] == lab::HOST_LINK).is_some(), "{:?}", kinds(request));
+    assert!(position(request, |h| h["rewrites"][0]["field"] == "destination").is_some(), "{:?}", kinds(request));
+    assert!(packets(&lines).iter().any(|p| p["direction"] == "reply" && p["connection"] == request["connection"]));
+    lab::down().unwrap();
+}

@@ -29,7 +29,6 @@ pub struct Container {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
     pub network: String,
-    pub network_id: String,
     pub address: Option<IpAddr>,
     pub mac: String,
 }
@@ -71,15 +70,6 @@ impl Docker {
             bail!("container {name} is not running");
         }
         Ok(container)
-    }
-
-    /// The Linux bridge device behind a Docker bridge network.
-    pub fn bridge_device(&self, network_id: &str) -> Result<String> {
-        let (status, body) = self.get(&format!("/networks/{}", encode_path(network_id)))?;
-        if status != 200 {
-            bail!("Docker could not inspect network {network_id}: {}", api_message(&body));
-        }
-        bridge_device_of(&body)
     }
 
     fn get(&self, path: &str) -> Result<(u16, Value)> {
@@ -136,7 +126,6 @@ fn parse_container(body: &Value) -> Result<Container> {
                 .iter()
                 .map(|(name, ep)| Endpoint {
                     network: name.clone(),
-                    network_id: ep["NetworkID"].as_str().unwrap_or_default().to_string(),
                     address: ep["IPAddress"].as_str().and_then(|a| a.parse().ok()),
                     mac: ep["MacAddress"].as_str().unwrap_or_default().to_string(),
                 })
@@ -174,22 +163,6 @@ fn parse_container(body: &Value) -> Result<Container> {
     })
 }
 
-fn bridge_device_of(network: &Value) -> Result<String> {
-    if network["Driver"].as_str() != Some("bridge") {
-        bail!(
-            "network {} uses driver {}, only bridge networks are supported",
-            network["Name"].as_str().unwrap_or("?"),
-            network["Driver"].as_str().unwrap_or("?")
-        );
-    }
-    if let Some(name) = network["Options"]["com.docker.network.bridge.name"].as_str() {
-        return Ok(name.to_string());
-    }
-    // Docker's default for user-defined bridges: br-<first 12 hex digits of the network id>.
-    let id = network["Id"].as_str().ok_or_else(|| anyhow!("network without Id"))?;
-    Ok(format!("br-{}", &id[..12.min(id.len())]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,16 +192,6 @@ mod tests {
     fn a_stopped_container_has_no_pid() {
         let body = json!({"Id": "x", "Name": "/radius", "State": {"Running": false, "Pid": 0}});
         assert_eq!(parse_container(&body).unwrap().pid, 0);
-    }
-
-    #[test]
-    fn bridge_name_comes_from_options_or_the_network_id() {
-        let named = json!({"Driver": "bridge", "Id": "7ed8face2e4fec31", "Options": {"com.docker.network.bridge.name": "docker1"}});
-        assert_eq!(bridge_device_of(&named).unwrap(), "docker1");
-        let unnamed = json!({"Driver": "bridge", "Id": "7ed8face2e4fec31", "Options": {}});
-        assert_eq!(bridge_device_of(&unnamed).unwrap(), "br-7ed8face2e4f");
-        let overlay = json!({"Driver": "overlay", "Name": "swarm", "Id": "1"});
-        assert!(bridge_device_of(&overlay).is_err());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! Hand-rolled because only four attributes are needed; the whole exchange is one dump request.
 
-use std::{io, mem};
+use std::{io, mem, net::IpAddr};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -21,6 +21,11 @@ pub struct Link {
 
 const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
+const RTM_NEWADDR: u16 = 20;
+const RTM_GETADDR: u16 = 22;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const IFADDRMSG_LEN: usize = 8;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 1;
@@ -35,31 +40,63 @@ const IFINFOMSG_LEN: usize = 16;
 
 /// Lists the interfaces of the current thread's network namespace.
 pub fn list_links() -> Result<Vec<Link>> {
-    let sock = NetlinkSocket::open().context("opening an rtnetlink socket")?;
-    let mut request = [0u8; NLMSG_HDRLEN + IFINFOMSG_LEN];
-    let len = request.len() as u32;
-    request[0..4].copy_from_slice(&len.to_ne_bytes());
-    request[4..6].copy_from_slice(&RTM_GETLINK.to_ne_bytes());
-    request[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    request[8..12].copy_from_slice(&1u32.to_ne_bytes());
-    sock.send(&request).context("sending RTM_GETLINK")?;
+    dump(RTM_GETLINK, RTM_NEWLINK, &[0u8; IFINFOMSG_LEN], parse_link)
+}
 
-    let mut links = Vec::new();
+/// Lists the IP addresses of the current thread's network namespace, with their ifindex.
+pub fn list_addresses() -> Result<Vec<(u32, IpAddr)>> {
+    dump(RTM_GETADDR, RTM_NEWADDR, &[0u8; IFADDRMSG_LEN], parse_address)
+}
+
+/// One netlink dump request, its answers parsed by `parse`.
+fn dump<T>(request: u16, answer: u16, family_header: &[u8], parse: fn(&[u8]) -> Option<T>) -> Result<Vec<T>> {
+    let sock = NetlinkSocket::open().context("opening an rtnetlink socket")?;
+    let mut message = vec![0u8; NLMSG_HDRLEN];
+    message.extend_from_slice(family_header);
+    let len = message.len() as u32;
+    message[0..4].copy_from_slice(&len.to_ne_bytes());
+    message[4..6].copy_from_slice(&request.to_ne_bytes());
+    message[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    message[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    sock.send(&message).with_context(|| format!("sending rtnetlink request {request}"))?;
+
+    let mut out = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = sock.recv(&mut buf).context("reading the RTM_GETLINK dump")?;
+        let n = sock.recv(&mut buf).context("reading an rtnetlink dump")?;
         for (msg_type, payload) in messages(&buf[..n]) {
             match msg_type {
-                NLMSG_DONE => return Ok(links),
+                NLMSG_DONE => return Ok(out),
                 NLMSG_ERROR => {
                     let errno = payload.get(..4).map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap()));
-                    bail!("RTM_GETLINK failed: {}", io::Error::from_raw_os_error(-errno));
+                    bail!("rtnetlink request {request} failed: {}", io::Error::from_raw_os_error(-errno));
                 }
-                RTM_NEWLINK => links.extend(parse_link(payload)),
+                t if t == answer => out.extend(parse(payload)),
                 _ => {}
             }
         }
     }
+}
+
+fn parse_address(payload: &[u8]) -> Option<(u32, IpAddr)> {
+    let header = payload.get(..IFADDRMSG_LEN)?;
+    let family = header[0];
+    let index = u32::from_ne_bytes(header[4..8].try_into().ok()?);
+    // IFA_LOCAL is the interface's own address on point-to-point links; IFA_ADDRESS otherwise.
+    let mut address = None;
+    for (attr_type, value) in attributes(&payload[IFADDRMSG_LEN..]) {
+        let parsed = match (family as i32, value.len()) {
+            (libc::AF_INET, 4) => Some(IpAddr::from(<[u8; 4]>::try_from(value).ok()?)),
+            (libc::AF_INET6, 16) => Some(IpAddr::from(<[u8; 16]>::try_from(value).ok()?)),
+            _ => None,
+        };
+        match attr_type {
+            IFA_LOCAL => address = parsed.or(address),
+            IFA_ADDRESS if address.is_none() => address = parsed,
+            _ => {}
+        }
+    }
+    Some((index, address?))
 }
 
 /// Splits a netlink datagram into (type, payload) pairs.
@@ -207,5 +244,7 @@ mod tests {
     fn lists_loopback_of_this_namespace() {
         let links = list_links().unwrap();
         assert!(links.iter().any(|l| l.name == "lo" && l.index == 1), "{links:?}");
+        let addresses = list_addresses().unwrap();
+        assert!(addresses.contains(&(1, "127.0.0.1".parse().unwrap())), "{addresses:?}");
     }
 }

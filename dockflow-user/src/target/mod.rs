@@ -6,7 +6,10 @@ pub mod links;
 pub mod names;
 pub mod netns;
 
-use std::{net::IpAddr, path::PathBuf};
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
@@ -56,27 +59,71 @@ pub fn resolve_container(name: &str) -> Result<Target> {
     let docker = docker::Docker::from_env()?;
     let container = docker.container(name)?;
     let ns_path = PathBuf::from(format!("/proc/{}/ns/net", container.pid));
-    let inside = netns::in_netns(&ns_path, list_links)
-        .with_context(|| format!("listing the interfaces of container {name}"))?;
-    let host = list_links().context("listing the host's interfaces")?;
+    let (interfaces, _) = interfaces_into(&ns_path).with_context(|| format!("finding the interfaces of container {name}"))?;
+    if interfaces.is_empty() {
+        bail!("container {name} has no veth into the host (host, none and non-bridge networks are not supported)");
+    }
+    Ok(Target {
+        label: format!("container {}", container.name),
+        interfaces,
+        addresses: container.endpoints.iter().filter_map(|e| e.address).collect(),
+        published: container.published,
+        netns: Some((container.name.clone(), ns_path)),
+    })
+}
 
-    let mut target = Target { label: format!("container {}", container.name), ..Target::default() };
-    for endpoint in &container.endpoints {
-        let bridge_name = docker.bridge_device(&endpoint.network_id)?;
-        let bridge = find_by_name(&host, &bridge_name)?;
-        let port = host_side_port(&inside, &host, bridge.index).ok_or_else(|| {
-            anyhow!("no port of bridge {bridge_name} leads into container {name}")
-        })?;
-        target.interfaces.push(Interface { index: port.index, name: port.name.clone(), role: InterfaceRole::BridgePort });
-        target.interfaces.push(Interface { index: bridge.index, name: bridge.name.clone(), role: InterfaceRole::Bridge });
-        target.addresses.extend(endpoint.address);
+/// Resolves a network namespace (a name under /run/netns, or a path such as
+/// /proc/PID/ns/net) to the host-side interfaces leading into it and its addresses.
+pub fn resolve_netns(name_or_path: &str) -> Result<Target> {
+    let ns_path = if name_or_path.contains('/') {
+        PathBuf::from(name_or_path)
+    } else {
+        PathBuf::from("/run/netns").join(name_or_path)
+    };
+    if !ns_path.exists() {
+        bail!("no network namespace {name_or_path} (see `ip netns list`)");
     }
-    if target.interfaces.is_empty() {
-        bail!("container {name} is on no bridge network (host or none networking is not supported)");
+    let (interfaces, addresses) = interfaces_into(&ns_path).with_context(|| format!("inspecting network namespace {name_or_path}"))?;
+    if interfaces.is_empty() {
+        bail!("network namespace {name_or_path} has no veth into the host");
     }
-    target.published = container.published;
-    target.netns = Some((container.name.clone(), ns_path));
-    Ok(target)
+    let label = ns_path.file_name().map_or(name_or_path.to_string(), |n| n.to_string_lossy().into_owned());
+    Ok(Target {
+        label: format!("netns {name_or_path}"),
+        interfaces,
+        addresses,
+        published: Vec::new(),
+        netns: Some((label, ns_path)),
+    })
+}
+
+/// The host ends of the namespace's veths (a bridge port and its bridge, or the bare veth when
+/// it is not bridged), and the namespace's own non-loopback addresses.
+fn interfaces_into(ns_path: &Path) -> Result<(Vec<Interface>, Vec<IpAddr>)> {
+    let (inside, addresses) = netns::in_netns(ns_path, || Ok((list_links()?, links::list_addresses()?)))?;
+    let host = list_links().context("listing the host's interfaces")?;
+    let mut interfaces = Vec::new();
+    for peer in host_peers(&inside, &host) {
+        let bridge = peer.master.and_then(|m| host.iter().find(|h| h.index == m && h.kind.as_deref() == Some("bridge")));
+        match bridge {
+            Some(bridge) => {
+                interfaces.push(Interface { index: peer.index, name: peer.name.clone(), role: InterfaceRole::BridgePort });
+                if !interfaces.iter().any(|i| i.index == bridge.index) {
+                    interfaces.push(Interface { index: bridge.index, name: bridge.name.clone(), role: InterfaceRole::Bridge });
+                }
+            }
+            None => interfaces.push(Interface { index: peer.index, name: peer.name.clone(), role: InterfaceRole::Named }),
+        }
+    }
+    let addresses = addresses.into_iter().map(|(_, a)| a).filter(|a| !a.is_loopback() && !is_link_local(a)).collect();
+    Ok((interfaces, addresses))
+}
+
+fn is_link_local(address: &IpAddr) -> bool {
+    match address {
+        IpAddr::V4(a) => a.is_link_local(),
+        IpAddr::V6(a) => (a.segments()[0] & 0xffc0) == 0xfe80,
+    }
 }
 
 /// Targets host interfaces by name, for traffic outside Docker.
@@ -93,14 +140,13 @@ fn find_by_name<'a>(links: &'a [Link], name: &str) -> Result<&'a Link> {
     links.iter().find(|l| l.name == name).ok_or_else(|| anyhow!("no interface named {name} on this host"))
 }
 
-/// The host-side veth on `bridge` whose peer is one of the container's interfaces.
+/// Host veths whose peer is one of the namespace's interfaces.
 ///
-/// A host veth's IFLA_LINK is its peer's ifindex inside the container; ifindexes are only unique
-/// per namespace, so the candidate must also be a port of the container's bridge.
-fn host_side_port<'a>(inside: &[Link], host: &'a [Link], bridge: u32) -> Option<&'a Link> {
-    host.iter().find(|h| {
-        h.master == Some(bridge)
-            && h.peer_index.is_some_and(|peer| inside.iter().any(|c| c.index == peer && c.peer_index == Some(h.index)))
+/// IFLA_LINK is the peer's ifindex in the other namespace; ifindexes are only unique per
+/// namespace, so both ends must name each other.
+fn host_peers<'a>(inside: &'a [Link], host: &'a [Link]) -> impl Iterator<Item = &'a Link> + 'a {
+    host.iter().filter(|h| {
+        h.peer_index.is_some_and(|peer| inside.iter().any(|c| c.index == peer && c.peer_index == Some(h.index)))
     })
 }
 
@@ -113,14 +159,15 @@ mod tests {
     }
 
     #[test]
-    fn picks_the_port_whose_peer_is_inside_the_container() {
+    fn picks_the_veths_whose_peers_are_inside() {
         let inside = [link(1, "lo", None, None), link(9, "eth0", Some(12), None)];
         let host = [
             link(3, "docker1", None, None),
-            link(10, "vethaaaa", Some(9), Some(4)), // same peer index, other bridge
+            link(10, "vethaaaa", Some(9), Some(3)), // same peer index, but its peer names another veth
             link(11, "vethbbbb", Some(7), Some(3)), // another container on our bridge
             link(12, "vethcccc", Some(9), Some(3)),
         ];
-        assert_eq!(host_side_port(&inside, &host, 3).unwrap().name, "vethcccc");
+        let found: Vec<&str> = host_peers(&inside, &host).map(|l| l.name.as_str()).collect();
+        assert_eq!(found, vec!["vethcccc"]);
     }
 }
