@@ -7,18 +7,15 @@
 //!    (so every packet crosses our tc and netfilter programs and is filtered out in the kernel),
 //!    alternated to cancel drift; the ratio of medians is the overhead figure.
 
-use std::{
-    io::{BufRead as _, BufReader},
-    path::Path,
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
+use std::{path::Path, process::Stdio, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 use dockflow_lab::lab;
 
-use crate::{build, lab as xlab};
+use crate::{
+    build, lab as xlab,
+    tracer::{Summary, Tracer},
+};
 
 const ROUNDS: usize = 3;
 /// Offered UDP load for the drain test, datagrams per second (0: as fast as the client can).
@@ -43,11 +40,12 @@ fn measure() -> Result<()> {
     // sustained figure. Output is JSON to /dev/null, so decoding and rendering are included.
     let mut sustained = 0.0f64;
     for rate in DRAIN_RATES {
-        let tracer = Tracer::start(&dockflow, &["--container", "radius", "--json"])?;
+        let tracer = Tracer::start(&dockflow, &["--container", "radius", "--json"], Stdio::null(), false)?;
         let args = ["client", "udp-flood", &to(radius.port), "--seconds", &SECONDS.to_string(), "--rate", &rate.to_string()];
         let sent = run_external(&responder, &args)?;
         std::thread::sleep(Duration::from_millis(500));
-        let (events, lost) = tracer.stop()?;
+        let summary = tracer.stop()?;
+        let (events, lost) = (summary.events, summary.lost);
         let per_second = events as f64 / SECONDS;
         println!("drain: offered {rate} datagrams/s ({sent} sent) -> {events} events ({per_second:.0} events/s), {lost} lost");
         if lost > 0 {
@@ -67,9 +65,9 @@ fn measure() -> Result<()> {
     let mut traced = Vec::new();
     for round in 1..=ROUNDS {
         baseline.push(bulk()?);
-        let tracer = Tracer::start(&dockflow, &["--container", "radius"])?;
+        let tracer = Tracer::start(&dockflow, &["--container", "radius"], Stdio::null(), false)?;
         traced.push(bulk()?);
-        let (events, lost) = tracer.stop()?;
+        let Summary { events, lost, .. } = tracer.stop()?;
         println!(
             "round {round}: without dockflow {:.2} Gbit/s, with dockflow on radius {:.2} Gbit/s ({events} events, {lost} lost)",
             baseline[round - 1] / 1e9,
@@ -92,54 +90,4 @@ fn run_external(responder: &Path, args: &[&str]) -> Result<String> {
         bail!("lab client {args:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// dockflow running with its output thrown away, and its exit summary collected.
-struct Tracer {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Tracer {
-    fn start(dockflow: &Path, args: &[&str]) -> Result<Self> {
-        let mut child = Command::new(dockflow)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting dockflow")?;
-        let (tx, lines) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        loop {
-            match lines.recv_timeout(Duration::from_secs(30)) {
-                Ok(line) if line.contains("streaming") => return Ok(Self { child, lines }),
-                Ok(_) => {}
-                Err(_) => {
-                    let _ = child.kill();
-                    bail!("dockflow did not start streaming");
-                }
-            }
-        }
-    }
-
-    /// Stops it with SIGINT; returns (events delivered, events lost).
-    fn stop(mut self) -> Result<(u64, u64)> {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        self.child.wait()?;
-        let (mut events, mut lost) = (0, 0);
-        for line in self.lines.try_iter() {
-            if let Some(n) = line.strip_prefix("dockflow: ").and_then(|r| r.split_once(" events from")) {
-                events = n.0.parse().unwrap_or(0);
-            }
-            if let Some(rest) = line.strip_prefix("dockflow: lost ") {
-                lost += rest.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
-            }
-        }
-        Ok((events, lost))
-    }
 }

@@ -6,6 +6,7 @@ mod demo;
 mod lab;
 mod setup;
 mod test;
+mod tracer;
 
 use std::process::ExitCode;
 

@@ -60,6 +60,21 @@ pub enum HopKind {
 }
 
 impl HopKind {
+    /// The kind's name as JSON spells it ("from_port", "hook", ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            HopKind::FromPort { .. } => "from_port",
+            HopKind::BridgeForward { .. } => "bridge_forward",
+            HopKind::ToPort { .. } => "to_port",
+            HopKind::PassedUp { .. } => "passed_up",
+            HopKind::IntoBridge { .. } => "into_bridge",
+            HopKind::Hook { .. } => "hook",
+            HopKind::Receive { .. } => "receive",
+            HopKind::Transmit { .. } => "transmit",
+            HopKind::Dropped { .. } => "dropped",
+        }
+    }
+
     /// The interface (or hook) the hop is about, for grouping and display.
     pub fn place(&self) -> String {
         match self {

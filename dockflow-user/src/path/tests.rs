@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::{
-    classify::{HopKind, Layer},
+    classify::Layer,
     correlate::{Correlator, Direction, PacketPath},
     explain::explain,
     topology::Topology,
@@ -107,23 +107,7 @@ fn correlate(events: Vec<Event>) -> Vec<PacketPath> {
 }
 
 fn layers_and_kinds(path: &PacketPath) -> Vec<(Layer, &'static str)> {
-    path.hops
-        .iter()
-        .map(|h| {
-            let kind = match h.kind {
-                HopKind::FromPort { .. } => "from_port",
-                HopKind::BridgeForward { .. } => "bridge_forward",
-                HopKind::ToPort { .. } => "to_port",
-                HopKind::PassedUp { .. } => "passed_up",
-                HopKind::IntoBridge { .. } => "into_bridge",
-                HopKind::Hook { .. } => "hook",
-                HopKind::Receive { .. } => "receive",
-                HopKind::Transmit { .. } => "transmit",
-                HopKind::Dropped { .. } => "dropped",
-            };
-            (h.layer, kind)
-        })
-        .collect()
+    path.hops.iter().map(|h| (h.layer, h.kind.name())).collect()
 }
 
 #[test]

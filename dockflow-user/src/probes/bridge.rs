@@ -7,7 +7,7 @@
 
 use aya::{Ebpf, programs::KProbe};
 
-use super::{Attached, Attachment, ProbeFamily, one_line};
+use super::{Attached, Attachment, ProbeFamily, loaded_program, one_line};
 use crate::target::Target;
 
 pub struct Bridge;
@@ -25,15 +25,8 @@ impl ProbeFamily for Bridge {
         let mut attached = Attached::default();
         let mut refused = Vec::new();
         for (program, function) in KPROBES {
-            let result = (|| {
-                let prog: &mut KProbe = ebpf
-                    .program_mut(program)
-                    .ok_or_else(|| format!("program {program} missing from the object"))?
-                    .try_into()
-                    .map_err(one_line)?;
-                prog.load().map_err(one_line)?;
-                prog.attach(function, 0).map(drop).map_err(one_line)
-            })();
+            let result = loaded_program::<KProbe>(ebpf, program)
+                .and_then(|prog| prog.attach(function, 0).map(drop).map_err(one_line));
             match result {
                 Ok(()) => attached.attachments.push(Attachment { point: format!("kprobe {function}"), error: None }),
                 Err(e) => refused.push((function, e)),

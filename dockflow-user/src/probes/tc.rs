@@ -6,7 +6,7 @@ use aya::{
     util::KernelVersion,
 };
 
-use super::{Attached, Attachment, ProbeFamily, one_line};
+use super::{Attached, Attachment, ProbeFamily, loaded_program, one_line};
 use crate::target::Target;
 
 pub struct Tc;
@@ -34,11 +34,9 @@ impl ProbeFamily for Tc {
         }
         let netlink = use_netlink();
         for (program, attach_type, direction) in PROGRAMS {
-            let loaded = load(ebpf, program);
             for iface in &target.interfaces {
                 let point = format!("tc {direction} on {}", iface.name);
-                let result = loaded.as_ref().map_err(Clone::clone).and_then(|()| {
-                    let prog: &mut SchedClassifier = ebpf.program_mut(program).unwrap().try_into().map_err(one_line)?;
+                let result = loaded_program::<SchedClassifier>(ebpf, program).and_then(|prog| {
                     if netlink {
                         ensure_clsact(&iface.name);
                         let options = TcAttachOptions::Netlink(NlOptions::default());
@@ -52,15 +50,6 @@ impl ProbeFamily for Tc {
         }
         out
     }
-}
-
-fn load(ebpf: &mut Ebpf, name: &str) -> Result<(), String> {
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(name)
-        .ok_or_else(|| format!("program {name} missing from the object"))?
-        .try_into()
-        .map_err(one_line)?;
-    prog.load().map_err(one_line)
 }
 
 /// Before tcx (kernel < 6.6) filters hang off a clsact qdisc. One we add is ours to remove at exit;

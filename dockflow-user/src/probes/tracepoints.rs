@@ -4,7 +4,7 @@
 
 use aya::{Ebpf, programs::TracePoint};
 
-use super::{Attachment, Attached, ProbeFamily, one_line};
+use super::{Attached, Attachment, ProbeFamily, loaded_program, one_line};
 use crate::target::Target;
 
 pub struct Tracepoints;
@@ -19,15 +19,8 @@ impl ProbeFamily for Tracepoints {
     fn attach(&self, ebpf: &mut Ebpf, _target: &Target) -> Attached {
         let mut attached = Attached::default();
         for (program, category, name) in TRACEPOINTS {
-            let result = (|| {
-                let prog: &mut TracePoint = ebpf
-                    .program_mut(program)
-                    .ok_or_else(|| format!("program {program} missing from the object"))?
-                    .try_into()
-                    .map_err(one_line)?;
-                prog.load().map_err(one_line)?;
-                prog.attach(category, name).map(drop).map_err(one_line)
-            })();
+            let result = loaded_program::<TracePoint>(ebpf, program)
+                .and_then(|prog| prog.attach(category, name).map(drop).map_err(one_line));
             attached.attachments.push(Attachment { point: format!("tracepoint {category}:{name}"), error: result.err() });
         }
         attached
