@@ -149,6 +149,7 @@ async fn trace(cli: &Cli) -> Result<()> {
     let status = StatusLine::new();
 
     let mut output = Output::new(mode(cli), cli.json, Style::for_stdout(), topology, std::io::stdout().lock());
+    let mut follower = cli.container.as_deref().map(|name| Follower::new(name, target.clone()));
     'stream: loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -170,6 +171,9 @@ async fn trace(cli: &Cli) -> Result<()> {
             }
             _ = tick.tick() => {
                 output.tick(monotonic_now())?;
+                if let Some(follower) = follower.as_mut() {
+                    follower.check(&mut probes, &mut output)?;
+                }
                 if reached_count(cli, &output) {
                     break;
                 }
@@ -227,6 +231,53 @@ fn topology_of(target: &Target) -> Result<Topology> {
         None => HashMap::new(),
     };
     Ok(Topology::from_links(names, &links::list_links()?, owners))
+}
+
+/// Re-resolves a traced container now and then, so a restart (new veth, maybe a new address)
+/// does not end the trace.
+struct Follower {
+    name: String,
+    current: Target,
+    last_check: std::time::Instant,
+    stopped: bool,
+}
+
+impl Follower {
+    const INTERVAL: Duration = Duration::from_secs(1);
+
+    fn new(name: &str, current: Target) -> Self {
+        Self { name: name.to_string(), current, last_check: std::time::Instant::now(), stopped: false }
+    }
+
+    fn check(&mut self, probes: &mut Probes, output: &mut Output<impl Write>) -> Result<()> {
+        if self.last_check.elapsed() < Self::INTERVAL {
+            return Ok(());
+        }
+        self.last_check = std::time::Instant::now();
+        let new = match target::resolve_container(&self.name) {
+            Ok(new) => new,
+            Err(e) => {
+                if !self.stopped {
+                    eprintln!("dockflow: {e:#}; waiting for it to come back");
+                    self.stopped = true;
+                }
+                return Ok(());
+            }
+        };
+        self.stopped = false;
+        if new.interfaces == self.current.interfaces && new.addresses == self.current.addresses {
+            return Ok(());
+        }
+        for a in probes.retarget(&self.current, &new)? {
+            match &a.error {
+                None => eprintln!("dockflow: {} is back: attached {}", new.label, a.point),
+                Some(e) => eprintln!("dockflow: {} is back: refused {}: {e}", new.label, a.point),
+            }
+        }
+        output.set_topology(topology_of(&new)?);
+        self.current = new;
+        Ok(())
+    }
 }
 
 /// CLOCK_MONOTONIC, the clock bpf_ktime_get_ns() reads.

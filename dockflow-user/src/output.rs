@@ -65,6 +65,12 @@ impl<W: Write> Output<W> {
         }
     }
 
+    /// New interface names and roles (a followed container came back on a new veth).
+    pub fn set_topology(&mut self, topology: Topology) {
+        self.renderer = Renderer::new(self.json, topology.names.clone());
+        self.correlator.set_topology(topology);
+    }
+
     pub fn event(&mut self, event: Event) -> io::Result<()> {
         self.stats.events += 1;
         match self.mode {

@@ -157,3 +157,25 @@ fn a_network_namespace_outside_docker_can_be_the_target() {
     assert!(packets(&lines).iter().any(|p| p["direction"] == "reply" && p["connection"] == request["connection"]));
     lab::down().unwrap();
 }
+
+#[test]
+fn a_container_restarted_during_the_trace_is_followed_to_its_new_veth() {
+    let _lock = lab_lock();
+    lab::up(&lab_bin()).unwrap();
+    let dockflow = Dockflow::start(&["--container", "radius", "--json"]);
+    let old = dockflow.startup.iter().find_map(|l| l.trim().strip_prefix("attached  tc ingress on veth").map(|r| format!("veth{r}"))).unwrap();
+    let restarted = Command::new("docker").args(["restart", "radius"]).output().unwrap();
+    assert!(restarted.status.success());
+    // dockflow re-resolves once a second; give it a few.
+    std::thread::sleep(Duration::from_secs(3));
+    lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]).unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let (ok, stdout) = dockflow.stop_with(libc::SIGINT);
+    assert!(ok);
+    let lines = json_events(&stdout);
+    let request = packets(&lines).into_iter().find(|p| p["direction"] == "request" && p["packet"]["dport"] == 1812).expect("request after restart");
+    let port = request["hops"].as_array().unwrap().iter().find(|h| h["kind"] == "to_port").expect("to_port hop after restart");
+    let new = port["port"].as_str().unwrap();
+    assert!(new.starts_with("veth") && !new.starts_with(&old), "old {old}, new {new}");
+    lab::down().unwrap();
+}

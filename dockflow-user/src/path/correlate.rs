@@ -119,6 +119,10 @@ impl Correlator {
         Self { topology, open: Vec::new(), next_packet: 1, connections: HashMap::new(), next_connection: 1 }
     }
 
+    pub fn set_topology(&mut self, topology: Topology) {
+        self.topology = topology;
+    }
+
     pub fn topology(&self) -> &Topology {
         &self.topology
     }

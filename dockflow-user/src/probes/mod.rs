@@ -88,6 +88,7 @@ pub struct Probes {
     // Field order matters: links (held) close before the object that owns programs and maps.
     held: Vec<OwnedFd>,
     ebpf: Ebpf,
+    families: Vec<Family>,
     lost: PerCpuArray<MapData, u64>,
     pub attachments: Vec<Attachment>,
     pub notes: Vec<String>,
@@ -116,7 +117,26 @@ impl Probes {
             return Err(anyhow!("the kernel refused every probe ({first})"));
         }
         let lost = PerCpuArray::try_from(ebpf.take_map(LOST_MAP).context("no LOST map")?)?;
-        Ok(Self { held, ebpf, lost, attachments, notes })
+        Ok(Self { held, ebpf, families: families.to_vec(), lost, attachments, notes })
+    }
+
+    /// Follows a target whose interfaces or addresses changed (a restarted container gets a new
+    /// veth and maybe a new address): tc moves to the new interfaces, the filter to the new
+    /// addresses. Returns what was attached.
+    pub fn retarget(&mut self, old: &Target, new: &Target) -> Result<Vec<Attachment>> {
+        let added = Target {
+            interfaces: new.interfaces.iter().filter(|i| !old.interfaces.contains(i)).cloned().collect(),
+            ..new.clone()
+        };
+        let attached = if self.families.contains(&Family::Tc) { tc::Tc.attach(&mut self.ebpf, &added) } else { Attached::default() };
+        self.held.extend(attached.held);
+        let mut addresses: HashMap<_, [u8; 16], u8> =
+            HashMap::try_from(self.ebpf.map_mut(TARGET_ADDRESSES_MAP).context("no address filter map")?)?;
+        for gone in old.addresses.iter().filter(|a| !new.addresses.contains(a)) {
+            let _ = addresses.remove(&address_key(gone));
+        }
+        fill_filter(&mut self.ebpf, new)?;
+        Ok(attached.attachments)
     }
 
     /// The ring buffer every program writes into.
