@@ -10,10 +10,8 @@
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Per-CPU counters of failed ring-buffer reservations, indexed by [`ProbePoint`].
 pub const LOST_MAP: &str = "LOST";
-/// Addresses of the target (16-byte keys, IPv4 in the first four bytes).
-pub const TARGET_ADDRESSES_MAP: &str = "TARGET_ADDRS";
-/// Published ports of the target, keyed by [`port_key`].
-pub const TARGET_PORTS_MAP: &str = "TARGET_PORTS";
+/// The target's addresses and published ports ([`TargetSet`], one entry).
+pub const TARGETS_MAP: &str = "TARGETS";
 /// Name of the read-only global holding [`KernelOffsets`].
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 /// Name of the read-only global that turns the in-kernel filter on (1) or off (0).
@@ -220,6 +218,11 @@ pub struct PacketEvent {
 pub const PACKET_EVENT_SIZE: usize = core::mem::size_of::<PacketEvent>();
 
 const _: () = assert!(PACKET_EVENT_SIZE % 8 == 0);
+// The kernel's filter compares addresses as two u64s.
+const _: () = assert!(core::mem::offset_of!(PacketEvent, saddr) % 8 == 0);
+const _: () = assert!(core::mem::offset_of!(PacketEvent, daddr) % 8 == 0);
+const _: () = assert!(core::mem::offset_of!(PacketEvent, ct_original) % 8 == 0);
+const _: () = assert!(core::mem::offset_of!(PacketEvent, ct_reply) % 8 == 0);
 const _: () = assert!(core::mem::size_of::<CtTuple>() % 4 == 0);
 
 /// Kernel struct offsets the programs need, resolved from BTF in userspace at start and handed
@@ -259,7 +262,31 @@ pub struct KernelOffsets {
     pub tp_net_dev_queue_skbaddr: u32,
 }
 
-/// Key of [`TARGET_PORTS_MAP`]: protocol in the high half, port in the low half.
+pub const MAX_TARGET_ADDRESSES: usize = 8;
+pub const MAX_TARGET_PORTS: usize = 16;
+
+/// What the in-kernel filter lets through: packets from or to these addresses or ports.
+///
+/// A one-entry array rather than hash maps: the verifier inlines array lookups, and comparing
+/// a handful of values costs less than hashing, on a path every packet of the host takes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetSet {
+    /// IPv4 in the first four bytes, the rest zero.
+    pub addresses: [[u8; 16]; MAX_TARGET_ADDRESSES],
+    /// [`port_key`]s.
+    pub ports: [u32; MAX_TARGET_PORTS],
+    pub n_addresses: u32,
+    pub n_ports: u32,
+}
+
+impl Default for TargetSet {
+    fn default() -> Self {
+        Self { addresses: [[0; 16]; MAX_TARGET_ADDRESSES], ports: [0; MAX_TARGET_PORTS], n_addresses: 0, n_ports: 0 }
+    }
+}
+
+/// A [`TargetSet`] port entry: protocol in the high half, port in the low half.
 pub const fn port_key(l4_proto: u8, port: u16) -> u32 {
     ((l4_proto as u32) << 16) | port as u32
 }
@@ -268,4 +295,5 @@ pub const fn port_key(l4_proto: u8, port: u16) -> u32 {
 mod pod {
     unsafe impl aya::Pod for super::PacketEvent {}
     unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::TargetSet {}
 }

@@ -54,7 +54,7 @@ fn observe(skb_ptr: u64, probe: ProbePoint, event: &mut PacketEvent) {
     }
     event.ts_ns = unsafe { bpf_ktime_get_ns() };
     event.probe = probe as u8;
-    if skb::describe(skb_ptr, &offsets(), event) {
+    if skb::describe(skb::UntrustedSkb(skb_ptr), &offsets(), event) {
         emit(event);
     }
 }

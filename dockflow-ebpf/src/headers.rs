@@ -52,14 +52,18 @@ pub fn parse_ip<R: NetworkHeaderReader>(reader: &R, event: &mut PacketEvent) -> 
         }
         _ => return false,
     };
-    if event.l4_proto == IPPROTO_TCP || event.l4_proto == IPPROTO_UDP {
+    if event.l4_proto == IPPROTO_TCP {
+        // Ports and flags in one read: a TCP header is at least 20 bytes.
+        if let Some(tcp) = reader.read::<[u8; 14]>(l4_offset) {
+            event.sport = be16(&tcp, 0);
+            event.dport = be16(&tcp, 2);
+            event.tcp_flags = tcp[13];
+        }
+    } else if event.l4_proto == IPPROTO_UDP {
         if let Some(ports) = reader.read::<[u8; 4]>(l4_offset) {
             event.sport = be16(&ports, 0);
             event.dport = be16(&ports, 2);
         }
-    }
-    if event.l4_proto == IPPROTO_TCP {
-        event.tcp_flags = reader.read::<u8>(l4_offset + 13).unwrap_or(0);
     }
     true
 }

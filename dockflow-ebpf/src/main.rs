@@ -14,9 +14,9 @@ mod tracepoints;
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray, RingBuf},
 };
-use dockflow_common::{KernelOffsets, PROBE_POINT_SLOTS, PacketEvent};
+use dockflow_common::{KernelOffsets, PROBE_POINT_SLOTS, PacketEvent, TargetSet};
 
 /// Shared by every probe. Userspace drains it.
 #[map(name = "EVENTS")]
@@ -26,13 +26,9 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 #[map(name = "LOST")]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(PROBE_POINT_SLOTS, 0);
 
-/// The target's addresses (16 bytes, IPv4 in the first four).
-#[map(name = "TARGET_ADDRS")]
-static TARGET_ADDRS: HashMap<[u8; 16], u8> = HashMap::with_max_entries(256, 0);
-
-/// The target's published ports, keyed by dockflow_common::port_key.
-#[map(name = "TARGET_PORTS")]
-static TARGET_PORTS: HashMap<u32, u8> = HashMap::with_max_entries(256, 0);
+/// The target's addresses and published ports (userspace updates it when a container moves).
+#[map(name = "TARGETS")]
+static TARGETS: Array<TargetSet> = Array::with_max_entries(1, 0);
 
 /// Kernel struct offsets, resolved from BTF by userspace before load.
 #[unsafe(no_mangle)]

@@ -43,7 +43,7 @@ fn observe(ctx: *mut BpfNfCtx, slot: NfSlot) {
         probe: ProbePoint::Netfilter as u8,
         ..PacketEvent::default()
     };
-    if skb::describe(skb_ptr, &off, &mut event) {
+    if skb::describe(skb::TrustedSkb(skb_ptr), &off, &mut event) {
         describe_hook(state, slot, &off, &mut event);
         emit(&event);
     }

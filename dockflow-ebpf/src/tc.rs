@@ -62,7 +62,8 @@ fn observe(ctx: &TcContext, probe: ProbePoint) -> i32 {
         event.sections |= SECTION_PACKET;
     }
     // tc sees no conntrack; on these interfaces the headers always show the target's addresses.
-    if !filter::enabled() || filter::packet_wanted(&event) {
+    let targets = if filter::enabled() { filter::targets() } else { None };
+    if targets.is_none_or(|t| filter::packet_wanted(t, &event)) {
         emit(&event);
     }
     TC_ACT_UNSPEC

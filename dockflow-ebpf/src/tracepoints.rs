@@ -39,7 +39,7 @@ fn observe(ctx: &TracePointContext, skbaddr_offset: u32, probe: ProbePoint, even
     };
     event.ts_ns = unsafe { bpf_ktime_get_ns() };
     event.probe = probe as u8;
-    if skb::describe(skb_ptr, &offsets(), event) {
+    if skb::describe(skb::UntrustedSkb(skb_ptr), &offsets(), event) {
         emit(event);
     }
 }

@@ -238,7 +238,8 @@ fn why_the_reply_differs(request: Option<&PacketPath>, reply: &PacketPath) -> Ve
     if passed_up && request_bridged {
         out.push("The request went L3 -> L2 (routed by the host, then bridged to the container); the reply goes the other way, L2 -> L3 (bridged from the container up to the host, then routed out).".to_string());
     }
-    if !passed_up && !into_bridge && !from_bridge_hooks.is_empty() {
+    let routed = reply.hops.iter().any(|h| h.layer == Layer::L3);
+    if !passed_up && !into_bridge && !routed && !from_bridge_hooks.is_empty() {
         out.push(format!(
             "The reply never leaves the bridge: it is bridged at L2 only and never routed. The IP hooks it crosses ({}) are run by br_netfilter from inside the bridge.",
             list(&from_bridge_hooks)

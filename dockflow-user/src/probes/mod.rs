@@ -13,14 +13,14 @@ mod tracepoints;
 
 use std::{net::IpAddr, os::fd::OwnedFd};
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, PerCpuArray, RingBuf},
 };
 use dockflow_common::{
-    EVENTS_MAP, FILTER_GLOBAL, KernelOffsets, LOST_MAP, OFFSETS_GLOBAL, ProbePoint, TARGET_ADDRESSES_MAP,
-    TARGET_PORTS_MAP, port_key,
+    EVENTS_MAP, FILTER_GLOBAL, KernelOffsets, LOST_MAP, MAX_TARGET_ADDRESSES, MAX_TARGET_PORTS, OFFSETS_GLOBAL,
+    ProbePoint, TARGETS_MAP, TargetSet, port_key,
 };
 
 use crate::target::Target;
@@ -130,11 +130,6 @@ impl Probes {
         };
         let attached = if self.families.contains(&Family::Tc) { tc::Tc.attach(&mut self.ebpf, &added) } else { Attached::default() };
         self.held.extend(attached.held);
-        let mut addresses: HashMap<_, [u8; 16], u8> =
-            HashMap::try_from(self.ebpf.map_mut(TARGET_ADDRESSES_MAP).context("no address filter map")?)?;
-        for gone in old.addresses.iter().filter(|a| !new.addresses.contains(a)) {
-            let _ = addresses.remove(&address_key(gone));
-        }
         fill_filter(&mut self.ebpf, new)?;
         Ok(attached.attachments)
     }
@@ -167,22 +162,39 @@ impl Drop for Probes {
 
 /// Loads the target's addresses and published ports into the in-kernel filter.
 fn fill_filter(ebpf: &mut Ebpf, target: &Target) -> Result<()> {
-    let mut addresses: HashMap<_, [u8; 16], u8> =
-        HashMap::try_from(ebpf.map_mut(TARGET_ADDRESSES_MAP).context("no address filter map")?)?;
-    for address in &target.addresses {
-        addresses.insert(address_key(address), 1, 0)?;
+    let mut set = TargetSet::default();
+    if target.addresses.len() > MAX_TARGET_ADDRESSES {
+        bail!("{} has {} addresses; dockflow follows at most {MAX_TARGET_ADDRESSES}", target.label, target.addresses.len());
     }
-    let mut ports: HashMap<_, u32, u8> = HashMap::try_from(ebpf.map_mut(TARGET_PORTS_MAP).context("no port filter map")?)?;
-    for p in &target.published {
-        let proto = match p.protocol.as_str() {
-            "tcp" => 6,
-            "udp" => 17,
-            "sctp" => 132,
-            _ => continue,
-        };
-        ports.insert(port_key(proto, p.host_port), 1, 0)?;
-        ports.insert(port_key(proto, p.container_port), 1, 0)?;
+    for (slot, address) in set.addresses.iter_mut().zip(&target.addresses) {
+        *slot = address_key(address);
     }
+    set.n_addresses = target.addresses.len() as u32;
+    let mut keys: Vec<u32> = target
+        .published
+        .iter()
+        .filter_map(|p| {
+            let proto = match p.protocol.as_str() {
+                "tcp" => 6,
+                "udp" => 17,
+                "sctp" => 132,
+                _ => return None,
+            };
+            Some([port_key(proto, p.host_port), port_key(proto, p.container_port)])
+        })
+        .flatten()
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    if keys.len() > MAX_TARGET_PORTS {
+        bail!("{} publishes {} ports; dockflow follows at most {MAX_TARGET_PORTS}", target.label, keys.len());
+    }
+    for (slot, key) in set.ports.iter_mut().zip(&keys) {
+        *slot = *key;
+    }
+    set.n_ports = keys.len() as u32;
+    let mut targets: Array<_, TargetSet> = Array::try_from(ebpf.map_mut(TARGETS_MAP).context("no target map")?)?;
+    targets.set(0, set, 0)?;
     Ok(())
 }
 
