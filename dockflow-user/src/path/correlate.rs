@@ -90,7 +90,6 @@ impl PacketKey {
 }
 
 struct OpenPacket {
-    key: PacketKey,
     skb_ids: Vec<u64>,
     last_ts: u64,
     events: Vec<Event>,
@@ -99,24 +98,22 @@ struct OpenPacket {
 /// A connection's identity: its conntrack original tuple.
 type ConnectionKey = (IpAddr, u16, IpAddr, u16, u8);
 
-struct KnownConnection {
-    id: u64,
-    /// The reply tuple, to recognise packets seen without conntrack (tc) in reply direction.
-    reply: ConnectionKey,
-}
 
 /// Turns a stream of events into finished packet paths.
 pub struct Correlator {
     topology: Topology,
-    open: Vec<OpenPacket>,
+    open: HashMap<PacketKey, Vec<OpenPacket>>,
     next_packet: u64,
-    connections: HashMap<ConnectionKey, KnownConnection>,
+    /// Connection ids by original tuple, and by reply tuple (to recognise packets seen without
+    /// conntrack, by tc, in the reply direction).
+    by_original: HashMap<ConnectionKey, u64>,
+    by_reply: HashMap<ConnectionKey, u64>,
     next_connection: u64,
 }
 
 impl Correlator {
     pub fn new(topology: Topology) -> Self {
-        Self { topology, open: Vec::new(), next_packet: 1, connections: HashMap::new(), next_connection: 1 }
+        Self { topology, open: HashMap::new(), next_packet: 1, by_original: HashMap::new(), by_reply: HashMap::new(), next_connection: 1 }
     }
 
     pub fn set_topology(&mut self, topology: Topology) {
@@ -132,14 +129,17 @@ impl Correlator {
         let Some(packet) = &event.packet else { return };
         let key = PacketKey::of(packet);
         let ts = event.ts_ns;
-        let found = self.open.iter_mut().rev().find(|o| {
-            ts.abs_diff(o.last_ts) < SAME_PACKET_WINDOW_NS && o.key == key && skb_compatible(o, &key, event.skb_id)
-        });
+        // Open packets are indexed by their header key: a busy trace has thousands open.
+        let candidates = self.open.entry(key.clone()).or_default();
+        let found = candidates
+            .iter_mut()
+            .rev()
+            .find(|o| ts.abs_diff(o.last_ts) < SAME_PACKET_WINDOW_NS && skb_compatible(o, &key, event.skb_id));
         let open = match found {
             Some(open) => open,
             None => {
-                self.open.push(OpenPacket { key, skb_ids: Vec::new(), last_ts: ts, events: Vec::new() });
-                self.open.last_mut().unwrap()
+                candidates.push(OpenPacket { skb_ids: Vec::new(), last_ts: ts, events: Vec::new() });
+                candidates.last_mut().unwrap()
             }
         };
         if let Some(id) = event.skb_id.filter(|id| !open.skb_ids.contains(id)) {
@@ -151,15 +151,20 @@ impl Correlator {
 
     /// Finishes packets that saw no event for `idle_ns` before `now_ns` (kernel monotonic time).
     pub fn flush_idle(&mut self, now_ns: u64, idle_ns: u64) -> Vec<PacketPath> {
-        let (done, open): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.open).into_iter().partition(|o| o.last_ts + idle_ns <= now_ns);
-        self.open = open;
+        let mut done = Vec::new();
+        self.open.retain(|_, candidates| {
+            let (finished, open): (Vec<_>, Vec<_>) =
+                std::mem::take(candidates).into_iter().partition(|o| o.last_ts + idle_ns <= now_ns);
+            done.extend(finished);
+            *candidates = open;
+            !candidates.is_empty()
+        });
         self.finish_all(done)
     }
 
     /// Finishes every packet still open (at exit).
     pub fn finish(&mut self) -> Vec<PacketPath> {
-        let open = std::mem::take(&mut self.open);
+        let open: Vec<OpenPacket> = std::mem::take(&mut self.open).into_values().flatten().collect();
         self.finish_all(open)
     }
 
@@ -200,27 +205,28 @@ impl Correlator {
             .find_map(|e| e.conntrack.as_ref());
         if let Some(ct) = host_ct {
             let key = tuple_key(&ct.original);
-            let reply = tuple_key(&ct.reply);
-            let next = &mut self.next_connection;
-            let known = self.connections.entry(key).or_insert_with(|| {
-                *next += 1;
-                KnownConnection { id: *next - 1, reply }
-            });
+            let id = match self.by_original.get(&key) {
+                Some(id) => *id,
+                None => {
+                    let id = self.next_connection;
+                    self.next_connection += 1;
+                    self.by_original.insert(key, id);
+                    self.by_reply.insert(tuple_key(&ct.reply), id);
+                    id
+                }
+            };
             let direction = if ct.direction == "reply" { Direction::Reply } else { Direction::Request };
-            return (Some(known.id), Some(direction));
+            return (Some(id), Some(direction));
         }
         let headers = (packet.src, packet.sport.unwrap_or(0), packet.dst, packet.dport.unwrap_or(0), packet.protocol);
-        if let Some(known) = self.connections.get(&headers) {
-            return (Some(known.id), Some(Direction::Request));
+        match (self.by_original.get(&headers), self.by_reply.get(&headers)) {
+            (Some(id), _) => (Some(*id), Some(Direction::Request)),
+            (None, Some(id)) => (Some(*id), Some(Direction::Reply)),
+            (None, None) => (None, None),
         }
-        self.connections
-            .values()
-            .find(|c| c.reply == headers)
-            .map_or((None, None), |c| (Some(c.id), Some(Direction::Reply)))
     }
 }
 
-/// Where the header key is weak (IPv4 id 0), skb identities that are known must agree.
 fn skb_compatible(open: &OpenPacket, key: &PacketKey, skb_id: Option<u64>) -> bool {
     key.ip_id != 0 || open.skb_ids.is_empty() || skb_id.is_none_or(|id| open.skb_ids.contains(&id))
 }
