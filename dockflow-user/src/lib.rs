@@ -6,6 +6,8 @@
 
 pub mod event;
 pub mod kernel;
+pub mod netlink;
+pub mod nftrace;
 pub mod output;
 pub mod path;
 pub mod probes;

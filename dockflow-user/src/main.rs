@@ -17,7 +17,8 @@ use dockflow::{
     output::{Mode, Output},
     path::topology::Topology,
     probes::{Family, Probes},
-    record::{Header, Recorder, Replay},
+    nftrace::{TraceSocket, TraceTable, Tracer},
+    record::{Header, Record, Recorder, Replay},
     render::Style,
     target::{self, InterfaceRole, Target, links, names::InterfaceNames},
 };
@@ -72,7 +73,7 @@ struct Cli {
     #[arg(long)]
     duration: Option<f64>,
     /// Probe families to attach (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "tc,netfilter,tracepoints,bridge")]
+    #[arg(long, value_delimiter = ',', default_value = "tc,netfilter,tracepoints,bridge,nftables")]
     probes: Vec<Family>,
     /// Also write every event to this file (see --replay).
     #[arg(long)]
@@ -129,6 +130,13 @@ async fn trace(cli: &Cli) -> Result<()> {
     let topology = topology_of(&target)?;
     let mut probes = Probes::attach(&target, &offsets, &cli.probes)?;
     report_attachments(&probes, &target);
+    // Dropped last (declared first among the live parts): removes our nft tables on every exit.
+    let nft = if cli.probes.contains(&Family::Nftables) { start_nft_trace(&target) } else { None };
+    let mut nft_traces = match nft.as_ref() {
+        Some(_) => Some(TraceSocket::open()?.spawn_reader()),
+        None => None,
+    };
+    let mut nft_tracer = nft.as_ref().map(|_| Tracer::new()).transpose()?;
     let mut recorder = match &cli.record {
         Some(path) => {
             let header = Header { target: target.label.clone(), record_size: PACKET_EVENT_SIZE, decoder: decoder.clone(), topology: topology.clone() };
@@ -169,6 +177,15 @@ async fn trace(cli: &Cli) -> Result<()> {
                 }
                 guard.clear_ready();
             }
+            Some(batch) = next_traces(&mut nft_traces) => {
+                for raw in batch {
+                    let Some(trace) = nft_tracer.as_mut().and_then(|t| t.name(raw, monotonic_now())) else { continue };
+                    if let Some(recorder) = recorder.as_mut() {
+                        recorder.record_trace(&trace)?;
+                    }
+                    output.trace(trace)?;
+                }
+            }
             _ = tick.tick() => {
                 output.tick(monotonic_now())?;
                 if let Some(follower) = follower.as_mut() {
@@ -195,7 +212,39 @@ async fn trace(cli: &Cli) -> Result<()> {
         eprintln!("dockflow: lost {lost} events at {point:?} (ring buffer full)");
     }
     drop(probes);
+    drop(nft);
     Ok(())
+}
+
+/// The next batch of nftables traces; never ready when tracing nftables is off.
+async fn next_traces(
+    traces: &mut Option<tokio::sync::mpsc::UnboundedReceiver<Vec<dockflow::nftrace::RawTrace>>>,
+) -> Option<Vec<dockflow::nftrace::RawTrace>> {
+    match traces {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Marks the target's packets for nftables tracing; a failure is reported, not fatal.
+fn start_nft_trace(target: &Target) -> Option<TraceTable> {
+    if !target.filtered() {
+        eprintln!("  skipped   nftables trace: the target has no addresses or ports to mark");
+        return None;
+    }
+    match TraceTable::create(target) {
+        Ok((table, removed)) => {
+            if removed {
+                eprintln!("  note      removed nftables tables {} left by an earlier run", "dockflow_trace");
+            }
+            eprintln!("  attached  nftables trace (table dockflow_trace in inet and bridge, rule verdicts)");
+            Some(table)
+        }
+        Err(e) => {
+            eprintln!("  refused   nftables trace: {e:#}");
+            None
+        }
+    }
 }
 
 fn replay(cli: &Cli, path: &Path) -> Result<()> {
@@ -204,9 +253,19 @@ fn replay(cli: &Cli, path: &Path) -> Result<()> {
     eprintln!("dockflow: replaying {} ({})", path.display(), header.target);
     let mut output = Output::new(mode(cli), cli.json, Style::for_stdout(), header.topology.clone(), std::io::stdout().lock());
     while let Some(record) = replay.next_record().with_context(|| format!("reading {}", path.display()))? {
-        let event = header.decoder.decode(&record).with_context(|| format!("{} holds an undecodable event", path.display()))?;
-        let ts = event.ts_ns;
-        output.event(event)?;
+        let ts = match record {
+            Record::Kernel(bytes) => {
+                let event = header.decoder.decode(&bytes).with_context(|| format!("{} holds an undecodable event", path.display()))?;
+                let ts = event.ts_ns;
+                output.event(event)?;
+                ts
+            }
+            Record::Trace(trace) => {
+                let ts = trace.ts_ns;
+                output.trace(trace)?;
+                ts
+            }
+        };
         // Recorded time drives packet completion, as the clock did live.
         output.tick(ts)?;
         if reached_count(cli, &output) {

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use crate::{
-    event::Event,
+    event::{Event, RuleTrace},
     path::{
         correlate::{Correlator, PacketPath},
         explain::{Explainer, Explanation},
@@ -77,6 +77,27 @@ impl<W: Write> Output<W> {
             Mode::Raw => writeln!(self.writer, "{}", self.renderer.render(&event)),
             Mode::Paths => {
                 self.correlator.push(event);
+                Ok(())
+            }
+        }
+    }
+
+    /// An nftables rule evaluation (from the trace collector).
+    pub fn trace(&mut self, trace: RuleTrace) -> io::Result<()> {
+        match self.mode {
+            Mode::Raw if self.json => writeln!(self.writer, "{}", serde_json::to_string(&trace).expect("traces serialize")),
+            Mode::Raw => writeln!(
+                self.writer,
+                "nft {} {} {} {}: {} => {}",
+                trace.family,
+                trace.table,
+                trace.chain,
+                trace.kind,
+                trace.rule.as_deref().unwrap_or("-"),
+                trace.verdict
+            ),
+            Mode::Paths => {
+                self.correlator.push_trace(trace);
                 Ok(())
             }
         }

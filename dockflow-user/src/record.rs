@@ -3,7 +3,8 @@
 //! length-prefixed records).
 //!
 //! Layout: magic `DOCKFLOW`, u32 format version, u32 header length, header (JSON), then per
-//! record a u32 length and the record's bytes (a `dockflow_common::PacketEvent`). Integers are
+//! record a u32 length, a kind byte and the record's bytes: kind 1 a kernel record (a
+//! `dockflow_common::PacketEvent`), kind 2 an nftables rule evaluation (JSON). Integers are
 //! little-endian.
 
 use std::{
@@ -16,11 +17,16 @@ use anyhow::{Context as _, Result, bail};
 use dockflow_common::PACKET_EVENT_SIZE;
 use serde::{Deserialize, Serialize};
 
-use crate::{event::Decoder, path::topology::Topology};
+use crate::{
+    event::{Decoder, RuleTrace},
+    path::topology::Topology,
+};
 
 const MAGIC: &[u8; 8] = b"DOCKFLOW";
 /// Bumped whenever the header or the record layout changes incompatibly.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+const KIND_KERNEL: u8 = 1;
+const KIND_TRACE: u8 = 2;
 /// Headers are small (names, symbols); anything bigger is a corrupt file, not a header.
 const MAX_HEADER: u32 = 64 * 1024 * 1024;
 
@@ -50,14 +56,32 @@ impl Recorder {
         Ok(Self { file })
     }
 
+    /// A kernel ring-buffer record, as it came.
     pub fn record(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write(KIND_KERNEL, bytes)
+    }
+
+    /// An nftables rule evaluation.
+    pub fn record_trace(&mut self, trace: &RuleTrace) -> io::Result<()> {
+        self.write(KIND_TRACE, &serde_json::to_vec(trace).expect("traces serialize"))
+    }
+
+    fn write(&mut self, kind: u8, bytes: &[u8]) -> io::Result<()> {
         self.file.write_all(&(bytes.len() as u32).to_le_bytes())?;
+        self.file.write_all(&[kind])?;
         self.file.write_all(bytes)
     }
 
     pub fn finish(mut self) -> io::Result<()> {
         self.file.flush()
     }
+}
+
+/// One record read back.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Record {
+    Kernel(Vec<u8>),
+    Trace(RuleTrace),
 }
 
 pub struct Replay<R: Read> {
@@ -98,22 +122,33 @@ impl<R: Read> Replay<R> {
     }
 
     /// The next record, None at a clean end of file.
-    pub fn next_record(&mut self) -> Result<Option<Vec<u8>>> {
+    pub fn next_record(&mut self) -> Result<Option<Record>> {
         let mut len = [0u8; 4];
         match self.reader.read(&mut len[..1]) {
             Ok(0) => return Ok(None),
             Ok(_) => {}
             Err(e) => return Err(e.into()),
         }
-        self.reader.read_exact(&mut len[1..]).with_context(|| format!("record {} truncated", self.records + 1))?;
+        let n = self.records + 1;
+        self.reader.read_exact(&mut len[1..]).with_context(|| format!("record {n} truncated"))?;
         let len = u32::from_le_bytes(len) as usize;
-        if len != self.header.record_size {
-            bail!("record {} has length {len}, expected {}: the file is corrupt", self.records + 1, self.header.record_size);
+        let mut kind = [0u8; 1];
+        self.reader.read_exact(&mut kind).with_context(|| format!("record {n} truncated"))?;
+        let expected = match kind[0] {
+            KIND_KERNEL => self.header.record_size,
+            KIND_TRACE if len <= MAX_HEADER as usize => len,
+            other => bail!("record {n} has unknown kind {other}: the file is corrupt"),
+        };
+        if len != expected {
+            bail!("record {n} has length {len}, expected {expected}: the file is corrupt");
         }
-        let mut record = vec![0u8; len];
-        self.reader.read_exact(&mut record).with_context(|| format!("record {} truncated", self.records + 1))?;
+        let mut bytes = vec![0u8; len];
+        self.reader.read_exact(&mut bytes).with_context(|| format!("record {n} truncated"))?;
         self.records += 1;
-        Ok(Some(record))
+        Ok(Some(match kind[0] {
+            KIND_KERNEL => Record::Kernel(bytes),
+            _ => Record::Trace(serde_json::from_slice(&bytes).with_context(|| format!("record {n} is not a valid trace"))?),
+        }))
     }
 }
 
@@ -144,13 +179,38 @@ mod tests {
     }
 
     #[test]
+    fn round_trips_traces() {
+        let path = std::env::temp_dir().join(format!("dockflow-record-trace-{}", std::process::id()));
+        let trace = RuleTrace {
+            ts_ns: 7,
+            trace_id: 1,
+            family: "ip".into(),
+            table: "nat".into(),
+            chain: "DOCKER".into(),
+            hook: Some("prerouting".into()),
+            kind: "rule".into(),
+            handle: Some(14),
+            rule: Some("udp dport 1812 dnat to 172.20.0.2:1812".into()),
+            verdict: "accept".into(),
+            packet: None,
+        };
+        let mut recorder = Recorder::create(&path, &header()).unwrap();
+        recorder.record_trace(&trace).unwrap();
+        recorder.finish().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let mut replay = Replay::from_reader(bytes.as_slice()).unwrap();
+        assert_eq!(replay.next_record().unwrap(), Some(Record::Trace(trace)));
+    }
+
+    #[test]
     fn round_trips_header_and_records() {
         let records = vec![vec![1u8; PACKET_EVENT_SIZE], vec![2u8; PACKET_EVENT_SIZE]];
         let bytes = file_with(&records);
         let mut replay = Replay::from_reader(bytes.as_slice()).unwrap();
         assert_eq!(replay.header.target, "container radius");
-        assert_eq!(replay.next_record().unwrap(), Some(records[0].clone()));
-        assert_eq!(replay.next_record().unwrap(), Some(records[1].clone()));
+        assert_eq!(replay.next_record().unwrap(), Some(Record::Kernel(records[0].clone())));
+        assert_eq!(replay.next_record().unwrap(), Some(Record::Kernel(records[1].clone())));
         assert_eq!(replay.next_record().unwrap(), None);
     }
 
@@ -169,9 +229,13 @@ mod tests {
         let mut truncated = Replay::from_reader(&bytes[..bytes.len() - 10]).unwrap();
         assert!(format!("{:#}", truncated.next_record().unwrap_err()).contains("record 1 truncated"));
         let mut bad_len = bytes.clone();
-        let at = bytes.len() - PACKET_EVENT_SIZE - 4;
+        let at = bytes.len() - PACKET_EVENT_SIZE - 5;
         bad_len[at] = 3;
         let mut replay = Replay::from_reader(bad_len.as_slice()).unwrap();
         assert!(format!("{:#}", replay.next_record().unwrap_err()).contains("corrupt"));
+        let mut bad_kind = bytes.clone();
+        bad_kind[bytes.len() - PACKET_EVENT_SIZE - 1] = 9;
+        let mut replay = Replay::from_reader(bad_kind.as_slice()).unwrap();
+        assert!(format!("{:#}", replay.next_record().unwrap_err()).contains("unknown kind 9"));
     }
 }

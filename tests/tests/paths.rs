@@ -179,3 +179,34 @@ fn a_container_restarted_during_the_trace_is_followed_to_its_new_veth() {
     assert!(new.starts_with("veth") && !new.starts_with(&old), "old {old}, new {new}");
     lab::down().unwrap();
 }
+
+#[test]
+fn nftables_verdicts_name_the_dnat_rule_and_no_nat_chain_sees_the_reply() {
+    let _lock = lab_lock();
+    lab::up(&lab_bin()).unwrap();
+    let dockflow = Dockflow::start(&["--container", "radius", "--json"]);
+    assert!(dockflow.startup.iter().any(|l| l.contains("attached  nftables trace")), "{:?}", dockflow.startup);
+    lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]).unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let (ok, stdout) = dockflow.stop_with(libc::SIGINT);
+    assert!(ok);
+    let lines = json_events(&stdout);
+    let client = lab::EXTERNAL_ADDRESS.to_string();
+    let all = packets(&lines);
+    let request = *all.iter().find(|p| p["packet"]["src"] == client && p["packet"]["dport"] == 1812).expect("request");
+    let reply = *all.iter().find(|p| p["packet"]["dst"] == client && p["packet"]["sport"] == 1812).expect("reply");
+    let rules = |p: &Value| p["rules"].as_array().cloned().unwrap_or_default();
+    // The request: Docker's DNAT rule in ip nat DOCKER, then accepted by ip filter DOCKER.
+    let dnat = rules(request).into_iter().find(|r| r["table"] == "nat" && r["chain"] == "DOCKER" && r["verdict"] == "accept");
+    let dnat = dnat.unwrap_or_else(|| panic!("no DNAT rule traced: {:#?}", rules(request)));
+    assert!(dnat["rule"].as_str().unwrap().contains(&format!("dnat to {RADIUS}:1812")), "{dnat}");
+    assert_eq!(dnat["hook"], "prerouting");
+    assert!(rules(request).iter().any(|r| r["table"] == "filter" && r["chain"] == "DOCKER" && r["verdict"] == "accept" && r["hook"] == "forward"), "{:#?}", rules(request));
+    // The reply: filter FORWARD accepts it, and no nat chain evaluates it at all.
+    assert!(rules(reply).iter().any(|r| r["table"] == "filter" && r["hook"] == "forward" && r["verdict"] == "accept"), "{:#?}", rules(reply));
+    assert!(!rules(reply).is_empty());
+    assert!(rules(reply).iter().all(|r| r["table"] != "nat"), "a nat chain saw the reply: {:#?}", rules(reply));
+    assert!(rules(reply).iter().all(|r| r["hook"] != "input"), "{:#?}", rules(reply));
+    lab::down().unwrap();
+    assert!(!String::from_utf8_lossy(&Command::new("nft").args(["list", "tables"]).output().unwrap().stdout).contains("dockflow"));
+}

@@ -136,6 +136,12 @@ fn a_packet_dropped_in_docker_user_yields_a_drop_event_with_its_reason() {
         drops.iter().any(|e| e["drop"]["reason"] == "NETFILTER_DROP" && e["packet"]["dst"] == CONTAINER && e["packet"]["dport"] == 1812),
         "no NETFILTER_DROP event for the request: {events:#?}"
     );
+    // nftables names the rule that dropped it.
+    assert!(
+        events.iter().any(|e| e["table"] == "filter" && e["chain"] == "DOCKER-USER" && e["verdict"] == "drop"
+            && e["rule"].as_str().is_some_and(|r| r.contains("1812") && r.ends_with("drop"))),
+        "no nft verdict for the drop: {events:#?}"
+    );
     // The drop came after the forward hook's first priority saw it, and it never reached the bridge.
     assert!(nf(&events, "forward", is_request).next().is_some());
     assert!(!events.iter().any(|e| e["probe"] == "tc_egress" && is_request(e)));
@@ -147,6 +153,10 @@ fn tc_filters(iface: &str) -> String {
         .iter()
         .map(|dir| String::from_utf8_lossy(&Command::new("tc").args(["filter", "show", "dev", iface, dir]).output().unwrap().stdout).into_owned())
         .collect()
+}
+
+fn nft_tables() -> String {
+    String::from_utf8_lossy(&Command::new("nft").args(["list", "tables"]).output().unwrap().stdout).into_owned()
 }
 
 fn veth_of(dockflow: &Dockflow) -> String {
@@ -166,8 +176,12 @@ fn nothing_survives_sigkill_and_a_restart_removes_legacy_tc_leftovers() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(our_bpf_programs(), Vec::<String>::new(), "programs left after SIGKILL");
 
+    // Our nft table is not owned by a file descriptor: SIGKILL leaves it, the next start removes it.
+    assert!(nft_tables().contains("dockflow_trace"), "expected the crash to leave the nft table: {}", nft_tables());
+
     // Pre-tcx kernels use clsact filters, which outlive the process; force that path.
     let legacy = Dockflow::start_with_env(&["--container", "radius"], &[("DOCKFLOW_TC_ATTACH", "netlink")]);
+    assert!(legacy.startup.iter().any(|l| l.contains("removed nftables tables")), "{:?}", legacy.startup);
     assert!(tc_filters(&veth).contains("df_tc_ingress"), "netlink filters not attached: {}", tc_filters(&veth));
     unsafe { libc::kill(legacy.pid(), libc::SIGKILL) };
     let _ = legacy.stop_with(0);
@@ -181,6 +195,7 @@ fn nothing_survives_sigkill_and_a_restart_removes_legacy_tc_leftovers() {
     assert!(!tc_filters(&veth).contains("df_"), "filters left: {}", tc_filters(&veth));
     let qdiscs = String::from_utf8_lossy(&Command::new("tc").args(["qdisc", "show", "dev", &veth]).output().unwrap().stdout).into_owned();
     assert!(!qdiscs.contains("clsact"), "clsact qdisc left: {qdiscs}");
+    assert!(!nft_tables().contains("dockflow"), "nft tables left: {}", nft_tables());
     assert_eq!(our_bpf_programs(), Vec::<String>::new());
     lab::down().unwrap();
 }

@@ -90,7 +90,7 @@ impl Probe {
 }
 
 /// L3/L4 headers as the probe saw them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Packet {
     pub src: IpAddr,
     pub dst: IpAddr,
@@ -110,6 +110,69 @@ impl Packet {
     pub fn protocol_name(&self) -> String {
         names::protocol_name(self.protocol)
     }
+}
+
+/// One nftables rule evaluation, from the kernel's trace messages (what `nft monitor trace`
+/// prints).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RuleTrace {
+    /// When dockflow received it (CLOCK_MONOTONIC, like probe events).
+    pub ts_ns: u64,
+    pub trace_id: u32,
+    /// nft family: ip, ip6, inet, bridge, ...
+    pub family: String,
+    pub table: String,
+    pub chain: String,
+    /// The hook of the base chain this evaluation started from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hook: Option<String>,
+    /// "rule", "return" (end of a regular chain) or "policy" (end of a base chain).
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handle: Option<u64>,
+    /// The rule's text as nft lists it, counters left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    pub verdict: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packet: Option<Packet>,
+}
+
+/// The packet a trace message carries (its IP and transport headers).
+pub fn packet_from_headers(network: &[u8], transport: &[u8]) -> Option<Packet> {
+    let version = network.first()? >> 4;
+    let (src, dst, protocol, ttl, ip_id, len) = match version {
+        4 if network.len() >= 20 => (
+            IpAddr::V4(Ipv4Addr::new(network[12], network[13], network[14], network[15])),
+            IpAddr::V4(Ipv4Addr::new(network[16], network[17], network[18], network[19])),
+            network[9],
+            network[8],
+            u16::from_be_bytes([network[4], network[5]]),
+            u16::from_be_bytes([network[2], network[3]]),
+        ),
+        6 if network.len() >= 40 => (
+            IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&network[8..24]).ok()?)),
+            IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&network[24..40]).ok()?)),
+            network[6],
+            network[7],
+            0,
+            u16::from_be_bytes([network[4], network[5]]).wrapping_add(40),
+        ),
+        _ => return None,
+    };
+    let has_ports = (protocol == IPPROTO_TCP || protocol == IPPROTO_UDP) && transport.len() >= 4;
+    let port = |at: usize| u16::from_be_bytes([transport[at], transport[at + 1]]);
+    Some(Packet {
+        src,
+        dst,
+        protocol,
+        sport: has_ports.then(|| port(0)),
+        dport: has_ports.then(|| port(2)),
+        ttl,
+        ip_id,
+        len,
+        tcp_flags: (protocol == IPPROTO_TCP).then(|| transport.get(13).copied().unwrap_or(0)),
+    })
 }
 
 /// "10.0.0.1:80", "[fd00::1]:80", or the bare address for port-less protocols.

@@ -14,7 +14,7 @@ use super::{
     classify::{HopKind, Layer, classify},
     topology::Topology,
 };
-use crate::event::{Event, Packet, endpoint};
+use crate::event::{Event, Packet, RuleTrace, endpoint};
 
 /// Events further apart than this are never the same packet.
 const SAME_PACKET_WINDOW_NS: u64 = 200_000_000;
@@ -60,6 +60,9 @@ pub struct PacketPath {
     /// Headers as first seen.
     pub packet: Packet,
     pub hops: Vec<Hop>,
+    /// nftables rules that evaluated the packet, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleTrace>,
 }
 
 impl PacketPath {
@@ -93,6 +96,7 @@ struct OpenPacket {
     skb_ids: Vec<u64>,
     last_ts: u64,
     events: Vec<Event>,
+    rules: Vec<RuleTrace>,
 }
 
 /// A connection's identity: its conntrack original tuple.
@@ -138,7 +142,7 @@ impl Correlator {
         let open = match found {
             Some(open) => open,
             None => {
-                candidates.push(OpenPacket { skb_ids: Vec::new(), last_ts: ts, events: Vec::new() });
+                candidates.push(OpenPacket { skb_ids: Vec::new(), last_ts: ts, events: Vec::new(), rules: Vec::new() });
                 candidates.last_mut().unwrap()
             }
         };
@@ -147,6 +151,19 @@ impl Correlator {
         }
         open.last_ts = open.last_ts.max(ts);
         open.events.push(event);
+    }
+
+    /// Adds an nftables rule evaluation to the packet it was about (same header key).
+    pub fn push_trace(&mut self, trace: RuleTrace) {
+        let Some(packet) = &trace.packet else { return };
+        let key = PacketKey::of(packet);
+        let ts = trace.ts_ns;
+        let candidates = self.open.entry(key).or_default();
+        match candidates.iter_mut().rev().find(|o| ts.abs_diff(o.last_ts) < SAME_PACKET_WINDOW_NS) {
+            Some(open) => open.rules.push(trace),
+            // Trace messages can overtake the ring buffer: hold the rule until the events come.
+            None => candidates.push(OpenPacket { skb_ids: Vec::new(), last_ts: ts, events: Vec::new(), rules: vec![trace] }),
+        }
     }
 
     /// Finishes packets that saw no event for `idle_ns` before `now_ns` (kernel monotonic time).
@@ -169,11 +186,13 @@ impl Correlator {
     }
 
     fn finish_all(&mut self, mut packets: Vec<OpenPacket>) -> Vec<PacketPath> {
+        // Rules with no probe event of their packet (the probes' filter let it pass) show nothing.
+        packets.retain(|o| !o.events.is_empty());
         packets.sort_by_key(|o| o.events.iter().map(|e| e.ts_ns).min().unwrap_or(0));
-        packets.into_iter().map(|o| self.finish_one(o.events)).collect()
+        packets.into_iter().map(|o| self.finish_one(o.events, o.rules)).collect()
     }
 
-    fn finish_one(&mut self, mut events: Vec<Event>) -> PacketPath {
+    fn finish_one(&mut self, mut events: Vec<Event>, rules: Vec<RuleTrace>) -> PacketPath {
         events.sort_by_key(|e| e.ts_ns);
         let packet = events[0].packet.clone().expect("only IP events are correlated");
         let mut hops: Vec<Hop> = Vec::with_capacity(events.len());
@@ -190,7 +209,7 @@ impl Correlator {
         let (connection, direction) = self.connection_of(&events, &packet);
         let id = self.next_packet;
         self.next_packet += 1;
-        PacketPath { id, connection, direction, packet, hops }
+        PacketPath { id, connection, direction, packet, hops, rules }
     }
 
     /// The connection a packet belongs to: from conntrack where any probe saw it, else by

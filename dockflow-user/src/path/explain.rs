@@ -172,6 +172,7 @@ fn narrate(path: &PacketPath, role: &str) -> Vec<String> {
     for run in runs(path).into_iter().filter(|r| r[0].layer == Layer::L3FromBridge) {
         steps.extend(nat_sentences(run, role));
     }
+    steps.extend(rule_sentences(path));
     let forwarded = hooks_all.iter().any(|h| h.ends_with(" forward"));
     let local = hooks_all.iter().any(|h| h.ends_with(" input"));
     if forwarded && !local {
@@ -228,6 +229,20 @@ fn nat_sentences(run: &[Hop], role: &str) -> Vec<String> {
     out
 }
 
+/// The nftables rules that decided the packet's fate (accept, drop, DNAT), one per chain.
+fn rule_sentences(path: &PacketPath) -> Vec<String> {
+    path.rules
+        .iter()
+        .filter(|r| r.verdict == "accept" || r.verdict == "drop")
+        .filter(|r| r.kind == "rule")
+        .map(|r| {
+            let at = r.hook.as_deref().map_or(String::new(), |h| format!(" at the {h} hook"));
+            let verb = if r.verdict == "drop" { "drops" } else { "accepts" };
+            format!("nftables: {} {} chain {}{at} {verb} it with the rule `{}`.", r.family, r.table, r.chain, r.rule.as_deref().unwrap_or("?"))
+        })
+        .collect()
+}
+
 /// The seed's questions, answered from the reply's path.
 fn why_the_reply_differs(request: Option<&PacketPath>, reply: &PacketPath) -> Vec<String> {
     let mut out = Vec::new();
@@ -237,6 +252,15 @@ fn why_the_reply_differs(request: Option<&PacketPath>, reply: &PacketPath) -> Ve
     let request_bridged = request.is_some_and(|r| r.hops.iter().any(|h| matches!(h.kind, HopKind::IntoBridge { .. } | HopKind::ToPort { .. })));
     if passed_up && request_bridged {
         out.push("The request went L3 -> L2 (routed by the host, then bridged to the container); the reply goes the other way, L2 -> L3 (bridged from the container up to the host, then routed out).".to_string());
+    }
+    if !reply.rules.is_empty() && reply.rules.iter().all(|r| r.table != "nat") {
+        let chains: Vec<String> = reply.rules.iter().map(|r| format!("{} {} {}", r.family, r.table, r.chain)).fold(Vec::new(), |mut acc, c| {
+            if !acc.contains(&c) {
+                acc.push(c);
+            }
+            acc
+        });
+        out.push(format!("nftables' own trace confirms it: the reply was evaluated by {} and by no nat chain.", list(&chains)));
     }
     let routed = reply.hops.iter().any(|h| h.layer == Layer::L3);
     if !passed_up && !into_bridge && !routed && !from_bridge_hooks.is_empty() {

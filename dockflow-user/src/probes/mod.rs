@@ -62,17 +62,19 @@ pub enum Family {
     Tracepoints,
     /// kprobes on the bridge functions and nf_hook_slow (stock kernels).
     Bridge,
+    /// nftables rule verdicts, from the kernel's trace messages (not an eBPF program).
+    Nftables,
 }
 
 impl Family {
-    pub const ALL: [Family; 4] = [Family::Tc, Family::Netfilter, Family::Tracepoints, Family::Bridge];
-
-    fn implementation(self) -> &'static dyn ProbeFamily {
+    /// The eBPF side of a family; None for collectors that are not kernel programs.
+    fn implementation(self) -> Option<&'static dyn ProbeFamily> {
         match self {
-            Family::Tc => &tc::Tc,
-            Family::Netfilter => &netfilter::Netfilter,
-            Family::Tracepoints => &tracepoints::Tracepoints,
-            Family::Bridge => &bridge::Bridge,
+            Family::Tc => Some(&tc::Tc),
+            Family::Netfilter => Some(&netfilter::Netfilter),
+            Family::Tracepoints => Some(&tracepoints::Tracepoints),
+            Family::Bridge => Some(&bridge::Bridge),
+            Family::Nftables => None,
         }
     }
 }
@@ -106,8 +108,8 @@ impl Probes {
         let mut attachments = Vec::new();
         let mut held = Vec::new();
         let mut notes = Vec::new();
-        for family in families {
-            let attached = family.implementation().attach(&mut ebpf, target);
+        for family in families.iter().filter_map(|f| f.implementation()) {
+            let attached = family.attach(&mut ebpf, target);
             attachments.extend(attached.attachments);
             held.extend(attached.held);
             notes.extend(attached.notes);

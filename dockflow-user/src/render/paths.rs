@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use super::{Style, packet_summary};
+use crate::event::{Packet, RuleTrace};
 use crate::path::{
     classify::{HopKind, Layer},
     correlate::{Direction, Hop, PacketPath},
@@ -20,10 +21,80 @@ pub fn packet_block(path: &PacketPath, topology: &Topology, style: &Style) -> St
         _ => String::new(),
     };
     let _ = writeln!(out, "{}", style.bold(&format!("packet {} · {}{role}", path.id, packet_summary(&path.packet))));
+    let mut shown = vec![false; path.rules.len()];
     for group in groups(&path.hops) {
         let _ = writeln!(out, "  {}", group_line(group, topology, style));
+        let place = rule_place_of(&group[0].kind);
+        for (i, rule) in path.rules.iter().enumerate() {
+            if !shown[i] && place.as_ref().is_some_and(|p| p.matches(rule_hook(rule, &path.packet))) {
+                shown[i] = true;
+                if let Some(line) = rule_line(rule, style) {
+                    let _ = writeln!(out, "        {line}");
+                }
+            }
+        }
+    }
+    let rest: Vec<String> = path.rules.iter().zip(&shown).filter(|(_, s)| !**s).filter_map(|(r, _)| rule_line(r, style)).collect();
+    if !rest.is_empty() {
+        let _ = writeln!(out, "  nftables (no matching hop seen):");
+        for line in rest {
+            let _ = writeln!(out, "        {line}");
+        }
     }
     out
+}
+
+/// Which nftables (family, hook) a hop corresponds to; the bridge family maps onto the L2 hops.
+struct RulePlace {
+    family: String,
+    hooks: &'static [&'static str],
+    hook: Option<String>,
+}
+
+impl RulePlace {
+    fn matches(&self, (family, hook): (String, Option<String>)) -> bool {
+        family == self.family
+            && hook.is_some_and(|h| self.hook.as_deref() == Some(h.as_str()) || self.hooks.contains(&h.as_str()))
+    }
+}
+
+fn rule_place_of(kind: &HopKind) -> Option<RulePlace> {
+    let bridge = |hooks: &'static [&'static str]| Some(RulePlace { family: "bridge".into(), hooks, hook: None });
+    match kind {
+        HopKind::Hook { family, hook, .. } => Some(RulePlace { family: family.clone(), hooks: &[], hook: Some(hook.clone()) }),
+        HopKind::FromPort { .. } => bridge(&["prerouting"]),
+        HopKind::PassedUp { .. } => bridge(&["input"]),
+        HopKind::IntoBridge { .. } => bridge(&["output"]),
+        HopKind::ToPort { .. } | HopKind::BridgeForward { .. } => bridge(&["forward", "postrouting"]),
+        _ => None,
+    }
+}
+
+/// The (dockflow family name, hook) a rule evaluation belongs to.
+fn rule_hook(rule: &RuleTrace, packet: &Packet) -> (String, Option<String>) {
+    let family = match rule.family.as_str() {
+        "ip" => "ipv4",
+        "ip6" => "ipv6",
+        "inet" if packet.src.is_ipv4() => "ipv4",
+        "inet" => "ipv6",
+        other => other,
+    };
+    (family.to_string(), rule.hook.clone())
+}
+
+/// "nft ip nat DOCKER: iifname != "docker1" udp dport 1812 counter dnat to 172.20.0.2:1812 => accept";
+/// rules that only let evaluation continue say nothing worth a line.
+fn rule_line(rule: &RuleTrace, style: &Style) -> Option<String> {
+    if rule.verdict == "continue" {
+        return None;
+    }
+    let what = match (rule.kind.as_str(), &rule.rule) {
+        ("policy", _) => "policy".to_string(),
+        ("return", _) => "end of chain".to_string(),
+        (_, Some(text)) => text.clone(),
+        (_, None) => format!("rule {}", rule.handle.unwrap_or(0)),
+    };
+    Some(format!("{} {what}  => {}", style.dim(&format!("nft {} {} {}:", rule.family, rule.table, rule.chain)), style.verdict(&rule.verdict)))
 }
 
 pub fn explanation_block(explanation: &Explanation, style: &Style) -> String {
@@ -126,5 +197,17 @@ impl Style {
 
     fn bold(&self, text: &str) -> String {
         self.paint("1", text)
+    }
+
+    fn dim(&self, text: &str) -> String {
+        self.paint("2", text)
+    }
+
+    fn verdict(&self, verdict: &str) -> String {
+        match verdict {
+            "drop" => self.paint("1;31", verdict),
+            "accept" => self.paint("32", verdict),
+            _ => verdict.to_string(),
+        }
     }
 }

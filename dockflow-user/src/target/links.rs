@@ -2,9 +2,13 @@
 //!
 //! Hand-rolled because only four attributes are needed; the whole exchange is one dump request.
 
-use std::{io, mem, net::IpAddr};
+use std::{io, net::IpAddr};
 
 use anyhow::{Context as _, Result, bail};
+
+use crate::netlink::{NLMSG_HDRLEN, NetlinkSocket, attributes, messages};
+#[cfg(test)]
+use crate::netlink::align4;
 
 /// One network interface as the kernel reports it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -35,7 +39,6 @@ const IFLA_LINK: u16 = 5;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
-const NLMSG_HDRLEN: usize = 16;
 const IFINFOMSG_LEN: usize = 16;
 
 /// Lists the interfaces of the current thread's network namespace.
@@ -50,7 +53,7 @@ pub fn list_addresses() -> Result<Vec<(u32, IpAddr)>> {
 
 /// One netlink dump request, its answers parsed by `parse`.
 fn dump<T>(request: u16, answer: u16, family_header: &[u8], parse: fn(&[u8]) -> Option<T>) -> Result<Vec<T>> {
-    let sock = NetlinkSocket::open().context("opening an rtnetlink socket")?;
+    let sock = NetlinkSocket::open(libc::NETLINK_ROUTE).context("opening an rtnetlink socket")?;
     let mut message = vec![0u8; NLMSG_HDRLEN];
     message.extend_from_slice(family_header);
     let len = message.len() as u32;
@@ -99,40 +102,6 @@ fn parse_address(payload: &[u8]) -> Option<(u32, IpAddr)> {
     Some((index, address?))
 }
 
-/// Splits a netlink datagram into (type, payload) pairs.
-fn messages(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if buf.len() < NLMSG_HDRLEN {
-            return None;
-        }
-        let len = u32::from_ne_bytes(buf[0..4].try_into().unwrap()) as usize;
-        let msg_type = u16::from_ne_bytes(buf[4..6].try_into().unwrap());
-        if len < NLMSG_HDRLEN || len > buf.len() {
-            return None;
-        }
-        let payload = &buf[NLMSG_HDRLEN..len];
-        buf = &buf[align4(len).min(buf.len())..];
-        Some((msg_type, payload))
-    })
-}
-
-/// Iterates (type, value) pairs of rtattrs.
-fn attributes(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if buf.len() < 4 {
-            return None;
-        }
-        let len = u16::from_ne_bytes(buf[0..2].try_into().unwrap()) as usize;
-        let attr_type = u16::from_ne_bytes(buf[2..4].try_into().unwrap()) & 0x3fff;
-        if len < 4 || len > buf.len() {
-            return None;
-        }
-        let value = &buf[4..len];
-        buf = &buf[align4(len).min(buf.len())..];
-        Some((attr_type, value))
-    })
-}
-
 fn parse_link(payload: &[u8]) -> Option<Link> {
     let header = payload.get(..IFINFOMSG_LEN)?;
     let mut link = Link {
@@ -162,48 +131,6 @@ fn read_u32(value: &[u8]) -> Option<u32> {
 fn c_string(value: &[u8]) -> String {
     let end = value.iter().position(|b| *b == 0).unwrap_or(value.len());
     String::from_utf8_lossy(&value[..end]).into_owned()
-}
-
-fn align4(len: usize) -> usize {
-    (len + 3) & !3
-}
-
-struct NetlinkSocket(std::os::fd::OwnedFd);
-
-impl NetlinkSocket {
-    fn open() -> io::Result<Self> {
-        use std::os::fd::FromRawFd as _;
-        let fd = unsafe {
-            libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE)
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Self(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
-    }
-
-    fn send(&self, msg: &[u8]) -> io::Result<()> {
-        use std::os::fd::AsRawFd as _;
-        let mut kernel: libc::sockaddr_nl = unsafe { mem::zeroed() };
-        kernel.nl_family = libc::AF_NETLINK as u16;
-        let sent = unsafe {
-            libc::sendto(
-                self.0.as_raw_fd(),
-                msg.as_ptr().cast(),
-                msg.len(),
-                0,
-                (&raw const kernel).cast(),
-                mem::size_of::<libc::sockaddr_nl>() as u32,
-            )
-        };
-        if sent < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
-    }
-
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        use std::os::fd::AsRawFd as _;
-        let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,274 @@
+//! Reading nftables trace messages (NFT_MSG_TRACE on NFNLGRP_NFTRACE) and naming them.
+
+use std::{collections::HashMap, io};
+
+use anyhow::{Context as _, Result};
+
+use super::{
+    ruleset::{ChainKey, Ruleset},
+    table::TABLE,
+};
+use crate::{
+    event::{Packet, RuleTrace, packet_from_headers},
+    netlink::{NetlinkSocket, attributes, messages},
+};
+
+const NFNLGRP_NFTRACE: u32 = 9;
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_TRACE: u16 = 17;
+const NFGENMSG_LEN: usize = 4;
+const NFT_TRACETYPE_RULE: u32 = 3;
+
+const NFTA_TRACE_TABLE: u16 = 1;
+const NFTA_TRACE_CHAIN: u16 = 2;
+const NFTA_TRACE_RULE_HANDLE: u16 = 3;
+const NFTA_TRACE_TYPE: u16 = 4;
+const NFTA_TRACE_VERDICT: u16 = 5;
+const NFTA_TRACE_ID: u16 = 6;
+const NFTA_TRACE_NETWORK_HEADER: u16 = 8;
+const NFTA_TRACE_TRANSPORT_HEADER: u16 = 9;
+const NFTA_TRACE_POLICY: u16 = 16;
+const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_VERDICT_CHAIN: u16 = 2;
+
+/// One trace message as the kernel sent it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RawTrace {
+    pub family: u8,
+    pub id: u32,
+    pub table: String,
+    pub chain: String,
+    pub handle: Option<u64>,
+    pub trace_type: u32,
+    pub verdict: Option<i32>,
+    pub verdict_chain: Option<String>,
+    pub network_header: Vec<u8>,
+    pub transport_header: Vec<u8>,
+}
+
+/// The subscription to trace messages.
+pub struct TraceSocket(NetlinkSocket);
+
+impl TraceSocket {
+    pub fn open() -> Result<Self> {
+        let socket = NetlinkSocket::open(libc::NETLINK_NETFILTER).context("opening an nfnetlink socket")?;
+        socket.join_group(NFNLGRP_NFTRACE).context("subscribing to nftables traces")?;
+        Ok(Self(socket))
+    }
+
+    /// Waits for the next datagram and returns its trace messages.
+    pub fn read(&self) -> io::Result<Vec<RawTrace>> {
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match self.0.recv(&mut buf) {
+                Ok(n) => return Ok(parse_datagram(&buf[..n])),
+                // The kernel dropped messages we were too slow for: go on with what comes next.
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads on a thread of its own (blocking reads; the thread ends with the process),
+    /// delivering batches of traces to the event loop.
+    pub fn spawn_reader(self) -> tokio::sync::mpsc::UnboundedReceiver<Vec<RawTrace>> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            while let Ok(traces) = self.read() {
+                if tx.send(traces).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    }
+}
+
+fn be_u32(v: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?))
+}
+
+fn string(v: &[u8]) -> String {
+    let end = v.iter().position(|b| *b == 0).unwrap_or(v.len());
+    String::from_utf8_lossy(&v[..end]).into_owned()
+}
+
+pub fn parse_datagram(buf: &[u8]) -> Vec<RawTrace> {
+    messages(buf)
+        .filter(|(t, _)| *t == (NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_TRACE))
+        .filter_map(|(_, payload)| parse_trace(payload))
+        .collect()
+}
+
+fn parse_trace(payload: &[u8]) -> Option<RawTrace> {
+    let mut t = RawTrace { family: *payload.first()?, ..RawTrace::default() };
+    for (attr, value) in attributes(payload.get(NFGENMSG_LEN..)?) {
+        match attr {
+            NFTA_TRACE_TABLE => t.table = string(value),
+            NFTA_TRACE_CHAIN => t.chain = string(value),
+            NFTA_TRACE_RULE_HANDLE => t.handle = Some(u64::from_be_bytes(value.get(..8)?.try_into().ok()?)),
+            NFTA_TRACE_TYPE => t.trace_type = be_u32(value)?,
+            NFTA_TRACE_ID => t.id = be_u32(value)?,
+            NFTA_TRACE_NETWORK_HEADER => t.network_header = value.to_vec(),
+            // A base chain's policy verdict comes here, not in NFTA_TRACE_VERDICT.
+            NFTA_TRACE_POLICY => t.verdict = be_u32(value).map(|c| c as i32),
+            NFTA_TRACE_TRANSPORT_HEADER => t.transport_header = value.to_vec(),
+            NFTA_TRACE_VERDICT => {
+                for (inner, v) in attributes(value) {
+                    match inner {
+                        NFTA_VERDICT_CODE => t.verdict = be_u32(v).map(|c| c as i32),
+                        NFTA_VERDICT_CHAIN => t.verdict_chain = Some(string(v)),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(t)
+}
+
+/// nftables family numbers to the names nft prints.
+fn family_name(family: u8) -> &'static str {
+    match family {
+        1 => "inet",
+        2 => "ip",
+        3 => "arp",
+        5 => "netdev",
+        7 => "bridge",
+        10 => "ip6",
+        _ => "unknown",
+    }
+}
+
+fn verdict_words(code: Option<i32>, chain: Option<&str>) -> String {
+    let chain = chain.unwrap_or("?");
+    match code {
+        Some(0) => "drop".into(),
+        Some(1) => "accept".into(),
+        Some(2) => "stolen".into(),
+        Some(3) => "queue".into(),
+        Some(-1) | None => "continue".into(),
+        Some(-2) => "break".into(),
+        Some(-3) => format!("jump {chain}"),
+        Some(-4) => format!("goto {chain}"),
+        Some(-5) => "return".into(),
+        Some(other) => format!("verdict {other}"),
+    }
+}
+
+/// Names raw traces with the ruleset and remembers which base chain (hook) each trace id is in.
+pub struct Tracer {
+    ruleset: Ruleset,
+    /// Per trace id (one hook traversal): the base chain's hook, and the packet, which the
+    /// kernel dumps only in the first message of a trace.
+    traces: HashMap<u32, (Option<String>, Option<Packet>)>,
+}
+
+/// Trace ids remembered at most; older ones are forgotten (their traversals are long over).
+const MAX_TRACES: usize = 4096;
+
+impl Tracer {
+    pub fn new() -> Result<Self> {
+        Ok(Self { ruleset: Ruleset::load()?, traces: HashMap::new() })
+    }
+
+    /// Remembers what this message tells about its trace id (hook, packet).
+    fn learn(&mut self, raw: &RawTrace) {
+        if self.traces.len() >= MAX_TRACES && !self.traces.contains_key(&raw.id) {
+            self.traces.clear();
+        }
+        let chain: ChainKey = (family_name(raw.family).to_string(), raw.table.clone(), raw.chain.clone());
+        let hook = self.ruleset.hook(&chain).map(|(hook, _)| hook.clone());
+        let entry = self.traces.entry(raw.id).or_default();
+        if hook.is_some() {
+            entry.0 = hook;
+        }
+        if entry.1.is_none() {
+            entry.1 = packet_from_headers(&raw.network_header, &raw.transport_header);
+        }
+    }
+
+    /// A named trace, or None for our own marking table and for the packet dump a trace starts
+    /// each chain with (a "rule" message without a rule).
+    pub fn name(&mut self, raw: RawTrace, ts_ns: u64) -> Option<RuleTrace> {
+        self.learn(&raw);
+        if raw.table == TABLE || (raw.trace_type == NFT_TRACETYPE_RULE && raw.handle.is_none()) {
+            return None;
+        }
+        let family = family_name(raw.family).to_string();
+        let chain: ChainKey = (family.clone(), raw.table.clone(), raw.chain.clone());
+        let mut rule = raw.handle.and_then(|h| self.ruleset.rule(&chain, h).map(str::to_string));
+        if rule.is_none() && raw.handle.is_some() {
+            // Docker (or a user) changed the ruleset since we read it.
+            if let Ok(fresh) = Ruleset::load() {
+                self.ruleset = fresh;
+                rule = raw.handle.and_then(|h| self.ruleset.rule(&chain, h).map(str::to_string));
+            }
+        }
+        let kind = match raw.trace_type {
+            1 => "policy",
+            2 => "return",
+            _ => "rule",
+        };
+        let (hook, packet) = self.traces.get(&raw.id).cloned().unwrap_or_default();
+        Some(RuleTrace {
+            ts_ns,
+            trace_id: raw.id,
+            family,
+            table: raw.table,
+            chain: raw.chain,
+            hook,
+            kind: kind.to_string(),
+            handle: raw.handle,
+            rule,
+            verdict: verdict_words(raw.verdict, raw.verdict_chain.as_deref()),
+            packet,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::NLMSG_HDRLEN;
+
+    fn attr(t: u16, v: &[u8]) -> Vec<u8> {
+        let mut out = ((4 + v.len()) as u16).to_ne_bytes().to_vec();
+        out.extend_from_slice(&t.to_ne_bytes());
+        out.extend_from_slice(v);
+        out.resize(crate::netlink::align4(out.len()), 0);
+        out
+    }
+
+    #[test]
+    fn parses_a_trace_message() {
+        let mut payload = vec![2u8, 0, 0, 0];
+        payload.extend(attr(NFTA_TRACE_TABLE, b"nat\0"));
+        payload.extend(attr(NFTA_TRACE_CHAIN, b"DOCKER\0"));
+        payload.extend(attr(NFTA_TRACE_RULE_HANDLE, &14u64.to_be_bytes()));
+        payload.extend(attr(NFTA_TRACE_TYPE, &3u32.to_be_bytes()));
+        payload.extend(attr(NFTA_TRACE_ID, &0x3490d4e6u32.to_be_bytes()));
+        let mut verdict = attr(NFTA_VERDICT_CODE, &(-3i32 as u32).to_be_bytes());
+        verdict.extend(attr(NFTA_VERDICT_CHAIN, b"DOCKER\0"));
+        payload.extend(attr(NFTA_TRACE_VERDICT | 0x8000, &verdict));
+        let mut msg = ((NLMSG_HDRLEN + payload.len()) as u32).to_ne_bytes().to_vec();
+        msg.extend_from_slice(&(NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_TRACE).to_ne_bytes());
+        msg.extend_from_slice(&[0u8; 10]);
+        msg.extend(payload);
+        let traces = parse_datagram(&msg);
+        assert_eq!(traces.len(), 1);
+        let t = &traces[0];
+        assert_eq!((t.family, t.id, t.table.as_str(), t.chain.as_str(), t.handle, t.trace_type), (2, 0x3490d4e6, "nat", "DOCKER", Some(14), 3));
+        assert_eq!(verdict_words(t.verdict, t.verdict_chain.as_deref()), "jump DOCKER");
+    }
+
+    #[test]
+    fn names_verdicts() {
+        assert_eq!(verdict_words(Some(0), None), "drop");
+        assert_eq!(verdict_words(Some(1), None), "accept");
+        assert_eq!(verdict_words(Some(-5), None), "return");
+        assert_eq!(verdict_words(None, None), "continue");
+    }
+}
+
