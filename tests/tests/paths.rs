@@ -22,6 +22,28 @@ fn hooks<'a>(packet: &'a Value, layer: &'a str) -> impl Iterator<Item = &'a Valu
     packet["hops"].as_array().unwrap().iter().filter(move |h| h["kind"] == "hook" && h["layer"] == layer)
 }
 
+/// Runs `dockflow ARGS` (JSON output) over one RADIUS exchange from the external namespace;
+/// returns its startup lines and output lines.
+fn trace_radius_exchange(args: &[&str]) -> (Vec<String>, Vec<Value>) {
+    let dockflow = Dockflow::start(args);
+    let startup = dockflow.startup.clone();
+    let answer = lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]).unwrap();
+    assert!(answer.starts_with("Access-Accept"), "{answer}");
+    std::thread::sleep(Duration::from_millis(400));
+    let (ok, stdout) = dockflow.stop_with(libc::SIGINT);
+    assert!(ok, "dockflow failed after SIGINT");
+    (startup, json_events(&stdout))
+}
+
+/// The request and the reply packet of the exchange.
+fn request_and_reply(lines: &[Value]) -> (&Value, &Value) {
+    let client = lab::EXTERNAL_ADDRESS.to_string();
+    let all = packets(lines);
+    let request = *all.iter().find(|p| p["packet"]["src"] == client && p["packet"]["dport"] == 1812).expect("request packet");
+    let reply = *all.iter().find(|p| p["packet"]["dst"] == client && p["packet"]["sport"] == 1812).expect("reply packet");
+    (request, reply)
+}
+
 /// Index of the first hop matching, for order assertions.
 fn position(packet: &Value, pred: impl Fn(&Value) -> bool) -> Option<usize> {
     packet["hops"].as_array().unwrap().iter().position(pred)
@@ -32,17 +54,8 @@ fn the_seed_request_is_routed_then_bridged_and_its_reply_bridged_then_routed() {
     let _lock = lab_lock();
     lab::up(&lab_bin()).unwrap();
     let record = std::env::temp_dir().join(format!("dockflow-test-{}.dfl", std::process::id()));
-    let dockflow = Dockflow::start(&["--container", "radius", "--json", "--record", record.to_str().unwrap()]);
-    let answer = lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]).unwrap();
-    assert!(answer.starts_with("Access-Accept"), "{answer}");
-    std::thread::sleep(Duration::from_millis(400));
-    let (ok, stdout) = dockflow.stop_with(libc::SIGINT);
-    assert!(ok);
-    let lines = json_events(&stdout);
-    let client = lab::EXTERNAL_ADDRESS.to_string();
-    let all = packets(&lines);
-    let request = *all.iter().find(|p| p["packet"]["src"] == client && p["packet"]["dport"] == 1812).expect("request packet");
-    let reply = *all.iter().find(|p| p["packet"]["dst"] == client && p["packet"]["sport"] == 1812).expect("reply packet");
+    let (_, lines) = trace_radius_exchange(&["--container", "radius", "--json", "--record", record.to_str().unwrap()]);
+    let (request, reply) = request_and_reply(&lines);
     assert_eq!(request["direction"], "request");
     assert_eq!(reply["direction"], "reply");
     assert_eq!(request["connection"], reply["connection"], "request and reply are one connection");
@@ -143,15 +156,9 @@ fn a_corrupt_recording_is_a_one_line_error() {
 fn a_network_namespace_outside_docker_can_be_the_target() {
     let _lock = lab_lock();
     lab::up(&lab_bin()).unwrap();
-    let dockflow = Dockflow::start(&["--netns", lab::EXTERNAL_NETNS, "--json"]);
-    assert!(dockflow.startup.iter().any(|l| l.contains(&format!("attached  tc ingress on {}", lab::HOST_LINK))), "{:?}", dockflow.startup);
-    lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]).unwrap();
-    std::thread::sleep(Duration::from_millis(400));
-    let (ok, stdout) = dockflow.stop_with(libc::SIGINT);
-    assert!(ok);
-    let lines = json_events(&stdout);
-    let client = lab::EXTERNAL_ADDRESS.to_string();
-    let request = packets(&lines).into_iter().find(|p| p["packet"]["src"] == client && p["direction"] == "request").expect("request");
+    let (startup, lines) = trace_radius_exchange(&["--netns", lab::EXTERNAL_NETNS, "--json"]);
+    assert!(startup.iter().any(|l| l.contains(&format!("attached  tc ingress on {}", lab::HOST_LINK))), "{startup:?}");
+    let (request, _) = request_and_reply(&lines);
     assert!(position(request, |h| h["kind"] == "receive" && h["interface"] == lab::HOST_LINK).is_some(), "{:?}", kinds(request));
     assert!(position(request, |h| h["rewrites"][0]["field"] == "destination").is_some(), "{:?}", kinds(request));
     assert!(packets(&lines).iter().any(|p| p["direction"] == "reply" && p["connection"] == request["connection"]));
@@ -184,17 +191,9 @@ fn a_container_restarted_during_the_trace_is_followed_to_its_new_veth() {
 fn nftables_verdicts_name_the_dnat_rule_and_no_nat_chain_sees_the_reply() {
     let _lock = lab_lock();
     lab::up(&lab_bin()).unwrap();
-    let dockflow = Dockflow::start(&["--container", "radius", "--json"]);
-    assert!(dockflow.startup.iter().any(|l| l.contains("attached  nftables trace")), "{:?}", dockflow.startup);
-    lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]).unwrap();
-    std::thread::sleep(Duration::from_millis(400));
-    let (ok, stdout) = dockflow.stop_with(libc::SIGINT);
-    assert!(ok);
-    let lines = json_events(&stdout);
-    let client = lab::EXTERNAL_ADDRESS.to_string();
-    let all = packets(&lines);
-    let request = *all.iter().find(|p| p["packet"]["src"] == client && p["packet"]["dport"] == 1812).expect("request");
-    let reply = *all.iter().find(|p| p["packet"]["dst"] == client && p["packet"]["sport"] == 1812).expect("reply");
+    let (startup, lines) = trace_radius_exchange(&["--container", "radius", "--json"]);
+    assert!(startup.iter().any(|l| l.contains("attached  nftables trace")), "{startup:?}");
+    let (request, reply) = request_and_reply(&lines);
     let rules = |p: &Value| p["rules"].as_array().cloned().unwrap_or_default();
     // The request: Docker's DNAT rule in ip nat DOCKER, then accepted by ip filter DOCKER.
     let dnat = rules(request).into_iter().find(|r| r["table"] == "nat" && r["chain"] == "DOCKER" && r["verdict"] == "accept");
