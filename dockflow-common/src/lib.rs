@@ -254,12 +254,9 @@ pub struct KernelOffsets {
     pub tuple_dst_addr: u32,
     pub tuple_dst_port: u32,
     pub tuple_dst_protonum: u32,
-    /// skb:kfree_skb tracepoint record: offsets of skbaddr and reason (from its format file).
-    pub tp_kfree_skbaddr: u32,
-    pub tp_kfree_reason: u32,
-    /// net:netif_receive_skb and net:net_dev_queue records: offset of skbaddr.
-    pub tp_netif_receive_skbaddr: u32,
-    pub tp_net_dev_queue_skbaddr: u32,
+    /// 1 when skb:kfree_skb passes a drop reason (its third argument, kernel >= 5.17).
+    pub kfree_skb_has_reason: u32,
+    pub _pad: u32,
 }
 
 pub const MAX_TARGET_ADDRESSES: usize = 8;

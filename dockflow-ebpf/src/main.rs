@@ -54,10 +54,8 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     tuple_dst_addr: 0,
     tuple_dst_port: 0,
     tuple_dst_protonum: 0,
-    tp_kfree_skbaddr: 0,
-    tp_kfree_reason: 0,
-    tp_netif_receive_skbaddr: 0,
-    tp_net_dev_queue_skbaddr: 0,
+    kfree_skb_has_reason: 0,
+    _pad: 0,
 };
 
 /// 1: emit only the target's packets; 0: emit everything (set by userspace before load).

@@ -42,10 +42,8 @@ pub fn resolve_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         off.tuple_dst_port = o("nf_conntrack_tuple", "dst.u")?;
         off.tuple_dst_protonum = o("nf_conntrack_tuple", "dst.protonum")?;
     }
+    // The reason argument exists since 5.17; the format file says whether this kernel has it.
     let kfree = tracefs::TracepointFormat::read("skb", "kfree_skb").context("reading the skb:kfree_skb format")?;
-    off.tp_kfree_skbaddr = kfree.field_offset("skbaddr")?;
-    off.tp_kfree_reason = kfree.field_offset("reason")?;
-    off.tp_netif_receive_skbaddr = tracefs::TracepointFormat::read("net", "netif_receive_skb")?.field_offset("skbaddr")?;
-    off.tp_net_dev_queue_skbaddr = tracefs::TracepointFormat::read("net", "net_dev_queue")?.field_offset("skbaddr")?;
+    off.kfree_skb_has_reason = u32::from(kfree.field_offset("reason").is_ok());
     Ok(off)
 }

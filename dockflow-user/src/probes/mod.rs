@@ -227,7 +227,7 @@ macro_rules! loadable {
     };
 }
 
-loadable!(aya::programs::SchedClassifier, aya::programs::TracePoint, aya::programs::KProbe);
+loadable!(aya::programs::SchedClassifier, aya::programs::RawTracePoint, aya::programs::KProbe);
 
 /// The program `name` as type `P`, loaded into the kernel (a second call finds it loaded).
 fn loaded_program<'a, P: Loadable + 'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P, String>

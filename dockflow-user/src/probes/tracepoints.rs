@@ -1,8 +1,8 @@
-//! Tracepoints: skb:kfree_skb (every dropped packet with its drop reason), and the device hops
-//! net:netif_receive_skb and net:net_dev_queue. net:net_dev_xmit is left out on purpose: it fires
-//! after the driver took the skb, which may already be freed and reused by then.
+//! Raw tracepoints: skb:kfree_skb (every dropped packet with its drop reason), and the device
+//! hops net:netif_receive_skb and net:net_dev_queue. net:net_dev_xmit is left out on purpose: it
+//! fires after the driver took the skb, which may already be freed and reused by then.
 
-use aya::{Ebpf, programs::TracePoint};
+use aya::{Ebpf, programs::RawTracePoint};
 
 use super::{Attached, Attachment, ProbeFamily, loaded_program, one_line};
 use crate::target::Target;
@@ -19,8 +19,8 @@ impl ProbeFamily for Tracepoints {
     fn attach(&self, ebpf: &mut Ebpf, _target: &Target) -> Attached {
         let mut attached = Attached::default();
         for (program, category, name) in TRACEPOINTS {
-            let result = loaded_program::<TracePoint>(ebpf, program)
-                .and_then(|prog| prog.attach(category, name).map(drop).map_err(one_line));
+            let result = loaded_program::<RawTracePoint>(ebpf, program)
+                .and_then(|prog| prog.attach(name).map(drop).map_err(one_line));
             attached.attachments.push(Attachment { point: format!("tracepoint {category}:{name}"), error: result.err() });
         }
         attached
