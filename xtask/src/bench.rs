@@ -17,11 +17,12 @@ use crate::{build, lab as xlab, tracer::Tracer};
 
 const ROUNDS: usize = 3;
 /// Probe sets the throughput test compares, the default (all) first.
-const PROBE_SETS: [(&str, &str); 4] = [
-    ("all probes (default):", "tc,netfilter,tracepoints,bridge"),
+const PROBE_SETS: [(&str, &str); 5] = [
+    ("all probes (default):", "tc,netfilter,tracepoints,bridge,nftables"),
     ("tc only:", "tc"),
     ("netfilter only:", "netfilter"),
     ("tracepoints only:", "tracepoints"),
+    ("nftables trace only:", "nftables"),
 ];
 /// Output modes the drain test measures.
 const DRAIN_MODES: [(&str, &[&str]); 2] = [("events as JSON (--raw --json)", &["--raw", "--json"]), ("packets as JSON (--json)", &["--json"])];

@@ -186,15 +186,18 @@ impl Correlator {
     }
 
     fn finish_all(&mut self, mut packets: Vec<OpenPacket>) -> Vec<PacketPath> {
-        // Rules with no probe event of their packet (the probes' filter let it pass) show nothing.
-        packets.retain(|o| !o.events.is_empty());
-        packets.sort_by_key(|o| o.events.iter().map(|e| e.ts_ns).min().unwrap_or(0));
+        packets.sort_by_key(|o| o.events.iter().map(|e| e.ts_ns).chain(o.rules.iter().map(|r| r.ts_ns)).min().unwrap_or(0));
         packets.into_iter().map(|o| self.finish_one(o.events, o.rules)).collect()
     }
 
     fn finish_one(&mut self, mut events: Vec<Event>, rules: Vec<RuleTrace>) -> PacketPath {
         events.sort_by_key(|e| e.ts_ns);
-        let packet = events[0].packet.clone().expect("only IP events are correlated");
+        // A packet known only from nftables' trace (--probes nftables) has rules and no hops.
+        let packet = events
+            .first()
+            .and_then(|e| e.packet.clone())
+            .or_else(|| rules.first().and_then(|r| r.packet.clone()))
+            .expect("only packets with headers are correlated");
         let mut hops: Vec<Hop> = Vec::with_capacity(events.len());
         let mut previous: Option<&Packet> = None;
         for event in &events {

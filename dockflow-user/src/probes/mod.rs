@@ -114,7 +114,7 @@ impl Probes {
             held.extend(attached.held);
             notes.extend(attached.notes);
         }
-        if attachments.iter().all(|a| a.error.is_some()) {
+        if !attachments.is_empty() && attachments.iter().all(|a| a.error.is_some()) {
             let first = attachments.first().and_then(|a| a.error.clone()).unwrap_or_default();
             return Err(anyhow!("the kernel refused every probe ({first})"));
         }
