@@ -35,12 +35,31 @@ pub fn dockflow() -> Result<PathBuf> {
     Ok(workspace_root().join("target/release/dockflow"))
 }
 
-/// Builds the lab's responder as a static binary (it is the only file in the lab image).
-pub fn lab_responder() -> Result<PathBuf> {
-    let host = String::from_utf8(Command::new("rustc").arg("-vV").output()?.stdout)?
+/// Builds `dockflow` statically (for the vmtest guest, which has no libc of ours).
+pub fn dockflow_static() -> Result<PathBuf> {
+    let host = host_triple()?;
+    let target_dir = workspace_root().join("target/static");
+    checked(
+        cargo()
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .args(["build", "--quiet", "--release", "--package", "dockflow-user", "--bin", "dockflow", "--target", &host])
+            .arg("--target-dir")
+            .arg(&target_dir),
+        "static dockflow",
+    )?;
+    Ok(target_dir.join(host).join("release/dockflow"))
+}
+
+fn host_triple() -> Result<String> {
+    String::from_utf8(Command::new("rustc").arg("-vV").output()?.stdout)?
         .lines()
         .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
-        .context("rustc -vV printed no host triple")?;
+        .context("rustc -vV printed no host triple")
+}
+
+/// Builds the lab's responder as a static binary (it is the only file in the lab image).
+pub fn lab_responder() -> Result<PathBuf> {
+    let host = host_triple()?;
     let target_dir = workspace_root().join("target/lab");
     checked(
         cargo()

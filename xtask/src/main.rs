@@ -7,6 +7,7 @@ mod lab;
 mod setup;
 mod test;
 mod tracer;
+mod vmtest;
 
 use std::process::ExitCode;
 
@@ -39,6 +40,8 @@ enum Command {
     Demo,
     /// Figures: event drain rate, and bulk TCP throughput with dockflow attached vs not.
     Bench,
+    /// The stock-kernel probes (kprobes on the bridge functions) in a Debian kernel under qemu.
+    Vmtest,
     /// Everything the README promises: setup, unit tests, and end-to-end tests on the lab.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Lab { command } => lab::run(command),
         Command::Demo => demo::run(),
         Command::Bench => bench::run(),
+        Command::Vmtest => vmtest::run(),
         Command::Test { args } => test::run(&args),
     };
     match result {

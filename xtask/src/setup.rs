@@ -52,7 +52,12 @@ pub fn tools_dir() -> PathBuf {
 }
 
 fn packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !package_installed(p)).collect();
+    ensure_packages(PACKAGES)
+}
+
+/// Installs whichever of `packages` are missing (one apt run).
+pub fn ensure_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !package_installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }

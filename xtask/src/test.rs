@@ -1,5 +1,6 @@
 //! `cargo xtask test`: the README's test command. Unit tests and the end-to-end tests against
-//! the real kernel, Docker engine and nftables, in one `cargo test` run.
+//! the real kernel, Docker engine and nftables, in one `cargo test` run; then `vmtest`, the
+//! stock-kernel probes under qemu.
 
 use std::process::Command;
 
@@ -22,6 +23,10 @@ pub fn run(extra: &[String]) -> Result<()> {
         .status()?;
     if !status.success() {
         bail!("tests failed");
+    }
+    // Only a whole run: a filtered `cargo xtask test NAME` is about the named tests.
+    if extra.is_empty() {
+        crate::vmtest::run()?;
     }
     Ok(())
 }

@@ -17,7 +17,8 @@ pub enum Layer {
     /// An IP netfilter hook that br_netfilter runs on behalf of the bridge, for a frame that is
     /// still being bridged (bridge-nf-call-iptables=1).
     L3FromBridge,
-    /// A device hands the packet on (receive/transmit), outside the bridge.
+    /// A device hands the packet on (receive/transmit) outside the bridge, or the packet is
+    /// inside another network namespace (a container's own stack).
     Device,
     /// The kernel freed the packet: it went no further.
     Drop,
@@ -116,7 +117,11 @@ pub fn classify(event: &Event, topology: &Topology) -> (Layer, HopKind) {
             let Some(nf) = &event.netfilter else {
                 return (Layer::L3, HopKind::Hook { family: "?".into(), hook: "?".into(), priority: None });
             };
-            let layer = if nf.family == "bridge" {
+            // nf_hook_slow also sees the hooks a container's own stack runs in its namespace:
+            // part of the packet's journey, not of the host's L2/L3 path.
+            let layer = if place == Place::Elsewhere {
+                Layer::Device
+            } else if nf.family == "bridge" {
                 Layer::L2
             } else if nf.from_bridge {
                 Layer::L3FromBridge

@@ -1,0 +1,65 @@
+#!/bin/busybox sh
+# PID 1 of the vmtest guest: build a Docker-shaped topology without Docker (a bridge with
+# veth ports into "container" namespaces, an "external" namespace, nft DNAT/masquerade like
+# Docker's), run dockflow on it, and print what it saw between markers for the host to judge.
+/bin/busybox --install -s /bin
+export PATH=/usr/sbin:/usr/bin:/bin
+# busybox sh runs its own applets before anything on PATH: name the real tools by path.
+IP=/usr/sbin/ip
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t bpf bpf /sys/fs/bpf
+mkdir -p /run/netns /tmp
+for m in $(cat /modules/order); do insmod /modules/$m || echo "VMTEST insmod $m failed"; done
+echo "VMTEST kernel $(uname -r)"
+
+$IP link add br0 type bridge
+$IP addr add 10.0.0.1/24 dev br0
+$IP link set br0 up
+for ns in ctr ctr2; do $IP netns add $ns; done
+$IP link add vctr type veth peer name eth0 netns ctr
+$IP link add vctr2 type veth peer name eth0 netns ctr2
+n=2
+for ns in ctr ctr2; do
+  port=v$ns
+  $IP link set $port master br0 up
+  $IP -n $ns addr add 10.0.0.$n/24 dev eth0
+  $IP -n $ns link set eth0 up
+  $IP -n $ns link set lo up
+  $IP -n $ns route add default via 10.0.0.1
+  n=$((n+1))
+done
+$IP netns add ext
+$IP link add dfext0 type veth peer name dfext1 netns ext
+$IP addr add 10.199.0.1/24 dev dfext0
+$IP link set dfext0 up
+$IP -n ext addr add 10.199.0.2/24 dev dfext1
+$IP -n ext link set dfext1 up
+$IP -n ext link set lo up
+$IP -n ext route add default via 10.199.0.1
+sysctl -w net.ipv4.ip_forward=1 >/dev/null
+sysctl -w net.bridge.bridge-nf-call-iptables=1 >/dev/null
+nft -f /rules.nft || echo "VMTEST nft rules failed"
+
+$IP netns exec ctr /dockflow-lab serve radius --port 1812 > /tmp/radius.log 2>&1 &
+/dockflow --netns ctr --json --probes tc,tracepoints,bridge,nftables > /tmp/out.json 2> /tmp/err.txt &
+DF=$!
+i=0
+while ! grep -q streaming /tmp/err.txt && kill -0 $DF 2>/dev/null && [ $i -lt 120 ]; do sleep 1; i=$((i+1)); done
+echo "VMTEST dockflow ready after ${i}s"
+echo "VMTEST client-external $($IP netns exec ext /dockflow-lab client radius 10.199.0.1:1812 2>&1)"
+echo "VMTEST client-bridged $($IP netns exec ctr2 /dockflow-lab client radius 10.0.0.2:1812 2>&1)"
+sleep 2
+kill -INT $DF
+wait $DF
+echo "VMTEST dockflow exit $?"
+echo VMTEST-BEGIN-STDERR
+cat /tmp/err.txt
+echo VMTEST-END-STDERR
+echo VMTEST-BEGIN-JSON
+cat /tmp/out.json
+echo VMTEST-END-JSON
+echo VMTEST-DONE
+poweroff -f
