@@ -12,6 +12,17 @@ pub const EVENTS_MAP: &str = "EVENTS";
 pub const LOST_MAP: &str = "LOST";
 /// The target's addresses and published ports ([`TargetSet`], one entry).
 pub const TARGETS_MAP: &str = "TARGETS";
+/// Switches userspace flips after attaching ([`Settings`], one entry).
+pub const SETTINGS_MAP: &str = "SETTINGS";
+
+/// Decisions that depend on what attached, so they cannot be load-time constants.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// 1 when BPF netfilter links cover the IPv4/IPv6 hooks: nf_hook_slow then only reports the
+    /// bridge family, instead of repeating every IP hook.
+    pub nf_hook_slow_bridge_only: u32,
+}
 /// Name of the read-only global holding [`KernelOffsets`].
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 /// Name of the read-only global that turns the in-kernel filter on (1) or off (0).
@@ -293,4 +304,5 @@ mod pod {
     unsafe impl aya::Pod for super::PacketEvent {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::TargetSet {}
+    unsafe impl aya::Pod for super::Settings {}
 }

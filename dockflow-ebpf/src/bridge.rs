@@ -3,9 +3,9 @@
 //! Kernels without kprobes refuse these; userspace then derives the L2 hops from tc.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::kprobe, programs::ProbeContext};
-use dockflow_common::{NfSlot, PacketEvent, ProbePoint};
+use dockflow_common::{NFPROTO_BRIDGE, NfSlot, PacketEvent, ProbePoint};
 
-use crate::{emit, netfilter, offsets, skb};
+use crate::{SETTINGS, emit, netfilter, offsets, skb};
 
 /// rx_handler_result_t br_handle_frame(struct sk_buff **pskb)
 #[kprobe]
@@ -43,6 +43,10 @@ pub fn df_br_dev_xmit(ctx: ProbeContext) -> u32 {
 pub fn df_nf_hook_slow(ctx: ProbeContext) -> u32 {
     let mut event = PacketEvent::default();
     netfilter::describe_hook(ctx.arg(1).unwrap_or(0), NfSlot::Entry, &offsets(), &mut event);
+    let bridge_only = SETTINGS.get(0).is_some_and(|s| s.nf_hook_slow_bridge_only != 0);
+    if bridge_only && event.nf_pf != NFPROTO_BRIDGE {
+        return 0;
+    }
     observe(ctx.arg(0).unwrap_or(0), ProbePoint::NfHookSlow, &mut event);
     0
 }

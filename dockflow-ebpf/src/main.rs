@@ -16,7 +16,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, PerCpuArray, RingBuf},
 };
-use dockflow_common::{KernelOffsets, PROBE_POINT_SLOTS, PacketEvent, TargetSet};
+use dockflow_common::{KernelOffsets, PROBE_POINT_SLOTS, PacketEvent, Settings, TargetSet};
 
 /// Shared by every probe. Userspace drains it.
 #[map(name = "EVENTS")]
@@ -29,6 +29,10 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(PROBE_POINT_SLOTS,
 /// The target's addresses and published ports (userspace updates it when a container moves).
 #[map(name = "TARGETS")]
 static TARGETS: Array<TargetSet> = Array::with_max_entries(1, 0);
+
+/// Runtime switches (see dockflow_common::Settings).
+#[map(name = "SETTINGS")]
+static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 
 /// Kernel struct offsets, resolved from BTF by userspace before load.
 #[unsafe(no_mangle)]

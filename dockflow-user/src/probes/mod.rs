@@ -20,7 +20,7 @@ use aya::{
 };
 use dockflow_common::{
     EVENTS_MAP, FILTER_GLOBAL, KernelOffsets, LOST_MAP, MAX_TARGET_ADDRESSES, MAX_TARGET_PORTS, OFFSETS_GLOBAL,
-    ProbePoint, TARGETS_MAP, TargetSet, port_key,
+    ProbePoint, SETTINGS_MAP, Settings, TARGETS_MAP, TargetSet, port_key,
 };
 
 use crate::target::Target;
@@ -114,6 +114,9 @@ impl Probes {
             held.extend(attached.held);
             notes.extend(attached.notes);
         }
+        let netfilter_links = attachments.iter().any(|a| a.point.starts_with("netfilter ") && a.error.is_none());
+        let settings = Settings { nf_hook_slow_bridge_only: u32::from(netfilter_links) };
+        Array::try_from(ebpf.map_mut(SETTINGS_MAP).context("no settings map")?)?.set(0, settings, 0)?;
         if !attachments.is_empty() && attachments.iter().all(|a| a.error.is_some()) {
             let first = attachments.first().and_then(|a| a.error.clone()).unwrap_or_default();
             return Err(anyhow!("the kernel refused every probe ({first})"));
