@@ -43,12 +43,17 @@ pub fn ebpf_toolchain() -> &'static str {
     include_str!("../../ebpf-toolchain").trim()
 }
 
-/// Where bpf-linker for the pinned toolchain lives (build.rs looks in the same place).
-pub fn tools_dir() -> PathBuf {
+/// dockflow's cache: tools built for it, downloaded kernels.
+pub fn cache_dir() -> PathBuf {
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
-    cache.join("dockflow/tools").join(ebpf_toolchain())
+    cache.join("dockflow")
+}
+
+/// Where bpf-linker for the pinned toolchain lives (build.rs looks in the same place).
+pub fn tools_dir() -> PathBuf {
+    cache_dir().join("tools").join(ebpf_toolchain())
 }
 
 fn packages() -> Result<()> {

@@ -21,7 +21,12 @@ use serde_json::Value;
 use crate::{build, setup};
 
 /// Modules the guest loads, dependencies first (computed from modinfo on the host).
-const MODULES: &[&str] = &["bridge", "br_netfilter", "veth", "nf_tables", "nft_chain_nat", "nft_nat", "nft_masq", "nft_ct", "nf_conntrack"];
+/// The guest has no modprobe to autoload with, so everything is listed: sch_ingress and cls_bpf
+/// for tc on a pre-tcx kernel, nft_meta_bridge for `meta nftrace` in a bridge table.
+const MODULES: &[&str] = &[
+    "bridge", "br_netfilter", "veth", "sch_ingress", "cls_bpf", "nf_tables", "nft_chain_nat", "nft_nat", "nft_masq",
+    "nft_ct", "nf_conntrack", "nft_meta_bridge",
+];
 /// Userspace the guest needs besides busybox: copied with their shared libraries.
 const GUEST_TOOLS: &[&str] = &["/usr/sbin/ip", "/usr/sbin/nft"];
 const BOOT_TIMEOUT: Duration = Duration::from_secs(170);
@@ -60,7 +65,7 @@ impl Kernel {
             .context("apt-cache names no linux-image package for linux-image-cloud-amd64 (run apt-get update)")?
             .to_string();
         let release = package.trim_start_matches("linux-image-").to_string();
-        let dir = setup::tools_dir().join("..").join("vm").join(&package);
+        let dir = setup::cache_dir().join("vm").join(&package);
         let root = dir.join("root");
         if !root.join("boot").exists() {
             fs::create_dir_all(&dir)?;
@@ -233,11 +238,23 @@ fn judge(console: &str) -> Result<()> {
             let missing: Vec<&str> = wanted.iter().copied().filter(|f| !stderr.iter().any(|l| l.contains(&format!("attached  kprobe {f}")))).collect();
             if missing.is_empty() { Ok(()) } else { Err(format!("not attached: {missing:?}; dockflow said: {stderr:#?}")) }
         }),
-        ("external request: routed (L3 forward), then into the bridge, forwarded to the port", match external_request {
+        ("tc (clsact, pre-tcx kernel) and the nftables trace attach", {
+            let wanted = ["tc ingress on vctr", "tc egress on vctr", "tc ingress on br0", "tc egress on br0", "nftables trace"];
+            let missing: Vec<&str> = wanted.iter().copied().filter(|p| !stderr.iter().any(|l| l.contains(&format!("attached  {p}")))).collect();
+            if missing.is_empty() { Ok(()) } else { Err(format!("not attached: {missing:?}; dockflow said: {stderr:#?}")) }
+        }),
+        ("external request: routed (L3 forward, nft rules traced), into the bridge, forwarded to the port", match external_request {
             None => Err(format!("no request packet; packets: {}", packets.len())),
             Some(p) => {
-                let ok = has(p, "l3:into_bridge") && has(p, "l2:to_port") && has(p, "l2:bridge_forward") && first(p, "l3:hook") < first(p, "l3:into_bridge");
-                if ok { Ok(()) } else { Err(format!("{:?}", kinds(p))) }
+                // A --netns target has no published ports, so nft marks the request only once it
+                // is addressed to the namespace (after DNAT): its forward rules are traced.
+                let dnat_rule = p["rules"].as_array().into_iter().flatten().any(|r| r["table"] == "filter" && r["hook"] == "forward");
+                let ok = has(p, "l3:into_bridge")
+                    && has(p, "l2:to_port")
+                    && has(p, "l2:bridge_forward")
+                    && first(p, "l3:hook") < first(p, "l3:into_bridge")
+                    && dnat_rule;
+                if ok { Ok(()) } else { Err(format!("{:?} (nft forward rules traced: {dnat_rule})", kinds(p))) }
             }
         }),
         ("external reply: enters the port (bridge hooks), IP hook run from the bridge, passed up, routed out, DNAT undone", match external_reply {

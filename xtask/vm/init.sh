@@ -44,7 +44,7 @@ sysctl -w net.bridge.bridge-nf-call-iptables=1 >/dev/null
 nft -f /rules.nft || echo "VMTEST nft rules failed"
 
 $IP netns exec ctr /dockflow-lab serve radius --port 1812 > /tmp/radius.log 2>&1 &
-/dockflow --netns ctr --json --probes tc,tracepoints,bridge,nftables > /tmp/out.json 2> /tmp/err.txt &
+/dockflow --netns ctr --json > /tmp/out.json 2> /tmp/err.txt &
 DF=$!
 i=0
 while ! grep -q streaming /tmp/err.txt && kill -0 $DF 2>/dev/null && [ $i -lt 120 ]; do sleep 1; i=$((i+1)); done

@@ -63,7 +63,7 @@ fn remove_tables() -> bool {
         .fold(false, |any, removed| any | removed)
 }
 
-/// The nft script: in each family, a prerouting and an output chain at the earliest priority
+/// The nft script: in each family, prerouting, forward and output chains at an early priority
 /// whose rules mark packets from/to the target's addresses or to/from its published ports.
 fn script(target: &Target) -> String {
     let mut matches: Vec<String> = Vec::new();
@@ -90,7 +90,9 @@ fn script(target: &Target) -> String {
     let mut script = String::new();
     for family in FAMILIES {
         script.push_str(&format!("table {family} {TABLE} {{\n"));
-        for (chain, hook) in [("pre", "prerouting"), ("out", "output")] {
+        // forward too: a packet that only becomes the target's by DNAT (a --netns target has no
+        // published ports to match before it) is marked from there on.
+        for (chain, hook) in [("dfpre", "prerouting"), ("dffwd", "forward"), ("dfout", "output")] {
             script.push_str(&format!("  chain {chain} {{\n    type filter hook {hook} priority -350; policy accept;\n{rules}  }}\n"));
         }
         script.push_str("}\n");
@@ -115,5 +117,6 @@ mod tests {
         assert!(s.contains("    ip daddr 172.20.0.2 meta nftrace set 1\n"), "{s}");
         assert!(s.contains("    meta l4proto udp th dport 1812 meta nftrace set 1\n"), "{s}");
         assert_eq!(s.matches("type filter hook prerouting priority -350").count(), 2);
+        assert_eq!(s.matches("type filter hook forward priority -350").count(), 2);
     }
 }
