@@ -5,6 +5,7 @@
 //! to watch and [`kernel`] what the running kernel looks like, before anything is attached.
 
 pub mod event;
+pub mod follow;
 pub mod kernel;
 pub mod netlink;
 pub mod nftrace;

@@ -2,7 +2,6 @@
 //! a recording.
 
 use std::{
-    collections::HashMap,
     io::{IsTerminal as _, Write},
     path::{Path, PathBuf},
     process::ExitCode,
@@ -13,14 +12,14 @@ use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use dockflow::{
     event::Decoder,
+    follow::Follower,
     kernel::{self, btf::KernelBtf, symbols::KernelSymbols},
     output::{Mode, Output},
-    path::topology::Topology,
     probes::{Family, Probes},
     nftrace::{TraceSocket, TraceTable, Tracer},
     record::{Header, Record, Recorder, Replay},
     render::Style,
-    target::{self, InterfaceRole, Target, links, names::InterfaceNames},
+    target::{self, Target},
 };
 use dockflow_common::PACKET_EVENT_SIZE;
 use tokio::{
@@ -127,7 +126,7 @@ async fn trace(cli: &Cli) -> Result<()> {
         drop_reasons: btf.enum_names("skb_drop_reason").unwrap_or_default(),
         symbols: KernelSymbols::load(is_hook_continuation)?,
     };
-    let topology = topology_of(&target)?;
+    let topology = target::topology_of(&target)?;
     let mut probes = Probes::attach(&target, &offsets, &cli.probes)?;
     report_attachments(&probes, &target);
     // Dropped last (declared first among the live parts): removes our nft tables on every exit.
@@ -275,68 +274,6 @@ fn replay(cli: &Cli, path: &Path) -> Result<()> {
     output.finish()?;
     eprintln!("dockflow: {} packets, {} events from {}", output.stats.packets, output.stats.events, header.target);
     Ok(())
-}
-
-/// The host's interfaces as the path reasoning needs them.
-fn topology_of(target: &Target) -> Result<Topology> {
-    let names = InterfaceNames::collect(target.netns.as_slice())?;
-    let owners: HashMap<u32, String> = match &target.netns {
-        Some((owner, _)) => target
-            .interfaces
-            .iter()
-            .filter(|i| i.role == InterfaceRole::BridgePort)
-            .map(|i| (i.index, owner.clone()))
-            .collect(),
-        None => HashMap::new(),
-    };
-    Ok(Topology::from_links(names, &links::list_links()?, owners))
-}
-
-/// Re-resolves a traced container now and then, so a restart (new veth, maybe a new address)
-/// does not end the trace.
-struct Follower {
-    name: String,
-    current: Target,
-    last_check: std::time::Instant,
-    stopped: bool,
-}
-
-impl Follower {
-    const INTERVAL: Duration = Duration::from_secs(1);
-
-    fn new(name: &str, current: Target) -> Self {
-        Self { name: name.to_string(), current, last_check: std::time::Instant::now(), stopped: false }
-    }
-
-    fn check(&mut self, probes: &mut Probes, output: &mut Output<impl Write>) -> Result<()> {
-        if self.last_check.elapsed() < Self::INTERVAL {
-            return Ok(());
-        }
-        self.last_check = std::time::Instant::now();
-        let new = match target::resolve_container(&self.name) {
-            Ok(new) => new,
-            Err(e) => {
-                if !self.stopped {
-                    eprintln!("dockflow: {e:#}; waiting for it to come back");
-                    self.stopped = true;
-                }
-                return Ok(());
-            }
-        };
-        self.stopped = false;
-        if new.interfaces == self.current.interfaces && new.addresses == self.current.addresses {
-            return Ok(());
-        }
-        for a in probes.retarget(&self.current, &new)? {
-            match &a.error {
-                None => eprintln!("dockflow: {} is back: attached {}", new.label, a.point),
-                Some(e) => eprintln!("dockflow: {} is back: refused {}: {e}", new.label, a.point),
-            }
-        }
-        output.set_topology(topology_of(&new)?);
-        self.current = new;
-        Ok(())
-    }
 }
 
 /// CLOCK_MONOTONIC, the clock bpf_ktime_get_ns() reads.

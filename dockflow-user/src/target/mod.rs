@@ -7,13 +7,18 @@ pub mod names;
 pub mod netns;
 
 use std::{
+    collections::HashMap,
     net::IpAddr,
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use self::links::{Link, list_links};
+use self::{
+    links::{Link, list_links},
+    names::InterfaceNames,
+};
+use crate::path::topology::Topology;
 
 /// The role an interface plays in the target's path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,6 +129,21 @@ fn is_link_local(address: &IpAddr) -> bool {
         IpAddr::V4(a) => a.is_link_local(),
         IpAddr::V6(a) => (a.segments()[0] & 0xffc0) == 0xfe80,
     }
+}
+
+/// The host's interfaces as the path reasoning needs them.
+pub fn topology_of(target: &Target) -> Result<Topology> {
+    let names = InterfaceNames::collect(target.netns.as_slice())?;
+    let owners: HashMap<u32, String> = match &target.netns {
+        Some((owner, _)) => target
+            .interfaces
+            .iter()
+            .filter(|i| i.role == InterfaceRole::BridgePort)
+            .map(|i| (i.index, owner.clone()))
+            .collect(),
+        None => HashMap::new(),
+    };
+    Ok(Topology::from_links(names, &list_links()?, owners))
 }
 
 /// Targets host interfaces by name, for traffic outside Docker.
