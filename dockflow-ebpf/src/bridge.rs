@@ -2,17 +2,17 @@
 //! walks it, and the bridge-family netfilter hooks (which BPF netfilter links cannot reach).
 //! Kernels without kprobes refuse these; userspace then derives the L2 hops from tc.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::kprobe, programs::ProbeContext};
+use aya_ebpf::{macros::kprobe, programs::ProbeContext};
 use dockflow_common::{NFPROTO_BRIDGE, NfSlot, PacketEvent, ProbePoint};
 
-use crate::{SETTINGS, emit, netfilter, offsets, skb};
+use crate::{SETTINGS, netfilter, offsets, skb};
 
 /// rx_handler_result_t br_handle_frame(struct sk_buff **pskb)
 #[kprobe]
 pub fn df_br_handle_frame(ctx: ProbeContext) -> u32 {
     let pskb: u64 = ctx.arg(0).unwrap_or(0);
     if let Some(skb_ptr) = skb::read::<u64>(pskb, 0) {
-        observe(skb_ptr, ProbePoint::BrHandleFrame, &mut PacketEvent::default());
+        skb::observe_untrusted(skb_ptr, ProbePoint::BrHandleFrame, &mut PacketEvent::default());
     }
     0
 }
@@ -20,21 +20,21 @@ pub fn df_br_handle_frame(ctx: ProbeContext) -> u32 {
 /// void br_forward(const struct net_bridge_port *to, struct sk_buff *skb, bool local_rcv, bool local_orig)
 #[kprobe]
 pub fn df_br_forward(ctx: ProbeContext) -> u32 {
-    observe(ctx.arg(1).unwrap_or(0), ProbePoint::BrForward, &mut PacketEvent::default());
+    skb::observe_untrusted(ctx.arg(1).unwrap_or(0), ProbePoint::BrForward, &mut PacketEvent::default());
     0
 }
 
 /// int br_pass_frame_up(struct sk_buff *skb, bool promisc)
 #[kprobe]
 pub fn df_br_pass_up(ctx: ProbeContext) -> u32 {
-    observe(ctx.arg(0).unwrap_or(0), ProbePoint::BrPassFrameUp, &mut PacketEvent::default());
+    skb::observe_untrusted(ctx.arg(0).unwrap_or(0), ProbePoint::BrPassFrameUp, &mut PacketEvent::default());
     0
 }
 
 /// netdev_tx_t br_dev_xmit(struct sk_buff *skb, struct net_device *dev)
 #[kprobe]
 pub fn df_br_dev_xmit(ctx: ProbeContext) -> u32 {
-    observe(ctx.arg(0).unwrap_or(0), ProbePoint::BrDevXmit, &mut PacketEvent::default());
+    skb::observe_untrusted(ctx.arg(0).unwrap_or(0), ProbePoint::BrDevXmit, &mut PacketEvent::default());
     0
 }
 
@@ -47,18 +47,6 @@ pub fn df_nf_hook_slow(ctx: ProbeContext) -> u32 {
     if bridge_only && event.nf_pf != NFPROTO_BRIDGE {
         return 0;
     }
-    observe(ctx.arg(0).unwrap_or(0), ProbePoint::NfHookSlow, &mut event);
+    skb::observe_untrusted(ctx.arg(0).unwrap_or(0), ProbePoint::NfHookSlow, &mut event);
     0
-}
-
-#[inline(always)]
-fn observe(skb_ptr: u64, probe: ProbePoint, event: &mut PacketEvent) {
-    if skb_ptr == 0 {
-        return;
-    }
-    event.ts_ns = unsafe { bpf_ktime_get_ns() };
-    event.probe = probe as u8;
-    if skb::describe(skb::UntrustedSkb(skb_ptr), &offsets(), event) {
-        emit(event);
-    }
 }

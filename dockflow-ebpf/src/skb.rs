@@ -5,9 +5,9 @@
 //! (it catches a target connection whose headers were rewritten); device details only for
 //! packets that will be emitted.
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
+use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel};
 use dockflow_common::{
-    CtTuple, KernelOffsets, PacketEvent, SECTION_CONNTRACK, SECTION_PACKET, SECTION_SKB, TargetSet,
+    CtTuple, KernelOffsets, PacketEvent, ProbePoint, SECTION_CONNTRACK, SECTION_PACKET, SECTION_SKB, TargetSet,
 };
 
 use crate::{
@@ -58,6 +58,19 @@ impl NetworkHeaderReader for SkbNetworkHeader {
     #[inline(always)]
     fn read<T: Copy>(&self, offset: usize) -> Option<T> {
         read(self.0, offset as u32)
+    }
+}
+
+/// Completes `event` from an skb pointer a kprobe or tracepoint got, and emits it if wanted.
+#[inline(always)]
+pub fn observe_untrusted(skb_ptr: u64, probe: ProbePoint, event: &mut PacketEvent) {
+    if skb_ptr == 0 {
+        return;
+    }
+    event.ts_ns = unsafe { bpf_ktime_get_ns() };
+    event.probe = probe as u8;
+    if describe(UntrustedSkb(skb_ptr), &crate::offsets(), event) {
+        crate::emit(event);
     }
 }
 

@@ -6,10 +6,10 @@
 //! (device name included) for every packet on the host before the program even looks at it;
 //! a raw one hands over the tracepoint's arguments as they are.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::raw_tracepoint, programs::RawTracePointContext};
+use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use dockflow_common::{PacketEvent, ProbePoint, SECTION_DROP};
 
-use crate::{emit, offsets, skb};
+use crate::{offsets, skb};
 
 /// TP_PROTO(struct sk_buff *skb, void *location, enum skb_drop_reason reason, ...)
 #[raw_tracepoint(tracepoint = "kfree_skb")]
@@ -18,33 +18,20 @@ pub fn df_kfree_skb(ctx: RawTracePointContext) -> i32 {
     if offsets().kfree_skb_has_reason != 0 {
         event.drop_reason = ctx.arg::<u64>(2) as u32;
     }
-    observe(ctx.arg(0), ProbePoint::KfreeSkb, &mut event);
+    skb::observe_untrusted(ctx.arg(0), ProbePoint::KfreeSkb, &mut event);
     0
 }
 
 /// TP_PROTO(struct sk_buff *skb)
 #[raw_tracepoint(tracepoint = "netif_receive_skb")]
 pub fn df_netif_rx(ctx: RawTracePointContext) -> i32 {
-    observe(ctx.arg(0), ProbePoint::NetifReceive, &mut PacketEvent::default());
+    skb::observe_untrusted(ctx.arg(0), ProbePoint::NetifReceive, &mut PacketEvent::default());
     0
 }
 
 /// TP_PROTO(struct sk_buff *skb)
 #[raw_tracepoint(tracepoint = "net_dev_queue")]
 pub fn df_dev_queue(ctx: RawTracePointContext) -> i32 {
-    observe(ctx.arg(0), ProbePoint::NetDevQueue, &mut PacketEvent::default());
+    skb::observe_untrusted(ctx.arg(0), ProbePoint::NetDevQueue, &mut PacketEvent::default());
     0
-}
-
-/// Completes `event` from the tracepoint's skb and emits it.
-#[inline(always)]
-fn observe(skb_ptr: u64, probe: ProbePoint, event: &mut PacketEvent) {
-    if skb_ptr == 0 {
-        return;
-    }
-    event.ts_ns = unsafe { bpf_ktime_get_ns() };
-    event.probe = probe as u8;
-    if skb::describe(skb::UntrustedSkb(skb_ptr), &offsets(), event) {
-        emit(event);
-    }
 }

@@ -37,17 +37,27 @@ pub fn dockflow() -> Result<PathBuf> {
 
 /// Builds `dockflow` statically (for the vmtest guest, which has no libc of ours).
 pub fn dockflow_static() -> Result<PathBuf> {
+    static_binary("dockflow-user", "dockflow", "target/static", "static dockflow")
+}
+
+/// Builds the lab's responder as a static binary (it is the only file in the lab image).
+pub fn lab_responder() -> Result<PathBuf> {
+    static_binary("dockflow-lab", "dockflow-lab", "target/lab", "the lab responder")
+}
+
+/// `bin` of `package`, linked statically, in a target dir of its own (RUSTFLAGS differ).
+fn static_binary(package: &str, bin: &str, target_dir: &str, what: &str) -> Result<PathBuf> {
     let host = host_triple()?;
-    let target_dir = workspace_root().join("target/static");
+    let target_dir = workspace_root().join(target_dir);
     checked(
         cargo()
             .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .args(["build", "--quiet", "--release", "--package", "dockflow-user", "--bin", "dockflow", "--target", &host])
+            .args(["build", "--quiet", "--release", "--package", package, "--bin", bin, "--target", &host])
             .arg("--target-dir")
             .arg(&target_dir),
-        "static dockflow",
+        what,
     )?;
-    Ok(target_dir.join(host).join("release/dockflow"))
+    Ok(target_dir.join(host).join("release").join(bin))
 }
 
 fn host_triple() -> Result<String> {
@@ -55,21 +65,6 @@ fn host_triple() -> Result<String> {
         .lines()
         .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
         .context("rustc -vV printed no host triple")
-}
-
-/// Builds the lab's responder as a static binary (it is the only file in the lab image).
-pub fn lab_responder() -> Result<PathBuf> {
-    let host = host_triple()?;
-    let target_dir = workspace_root().join("target/lab");
-    checked(
-        cargo()
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .args(["build", "--quiet", "--release", "--package", "dockflow-lab", "--bin", "dockflow-lab", "--target", &host])
-            .arg("--target-dir")
-            .arg(&target_dir),
-        "the lab responder",
-    )?;
-    Ok(target_dir.join(host).join("release/dockflow-lab"))
 }
 
 /// Replaces this process with `dockflow ARGS`, as root.

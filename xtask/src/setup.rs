@@ -204,7 +204,7 @@ pub fn is_root() -> bool {
 }
 
 /// Runs a command, showing its output only if it fails.
-fn quiet(cmd: &mut Command) -> Result<()> {
+pub fn quiet(cmd: &mut Command) -> Result<()> {
     let out = cmd.output().with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -215,7 +215,8 @@ fn quiet(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn output(cmd: &mut Command) -> Result<String> {
+/// Runs a command and returns its stdout; a failure names the command and its stderr.
+pub fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
     if !out.status.success() {
         bail!("{:?} failed: {}", cmd.get_program(), String::from_utf8_lossy(&out.stderr).trim());

@@ -18,7 +18,10 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
-use crate::{build, setup};
+use crate::{
+    build,
+    setup::{self, output, quiet},
+};
 
 /// Modules the guest loads, dependencies first (computed from modinfo on the host).
 /// The guest has no modprobe to autoload with, so everything is listed: sch_ingress and cls_bpf
@@ -299,16 +302,4 @@ fn judge(console: &str) -> Result<()> {
         bail!("{failed} of {} vmtest scenarios failed (console: target/vmtest/console.log)", scenarios.len());
     }
     Ok(())
-}
-
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
-    if !out.status.success() {
-        bail!("{:?} failed: {}", cmd.get_program(), String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn quiet(cmd: &mut Command) -> Result<()> {
-    output(cmd).map(drop)
 }
