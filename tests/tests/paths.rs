@@ -209,3 +209,32 @@ fn nftables_verdicts_name_the_dnat_rule_and_no_nat_chain_sees_the_reply() {
     lab::down().unwrap();
     assert!(!String::from_utf8_lossy(&Command::new("nft").args(["list", "tables"]).output().unwrap().stdout).contains("dockflow"));
 }
+
+#[test]
+fn a_drop_is_explained_with_the_rule_that_dropped_it() {
+    let _lock = lab_lock();
+    lab::up(&lab_bin()).unwrap();
+    let rule = ["DOCKER-USER", "-p", "udp", "-d", RADIUS, "--dport", "1812", "-j", "DROP"];
+    assert!(Command::new("iptables").arg("-I").args(rule).status().unwrap().success());
+    let dockflow = Dockflow::start(&["--container", "radius", "--json"]);
+    let answer = lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]);
+    std::thread::sleep(Duration::from_millis(400));
+    let (ok, stdout) = dockflow.stop_with(libc::SIGINT);
+    let _ = Command::new("iptables").arg("-D").args(rule).status();
+    assert!(answer.is_err() && ok);
+    let lines = json_events(&stdout);
+    let request = packets(&lines).into_iter().find(|p| p["packet"]["dport"] == 1812).expect("request");
+    let hops = request["hops"].as_array().unwrap();
+    assert_eq!(hops.last().unwrap()["kind"], "dropped", "{:?}", kinds(request));
+    assert!(!hops.iter().any(|h| h["kind"] == "into_bridge" || h["kind"] == "to_port"), "{:?}", kinds(request));
+    let steps: Vec<String> = lines
+        .iter()
+        .filter(|l| l["type"] == "explanation")
+        .flat_map(|l| l["steps"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()))
+        .collect();
+    assert!(
+        steps.iter().any(|s| s.contains("dropped by nftables, ip filter chain DOCKER-USER at the forward hook") && s.contains("NETFILTER_DROP")),
+        "{steps:#?}"
+    );
+    lab::down().unwrap();
+}

@@ -145,9 +145,18 @@ fn narrate(path: &PacketPath, role: &str) -> Vec<String> {
                     HopKind::Hook { family, hook, priority } => Some(format!("{family} {hook}{}", priority.map_or(String::new(), |p| format!(" (last seen at priority {})", priority_words(p))))),
                     _ => None,
                 }).last();
-                steps.push(match last_hook {
-                    Some(hook) => format!("It is dropped ({reason}) after {hook}; it goes no further."),
-                    None => format!("It is dropped ({reason}); it goes no further."),
+                let by_rule = path.rules.iter().find(|r| r.verdict == "drop");
+                steps.push(match (by_rule, last_hook) {
+                    (Some(r), _) => format!(
+                        "It is dropped by nftables, {} {} chain {}{}, rule `{}` (kernel drop reason {reason}); it goes no further.",
+                        r.family,
+                        r.table,
+                        r.chain,
+                        r.hook.as_deref().map_or(String::new(), |h| format!(" at the {h} hook")),
+                        r.rule.as_deref().unwrap_or("?")
+                    ),
+                    (None, Some(hook)) => format!("It is dropped ({reason}) after {hook}; it goes no further."),
+                    (None, None) => format!("It is dropped ({reason}); it goes no further."),
                 });
             }
             (_, Layer::L3FromBridge) => steps.push(format!(
@@ -175,7 +184,9 @@ fn narrate(path: &PacketPath, role: &str) -> Vec<String> {
     steps.extend(rule_sentences(path));
     let forwarded = hooks_all.iter().any(|h| h.ends_with(" forward"));
     let local = hooks_all.iter().any(|h| h.ends_with(" input"));
-    if forwarded && !local {
+    if path.dropped().is_some() {
+        // Where it would have gone is beside the point.
+    } else if forwarded && !local {
         steps.push(format!(
             "It is routed through the host (IP forward) and never delivered to a local socket, so no IP input hook sees it: after NAT its destination {} is not one of the host's addresses.",
             path.hops.iter().rev().find_map(|h| h.event.packet.as_ref()).map_or(String::new(), |q| endpoint(q.dst, q.dport))
@@ -229,16 +240,16 @@ fn nat_sentences(run: &[Hop], role: &str) -> Vec<String> {
     out
 }
 
-/// The nftables rules that decided the packet's fate (accept, drop, DNAT), one per chain.
+/// The nftables rules that accepted the packet (a DNAT rule's verdict is accept too).
 fn rule_sentences(path: &PacketPath) -> Vec<String> {
     path.rules
         .iter()
-        .filter(|r| r.verdict == "accept" || r.verdict == "drop")
+        // A drop is told with the drop itself.
+        .filter(|r| r.verdict == "accept")
         .filter(|r| r.kind == "rule")
         .map(|r| {
             let at = r.hook.as_deref().map_or(String::new(), |h| format!(" at the {h} hook"));
-            let verb = if r.verdict == "drop" { "drops" } else { "accepts" };
-            format!("nftables: {} {} chain {}{at} {verb} it with the rule `{}`.", r.family, r.table, r.chain, r.rule.as_deref().unwrap_or("?"))
+            format!("nftables: {} {} chain {}{at} accepts it with the rule `{}`.", r.family, r.table, r.chain, r.rule.as_deref().unwrap_or("?"))
         })
         .collect()
 }

@@ -193,4 +193,5 @@ fn explains_a_drop_and_the_missing_reply() {
     let steps = explain(1, Some(&paths[0]), None).steps;
     assert!(steps.iter().any(|s| s.contains("It is dropped (NETFILTER_DROP) after ipv4 forward")), "{steps:#?}");
     assert!(!steps.iter().any(|s| s.contains("No reply")), "a dropped request expects no reply: {steps:#?}");
+    assert!(!steps.iter().any(|s| s.contains("routed through the host")), "{steps:#?}");
 }
