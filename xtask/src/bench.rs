@@ -31,10 +31,7 @@ const DRAIN_RATES: [u64; 6] = [1_000, 2_000, 5_000, 10_000, 20_000, 0];
 const SECONDS: f64 = 3.0;
 
 pub fn run() -> Result<()> {
-    xlab::up()?;
-    let result = measure();
-    let down = lab::down();
-    result.and(down)
+    xlab::with_lab(measure)
 }
 
 fn measure() -> Result<()> {

@@ -8,10 +8,7 @@ use dockflow_lab::lab;
 use crate::{build, lab as xlab, tracer::Tracer};
 
 pub fn run() -> Result<()> {
-    xlab::up()?;
-    let result = trace_one_exchange();
-    let down = lab::down();
-    result.and(down)
+    xlab::with_lab(trace_one_exchange)
 }
 
 fn trace_one_exchange() -> Result<()> {

@@ -52,6 +52,14 @@ pub fn up() -> Result<()> {
     lab::up(&build::lab_responder()?)
 }
 
+/// Brings the lab up, runs `work`, and takes the lab down again whatever `work` returned.
+pub fn with_lab(work: impl FnOnce() -> Result<()>) -> Result<()> {
+    up()?;
+    let result = work();
+    let down = lab::down();
+    result.and(down)
+}
+
 fn print_status() {
     for (what, present) in lab::status() {
         println!("{:<8} {what}", if present { "up" } else { "absent" });

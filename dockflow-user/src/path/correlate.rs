@@ -198,18 +198,21 @@ impl Correlator {
             .and_then(|e| e.packet.clone())
             .or_else(|| rules.first().and_then(|r| r.packet.clone()))
             .expect("only packets with headers are correlated");
-        let mut hops: Vec<Hop> = Vec::with_capacity(events.len());
-        let mut previous: Option<&Packet> = None;
-        for event in &events {
-            let (layer, kind) = classify(event, &self.topology);
-            let rewrites = match (previous, &event.packet) {
-                (Some(before), Some(after)) => rewrites(before, after),
-                _ => Vec::new(),
-            };
-            previous = event.packet.as_ref();
-            hops.push(Hop { layer, kind, rewrites, event: event.clone() });
-        }
         let (connection, direction) = self.connection_of(&events, &packet);
+        // Events move into their hops; only the (small) headers are kept to compare the next.
+        let mut previous: Option<Packet> = None;
+        let hops = events
+            .into_iter()
+            .map(|event| {
+                let (layer, kind) = classify(&event, &self.topology);
+                let rewrites = match (&previous, &event.packet) {
+                    (Some(before), Some(after)) => rewrites(before, after),
+                    _ => Vec::new(),
+                };
+                previous = event.packet.clone();
+                Hop { layer, kind, rewrites, event }
+            })
+            .collect();
         let id = self.next_packet;
         self.next_packet += 1;
         PacketPath { id, connection, direction, packet, hops, rules }

@@ -126,7 +126,8 @@ fn narrate(path: &PacketPath, role: &str) -> Vec<String> {
         other => format!("The {role} ({} {} -> {}) is first seen at {}.", p.protocol_name(), endpoint(p.src, p.sport), endpoint(p.dst, p.dport), other.place()),
     });
     let hooks_all = hook_names(&path.hops.iter().filter(|h| h.layer == Layer::L3 || h.layer == Layer::L3FromBridge).cloned().collect::<Vec<_>>());
-    for run in runs(path) {
+    let runs = runs(path);
+    for run in &runs {
         let layer = run[0].layer;
         match (&run[0].kind, layer) {
             (HopKind::PassedUp { bridge }, _) => steps.push(format!(
@@ -178,7 +179,7 @@ fn narrate(path: &PacketPath, role: &str) -> Vec<String> {
         }
     }
     // NAT that happened inside a from-the-bridge run is reported too.
-    for run in runs(path).into_iter().filter(|r| r[0].layer == Layer::L3FromBridge) {
+    for run in runs.iter().filter(|r| r[0].layer == Layer::L3FromBridge) {
         steps.extend(nat_sentences(run, role));
     }
     steps.extend(rule_sentences(path));
