@@ -9,7 +9,7 @@ use std::{
     process::Command,
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, bail, ensure};
 
 use crate::shell::{run, succeeds};
 
@@ -102,11 +102,18 @@ pub fn down() -> Result<()> {
             run("docker", &["image", "rm", "-f", IMAGE])?;
         }
     }
+    remove_external_namespace()
+}
+
+/// Removes the external namespace and its link to the host. The link first: deleting it is
+/// synchronous and takes its peer along, whereas a deleted namespace releases its veth later,
+/// from a kernel work queue, which would race with a delete or re-create of our own.
+fn remove_external_namespace() -> Result<()> {
+    if succeeds("ip", &["link", "show", HOST_LINK]) && !succeeds("ip", &["link", "del", HOST_LINK]) {
+        ensure!(!succeeds("ip", &["link", "show", HOST_LINK]), "`ip link del {HOST_LINK}` failed");
+    }
     if namespace_exists() {
         run("ip", &["netns", "del", EXTERNAL_NETNS])?;
-    }
-    if succeeds("ip", &["link", "show", HOST_LINK]) {
-        run("ip", &["link", "del", HOST_LINK])?;
     }
     Ok(())
 }
@@ -273,9 +280,7 @@ fn ensure_external_namespace() -> Result<()> {
         return Ok(());
     }
     // A half-made namespace from a crash: start over.
-    if namespace_exists() {
-        run("ip", &["netns", "del", EXTERNAL_NETNS])?;
-    }
+    remove_external_namespace()?;
     let host_cidr = format!("{HOST_ADDRESS}/{LINK_PREFIX}");
     let external_cidr = format!("{EXTERNAL_ADDRESS}/{LINK_PREFIX}");
     let host_address = HOST_ADDRESS.to_string();
