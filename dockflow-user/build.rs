@@ -14,7 +14,9 @@ fn main() -> anyhow::Result<()> {
 
     // `cargo xtask setup` installs bpf-linker here; prefer it over whatever PATH has.
     let home = env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-    let cache = env::var_os("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or(home.join(".cache"));
+    let cache = env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or(home.join(".cache"));
     let linker_dir = cache.join("dockflow/tools").join(toolchain).join("bin");
     if !linker_dir.join("bpf-linker").exists() {
         bail!(
@@ -22,7 +24,10 @@ fn main() -> anyhow::Result<()> {
             linker_dir.display()
         );
     }
-    println!("cargo:rerun-if-changed={}", linker_dir.join("bpf-linker").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        linker_dir.join("bpf-linker").display()
+    );
     let path = env::var_os("PATH").unwrap_or_default();
     let path = env::join_paths(std::iter::once(linker_dir).chain(env::split_paths(&path)))?;
     // SAFETY: build scripts are single-threaded at this point.
@@ -31,7 +36,11 @@ fn main() -> anyhow::Result<()> {
     let ebpf_dir = root.join("dockflow-ebpf");
     let ebpf_dir = ebpf_dir.to_str().context("non-UTF-8 path")?;
     aya_build::build_ebpf(
-        [aya_build::Package { name: "dockflow-ebpf", root_dir: ebpf_dir, ..Default::default() }],
+        [aya_build::Package {
+            name: "dockflow-ebpf",
+            root_dir: ebpf_dir,
+            ..Default::default()
+        }],
         aya_build::Toolchain::Custom(toolchain),
     )
 }

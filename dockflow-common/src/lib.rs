@@ -99,7 +99,13 @@ pub enum NfSlot {
 }
 
 impl NfSlot {
-    pub const ALL: [NfSlot; 5] = [NfSlot::First, NfSlot::BeforeNat, NfSlot::AfterNat, NfSlot::Last, NfSlot::Entry];
+    pub const ALL: [NfSlot; 5] = [
+        NfSlot::First,
+        NfSlot::BeforeNat,
+        NfSlot::AfterNat,
+        NfSlot::Last,
+        NfSlot::Entry,
+    ];
 
     pub fn from_u8(raw: u8) -> Option<Self> {
         Self::ALL.into_iter().find(|s| *s as u8 == raw)
@@ -167,10 +173,35 @@ pub struct CtTuple {
     pub _pad: [u8; 3],
 }
 
-/// One packet seen at one probe point.
+/// The L3/L4 headers as a probe saw them (SECTION_PACKET). Kernel programs parse these first
+/// and decide from them (and, failing that, from the conntrack entry) whether the packet is
+/// the target's, before they reserve an event or read anything else.
 ///
 /// Addresses are stored as they appear on the wire (network byte order); IPv4 uses the first
 /// four bytes. Ports and lengths are converted to host order by the kernel program.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketHeaders {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// IP total length (IPv4) or payload length + 40 (IPv6).
+    pub ip_len: u16,
+    /// IPv4 identification; 0 for IPv6.
+    pub ip_id: u16,
+    pub sport: u16,
+    pub dport: u16,
+    /// [`AF_INET`], [`AF_INET6`], or 0 for a frame that is not IP.
+    pub family: u8,
+    /// IP protocol number (17 UDP, 6 TCP, 1 ICMP, ...).
+    pub l4_proto: u8,
+    /// IPv4 TTL or IPv6 hop limit.
+    pub ttl: u8,
+    /// TCP flags byte (FIN=0x01 ... CWR=0x80); 0 for other protocols.
+    pub tcp_flags: u8,
+    pub _pad: [u8; 4],
+}
+
+/// One packet seen at one probe point: a fixed head, then one struct per section.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PacketEvent {
@@ -187,26 +218,6 @@ pub struct PacketEvent {
     pub probe: u8,
     /// SECTION_* bits.
     pub sections: u8,
-    /// [`AF_INET`], [`AF_INET6`], or 0 for a frame that is not IP.
-    pub family: u8,
-    /// IP protocol number (17 UDP, 6 TCP, 1 ICMP, ...).
-    pub l4_proto: u8,
-    /// Interface the probe is attached to (tc) or skb->dev (others).
-    pub ifindex: u32,
-    /// Inode of the network namespace of skb->dev; 0 where unknown.
-    pub netns: u32,
-    /// skb:kfree_skb drop reason (enum skb_drop_reason).
-    pub drop_reason: u32,
-    /// IP total length (IPv4) or payload length + 40 (IPv6).
-    pub ip_len: u16,
-    /// IPv4 identification; 0 for IPv6.
-    pub ip_id: u16,
-    pub sport: u16,
-    pub dport: u16,
-    /// IPv4 TTL or IPv6 hop limit.
-    pub ttl: u8,
-    /// TCP flags byte (FIN=0x01 ... CWR=0x80); 0 for other protocols.
-    pub tcp_flags: u8,
     /// Netfilter hook (NF_INET_*).
     pub nf_hook: u8,
     /// Netfilter family (NFPROTO_*).
@@ -216,11 +227,17 @@ pub struct PacketEvent {
     /// enum ip_conntrack_info (0 ESTABLISHED, 1 RELATED, 2 NEW, 3 ESTABLISHED_REPLY, ...).
     pub ct_info: u8,
     pub _pad: [u8; 2],
+    /// Interface the probe is attached to (tc) or skb->dev (others).
+    pub ifindex: u32,
+    /// Inode of the network namespace of skb->dev; 0 where unknown.
+    pub netns: u32,
+    /// skb:kfree_skb drop reason (enum skb_drop_reason).
+    pub drop_reason: u32,
     /// Netfilter: state->in and state->out ifindex (0 when none).
     pub nf_in_ifindex: u32,
     pub nf_out_ifindex: u32,
-    pub saddr: [u8; 16],
-    pub daddr: [u8; 16],
+    pub _pad2: u32,
+    pub packet: PacketHeaders,
     pub ct_original: CtTuple,
     pub ct_reply: CtTuple,
 }
@@ -230,8 +247,8 @@ pub const PACKET_EVENT_SIZE: usize = core::mem::size_of::<PacketEvent>();
 
 const _: () = assert!(PACKET_EVENT_SIZE % 8 == 0);
 // The kernel's filter compares addresses as two u64s.
-const _: () = assert!(core::mem::offset_of!(PacketEvent, saddr) % 8 == 0);
-const _: () = assert!(core::mem::offset_of!(PacketEvent, daddr) % 8 == 0);
+const _: () = assert!(core::mem::size_of::<PacketHeaders>() % 8 == 0);
+const _: () = assert!(core::mem::offset_of!(PacketEvent, packet) % 8 == 0);
 const _: () = assert!(core::mem::offset_of!(PacketEvent, ct_original) % 8 == 0);
 const _: () = assert!(core::mem::offset_of!(PacketEvent, ct_reply) % 8 == 0);
 const _: () = assert!(core::mem::size_of::<CtTuple>() % 4 == 0);
@@ -290,7 +307,12 @@ pub struct TargetSet {
 
 impl Default for TargetSet {
     fn default() -> Self {
-        Self { addresses: [[0; 16]; MAX_TARGET_ADDRESSES], ports: [0; MAX_TARGET_PORTS], n_addresses: 0, n_ports: 0 }
+        Self {
+            addresses: [[0; 16]; MAX_TARGET_ADDRESSES],
+            ports: [0; MAX_TARGET_PORTS],
+            n_addresses: 0,
+            n_ports: 0,
+        }
     }
 }
 

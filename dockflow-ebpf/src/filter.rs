@@ -1,33 +1,36 @@
 //! The in-kernel target filter: a few comparisons per packet, so traffic that is not the
-//! target's costs little and never reaches the ring buffer. Probes check the packet's own
-//! headers first and read conntrack only when those do not decide.
+//! target's costs little and never reaches the ring buffer. Probes ask with the packet's own
+//! headers; conntrack is read only when those do not decide.
 
-use dockflow_common::{MAX_TARGET_ADDRESSES, MAX_TARGET_PORTS, PacketEvent, SECTION_PACKET, TargetSet, port_key};
+use dockflow_common::{MAX_TARGET_ADDRESSES, MAX_TARGET_PORTS, PacketHeaders, TargetSet, port_key};
 
-use crate::{FILTER, TARGETS};
+use crate::{FILTER, TARGETS, offset, skb::read};
 
-/// Whether userspace asked for filtering (a bare --iface trace wants everything).
+/// The target set when userspace asked for filtering (a bare --iface trace wants everything);
+/// an inlined array lookup, no helper call.
 #[inline(always)]
-pub fn enabled() -> bool {
-    unsafe { core::ptr::read_volatile(&FILTER) != 0 }
-}
-
-/// The target set (an inlined array lookup, no helper call).
-#[inline(always)]
-pub fn targets() -> Option<&'static TargetSet> {
+fn targets() -> Option<&'static TargetSet> {
+    if unsafe { core::ptr::read_volatile(&FILTER) } == 0 {
+        return None;
+    }
     TARGETS.get(0)
 }
 
 /// Two 8-byte halves compared as integers: no memcmp in BPF, no copies on the small stack.
-/// Both sides are 8-aligned (a map value, and a field at an 8-aligned offset of PacketEvent).
+/// Both sides are 8-aligned (a map value, and a field at an 8-aligned offset).
 #[inline(always)]
 fn same_address(a: &[u8; 16], b: &[u8; 16]) -> bool {
-    let (a, b) = unsafe { (&*(a as *const [u8; 16] as *const [u64; 2]), &*(b as *const [u8; 16] as *const [u64; 2])) };
+    let (a, b) = unsafe {
+        (
+            &*(a as *const [u8; 16] as *const [u64; 2]),
+            &*(b as *const [u8; 16] as *const [u64; 2]),
+        )
+    };
     a[0] == b[0] && a[1] == b[1]
 }
 
 #[inline(always)]
-pub fn is_target_address(targets: &TargetSet, addr: &[u8; 16]) -> bool {
+fn is_target_address(targets: &TargetSet, addr: &[u8; 16]) -> bool {
     for i in 0..MAX_TARGET_ADDRESSES {
         if i as u32 >= targets.n_addresses {
             return false;
@@ -55,10 +58,57 @@ fn is_target_port(targets: &TargetSet, l4_proto: u8, port: u16) -> bool {
 
 /// True for packets to or from the target's addresses or its published ports (before DNAT).
 #[inline(always)]
-pub fn packet_wanted(targets: &TargetSet, event: &PacketEvent) -> bool {
-    event.sections & SECTION_PACKET != 0
-        && (is_target_address(targets, &event.saddr)
-            || is_target_address(targets, &event.daddr)
-            || is_target_port(targets, event.l4_proto, event.dport)
-            || is_target_port(targets, event.l4_proto, event.sport))
+fn headers_match(targets: &TargetSet, h: &PacketHeaders) -> bool {
+    is_target_address(targets, &h.saddr)
+        || is_target_address(targets, &h.daddr)
+        || is_target_port(targets, h.l4_proto, h.dport)
+        || is_target_port(targets, h.l4_proto, h.sport)
+}
+
+/// A connection is the target's when one of its ends is: the original source (it started it)
+/// or the reply source (it answers, whatever NAT did to the original destination). This
+/// catches packets whose headers NAT rewrote away from the target (a masqueraded reply, say).
+#[inline(always)]
+fn conntrack_matches(targets: &TargetSet, ct: u64) -> bool {
+    if ct == 0 {
+        return false;
+    }
+    let original = ct + (offset!(ct_tuple_original) + offset!(tuple_src_addr)) as u64;
+    let gap = offset!(ct_tuple_reply) - offset!(ct_tuple_original);
+    // Both source addresses in one read where the tuples lie where they have for years (the
+    // verifier sees the offsets as constants and drops the branch not taken).
+    if gap == TUPLE_HASH_SIZE {
+        let Some(words) = read::<[u64; TUPLE_HASH_WORDS + 2]>(original, 0) else {
+            return false;
+        };
+        return is_target_words(targets, &[words[0], words[1]])
+            || is_target_words(
+                targets,
+                &[words[TUPLE_HASH_WORDS], words[TUPLE_HASH_WORDS + 1]],
+            );
+    }
+    let source_is_target =
+        |tuple: u64| is_target_words(targets, &read::<[u64; 2]>(tuple, 0).unwrap_or_default());
+    source_is_target(original) || source_is_target(original + gap as u64)
+}
+
+/// sizeof(struct nf_conntrack_tuple_hash) on 64-bit kernels: the distance from the original
+/// direction's tuple to the reply's.
+const TUPLE_HASH_SIZE: u32 = 56;
+const TUPLE_HASH_WORDS: usize = TUPLE_HASH_SIZE as usize / 8;
+
+/// An address read as two words (so that the comparison's 8-byte loads are aligned).
+#[inline(always)]
+fn is_target_words(targets: &TargetSet, words: &[u64; 2]) -> bool {
+    is_target_address(targets, unsafe { &*(words.as_ptr() as *const [u8; 16]) })
+}
+
+/// Whether to emit a packet with these headers (None: not IP, or unreadable) and this
+/// conntrack entry (0: none).
+#[inline(always)]
+pub fn wants(headers: Option<&PacketHeaders>, ct: u64) -> bool {
+    let Some(targets) = targets() else {
+        return true;
+    };
+    headers.is_some_and(|h| headers_match(targets, h)) || conntrack_matches(targets, ct)
 }

@@ -1,6 +1,6 @@
-//! dockflow's kernel programs. One module per probe family; all write [`PacketEvent`]s into the
-//! one ring buffer [`EVENTS`] through [`emit`], which applies the target filter and counts
-//! reservations the ring buffer refused.
+//! dockflow's kernel programs. One module per probe family. Each parses the packet's headers,
+//! asks the target filter ([`filter`]) and, only for the target's packets, reserves a
+//! [`PacketEvent`] in the one ring buffer [`EVENTS`] through [`emit`] and fills it in place.
 #![no_std]
 #![no_main]
 
@@ -12,11 +12,16 @@ mod skb;
 mod tc;
 mod tracepoints;
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
     macros::map,
     maps::{Array, PerCpuArray, RingBuf},
 };
-use dockflow_common::{KernelOffsets, PROBE_POINT_SLOTS, PacketEvent, Settings, TargetSet};
+use dockflow_common::{
+    KernelOffsets, PROBE_POINT_SLOTS, PacketEvent, ProbePoint, Settings, TargetSet,
+};
 
 /// Shared by every probe. Userspace drains it.
 #[map(name = "EVENTS")]
@@ -66,21 +71,45 @@ static OFFSETS: KernelOffsets = KernelOffsets {
 #[unsafe(no_mangle)]
 static FILTER: u32 = 0;
 
-/// The offsets, read so the compiler cannot fold the zero initialiser into the code.
+/// One field of [`OFFSETS`], read from the read-only global where it is used: the compiler
+/// cannot fold the zero initialiser, the verifier sees a known constant (BTF-typed loads need
+/// one), and no program copies the whole table onto its small stack.
+macro_rules! offset {
+    ($field:ident) => {
+        unsafe { core::ptr::read_volatile(&$crate::OFFSETS.$field) }
+    };
+}
+pub(crate) use offset;
+
+/// Zeroes `slot` in place with 8-byte stores. A `Default` value would compile to byte-wise
+/// memset loops (BPF has no inline memset), which cost more than a whole filtered-out run.
 #[inline(always)]
-fn offsets() -> KernelOffsets {
-    unsafe { core::ptr::read_volatile(&OFFSETS) }
+fn zeroed<T>(slot: &mut MaybeUninit<T>) -> &mut T {
+    const { assert!(core::mem::size_of::<T>() % 8 == 0) };
+    let words = slot.as_mut_ptr() as *mut u64;
+    for i in 0..core::mem::size_of::<T>() / 8 {
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+    }
+    unsafe { slot.assume_init_mut() }
 }
 
-/// Sends `event` to userspace (the probe has applied the filter); counts it as lost if there is
-/// no room.
+/// Reserves an event for `probe`, zeroed and stamped, lets `fill` complete it in the ring buffer
+/// itself (no copy on the stack) and submits it; counts it as lost when there is no room. Probes
+/// call this only for packets the filter kept: the rest never pay for the clock or the
+/// reservation.
 #[inline(always)]
-fn emit(event: &PacketEvent) {
-    if EVENTS.output::<PacketEvent>(event, 0).is_err() {
-        if let Some(counter) = LOST.get_ptr_mut(event.probe as u32) {
+fn emit(probe: ProbePoint, fill: impl FnOnce(&mut PacketEvent)) {
+    let Some(mut entry) = EVENTS.reserve::<PacketEvent>(0) else {
+        if let Some(counter) = LOST.get_ptr_mut(probe as u32) {
             unsafe { *counter += 1 };
         }
-    }
+        return;
+    };
+    let event = zeroed(&mut *entry);
+    event.ts_ns = unsafe { bpf_ktime_get_ns() };
+    event.probe = probe as u8;
+    fill(event);
+    entry.submit(0);
 }
 
 #[cfg(not(test))]

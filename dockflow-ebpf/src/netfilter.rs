@@ -4,10 +4,11 @@
 //! aya-ebpf has no netfilter macro and aya-obj rejects a `netfilter` section, so the functions
 //! sit in `classifier/...` sections and userspace loads them itself with the netfilter type.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
-use dockflow_common::{KernelOffsets, NfSlot, PacketEvent, ProbePoint, SECTION_NETFILTER};
+use dockflow_common::{NfSlot, PacketEvent, ProbePoint, SECTION_NETFILTER};
 
-use crate::{emit, offsets, skb};
+use aya_ebpf::{macros::map, maps::PerCpuArray};
+
+use crate::{offset, skb};
 
 /// struct bpf_nf_ctx { const struct nf_hook_state *state; struct sk_buff *skb; }
 #[repr(C)]
@@ -31,38 +32,64 @@ macro_rules! netfilter_slot {
 
 netfilter_slot!(df_nf_first, "classifier/df_nf_first", NfSlot::First);
 netfilter_slot!(df_nf_pre_nat, "classifier/df_nf_pre_nat", NfSlot::BeforeNat);
-netfilter_slot!(df_nf_post_nat, "classifier/df_nf_post_nat", NfSlot::AfterNat);
+netfilter_slot!(
+    df_nf_post_nat,
+    "classifier/df_nf_post_nat",
+    NfSlot::AfterNat
+);
 netfilter_slot!(df_nf_last, "classifier/df_nf_last", NfSlot::Last);
 
+/// The last skb (and its conntrack entry) a netfilter program on this CPU found not to be the
+/// target's; see [`observe`].
+#[repr(C)]
+pub struct Skipped {
+    skb: u64,
+    nfct: u64,
+}
+
+#[map(name = "NF_SKIPPED")]
+static NF_SKIPPED: PerCpuArray<Skipped> = PerCpuArray::with_max_entries(1, 0);
+
+/// A packet crosses up to four of these programs per hook, ten when it is forwarded. The slots
+/// before NAT and the last one reuse the verdict of the previous slot for the same skb and
+/// conntrack entry: nothing between those slots changes what the filter looks at, and within
+/// one hook's walk the skb is alive, so its address names that packet and no other. The first
+/// slot of every hook and the one after NAT always decide afresh (NAT rewrites the headers and
+/// completes the conntrack entry); so does any slot where conntrack attached an entry since.
 #[inline(always)]
 fn observe(ctx: *mut BpfNfCtx, slot: NfSlot) {
     let (state, skb_ptr) = unsafe { ((*ctx).state, (*ctx).skb) };
-    let off = offsets();
-    let mut event = PacketEvent {
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        probe: ProbePoint::Netfilter as u8,
-        ..PacketEvent::default()
+    let skb = skb::TrustedSkb(skb_ptr);
+    let nfct = skb::nfct(skb);
+    let Some(skipped) = NF_SKIPPED.get_ptr_mut(0) else {
+        return;
     };
-    if skb::describe(skb::TrustedSkb(skb_ptr), &off, &mut event) {
-        describe_hook(state, slot, &off, &mut event);
-        emit(&event);
+    let skipped = unsafe { &mut *skipped };
+    let reuses = matches!(slot, NfSlot::BeforeNat | NfSlot::Last);
+    if reuses && skipped.skb == skb_ptr && skipped.nfct == nfct {
+        return;
     }
+    let wanted = skb::observe(skb, ProbePoint::Netfilter, |event| {
+        describe_hook(state, slot, event)
+    });
+    skipped.skb = if wanted { 0 } else { skb_ptr };
+    skipped.nfct = nfct;
 }
 
 /// Fills the netfilter section from a `struct nf_hook_state`.
 #[inline(always)]
-pub fn describe_hook(state: u64, slot: NfSlot, off: &KernelOffsets, event: &mut PacketEvent) {
+pub fn describe_hook(state: u64, slot: NfSlot, event: &mut PacketEvent) {
     event.sections |= SECTION_NETFILTER;
     event.nf_slot = slot as u8;
-    event.nf_hook = skb::read(state, off.state_hook).unwrap_or(0);
-    event.nf_pf = skb::read(state, off.state_pf).unwrap_or(0);
-    event.nf_okfn = skb::read(state, off.state_okfn).unwrap_or(0);
-    let in_dev: u64 = skb::read(state, off.state_in).unwrap_or(0);
+    event.nf_hook = skb::read(state, offset!(state_hook)).unwrap_or(0);
+    event.nf_pf = skb::read(state, offset!(state_pf)).unwrap_or(0);
+    event.nf_okfn = skb::read(state, offset!(state_okfn)).unwrap_or(0);
+    let in_dev: u64 = skb::read(state, offset!(state_in)).unwrap_or(0);
     if in_dev != 0 {
-        event.nf_in_ifindex = skb::read(in_dev, off.dev_ifindex).unwrap_or(0);
+        event.nf_in_ifindex = skb::read(in_dev, offset!(dev_ifindex)).unwrap_or(0);
     }
-    let out_dev: u64 = skb::read(state, off.state_out).unwrap_or(0);
+    let out_dev: u64 = skb::read(state, offset!(state_out)).unwrap_or(0);
     if out_dev != 0 {
-        event.nf_out_ifindex = skb::read(out_dev, off.dev_ifindex).unwrap_or(0);
+        event.nf_out_ifindex = skb::read(out_dev, offset!(dev_ifindex)).unwrap_or(0);
     }
 }

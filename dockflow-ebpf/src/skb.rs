@@ -1,18 +1,18 @@
-//! Reading a `struct sk_buff` (and what hangs off it) with bpf_probe_read_kernel at offsets
-//! resolved from BTF: the packet headers, the conntrack entry, the device and its netns.
-//!
-//! Ordered by cost: the headers decide most packets with the filter; conntrack is read next
-//! (it catches a target connection whose headers were rewritten); device details only for
-//! packets that will be emitted.
+//! Observing a `struct sk_buff` at offsets resolved from BTF: the packet headers first, which
+//! with the conntrack pointer decide whether the packet is the target's; then, for the target's
+//! packets only, the identity, conntrack entry, device and netns, read straight into the event.
 
-use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel};
+use core::mem::MaybeUninit;
+
+use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
 use dockflow_common::{
-    CtTuple, KernelOffsets, PacketEvent, ProbePoint, SECTION_CONNTRACK, SECTION_PACKET, SECTION_SKB, TargetSet,
+    CtTuple, PacketEvent, ProbePoint, SECTION_CONNTRACK, SECTION_PACKET, SECTION_SKB,
 };
 
 use crate::{
-    filter,
+    emit, filter,
     headers::{NetworkHeaderReader, parse_ip},
+    offset,
 };
 
 /// Reads kernel memory at `base + offset`.
@@ -47,7 +47,9 @@ pub struct TrustedSkb(pub u64);
 impl SkbFields for TrustedSkb {
     #[inline(always)]
     fn field<T: Copy>(self, offset: u32) -> Option<T> {
-        Some(unsafe { core::ptr::read_volatile((self.0 as *const u8).add(offset as usize) as *const T) })
+        Some(unsafe {
+            core::ptr::read_volatile((self.0 as *const u8).add(offset as usize) as *const T)
+        })
     }
 }
 
@@ -56,97 +58,111 @@ struct SkbNetworkHeader(u64);
 
 impl NetworkHeaderReader for SkbNetworkHeader {
     #[inline(always)]
-    fn read<T: Copy>(&self, offset: usize) -> Option<T> {
-        read(self.0, offset as u32)
-    }
-}
-
-/// Completes `event` from an skb pointer a kprobe or tracepoint got, and emits it if wanted.
-#[inline(always)]
-pub fn observe_untrusted(skb_ptr: u64, probe: ProbePoint, event: &mut PacketEvent) {
-    if skb_ptr == 0 {
-        return;
-    }
-    event.ts_ns = unsafe { bpf_ktime_get_ns() };
-    event.probe = probe as u8;
-    if describe(UntrustedSkb(skb_ptr), &crate::offsets(), event) {
-        crate::emit(event);
+    fn read_bytes(&self, offset: usize, out: &mut [u8]) -> bool {
+        unsafe { bpf_probe_read_kernel_buf((self.0 + offset as u64) as *const u8, out).is_ok() }
     }
 }
 
 /// skb->network_header is "unset" at this value (~0U as u16).
 const HEADER_UNSET: u16 = 0xffff;
-
-/// Fills identity, L3/L4 headers, conntrack, device and netns from `skb`; returns false (and
-/// stops reading early) when the filter says the packet is not the target's.
-#[inline(always)]
-pub fn describe<S: SkbFields>(skb: S, off: &KernelOffsets, event: &mut PacketEvent) -> bool {
-    let head: u64 = skb.field(unsafe { core::ptr::read_volatile(&crate::OFFSETS.skb_head) }).unwrap_or(0);
-    if head != 0 {
-        event.skb_id = head;
-        event.sections |= SECTION_SKB;
-        let network_header: u16 =
-            skb.field(unsafe { core::ptr::read_volatile(&crate::OFFSETS.skb_network_header) }).unwrap_or(HEADER_UNSET);
-        if network_header != HEADER_UNSET && parse_ip(&SkbNetworkHeader(head + network_header as u64), event) {
-            event.sections |= SECTION_PACKET;
-        }
-    }
-    let targets = if filter::enabled() { filter::targets() } else { None };
-    let by_headers = targets.is_none_or(|t| filter::packet_wanted(t, event));
-    let by_conntrack = conntrack(skb, off, event, targets.filter(|_| !by_headers));
-    if !(by_headers || by_conntrack) {
-        return false;
-    }
-    let dev: u64 = skb.field(unsafe { core::ptr::read_volatile(&crate::OFFSETS.skb_dev) }).unwrap_or(0);
-    if dev != 0 {
-        event.ifindex = read(dev, off.dev_ifindex).unwrap_or(0);
-        let net: u64 = read(dev, off.dev_nd_net).unwrap_or(0);
-        if net != 0 {
-            event.netns = read(net, off.net_ns_inum).unwrap_or(0);
-        }
-    }
-    true
-}
-
 /// skb->_nfct holds the nf_conn pointer with ip_conntrack_info in its low 3 bits.
 const NFCT_INFOMASK: u64 = 7;
 
-/// Fills the conntrack section. With `decide` set (the headers did not match the target), the
-/// entry's addresses decide instead: a mismatch returns false before reading the rest.
+/// skb->_nfct: the conntrack entry with ip_conntrack_info in its low bits (0: none, or a kernel
+/// without conntrack).
 #[inline(always)]
-fn conntrack<S: SkbFields>(skb: S, off: &KernelOffsets, event: &mut PacketEvent, decide: Option<&TargetSet>) -> bool {
-    if off.has_conntrack == 0 {
+pub fn nfct<S: SkbFields>(skb: S) -> u64 {
+    if offset!(has_conntrack) == 0 {
+        return 0;
+    }
+    skb.field(offset!(skb_nfct)).unwrap_or(0)
+}
+
+/// Emits an event for `skb` at `probe` if the filter wants the packet; `fill` adds what only
+/// the probe knows (hook, drop reason). Returns whether it was wanted.
+#[inline(always)]
+pub fn observe<S: SkbFields>(
+    skb: S,
+    probe: ProbePoint,
+    fill: impl FnOnce(&mut PacketEvent),
+) -> bool {
+    let head: u64 = skb.field(offset!(skb_head)).unwrap_or(0);
+    let network_header: u16 = skb
+        .field(offset!(skb_network_header))
+        .unwrap_or(HEADER_UNSET);
+    let mut storage = MaybeUninit::uninit();
+    let headers = if head != 0 && network_header != HEADER_UNSET {
+        parse_ip(
+            &SkbNetworkHeader(head + network_header as u64),
+            &mut storage,
+        )
+    } else {
+        None
+    };
+    let nfct = nfct(skb);
+    if !filter::wants(headers, nfct & !NFCT_INFOMASK) {
         return false;
     }
-    let nfct: u64 = skb.field(unsafe { core::ptr::read_volatile(&crate::OFFSETS.skb_nfct) }).unwrap_or(0);
+    emit(probe, |event| {
+        if head != 0 {
+            event.skb_id = head;
+            event.sections |= SECTION_SKB;
+        }
+        if let Some(headers) = headers {
+            event.packet = *headers;
+            event.sections |= SECTION_PACKET;
+        }
+        conntrack(nfct, event);
+        device(skb, event);
+        fill(event);
+    });
+    true
+}
+
+/// Fills the conntrack section from skb->_nfct (0: no entry).
+#[inline(always)]
+fn conntrack(nfct: u64, event: &mut PacketEvent) {
     let ct = nfct & !NFCT_INFOMASK;
     if ct == 0 {
-        return false;
+        return;
     }
-    let original = ct + off.ct_tuple_original as u64;
-    let reply = ct + off.ct_tuple_reply as u64;
-    event.ct_original.src = read(original, off.tuple_src_addr).unwrap_or_default();
-    event.ct_reply.src = read(reply, off.tuple_src_addr).unwrap_or_default();
-    // A connection is the target's when one of its ends is: the original source (it started
-    // it) or the reply source (it answers, whatever NAT did to the original destination).
-    let matches = |t: &TargetSet| filter::is_target_address(t, &event.ct_original.src) || filter::is_target_address(t, &event.ct_reply.src);
-    let matched = match decide {
-        Some(targets) if !matches(targets) => return false,
-        Some(_) => true,
-        None => filter::targets().is_some_and(matches),
-    };
     event.ct_info = (nfct & NFCT_INFOMASK) as u8;
-    event.ct_status = read(ct, off.ct_status).unwrap_or(0);
-    read_rest_of_tuple(original, off, &mut event.ct_original);
-    read_rest_of_tuple(reply, off, &mut event.ct_reply);
+    event.ct_status = read(ct, offset!(ct_status)).unwrap_or(0);
+    read_tuple(
+        ct + offset!(ct_tuple_original) as u64,
+        &mut event.ct_original,
+    );
+    read_tuple(ct + offset!(ct_tuple_reply) as u64, &mut event.ct_reply);
     event.sections |= SECTION_CONNTRACK;
-    matched
 }
 
 #[inline(always)]
-fn read_rest_of_tuple(tuple: u64, off: &KernelOffsets, out: &mut CtTuple) {
-    out.dst = read(tuple, off.tuple_dst_addr).unwrap_or_default();
-    out.sport = u16::from_be(read(tuple, off.tuple_src_port).unwrap_or(0));
-    out.dport = u16::from_be(read(tuple, off.tuple_dst_port).unwrap_or(0));
-    out.l4_proto = read(tuple, off.tuple_dst_protonum).unwrap_or(0);
+fn read_tuple(tuple: u64, out: &mut CtTuple) {
+    out.src = read(tuple, offset!(tuple_src_addr)).unwrap_or_default();
+    out.dst = read(tuple, offset!(tuple_dst_addr)).unwrap_or_default();
+    out.sport = u16::from_be(read(tuple, offset!(tuple_src_port)).unwrap_or(0));
+    out.dport = u16::from_be(read(tuple, offset!(tuple_dst_port)).unwrap_or(0));
+    out.l4_proto = read(tuple, offset!(tuple_dst_protonum)).unwrap_or(0);
+}
+
+/// skb->dev's ifindex and the inode of its network namespace.
+#[inline(always)]
+fn device<S: SkbFields>(skb: S, event: &mut PacketEvent) {
+    let dev: u64 = skb.field(offset!(skb_dev)).unwrap_or(0);
+    if dev == 0 {
+        return;
+    }
+    event.ifindex = read(dev, offset!(dev_ifindex)).unwrap_or(0);
+    let net: u64 = read(dev, offset!(dev_nd_net)).unwrap_or(0);
+    if net != 0 {
+        event.netns = read(net, offset!(net_ns_inum)).unwrap_or(0);
+    }
+}
+
+/// [`observe`] for an skb pointer a kprobe or tracepoint got.
+#[inline(always)]
+pub fn observe_untrusted(skb_ptr: u64, probe: ProbePoint, fill: impl FnOnce(&mut PacketEvent)) {
+    if skb_ptr != 0 {
+        observe(UntrustedSkb(skb_ptr), probe, fill);
+    }
 }

@@ -4,10 +4,13 @@
 //! bridge device, ingress is what the bridge passes up to the IP stack and egress what the IP
 //! stack sends into the bridge.
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
-    bindings::TC_ACT_UNSPEC, helpers::bpf_ktime_get_ns, macros::classifier, programs::TcContext,
+    bindings::TC_ACT_UNSPEC, helpers::generated::bpf_skb_load_bytes, macros::classifier,
+    programs::TcContext,
 };
-use dockflow_common::{PacketEvent, ProbePoint, SECTION_PACKET};
+use dockflow_common::{ProbePoint, SECTION_PACKET};
 
 use crate::{
     emit, filter,
@@ -25,10 +28,19 @@ struct TcReader<'a> {
 
 impl NetworkHeaderReader for TcReader<'_> {
     #[inline(always)]
-    fn read<T: Copy>(&self, offset: usize) -> Option<T> {
-        self.ctx.load::<T>(self.network_offset + offset).ok()
+    fn read_bytes(&self, offset: usize, out: &mut [u8]) -> bool {
+        let at = self.network_offset + offset;
+        // A packet shorter than `out`: the failed load zeroed it; read an IPv4 header with a
+        // UDP or ICMP header, or the IPv4 header alone. Constant sizes: older verifiers reject
+        // a length they cannot prove non-zero.
+        load_bytes(self.ctx, at, out, out.len())
+            || (out.len() > SHORT_IPV4_UDP && load_bytes(self.ctx, at, out, SHORT_IPV4_UDP))
+            || (out.len() > SHORT_IPV4 && load_bytes(self.ctx, at, out, SHORT_IPV4))
     }
 }
+
+const SHORT_IPV4_UDP: usize = 28;
+const SHORT_IPV4: usize = 20;
 
 #[classifier]
 pub fn df_tc_ingress(ctx: TcContext) -> i32 {
@@ -40,31 +52,59 @@ pub fn df_tc_egress(ctx: TcContext) -> i32 {
     observe(&ctx, ProbePoint::TcEgress)
 }
 
+/// bpf_skb_load_bytes of `len` bytes into the start of `out`.
+#[inline(always)]
+fn load_bytes(ctx: &TcContext, offset: usize, out: &mut [u8], len: usize) -> bool {
+    unsafe {
+        bpf_skb_load_bytes(
+            ctx.skb.skb as *const _,
+            offset as u32,
+            out.as_mut_ptr() as *mut _,
+            len as u32,
+        ) == 0
+    }
+}
+
+/// Reads the Ethernet type directly from the linear packet data (no helper call).
+#[inline(always)]
+fn ethertype_at(ctx: &TcContext, offset: usize) -> u16 {
+    let at = ctx.data() + offset;
+    if at + 2 > ctx.data_end() {
+        return 0;
+    }
+    u16::from_be(unsafe { (at as *const u16).read_unaligned() })
+}
+
 /// Emits one event for an IP frame; never changes the packet's fate.
 #[inline(always)]
 fn observe(ctx: &TcContext, probe: ProbePoint) -> i32 {
     let mut network_offset = ETH_HLEN;
-    let mut ethertype = ctx.load::<u16>(12).map(u16::from_be).unwrap_or(0);
+    let mut ethertype = ethertype_at(ctx, 12);
     if ethertype == ETH_P_8021Q {
-        ethertype = ctx.load::<u16>(16).map(u16::from_be).unwrap_or(0);
+        ethertype = ethertype_at(ctx, 16);
         network_offset += VLAN_HLEN;
     }
     if ethertype != 0x0800 && ethertype != 0x86dd {
         return TC_ACT_UNSPEC;
     }
-    let mut event = PacketEvent {
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        probe: probe as u8,
-        ifindex: unsafe { (*ctx.skb.skb).ifindex },
-        ..PacketEvent::default()
-    };
-    if parse_ip(&TcReader { ctx, network_offset }, &mut event) {
-        event.sections |= SECTION_PACKET;
-    }
+    let mut storage = MaybeUninit::uninit();
+    let headers = parse_ip(
+        &TcReader {
+            ctx,
+            network_offset,
+        },
+        &mut storage,
+    );
     // tc sees no conntrack; on these interfaces the headers always show the target's addresses.
-    let targets = if filter::enabled() { filter::targets() } else { None };
-    if targets.is_none_or(|t| filter::packet_wanted(t, &event)) {
-        emit(&event);
+    if filter::wants(headers, 0) {
+        let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+        emit(probe, |event| {
+            event.ifindex = ifindex;
+            if let Some(headers) = headers {
+                event.packet = *headers;
+                event.sections |= SECTION_PACKET;
+            }
+        });
     }
     TC_ACT_UNSPEC
 }

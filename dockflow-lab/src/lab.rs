@@ -62,16 +62,43 @@ pub struct Service {
 }
 
 pub const SERVICES: [Service; 4] = [
-    Service { name: "radius", port: 1812, protocol: Protocol::Udp, address: Ipv4Addr::new(172, 20, 0, 2), server: &["radius", "--port", "1812"] },
-    Service { name: "syslog", port: 514, protocol: Protocol::Udp, address: Ipv4Addr::new(172, 20, 0, 3), server: &["udp-echo", "--port", "514"] },
-    Service { name: "dhcp", port: 67, protocol: Protocol::Udp, address: Ipv4Addr::new(172, 20, 0, 4), server: &["udp-echo", "--port", "67"] },
-    Service { name: "proxy", port: 8080, protocol: Protocol::Tcp, address: Ipv4Addr::new(172, 20, 0, 5), server: &["tcp-echo", "--port", "8080"] },
+    Service {
+        name: "radius",
+        port: 1812,
+        protocol: Protocol::Udp,
+        address: Ipv4Addr::new(172, 20, 0, 2),
+        server: &["radius", "--port", "1812"],
+    },
+    Service {
+        name: "syslog",
+        port: 514,
+        protocol: Protocol::Udp,
+        address: Ipv4Addr::new(172, 20, 0, 3),
+        server: &["udp-echo", "--port", "514"],
+    },
+    Service {
+        name: "dhcp",
+        port: 67,
+        protocol: Protocol::Udp,
+        address: Ipv4Addr::new(172, 20, 0, 4),
+        server: &["udp-echo", "--port", "67"],
+    },
+    Service {
+        name: "proxy",
+        port: 8080,
+        protocol: Protocol::Tcp,
+        address: Ipv4Addr::new(172, 20, 0, 5),
+        server: &["tcp-echo", "--port", "8080"],
+    },
 ];
 
 pub fn service(name: &str) -> Result<&'static Service> {
     SERVICES.iter().find(|s| s.name == name).with_context(|| {
         let names: Vec<_> = SERVICES.iter().map(|s| s.name).collect();
-        format!("no lab service named {name} (the lab has {})", names.join(", "))
+        format!(
+            "no lab service named {name} (the lab has {})",
+            names.join(", ")
+        )
     })
 }
 
@@ -81,7 +108,8 @@ pub fn up(responder: &Path) -> Result<()> {
     build_image(responder).context("building the lab image")?;
     ensure_network().context("creating the infranet network")?;
     for service in &SERVICES {
-        ensure_container(service).with_context(|| format!("starting container {}", service.name))?;
+        ensure_container(service)
+            .with_context(|| format!("starting container {}", service.name))?;
     }
     ensure_external_namespace().context("creating the external namespace")?;
     Ok(())
@@ -90,7 +118,10 @@ pub fn up(responder: &Path) -> Result<()> {
 /// Removes everything the lab made, found by label and name; idempotent.
 pub fn down() -> Result<()> {
     if docker_reachable() {
-        let ids = run("docker", &["ps", "-aq", "--filter", &format!("label={LABEL}")])?;
+        let ids = run(
+            "docker",
+            &["ps", "-aq", "--filter", &format!("label={LABEL}")],
+        )?;
         let ids: Vec<&str> = ids.split_whitespace().collect();
         if !ids.is_empty() {
             run("docker", &[&["rm", "-f"], ids.as_slice()].concat())?;
@@ -109,8 +140,12 @@ pub fn down() -> Result<()> {
 /// synchronous and takes its peer along, whereas a deleted namespace releases its veth later,
 /// from a kernel work queue, which would race with a delete or re-create of our own.
 fn remove_external_namespace() -> Result<()> {
-    if succeeds("ip", &["link", "show", HOST_LINK]) && !succeeds("ip", &["link", "del", HOST_LINK]) {
-        ensure!(!succeeds("ip", &["link", "show", HOST_LINK]), "`ip link del {HOST_LINK}` failed");
+    if succeeds("ip", &["link", "show", HOST_LINK]) && !succeeds("ip", &["link", "del", HOST_LINK])
+    {
+        ensure!(
+            !succeeds("ip", &["link", "show", HOST_LINK]),
+            "`ip link del {HOST_LINK}` failed"
+        );
     }
     if namespace_exists() {
         run("ip", &["netns", "del", EXTERNAL_NETNS])?;
@@ -122,11 +157,23 @@ fn remove_external_namespace() -> Result<()> {
 pub fn status() -> Vec<(String, bool)> {
     let docker = docker_reachable();
     let mut lines = vec![("dockerd reachable".to_string(), docker)];
-    lines.push((format!("image {IMAGE}"), docker && succeeds("docker", &["image", "inspect", IMAGE])));
-    lines.push((format!("network {NETWORK} (bridge {BRIDGE}, {SUBNET})"), docker && network_is_ours()));
+    lines.push((
+        format!("image {IMAGE}"),
+        docker && succeeds("docker", &["image", "inspect", IMAGE]),
+    ));
+    lines.push((
+        format!("network {NETWORK} (bridge {BRIDGE}, {SUBNET})"),
+        docker && network_is_ours(),
+    ));
     for s in &SERVICES {
         lines.push((
-            format!("container {} ({}:{}/{})", s.name, s.address, s.port, s.protocol.as_str()),
+            format!(
+                "container {} ({}:{}/{})",
+                s.name,
+                s.address,
+                s.port,
+                s.protocol.as_str()
+            ),
             docker && container_running(s.name),
         ));
     }
@@ -154,7 +201,9 @@ pub fn client_command(responder: &Path, service: &Service, extra: &[String]) -> 
 /// `responder ARGS` run inside the external namespace.
 pub fn external_command(responder: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", EXTERNAL_NETNS]).arg(responder).args(args);
+    cmd.args(["netns", "exec", EXTERNAL_NETNS])
+        .arg(responder)
+        .args(args);
     cmd
 }
 
@@ -163,9 +212,15 @@ pub fn client(responder: &Path, service: &Service, extra: &[String]) -> Result<S
     if !namespace_exists() {
         bail!("the lab is not up (no namespace {EXTERNAL_NETNS}); run `cargo xtask lab up`");
     }
-    let output = client_command(responder, service, extra).output().context("running the lab client")?;
+    let output = client_command(responder, service, extra)
+        .output()
+        .context("running the lab client")?;
     if !output.status.success() {
-        bail!("{} client failed: {}", service.name, String::from_utf8_lossy(&output.stderr).trim());
+        bail!(
+            "{} client failed: {}",
+            service.name,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
@@ -186,7 +241,8 @@ fn build_image(responder: &Path) -> Result<()> {
     std::fs::create_dir_all(&staging)?;
     let result = (|| {
         let dest = staging.join(IMAGE_BINARY.trim_start_matches('/'));
-        std::fs::copy(responder, &dest).with_context(|| format!("copying {}", responder.display()))?;
+        std::fs::copy(responder, &dest)
+            .with_context(|| format!("copying {}", responder.display()))?;
         // `docker import` takes a root filesystem tarball: here, one static binary.
         let tar = Command::new("tar")
             .args(["-C"])
@@ -196,7 +252,15 @@ fn build_image(responder: &Path) -> Result<()> {
             .spawn()
             .context("running tar")?;
         let status = Command::new("docker")
-            .args(["import", "--change", &format!("ENTRYPOINT [\"{IMAGE_BINARY}\"]"), "--change", &format!("LABEL {LABEL}=1"), "-", IMAGE])
+            .args([
+                "import",
+                "--change",
+                &format!("ENTRYPOINT [\"{IMAGE_BINARY}\"]"),
+                "--change",
+                &format!("LABEL {LABEL}=1"),
+                "-",
+                IMAGE,
+            ])
             .stdin(tar.stdout.context("tar stdout")?)
             .stdout(std::process::Stdio::null())
             .status()
@@ -211,8 +275,17 @@ fn build_image(responder: &Path) -> Result<()> {
 }
 
 fn network_is_ours() -> bool {
-    run("docker", &["network", "inspect", NETWORK, "--format", &format!("{{{{index .Labels \"{LABEL}\"}}}}")])
-        .is_ok_and(|label| label.trim() == "1")
+    run(
+        "docker",
+        &[
+            "network",
+            "inspect",
+            NETWORK,
+            "--format",
+            &format!("{{{{index .Labels \"{LABEL}\"}}}}"),
+        ],
+    )
+    .is_ok_and(|label| label.trim() == "1")
 }
 
 fn ensure_network() -> Result<()> {
@@ -220,25 +293,47 @@ fn ensure_network() -> Result<()> {
         return Ok(());
     }
     if succeeds("docker", &["network", "inspect", NETWORK]) {
-        bail!("a Docker network named {NETWORK} exists but was not made by the lab; remove it or rename it");
+        bail!(
+            "a Docker network named {NETWORK} exists but was not made by the lab; remove it or rename it"
+        );
     }
     run(
         "docker",
         &[
-            "network", "create", "--driver", "bridge", "--subnet", SUBNET,
-            "-o", &format!("com.docker.network.bridge.name={BRIDGE}"),
-            "--label", &format!("{LABEL}=1"), NETWORK,
+            "network",
+            "create",
+            "--driver",
+            "bridge",
+            "--subnet",
+            SUBNET,
+            "-o",
+            &format!("com.docker.network.bridge.name={BRIDGE}"),
+            "--label",
+            &format!("{LABEL}=1"),
+            NETWORK,
         ],
     )?;
     Ok(())
 }
 
 fn container_running(name: &str) -> bool {
-    run("docker", &["inspect", "--format", "{{.State.Running}}", name]).is_ok_and(|s| s.trim() == "true")
+    run(
+        "docker",
+        &["inspect", "--format", "{{.State.Running}}", name],
+    )
+    .is_ok_and(|s| s.trim() == "true")
 }
 
 fn ensure_container(service: &Service) -> Result<()> {
-    let label = run("docker", &["inspect", "--format", &format!("{{{{index .Config.Labels \"{LABEL}\"}}}}"), service.name]);
+    let label = run(
+        "docker",
+        &[
+            "inspect",
+            "--format",
+            &format!("{{{{index .Config.Labels \"{LABEL}\"}}}}"),
+            service.name,
+        ],
+    );
     match label {
         Ok(label) if label.trim() == "1" && runs_current_image(service.name) => {
             if !container_running(service.name) {
@@ -250,15 +345,33 @@ fn ensure_container(service: &Service) -> Result<()> {
         Ok(label) if label.trim() == "1" => {
             run("docker", &["rm", "-f", service.name])?;
         }
-        Ok(_) => bail!("a container named {} exists but was not made by the lab", service.name),
+        Ok(_) => bail!(
+            "a container named {} exists but was not made by the lab",
+            service.name
+        ),
         Err(_) => {}
     }
     let publish = format!("{0}:{0}/{1}", service.port, service.protocol.as_str());
     let address = service.address.to_string();
     let mut args = vec![
-        "run", "-d", "--name", service.name, "--hostname", service.name,
-        "--label", "dockflow.lab=1", "--network", NETWORK, "--ip", &address,
-        "-p", &publish, "--restart", "no", IMAGE, "serve",
+        "run",
+        "-d",
+        "--name",
+        service.name,
+        "--hostname",
+        service.name,
+        "--label",
+        "dockflow.lab=1",
+        "--network",
+        NETWORK,
+        "--ip",
+        &address,
+        "-p",
+        &publish,
+        "--restart",
+        "no",
+        IMAGE,
+        "serve",
     ];
     args.extend_from_slice(service.server);
     run("docker", &args)?;
@@ -266,13 +379,19 @@ fn ensure_container(service: &Service) -> Result<()> {
 }
 
 fn runs_current_image(container: &str) -> bool {
-    let image = run("docker", &["image", "inspect", "--format", "{{.Id}}", IMAGE]);
+    let image = run(
+        "docker",
+        &["image", "inspect", "--format", "{{.Id}}", IMAGE],
+    );
     let used = run("docker", &["inspect", "--format", "{{.Image}}", container]);
     matches!((image, used), (Ok(a), Ok(b)) if a.trim() == b.trim())
 }
 
 fn namespace_exists() -> bool {
-    run("ip", &["netns", "list"]).is_ok_and(|list| list.lines().any(|l| l.split_whitespace().next() == Some(EXTERNAL_NETNS)))
+    run("ip", &["netns", "list"]).is_ok_and(|list| {
+        list.lines()
+            .any(|l| l.split_whitespace().next() == Some(EXTERNAL_NETNS))
+    })
 }
 
 fn ensure_external_namespace() -> Result<()> {
@@ -287,11 +406,30 @@ fn ensure_external_namespace() -> Result<()> {
     let ns = EXTERNAL_NETNS;
     let steps: [&[&str]; 8] = [
         &["netns", "add", ns],
-        &["link", "add", HOST_LINK, "type", "veth", "peer", "name", EXTERNAL_LINK, "netns", ns],
+        &[
+            "link",
+            "add",
+            HOST_LINK,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            EXTERNAL_LINK,
+            "netns",
+            ns,
+        ],
         &["addr", "add", &host_cidr, "dev", HOST_LINK],
         &["link", "set", HOST_LINK, "up"],
         &["-n", ns, "link", "set", "lo", "up"],
-        &["-n", ns, "addr", "add", &external_cidr, "dev", EXTERNAL_LINK],
+        &[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &external_cidr,
+            "dev",
+            EXTERNAL_LINK,
+        ],
         &["-n", ns, "link", "set", EXTERNAL_LINK, "up"],
         &["-n", ns, "route", "add", "default", "via", &host_address],
     ];

@@ -93,7 +93,11 @@ struct RadiusArgs {
 
 impl From<RadiusArgs> for RadiusConfig {
     fn from(a: RadiusArgs) -> Self {
-        RadiusConfig { secret: a.secret, user: a.user, password: a.password }
+        RadiusConfig {
+            secret: a.secret,
+            user: a.user,
+            password: a.password,
+        }
     }
 }
 
@@ -106,11 +110,19 @@ fn main() -> Result<()> {
         },
         Command::Client { service } => {
             let line = match service {
-                ClientService::Radius { server, radius } => responder::radius_client(server, &radius.into())?,
+                ClientService::Radius { server, radius } => {
+                    responder::radius_client(server, &radius.into())?
+                }
                 ClientService::Udp { server, message } => responder::udp_client(server, &message)?,
                 ClientService::Tcp { server, message } => responder::tcp_client(server, &message)?,
-                ClientService::TcpBulk { server, seconds } => responder::tcp_bulk_client(server, seconds)?.to_string(),
-                ClientService::UdpFlood { server, seconds, rate } => responder::udp_flood_client(server, seconds, rate)?.to_string(),
+                ClientService::TcpBulk { server, seconds } => {
+                    responder::tcp_bulk_client(server, seconds)?.to_string()
+                }
+                ClientService::UdpFlood {
+                    server,
+                    seconds,
+                    rate,
+                } => responder::udp_flood_client(server, seconds, rate)?.to_string(),
             };
             println!("{line}");
             Ok(())

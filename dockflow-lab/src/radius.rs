@@ -26,7 +26,10 @@ pub struct Packet {
 
 impl Packet {
     pub fn attribute(&self, attr_type: u8) -> Option<&[u8]> {
-        self.attributes.iter().find(|(t, _)| *t == attr_type).map(|(_, v)| v.as_slice())
+        self.attributes
+            .iter()
+            .find(|(t, _)| *t == attr_type)
+            .map(|(_, v)| v.as_slice())
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -43,9 +46,16 @@ impl Packet {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        ensure!(bytes.len() >= HEADER_LEN, "RADIUS packet of {} bytes is too short", bytes.len());
+        ensure!(
+            bytes.len() >= HEADER_LEN,
+            "RADIUS packet of {} bytes is too short",
+            bytes.len()
+        );
         let len = u16::from_be_bytes([bytes[2], bytes[3]]) as usize;
-        ensure!((HEADER_LEN..=bytes.len()).contains(&len), "RADIUS length field {len} is invalid");
+        ensure!(
+            (HEADER_LEN..=bytes.len()).contains(&len),
+            "RADIUS length field {len} is invalid"
+        );
         let mut attributes = Vec::new();
         let mut rest = &bytes[HEADER_LEN..len];
         while !rest.is_empty() {
@@ -67,14 +77,23 @@ impl Packet {
 }
 
 /// Builds an Access-Request for `user`/`password` with a fresh request authenticator.
-pub fn access_request(identifier: u8, authenticator: [u8; 16], user: &str, password: &str, secret: &[u8]) -> Packet {
+pub fn access_request(
+    identifier: u8,
+    authenticator: [u8; 16],
+    user: &str,
+    password: &str,
+    secret: &[u8],
+) -> Packet {
     Packet {
         code: ACCESS_REQUEST,
         identifier,
         authenticator,
         attributes: vec![
             (USER_NAME, user.as_bytes().to_vec()),
-            (USER_PASSWORD, hide_password(password.as_bytes(), secret, &authenticator)),
+            (
+                USER_PASSWORD,
+                hide_password(password.as_bytes(), secret, &authenticator),
+            ),
             (NAS_IDENTIFIER, b"dockflow-lab".to_vec()),
         ],
     }
@@ -82,7 +101,11 @@ pub fn access_request(identifier: u8, authenticator: [u8; 16], user: &str, passw
 
 /// Answers an Access-Request: Accept when the hidden password matches, Reject otherwise.
 pub fn answer(request: &Packet, secret: &[u8], user: &str, password: &str) -> Result<Packet> {
-    ensure!(request.code == ACCESS_REQUEST, "not an Access-Request (code {})", request.code);
+    ensure!(
+        request.code == ACCESS_REQUEST,
+        "not an Access-Request (code {})",
+        request.code
+    );
     let given_user = request.attribute(USER_NAME).unwrap_or_default();
     let given_password = request
         .attribute(USER_PASSWORD)
@@ -106,7 +129,12 @@ pub fn answer(request: &Packet, secret: &[u8], user: &str, password: &str) -> Re
 
 /// Checks a reply against the request it answers; a wrong shared secret fails here.
 pub fn verify_reply(reply: &Packet, request: &Packet, secret: &[u8]) -> Result<()> {
-    ensure!(reply.identifier == request.identifier, "reply identifier {} does not match request {}", reply.identifier, request.identifier);
+    ensure!(
+        reply.identifier == request.identifier,
+        "reply identifier {} does not match request {}",
+        reply.identifier,
+        request.identifier
+    );
     ensure!(
         reply.authenticator == response_authenticator(reply, &request.authenticator, secret),
         "reply authenticator is wrong (shared secret mismatch?)"
@@ -115,8 +143,16 @@ pub fn verify_reply(reply: &Packet, request: &Packet, secret: &[u8]) -> Result<(
 }
 
 /// MD5(Code + ID + Length + RequestAuth + Attributes + Secret), RFC 2865 section 3.
-fn response_authenticator(reply: &Packet, request_authenticator: &[u8; 16], secret: &[u8]) -> [u8; 16] {
-    let mut bytes = Packet { authenticator: *request_authenticator, ..reply.clone() }.encode();
+fn response_authenticator(
+    reply: &Packet,
+    request_authenticator: &[u8; 16],
+    secret: &[u8],
+) -> [u8; 16] {
+    let mut bytes = Packet {
+        authenticator: *request_authenticator,
+        ..reply.clone()
+    }
+    .encode();
     bytes.extend_from_slice(secret);
     Md5::digest(&bytes).into()
 }
@@ -128,7 +164,10 @@ fn hide_password(password: &[u8], secret: &[u8], authenticator: &[u8; 16]) -> Ve
     let mut out = Vec::with_capacity(padded.len());
     let mut previous = authenticator.to_vec();
     for chunk in padded.chunks(16) {
-        let key = Md5::new().chain_update(secret).chain_update(&previous).finalize();
+        let key = Md5::new()
+            .chain_update(secret)
+            .chain_update(&previous)
+            .finalize();
         let block: Vec<u8> = chunk.iter().zip(key.iter()).map(|(p, k)| p ^ k).collect();
         previous = block.clone();
         out.extend(block);
@@ -140,7 +179,10 @@ fn unhide_password(hidden: &[u8], secret: &[u8], authenticator: &[u8; 16]) -> Ve
     let mut out = Vec::with_capacity(hidden.len());
     let mut previous: &[u8] = authenticator;
     for chunk in hidden.chunks(16) {
-        let key = Md5::new().chain_update(secret).chain_update(previous).finalize();
+        let key = Md5::new()
+            .chain_update(secret)
+            .chain_update(previous)
+            .finalize();
         out.extend(chunk.iter().zip(key.iter()).map(|(c, k)| c ^ k));
         previous = chunk;
     }
@@ -159,10 +201,17 @@ mod tests {
     #[test]
     fn rfc2865_password_hiding_round_trips() {
         let auth = [7u8; 16];
-        for password in ["x", "exactly16bytes!!", "a password longer than sixteen bytes"] {
+        for password in [
+            "x",
+            "exactly16bytes!!",
+            "a password longer than sixteen bytes",
+        ] {
             let hidden = hide_password(password.as_bytes(), SECRET, &auth);
             assert_eq!(hidden.len() % 16, 0);
-            assert_ne!(&hidden[..password.len().min(16)], &password.as_bytes()[..password.len().min(16)]);
+            assert_ne!(
+                &hidden[..password.len().min(16)],
+                &password.as_bytes()[..password.len().min(16)]
+            );
             assert_eq!(unhide_password(&hidden, SECRET, &auth), password.as_bytes());
         }
     }
@@ -181,7 +230,12 @@ mod tests {
     #[test]
     fn rejects_a_wrong_password() {
         let request = access_request(1, [9u8; 16], "dockflow", "guess", SECRET);
-        assert_eq!(answer(&request, SECRET, "dockflow", "radius-demo").unwrap().code, ACCESS_REJECT);
+        assert_eq!(
+            answer(&request, SECRET, "dockflow", "radius-demo")
+                .unwrap()
+                .code,
+            ACCESS_REJECT
+        );
     }
 
     #[test]

@@ -20,13 +20,20 @@ pub struct RadiusConfig {
 }
 
 pub fn serve_radius(port: u16, config: &RadiusConfig) -> Result<()> {
-    let socket = UdpSocket::bind(("0.0.0.0", port)).with_context(|| format!("binding udp/{port}"))?;
+    let socket =
+        UdpSocket::bind(("0.0.0.0", port)).with_context(|| format!("binding udp/{port}"))?;
     eprintln!("radius: listening on udp/{port}");
     let mut buf = [0u8; 4096];
     loop {
         let (n, peer) = socket.recv_from(&mut buf)?;
-        let reply = radius::Packet::decode(&buf[..n])
-            .and_then(|req| radius::answer(&req, config.secret.as_bytes(), &config.user, &config.password));
+        let reply = radius::Packet::decode(&buf[..n]).and_then(|req| {
+            radius::answer(
+                &req,
+                config.secret.as_bytes(),
+                &config.user,
+                &config.password,
+            )
+        });
         match reply {
             Ok(reply) => {
                 socket.send_to(&reply.encode(), peer)?;
@@ -38,7 +45,8 @@ pub fn serve_radius(port: u16, config: &RadiusConfig) -> Result<()> {
 }
 
 pub fn serve_udp_echo(port: u16) -> Result<()> {
-    let socket = UdpSocket::bind(("0.0.0.0", port)).with_context(|| format!("binding udp/{port}"))?;
+    let socket =
+        UdpSocket::bind(("0.0.0.0", port)).with_context(|| format!("binding udp/{port}"))?;
     eprintln!("echo: listening on udp/{port}");
     let mut buf = [0u8; 65536];
     loop {
@@ -53,7 +61,8 @@ const SINK_COMMAND: &[u8] = b"SINK";
 /// Echoes each line back; a connection that starts with `SINK` is drained instead, and the
 /// byte count is sent back when the client closes its side.
 pub fn serve_tcp_echo(port: u16) -> Result<()> {
-    let listener = TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("binding tcp/{port}"))?;
+    let listener =
+        TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("binding tcp/{port}"))?;
     eprintln!("echo: listening on tcp/{port}");
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
@@ -81,7 +90,8 @@ pub fn serve_tcp_echo(port: u16) -> Result<()> {
 
 /// Streams to a sink for `seconds` and returns the goodput the server confirmed, in bit/s.
 pub fn tcp_bulk_client(server: SocketAddr, seconds: f64) -> Result<f64> {
-    let mut stream = TcpStream::connect_timeout(&server, Duration::from_secs(3)).with_context(|| format!("connecting to {server}"))?;
+    let mut stream = TcpStream::connect_timeout(&server, Duration::from_secs(3))
+        .with_context(|| format!("connecting to {server}"))?;
     stream.write_all(SINK_COMMAND)?;
     stream.write_all(b"\n")?;
     let chunk = vec![0x5au8; 256 * 1024];
@@ -93,7 +103,10 @@ pub fn tcp_bulk_client(server: SocketAddr, seconds: f64) -> Result<f64> {
     let mut line = String::new();
     BufReader::new(&stream).read_line(&mut line)?;
     let elapsed = started.elapsed().as_secs_f64();
-    let received: u64 = line.trim().parse().with_context(|| format!("sink answered {line:?}"))?;
+    let received: u64 = line
+        .trim()
+        .parse()
+        .with_context(|| format!("sink answered {line:?}"))?;
     Ok(received as f64 * 8.0 / elapsed)
 }
 
@@ -123,35 +136,63 @@ pub fn udp_flood_client(server: SocketAddr, seconds: f64, rate: u64) -> Result<u
 pub fn radius_client(server: SocketAddr, config: &RadiusConfig) -> Result<String> {
     let socket = client_udp_socket(server)?;
     let authenticator = random_bytes()?;
-    let request = radius::access_request(authenticator[0], authenticator, &config.user, &config.password, config.secret.as_bytes());
+    let request = radius::access_request(
+        authenticator[0],
+        authenticator,
+        &config.user,
+        &config.password,
+        config.secret.as_bytes(),
+    );
     socket.send_to(&request.encode(), server)?;
     let mut buf = [0u8; 4096];
-    let (n, from) = socket.recv_from(&mut buf).with_context(|| format!("no RADIUS reply from {server} within 3 s"))?;
+    let (n, from) = socket
+        .recv_from(&mut buf)
+        .with_context(|| format!("no RADIUS reply from {server} within 3 s"))?;
     let reply = radius::Packet::decode(&buf[..n])?;
     radius::verify_reply(&reply, &request, config.secret.as_bytes())?;
-    let message = reply.attribute(radius::REPLY_MESSAGE).map(String::from_utf8_lossy).unwrap_or_default();
-    Ok(format!("{} from {from} (id {}, user {}): {message}", code_name(reply.code), reply.identifier, config.user))
+    let message = reply
+        .attribute(radius::REPLY_MESSAGE)
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default();
+    Ok(format!(
+        "{} from {from} (id {}, user {}): {message}",
+        code_name(reply.code),
+        reply.identifier,
+        config.user
+    ))
 }
 
 pub fn udp_client(server: SocketAddr, message: &str) -> Result<String> {
     let socket = client_udp_socket(server)?;
     socket.send_to(message.as_bytes(), server)?;
     let mut buf = [0u8; 65536];
-    let (n, from) = socket.recv_from(&mut buf).with_context(|| format!("no UDP reply from {server} within 3 s"))?;
-    Ok(format!("echo from {from}: {}", String::from_utf8_lossy(&buf[..n])))
+    let (n, from) = socket
+        .recv_from(&mut buf)
+        .with_context(|| format!("no UDP reply from {server} within 3 s"))?;
+    Ok(format!(
+        "echo from {from}: {}",
+        String::from_utf8_lossy(&buf[..n])
+    ))
 }
 
 pub fn tcp_client(server: SocketAddr, message: &str) -> Result<String> {
-    let mut stream = TcpStream::connect_timeout(&server, Duration::from_secs(3)).with_context(|| format!("connecting to {server}"))?;
+    let mut stream = TcpStream::connect_timeout(&server, Duration::from_secs(3))
+        .with_context(|| format!("connecting to {server}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(3)))?;
     stream.write_all(format!("{message}\n").as_bytes())?;
     let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line).with_context(|| format!("no TCP reply from {server} within 3 s"))?;
+    BufReader::new(&stream)
+        .read_line(&mut line)
+        .with_context(|| format!("no TCP reply from {server} within 3 s"))?;
     Ok(format!("echo from {server}: {}", line.trim_end()))
 }
 
 fn client_udp_socket(server: SocketAddr) -> Result<UdpSocket> {
-    let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0".parse()? } else { "[::]:0".parse()? };
+    let bind: SocketAddr = if server.is_ipv4() {
+        "0.0.0.0:0".parse()?
+    } else {
+        "[::]:0".parse()?
+    };
     let socket = UdpSocket::bind(bind)?;
     socket.set_read_timeout(Some(Duration::from_secs(3)))?;
     Ok(socket)

@@ -14,7 +14,11 @@ pub fn run(program: &str, args: &[&str]) -> Result<String> {
         .with_context(|| format!("cannot run {program} (is it installed?)"))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let reason = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no error output");
+        let reason = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no error output");
         bail!("`{program} {}` failed: {}", args.join(" "), reason.trim());
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())

@@ -27,7 +27,12 @@ impl Follower {
     const INTERVAL: Duration = Duration::from_secs(1);
 
     pub fn new(name: &str, current: Target) -> Self {
-        Self { name: name.to_string(), current, last_check: Instant::now(), stopped: false }
+        Self {
+            name: name.to_string(),
+            current,
+            last_check: Instant::now(),
+            stopped: false,
+        }
     }
 
     /// Re-resolves at most once per interval; moves the probes when the container moved.
@@ -61,4 +66,3 @@ impl Follower {
         Ok(())
     }
 }
-

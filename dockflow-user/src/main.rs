@@ -14,9 +14,9 @@ use dockflow::{
     event::Decoder,
     follow::Follower,
     kernel::{self, btf::KernelBtf, symbols::KernelSymbols},
+    nftrace::{TraceSocket, TraceTable, Tracer},
     output::{Mode, Output},
     probes::{Family, Probes},
-    nftrace::{TraceSocket, TraceTable, Tracer},
     record::{Header, Record, Recorder, Replay},
     render::Style,
     target::{self, Target},
@@ -72,7 +72,11 @@ struct Cli {
     #[arg(long)]
     duration: Option<f64>,
     /// Probe families to attach (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "tc,netfilter,tracepoints,bridge,nftables")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "tc,netfilter,tracepoints,bridge,nftables"
+    )]
     probes: Vec<Family>,
     /// Also write every event to this file (see --replay).
     #[arg(long)]
@@ -81,7 +85,10 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let result = match &cli.replay {
         Some(path) => replay(&cli, path),
         None => runtime.block_on(trace(&cli)),
@@ -98,7 +105,8 @@ fn main() -> ExitCode {
 
 /// A reader that went away (`dockflow ... | head`) ends the run; it is not an error.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 fn mode(cli: &Cli) -> Mode {
@@ -106,19 +114,27 @@ fn mode(cli: &Cli) -> Mode {
 }
 
 fn reached_count(cli: &Cli, output: &Output<impl Write>) -> bool {
-    let seen = if cli.raw { output.stats.events } else { output.stats.packets };
+    let seen = if cli.raw {
+        output.stats.events
+    } else {
+        output.stats.packets
+    };
     cli.count.is_some_and(|n| seen >= n)
 }
 
 async fn trace(cli: &Cli) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
-        bail!("dockflow must run as root (it loads eBPF programs and reads other network namespaces)");
+        bail!(
+            "dockflow must run as root (it loads eBPF programs and reads other network namespaces)"
+        );
     }
     let target = match (&cli.container, &cli.netns) {
         (Some(name), _) => target::resolve_container(name)?,
         (_, Some(netns)) => target::resolve_netns(netns)?,
         _ if !cli.iface.is_empty() => target::resolve_interfaces(&cli.iface)?,
-        _ => bail!("say what to watch: --container NAME, --netns NS, --iface IFACE or --replay FILE (see --help)"),
+        _ => bail!(
+            "say what to watch: --container NAME, --netns NS, --iface IFACE or --replay FILE (see --help)"
+        ),
     };
     let btf = KernelBtf::load(&["nf_conntrack", "bridge", "br_netfilter"])?;
     let offsets = kernel::resolve_offsets(&btf)?;
@@ -130,7 +146,11 @@ async fn trace(cli: &Cli) -> Result<()> {
     let mut probes = Probes::attach(&target, &offsets, &cli.probes)?;
     report_attachments(&probes, &target);
     // Dropped last (declared first among the live parts): removes our nft tables on every exit.
-    let nft = if cli.probes.contains(&Family::Nftables) { start_nft_trace(&target) } else { None };
+    let nft = if cli.probes.contains(&Family::Nftables) {
+        start_nft_trace(&target)
+    } else {
+        None
+    };
     let mut nft_traces = match nft.as_ref() {
         Some(_) => Some(TraceSocket::open()?.spawn_reader()),
         None => None,
@@ -138,25 +158,43 @@ async fn trace(cli: &Cli) -> Result<()> {
     let mut nft_tracer = nft.as_ref().map(|_| Tracer::new()).transpose()?;
     let mut recorder = match &cli.record {
         Some(path) => {
-            let header = Header { target: target.label.clone(), record_size: PACKET_EVENT_SIZE, decoder: decoder.clone(), topology: topology.clone() };
+            let header = Header {
+                target: target.label.clone(),
+                record_size: PACKET_EVENT_SIZE,
+                decoder: decoder.clone(),
+                topology: topology.clone(),
+            };
             Some(Recorder::create(path, &header)?)
         }
         None => None,
     };
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd holds it.
-    let mut ring = unsafe { AsyncFd::register_with_interest(probes.take_events()?, Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("watching the event ring buffer: {}", e.into_parts().1))?;
+    let mut ring =
+        unsafe { AsyncFd::register_with_interest(probes.take_events()?, Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("watching the event ring buffer: {}", e.into_parts().1))?;
     eprintln!("dockflow: streaming (Ctrl-C to stop)");
 
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
-    let deadline = tokio::time::sleep(cli.duration.map_or(Duration::MAX / 4, Duration::from_secs_f64));
+    let deadline = tokio::time::sleep(
+        cli.duration
+            .map_or(Duration::MAX / 4, Duration::from_secs_f64),
+    );
     tokio::pin!(deadline);
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let status = StatusLine::new();
 
-    let mut output = Output::new(mode(cli), cli.json, Style::for_stdout(), topology, std::io::stdout().lock());
-    let mut follower = cli.container.as_deref().map(|name| Follower::new(name, target.clone()));
+    let mut output = Output::new(
+        mode(cli),
+        cli.json,
+        Style::for_stdout(),
+        topology,
+        std::io::stdout().lock(),
+    );
+    let mut follower = cli
+        .container
+        .as_deref()
+        .map(|name| Follower::new(name, target.clone()));
     'stream: loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -206,7 +244,10 @@ async fn trace(cli: &Cli) -> Result<()> {
     }
     status.clear();
     let lost: u64 = probes.lost().iter().map(|(_, n)| n).sum();
-    eprintln!("dockflow: {} packets, {} events from {}, {lost} lost", output.stats.packets, output.stats.events, target.label);
+    eprintln!(
+        "dockflow: {} packets, {} events from {}, {lost} lost",
+        output.stats.packets, output.stats.events, target.label
+    );
     for (point, lost) in probes.lost() {
         eprintln!("dockflow: lost {lost} events at {point:?} (ring buffer full)");
     }
@@ -234,9 +275,14 @@ fn start_nft_trace(target: &Target) -> Option<TraceTable> {
     match TraceTable::create(target) {
         Ok((table, removed)) => {
             if removed {
-                eprintln!("  note      removed nftables tables {} left by an earlier run", "dockflow_trace");
+                eprintln!(
+                    "  note      removed nftables tables {} left by an earlier run",
+                    "dockflow_trace"
+                );
             }
-            eprintln!("  attached  nftables trace (table dockflow_trace in inet and bridge, rule verdicts)");
+            eprintln!(
+                "  attached  nftables trace (table dockflow_trace in inet and bridge, rule verdicts)"
+            );
             Some(table)
         }
         Err(e) => {
@@ -250,11 +296,23 @@ fn replay(cli: &Cli, path: &Path) -> Result<()> {
     let mut replay = Replay::open(path)?;
     let header = replay.header.clone();
     eprintln!("dockflow: replaying {} ({})", path.display(), header.target);
-    let mut output = Output::new(mode(cli), cli.json, Style::for_stdout(), header.topology.clone(), std::io::stdout().lock());
-    while let Some(record) = replay.next_record().with_context(|| format!("reading {}", path.display()))? {
+    let mut output = Output::new(
+        mode(cli),
+        cli.json,
+        Style::for_stdout(),
+        header.topology.clone(),
+        std::io::stdout().lock(),
+    );
+    while let Some(record) = replay
+        .next_record()
+        .with_context(|| format!("reading {}", path.display()))?
+    {
         let ts = match record {
             Record::Kernel(bytes) => {
-                let event = header.decoder.decode(&bytes).with_context(|| format!("{} holds an undecodable event", path.display()))?;
+                let event = header
+                    .decoder
+                    .decode(&bytes)
+                    .with_context(|| format!("{} holds an undecodable event", path.display()))?;
                 let ts = event.ts_ns;
                 output.event(event)?;
                 ts
@@ -272,13 +330,19 @@ fn replay(cli: &Cli, path: &Path) -> Result<()> {
         }
     }
     output.finish()?;
-    eprintln!("dockflow: {} packets, {} events from {}", output.stats.packets, output.stats.events, header.target);
+    eprintln!(
+        "dockflow: {} packets, {} events from {}",
+        output.stats.packets, output.stats.events, header.target
+    );
     Ok(())
 }
 
 /// CLOCK_MONOTONIC, the clock bpf_ktime_get_ns() reads.
 fn monotonic_now() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
@@ -291,13 +355,18 @@ struct StatusLine {
 impl StatusLine {
     fn new() -> Self {
         // With stdout on the same terminal the blocks would tear the status line apart.
-        Self { enabled: std::io::stderr().is_terminal() && !std::io::stdout().is_terminal() }
+        Self {
+            enabled: std::io::stderr().is_terminal() && !std::io::stdout().is_terminal(),
+        }
     }
 
     fn show(&self, output: &Output<impl Write>, probes: &Probes) {
         if self.enabled {
             let lost: u64 = probes.lost().iter().map(|(_, n)| n).sum();
-            eprint!("\r\x1b[2K[{} packets · {} events · {lost} lost]", output.stats.packets, output.stats.events);
+            eprint!(
+                "\r\x1b[2K[{} packets · {} events · {lost} lost]",
+                output.stats.packets, output.stats.events
+            );
         }
     }
 
@@ -323,5 +392,8 @@ fn report_attachments(probes: &Probes, target: &Target) {
 
 /// Functions a netfilter hook continues into; br_nf_* ones mean br_netfilter is running the hook.
 fn is_hook_continuation(name: &str) -> bool {
-    name.starts_with("br_nf_") || name.ends_with("_finish") || name.contains("xmit") || name.contains("okfn")
+    name.starts_with("br_nf_")
+        || name.ends_with("_finish")
+        || name.contains("xmit")
+        || name.contains("okfn")
 }

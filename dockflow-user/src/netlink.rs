@@ -49,7 +49,11 @@ impl NetlinkSocket {
     pub fn open(protocol: i32) -> io::Result<Self> {
         use std::os::fd::FromRawFd as _;
         let fd = unsafe {
-            libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol)
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                protocol,
+            )
         };
         if fd < 0 {
             return Err(io::Error::last_os_error());
@@ -71,16 +75,23 @@ impl NetlinkSocket {
                 mem::size_of::<libc::sockaddr_nl>() as u32,
             )
         };
-        if sent < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+        if sent < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         use std::os::fd::AsRawFd as _;
         let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
     }
 }
-
 
 impl NetlinkSocket {
     /// Joins a multicast group (e.g. NFNLGRP_NFTRACE). The socket is bound first: an unbound
@@ -90,7 +101,11 @@ impl NetlinkSocket {
         let mut local: libc::sockaddr_nl = unsafe { mem::zeroed() };
         local.nl_family = libc::AF_NETLINK as u16;
         let bound = unsafe {
-            libc::bind(self.0.as_raw_fd(), (&raw const local).cast(), mem::size_of::<libc::sockaddr_nl>() as u32)
+            libc::bind(
+                self.0.as_raw_fd(),
+                (&raw const local).cast(),
+                mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
         };
         if bound < 0 {
             return Err(io::Error::last_os_error());
@@ -104,7 +119,11 @@ impl NetlinkSocket {
                 mem::size_of::<u32>() as u32,
             )
         };
-        if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 }
 

@@ -85,7 +85,11 @@ impl<W: Write> Output<W> {
     /// An nftables rule evaluation (from the trace collector).
     pub fn trace(&mut self, trace: RuleTrace) -> io::Result<()> {
         match self.mode {
-            Mode::Raw if self.json => writeln!(self.writer, "{}", serde_json::to_string(&trace).expect("traces serialize")),
+            Mode::Raw if self.json => writeln!(
+                self.writer,
+                "{}",
+                serde_json::to_string(&trace).expect("traces serialize")
+            ),
             Mode::Raw => writeln!(
                 self.writer,
                 "nft {} {} {} {}: {} => {}",
@@ -126,9 +130,17 @@ impl<W: Write> Output<W> {
         for path in paths {
             self.stats.packets += 1;
             if self.json {
-                writeln!(self.writer, "{}", serde_json::to_string(&JsonLine::Packet(&path)).expect("paths serialize"))?;
+                writeln!(
+                    self.writer,
+                    "{}",
+                    serde_json::to_string(&JsonLine::Packet(&path)).expect("paths serialize")
+                )?;
             } else {
-                writeln!(self.writer, "{}", paths::packet_block(&path, self.correlator.topology(), &self.style))?;
+                writeln!(
+                    self.writer,
+                    "{}",
+                    paths::packet_block(&path, self.correlator.topology(), &self.style)
+                )?;
             }
             if let Some(explanation) = self.explainer.observe(&path) {
                 self.write_explanation(&explanation)?;
@@ -139,9 +151,18 @@ impl<W: Write> Output<W> {
 
     fn write_explanation(&mut self, explanation: &Explanation) -> io::Result<()> {
         if self.json {
-            writeln!(self.writer, "{}", serde_json::to_string(&JsonLine::Explanation(explanation)).expect("explanations serialize"))
+            writeln!(
+                self.writer,
+                "{}",
+                serde_json::to_string(&JsonLine::Explanation(explanation))
+                    .expect("explanations serialize")
+            )
         } else {
-            writeln!(self.writer, "{}", paths::explanation_block(explanation, &self.style))
+            writeln!(
+                self.writer,
+                "{}",
+                paths::explanation_block(explanation, &self.style)
+            )
         }
     }
 }

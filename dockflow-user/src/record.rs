@@ -24,7 +24,7 @@ use crate::{
 
 const MAGIC: &[u8; 8] = b"DOCKFLOW";
 /// Bumped whenever the header or the record layout changes incompatibly.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 const KIND_KERNEL: u8 = 1;
 const KIND_TRACE: u8 = 2;
 /// Headers are small (names, symbols); anything bigger is a corrupt file, not a header.
@@ -63,7 +63,10 @@ impl Recorder {
 
     /// An nftables rule evaluation.
     pub fn record_trace(&mut self, trace: &RuleTrace) -> io::Result<()> {
-        self.write(KIND_TRACE, &serde_json::to_vec(trace).expect("traces serialize"))
+        self.write(
+            KIND_TRACE,
+            &serde_json::to_vec(trace).expect("traces serialize"),
+        )
     }
 
     fn write(&mut self, kind: u8, bytes: &[u8]) -> io::Result<()> {
@@ -93,14 +96,17 @@ pub struct Replay<R: Read> {
 impl Replay<BufReader<File>> {
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        Self::from_reader(BufReader::new(file)).with_context(|| format!("{} is not a usable dockflow recording", path.display()))
+        Self::from_reader(BufReader::new(file))
+            .with_context(|| format!("{} is not a usable dockflow recording", path.display()))
     }
 }
 
 impl<R: Read> Replay<R> {
     pub fn from_reader(mut reader: R) -> Result<Self> {
         let mut magic = [0u8; 8];
-        reader.read_exact(&mut magic).context("file too short for a header")?;
+        reader
+            .read_exact(&mut magic)
+            .context("file too short for a header")?;
         if &magic != MAGIC {
             bail!("wrong magic (not written by dockflow --record)");
         }
@@ -116,9 +122,16 @@ impl<R: Read> Replay<R> {
         reader.read_exact(&mut header).context("header truncated")?;
         let header: Header = serde_json::from_slice(&header).context("header is not valid")?;
         if header.record_size != PACKET_EVENT_SIZE {
-            bail!("records of {} bytes, this dockflow reads {PACKET_EVENT_SIZE}", header.record_size);
+            bail!(
+                "records of {} bytes, this dockflow reads {PACKET_EVENT_SIZE}",
+                header.record_size
+            );
         }
-        Ok(Self { reader, header, records: 0 })
+        Ok(Self {
+            reader,
+            header,
+            records: 0,
+        })
     }
 
     /// The next record, None at a clean end of file.
@@ -130,10 +143,14 @@ impl<R: Read> Replay<R> {
             Err(e) => return Err(e.into()),
         }
         let n = self.records + 1;
-        self.reader.read_exact(&mut len[1..]).with_context(|| format!("record {n} truncated"))?;
+        self.reader
+            .read_exact(&mut len[1..])
+            .with_context(|| format!("record {n} truncated"))?;
         let len = u32::from_le_bytes(len) as usize;
         let mut kind = [0u8; 1];
-        self.reader.read_exact(&mut kind).with_context(|| format!("record {n} truncated"))?;
+        self.reader
+            .read_exact(&mut kind)
+            .with_context(|| format!("record {n} truncated"))?;
         let expected = match kind[0] {
             KIND_KERNEL => self.header.record_size,
             KIND_TRACE if len <= MAX_HEADER as usize => len,
@@ -143,11 +160,16 @@ impl<R: Read> Replay<R> {
             bail!("record {n} has length {len}, expected {expected}: the file is corrupt");
         }
         let mut bytes = vec![0u8; len];
-        self.reader.read_exact(&mut bytes).with_context(|| format!("record {n} truncated"))?;
+        self.reader
+            .read_exact(&mut bytes)
+            .with_context(|| format!("record {n} truncated"))?;
         self.records += 1;
         Ok(Some(match kind[0] {
             KIND_KERNEL => Record::Kernel(bytes),
-            _ => Record::Trace(serde_json::from_slice(&bytes).with_context(|| format!("record {n} is not a valid trace"))?),
+            _ => Record::Trace(
+                serde_json::from_slice(&bytes)
+                    .with_context(|| format!("record {n} is not a valid trace"))?,
+            ),
         }))
     }
 }
@@ -163,11 +185,20 @@ mod tests {
     use super::*;
 
     fn header() -> Header {
-        Header { target: "container radius".into(), record_size: PACKET_EVENT_SIZE, decoder: Decoder::default(), topology: Topology::default() }
+        Header {
+            target: "container radius".into(),
+            record_size: PACKET_EVENT_SIZE,
+            decoder: Decoder::default(),
+            topology: Topology::default(),
+        }
     }
 
     fn file_with(records: &[Vec<u8>]) -> Vec<u8> {
-        let dir = std::env::temp_dir().join(format!("dockflow-record-test-{}-{}", std::process::id(), records.len()));
+        let dir = std::env::temp_dir().join(format!(
+            "dockflow-record-test-{}-{}",
+            std::process::id(),
+            records.len()
+        ));
         let mut recorder = Recorder::create(&dir, &header()).unwrap();
         for r in records {
             recorder.record(r).unwrap();
@@ -180,7 +211,8 @@ mod tests {
 
     #[test]
     fn round_trips_traces() {
-        let path = std::env::temp_dir().join(format!("dockflow-record-trace-{}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("dockflow-record-trace-{}", std::process::id()));
         let trace = RuleTrace {
             ts_ns: 7,
             trace_id: 1,
@@ -209,14 +241,21 @@ mod tests {
         let bytes = file_with(&records);
         let mut replay = Replay::from_reader(bytes.as_slice()).unwrap();
         assert_eq!(replay.header.target, "container radius");
-        assert_eq!(replay.next_record().unwrap(), Some(Record::Kernel(records[0].clone())));
-        assert_eq!(replay.next_record().unwrap(), Some(Record::Kernel(records[1].clone())));
+        assert_eq!(
+            replay.next_record().unwrap(),
+            Some(Record::Kernel(records[0].clone()))
+        );
+        assert_eq!(
+            replay.next_record().unwrap(),
+            Some(Record::Kernel(records[1].clone()))
+        );
         assert_eq!(replay.next_record().unwrap(), None);
     }
 
     #[test]
     fn refuses_corrupt_files_with_a_reason() {
-        let err = |bytes: &[u8]| format!("{:#}", Replay::from_reader(bytes).err().expect("must fail"));
+        let err =
+            |bytes: &[u8]| format!("{:#}", Replay::from_reader(bytes).err().expect("must fail"));
         assert!(err(b"hello").contains("too short"));
         assert!(err(b"NOTDOCKFLOWxxxxxxxxx").contains("wrong magic"));
         let mut wrong_version = file_with(&[]);
@@ -227,7 +266,9 @@ mod tests {
 
         let bytes = file_with(&[vec![7u8; PACKET_EVENT_SIZE]]);
         let mut truncated = Replay::from_reader(&bytes[..bytes.len() - 10]).unwrap();
-        assert!(format!("{:#}", truncated.next_record().unwrap_err()).contains("record 1 truncated"));
+        assert!(
+            format!("{:#}", truncated.next_record().unwrap_err()).contains("record 1 truncated")
+        );
         let mut bad_len = bytes.clone();
         let at = bytes.len() - PACKET_EVENT_SIZE - 5;
         bad_len[at] = 3;

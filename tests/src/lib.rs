@@ -84,7 +84,11 @@ impl Dockflow {
                 }
             }
         }
-        Self { child, stdout, startup }
+        Self {
+            child,
+            stdout,
+            startup,
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -103,7 +107,10 @@ impl Dockflow {
 
 /// Names of loaded BPF programs that carry dockflow's prefix.
 pub fn our_bpf_programs() -> Vec<String> {
-    let out = Command::new("bpftool").args(["prog", "show"]).output().expect("running bpftool");
+    let out = Command::new("bpftool")
+        .args(["prog", "show"])
+        .output()
+        .expect("running bpftool");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "name").nth(1))
@@ -114,5 +121,8 @@ pub fn our_bpf_programs() -> Vec<String> {
 
 /// Parses dockflow --json output into objects.
 pub fn json_events(stdout: &str) -> Vec<serde_json::Value> {
-    stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"))).collect()
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
 }

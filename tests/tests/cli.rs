@@ -6,14 +6,20 @@ use dockflow_tests::{dockflow_bin, our_bpf_programs};
 
 fn run(args: &[&str]) -> (bool, String) {
     let out = Command::new(dockflow_bin()).args(args).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn unknown_container_is_a_one_line_error() {
     let (ok, stderr) = run(&["--container", "no-such-container-dockflow"]);
     assert!(!ok);
-    assert_eq!(stderr.trim(), "dockflow: error: no such container: no-such-container-dockflow");
+    assert_eq!(
+        stderr.trim(),
+        "dockflow: error: no such container: no-such-container-dockflow"
+    );
     assert!(our_bpf_programs().is_empty());
 }
 
@@ -21,7 +27,10 @@ fn unknown_container_is_a_one_line_error() {
 fn unknown_interface_is_a_one_line_error() {
     let (ok, stderr) = run(&["--iface", "nosuchif0"]);
     assert!(!ok);
-    assert_eq!(stderr.trim(), "dockflow: error: no interface named nosuchif0 on this host");
+    assert_eq!(
+        stderr.trim(),
+        "dockflow: error: no interface named nosuchif0 on this host"
+    );
 }
 
 #[test]
@@ -34,7 +43,10 @@ fn unreachable_docker_daemon_is_a_one_line_error() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("cannot reach the Docker daemon at /nonexistent/docker.sock"), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach the Docker daemon at /nonexistent/docker.sock"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -43,13 +55,34 @@ fn a_stopped_container_is_a_one_line_error() {
     dockflow_lab::lab::up(&dockflow_tests::lab_bin()).unwrap();
     let name = "dockflow-stopped-test";
     let _ = Command::new("docker").args(["rm", "-f", name]).output();
-    let created = Command::new("docker").args(["create", "--name", name, "--label", "dockflow.lab=1", dockflow_lab::lab::IMAGE, "serve", "udp-echo", "--port", "9"]).output().unwrap();
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let created = Command::new("docker")
+        .args([
+            "create",
+            "--name",
+            name,
+            "--label",
+            "dockflow.lab=1",
+            dockflow_lab::lab::IMAGE,
+            "serve",
+            "udp-echo",
+            "--port",
+            "9",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
     let (ok, stderr) = run(&["--container", name]);
     let _ = Command::new("docker").args(["rm", "-f", name]).output();
     dockflow_lab::lab::down().unwrap();
     assert!(!ok);
-    assert_eq!(stderr.trim(), format!("dockflow: error: container {name} is not running"));
+    assert_eq!(
+        stderr.trim(),
+        format!("dockflow: error: container {name} is not running")
+    );
 }
 
 #[test]
@@ -62,13 +95,21 @@ fn without_root_it_says_so_in_one_line() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.trim(), "dockflow: error: dockflow must run as root (it loads eBPF programs and reads other network namespaces)");
+    assert_eq!(
+        stderr.trim(),
+        "dockflow: error: dockflow must run as root (it loads eBPF programs and reads other network namespaces)"
+    );
 }
 
 #[test]
 fn no_target_is_a_one_line_error() {
     let (ok, stderr) = run(&[]);
     assert!(!ok);
-    assert!(stderr.trim().starts_with("dockflow: error: say what to watch"), "{stderr}");
+    assert!(
+        stderr
+            .trim()
+            .starts_with("dockflow: error: say what to watch"),
+        "{stderr}"
+    );
     assert_eq!(stderr.lines().count(), 1);
 }

@@ -7,18 +7,52 @@ use dockflow_lab::lab;
 use dockflow_tests::{lab_bin, lab_lock};
 
 fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("running docker");
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("running docker");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn assert_nothing_left() {
-    assert_eq!(docker(&["ps", "-aq", "--filter", &format!("label={}", lab::LABEL)]), "", "lab containers left");
-    assert_eq!(docker(&["network", "ls", "-q", "--filter", &format!("name=^{}$", lab::NETWORK)]), "", "network left");
+    assert_eq!(
+        docker(&["ps", "-aq", "--filter", &format!("label={}", lab::LABEL)]),
+        "",
+        "lab containers left"
+    );
+    assert_eq!(
+        docker(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name=^{}$", lab::NETWORK)
+        ]),
+        "",
+        "network left"
+    );
     assert_eq!(docker(&["image", "ls", "-q", lab::IMAGE]), "", "image left");
     let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    assert!(!String::from_utf8_lossy(&netns.stdout).contains(lab::EXTERNAL_NETNS), "namespace left");
-    assert!(!Command::new("ip").args(["link", "show", lab::HOST_LINK]).status().unwrap().success(), "host link left");
-    assert!(!Command::new("ip").args(["link", "show", lab::BRIDGE]).status().unwrap().success(), "bridge left");
+    assert!(
+        !String::from_utf8_lossy(&netns.stdout).contains(lab::EXTERNAL_NETNS),
+        "namespace left"
+    );
+    assert!(
+        !Command::new("ip")
+            .args(["link", "show", lab::HOST_LINK])
+            .status()
+            .unwrap()
+            .success(),
+        "host link left"
+    );
+    assert!(
+        !Command::new("ip")
+            .args(["link", "show", lab::BRIDGE])
+            .status()
+            .unwrap()
+            .success(),
+        "bridge left"
+    );
 }
 
 #[test]
@@ -28,22 +62,37 @@ fn lab_comes_up_answers_through_dnat_and_goes_away() {
     assert_nothing_left();
 
     lab::up(&lab_bin()).unwrap();
-    assert!(lab::status().iter().all(|(_, up)| *up), "{:?}", lab::status());
+    assert!(
+        lab::status().iter().all(|(_, up)| *up),
+        "{:?}",
+        lab::status()
+    );
     // A second `up` is a no-op, not an error.
     lab::up(&lab_bin()).unwrap();
 
     let radius = lab::service("radius").unwrap();
     let accept = lab::client(&lab_bin(), radius, &[]).unwrap();
     // The reply comes back from the address the client sent to: the DNAT was undone for it.
-    assert!(accept.starts_with(&format!("Access-Accept from {}:1812", lab::HOST_ADDRESS)), "{accept}");
+    assert!(
+        accept.starts_with(&format!("Access-Accept from {}:1812", lab::HOST_ADDRESS)),
+        "{accept}"
+    );
     let reject = lab::client(&lab_bin(), radius, &["--password".into(), "wrong".into()]).unwrap();
     assert!(reject.starts_with("Access-Reject"), "{reject}");
     // A wrong shared secret makes the reply fail verification.
     assert!(lab::client(&lab_bin(), radius, &["--secret".into(), "wrong".into()]).is_err());
 
     for name in ["syslog", "dhcp", "proxy"] {
-        let answer = lab::client(&lab_bin(), lab::service(name).unwrap(), &["--message".into(), format!("ping {name}")]).unwrap();
-        assert!(answer.ends_with(&format!("ping {name}")), "{name}: {answer}");
+        let answer = lab::client(
+            &lab_bin(),
+            lab::service(name).unwrap(),
+            &["--message".into(), format!("ping {name}")],
+        )
+        .unwrap();
+        assert!(
+            answer.ends_with(&format!("ping {name}")),
+            "{name}: {answer}"
+        );
     }
 
     lab::down().unwrap();

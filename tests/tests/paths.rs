@@ -15,11 +15,26 @@ fn packets(lines: &[Value]) -> Vec<&Value> {
 }
 
 fn kinds(packet: &Value) -> Vec<String> {
-    packet["hops"].as_array().unwrap().iter().map(|h| format!("{}:{}", h["layer"].as_str().unwrap(), h["kind"].as_str().unwrap())).collect()
+    packet["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            format!(
+                "{}:{}",
+                h["layer"].as_str().unwrap(),
+                h["kind"].as_str().unwrap()
+            )
+        })
+        .collect()
 }
 
 fn hooks<'a>(packet: &'a Value, layer: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
-    packet["hops"].as_array().unwrap().iter().filter(move |h| h["kind"] == "hook" && h["layer"] == layer)
+    packet["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(move |h| h["kind"] == "hook" && h["layer"] == layer)
 }
 
 /// Runs `dockflow ARGS` (JSON output) over one RADIUS exchange from the external namespace;
@@ -39,8 +54,14 @@ fn trace_radius_exchange(args: &[&str]) -> (Vec<String>, Vec<Value>) {
 fn request_and_reply(lines: &[Value]) -> (&Value, &Value) {
     let client = lab::EXTERNAL_ADDRESS.to_string();
     let all = packets(lines);
-    let request = *all.iter().find(|p| p["packet"]["src"] == client && p["packet"]["dport"] == 1812).expect("request packet");
-    let reply = *all.iter().find(|p| p["packet"]["dst"] == client && p["packet"]["sport"] == 1812).expect("reply packet");
+    let request = *all
+        .iter()
+        .find(|p| p["packet"]["src"] == client && p["packet"]["dport"] == 1812)
+        .expect("request packet");
+    let reply = *all
+        .iter()
+        .find(|p| p["packet"]["dst"] == client && p["packet"]["sport"] == 1812)
+        .expect("reply packet");
     (request, reply)
 }
 
@@ -54,55 +75,153 @@ fn the_seed_request_is_routed_then_bridged_and_its_reply_bridged_then_routed() {
     let _lock = lab_lock();
     lab::up(&lab_bin()).unwrap();
     let record = std::env::temp_dir().join(format!("dockflow-test-{}.dfl", std::process::id()));
-    let (_, lines) = trace_radius_exchange(&["--container", "radius", "--json", "--record", record.to_str().unwrap()]);
+    let (_, lines) = trace_radius_exchange(&[
+        "--container",
+        "radius",
+        "--json",
+        "--record",
+        record.to_str().unwrap(),
+    ]);
     let (request, reply) = request_and_reply(&lines);
     assert_eq!(request["direction"], "request");
     assert_eq!(reply["direction"], "reply");
-    assert_eq!(request["connection"], reply["connection"], "request and reply are one connection");
+    assert_eq!(
+        request["connection"], reply["connection"],
+        "request and reply are one connection"
+    );
 
     // Request: L3 prerouting with DNAT -> forward -> into the bridge -> L2 to the container's port.
     let k = kinds(request);
-    let dnat = position(request, |h| h["kind"] == "hook" && h["hook"] == "prerouting" && h["rewrites"][0]["field"] == "destination")
-        .unwrap_or_else(|| panic!("no DNAT at prerouting: {k:?}"));
+    let dnat = position(request, |h| {
+        h["kind"] == "hook"
+            && h["hook"] == "prerouting"
+            && h["rewrites"][0]["field"] == "destination"
+    })
+    .unwrap_or_else(|| panic!("no DNAT at prerouting: {k:?}"));
     let hop = &request["hops"][dnat];
     assert_eq!(hop["layer"], "l3");
-    assert_eq!(hop["rewrites"][0]["before"], format!("{}:1812", lab::HOST_ADDRESS));
+    assert_eq!(
+        hop["rewrites"][0]["before"],
+        format!("{}:1812", lab::HOST_ADDRESS)
+    );
     assert_eq!(hop["rewrites"][0]["after"], format!("{RADIUS}:1812"));
-    let forward = position(request, |h| h["kind"] == "hook" && h["hook"] == "forward" && h["layer"] == "l3").expect("forward");
-    let into_bridge = position(request, |h| h["kind"] == "into_bridge" && h["bridge"] == lab::BRIDGE).expect("into bridge");
-    let to_port = position(request, |h| h["kind"] == "to_port" && h["layer"] == "l2").expect("to port");
-    assert!(dnat < forward && forward < into_bridge && into_bridge < to_port, "{k:?}");
-    assert!(to_port > position(request, |h| h["kind"] == "hook" && h["hook"] == "postrouting").unwrap());
-    assert_eq!(hooks(request, "l3_from_bridge").count(), 0, "the request is routed, not bridged: {k:?}");
+    let forward = position(request, |h| {
+        h["kind"] == "hook" && h["hook"] == "forward" && h["layer"] == "l3"
+    })
+    .expect("forward");
+    let into_bridge = position(request, |h| {
+        h["kind"] == "into_bridge" && h["bridge"] == lab::BRIDGE
+    })
+    .expect("into bridge");
+    let to_port =
+        position(request, |h| h["kind"] == "to_port" && h["layer"] == "l2").expect("to port");
+    assert!(
+        dnat < forward && forward < into_bridge && into_bridge < to_port,
+        "{k:?}"
+    );
+    assert!(
+        to_port
+            > position(request, |h| h["kind"] == "hook"
+                && h["hook"] == "postrouting")
+            .unwrap()
+    );
+    assert_eq!(
+        hooks(request, "l3_from_bridge").count(),
+        0,
+        "the request is routed, not bridged: {k:?}"
+    );
 
     // Reply: L2 in on the container's port -> passed up -> L3 forward -> out the external link.
     let k = kinds(reply);
-    let from_port = position(reply, |h| h["kind"] == "from_port" && h["layer"] == "l2").unwrap_or_else(|| panic!("{k:?}"));
-    let passed_up = position(reply, |h| h["kind"] == "passed_up" && h["bridge"] == lab::BRIDGE).unwrap_or_else(|| panic!("{k:?}"));
-    let forward = position(reply, |h| h["kind"] == "hook" && h["hook"] == "forward" && h["layer"] == "l3").unwrap_or_else(|| panic!("{k:?}"));
-    let out = position(reply, |h| h["kind"] == "transmit" && h["interface"] == lab::HOST_LINK).unwrap_or_else(|| panic!("{k:?}"));
-    assert!(from_port < passed_up && passed_up < forward && forward < out, "{k:?}");
+    let from_port = position(reply, |h| h["kind"] == "from_port" && h["layer"] == "l2")
+        .unwrap_or_else(|| panic!("{k:?}"));
+    let passed_up = position(reply, |h| {
+        h["kind"] == "passed_up" && h["bridge"] == lab::BRIDGE
+    })
+    .unwrap_or_else(|| panic!("{k:?}"));
+    let forward = position(reply, |h| {
+        h["kind"] == "hook" && h["hook"] == "forward" && h["layer"] == "l3"
+    })
+    .unwrap_or_else(|| panic!("{k:?}"));
+    let out = position(reply, |h| {
+        h["kind"] == "transmit" && h["interface"] == lab::HOST_LINK
+    })
+    .unwrap_or_else(|| panic!("{k:?}"));
+    assert!(
+        from_port < passed_up && passed_up < forward && forward < out,
+        "{k:?}"
+    );
     // Its prerouting hook ran from inside the bridge, and it never reaches IP input.
-    assert!(hooks(reply, "l3_from_bridge").all(|h| h["hook"] == "prerouting") && hooks(reply, "l3_from_bridge").count() > 0, "{k:?}");
-    assert!(!reply["hops"].as_array().unwrap().iter().any(|h| h["hook"] == "input"), "{k:?}");
+    assert!(
+        hooks(reply, "l3_from_bridge").all(|h| h["hook"] == "prerouting")
+            && hooks(reply, "l3_from_bridge").count() > 0,
+        "{k:?}"
+    );
+    assert!(
+        !reply["hops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["hook"] == "input"),
+        "{k:?}"
+    );
     // Reverse NAT by conntrack: the source goes back to the host's address, and at every NAT
     // priority the connection was already established (no nat chain is consulted).
-    let reverse = reply["hops"].as_array().unwrap().iter().find(|h| h["rewrites"][0]["field"] == "source").expect("reverse NAT");
+    let reverse = reply["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["rewrites"][0]["field"] == "source")
+        .expect("reverse NAT");
     assert_eq!(reverse["hook"], "postrouting");
-    assert_eq!(reverse["rewrites"][0]["after"], format!("{}:1812", lab::HOST_ADDRESS));
-    assert!(hooks(reply, "l3").chain(hooks(reply, "l3_from_bridge")).filter(|h| h["event"]["conntrack"].is_object()).all(|h| h["event"]["conntrack"]["state"] == "established"));
+    assert_eq!(
+        reverse["rewrites"][0]["after"],
+        format!("{}:1812", lab::HOST_ADDRESS)
+    );
+    assert!(
+        hooks(reply, "l3")
+            .chain(hooks(reply, "l3_from_bridge"))
+            .filter(|h| h["event"]["conntrack"].is_object())
+            .all(|h| h["event"]["conntrack"]["state"] == "established")
+    );
 
     // An explanation for the connection, built from that path.
-    let explanation = lines.iter().find(|l| l["type"] == "explanation" && l["connection"] == request["connection"]).expect("explanation");
-    let steps: Vec<&str> = explanation["steps"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    let explanation = lines
+        .iter()
+        .find(|l| l["type"] == "explanation" && l["connection"] == request["connection"])
+        .expect("explanation");
+    let steps: Vec<&str> = explanation["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
     assert!(steps.iter().any(|s| s.contains("DNAT")), "{steps:#?}");
-    assert!(steps.iter().any(|s| s.contains("undoes the request's DNAT")), "{steps:#?}");
-    assert!(steps.iter().any(|s| s.contains("passes the frame up")), "{steps:#?}");
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.contains("undoes the request's DNAT")),
+        "{steps:#?}"
+    );
+    assert!(
+        steps.iter().any(|s| s.contains("passes the frame up")),
+        "{steps:#?}"
+    );
 
     // The recording replays to the same packets and explanation, without the kernel.
-    let replayed = Command::new(dockflow_bin()).args(["--replay", record.to_str().unwrap(), "--json"]).output().unwrap();
-    assert!(replayed.status.success(), "{}", String::from_utf8_lossy(&replayed.stderr));
-    assert_eq!(json_events(&String::from_utf8_lossy(&replayed.stdout)), lines);
+    let replayed = Command::new(dockflow_bin())
+        .args(["--replay", record.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        replayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    assert_eq!(
+        json_events(&String::from_utf8_lossy(&replayed.stdout)),
+        lines
+    );
     let _ = std::fs::remove_file(&record);
     lab::down().unwrap();
 }
@@ -114,10 +233,21 @@ fn container_to_container_traffic_is_bridged_at_l2_only() {
     let dockflow = Dockflow::start(&["--container", "radius", "--json"]);
     // From the syslog container to radius, across infranet: no NAT, no routing.
     let out = Command::new("docker")
-        .args(["exec", "syslog", "/dockflow-lab", "client", "radius", &format!("{RADIUS}:1812")])
+        .args([
+            "exec",
+            "syslog",
+            "/dockflow-lab",
+            "client",
+            "radius",
+            &format!("{RADIUS}:1812"),
+        ])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("Access-Accept"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("Access-Accept"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::thread::sleep(Duration::from_millis(400));
     let (ok, stdout) = dockflow.stop_with(libc::SIGINT);
     assert!(ok);
@@ -130,11 +260,23 @@ fn container_to_container_traffic_is_bridged_at_l2_only() {
     assert_eq!(exchange.len(), 2, "request and reply: {lines:#?}");
     for packet in exchange {
         let k = kinds(packet);
-        assert!(k.contains(&"l2:from_port".to_string()) && k.contains(&"l2:to_port".to_string()), "{k:?}");
-        assert!(!k.iter().any(|h| h.ends_with(":passed_up") || h.ends_with(":into_bridge")), "never leaves the bridge: {k:?}");
-        assert!(!k.contains(&"l3:hook".to_string()), "no hook of the routed path: {k:?}");
+        assert!(
+            k.contains(&"l2:from_port".to_string()) && k.contains(&"l2:to_port".to_string()),
+            "{k:?}"
+        );
+        assert!(
+            !k.iter()
+                .any(|h| h.ends_with(":passed_up") || h.ends_with(":into_bridge")),
+            "never leaves the bridge: {k:?}"
+        );
+        assert!(
+            !k.contains(&"l3:hook".to_string()),
+            "no hook of the routed path: {k:?}"
+        );
         // With bridge-nf-call-iptables=1 the IP hooks still see it, run from the bridge.
-        let from_bridge: Vec<&str> = hooks(packet, "l3_from_bridge").map(|h| h["hook"].as_str().unwrap()).collect();
+        let from_bridge: Vec<&str> = hooks(packet, "l3_from_bridge")
+            .map(|h| h["hook"].as_str().unwrap())
+            .collect();
         assert!(from_bridge.contains(&"forward"), "{k:?}");
     }
     lab::down().unwrap();
@@ -144,12 +286,19 @@ fn container_to_container_traffic_is_bridged_at_l2_only() {
 fn a_corrupt_recording_is_a_one_line_error() {
     let path = std::env::temp_dir().join(format!("dockflow-corrupt-{}.dfl", std::process::id()));
     std::fs::write(&path, b"DOCKFLOW\x01\x00\x00\x00\xff\xff\xff\x00garbage").unwrap();
-    let out = Command::new(dockflow_bin()).args(["--replay", path.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(dockflow_bin())
+        .args(["--replay", path.to_str().unwrap()])
+        .output()
+        .unwrap();
     let _ = std::fs::remove_file(&path);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("dockflow: error: ") && stderr.contains("not a usable dockflow recording"), "{stderr}");
+    assert!(
+        stderr.starts_with("dockflow: error: ")
+            && stderr.contains("not a usable dockflow recording"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -157,11 +306,30 @@ fn a_network_namespace_outside_docker_can_be_the_target() {
     let _lock = lab_lock();
     lab::up(&lab_bin()).unwrap();
     let (startup, lines) = trace_radius_exchange(&["--netns", lab::EXTERNAL_NETNS, "--json"]);
-    assert!(startup.iter().any(|l| l.contains(&format!("attached  tc ingress on {}", lab::HOST_LINK))), "{startup:?}");
+    assert!(
+        startup
+            .iter()
+            .any(|l| l.contains(&format!("attached  tc ingress on {}", lab::HOST_LINK))),
+        "{startup:?}"
+    );
     let (request, _) = request_and_reply(&lines);
-    assert!(position(request, |h| h["kind"] == "receive" && h["interface"] == lab::HOST_LINK).is_some(), "{:?}", kinds(request));
-    assert!(position(request, |h| h["rewrites"][0]["field"] == "destination").is_some(), "{:?}", kinds(request));
-    assert!(packets(&lines).iter().any(|p| p["direction"] == "reply" && p["connection"] == request["connection"]));
+    assert!(
+        position(request, |h| h["kind"] == "receive"
+            && h["interface"] == lab::HOST_LINK)
+        .is_some(),
+        "{:?}",
+        kinds(request)
+    );
+    assert!(
+        position(request, |h| h["rewrites"][0]["field"] == "destination").is_some(),
+        "{:?}",
+        kinds(request)
+    );
+    assert!(
+        packets(&lines)
+            .iter()
+            .any(|p| p["direction"] == "reply" && p["connection"] == request["connection"])
+    );
     lab::down().unwrap();
 }
 
@@ -170,8 +338,19 @@ fn a_container_restarted_during_the_trace_is_followed_to_its_new_veth() {
     let _lock = lab_lock();
     lab::up(&lab_bin()).unwrap();
     let dockflow = Dockflow::start(&["--container", "radius", "--json"]);
-    let old = dockflow.startup.iter().find_map(|l| l.trim().strip_prefix("attached  tc ingress on veth").map(|r| format!("veth{r}"))).unwrap();
-    let restarted = Command::new("docker").args(["restart", "radius"]).output().unwrap();
+    let old = dockflow
+        .startup
+        .iter()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("attached  tc ingress on veth")
+                .map(|r| format!("veth{r}"))
+        })
+        .unwrap();
+    let restarted = Command::new("docker")
+        .args(["restart", "radius"])
+        .output()
+        .unwrap();
     assert!(restarted.status.success());
     // dockflow re-resolves once a second; give it a few.
     std::thread::sleep(Duration::from_secs(3));
@@ -180,10 +359,21 @@ fn a_container_restarted_during_the_trace_is_followed_to_its_new_veth() {
     let (ok, stdout) = dockflow.stop_with(libc::SIGINT);
     assert!(ok);
     let lines = json_events(&stdout);
-    let request = packets(&lines).into_iter().find(|p| p["direction"] == "request" && p["packet"]["dport"] == 1812).expect("request after restart");
-    let port = request["hops"].as_array().unwrap().iter().find(|h| h["kind"] == "to_port").expect("to_port hop after restart");
+    let request = packets(&lines)
+        .into_iter()
+        .find(|p| p["direction"] == "request" && p["packet"]["dport"] == 1812)
+        .expect("request after restart");
+    let port = request["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["kind"] == "to_port")
+        .expect("to_port hop after restart");
     let new = port["port"].as_str().unwrap();
-    assert!(new.starts_with("veth") && !new.starts_with(&old), "old {old}, new {new}");
+    assert!(
+        new.starts_with("veth") && !new.starts_with(&old),
+        "old {old}, new {new}"
+    );
     lab::down().unwrap();
 }
 
@@ -192,30 +382,90 @@ fn nftables_verdicts_name_the_dnat_rule_and_no_nat_chain_sees_the_reply() {
     let _lock = lab_lock();
     lab::up(&lab_bin()).unwrap();
     let (startup, lines) = trace_radius_exchange(&["--container", "radius", "--json"]);
-    assert!(startup.iter().any(|l| l.contains("attached  nftables trace")), "{startup:?}");
+    assert!(
+        startup
+            .iter()
+            .any(|l| l.contains("attached  nftables trace")),
+        "{startup:?}"
+    );
     let (request, reply) = request_and_reply(&lines);
     let rules = |p: &Value| p["rules"].as_array().cloned().unwrap_or_default();
     // The request: Docker's DNAT rule in ip nat DOCKER, then accepted by ip filter DOCKER.
-    let dnat = rules(request).into_iter().find(|r| r["table"] == "nat" && r["chain"] == "DOCKER" && r["verdict"] == "accept");
+    let dnat = rules(request)
+        .into_iter()
+        .find(|r| r["table"] == "nat" && r["chain"] == "DOCKER" && r["verdict"] == "accept");
     let dnat = dnat.unwrap_or_else(|| panic!("no DNAT rule traced: {:#?}", rules(request)));
-    assert!(dnat["rule"].as_str().unwrap().contains(&format!("dnat to {RADIUS}:1812")), "{dnat}");
+    assert!(
+        dnat["rule"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("dnat to {RADIUS}:1812")),
+        "{dnat}"
+    );
     assert_eq!(dnat["hook"], "prerouting");
-    assert!(rules(request).iter().any(|r| r["table"] == "filter" && r["chain"] == "DOCKER" && r["verdict"] == "accept" && r["hook"] == "forward"), "{:#?}", rules(request));
+    assert!(
+        rules(request).iter().any(|r| r["table"] == "filter"
+            && r["chain"] == "DOCKER"
+            && r["verdict"] == "accept"
+            && r["hook"] == "forward"),
+        "{:#?}",
+        rules(request)
+    );
     // The reply: filter FORWARD accepts it, and no nat chain evaluates it at all.
-    assert!(rules(reply).iter().any(|r| r["table"] == "filter" && r["hook"] == "forward" && r["verdict"] == "accept"), "{:#?}", rules(reply));
+    assert!(
+        rules(reply)
+            .iter()
+            .any(|r| r["table"] == "filter" && r["hook"] == "forward" && r["verdict"] == "accept"),
+        "{:#?}",
+        rules(reply)
+    );
     assert!(!rules(reply).is_empty());
-    assert!(rules(reply).iter().all(|r| r["table"] != "nat"), "a nat chain saw the reply: {:#?}", rules(reply));
-    assert!(rules(reply).iter().all(|r| r["hook"] != "input"), "{:#?}", rules(reply));
+    assert!(
+        rules(reply).iter().all(|r| r["table"] != "nat"),
+        "a nat chain saw the reply: {:#?}",
+        rules(reply)
+    );
+    assert!(
+        rules(reply).iter().all(|r| r["hook"] != "input"),
+        "{:#?}",
+        rules(reply)
+    );
     lab::down().unwrap();
-    assert!(!String::from_utf8_lossy(&Command::new("nft").args(["list", "tables"]).output().unwrap().stdout).contains("dockflow"));
+    assert!(
+        !String::from_utf8_lossy(
+            &Command::new("nft")
+                .args(["list", "tables"])
+                .output()
+                .unwrap()
+                .stdout
+        )
+        .contains("dockflow")
+    );
 }
 
 #[test]
 fn a_drop_is_explained_with_the_rule_that_dropped_it() {
     let _lock = lab_lock();
     lab::up(&lab_bin()).unwrap();
-    let rule = ["DOCKER-USER", "-p", "udp", "-d", RADIUS, "--dport", "1812", "-j", "DROP"];
-    assert!(Command::new("iptables").arg("-I").args(rule).status().unwrap().success());
+    let rule = [
+        "DOCKER-USER",
+        "-p",
+        "udp",
+        "-d",
+        RADIUS,
+        "--dport",
+        "1812",
+        "-j",
+        "DROP",
+    ];
+    assert!(
+        Command::new("iptables")
+            .arg("-I")
+            .args(rule)
+            .status()
+            .unwrap()
+            .success()
+    );
     let dockflow = Dockflow::start(&["--container", "radius", "--json"]);
     let answer = lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]);
     std::thread::sleep(Duration::from_millis(400));
@@ -223,17 +473,39 @@ fn a_drop_is_explained_with_the_rule_that_dropped_it() {
     let _ = Command::new("iptables").arg("-D").args(rule).status();
     assert!(answer.is_err() && ok);
     let lines = json_events(&stdout);
-    let request = packets(&lines).into_iter().find(|p| p["packet"]["dport"] == 1812).expect("request");
+    let request = packets(&lines)
+        .into_iter()
+        .find(|p| p["packet"]["dport"] == 1812)
+        .expect("request");
     let hops = request["hops"].as_array().unwrap();
-    assert_eq!(hops.last().unwrap()["kind"], "dropped", "{:?}", kinds(request));
-    assert!(!hops.iter().any(|h| h["kind"] == "into_bridge" || h["kind"] == "to_port"), "{:?}", kinds(request));
+    assert_eq!(
+        hops.last().unwrap()["kind"],
+        "dropped",
+        "{:?}",
+        kinds(request)
+    );
+    assert!(
+        !hops
+            .iter()
+            .any(|h| h["kind"] == "into_bridge" || h["kind"] == "to_port"),
+        "{:?}",
+        kinds(request)
+    );
     let steps: Vec<String> = lines
         .iter()
         .filter(|l| l["type"] == "explanation")
-        .flat_map(|l| l["steps"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()))
+        .flat_map(|l| {
+            l["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().to_string())
+        })
         .collect();
     assert!(
-        steps.iter().any(|s| s.contains("dropped by nftables, ip filter chain DOCKER-USER at the forward hook") && s.contains("NETFILTER_DROP")),
+        steps.iter().any(|s| s
+            .contains("dropped by nftables, ip filter chain DOCKER-USER at the forward hook")
+            && s.contains("NETFILTER_DROP")),
         "{steps:#?}"
     );
     lab::down().unwrap();

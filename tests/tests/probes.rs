@@ -21,11 +21,17 @@ fn trace_one_exchange() -> (Vec<Value>, String) {
     let veth = dockflow
         .startup
         .iter()
-        .find_map(|l| l.trim().strip_prefix("attached  tc ingress on veth").map(|rest| format!("veth{rest}")))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("attached  tc ingress on veth")
+                .map(|rest| format!("veth{rest}"))
+        })
         .unwrap_or_else(|| panic!("no veth attachment reported: {:?}", dockflow.startup));
     for family in ["ipv4", "ipv6"] {
         assert!(
-            dockflow.startup.iter().any(|l| l.contains(&format!("attached  netfilter {family} (all 5 hooks")) && l.contains("18 links")),
+            dockflow.startup.iter().any(|l| l
+                .contains(&format!("attached  netfilter {family} (all 5 hooks"))
+                && l.contains("18 links")),
             "{:?}",
             dockflow.startup
         );
@@ -46,9 +52,18 @@ fn is_reply(e: &Value) -> bool {
     e["packet"]["dst"] == client() && e["packet"]["sport"] == 1812
 }
 
-fn nf<'a>(events: &'a [Value], hook: &str, pred: impl Fn(&Value) -> bool + 'a) -> impl Iterator<Item = &'a Value> + 'a {
+fn nf<'a>(
+    events: &'a [Value],
+    hook: &str,
+    pred: impl Fn(&Value) -> bool + 'a,
+) -> impl Iterator<Item = &'a Value> + 'a {
     let hook = hook.to_string();
-    events.iter().filter(move |e| e["probe"] == "netfilter" && e["netfilter"]["hook"] == hook && e["netfilter"]["family"] == "ipv4" && pred(e))
+    events.iter().filter(move |e| {
+        e["probe"] == "netfilter"
+            && e["netfilter"]["hook"] == hook
+            && e["netfilter"]["family"] == "ipv4"
+            && pred(e)
+    })
 }
 
 #[test]
@@ -57,45 +72,121 @@ fn request_and_reply_cross_tc_and_netfilter_with_dnat_and_its_reversal() {
     lab::up(&lab_bin()).unwrap();
     let (events, veth) = trace_one_exchange();
     let tc = |probe: &str, iface: &str, pred: fn(&Value) -> bool| {
-        events.iter().any(|e| e["probe"] == probe && e["interface"] == iface && pred(e))
+        events
+            .iter()
+            .any(|e| e["probe"] == probe && e["interface"] == iface && pred(e))
     };
 
     // Request, L3: before the dstnat priority it is addressed to the host, after it to the container.
     let host = lab::HOST_ADDRESS.to_string();
     let pre: Vec<&Value> = nf(&events, "prerouting", is_request).collect();
-    assert!(pre.iter().any(|e| e["netfilter"]["priority"].as_i64().unwrap() < -100 && e["packet"]["dst"] == host), "{pre:#?}");
-    assert!(pre.iter().any(|e| e["netfilter"]["priority"].as_i64().unwrap() > -100 && e["packet"]["dst"] == CONTAINER), "{pre:#?}");
-    let after_dnat = pre.iter().find(|e| e["netfilter"]["priority"] == -99).expect("request after dstnat");
+    assert!(
+        pre.iter()
+            .any(|e| e["netfilter"]["priority"].as_i64().unwrap() < -100
+                && e["packet"]["dst"] == host),
+        "{pre:#?}"
+    );
+    assert!(
+        pre.iter()
+            .any(|e| e["netfilter"]["priority"].as_i64().unwrap() > -100
+                && e["packet"]["dst"] == CONTAINER),
+        "{pre:#?}"
+    );
+    let after_dnat = pre
+        .iter()
+        .find(|e| e["netfilter"]["priority"] == -99)
+        .expect("request after dstnat");
     assert_eq!(after_dnat["conntrack"]["state"], "new");
     assert_eq!(after_dnat["conntrack"]["direction"], "original");
-    assert!(after_dnat["conntrack"]["status"].as_array().unwrap().contains(&"dst_nat".into()), "{after_dnat}");
+    assert!(
+        after_dnat["conntrack"]["status"]
+            .as_array()
+            .unwrap()
+            .contains(&"dst_nat".into()),
+        "{after_dnat}"
+    );
     assert_eq!(after_dnat["conntrack"]["original"]["dst"], host);
     assert_eq!(after_dnat["conntrack"]["reply"]["src"], CONTAINER);
-    assert!(nf(&events, "forward", is_request).any(|e| e["packet"]["dst"] == CONTAINER), "request not forwarded");
-    assert!(nf(&events, "postrouting", is_request).count() >= 2, "request not seen in postrouting");
-    assert_eq!(nf(&events, "input", is_request).count(), 0, "the request is forwarded, never delivered locally");
+    assert!(
+        nf(&events, "forward", is_request).any(|e| e["packet"]["dst"] == CONTAINER),
+        "request not forwarded"
+    );
+    assert!(
+        nf(&events, "postrouting", is_request).count() >= 2,
+        "request not seen in postrouting"
+    );
+    assert_eq!(
+        nf(&events, "input", is_request).count(),
+        0,
+        "the request is forwarded, never delivered locally"
+    );
     // Request, L2: the IP stack sends it into the bridge, which hands it to the container's port.
-    assert!(tc("tc_egress", "docker1", |e| is_request(e) && e["packet"]["dst"] == CONTAINER), "{events:#?}");
-    assert!(tc("tc_egress", &veth, |e| is_request(e) && e["packet"]["dst"] == CONTAINER), "{events:#?}");
+    assert!(
+        tc("tc_egress", "docker1", |e| is_request(e)
+            && e["packet"]["dst"] == CONTAINER),
+        "{events:#?}"
+    );
+    assert!(
+        tc("tc_egress", &veth, |e| is_request(e)
+            && e["packet"]["dst"] == CONTAINER),
+        "{events:#?}"
+    );
 
     // Reply, L2: it leaves the container's port and the bridge passes it up (docker1 ingress).
-    assert!(tc("tc_ingress", &veth, |e| is_reply(e) && e["packet"]["src"] == CONTAINER), "{events:#?}");
-    assert!(tc("tc_ingress", "docker1", |e| is_reply(e) && e["packet"]["src"] == CONTAINER), "{events:#?}");
+    assert!(
+        tc("tc_ingress", &veth, |e| is_reply(e)
+            && e["packet"]["src"] == CONTAINER),
+        "{events:#?}"
+    );
+    assert!(
+        tc("tc_ingress", "docker1", |e| is_reply(e)
+            && e["packet"]["src"] == CONTAINER),
+        "{events:#?}"
+    );
     // Reply, L3: conntrack knows it as the reply direction; it is forwarded, never input.
     let reply_fwd: Vec<&Value> = nf(&events, "forward", is_reply).collect();
     assert!(!reply_fwd.is_empty(), "reply not forwarded: {events:#?}");
-    assert!(reply_fwd.iter().all(|e| e["conntrack"]["direction"] == "reply"), "{reply_fwd:#?}");
-    assert_eq!(nf(&events, "input", is_reply).count(), 0, "the reply never reaches IP input");
+    assert!(
+        reply_fwd
+            .iter()
+            .all(|e| e["conntrack"]["direction"] == "reply"),
+        "{reply_fwd:#?}"
+    );
+    assert_eq!(
+        nf(&events, "input", is_reply).count(),
+        0,
+        "the reply never reaches IP input"
+    );
     // Its prerouting is run by br_netfilter from inside the bridge.
-    assert!(nf(&events, "prerouting", is_reply).all(|e| e["netfilter"]["from_bridge"] == true), "{events:#?}");
+    assert!(
+        nf(&events, "prerouting", is_reply).all(|e| e["netfilter"]["from_bridge"] == true),
+        "{events:#?}"
+    );
     // The DNAT is undone for the reply at srcnat: from the container before, from the host after.
     let post: Vec<&Value> = nf(&events, "postrouting", is_reply).collect();
-    assert!(post.iter().any(|e| e["netfilter"]["priority"] == 99 && e["packet"]["src"] == CONTAINER), "{post:#?}");
-    assert!(post.iter().any(|e| e["netfilter"]["priority"] == 101 && e["packet"]["src"] == host), "{post:#?}");
+    assert!(
+        post.iter()
+            .any(|e| e["netfilter"]["priority"] == 99 && e["packet"]["src"] == CONTAINER),
+        "{post:#?}"
+    );
+    assert!(
+        post.iter()
+            .any(|e| e["netfilter"]["priority"] == 101 && e["packet"]["src"] == host),
+        "{post:#?}"
+    );
 
     // Every netfilter event of the exchange carries the packet identity (skb->head).
-    assert!(events.iter().filter(|e| e["probe"] == "netfilter").all(|e| e["skb_id"].is_u64()));
-    assert_eq!(our_bpf_programs(), Vec::<String>::new(), "programs left loaded after exit");
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["probe"] == "netfilter")
+            .all(|e| e["skb_id"].is_u64())
+    );
+    assert_eq!(
+        our_bpf_programs(),
+        Vec::<String>::new(),
+        "programs left loaded after exit"
+    );
     lab::down().unwrap();
 }
 
@@ -104,8 +195,14 @@ struct IptablesRule(Vec<String>);
 
 impl IptablesRule {
     fn insert(chain: &str, rule: &[&str]) -> Self {
-        let spec: Vec<String> = std::iter::once(chain.to_string()).chain(rule.iter().map(|s| s.to_string())).collect();
-        let status = Command::new("iptables").arg("-I").args(&spec).status().unwrap();
+        let spec: Vec<String> = std::iter::once(chain.to_string())
+            .chain(rule.iter().map(|s| s.to_string()))
+            .collect();
+        let status = Command::new("iptables")
+            .arg("-I")
+            .args(&spec)
+            .status()
+            .unwrap();
         assert!(status.success(), "iptables -I {spec:?}");
         Self(spec)
     }
@@ -123,44 +220,89 @@ fn a_packet_dropped_in_docker_user_yields_a_drop_event_with_its_reason() {
     lab::up(&lab_bin()).unwrap();
     let dockflow = Dockflow::start(&["--container", "radius", "--json", "--raw"]);
     let stdout = {
-        let _rule = IptablesRule::insert("DOCKER-USER", &["-p", "udp", "-d", CONTAINER, "--dport", "1812", "-j", "DROP"]);
+        let _rule = IptablesRule::insert(
+            "DOCKER-USER",
+            &[
+                "-p", "udp", "-d", CONTAINER, "--dport", "1812", "-j", "DROP",
+            ],
+        );
         let answer = lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]);
-        assert!(answer.is_err(), "the request should have been dropped: {answer:?}");
+        assert!(
+            answer.is_err(),
+            "the request should have been dropped: {answer:?}"
+        );
         let (ok, stdout) = dockflow.stop_with(libc::SIGTERM);
         assert!(ok, "dockflow failed after SIGTERM");
         stdout
     };
     let events = json_events(&stdout);
-    let drops: Vec<&Value> = events.iter().filter(|e| e["probe"] == "kfree_skb").collect();
+    let drops: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["probe"] == "kfree_skb")
+        .collect();
     assert!(
-        drops.iter().any(|e| e["drop"]["reason"] == "NETFILTER_DROP" && e["packet"]["dst"] == CONTAINER && e["packet"]["dport"] == 1812),
+        drops.iter().any(|e| e["drop"]["reason"] == "NETFILTER_DROP"
+            && e["packet"]["dst"] == CONTAINER
+            && e["packet"]["dport"] == 1812),
         "no NETFILTER_DROP event for the request: {events:#?}"
     );
     // nftables names the rule that dropped it.
     assert!(
-        events.iter().any(|e| e["table"] == "filter" && e["chain"] == "DOCKER-USER" && e["verdict"] == "drop"
-            && e["rule"].as_str().is_some_and(|r| r.contains("1812") && r.ends_with("drop"))),
+        events.iter().any(|e| e["table"] == "filter"
+            && e["chain"] == "DOCKER-USER"
+            && e["verdict"] == "drop"
+            && e["rule"]
+                .as_str()
+                .is_some_and(|r| r.contains("1812") && r.ends_with("drop"))),
         "no nft verdict for the drop: {events:#?}"
     );
     // The drop came after the forward hook's first priority saw it, and it never reached the bridge.
     assert!(nf(&events, "forward", is_request).next().is_some());
-    assert!(!events.iter().any(|e| e["probe"] == "tc_egress" && is_request(e)));
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["probe"] == "tc_egress" && is_request(e))
+    );
     lab::down().unwrap();
 }
 
 fn tc_filters(iface: &str) -> String {
     ["ingress", "egress"]
         .iter()
-        .map(|dir| String::from_utf8_lossy(&Command::new("tc").args(["filter", "show", "dev", iface, dir]).output().unwrap().stdout).into_owned())
+        .map(|dir| {
+            String::from_utf8_lossy(
+                &Command::new("tc")
+                    .args(["filter", "show", "dev", iface, dir])
+                    .output()
+                    .unwrap()
+                    .stdout,
+            )
+            .into_owned()
+        })
         .collect()
 }
 
 fn nft_tables() -> String {
-    String::from_utf8_lossy(&Command::new("nft").args(["list", "tables"]).output().unwrap().stdout).into_owned()
+    String::from_utf8_lossy(
+        &Command::new("nft")
+            .args(["list", "tables"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned()
 }
 
 fn veth_of(dockflow: &Dockflow) -> String {
-    dockflow.startup.iter().find_map(|l| l.trim().strip_prefix("attached  tc ingress on veth").map(|r| format!("veth{r}"))).unwrap()
+    dockflow
+        .startup
+        .iter()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("attached  tc ingress on veth")
+                .map(|r| format!("veth{r}"))
+        })
+        .unwrap()
 }
 
 #[test]
@@ -174,28 +316,74 @@ fn nothing_survives_sigkill_and_a_restart_removes_legacy_tc_leftovers() {
     unsafe { libc::kill(dockflow.pid(), libc::SIGKILL) };
     let _ = dockflow.stop_with(0);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(our_bpf_programs(), Vec::<String>::new(), "programs left after SIGKILL");
+    assert_eq!(
+        our_bpf_programs(),
+        Vec::<String>::new(),
+        "programs left after SIGKILL"
+    );
 
     // Our nft table is not owned by a file descriptor: SIGKILL leaves it, the next start removes it.
-    assert!(nft_tables().contains("dockflow_trace"), "expected the crash to leave the nft table: {}", nft_tables());
+    assert!(
+        nft_tables().contains("dockflow_trace"),
+        "expected the crash to leave the nft table: {}",
+        nft_tables()
+    );
 
     // Pre-tcx kernels use clsact filters, which outlive the process; force that path.
-    let legacy = Dockflow::start_with_env(&["--container", "radius"], &[("DOCKFLOW_TC_ATTACH", "netlink")]);
-    assert!(legacy.startup.iter().any(|l| l.contains("removed nftables tables")), "{:?}", legacy.startup);
-    assert!(tc_filters(&veth).contains("df_tc_ingress"), "netlink filters not attached: {}", tc_filters(&veth));
+    let legacy = Dockflow::start_with_env(
+        &["--container", "radius"],
+        &[("DOCKFLOW_TC_ATTACH", "netlink")],
+    );
+    assert!(
+        legacy
+            .startup
+            .iter()
+            .any(|l| l.contains("removed nftables tables")),
+        "{:?}",
+        legacy.startup
+    );
+    assert!(
+        tc_filters(&veth).contains("df_tc_ingress"),
+        "netlink filters not attached: {}",
+        tc_filters(&veth)
+    );
     unsafe { libc::kill(legacy.pid(), libc::SIGKILL) };
     let _ = legacy.stop_with(0);
-    assert!(tc_filters(&veth).contains("df_tc_ingress"), "expected the crash to leave a filter behind");
+    assert!(
+        tc_filters(&veth).contains("df_tc_ingress"),
+        "expected the crash to leave a filter behind"
+    );
 
     // The next start finds and removes them; its own clean exit leaves nothing either.
     let next = Dockflow::start(&["--container", "radius"]);
-    assert!(next.startup.iter().any(|l| l.contains("removed") && l.contains("left by an earlier run")), "{:?}", next.startup);
+    assert!(
+        next.startup
+            .iter()
+            .any(|l| l.contains("removed") && l.contains("left by an earlier run")),
+        "{:?}",
+        next.startup
+    );
     let (ok, _) = next.stop_with(libc::SIGINT);
     assert!(ok);
-    assert!(!tc_filters(&veth).contains("df_"), "filters left: {}", tc_filters(&veth));
-    let qdiscs = String::from_utf8_lossy(&Command::new("tc").args(["qdisc", "show", "dev", &veth]).output().unwrap().stdout).into_owned();
+    assert!(
+        !tc_filters(&veth).contains("df_"),
+        "filters left: {}",
+        tc_filters(&veth)
+    );
+    let qdiscs = String::from_utf8_lossy(
+        &Command::new("tc")
+            .args(["qdisc", "show", "dev", &veth])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
     assert!(!qdiscs.contains("clsact"), "clsact qdisc left: {qdiscs}");
-    assert!(!nft_tables().contains("dockflow"), "nft tables left: {}", nft_tables());
+    assert!(
+        !nft_tables().contains("dockflow"),
+        "nft tables left: {}",
+        nft_tables()
+    );
     assert_eq!(our_bpf_programs(), Vec::<String>::new());
     lab::down().unwrap();
 }
@@ -212,12 +400,23 @@ fn the_in_kernel_filter_keeps_other_containers_traffic_out() {
     let (ok, stdout) = dockflow.stop_with(libc::SIGINT);
     assert!(ok);
     let events = json_events(&stdout);
-    assert!(events.iter().any(is_request), "the radius exchange must still be seen");
+    assert!(
+        events.iter().any(is_request),
+        "the radius exchange must still be seen"
+    );
     let other = syslog.address.to_string();
     let leaked: Vec<&Value> = events
         .iter()
-        .filter(|e| e["packet"]["dport"] == 514 || e["packet"]["sport"] == 514 || e["packet"]["src"] == other || e["packet"]["dst"] == other)
+        .filter(|e| {
+            e["packet"]["dport"] == 514
+                || e["packet"]["sport"] == 514
+                || e["packet"]["src"] == other
+                || e["packet"]["dst"] == other
+        })
         .collect();
-    assert!(leaked.is_empty(), "syslog traffic reached userspace: {leaked:#?}");
+    assert!(
+        leaked.is_empty(),
+        "syslog traffic reached userspace: {leaked:#?}"
+    );
     lab::down().unwrap();
 }

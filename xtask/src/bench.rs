@@ -18,14 +18,20 @@ use crate::{build, lab as xlab, tracer::Tracer};
 const ROUNDS: usize = 3;
 /// Probe sets the throughput test compares, the default (all) first.
 const PROBE_SETS: [(&str, &str); 5] = [
-    ("all probes (default):", "tc,netfilter,tracepoints,bridge,nftables"),
+    (
+        "all probes (default):",
+        "tc,netfilter,tracepoints,bridge,nftables",
+    ),
     ("tc only:", "tc"),
     ("netfilter only:", "netfilter"),
     ("tracepoints only:", "tracepoints"),
     ("nftables trace only:", "nftables"),
 ];
 /// Output modes the drain test measures.
-const DRAIN_MODES: [(&str, &[&str]); 2] = [("events as JSON (--raw --json)", &["--raw", "--json"]), ("packets as JSON (--json)", &["--json"])];
+const DRAIN_MODES: [(&str, &[&str]); 2] = [
+    ("events as JSON (--raw --json)", &["--raw", "--json"]),
+    ("packets as JSON (--json)", &["--json"]),
+];
 /// Offered UDP load for the drain test, datagrams per second (0: as fast as the client can).
 const DRAIN_RATES: [u64; 6] = [1_000, 2_000, 5_000, 10_000, 20_000, 0];
 const SECONDS: f64 = 3.0;
@@ -46,13 +52,29 @@ fn measure() -> Result<()> {
     for (label, args) in DRAIN_MODES {
         let mut sustained = 0.0f64;
         for rate in DRAIN_RATES {
-            let tracer = Tracer::start(&dockflow, &[&["--container", "radius"], args].concat(), Stdio::null(), false)?;
-            let flood = ["client", "udp-flood", &to(radius.port), "--seconds", &SECONDS.to_string(), "--rate", &rate.to_string()];
+            let tracer = Tracer::start(
+                &dockflow,
+                &[&["--container", "radius"], args].concat(),
+                Stdio::null(),
+                false,
+            )?;
+            let flood = [
+                "client",
+                "udp-flood",
+                &to(radius.port),
+                "--seconds",
+                &SECONDS.to_string(),
+                "--rate",
+                &rate.to_string(),
+            ];
             let sent = run_external(&responder, &flood)?;
             std::thread::sleep(Duration::from_millis(500));
             let summary = tracer.stop()?;
             let per_second = summary.events as f64 / SECONDS;
-            println!("drain, {label}: offered {rate} datagrams/s ({sent} sent) -> {} events ({per_second:.0} events/s), {} lost", summary.events, summary.lost);
+            println!(
+                "drain, {label}: offered {rate} datagrams/s ({sent} sent) -> {} events ({per_second:.0} events/s), {} lost",
+                summary.events, summary.lost
+            );
             if summary.lost > 0 {
                 break;
             }
@@ -64,9 +86,18 @@ fn measure() -> Result<()> {
     // Throughput with and without dockflow, alternated, for the default probe set and for each
     // family alone (so a user can see what each one costs).
     let bulk = || -> Result<f64> {
-        run_external(&responder, &["client", "tcp-bulk", &to(proxy.port), "--seconds", &SECONDS.to_string()])?
-            .parse::<f64>()
-            .context("parsing the bulk client's rate")
+        run_external(
+            &responder,
+            &[
+                "client",
+                "tcp-bulk",
+                &to(proxy.port),
+                "--seconds",
+                &SECONDS.to_string(),
+            ],
+        )?
+        .parse::<f64>()
+        .context("parsing the bulk client's rate")
     };
     for (label, probes) in PROBE_SETS {
         let mut baseline = Vec::new();
@@ -74,7 +105,12 @@ fn measure() -> Result<()> {
         let mut lost = 0;
         for _ in 0..ROUNDS {
             baseline.push(bulk()?);
-            let tracer = Tracer::start(&dockflow, &["--container", "radius", "--probes", probes], Stdio::null(), false)?;
+            let tracer = Tracer::start(
+                &dockflow,
+                &["--container", "radius", "--probes", probes],
+                Stdio::null(),
+                false,
+            )?;
             traced.push(bulk()?);
             lost += tracer.stop()?.lost;
         }
@@ -96,9 +132,14 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 fn run_external(responder: &Path, args: &[&str]) -> Result<String> {
-    let out = lab::external_command(responder, args).output().context("running the lab client")?;
+    let out = lab::external_command(responder, args)
+        .output()
+        .context("running the lab client")?;
     if !out.status.success() {
-        bail!("lab client {args:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "lab client {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

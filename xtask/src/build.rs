@@ -1,17 +1,16 @@
 //! Building dockflow and the lab's static responder.
 
-use std::{
-    os::unix::process::CommandExt as _,
-    path::PathBuf,
-    process::Command,
-};
+use std::{os::unix::process::CommandExt as _, path::PathBuf, process::Command};
 
 use anyhow::{Context as _, Result, bail};
 
 use crate::setup;
 
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn cargo() -> Command {
@@ -21,7 +20,9 @@ fn cargo() -> Command {
 }
 
 fn checked(cmd: &mut Command, what: &str) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("running cargo for {what}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("running cargo for {what}"))?;
     if !status.success() {
         bail!("building {what} failed");
     }
@@ -31,18 +32,38 @@ fn checked(cmd: &mut Command, what: &str) -> Result<()> {
 /// Builds the eBPF programs and the `dockflow` binary (release); returns the binary's path.
 pub fn dockflow() -> Result<PathBuf> {
     setup::run()?;
-    checked(cargo().args(["build", "--release", "--package", "dockflow-user", "--bin", "dockflow"]), "dockflow")?;
+    checked(
+        cargo().args([
+            "build",
+            "--release",
+            "--package",
+            "dockflow-user",
+            "--bin",
+            "dockflow",
+        ]),
+        "dockflow",
+    )?;
     Ok(workspace_root().join("target/release/dockflow"))
 }
 
 /// Builds `dockflow` statically (for the vmtest guest, which has no libc of ours).
 pub fn dockflow_static() -> Result<PathBuf> {
-    static_binary("dockflow-user", "dockflow", "target/static", "static dockflow")
+    static_binary(
+        "dockflow-user",
+        "dockflow",
+        "target/static",
+        "static dockflow",
+    )
 }
 
 /// Builds the lab's responder as a static binary (it is the only file in the lab image).
 pub fn lab_responder() -> Result<PathBuf> {
-    static_binary("dockflow-lab", "dockflow-lab", "target/lab", "the lab responder")
+    static_binary(
+        "dockflow-lab",
+        "dockflow-lab",
+        "target/lab",
+        "the lab responder",
+    )
 }
 
 /// `bin` of `package`, linked statically, in a target dir of its own (RUSTFLAGS differ).
@@ -52,7 +73,17 @@ fn static_binary(package: &str, bin: &str, target_dir: &str, what: &str) -> Resu
     checked(
         cargo()
             .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .args(["build", "--quiet", "--release", "--package", package, "--bin", bin, "--target", &host])
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--package",
+                package,
+                "--bin",
+                bin,
+                "--target",
+                &host,
+            ])
             .arg("--target-dir")
             .arg(&target_dir),
         what,

@@ -14,9 +14,19 @@ pub fn run() -> Result<()> {
 fn trace_one_exchange() -> Result<()> {
     let dockflow = build::dockflow()?;
     let responder = build::lab_responder()?;
-    let tracer = Tracer::start(&dockflow, &["--container", "radius"], Stdio::inherit(), true)?;
+    let tracer = Tracer::start(
+        &dockflow,
+        &["--container", "radius"],
+        Stdio::inherit(),
+        true,
+    )?;
     let radius = lab::service("radius")?;
-    eprintln!("demo: sending a RADIUS Access-Request from namespace {} to {}:{}", lab::EXTERNAL_NETNS, lab::HOST_ADDRESS, radius.port);
+    eprintln!(
+        "demo: sending a RADIUS Access-Request from namespace {} to {}:{}",
+        lab::EXTERNAL_NETNS,
+        lab::HOST_ADDRESS,
+        radius.port
+    );
     let answer = lab::client(&responder, radius, &[]);
     // Let the reply's last hops arrive and the packets complete before stopping.
     std::thread::sleep(Duration::from_millis(500));

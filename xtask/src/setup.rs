@@ -12,7 +12,16 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 /// Debian packages the build, the lab and the tests use.
-const PACKAGES: &[&str] = &["docker.io", "nftables", "iptables", "iproute2", "kmod", "bpftool", "tar", "procps"];
+const PACKAGES: &[&str] = &[
+    "docker.io",
+    "nftables",
+    "iptables",
+    "iproute2",
+    "kmod",
+    "bpftool",
+    "tar",
+    "procps",
+];
 
 const DOCKERD_LOG: &str = "/var/log/dockflow-dockerd.log";
 const DOCKER_SOCKET: &str = "/var/run/docker.sock";
@@ -33,7 +42,10 @@ pub fn run() -> Result<()> {
     for (name, step) in steps {
         let started = Instant::now();
         step().with_context(|| format!("setup step `{name}` failed"))?;
-        eprintln!("setup: {name:<20} ok ({:.1} s)", started.elapsed().as_secs_f64());
+        eprintln!(
+            "setup: {name:<20} ok ({:.1} s)",
+            started.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }
@@ -47,7 +59,9 @@ pub fn ebpf_toolchain() -> &'static str {
 pub fn cache_dir() -> PathBuf {
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+        });
     cache.join("dockflow")
 }
 
@@ -62,12 +76,19 @@ fn packages() -> Result<()> {
 
 /// Installs whichever of `packages` are missing (one apt run).
 pub fn ensure_packages(packages: &[&str]) -> Result<()> {
-    let missing: Vec<&str> = packages.iter().copied().filter(|p| !package_installed(p)).collect();
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| !package_installed(p))
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
     if !is_root() {
-        bail!("packages {} are missing and installing them needs root", missing.join(" "));
+        bail!(
+            "packages {} are missing and installing them needs root",
+            missing.join(" ")
+        );
     }
     eprintln!("setup: installing {}", missing.join(" "));
     quiet(Command::new("apt-get").args(["update", "-qq"]))?;
@@ -91,50 +112,93 @@ fn nightly_toolchain() -> Result<()> {
     let installed = Command::new("rustup")
         .args(["component", "list", "--installed", "--toolchain", toolchain])
         .output()
-        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with("rust-src")));
+        .is_ok_and(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| l.starts_with("rust-src"))
+        });
     if installed {
         return Ok(());
     }
     eprintln!("setup: installing {toolchain} with rust-src");
-    quiet(Command::new("rustup").args(["toolchain", "install", toolchain, "--profile", "minimal", "-c", "rust-src"]))
+    quiet(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        toolchain,
+        "--profile",
+        "minimal",
+        "-c",
+        "rust-src",
+    ]))
 }
 
 /// bpf-linker built against the pinned nightly's own libLLVM (Debian's LLVM is too old).
 fn bpf_linker() -> Result<()> {
     let dir = tools_dir();
     let linker = dir.join("bin/bpf-linker");
-    if Command::new(&linker).arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success()) {
+    if Command::new(&linker)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
         return Ok(());
     }
     let toolchain = ebpf_toolchain();
-    let version = output(Command::new("rustc").arg(format!("+{toolchain}")).arg("-vV"))?;
+    let version = output(
+        Command::new("rustc")
+            .arg(format!("+{toolchain}"))
+            .arg("-vV"),
+    )?;
     let llvm_major = version
         .lines()
         .find_map(|l| l.strip_prefix("LLVM version: "))
         .and_then(|v| v.split('.').next())
         .context("rustc -vV printed no LLVM version")?
         .to_string();
-    let sysroot = PathBuf::from(output(Command::new("rustc").arg(format!("+{toolchain}")).args(["--print", "sysroot"]))?.trim());
+    let sysroot = PathBuf::from(
+        output(
+            Command::new("rustc")
+                .arg(format!("+{toolchain}"))
+                .args(["--print", "sysroot"]),
+        )?
+        .trim(),
+    );
     let libllvm = fs::read_dir(sysroot.join("lib"))?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libLLVM.so.")))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("libLLVM.so."))
+        })
         .with_context(|| format!("{toolchain} ships no libLLVM.so.*"))?;
 
     // A prefix whose lib/ offers that library under both names the build and the binary ask for.
     let prefix = dir.join("llvm");
     let lib = prefix.join("lib");
     fs::create_dir_all(&lib)?;
-    for name in [Path::new("libLLVM.so"), Path::new(libllvm.file_name().unwrap())] {
+    for name in [
+        Path::new("libLLVM.so"),
+        Path::new(libllvm.file_name().unwrap()),
+    ] {
         let link = lib.join(name);
         let _ = fs::remove_file(&link);
         std::os::unix::fs::symlink(&libllvm, &link)?;
     }
-    eprintln!("setup: building bpf-linker against LLVM {llvm_major} of {toolchain} (about a minute)");
+    eprintln!(
+        "setup: building bpf-linker against LLVM {llvm_major} of {toolchain} (about a minute)"
+    );
     quiet(
         Command::new("cargo")
             .env("LLVM_PREFIX", &prefix)
-            .args(["install", "bpf-linker@0.13.0", "--locked", "--no-default-features", "--features"])
+            .args([
+                "install",
+                "bpf-linker@0.13.0",
+                "--locked",
+                "--no-default-features",
+                "--features",
+            ])
             .arg(format!("llvm-{llvm_major}"))
             .arg("--root")
             .arg(&dir)
@@ -145,7 +209,10 @@ fn bpf_linker() -> Result<()> {
 fn kernel_filesystems() -> Result<()> {
     let mounts = fs::read_to_string("/proc/mounts")?;
     for (fstype, path) in [("bpf", "/sys/fs/bpf"), ("tracefs", "/sys/kernel/tracing")] {
-        if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some(path)) {
+        if mounts
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(path))
+        {
             continue;
         }
         if !is_root() {
@@ -177,7 +244,10 @@ fn dockerd() -> Result<()> {
     }
     let log = fs::File::create(DOCKERD_LOG).with_context(|| format!("creating {DOCKERD_LOG}"))?;
     let mut cmd = Command::new("dockerd");
-    cmd.arg("--userland-proxy=false").stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    cmd.arg("--userland-proxy=false")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
     // Its own session, so it survives this process and the terminal's signals.
     unsafe {
         cmd.pre_exec(|| {
@@ -189,7 +259,10 @@ fn dockerd() -> Result<()> {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(60) {
         if Path::new(DOCKER_SOCKET).exists() && docker_running() {
-            eprintln!("setup: started dockerd (pid {}, log {DOCKERD_LOG})", child.id());
+            eprintln!(
+                "setup: started dockerd (pid {}, log {DOCKERD_LOG})",
+                child.id()
+            );
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(250));
@@ -205,11 +278,17 @@ pub fn is_root() -> bool {
 
 /// Runs a command, showing its output only if it fails.
 pub fn quiet(cmd: &mut Command) -> Result<()> {
-    let out = cmd.output().with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         eprintln!("{stderr}");
-        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
         bail!("{:?} failed: {}", cmd.get_program(), last.trim());
     }
     Ok(())
@@ -217,9 +296,15 @@ pub fn quiet(cmd: &mut Command) -> Result<()> {
 
 /// Runs a command and returns its stdout; a failure names the command and its stderr.
 pub fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
     if !out.status.success() {
-        bail!("{:?} failed: {}", cmd.get_program(), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{:?} failed: {}",
+            cmd.get_program(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -27,7 +27,12 @@ impl Tracer {
     /// Starts `dockflow ARGS` with `stdout` and waits for it to stream; `echo` forwards its
     /// status lines (stderr) to ours.
     pub fn start(dockflow: &Path, args: &[&str], stdout: Stdio, echo: bool) -> Result<Self> {
-        let mut child = Command::new(dockflow).args(args).stdout(stdout).stderr(Stdio::piped()).spawn().context("starting dockflow")?;
+        let mut child = Command::new(dockflow)
+            .args(args)
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting dockflow")?;
         let (tx, lines) = mpsc::channel();
         let stderr = child.stderr.take().unwrap();
         std::thread::spawn(move || {
@@ -59,13 +64,23 @@ impl Tracer {
         // The reader thread ends with dockflow's stderr; collect everything it saw.
         for line in self.lines.iter() {
             // "dockflow: 2 packets, 34 events from container radius, 0 lost"
-            if let Some(rest) = line.strip_prefix("dockflow: ").filter(|r| r.contains(" events from ")) {
-                let numbers: Vec<u64> = rest.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect();
+            if let Some(rest) = line
+                .strip_prefix("dockflow: ")
+                .filter(|r| r.contains(" events from "))
+            {
+                let numbers: Vec<u64> = rest
+                    .split(|c: char| !c.is_ascii_digit())
+                    .filter_map(|n| n.parse().ok())
+                    .collect();
                 if let [_, e, .., l] = numbers[..] {
                     (events, lost) = (e, l);
                 }
             }
         }
-        Ok(Summary { status, events, lost })
+        Ok(Summary {
+            status,
+            events,
+            lost,
+        })
     }
 }

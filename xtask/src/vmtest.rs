@@ -27,8 +27,18 @@ use crate::{
 /// The guest has no modprobe to autoload with, so everything is listed: sch_ingress and cls_bpf
 /// for tc on a pre-tcx kernel, nft_meta_bridge for `meta nftrace` in a bridge table.
 const MODULES: &[&str] = &[
-    "bridge", "br_netfilter", "veth", "sch_ingress", "cls_bpf", "nf_tables", "nft_chain_nat", "nft_nat", "nft_masq",
-    "nft_ct", "nf_conntrack", "nft_meta_bridge",
+    "bridge",
+    "br_netfilter",
+    "veth",
+    "sch_ingress",
+    "cls_bpf",
+    "nf_tables",
+    "nft_chain_nat",
+    "nft_nat",
+    "nft_masq",
+    "nft_ct",
+    "nf_conntrack",
+    "nft_meta_bridge",
 ];
 /// Userspace the guest needs besides busybox: copied with their shared libraries.
 const GUEST_TOOLS: &[&str] = &["/usr/sbin/ip", "/usr/sbin/nft"];
@@ -45,7 +55,11 @@ pub fn run() -> Result<()> {
     let initramfs = build_initramfs(&kernel, &dockflow, &responder)?;
     let boot = Instant::now();
     let console = boot_guest(&kernel.vmlinuz, &initramfs)?;
-    eprintln!("vmtest: guest ran {:.0} s (whole vmtest {:.0} s)", boot.elapsed().as_secs_f64(), started.elapsed().as_secs_f64());
+    eprintln!(
+        "vmtest: guest ran {:.0} s (whole vmtest {:.0} s)",
+        boot.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
     judge(&console)
 }
 
@@ -60,7 +74,8 @@ impl Kernel {
     /// The current Debian cloud kernel (resolved now: versions rotate out of the archive),
     /// downloaded and unpacked once into the cache.
     fn fetch() -> Result<Self> {
-        let depends = output(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]))?;
+        let depends =
+            output(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]))?;
         let package = depends
             .lines()
             .find_map(|l| l.trim().strip_prefix("Depends: "))
@@ -72,7 +87,11 @@ impl Kernel {
         let root = dir.join("root");
         if !root.join("boot").exists() {
             fs::create_dir_all(&dir)?;
-            quiet(Command::new("apt-get").args(["download", &package]).current_dir(&dir))?;
+            quiet(
+                Command::new("apt-get")
+                    .args(["download", &package])
+                    .current_dir(&dir),
+            )?;
             let deb = fs::read_dir(&dir)?
                 .filter_map(|e| e.ok())
                 .map(|e| e.path())
@@ -98,7 +117,12 @@ impl Kernel {
         Ok(order)
     }
 
-    fn resolve(&self, name: &str, seen: &mut BTreeSet<String>, order: &mut Vec<PathBuf>) -> Result<()> {
+    fn resolve(
+        &self,
+        name: &str,
+        seen: &mut BTreeSet<String>,
+        order: &mut Vec<PathBuf>,
+    ) -> Result<()> {
         if !seen.insert(name.to_string()) {
             return Ok(());
         }
@@ -134,7 +158,8 @@ fn build_initramfs(kernel: &Kernel, dockflow: &Path, responder: &Path) -> Result
     for dir in ["bin", "modules", "proc", "sys", "dev", "run", "tmp"] {
         fs::create_dir_all(root.join(dir))?;
     }
-    fs::copy("/bin/busybox", root.join("bin/busybox")).context("copying busybox (busybox-static)")?;
+    fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .context("copying busybox (busybox-static)")?;
     fs::copy(dockflow, root.join("dockflow"))?;
     fs::copy(responder, root.join("dockflow-lab"))?;
     let vm = build::workspace_root().join("xtask/vm");
@@ -175,7 +200,11 @@ fn build_initramfs(kernel: &Kernel, dockflow: &Path, responder: &Path) -> Result
 /// Copies a dynamically linked tool and everything ldd says it loads, at the same paths.
 fn copy_with_libraries(tool: &Path, root: &Path) -> Result<()> {
     let ldd = output(Command::new("ldd").arg(tool))?;
-    let libraries = ldd.lines().filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')).map(PathBuf::from));
+    let libraries = ldd.lines().filter_map(|l| {
+        l.split_whitespace()
+            .find(|w| w.starts_with('/'))
+            .map(PathBuf::from)
+    });
     for file in std::iter::once(tool.to_path_buf()).chain(libraries) {
         let dest = root.join(file.strip_prefix("/").unwrap());
         fs::create_dir_all(dest.parent().unwrap())?;
@@ -189,7 +218,20 @@ fn boot_guest(vmlinuz: &Path, initramfs: &Path) -> Result<String> {
     let _ = fs::remove_file(&log);
     let status = Command::new("timeout")
         .arg(BOOT_TIMEOUT.as_secs().to_string())
-        .args(["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "1024M", "-nodefaults", "-display", "none"])
+        .args([
+            "qemu-system-x86_64",
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max",
+            "-smp",
+            "1",
+            "-m",
+            "1024M",
+            "-nodefaults",
+            "-display",
+            "none",
+        ])
         .arg("-serial")
         .arg(format!("file:{}", log.display()))
         .args(["-no-reboot", "-net", "none", "-kernel"])
@@ -201,92 +243,211 @@ fn boot_guest(vmlinuz: &Path, initramfs: &Path) -> Result<String> {
         .context("running qemu-system-x86_64")?;
     let console = fs::read_to_string(&log).unwrap_or_default();
     if status.code() == Some(124) && !console.contains("VMTEST-DONE") {
-        let last = console.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-        bail!("the guest did not finish within {} s; its console ended with:\n{last}", BOOT_TIMEOUT.as_secs());
+        let last = console
+            .lines()
+            .rev()
+            .take(15)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n");
+        bail!(
+            "the guest did not finish within {} s; its console ended with:\n{last}",
+            BOOT_TIMEOUT.as_secs()
+        );
     }
     Ok(console)
 }
 
 fn between<'a>(console: &'a str, begin: &str, end: &str) -> Vec<&'a str> {
-    console.lines().skip_while(|l| !l.contains(begin)).skip(1).take_while(|l| !l.contains(end)).collect()
+    console
+        .lines()
+        .skip_while(|l| !l.contains(begin))
+        .skip(1)
+        .take_while(|l| !l.contains(end))
+        .collect()
 }
 
 /// Per scenario: pass or fail, printed; an error if any failed.
 fn judge(console: &str) -> Result<()> {
     if !console.contains("VMTEST-DONE") {
-        let last = console.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+        let last = console
+            .lines()
+            .rev()
+            .take(15)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n");
         bail!("the guest stopped before running its scenarios; its console ended with:\n{last}");
     }
     for line in console.lines().filter(|l| l.starts_with("VMTEST ")) {
         eprintln!("vmtest: guest: {}", line.trim_start_matches("VMTEST "));
     }
     let stderr = between(console, "VMTEST-BEGIN-STDERR", "VMTEST-END-STDERR");
-    let lines: Vec<Value> = between(console, "VMTEST-BEGIN-JSON", "VMTEST-END-JSON").iter().filter_map(|l| serde_json::from_str(l.trim()).ok()).collect();
+    let lines: Vec<Value> = between(console, "VMTEST-BEGIN-JSON", "VMTEST-END-JSON")
+        .iter()
+        .filter_map(|l| serde_json::from_str(l.trim()).ok())
+        .collect();
     let packets: Vec<&Value> = lines.iter().filter(|l| l["type"] == "packet").collect();
     let kinds = |p: &Value| -> Vec<String> {
-        p["hops"].as_array().into_iter().flatten().map(|h| format!("{}:{}", h["layer"].as_str().unwrap_or(""), h["kind"].as_str().unwrap_or(""))).collect()
+        p["hops"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|h| {
+                format!(
+                    "{}:{}",
+                    h["layer"].as_str().unwrap_or(""),
+                    h["kind"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
     };
     let has = |p: &Value, k: &str| kinds(p).iter().any(|x| x == k);
     let first = |p: &Value, k: &str| kinds(p).iter().position(|x| x == k);
     let find = |src: &str, dport: Option<u64>, dst: Option<&str>| {
-        packets.iter().copied().find(|p| p["packet"]["src"] == src && dport.is_none_or(|d| p["packet"]["dport"] == d) && dst.is_none_or(|d| p["packet"]["dst"] == d))
+        packets.iter().copied().find(|p| {
+            p["packet"]["src"] == src
+                && dport.is_none_or(|d| p["packet"]["dport"] == d)
+                && dst.is_none_or(|d| p["packet"]["dst"] == d)
+        })
     };
     let external_request = find("10.199.0.2", Some(1812), None);
     let external_reply = find("10.0.0.2", None, Some("10.199.0.2"));
     let bridged_request = find("10.0.0.3", Some(1812), None);
 
     let scenarios: Vec<(&str, Result<(), String>)> = vec![
-        ("kprobes attach on the bridge functions and nf_hook_slow (not the fallback)", {
-            let wanted = ["br_handle_frame", "br_forward", "br_pass_frame_up", "br_dev_xmit", "nf_hook_slow"];
-            let missing: Vec<&str> = wanted.iter().copied().filter(|f| !stderr.iter().any(|l| l.contains(&format!("attached  kprobe {f}")))).collect();
-            if missing.is_empty() { Ok(()) } else { Err(format!("not attached: {missing:?}; dockflow said: {stderr:#?}")) }
-        }),
-        ("tc (clsact, pre-tcx kernel) and the nftables trace attach", {
-            let wanted = ["tc ingress on vctr", "tc egress on vctr", "tc ingress on br0", "tc egress on br0", "nftables trace"];
-            let missing: Vec<&str> = wanted.iter().copied().filter(|p| !stderr.iter().any(|l| l.contains(&format!("attached  {p}")))).collect();
-            if missing.is_empty() { Ok(()) } else { Err(format!("not attached: {missing:?}; dockflow said: {stderr:#?}")) }
-        }),
-        ("external request: routed (L3 forward, nft rules traced), into the bridge, forwarded to the port", match external_request {
-            None => Err(format!("no request packet; packets: {}", packets.len())),
-            Some(p) => {
-                // A --netns target has no published ports, so nft marks the request only once it
-                // is addressed to the namespace (after DNAT): its forward rules are traced.
-                let dnat_rule = p["rules"].as_array().into_iter().flatten().any(|r| r["table"] == "filter" && r["hook"] == "forward");
-                let ok = has(p, "l3:into_bridge")
-                    && has(p, "l2:to_port")
-                    && has(p, "l2:bridge_forward")
-                    && first(p, "l3:hook") < first(p, "l3:into_bridge")
-                    && dnat_rule;
-                if ok { Ok(()) } else { Err(format!("{:?} (nft forward rules traced: {dnat_rule})", kinds(p))) }
-            }
-        }),
-        ("external reply: enters the port (bridge hooks), IP hook run from the bridge, passed up, routed out, DNAT undone", match external_reply {
-            None => Err("no reply packet".into()),
-            Some(p) => {
-                let order = [first(p, "l2:from_port"), first(p, "l2:passed_up"), first(p, "l3:hook")];
-                let unnat = p["hops"].as_array().into_iter().flatten().any(|h| h["rewrites"][0]["field"] == "source" && h["rewrites"][0]["after"] == "10.199.0.1:1812");
-                let ok = order.iter().all(Option::is_some)
-                    && order.windows(2).all(|w| w[0] < w[1])
-                    && has(p, "l3_from_bridge:hook")
-                    && has(p, "l2:hook")
-                    && unnat;
-                if ok { Ok(()) } else { Err(format!("{:?} (reverse NAT seen: {unnat})", kinds(p))) }
-            }
-        }),
-        ("bridged request (container to container): forwarded at L2 only, bridge-family and from-bridge hooks", match bridged_request {
-            None => Err("no bridged request packet".into()),
-            Some(p) => {
-                let ok = has(p, "l2:from_port")
-                    && has(p, "l2:bridge_forward")
-                    && has(p, "l2:to_port")
-                    && has(p, "l2:hook")
-                    && has(p, "l3_from_bridge:hook")
-                    && !has(p, "l2:passed_up")
-                    && !has(p, "l3:into_bridge")
-                    && !has(p, "l3:hook");
-                if ok { Ok(()) } else { Err(format!("{:?}", kinds(p))) }
-            }
-        }),
+        (
+            "kprobes attach on the bridge functions and nf_hook_slow (not the fallback)",
+            {
+                let wanted = [
+                    "br_handle_frame",
+                    "br_forward",
+                    "br_pass_frame_up",
+                    "br_dev_xmit",
+                    "nf_hook_slow",
+                ];
+                let missing: Vec<&str> = wanted
+                    .iter()
+                    .copied()
+                    .filter(|f| {
+                        !stderr
+                            .iter()
+                            .any(|l| l.contains(&format!("attached  kprobe {f}")))
+                    })
+                    .collect();
+                if missing.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "not attached: {missing:?}; dockflow said: {stderr:#?}"
+                    ))
+                }
+            },
+        ),
+        (
+            "tc (clsact, pre-tcx kernel) and the nftables trace attach",
+            {
+                let wanted = [
+                    "tc ingress on vctr",
+                    "tc egress on vctr",
+                    "tc ingress on br0",
+                    "tc egress on br0",
+                    "nftables trace",
+                ];
+                let missing: Vec<&str> = wanted
+                    .iter()
+                    .copied()
+                    .filter(|p| !stderr.iter().any(|l| l.contains(&format!("attached  {p}"))))
+                    .collect();
+                if missing.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "not attached: {missing:?}; dockflow said: {stderr:#?}"
+                    ))
+                }
+            },
+        ),
+        (
+            "external request: routed (L3 forward, nft rules traced), into the bridge, forwarded to the port",
+            match external_request {
+                None => Err(format!("no request packet; packets: {}", packets.len())),
+                Some(p) => {
+                    // A --netns target has no published ports, so nft marks the request only once it
+                    // is addressed to the namespace (after DNAT): its forward rules are traced.
+                    let dnat_rule = p["rules"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|r| r["table"] == "filter" && r["hook"] == "forward");
+                    let ok = has(p, "l3:into_bridge")
+                        && has(p, "l2:to_port")
+                        && has(p, "l2:bridge_forward")
+                        && first(p, "l3:hook") < first(p, "l3:into_bridge")
+                        && dnat_rule;
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "{:?} (nft forward rules traced: {dnat_rule})",
+                            kinds(p)
+                        ))
+                    }
+                }
+            },
+        ),
+        (
+            "external reply: enters the port (bridge hooks), IP hook run from the bridge, passed up, routed out, DNAT undone",
+            match external_reply {
+                None => Err("no reply packet".into()),
+                Some(p) => {
+                    let order = [
+                        first(p, "l2:from_port"),
+                        first(p, "l2:passed_up"),
+                        first(p, "l3:hook"),
+                    ];
+                    let unnat = p["hops"].as_array().into_iter().flatten().any(|h| {
+                        h["rewrites"][0]["field"] == "source"
+                            && h["rewrites"][0]["after"] == "10.199.0.1:1812"
+                    });
+                    let ok = order.iter().all(Option::is_some)
+                        && order.windows(2).all(|w| w[0] < w[1])
+                        && has(p, "l3_from_bridge:hook")
+                        && has(p, "l2:hook")
+                        && unnat;
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err(format!("{:?} (reverse NAT seen: {unnat})", kinds(p)))
+                    }
+                }
+            },
+        ),
+        (
+            "bridged request (container to container): forwarded at L2 only, bridge-family and from-bridge hooks",
+            match bridged_request {
+                None => Err("no bridged request packet".into()),
+                Some(p) => {
+                    let ok = has(p, "l2:from_port")
+                        && has(p, "l2:bridge_forward")
+                        && has(p, "l2:to_port")
+                        && has(p, "l2:hook")
+                        && has(p, "l3_from_bridge:hook")
+                        && !has(p, "l2:passed_up")
+                        && !has(p, "l3:into_bridge")
+                        && !has(p, "l3:hook");
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err(format!("{:?}", kinds(p)))
+                    }
+                }
+            },
+        ),
     ];
     let mut failed = 0;
     for (name, result) in &scenarios {
@@ -299,7 +460,10 @@ fn judge(console: &str) -> Result<()> {
         }
     }
     if failed > 0 {
-        bail!("{failed} of {} vmtest scenarios failed (console: target/vmtest/console.log)", scenarios.len());
+        bail!(
+            "{failed} of {} vmtest scenarios failed (console: target/vmtest/console.log)",
+            scenarios.len()
+        );
     }
     Ok(())
 }

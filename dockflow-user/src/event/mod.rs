@@ -11,8 +11,9 @@ use std::{
 
 use anyhow::{Result, bail};
 use dockflow_common::{
-    AF_INET, AF_INET6, CtTuple, NFPROTO_IPV6, NfSlot, PACKET_EVENT_SIZE, PacketEvent, ProbePoint, SECTION_CONNTRACK,
-    SECTION_DROP, SECTION_NETFILTER, SECTION_PACKET, SECTION_SKB, nf_slot_priority,
+    AF_INET, AF_INET6, CtTuple, NFPROTO_IPV6, NfSlot, PACKET_EVENT_SIZE, PacketEvent, ProbePoint,
+    SECTION_CONNTRACK, SECTION_DROP, SECTION_NETFILTER, SECTION_PACKET, SECTION_SKB,
+    nf_slot_priority,
 };
 use serde::Serialize;
 
@@ -143,8 +144,18 @@ pub fn packet_from_headers(network: &[u8], transport: &[u8]) -> Option<Packet> {
     let version = network.first()? >> 4;
     let (src, dst, protocol, ttl, ip_id, len) = match version {
         4 if network.len() >= 20 => (
-            IpAddr::V4(Ipv4Addr::new(network[12], network[13], network[14], network[15])),
-            IpAddr::V4(Ipv4Addr::new(network[16], network[17], network[18], network[19])),
+            IpAddr::V4(Ipv4Addr::new(
+                network[12],
+                network[13],
+                network[14],
+                network[15],
+            )),
+            IpAddr::V4(Ipv4Addr::new(
+                network[16],
+                network[17],
+                network[18],
+                network[19],
+            )),
             network[9],
             network[8],
             u16::from_be_bytes([network[4], network[5]]),
@@ -246,7 +257,10 @@ impl Decoder {
     /// Decodes one ring-buffer record.
     pub fn decode(&self, record: &[u8]) -> Result<Event> {
         if record.len() < PACKET_EVENT_SIZE {
-            bail!("event record of {} bytes, expected {PACKET_EVENT_SIZE}", record.len());
+            bail!(
+                "event record of {} bytes, expected {PACKET_EVENT_SIZE}",
+                record.len()
+            );
         }
         // SAFETY: PacketEvent is plain old data and the length was checked above.
         let raw: PacketEvent = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
@@ -260,9 +274,21 @@ impl Decoder {
             probe: Probe::from_point(point),
             ifindex: raw.ifindex,
             netns: (raw.netns != 0).then_some(raw.netns),
-            packet: if has(SECTION_PACKET) { decode_packet(&raw) } else { None },
-            netfilter: if has(SECTION_NETFILTER) { self.decode_netfilter(&raw) } else { None },
-            conntrack: if has(SECTION_CONNTRACK) { decode_conntrack(&raw) } else { None },
+            packet: if has(SECTION_PACKET) {
+                decode_packet(&raw)
+            } else {
+                None
+            },
+            netfilter: if has(SECTION_NETFILTER) {
+                self.decode_netfilter(&raw)
+            } else {
+                None
+            },
+            conntrack: if has(SECTION_CONNTRACK) {
+                decode_conntrack(&raw)
+            } else {
+                None
+            },
             drop: has(SECTION_DROP).then(|| Drop {
                 reason: self.drop_reason_name(raw.drop_reason),
                 code: raw.drop_reason,
@@ -296,32 +322,45 @@ impl Decoder {
 
 fn address(family: u8, bytes: &[u8; 16]) -> Option<IpAddr> {
     match family {
-        AF_INET => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(&bytes[..4]).unwrap()))),
+        AF_INET => Some(IpAddr::V4(Ipv4Addr::from(
+            <[u8; 4]>::try_from(&bytes[..4]).unwrap(),
+        ))),
         AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(*bytes))),
         _ => None,
     }
 }
 
 fn decode_packet(raw: &PacketEvent) -> Option<Packet> {
-    let has_ports = raw.l4_proto == IPPROTO_TCP || raw.l4_proto == IPPROTO_UDP;
+    let h = &raw.packet;
+    let has_ports = h.l4_proto == IPPROTO_TCP || h.l4_proto == IPPROTO_UDP;
     Some(Packet {
-        src: address(raw.family, &raw.saddr)?,
-        dst: address(raw.family, &raw.daddr)?,
-        protocol: raw.l4_proto,
-        sport: has_ports.then_some(raw.sport),
-        dport: has_ports.then_some(raw.dport),
-        ttl: raw.ttl,
-        ip_id: raw.ip_id,
-        len: raw.ip_len,
-        tcp_flags: (raw.l4_proto == IPPROTO_TCP).then_some(raw.tcp_flags),
+        src: address(h.family, &h.saddr)?,
+        dst: address(h.family, &h.daddr)?,
+        protocol: h.l4_proto,
+        sport: has_ports.then_some(h.sport),
+        dport: has_ports.then_some(h.dport),
+        ttl: h.ttl,
+        ip_id: h.ip_id,
+        len: h.ip_len,
+        tcp_flags: (h.l4_proto == IPPROTO_TCP).then_some(h.tcp_flags),
     })
 }
 
 fn decode_conntrack(raw: &PacketEvent) -> Option<Conntrack> {
     // Conntrack tuples carry no family of their own; the hook's family (or the packet's) tells.
-    let family = if raw.nf_pf == NFPROTO_IPV6 || raw.family == AF_INET6 { AF_INET6 } else { AF_INET };
+    let family = if raw.nf_pf == NFPROTO_IPV6 || raw.packet.family == AF_INET6 {
+        AF_INET6
+    } else {
+        AF_INET
+    };
     let tuple = |t: &CtTuple| {
-        Some(Tuple { src: address(family, &t.src)?, sport: t.sport, dst: address(family, &t.dst)?, dport: t.dport, protocol: t.l4_proto })
+        Some(Tuple {
+            src: address(family, &t.src)?,
+            sport: t.sport,
+            dst: address(family, &t.dst)?,
+            dport: t.dport,
+            protocol: t.l4_proto,
+        })
     };
     let (state, direction) = names::ct_info(raw.ct_info);
     Some(Conntrack {
@@ -335,13 +374,19 @@ fn decode_conntrack(raw: &PacketEvent) -> Option<Conntrack> {
 
 #[cfg(test)]
 mod tests {
-    use dockflow_common::{NF_INET_PRE_ROUTING, NFPROTO_IPV4};
+    use dockflow_common::{NF_INET_PRE_ROUTING, NFPROTO_IPV4, PacketHeaders};
 
     use super::*;
 
     fn bytes_of(event: &PacketEvent) -> Vec<u8> {
         // SAFETY: PacketEvent is #[repr(C)] plain old data.
-        unsafe { std::slice::from_raw_parts((event as *const PacketEvent).cast::<u8>(), PACKET_EVENT_SIZE) }.to_vec()
+        unsafe {
+            std::slice::from_raw_parts(
+                (event as *const PacketEvent).cast::<u8>(),
+                PACKET_EVENT_SIZE,
+            )
+        }
+        .to_vec()
     }
 
     fn v4(a: [u8; 4]) -> [u8; 16] {
@@ -355,29 +400,45 @@ mod tests {
             ts_ns: 5,
             probe: ProbePoint::TcEgress as u8,
             sections: SECTION_PACKET,
-            family: AF_INET,
-            l4_proto: IPPROTO_UDP,
-            ttl: 63,
             ifindex: 7,
-            ip_len: 42,
-            ip_id: 10848,
-            sport: 40000,
-            dport: 1812,
-            saddr: v4([10, 199, 0, 2]),
-            daddr: v4([172, 20, 0, 2]),
+            packet: PacketHeaders {
+                family: AF_INET,
+                l4_proto: IPPROTO_UDP,
+                ttl: 63,
+                ip_len: 42,
+                ip_id: 10848,
+                sport: 40000,
+                dport: 1812,
+                saddr: v4([10, 199, 0, 2]),
+                daddr: v4([172, 20, 0, 2]),
+                ..PacketHeaders::default()
+            },
             ..PacketEvent::default()
         }
     }
 
     #[test]
     fn decodes_an_ipv4_udp_event() {
-        let event = Decoder::default().decode(&bytes_of(&request_before_dnat())).unwrap();
+        let event = Decoder::default()
+            .decode(&bytes_of(&request_before_dnat()))
+            .unwrap();
         assert_eq!(event.probe, Probe::TcEgress);
-        assert_eq!((event.skb_id, event.netfilter.is_none(), event.conntrack.is_none(), event.drop.is_none()), (None, true, true, true));
+        assert_eq!(
+            (
+                event.skb_id,
+                event.netfilter.is_none(),
+                event.conntrack.is_none(),
+                event.drop.is_none()
+            ),
+            (None, true, true, true)
+        );
         let p = event.packet.unwrap();
         assert_eq!(p.src.to_string(), "10.199.0.2");
         assert_eq!(p.dst.to_string(), "172.20.0.2");
-        assert_eq!((p.sport, p.dport, p.ttl, p.ip_id, p.len), (Some(40000), Some(1812), 63, 10848, 42));
+        assert_eq!(
+            (p.sport, p.dport, p.ttl, p.ip_id, p.len),
+            (Some(40000), Some(1812), 63, 10848, 42)
+        );
         assert_eq!(p.tcp_flags, None);
     }
 
@@ -387,11 +448,14 @@ mod tests {
             probe: ProbePoint::TcIngress as u8,
             sections: SECTION_PACKET | SECTION_SKB,
             skb_id: 0xffff_8880_0000_1000,
-            family: AF_INET6,
-            l4_proto: IPPROTO_TCP,
-            tcp_flags: 0x12,
-            saddr: Ipv6Addr::LOCALHOST.octets(),
-            daddr: "fd00::2".parse::<Ipv6Addr>().unwrap().octets(),
+            packet: PacketHeaders {
+                family: AF_INET6,
+                l4_proto: IPPROTO_TCP,
+                tcp_flags: 0x12,
+                saddr: Ipv6Addr::LOCALHOST.octets(),
+                daddr: "fd00::2".parse::<Ipv6Addr>().unwrap().octets(),
+                ..PacketHeaders::default()
+            },
             ..PacketEvent::default()
         };
         let event = Decoder::default().decode(&bytes_of(&raw)).unwrap();
@@ -413,17 +477,37 @@ mod tests {
             nf_in_ifindex: 3,
             ct_info: 3,
             ct_status: 0b1_0010_1010,
-            ct_original: CtTuple { src: v4([10, 199, 0, 2]), dst: v4([10, 199, 0, 1]), sport: 40000, dport: 1812, l4_proto: 17, _pad: [0; 3] },
-            ct_reply: CtTuple { src: v4([172, 20, 0, 2]), dst: v4([10, 199, 0, 2]), sport: 1812, dport: 40000, l4_proto: 17, _pad: [0; 3] },
+            ct_original: CtTuple {
+                src: v4([10, 199, 0, 2]),
+                dst: v4([10, 199, 0, 1]),
+                sport: 40000,
+                dport: 1812,
+                l4_proto: 17,
+                _pad: [0; 3],
+            },
+            ct_reply: CtTuple {
+                src: v4([172, 20, 0, 2]),
+                dst: v4([10, 199, 0, 2]),
+                sport: 1812,
+                dport: 40000,
+                l4_proto: 17,
+                _pad: [0; 3],
+            },
             ..request_before_dnat()
         };
         let decoder = Decoder {
-            symbols: KernelSymbols::from_entries([(0xffff_ffff_81a0_0000, "br_nf_pre_routing_finish".to_string())]),
+            symbols: KernelSymbols::from_entries([(
+                0xffff_ffff_81a0_0000,
+                "br_nf_pre_routing_finish".to_string(),
+            )]),
             ..Decoder::default()
         };
         let event = decoder.decode(&bytes_of(&raw)).unwrap();
         let nf = event.netfilter.unwrap();
-        assert_eq!((nf.family, nf.hook, nf.priority, nf.slot), ("ipv4", "prerouting", Some(-99), "after nat"));
+        assert_eq!(
+            (nf.family, nf.hook, nf.priority, nf.slot),
+            ("ipv4", "prerouting", Some(-99), "after nat")
+        );
         assert_eq!(nf.in_ifindex, Some(3));
         assert!(nf.from_bridge);
         let ct = event.conntrack.unwrap();
@@ -435,25 +519,69 @@ mod tests {
 
     #[test]
     fn decodes_a_drop_with_its_reason_name() {
-        let raw = PacketEvent { probe: ProbePoint::KfreeSkb as u8, sections: SECTION_DROP | SECTION_PACKET, drop_reason: 6, ..request_before_dnat() };
-        let decoder = Decoder { drop_reasons: [(6, "SKB_DROP_REASON_NETFILTER_DROP".to_string())].into(), ..Decoder::default() };
+        let raw = PacketEvent {
+            probe: ProbePoint::KfreeSkb as u8,
+            sections: SECTION_DROP | SECTION_PACKET,
+            drop_reason: 6,
+            ..request_before_dnat()
+        };
+        let decoder = Decoder {
+            drop_reasons: [(6, "SKB_DROP_REASON_NETFILTER_DROP".to_string())].into(),
+            ..Decoder::default()
+        };
         let event = decoder.decode(&bytes_of(&raw)).unwrap();
-        assert_eq!(event.drop, Some(Drop { reason: "NETFILTER_DROP".into(), code: 6 }));
-        let unknown = PacketEvent { drop_reason: 999, ..raw };
-        assert_eq!(Decoder::default().decode(&bytes_of(&unknown)).unwrap().drop.unwrap().reason, "reason 999");
+        assert_eq!(
+            event.drop,
+            Some(Drop {
+                reason: "NETFILTER_DROP".into(),
+                code: 6
+            })
+        );
+        let unknown = PacketEvent {
+            drop_reason: 999,
+            ..raw
+        };
+        assert_eq!(
+            Decoder::default()
+                .decode(&bytes_of(&unknown))
+                .unwrap()
+                .drop
+                .unwrap()
+                .reason,
+            "reason 999"
+        );
     }
 
     #[test]
     fn sections_left_out_decode_to_nothing() {
-        let raw = PacketEvent { probe: ProbePoint::TcIngress as u8, family: AF_INET, ..PacketEvent::default() };
+        let raw = PacketEvent {
+            probe: ProbePoint::TcIngress as u8,
+            packet: PacketHeaders {
+                family: AF_INET,
+                ..PacketHeaders::default()
+            },
+            ..PacketEvent::default()
+        };
         let event = Decoder::default().decode(&bytes_of(&raw)).unwrap();
-        assert_eq!((event.packet, event.netfilter, event.conntrack, event.drop), (None, None, None, None));
+        assert_eq!(
+            (event.packet, event.netfilter, event.conntrack, event.drop),
+            (None, None, None, None)
+        );
     }
 
     #[test]
     fn rejects_short_and_unknown_records() {
         assert!(Decoder::default().decode(&[0u8; 8]).is_err());
-        let raw = PacketEvent { probe: 200, ..PacketEvent::default() };
-        assert!(Decoder::default().decode(&bytes_of(&raw)).unwrap_err().to_string().contains("unknown probe point 200"));
+        let raw = PacketEvent {
+            probe: 200,
+            ..PacketEvent::default()
+        };
+        assert!(
+            Decoder::default()
+                .decode(&bytes_of(&raw))
+                .unwrap_err()
+                .to_string()
+                .contains("unknown probe point 200")
+        );
     }
 }

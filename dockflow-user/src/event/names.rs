@@ -47,12 +47,31 @@ pub fn ct_info(info: u8) -> (&'static str, &'static str) {
 
 /// enum ip_conntrack_status bits, lower-case without the IPS_ prefix.
 const CT_STATUS_BITS: [&str; 16] = [
-    "expected", "seen_reply", "assured", "confirmed", "src_nat", "dst_nat", "seq_adjust", "src_nat_done",
-    "dst_nat_done", "dying", "fixed_timeout", "template", "nat_clash", "helper", "offload", "hw_offload",
+    "expected",
+    "seen_reply",
+    "assured",
+    "confirmed",
+    "src_nat",
+    "dst_nat",
+    "seq_adjust",
+    "src_nat_done",
+    "dst_nat_done",
+    "dying",
+    "fixed_timeout",
+    "template",
+    "nat_clash",
+    "helper",
+    "offload",
+    "hw_offload",
 ];
 
 pub fn ct_status(status: u64) -> Vec<&'static str> {
-    CT_STATUS_BITS.iter().enumerate().filter(|(bit, _)| status & (1 << bit) != 0).map(|(_, n)| *n).collect()
+    CT_STATUS_BITS
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| status & (1 << bit) != 0)
+        .map(|(_, n)| *n)
+        .collect()
 }
 
 pub fn protocol_name(protocol: u8) -> String {
@@ -75,6 +94,9 @@ mod tests {
         assert_eq!(ct_info(2), ("new", "original"));
         assert_eq!(ct_info(3), ("established", "reply"));
         // seen_reply | confirmed | dst_nat | dst_nat_done
-        assert_eq!(ct_status(0b1_0010_1010), vec!["seen_reply", "confirmed", "dst_nat", "dst_nat_done"]);
+        assert_eq!(
+            ct_status(0b1_0010_1010),
+            vec!["seen_reply", "confirmed", "dst_nat", "dst_nat_done"]
+        );
     }
 }

@@ -19,14 +19,19 @@ impl KernelBtf {
     /// most distributions; built in here and there).
     pub fn load(modules: &[&str]) -> Result<Self> {
         if !Path::new(VMLINUX).exists() {
-            bail!("this kernel has no BTF ({VMLINUX} is missing); dockflow needs CONFIG_DEBUG_INFO_BTF=y");
+            bail!(
+                "this kernel has no BTF ({VMLINUX} is missing); dockflow needs CONFIG_DEBUG_INFO_BTF=y"
+            );
         }
         let base = Btf::from_file(VMLINUX).map_err(|e| anyhow!("parsing {VMLINUX}: {e}"))?;
         let mut objects = Vec::new();
         for module in modules {
             let path = Path::new(MODULES_DIR).join(module);
             if path.exists() {
-                objects.push(Btf::from_split_file(&path, &base).map_err(|e| anyhow!("parsing {}: {e}", path.display()))?);
+                objects.push(
+                    Btf::from_split_file(&path, &base)
+                        .map_err(|e| anyhow!("parsing {}: {e}", path.display()))?,
+                );
             }
         }
         objects.insert(0, base);
@@ -35,16 +40,21 @@ impl KernelBtf {
 
     fn find_struct(&self, name: &str) -> Option<(&Btf, btf_rs::Struct)> {
         self.objects.iter().find_map(|btf| {
-            btf.resolve_types_by_name(name).ok()?.into_iter().find_map(|t| match t {
-                Type::Struct(s) if !s.members.is_empty() => Some((btf, s)),
-                _ => None,
-            })
+            btf.resolve_types_by_name(name)
+                .ok()?
+                .into_iter()
+                .find_map(|t| match t {
+                    Type::Struct(s) if !s.members.is_empty() => Some((btf, s)),
+                    _ => None,
+                })
         })
     }
 
     /// sizeof(struct name).
     pub fn size(&self, name: &str) -> Result<u32> {
-        let (_, s) = self.find_struct(name).with_context(|| format!("struct {name} not in the kernel's BTF"))?;
+        let (_, s) = self
+            .find_struct(name)
+            .with_context(|| format!("struct {name} not in the kernel's BTF"))?;
         Ok(s.size() as u32)
     }
 
@@ -56,7 +66,9 @@ impl KernelBtf {
     /// Byte offset of `path` ("a.b.c") inside `struct name`, looking through anonymous
     /// structs and unions the way C member access does.
     pub fn offset(&self, name: &str, path: &str) -> Result<u32> {
-        let (btf, strukt) = self.find_struct(name).with_context(|| format!("struct {name} not in the kernel's BTF"))?;
+        let (btf, strukt) = self
+            .find_struct(name)
+            .with_context(|| format!("struct {name} not in the kernel's BTF"))?;
         let mut current = strukt;
         let mut bits = 0u32;
         for field in path.split('.') {
@@ -94,7 +106,11 @@ impl KernelBtf {
 
 /// Finds `field` among the members of `strukt`, descending into anonymous members. Returns its
 /// bit offset and, when it is itself a struct/union, that type for further descent.
-fn find_member(btf: &Btf, strukt: &btf_rs::Struct, field: &str) -> Option<(u32, Option<btf_rs::Struct>)> {
+fn find_member(
+    btf: &Btf,
+    strukt: &btf_rs::Struct,
+    field: &str,
+) -> Option<(u32, Option<btf_rs::Struct>)> {
     for member in &strukt.members {
         let name = btf.resolve_name(member).unwrap_or_default();
         let ty = resolve_aggregate(btf, member);
@@ -133,7 +149,10 @@ mod tests {
         let btf = KernelBtf::load(&[]).unwrap();
         let head = btf.offset("sk_buff", "head").unwrap();
         let dev = btf.offset("sk_buff", "dev").unwrap();
-        assert!(head > dev, "head ({head}) comes after dev ({dev}) in every layout");
+        assert!(
+            head > dev,
+            "head ({head}) comes after dev ({dev}) in every layout"
+        );
         assert_eq!(btf.offset("nf_hook_state", "hook").unwrap(), 0);
         assert_eq!(btf.offset("nf_hook_state", "pf").unwrap(), 1);
         assert!(btf.offset("sk_buff", "no_such_member").is_err());
@@ -143,6 +162,11 @@ mod tests {
     fn names_drop_reasons() {
         let btf = KernelBtf::load(&[]).unwrap();
         let names = btf.enum_names("skb_drop_reason").unwrap();
-        assert!(names.values().any(|n| n == "SKB_DROP_REASON_NETFILTER_DROP"), "{names:?}");
+        assert!(
+            names
+                .values()
+                .any(|n| n == "SKB_DROP_REASON_NETFILTER_DROP"),
+            "{names:?}"
+        );
     }
 }

@@ -43,7 +43,8 @@ pub fn resolve_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         off.tuple_dst_protonum = o("nf_conntrack_tuple", "dst.protonum")?;
     }
     // The reason argument exists since 5.17; the format file says whether this kernel has it.
-    let kfree = tracefs::TracepointFormat::read("skb", "kfree_skb").context("reading the skb:kfree_skb format")?;
+    let kfree = tracefs::TracepointFormat::read("skb", "kfree_skb")
+        .context("reading the skb:kfree_skb format")?;
     off.kfree_skb_has_reason = u32::from(kfree.field_offset("reason").is_ok());
     Ok(off)
 }

@@ -25,7 +25,8 @@ impl KernelSymbols {
                 let address = u64::from_str_radix(parts.next()?, 16).ok()?;
                 let kind = parts.next()?;
                 let name = parts.next()?;
-                (address != 0 && matches!(kind, "t" | "T") && keep(name)).then(|| (address, name.to_string()))
+                (address != 0 && matches!(kind, "t" | "T") && keep(name))
+                    .then(|| (address, name.to_string()))
             })
             .collect();
         Self { by_address }
@@ -41,7 +42,9 @@ impl KernelSymbols {
     }
 
     pub fn from_entries(entries: impl IntoIterator<Item = (u64, String)>) -> Self {
-        Self { by_address: entries.into_iter().collect() }
+        Self {
+            by_address: entries.into_iter().collect(),
+        }
     }
 }
 
@@ -52,7 +55,9 @@ mod tests {
     #[test]
     fn keeps_only_wanted_text_symbols() {
         let text = "ffffffff81a00000 T br_nf_pre_routing_finish\nffffffff81a00100 t ip_rcv_finish\nffffffff82000000 D some_data\n0000000000000000 T hidden\n";
-        let s = KernelSymbols::parse(text, |n| n.contains("finish") || n == "hidden" || n == "some_data");
+        let s = KernelSymbols::parse(text, |n| {
+            n.contains("finish") || n == "hidden" || n == "some_data"
+        });
         assert_eq!(s.name(0xffffffff81a00000), Some("br_nf_pre_routing_finish"));
         assert_eq!(s.name(0xffffffff81a00100), Some("ip_rcv_finish"));
         assert_eq!(s.name(0xffffffff82000000), None);

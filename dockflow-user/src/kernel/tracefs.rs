@@ -18,12 +18,19 @@ impl TracepointFormat {
             .map(|root| PathBuf::from(root).join("events").join(category).join(name).join("format"))
             .find(|p| p.exists())
             .with_context(|| format!("tracepoint {category}:{name} not found (is tracefs mounted at /sys/kernel/tracing?)"))?;
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        Ok(Self { name: format!("{category}:{name}"), offsets: parse(&text) })
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        Ok(Self {
+            name: format!("{category}:{name}"),
+            offsets: parse(&text),
+        })
     }
 
     pub fn field_offset(&self, field: &str) -> Result<u32> {
-        self.offsets.get(field).copied().ok_or_else(|| anyhow!("tracepoint {} has no field {field}", self.name))
+        self.offsets
+            .get(field)
+            .copied()
+            .ok_or_else(|| anyhow!("tracepoint {} has no field {field}", self.name))
     }
 }
 
@@ -32,8 +39,20 @@ fn parse(text: &str) -> HashMap<String, u32> {
     text.lines()
         .filter_map(|line| {
             let decl = line.trim().strip_prefix("field:")?.split(';').next()?;
-            let name = decl.split_whitespace().last()?.split('[').next()?.to_string();
-            let offset = line.split("offset:").nth(1)?.split(';').next()?.trim().parse().ok()?;
+            let name = decl
+                .split_whitespace()
+                .last()?
+                .split('[')
+                .next()?
+                .to_string();
+            let offset = line
+                .split("offset:")
+                .nth(1)?
+                .split(';')
+                .next()?
+                .trim()
+                .parse()
+                .ok()?;
             Some((name, offset))
         })
         .collect()

@@ -18,9 +18,15 @@ pub struct Ruleset {
 
 impl Ruleset {
     pub fn load() -> Result<Self> {
-        let out = std::process::Command::new("nft").args(["-a", "list", "ruleset"]).output().context("running nft (is nftables installed?)")?;
+        let out = std::process::Command::new("nft")
+            .args(["-a", "list", "ruleset"])
+            .output()
+            .context("running nft (is nftables installed?)")?;
         if !out.status.success() {
-            bail!("nft list ruleset failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "nft list ruleset failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(Self::parse(&String::from_utf8_lossy(&out.stdout)))
     }
@@ -40,12 +46,18 @@ impl Ruleset {
                 ["chain", c, "{"] => chain = c.to_string(),
                 ["type", _, "hook", hook, "priority", prio, ..] => {
                     let prio = prio.trim_end_matches(';').to_string();
-                    out.hooks.insert((family.clone(), table.clone(), chain.clone()), (hook.to_string(), prio));
+                    out.hooks.insert(
+                        (family.clone(), table.clone(), chain.clone()),
+                        (hook.to_string(), prio),
+                    );
                 }
                 ["}"] | [] => {}
                 _ => {
                     if let Some(handle) = handle {
-                        out.rules.insert(((family.clone(), table.clone(), chain.clone()), handle), without_counters(body));
+                        out.rules.insert(
+                            ((family.clone(), table.clone(), chain.clone()), handle),
+                            without_counters(body),
+                        );
                     }
                 }
             }
@@ -69,7 +81,10 @@ fn without_counters(rule: &str) -> String {
     let mut out = Vec::with_capacity(words.len());
     let mut i = 0;
     while i < words.len() {
-        if (words[i] == "packets" || words[i] == "bytes") && i + 1 < words.len() && words[i + 1].parse::<u64>().is_ok() {
+        if (words[i] == "packets" || words[i] == "bytes")
+            && i + 1 < words.len()
+            && words[i + 1].parse::<u64>().is_ok()
+        {
             i += 2;
             continue;
         }
@@ -105,12 +120,24 @@ table bridge dockflow_trace { # handle 9
     fn reads_rules_and_base_chain_hooks() {
         let r = Ruleset::parse(RULESET);
         let docker: ChainKey = ("ip".into(), "nat".into(), "DOCKER".into());
-        assert_eq!(r.rule(&docker, 14), Some(r#"iifname != "docker1" udp dport 1812 counter dnat to 172.20.0.2:1812"#));
+        assert_eq!(
+            r.rule(&docker, 14),
+            Some(r#"iifname != "docker1" udp dport 1812 counter dnat to 172.20.0.2:1812"#)
+        );
         assert_eq!(r.hook(&docker), None);
         let pre: ChainKey = ("ip".into(), "nat".into(), "PREROUTING".into());
-        assert_eq!(r.hook(&pre), Some(&("prerouting".to_string(), "dstnat".to_string())));
-        assert_eq!(r.rule(&pre, 6), Some("fib daddr type local counter jump DOCKER"));
+        assert_eq!(
+            r.hook(&pre),
+            Some(&("prerouting".to_string(), "dstnat".to_string()))
+        );
+        assert_eq!(
+            r.rule(&pre, 6),
+            Some("fib daddr type local counter jump DOCKER")
+        );
         let bridge: ChainKey = ("bridge".into(), "dockflow_trace".into(), "pre".into());
-        assert_eq!(r.hook(&bridge), Some(&("prerouting".to_string(), "-350".to_string())));
+        assert_eq!(
+            r.hook(&bridge),
+            Some(&("prerouting".to_string(), "-350".to_string()))
+        );
     }
 }

@@ -36,7 +36,14 @@ impl TraceTable {
         let out = child.wait_with_output()?;
         if !out.status.success() {
             remove_tables();
-            bail!("creating the {TABLE} tables failed: {}", String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or("").trim());
+            bail!(
+                "creating the {TABLE} tables failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+            );
         }
         Ok((Self { _private: () }, removed))
     }
@@ -86,13 +93,20 @@ fn script(target: &Target) -> String {
     matches.sort();
     matches.dedup();
     // A target with nothing to match (bare interfaces) traces nothing rather than everything.
-    let rules: String = matches.iter().map(|m| format!("    {m} meta nftrace set 1\n")).collect();
+    let rules: String = matches
+        .iter()
+        .map(|m| format!("    {m} meta nftrace set 1\n"))
+        .collect();
     let mut script = String::new();
     for family in FAMILIES {
         script.push_str(&format!("table {family} {TABLE} {{\n"));
         // forward too: a packet that only becomes the target's by DNAT (a --netns target has no
         // published ports to match before it) is marked from there on.
-        for (chain, hook) in [("dfpre", "prerouting"), ("dffwd", "forward"), ("dfout", "output")] {
+        for (chain, hook) in [
+            ("dfpre", "prerouting"),
+            ("dffwd", "forward"),
+            ("dfout", "output"),
+        ] {
             script.push_str(&format!("  chain {chain} {{\n    type filter hook {hook} priority -350; policy accept;\n{rules}  }}\n"));
         }
         script.push_str("}\n");
@@ -109,14 +123,35 @@ mod tests {
     fn marks_the_targets_addresses_and_ports_in_both_families() {
         let target = Target {
             addresses: vec!["172.20.0.2".parse().unwrap()],
-            published: vec![PublishedPort { container_port: 1812, protocol: "udp".into(), host_port: 1812 }],
+            published: vec![PublishedPort {
+                container_port: 1812,
+                protocol: "udp".into(),
+                host_port: 1812,
+            }],
             ..Target::default()
         };
         let s = script(&target);
-        assert!(s.contains("table inet dockflow_trace {") && s.contains("table bridge dockflow_trace {"), "{s}");
-        assert!(s.contains("    ip daddr 172.20.0.2 meta nftrace set 1\n"), "{s}");
-        assert!(s.contains("    meta l4proto udp th dport 1812 meta nftrace set 1\n"), "{s}");
-        assert_eq!(s.matches("type filter hook prerouting priority -350").count(), 2);
-        assert_eq!(s.matches("type filter hook forward priority -350").count(), 2);
+        assert!(
+            s.contains("table inet dockflow_trace {")
+                && s.contains("table bridge dockflow_trace {"),
+            "{s}"
+        );
+        assert!(
+            s.contains("    ip daddr 172.20.0.2 meta nftrace set 1\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("    meta l4proto udp th dport 1812 meta nftrace set 1\n"),
+            "{s}"
+        );
+        assert_eq!(
+            s.matches("type filter hook prerouting priority -350")
+                .count(),
+            2
+        );
+        assert_eq!(
+            s.matches("type filter hook forward priority -350").count(),
+            2
+        );
     }
 }

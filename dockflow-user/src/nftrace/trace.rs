@@ -51,8 +51,11 @@ pub struct TraceSocket(NetlinkSocket);
 
 impl TraceSocket {
     pub fn open() -> Result<Self> {
-        let socket = NetlinkSocket::open(libc::NETLINK_NETFILTER).context("opening an nfnetlink socket")?;
-        socket.join_group(NFNLGRP_NFTRACE).context("subscribing to nftables traces")?;
+        let socket =
+            NetlinkSocket::open(libc::NETLINK_NETFILTER).context("opening an nfnetlink socket")?;
+        socket
+            .join_group(NFNLGRP_NFTRACE)
+            .context("subscribing to nftables traces")?;
         Ok(Self(socket))
     }
 
@@ -101,12 +104,17 @@ pub fn parse_datagram(buf: &[u8]) -> Vec<RawTrace> {
 }
 
 fn parse_trace(payload: &[u8]) -> Option<RawTrace> {
-    let mut t = RawTrace { family: *payload.first()?, ..RawTrace::default() };
+    let mut t = RawTrace {
+        family: *payload.first()?,
+        ..RawTrace::default()
+    };
     for (attr, value) in attributes(payload.get(NFGENMSG_LEN..)?) {
         match attr {
             NFTA_TRACE_TABLE => t.table = string(value),
             NFTA_TRACE_CHAIN => t.chain = string(value),
-            NFTA_TRACE_RULE_HANDLE => t.handle = Some(u64::from_be_bytes(value.get(..8)?.try_into().ok()?)),
+            NFTA_TRACE_RULE_HANDLE => {
+                t.handle = Some(u64::from_be_bytes(value.get(..8)?.try_into().ok()?))
+            }
             NFTA_TRACE_TYPE => t.trace_type = be_u32(value)?,
             NFTA_TRACE_ID => t.id = be_u32(value)?,
             NFTA_TRACE_NETWORK_HEADER => t.network_header = value.to_vec(),
@@ -170,7 +178,10 @@ const MAX_TRACES: usize = 4096;
 
 impl Tracer {
     pub fn new() -> Result<Self> {
-        Ok(Self { ruleset: Ruleset::load()?, traces: HashMap::new() })
+        Ok(Self {
+            ruleset: Ruleset::load()?,
+            traces: HashMap::new(),
+        })
     }
 
     /// Remembers what this message tells about its trace id (hook, packet).
@@ -178,7 +189,11 @@ impl Tracer {
         if self.traces.len() >= MAX_TRACES && !self.traces.contains_key(&raw.id) {
             self.traces.clear();
         }
-        let chain: ChainKey = (family_name(raw.family).to_string(), raw.table.clone(), raw.chain.clone());
+        let chain: ChainKey = (
+            family_name(raw.family).to_string(),
+            raw.table.clone(),
+            raw.chain.clone(),
+        );
         let hook = self.ruleset.hook(&chain).map(|(hook, _)| hook.clone());
         let entry = self.traces.entry(raw.id).or_default();
         if hook.is_some() {
@@ -198,12 +213,16 @@ impl Tracer {
         }
         let family = family_name(raw.family).to_string();
         let chain: ChainKey = (family.clone(), raw.table.clone(), raw.chain.clone());
-        let mut rule = raw.handle.and_then(|h| self.ruleset.rule(&chain, h).map(str::to_string));
+        let mut rule = raw
+            .handle
+            .and_then(|h| self.ruleset.rule(&chain, h).map(str::to_string));
         if rule.is_none() && raw.handle.is_some() {
             // Docker (or a user) changed the ruleset since we read it.
             if let Ok(fresh) = Ruleset::load() {
                 self.ruleset = fresh;
-                rule = raw.handle.and_then(|h| self.ruleset.rule(&chain, h).map(str::to_string));
+                rule = raw
+                    .handle
+                    .and_then(|h| self.ruleset.rule(&chain, h).map(str::to_string));
             }
         }
         let kind = match raw.trace_type {
@@ -252,15 +271,30 @@ mod tests {
         let mut verdict = attr(NFTA_VERDICT_CODE, &(-3i32 as u32).to_be_bytes());
         verdict.extend(attr(NFTA_VERDICT_CHAIN, b"DOCKER\0"));
         payload.extend(attr(NFTA_TRACE_VERDICT | 0x8000, &verdict));
-        let mut msg = ((NLMSG_HDRLEN + payload.len()) as u32).to_ne_bytes().to_vec();
+        let mut msg = ((NLMSG_HDRLEN + payload.len()) as u32)
+            .to_ne_bytes()
+            .to_vec();
         msg.extend_from_slice(&(NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_TRACE).to_ne_bytes());
         msg.extend_from_slice(&[0u8; 10]);
         msg.extend(payload);
         let traces = parse_datagram(&msg);
         assert_eq!(traces.len(), 1);
         let t = &traces[0];
-        assert_eq!((t.family, t.id, t.table.as_str(), t.chain.as_str(), t.handle, t.trace_type), (2, 0x3490d4e6, "nat", "DOCKER", Some(14), 3));
-        assert_eq!(verdict_words(t.verdict, t.verdict_chain.as_deref()), "jump DOCKER");
+        assert_eq!(
+            (
+                t.family,
+                t.id,
+                t.table.as_str(),
+                t.chain.as_str(),
+                t.handle,
+                t.trace_type
+            ),
+            (2, 0x3490d4e6, "nat", "DOCKER", Some(14), 3)
+        );
+        assert_eq!(
+            verdict_words(t.verdict, t.verdict_chain.as_deref()),
+            "jump DOCKER"
+        );
     }
 
     #[test]
@@ -271,4 +305,3 @@ mod tests {
         assert_eq!(verdict_words(None, None), "continue");
     }
 }
-

@@ -51,7 +51,11 @@ pub enum HopKind {
     /// The IP stack sends the packet into the bridge device (L3 -> L2).
     IntoBridge { bridge: String },
     /// A netfilter hook.
-    Hook { family: String, hook: String, priority: Option<i32> },
+    Hook {
+        family: String,
+        hook: String,
+        priority: Option<i32>,
+    },
     /// A device outside the bridge receives the packet.
     Receive { interface: String },
     /// A device outside the bridge transmits the packet.
@@ -79,7 +83,9 @@ impl HopKind {
     /// The interface (or hook) the hop is about, for grouping and display.
     pub fn place(&self) -> String {
         match self {
-            HopKind::FromPort { port } | HopKind::BridgeForward { port } | HopKind::ToPort { port } => port.clone(),
+            HopKind::FromPort { port }
+            | HopKind::BridgeForward { port }
+            | HopKind::ToPort { port } => port.clone(),
             HopKind::PassedUp { bridge } | HopKind::IntoBridge { bridge } => bridge.clone(),
             HopKind::Receive { interface } | HopKind::Transmit { interface } => interface.clone(),
             HopKind::Hook { family, hook, .. } => format!("{family} {hook}"),
@@ -110,12 +116,22 @@ pub fn classify(event: &Event, topology: &Topology) -> (Layer, HopKind) {
     let port = || topology.port_label(event.ifindex);
     match event.probe {
         Probe::KfreeSkb => {
-            let reason = event.drop.as_ref().map_or("unknown".to_string(), |d| d.reason.clone());
+            let reason = event
+                .drop
+                .as_ref()
+                .map_or("unknown".to_string(), |d| d.reason.clone());
             (Layer::Drop, HopKind::Dropped { reason })
         }
         Probe::Netfilter | Probe::NfHookSlow => {
             let Some(nf) = &event.netfilter else {
-                return (Layer::L3, HopKind::Hook { family: "?".into(), hook: "?".into(), priority: None });
+                return (
+                    Layer::L3,
+                    HopKind::Hook {
+                        family: "?".into(),
+                        hook: "?".into(),
+                        priority: None,
+                    },
+                );
             };
             // nf_hook_slow also sees the hooks a container's own stack runs in its namespace:
             // part of the packet's journey, not of the host's L2/L3 path.
@@ -128,7 +144,14 @@ pub fn classify(event: &Event, topology: &Topology) -> (Layer, HopKind) {
             } else {
                 Layer::L3
             };
-            (layer, HopKind::Hook { family: nf.family.to_string(), hook: nf.hook.to_string(), priority: nf.priority })
+            (
+                layer,
+                HopKind::Hook {
+                    family: nf.family.to_string(),
+                    hook: nf.hook.to_string(),
+                    priority: nf.priority,
+                },
+            )
         }
         Probe::BrHandleFrame => (Layer::L2, HopKind::FromPort { port: port() }),
         Probe::BrForward => (Layer::L2, HopKind::BridgeForward { port: port() }),
@@ -143,7 +166,9 @@ pub fn classify(event: &Event, topology: &Topology) -> (Layer, HopKind) {
         Probe::TcEgress | Probe::NetDevQueue => match place {
             Place::BridgePort { .. } => (Layer::L2, HopKind::ToPort { port: port() }),
             Place::Bridge => (Layer::L3, HopKind::IntoBridge { bridge: name }),
-            Place::Host | Place::Elsewhere => (Layer::Device, HopKind::Transmit { interface: name }),
+            Place::Host | Place::Elsewhere => {
+                (Layer::Device, HopKind::Transmit { interface: name })
+            }
         },
     }
 }

@@ -88,7 +88,12 @@ impl PacketKey {
         } else {
             (0, 0)
         };
-        Self { protocol: p.protocol, ip_id: p.ip_id, len: p.len, ports }
+        Self {
+            protocol: p.protocol,
+            ip_id: p.ip_id,
+            len: p.len,
+            ports,
+        }
     }
 }
 
@@ -101,7 +106,6 @@ struct OpenPacket {
 
 /// A connection's identity: its conntrack original tuple.
 type ConnectionKey = (IpAddr, u16, IpAddr, u16, u8);
-
 
 /// Turns a stream of events into finished packet paths.
 pub struct Correlator {
@@ -117,7 +121,14 @@ pub struct Correlator {
 
 impl Correlator {
     pub fn new(topology: Topology) -> Self {
-        Self { topology, open: HashMap::new(), next_packet: 1, by_original: HashMap::new(), by_reply: HashMap::new(), next_connection: 1 }
+        Self {
+            topology,
+            open: HashMap::new(),
+            next_packet: 1,
+            by_original: HashMap::new(),
+            by_reply: HashMap::new(),
+            next_connection: 1,
+        }
     }
 
     pub fn set_topology(&mut self, topology: Topology) {
@@ -135,14 +146,18 @@ impl Correlator {
         let ts = event.ts_ns;
         // Open packets are indexed by their header key: a busy trace has thousands open.
         let candidates = self.open.entry(key.clone()).or_default();
-        let found = candidates
-            .iter_mut()
-            .rev()
-            .find(|o| ts.abs_diff(o.last_ts) < SAME_PACKET_WINDOW_NS && skb_compatible(o, &key, event.skb_id));
+        let found = candidates.iter_mut().rev().find(|o| {
+            ts.abs_diff(o.last_ts) < SAME_PACKET_WINDOW_NS && skb_compatible(o, &key, event.skb_id)
+        });
         let open = match found {
             Some(open) => open,
             None => {
-                candidates.push(OpenPacket { skb_ids: Vec::new(), last_ts: ts, events: Vec::new(), rules: Vec::new() });
+                candidates.push(OpenPacket {
+                    skb_ids: Vec::new(),
+                    last_ts: ts,
+                    events: Vec::new(),
+                    rules: Vec::new(),
+                });
                 candidates.last_mut().unwrap()
             }
         };
@@ -159,10 +174,19 @@ impl Correlator {
         let key = PacketKey::of(packet);
         let ts = trace.ts_ns;
         let candidates = self.open.entry(key).or_default();
-        match candidates.iter_mut().rev().find(|o| ts.abs_diff(o.last_ts) < SAME_PACKET_WINDOW_NS) {
+        match candidates
+            .iter_mut()
+            .rev()
+            .find(|o| ts.abs_diff(o.last_ts) < SAME_PACKET_WINDOW_NS)
+        {
             Some(open) => open.rules.push(trace),
             // Trace messages can overtake the ring buffer: hold the rule until the events come.
-            None => candidates.push(OpenPacket { skb_ids: Vec::new(), last_ts: ts, events: Vec::new(), rules: vec![trace] }),
+            None => candidates.push(OpenPacket {
+                skb_ids: Vec::new(),
+                last_ts: ts,
+                events: Vec::new(),
+                rules: vec![trace],
+            }),
         }
     }
 
@@ -170,8 +194,9 @@ impl Correlator {
     pub fn flush_idle(&mut self, now_ns: u64, idle_ns: u64) -> Vec<PacketPath> {
         let mut done = Vec::new();
         self.open.retain(|_, candidates| {
-            let (finished, open): (Vec<_>, Vec<_>) =
-                std::mem::take(candidates).into_iter().partition(|o| o.last_ts + idle_ns <= now_ns);
+            let (finished, open): (Vec<_>, Vec<_>) = std::mem::take(candidates)
+                .into_iter()
+                .partition(|o| o.last_ts + idle_ns <= now_ns);
             done.extend(finished);
             *candidates = open;
             !candidates.is_empty()
@@ -181,13 +206,26 @@ impl Correlator {
 
     /// Finishes every packet still open (at exit).
     pub fn finish(&mut self) -> Vec<PacketPath> {
-        let open: Vec<OpenPacket> = std::mem::take(&mut self.open).into_values().flatten().collect();
+        let open: Vec<OpenPacket> = std::mem::take(&mut self.open)
+            .into_values()
+            .flatten()
+            .collect();
         self.finish_all(open)
     }
 
     fn finish_all(&mut self, mut packets: Vec<OpenPacket>) -> Vec<PacketPath> {
-        packets.sort_by_key(|o| o.events.iter().map(|e| e.ts_ns).chain(o.rules.iter().map(|r| r.ts_ns)).min().unwrap_or(0));
-        packets.into_iter().map(|o| self.finish_one(o.events, o.rules)).collect()
+        packets.sort_by_key(|o| {
+            o.events
+                .iter()
+                .map(|e| e.ts_ns)
+                .chain(o.rules.iter().map(|r| r.ts_ns))
+                .min()
+                .unwrap_or(0)
+        });
+        packets
+            .into_iter()
+            .map(|o| self.finish_one(o.events, o.rules))
+            .collect()
     }
 
     fn finish_one(&mut self, mut events: Vec<Event>, rules: Vec<RuleTrace>) -> PacketPath {
@@ -210,17 +248,33 @@ impl Correlator {
                     _ => Vec::new(),
                 };
                 previous = event.packet.clone();
-                Hop { layer, kind, rewrites, event }
+                Hop {
+                    layer,
+                    kind,
+                    rewrites,
+                    event,
+                }
             })
             .collect();
         let id = self.next_packet;
         self.next_packet += 1;
-        PacketPath { id, connection, direction, packet, hops, rules }
+        PacketPath {
+            id,
+            connection,
+            direction,
+            packet,
+            hops,
+            rules,
+        }
     }
 
     /// The connection a packet belongs to: from conntrack where any probe saw it, else by
     /// matching its headers against connections already known.
-    fn connection_of(&mut self, events: &[Event], packet: &Packet) -> (Option<u64>, Option<Direction>) {
+    fn connection_of(
+        &mut self,
+        events: &[Event],
+        packet: &Packet,
+    ) -> (Option<u64>, Option<Direction>) {
         // The host's conntrack entry, not the one a container keeps in its own namespace for
         // the same packet (that one has the container's view of the addresses).
         let host = self.topology.names.host_netns;
@@ -240,10 +294,20 @@ impl Correlator {
                     id
                 }
             };
-            let direction = if ct.direction == "reply" { Direction::Reply } else { Direction::Request };
+            let direction = if ct.direction == "reply" {
+                Direction::Reply
+            } else {
+                Direction::Request
+            };
             return (Some(id), Some(direction));
         }
-        let headers = (packet.src, packet.sport.unwrap_or(0), packet.dst, packet.dport.unwrap_or(0), packet.protocol);
+        let headers = (
+            packet.src,
+            packet.sport.unwrap_or(0),
+            packet.dst,
+            packet.dport.unwrap_or(0),
+            packet.protocol,
+        );
         match (self.by_original.get(&headers), self.by_reply.get(&headers)) {
             (Some(id), _) => (Some(*id), Some(Direction::Request)),
             (None, Some(id)) => (Some(*id), Some(Direction::Reply)),
@@ -264,7 +328,11 @@ fn tuple_key(t: &crate::event::Tuple) -> ConnectionKey {
 fn rewrites(before: &Packet, after: &Packet) -> Vec<Rewrite> {
     let mut out = Vec::new();
     if (before.src, before.sport) != (after.src, after.sport) {
-        out.push(Rewrite { field: "source", before: endpoint(before.src, before.sport), after: endpoint(after.src, after.sport) });
+        out.push(Rewrite {
+            field: "source",
+            before: endpoint(before.src, before.sport),
+            after: endpoint(after.src, after.sport),
+        });
     }
     if (before.dst, before.dport) != (after.dst, after.dport) {
         out.push(Rewrite {

@@ -30,12 +30,18 @@ pub struct Explainer {
 impl Explainer {
     /// Feeds a finished packet; returns the connection's explanation when it became complete.
     pub fn observe(&mut self, path: &PacketPath) -> Option<Explanation> {
-        let (Some(connection), Some(direction)) = (path.connection, path.direction) else { return None };
+        let (Some(connection), Some(direction)) = (path.connection, path.direction) else {
+            return None;
+        };
         if self.explained.contains(&connection) {
             return None;
         }
         let entry = self.pending.entry(connection).or_default();
-        let slot = if direction == Direction::Request { &mut entry.0 } else { &mut entry.1 };
+        let slot = if direction == Direction::Request {
+            &mut entry.0
+        } else {
+            &mut entry.1
+        };
         slot.get_or_insert_with(|| path.clone());
         if entry.0.is_some() && entry.1.is_some() {
             let (request, reply) = self.pending.remove(&connection).unwrap();
@@ -50,14 +56,20 @@ impl Explainer {
         let mut out: Vec<Explanation> = self
             .pending
             .drain()
-            .map(|(connection, (request, reply))| explain(connection, request.as_ref(), reply.as_ref()))
+            .map(|(connection, (request, reply))| {
+                explain(connection, request.as_ref(), reply.as_ref())
+            })
             .collect();
         out.sort_by_key(|e| e.connection);
         out
     }
 }
 
-pub fn explain(connection: u64, request: Option<&PacketPath>, reply: Option<&PacketPath>) -> Explanation {
+pub fn explain(
+    connection: u64,
+    request: Option<&PacketPath>,
+    reply: Option<&PacketPath>,
+) -> Explanation {
     let mut steps = Vec::new();
     if let Some(request) = request {
         steps.extend(narrate(request, "request"));
@@ -67,10 +79,16 @@ pub fn explain(connection: u64, request: Option<&PacketPath>, reply: Option<&Pac
             steps.extend(narrate(reply, "reply"));
             steps.extend(why_the_reply_differs(request, reply));
         }
-        None if request.is_some_and(|r| r.dropped().is_none()) => steps.push("No reply was seen.".to_string()),
+        None if request.is_some_and(|r| r.dropped().is_none()) => {
+            steps.push("No reply was seen.".to_string())
+        }
         None => {}
     }
-    let steps = steps.into_iter().enumerate().map(|(i, s)| format!("{}. {s}", i + 1)).collect();
+    let steps = steps
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| format!("{}. {s}", i + 1))
+        .collect();
     Explanation { connection, steps }
 }
 
@@ -79,7 +97,9 @@ fn runs(path: &PacketPath) -> Vec<&[Hop]> {
     let mut out = Vec::new();
     let mut start = 0;
     for i in 1..=path.hops.len() {
-        let boundary = i == path.hops.len() || path.hops[i].layer != path.hops[start].layer || kind_changes(&path.hops[i - 1], &path.hops[i]);
+        let boundary = i == path.hops.len()
+            || path.hops[i].layer != path.hops[start].layer
+            || kind_changes(&path.hops[i - 1], &path.hops[i]);
         if boundary {
             out.push(&path.hops[start..i]);
             start = i;
@@ -90,8 +110,17 @@ fn runs(path: &PacketPath) -> Vec<&[Hop]> {
 
 /// Inside one layer, a change of what happens (passed up, into the bridge) starts a new run.
 fn kind_changes(a: &Hop, b: &Hop) -> bool {
-    let transition = |h: &Hop| matches!(h.kind, HopKind::PassedUp { .. } | HopKind::IntoBridge { .. } | HopKind::ToPort { .. } | HopKind::FromPort { .. });
-    std::mem::discriminant(&a.kind) != std::mem::discriminant(&b.kind) && (transition(a) || transition(b))
+    let transition = |h: &Hop| {
+        matches!(
+            h.kind,
+            HopKind::PassedUp { .. }
+                | HopKind::IntoBridge { .. }
+                | HopKind::ToPort { .. }
+                | HopKind::FromPort { .. }
+        )
+    };
+    std::mem::discriminant(&a.kind) != std::mem::discriminant(&b.kind)
+        && (transition(a) || transition(b))
 }
 
 fn hook_names(hops: &[Hop]) -> Vec<String> {
@@ -125,7 +154,14 @@ fn narrate(path: &PacketPath, role: &str) -> Vec<String> {
         HopKind::Receive { interface } => format!("The {role} ({} {} -> {}) arrives on {interface}.", p.protocol_name(), endpoint(p.src, p.sport), endpoint(p.dst, p.dport)),
         other => format!("The {role} ({} {} -> {}) is first seen at {}.", p.protocol_name(), endpoint(p.src, p.sport), endpoint(p.dst, p.dport), other.place()),
     });
-    let hooks_all = hook_names(&path.hops.iter().filter(|h| h.layer == Layer::L3 || h.layer == Layer::L3FromBridge).cloned().collect::<Vec<_>>());
+    let hooks_all = hook_names(
+        &path
+            .hops
+            .iter()
+            .filter(|h| h.layer == Layer::L3 || h.layer == Layer::L3FromBridge)
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
     let runs = runs(path);
     for run in &runs {
         let layer = run[0].layer;
@@ -203,13 +239,26 @@ fn nat_sentences(run: &[Hop], role: &str) -> Vec<String> {
     let mut out = Vec::new();
     for (i, hop) in run.iter().enumerate() {
         for rewrite in &hop.rewrites {
-            let HopKind::Hook { family, hook, priority } = &hop.kind else { continue };
+            let HopKind::Hook {
+                family,
+                hook,
+                priority,
+            } = &hop.kind
+            else {
+                continue;
+            };
             let before = run[..i].iter().rev().find_map(|h| match &h.kind {
-                HopKind::Hook { priority: Some(p), .. } => Some(*p),
+                HopKind::Hook {
+                    priority: Some(p), ..
+                } => Some(*p),
                 _ => None,
             });
             let stage = match (before, priority) {
-                (Some(a), Some(b)) => format!(" between priorities {} and {}", priority_words(a), priority_words(*b)),
+                (Some(a), Some(b)) => format!(
+                    " between priorities {} and {}",
+                    priority_words(a),
+                    priority_words(*b)
+                ),
                 _ => String::new(),
             };
             let ct = hop.event.conntrack.as_ref();
@@ -220,13 +269,18 @@ fn nat_sentences(run: &[Hop], role: &str) -> Vec<String> {
                 ("source", false, "reply") if ct.is_some_and(|c| c.status.contains(&"dst_nat")) => {
                     "conntrack undoes the request's DNAT on the reply: it rewrites the source"
                 }
-                ("destination", false, "reply") if ct.is_some_and(|c| c.status.contains(&"src_nat")) => {
+                ("destination", false, "reply")
+                    if ct.is_some_and(|c| c.status.contains(&"src_nat")) =>
+                {
                     "conntrack undoes the request's SNAT on the reply: it rewrites the destination"
                 }
                 ("source", _, _) => "conntrack applies the connection's NAT binding to the source",
                 _ => "conntrack applies the connection's NAT binding to the destination",
             };
-            let mut sentence = format!("{what} {} -> {} at {family} {hook}{stage}.", rewrite.before, rewrite.after);
+            let mut sentence = format!(
+                "{what} {} -> {} at {family} {hook}{stage}.",
+                rewrite.before, rewrite.after
+            );
             if !new_connection {
                 if let Some(ct) = ct {
                     sentence.push_str(&format!(
@@ -249,8 +303,17 @@ fn rule_sentences(path: &PacketPath) -> Vec<String> {
         .filter(|r| r.verdict == "accept")
         .filter(|r| r.kind == "rule")
         .map(|r| {
-            let at = r.hook.as_deref().map_or(String::new(), |h| format!(" at the {h} hook"));
-            format!("nftables: {} {} chain {}{at} accepts it with the rule `{}`.", r.family, r.table, r.chain, r.rule.as_deref().unwrap_or("?"))
+            let at = r
+                .hook
+                .as_deref()
+                .map_or(String::new(), |h| format!(" at the {h} hook"));
+            format!(
+                "nftables: {} {} chain {}{at} accepts it with the rule `{}`.",
+                r.family,
+                r.table,
+                r.chain,
+                r.rule.as_deref().unwrap_or("?")
+            )
         })
         .collect()
 }
@@ -258,21 +321,45 @@ fn rule_sentences(path: &PacketPath) -> Vec<String> {
 /// The seed's questions, answered from the reply's path.
 fn why_the_reply_differs(request: Option<&PacketPath>, reply: &PacketPath) -> Vec<String> {
     let mut out = Vec::new();
-    let passed_up = reply.hops.iter().any(|h| matches!(h.kind, HopKind::PassedUp { .. }));
-    let into_bridge = reply.hops.iter().any(|h| matches!(h.kind, HopKind::IntoBridge { .. }));
-    let from_bridge_hooks = hook_names(&reply.hops.iter().filter(|h| h.layer == Layer::L3FromBridge).cloned().collect::<Vec<_>>());
-    let request_bridged = request.is_some_and(|r| r.hops.iter().any(|h| matches!(h.kind, HopKind::IntoBridge { .. } | HopKind::ToPort { .. })));
+    let passed_up = reply
+        .hops
+        .iter()
+        .any(|h| matches!(h.kind, HopKind::PassedUp { .. }));
+    let into_bridge = reply
+        .hops
+        .iter()
+        .any(|h| matches!(h.kind, HopKind::IntoBridge { .. }));
+    let from_bridge_hooks = hook_names(
+        &reply
+            .hops
+            .iter()
+            .filter(|h| h.layer == Layer::L3FromBridge)
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    let request_bridged = request.is_some_and(|r| {
+        r.hops
+            .iter()
+            .any(|h| matches!(h.kind, HopKind::IntoBridge { .. } | HopKind::ToPort { .. }))
+    });
     if passed_up && request_bridged {
         out.push("The request went L3 -> L2 (routed by the host, then bridged to the container); the reply goes the other way, L2 -> L3 (bridged from the container up to the host, then routed out).".to_string());
     }
     if !reply.rules.is_empty() && reply.rules.iter().all(|r| r.table != "nat") {
-        let chains: Vec<String> = reply.rules.iter().map(|r| format!("{} {} {}", r.family, r.table, r.chain)).fold(Vec::new(), |mut acc, c| {
-            if !acc.contains(&c) {
-                acc.push(c);
-            }
-            acc
-        });
-        out.push(format!("nftables' own trace confirms it: the reply was evaluated by {} and by no nat chain.", list(&chains)));
+        let chains: Vec<String> = reply
+            .rules
+            .iter()
+            .map(|r| format!("{} {} {}", r.family, r.table, r.chain))
+            .fold(Vec::new(), |mut acc, c| {
+                if !acc.contains(&c) {
+                    acc.push(c);
+                }
+                acc
+            });
+        out.push(format!(
+            "nftables' own trace confirms it: the reply was evaluated by {} and by no nat chain.",
+            list(&chains)
+        ));
     }
     let routed = reply.hops.iter().any(|h| h.layer == Layer::L3);
     if !passed_up && !into_bridge && !routed && !from_bridge_hooks.is_empty() {

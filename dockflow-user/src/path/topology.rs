@@ -24,7 +24,9 @@ pub struct Topology {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Place {
     Bridge,
-    BridgePort { bridge: u32 },
+    BridgePort {
+        bridge: u32,
+    },
     /// Any other host interface (a physical NIC, the lab's external link, ...).
     Host,
     /// Inside another network namespace (a container's eth0, say).
@@ -33,13 +35,30 @@ pub enum Place {
 
 impl Topology {
     /// From the host's links; `owners` names the container behind known ports.
-    pub fn from_links(names: InterfaceNames, host_links: &[Link], owners: HashMap<u32, String>) -> Self {
-        let bridges: Vec<u32> = host_links.iter().filter(|l| l.kind.as_deref() == Some("bridge")).map(|l| l.index).collect();
+    pub fn from_links(
+        names: InterfaceNames,
+        host_links: &[Link],
+        owners: HashMap<u32, String>,
+    ) -> Self {
+        let bridges: Vec<u32> = host_links
+            .iter()
+            .filter(|l| l.kind.as_deref() == Some("bridge"))
+            .map(|l| l.index)
+            .collect();
         let ports = host_links
             .iter()
-            .filter_map(|l| l.master.filter(|m| bridges.contains(m)).map(|m| (l.index, m)))
+            .filter_map(|l| {
+                l.master
+                    .filter(|m| bridges.contains(m))
+                    .map(|m| (l.index, m))
+            })
             .collect();
-        Self { names, bridges, ports, port_owner: owners }
+        Self {
+            names,
+            bridges,
+            ports,
+            port_owner: owners,
+        }
     }
 
     pub fn place(&self, netns: Option<u32>, ifindex: u32) -> Place {

@@ -55,7 +55,11 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<OwnedFd> {
 }
 
 /// Loads `insns` as a netfilter program; on refusal the error carries the verifier's last words.
-pub fn load_netfilter_program(name: &str, insns: &[bpf_insn], license: &CString) -> io::Result<OwnedFd> {
+pub fn load_netfilter_program(
+    name: &str,
+    insns: &[bpf_insn],
+    license: &CString,
+) -> io::Result<OwnedFd> {
     let mut attr = ProgLoadAttr {
         prog_type: BPF_PROG_TYPE_NETFILTER,
         insn_cnt: insns.len() as u32,
@@ -76,8 +80,21 @@ pub fn load_netfilter_program(name: &str, insns: &[bpf_insn], license: &CString)
             attr.log_buf = log.as_mut_ptr() as u64;
             bpf(BPF_PROG_LOAD, &mut attr).map_err(|_| {
                 let text = String::from_utf8_lossy(&log);
-                let last = text.trim_end_matches('\0').lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_string();
-                io::Error::new(first.kind(), if last.is_empty() { first.to_string() } else { format!("{first}: verifier: {last}") })
+                let last = text
+                    .trim_end_matches('\0')
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("")
+                    .to_string();
+                io::Error::new(
+                    first.kind(),
+                    if last.is_empty() {
+                        first.to_string()
+                    } else {
+                        format!("{first}: verifier: {last}")
+                    },
+                )
             })
         }
     }

@@ -28,12 +28,19 @@ impl ProbeFamily for Bridge {
             let result = loaded_program::<KProbe>(ebpf, program)
                 .and_then(|prog| prog.attach(function, 0).map(drop).map_err(one_line));
             match result {
-                Ok(()) => attached.attachments.push(Attachment { point: format!("kprobe {function}"), error: None }),
+                Ok(()) => attached.attachments.push(Attachment {
+                    point: format!("kprobe {function}"),
+                    error: None,
+                }),
                 Err(e) => refused.push((function, e)),
             }
         }
         if let Some((_, reason)) = refused.first() {
-            let reason = if reason.contains("kprobe/type") { "this kernel has no kprobes (CONFIG_KPROBES is off)" } else { reason };
+            let reason = if reason.contains("kprobe/type") {
+                "this kernel has no kprobes (CONFIG_KPROBES is off)"
+            } else {
+                reason
+            };
             let functions: Vec<&str> = refused.iter().map(|(f, _)| *f).collect();
             attached.attachments.push(Attachment {
                 point: format!("kprobe {}", functions.join(", ")),

@@ -23,8 +23,15 @@ pub(super) fn remove_created_qdiscs() {
 }
 
 fn tc(args: &[&str]) -> Option<String> {
-    let out = Command::new("tc").args(args).stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = Command::new("tc")
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Deletes tc filters running our programs on `iface`, left by a run that was killed; returns
@@ -32,7 +39,9 @@ fn tc(args: &[&str]) -> Option<String> {
 pub(super) fn remove_stale_tc_filters(iface: &str) -> usize {
     let mut removed = 0;
     for direction in ["ingress", "egress"] {
-        let Some(listing) = tc(&["filter", "show", "dev", iface, direction]) else { continue };
+        let Some(listing) = tc(&["filter", "show", "dev", iface, direction]) else {
+            continue;
+        };
         for pref in stale_filter_prefs(&listing) {
             if tc(&["filter", "del", "dev", iface, direction, "pref", &pref]).is_some() {
                 removed += 1;
@@ -54,7 +63,12 @@ fn stale_filter_prefs(listing: &str) -> Vec<String> {
     let mut prefs: Vec<String> = listing
         .lines()
         .filter(|l| l.split_whitespace().any(|w| w.starts_with(NAME_PREFIX)))
-        .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "pref").nth(1).map(str::to_string))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .skip_while(|w| *w != "pref")
+                .nth(1)
+                .map(str::to_string)
+        })
         .collect();
     prefs.dedup();
     prefs

@@ -19,8 +19,8 @@ use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
 };
 use dockflow_common::{
-    EVENTS_MAP, FILTER_GLOBAL, KernelOffsets, LOST_MAP, MAX_TARGET_ADDRESSES, MAX_TARGET_PORTS, OFFSETS_GLOBAL,
-    ProbePoint, SETTINGS_MAP, Settings, TARGETS_MAP, TargetSet, port_key,
+    EVENTS_MAP, FILTER_GLOBAL, KernelOffsets, LOST_MAP, MAX_TARGET_ADDRESSES, MAX_TARGET_PORTS,
+    OFFSETS_GLOBAL, ProbePoint, SETTINGS_MAP, Settings, TARGETS_MAP, TargetSet, port_key,
 };
 
 use crate::target::Target;
@@ -47,7 +47,13 @@ struct Attached {
 
 impl Attached {
     fn refused(point: &str, error: anyhow::Error) -> Self {
-        Self { attachments: vec![Attachment { point: point.to_string(), error: Some(one_line(error)) }], ..Self::default() }
+        Self {
+            attachments: vec![Attachment {
+                point: point.to_string(),
+                error: Some(one_line(error)),
+            }],
+            ..Self::default()
+        }
     }
 }
 
@@ -114,15 +120,30 @@ impl Probes {
             held.extend(attached.held);
             notes.extend(attached.notes);
         }
-        let netfilter_links = attachments.iter().any(|a| a.point.starts_with("netfilter ") && a.error.is_none());
-        let settings = Settings { nf_hook_slow_bridge_only: u32::from(netfilter_links) };
-        Array::try_from(ebpf.map_mut(SETTINGS_MAP).context("no settings map")?)?.set(0, settings, 0)?;
+        let netfilter_links = attachments
+            .iter()
+            .any(|a| a.point.starts_with("netfilter ") && a.error.is_none());
+        let settings = Settings {
+            nf_hook_slow_bridge_only: u32::from(netfilter_links),
+        };
+        Array::try_from(ebpf.map_mut(SETTINGS_MAP).context("no settings map")?)?
+            .set(0, settings, 0)?;
         if !attachments.is_empty() && attachments.iter().all(|a| a.error.is_some()) {
-            let first = attachments.first().and_then(|a| a.error.clone()).unwrap_or_default();
+            let first = attachments
+                .first()
+                .and_then(|a| a.error.clone())
+                .unwrap_or_default();
             return Err(anyhow!("the kernel refused every probe ({first})"));
         }
         let lost = PerCpuArray::try_from(ebpf.take_map(LOST_MAP).context("no LOST map")?)?;
-        Ok(Self { held, ebpf, families: families.to_vec(), lost, attachments, notes })
+        Ok(Self {
+            held,
+            ebpf,
+            families: families.to_vec(),
+            lost,
+            attachments,
+            notes,
+        })
     }
 
     /// Follows a target whose interfaces or addresses changed (a restarted container gets a new
@@ -130,10 +151,19 @@ impl Probes {
     /// addresses. Returns what was attached.
     pub fn retarget(&mut self, old: &Target, new: &Target) -> Result<Vec<Attachment>> {
         let added = Target {
-            interfaces: new.interfaces.iter().filter(|i| !old.interfaces.contains(i)).cloned().collect(),
+            interfaces: new
+                .interfaces
+                .iter()
+                .filter(|i| !old.interfaces.contains(i))
+                .cloned()
+                .collect(),
             ..new.clone()
         };
-        let attached = if self.families.contains(&Family::Tc) { tc::Tc.attach(&mut self.ebpf, &added) } else { Attached::default() };
+        let attached = if self.families.contains(&Family::Tc) {
+            tc::Tc.attach(&mut self.ebpf, &added)
+        } else {
+            Attached::default()
+        };
         self.held.extend(attached.held);
         fill_filter(&mut self.ebpf, new)?;
         Ok(attached.attachments)
@@ -141,7 +171,10 @@ impl Probes {
 
     /// The ring buffer every program writes into.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
-        let map = self.ebpf.take_map(EVENTS_MAP).context("the programs have no event ring buffer")?;
+        let map = self
+            .ebpf
+            .take_map(EVENTS_MAP)
+            .context("the programs have no event ring buffer")?;
         Ok(RingBuf::try_from(map)?)
     }
 
@@ -169,7 +202,11 @@ impl Drop for Probes {
 fn fill_filter(ebpf: &mut Ebpf, target: &Target) -> Result<()> {
     let mut set = TargetSet::default();
     if target.addresses.len() > MAX_TARGET_ADDRESSES {
-        bail!("{} has {} addresses; dockflow follows at most {MAX_TARGET_ADDRESSES}", target.label, target.addresses.len());
+        bail!(
+            "{} has {} addresses; dockflow follows at most {MAX_TARGET_ADDRESSES}",
+            target.label,
+            target.addresses.len()
+        );
     }
     for (slot, address) in set.addresses.iter_mut().zip(&target.addresses) {
         *slot = address_key(address);
@@ -185,20 +222,28 @@ fn fill_filter(ebpf: &mut Ebpf, target: &Target) -> Result<()> {
                 "sctp" => 132,
                 _ => return None,
             };
-            Some([port_key(proto, p.host_port), port_key(proto, p.container_port)])
+            Some([
+                port_key(proto, p.host_port),
+                port_key(proto, p.container_port),
+            ])
         })
         .flatten()
         .collect();
     keys.sort_unstable();
     keys.dedup();
     if keys.len() > MAX_TARGET_PORTS {
-        bail!("{} publishes {} ports; dockflow follows at most {MAX_TARGET_PORTS}", target.label, keys.len());
+        bail!(
+            "{} publishes {} ports; dockflow follows at most {MAX_TARGET_PORTS}",
+            target.label,
+            keys.len()
+        );
     }
     for (slot, key) in set.ports.iter_mut().zip(&keys) {
         *slot = *key;
     }
     set.n_ports = keys.len() as u32;
-    let mut targets: Array<_, TargetSet> = Array::try_from(ebpf.map_mut(TARGETS_MAP).context("no target map")?)?;
+    let mut targets: Array<_, TargetSet> =
+        Array::try_from(ebpf.map_mut(TARGETS_MAP).context("no target map")?)?;
     targets.set(0, set, 0)?;
     Ok(())
 }
@@ -230,15 +275,22 @@ macro_rules! loadable {
     };
 }
 
-loadable!(aya::programs::SchedClassifier, aya::programs::RawTracePoint, aya::programs::KProbe);
+loadable!(
+    aya::programs::SchedClassifier,
+    aya::programs::RawTracePoint,
+    aya::programs::KProbe
+);
 
 /// The program `name` as type `P`, loaded into the kernel (a second call finds it loaded).
 fn loaded_program<'a, P: Loadable + 'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P, String>
 where
     &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let prog: &mut P =
-        ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from the object"))?.try_into().map_err(one_line)?;
+    let prog: &mut P = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the object"))?
+        .try_into()
+        .map_err(one_line)?;
     match prog.load_into_kernel() {
         Ok(()) | Err(aya::programs::ProgramError::AlreadyLoaded) => Ok(prog),
         Err(e) => Err(one_line(e)),
@@ -249,7 +301,9 @@ where
 fn load_error(error: anyhow::Error) -> anyhow::Error {
     let text = format!("{error:#}");
     if text.contains("Operation not permitted") || text.contains("EPERM") {
-        anyhow!("loading eBPF programs was refused: run dockflow as root (CAP_BPF and CAP_NET_ADMIN are needed)")
+        anyhow!(
+            "loading eBPF programs was refused: run dockflow as root (CAP_BPF and CAP_NET_ADMIN are needed)"
+        )
     } else {
         anyhow!("loading eBPF programs failed: {text}")
     }

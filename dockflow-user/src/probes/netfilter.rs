@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::{Ebpf, maps::Map};
 use dockflow_common::{NFPROTO_IPV4, NFPROTO_IPV6, NfSlot, nf_slot_priority};
 
-use super::{Attachment, Attached, ProbeFamily, PROGRAMS, bpf_sys};
+use super::{Attached, Attachment, PROGRAMS, ProbeFamily, bpf_sys};
 use crate::{event::names, target::Target};
 
 pub struct Netfilter;
@@ -38,20 +38,28 @@ impl ProbeFamily for Netfilter {
             let mut first_error = None;
             for hook in HOOKS {
                 for (slot, prog) in programs.iter() {
-                    let Some(priority) = nf_slot_priority(*slot, hook) else { continue };
+                    let Some(priority) = nf_slot_priority(*slot, hook) else {
+                        continue;
+                    };
                     match bpf_sys::attach_netfilter(prog, pf, hook, priority) {
                         Ok(link) => {
                             attached.held.push(link);
                             links += 1;
                         }
                         Err(e) => {
-                            first_error.get_or_insert(format!("{} @{priority}: {e}", names::hook_name(hook)));
+                            first_error.get_or_insert(format!(
+                                "{} @{priority}: {e}",
+                                names::hook_name(hook)
+                            ));
                         }
                     }
                 }
             }
             attached.attachments.push(Attachment {
-                point: format!("netfilter {} (all 5 hooks, first/last and around NAT: {links} links)", names::family_name(pf)),
+                point: format!(
+                    "netfilter {} (all 5 hooks, first/last and around NAT: {links} links)",
+                    names::family_name(pf)
+                ),
                 error: first_error,
             });
         }
@@ -62,20 +70,28 @@ impl ProbeFamily for Netfilter {
 
 /// Loads the slot programs with the maps aya already created (and the globals it already set).
 fn load_programs(ebpf: &Ebpf) -> Result<Vec<(NfSlot, OwnedFd)>> {
-    let mut obj = aya_obj::Object::parse(PROGRAMS).map_err(|e| anyhow!("parsing the eBPF object: {e}"))?;
+    let mut obj =
+        aya_obj::Object::parse(PROGRAMS).map_err(|e| anyhow!("parsing the eBPF object: {e}"))?;
     let text_sections: HashSet<usize> = obj.functions.keys().map(|(section, _)| *section).collect();
     let maps: Vec<(String, RawFd, aya_obj::Map)> = obj
         .maps
         .iter()
         .filter_map(|(name, map)| Some((name.clone(), map_fd(ebpf.map(name)?)?, map.clone())))
         .collect();
-    obj.relocate_maps(maps.iter().map(|(n, fd, m)| (n.as_str(), *fd, m)), &text_sections)
-        .map_err(|e| anyhow!("relocating maps: {e}"))?;
-    obj.relocate_calls(&text_sections).map_err(|e| anyhow!("relocating calls: {e}"))?;
+    obj.relocate_maps(
+        maps.iter().map(|(n, fd, m)| (n.as_str(), *fd, m)),
+        &text_sections,
+    )
+    .map_err(|e| anyhow!("relocating maps: {e}"))?;
+    obj.relocate_calls(&text_sections)
+        .map_err(|e| anyhow!("relocating calls: {e}"))?;
     SLOT_PROGRAMS
         .iter()
         .map(|(slot, name)| {
-            let program = obj.programs.get(*name).with_context(|| format!("program {name} missing from the object"))?;
+            let program = obj
+                .programs
+                .get(*name)
+                .with_context(|| format!("program {name} missing from the object"))?;
             let function = &obj.functions[&program.function_key()];
             let fd = bpf_sys::load_netfilter_program(name, &function.instructions, &obj.license)
                 .with_context(|| format!("loading {name}"))?;
@@ -86,7 +102,11 @@ fn load_programs(ebpf: &Ebpf) -> Result<Vec<(NfSlot, OwnedFd)>> {
 
 fn map_fd(map: &Map) -> Option<RawFd> {
     let data = match map {
-        Map::Array(d) | Map::PerCpuArray(d) | Map::HashMap(d) | Map::PerCpuHashMap(d) | Map::RingBuf(d) => d,
+        Map::Array(d)
+        | Map::PerCpuArray(d)
+        | Map::HashMap(d)
+        | Map::PerCpuHashMap(d)
+        | Map::RingBuf(d) => d,
         _ => return None,
     };
     Some(data.fd().as_fd().as_raw_fd())

@@ -2,7 +2,10 @@
 
 use aya::{
     Ebpf,
-    programs::{SchedClassifier, TcAttachType, tc::{self, NlOptions, TcAttachOptions}},
+    programs::{
+        SchedClassifier, TcAttachType,
+        tc::{self, NlOptions, TcAttachOptions},
+    },
     util::KernelVersion,
 };
 
@@ -29,7 +32,10 @@ impl ProbeFamily for Tc {
         for iface in &target.interfaces {
             let removed = super::cleanup::remove_stale_tc_filters(&iface.name);
             if removed > 0 {
-                out.notes.push(format!("removed {removed} tc filters on {} left by an earlier run", iface.name));
+                out.notes.push(format!(
+                    "removed {removed} tc filters on {} left by an earlier run",
+                    iface.name
+                ));
             }
         }
         let netlink = use_netlink();
@@ -40,12 +46,19 @@ impl ProbeFamily for Tc {
                     if netlink {
                         ensure_clsact(&iface.name);
                         let options = TcAttachOptions::Netlink(NlOptions::default());
-                        prog.attach_with_options(&iface.name, attach_type, options).map(drop).map_err(one_line)
+                        prog.attach_with_options(&iface.name, attach_type, options)
+                            .map(drop)
+                            .map_err(one_line)
                     } else {
-                        prog.attach(&iface.name, attach_type).map(drop).map_err(one_line)
+                        prog.attach(&iface.name, attach_type)
+                            .map(drop)
+                            .map_err(one_line)
                     }
                 });
-                out.attachments.push(Attachment { point, error: result.err() });
+                out.attachments.push(Attachment {
+                    point,
+                    error: result.err(),
+                });
             }
         }
         out

@@ -1,10 +1,10 @@
-//! Raw tracepoints: skb:kfree_skb (every dropped packet with its drop reason), and the device
-//! hops net:netif_receive_skb and net:net_dev_queue. net:net_dev_xmit is left out on purpose: it
+//! BTF-typed tracepoints (tp_btf): skb:kfree_skb (every dropped packet with its drop reason),
+//! and the device hops net:netif_receive_skb and net:net_dev_queue. net:net_dev_xmit is left out on purpose: it
 //! fires after the driver took the skb, which may already be freed and reused by then.
 
-use aya::{Ebpf, programs::RawTracePoint};
+use aya::{Btf, Ebpf, programs::BtfTracePoint};
 
-use super::{Attached, Attachment, ProbeFamily, loaded_program, one_line};
+use super::{Attached, Attachment, ProbeFamily, one_line};
 use crate::target::Target;
 
 pub struct Tracepoints;
@@ -18,11 +18,36 @@ const TRACEPOINTS: [(&str, &str, &str); 3] = [
 impl ProbeFamily for Tracepoints {
     fn attach(&self, ebpf: &mut Ebpf, _target: &Target) -> Attached {
         let mut attached = Attached::default();
+        let btf = Btf::from_sys_fs().map_err(one_line);
         for (program, category, name) in TRACEPOINTS {
-            let result = loaded_program::<RawTracePoint>(ebpf, program)
-                .and_then(|prog| prog.attach(name).map(drop).map_err(one_line));
-            attached.attachments.push(Attachment { point: format!("tracepoint {category}:{name}"), error: result.err() });
+            let result = btf
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|btf| load(ebpf, program, name, btf))
+                .and_then(|prog| prog.attach().map(drop).map_err(one_line));
+            attached.attachments.push(Attachment {
+                point: format!("tracepoint {category}:{name}"),
+                error: result.err(),
+            });
         }
         attached
+    }
+}
+
+/// The tp_btf program `program`, loaded against tracepoint `name` (a second call finds it loaded).
+fn load<'a>(
+    ebpf: &'a mut Ebpf,
+    program: &str,
+    name: &str,
+    btf: &Btf,
+) -> Result<&'a mut BtfTracePoint, String> {
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| format!("program {program} missing from the object"))?
+        .try_into()
+        .map_err(one_line)?;
+    match prog.load(name, btf) {
+        Ok(()) | Err(aya::programs::ProgramError::AlreadyLoaded) => Ok(prog),
+        Err(e) => Err(one_line(e)),
     }
 }

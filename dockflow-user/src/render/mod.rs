@@ -14,11 +14,17 @@ pub struct Style {
 impl Style {
     pub fn for_stdout() -> Self {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        Self { color: !no_color && std::io::stdout().is_terminal() }
+        Self {
+            color: !no_color && std::io::stdout().is_terminal(),
+        }
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
-        if self.color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
     }
 }
 
@@ -36,7 +42,11 @@ pub struct Renderer {
 
 impl Renderer {
     pub fn new(json: bool, interfaces: InterfaceNames) -> Self {
-        Self { json, first_ts: None, interfaces }
+        Self {
+            json,
+            first_ts: None,
+            interfaces,
+        }
     }
 
     pub fn render(&mut self, event: &Event) -> String {
@@ -44,14 +54,19 @@ impl Renderer {
             // Serialised straight to text (no intermediate Value: this is the hot path), with the
             // interface name spliced in as the first member.
             let body = serde_json::to_string(event).expect("events serialize");
-            let name = serde_json::to_string(&self.interfaces.name(event.netns, event.ifindex)).expect("strings serialize");
+            let name = serde_json::to_string(&self.interfaces.name(event.netns, event.ifindex))
+                .expect("strings serialize");
             return format!("{{\"interface\":{name},{}", &body[1..]);
         }
         let first = *self.first_ts.get_or_insert(event.ts_ns);
         let elapsed = event.ts_ns.saturating_sub(first) as f64 / 1e9;
         let (what, place, priority) = match &event.netfilter {
             Some(nf) => self.netfilter_place(nf, event.netns),
-            None => (event.probe.name().to_string(), self.interfaces.name(event.netns, event.ifindex), String::new()),
+            None => (
+                event.probe.name().to_string(),
+                self.interfaces.name(event.netns, event.ifindex),
+                String::new(),
+            ),
         };
         let mut line = format!("{elapsed:>10.6}  {what:<16}  {place:<24} {priority:<6} ");
         match &event.packet {
@@ -65,7 +80,11 @@ impl Renderer {
             let _ = write!(line, "  DROPPED: {}", drop.reason);
         }
         if let Some(nf) = event.netfilter.as_ref().filter(|nf| nf.from_bridge) {
-            let _ = write!(line, "  (run from the bridge by {})", nf.okfn.as_deref().unwrap_or("br_netfilter"));
+            let _ = write!(
+                line,
+                "  (run from the bridge by {})",
+                nf.okfn.as_deref().unwrap_or("br_netfilter")
+            );
         }
         line
     }
@@ -107,23 +126,42 @@ pub fn packet_summary(p: &Packet) -> String {
 }
 
 fn tuple_summary(t: &Tuple) -> String {
-    format!("{} -> {}", endpoint(t.src, Some(t.sport)), endpoint(t.dst, Some(t.dport)))
+    format!(
+        "{} -> {}",
+        endpoint(t.src, Some(t.sport)),
+        endpoint(t.dst, Some(t.dport))
+    )
 }
 
 /// "ct new original [dst_nat] orig 10.199.0.2:40000 -> 10.199.0.1:1812 reply 172.20.0.2:1812 -> 10.199.0.2:40000"
 pub fn conntrack_summary(ct: &Conntrack) -> String {
-    let nat: Vec<&str> = ct.status.iter().copied().filter(|s| *s == "src_nat" || *s == "dst_nat").collect();
+    let nat: Vec<&str> = ct
+        .status
+        .iter()
+        .copied()
+        .filter(|s| *s == "src_nat" || *s == "dst_nat")
+        .collect();
     let mut s = format!("ct {} {}", ct.state, ct.direction);
     if !nat.is_empty() {
         let _ = write!(s, " [{}]", nat.join(","));
     }
-    let _ = write!(s, " orig {} reply {}", tuple_summary(&ct.original), tuple_summary(&ct.reply));
+    let _ = write!(
+        s,
+        " orig {} reply {}",
+        tuple_summary(&ct.original),
+        tuple_summary(&ct.reply)
+    );
     s
 }
 
 fn tcp_flag_names(flags: u8) -> String {
     const NAMES: [&str; 8] = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"];
-    let names: Vec<&str> = NAMES.iter().enumerate().filter(|(bit, _)| flags & (1 << bit) != 0).map(|(_, n)| *n).collect();
+    let names: Vec<&str> = NAMES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| flags & (1 << bit) != 0)
+        .map(|(_, n)| *n)
+        .collect();
     names.join(",")
 }
 
@@ -157,7 +195,14 @@ mod tests {
     }
 
     fn names() -> InterfaceNames {
-        InterfaceNames::from_entries(1, [((1, 12), "vethcccc".to_string()), ((1, 3), "docker1".to_string()), ((9, 2), "radius:eth0".to_string())])
+        InterfaceNames::from_entries(
+            1,
+            [
+                ((1, 12), "vethcccc".to_string()),
+                ((1, 3), "docker1".to_string()),
+                ((9, 2), "radius:eth0".to_string()),
+            ],
+        )
     }
 
     #[test]
@@ -197,8 +242,14 @@ mod tests {
             from_bridge: true,
         });
         let line = Renderer::new(false, names()).render(&event);
-        assert!(line.contains("ipv4 prerouting   docker1>-                first  udp"), "{line}");
-        assert!(line.ends_with("(run from the bridge by br_nf_pre_routing_finish)"), "{line}");
+        assert!(
+            line.contains("ipv4 prerouting   docker1>-                first  udp"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("(run from the bridge by br_nf_pre_routing_finish)"),
+            "{line}"
+        );
     }
 
     #[test]

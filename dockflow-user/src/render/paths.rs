@@ -20,13 +20,25 @@ pub fn packet_block(path: &PacketPath, topology: &Topology, style: &Style) -> St
         (Some(c), Some(Direction::Reply)) => format!(" · connection {c}, reply"),
         _ => String::new(),
     };
-    let _ = writeln!(out, "{}", style.bold(&format!("packet {} · {}{role}", path.id, packet_summary(&path.packet))));
+    let _ = writeln!(
+        out,
+        "{}",
+        style.bold(&format!(
+            "packet {} · {}{role}",
+            path.id,
+            packet_summary(&path.packet)
+        ))
+    );
     let mut shown = vec![false; path.rules.len()];
     for group in groups(&path.hops) {
         let _ = writeln!(out, "  {}", group_line(group, topology, style));
         let place = rule_place_of(&group[0].kind);
         for (i, rule) in path.rules.iter().enumerate() {
-            if !shown[i] && place.as_ref().is_some_and(|p| p.matches(rule_hook(rule, &path.packet))) {
+            if !shown[i]
+                && place
+                    .as_ref()
+                    .is_some_and(|p| p.matches(rule_hook(rule, &path.packet)))
+            {
                 shown[i] = true;
                 if let Some(line) = rule_line(rule, style) {
                     let _ = writeln!(out, "        {line}");
@@ -34,7 +46,13 @@ pub fn packet_block(path: &PacketPath, topology: &Topology, style: &Style) -> St
             }
         }
     }
-    let rest: Vec<String> = path.rules.iter().zip(&shown).filter(|(_, s)| !**s).filter_map(|(r, _)| rule_line(r, style)).collect();
+    let rest: Vec<String> = path
+        .rules
+        .iter()
+        .zip(&shown)
+        .filter(|(_, s)| !**s)
+        .filter_map(|(r, _)| rule_line(r, style))
+        .collect();
     if !rest.is_empty() {
         let _ = writeln!(out, "  nftables (no matching hop seen):");
         for line in rest {
@@ -54,18 +72,32 @@ struct RulePlace {
 impl RulePlace {
     fn matches(&self, (family, hook): (String, Option<String>)) -> bool {
         family == self.family
-            && hook.is_some_and(|h| self.hook.as_deref() == Some(h.as_str()) || self.hooks.contains(&h.as_str()))
+            && hook.is_some_and(|h| {
+                self.hook.as_deref() == Some(h.as_str()) || self.hooks.contains(&h.as_str())
+            })
     }
 }
 
 fn rule_place_of(kind: &HopKind) -> Option<RulePlace> {
-    let bridge = |hooks: &'static [&'static str]| Some(RulePlace { family: "bridge".into(), hooks, hook: None });
+    let bridge = |hooks: &'static [&'static str]| {
+        Some(RulePlace {
+            family: "bridge".into(),
+            hooks,
+            hook: None,
+        })
+    };
     match kind {
-        HopKind::Hook { family, hook, .. } => Some(RulePlace { family: family.clone(), hooks: &[], hook: Some(hook.clone()) }),
+        HopKind::Hook { family, hook, .. } => Some(RulePlace {
+            family: family.clone(),
+            hooks: &[],
+            hook: Some(hook.clone()),
+        }),
         HopKind::FromPort { .. } => bridge(&["prerouting"]),
         HopKind::PassedUp { .. } => bridge(&["input"]),
         HopKind::IntoBridge { .. } => bridge(&["output"]),
-        HopKind::ToPort { .. } | HopKind::BridgeForward { .. } => bridge(&["forward", "postrouting"]),
+        HopKind::ToPort { .. } | HopKind::BridgeForward { .. } => {
+            bridge(&["forward", "postrouting"])
+        }
         _ => None,
     }
 }
@@ -94,11 +126,24 @@ fn rule_line(rule: &RuleTrace, style: &Style) -> Option<String> {
         (_, Some(text)) => text.clone(),
         (_, None) => format!("rule {}", rule.handle.unwrap_or(0)),
     };
-    Some(format!("{} {what}  => {}", style.dim(&format!("nft {} {} {}:", rule.family, rule.table, rule.chain)), style.verdict(&rule.verdict)))
+    Some(format!(
+        "{} {what}  => {}",
+        style.dim(&format!(
+            "nft {} {} {}:",
+            rule.family, rule.table, rule.chain
+        )),
+        style.verdict(&rule.verdict)
+    ))
 }
 
 pub fn explanation_block(explanation: &Explanation, style: &Style) -> String {
-    let mut out = format!("{}\n", style.bold(&format!("connection {}, explained:", explanation.connection)));
+    let mut out = format!(
+        "{}\n",
+        style.bold(&format!(
+            "connection {}, explained:",
+            explanation.connection
+        ))
+    );
     for step in &explanation.steps {
         let _ = writeln!(out, "  {step}");
     }
@@ -119,7 +164,9 @@ fn groups(hops: &[Hop]) -> Vec<&[Hop]> {
 }
 
 fn same_place(a: &Hop, b: &Hop) -> bool {
-    a.layer == b.layer && std::mem::discriminant(&a.kind) == std::mem::discriminant(&b.kind) && a.kind.place() == b.kind.place()
+    a.layer == b.layer
+        && std::mem::discriminant(&a.kind) == std::mem::discriminant(&b.kind)
+        && a.kind.place() == b.kind.place()
 }
 
 fn group_line(group: &[Hop], topology: &Topology, style: &Style) -> String {
@@ -128,12 +175,20 @@ fn group_line(group: &[Hop], topology: &Topology, style: &Style) -> String {
     let (label, place, detail) = match &first.kind {
         HopKind::Hook { family, hook, .. } => {
             let nf = first.event.netfilter.as_ref();
-            let dev = |i: Option<u32>| i.map_or("-".to_string(), |i| topology.name(first.event.netns, i));
-            let devices = nf.map_or(String::new(), |nf| format!("{}>{}", dev(nf.in_ifindex), dev(nf.out_ifindex)));
-            let priorities: Vec<String> = group.iter().filter_map(|h| match &h.kind {
-                HopKind::Hook { priority: Some(p), .. } => Some(priority_label(*p)),
-                _ => None,
-            }).collect();
+            let dev =
+                |i: Option<u32>| i.map_or("-".to_string(), |i| topology.name(first.event.netns, i));
+            let devices = nf.map_or(String::new(), |nf| {
+                format!("{}>{}", dev(nf.in_ifindex), dev(nf.out_ifindex))
+            });
+            let priorities: Vec<String> = group
+                .iter()
+                .filter_map(|h| match &h.kind {
+                    HopKind::Hook {
+                        priority: Some(p), ..
+                    } => Some(priority_label(*p)),
+                    _ => None,
+                })
+                .collect();
             let range = match (priorities.first(), priorities.last()) {
                 (Some(a), Some(b)) if a != b => format!("{a}..{b}"),
                 (Some(a), _) => a.clone(),
@@ -147,21 +202,47 @@ fn group_line(group: &[Hop], topology: &Topology, style: &Style) -> String {
         }
         HopKind::FromPort { port } => ("from port".into(), port.clone(), first.kind.words().into()),
         HopKind::ToPort { port } => ("to port".into(), port.clone(), first.kind.words().into()),
-        HopKind::BridgeForward { port } => ("bridge forward".into(), port.clone(), first.kind.words().into()),
-        HopKind::PassedUp { bridge } => ("passed up".into(), bridge.clone(), first.kind.words().into()),
-        HopKind::IntoBridge { bridge } => ("into bridge".into(), bridge.clone(), first.kind.words().into()),
+        HopKind::BridgeForward { port } => (
+            "bridge forward".into(),
+            port.clone(),
+            first.kind.words().into(),
+        ),
+        HopKind::PassedUp { bridge } => (
+            "passed up".into(),
+            bridge.clone(),
+            first.kind.words().into(),
+        ),
+        HopKind::IntoBridge { bridge } => (
+            "into bridge".into(),
+            bridge.clone(),
+            first.kind.words().into(),
+        ),
         HopKind::Receive { interface } => ("receive".into(), interface.clone(), String::new()),
         HopKind::Transmit { interface } => ("transmit".into(), interface.clone(), String::new()),
         HopKind::Dropped { reason } => ("DROPPED".into(), reason.clone(), String::new()),
     };
-    let mut line = format!("{}  {label:<17} {place:<26} {detail}", style.layer(first.layer));
+    let mut line = format!(
+        "{}  {label:<17} {place:<26} {detail}",
+        style.layer(first.layer)
+    );
     for hop in group {
         for rewrite in &hop.rewrites {
             let at = match &hop.kind {
-                HopKind::Hook { priority: Some(p), .. } => format!(" (seen at {})", priority_label(*p)),
+                HopKind::Hook {
+                    priority: Some(p), ..
+                } => format!(" (seen at {})", priority_label(*p)),
                 _ => String::new(),
             };
-            let _ = write!(line, "  {}", style.rewrite(&format!("{} {} -> {}{at}", short(rewrite.field), rewrite.before, rewrite.after)));
+            let _ = write!(
+                line,
+                "  {}",
+                style.rewrite(&format!(
+                    "{} {} -> {}{at}",
+                    short(rewrite.field),
+                    rewrite.before,
+                    rewrite.after
+                ))
+            );
         }
     }
     line.trim_end().to_string()

@@ -63,7 +63,10 @@ impl Docker {
         match status {
             200 => {}
             404 => bail!("no such container: {name}"),
-            _ => bail!("Docker could not inspect container {name}: {}", api_message(&body)),
+            _ => bail!(
+                "Docker could not inspect container {name}: {}",
+                api_message(&body)
+            ),
         }
         let container = parse_container(&body)?;
         if container.pid == 0 {
@@ -75,15 +78,22 @@ impl Docker {
     fn get(&self, path: &str) -> Result<(u16, Value)> {
         let mut stream = UnixStream::connect(&self.socket).map_err(|e| {
             let hint = match e.kind() {
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => "is dockerd running?",
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                    "is dockerd running?"
+                }
                 std::io::ErrorKind::PermissionDenied => "run dockflow as root",
                 _ => "",
             };
-            anyhow!("cannot reach the Docker daemon at {}: {e} ({hint})", self.socket.display())
+            anyhow!(
+                "cannot reach the Docker daemon at {}: {e} ({hint})",
+                self.socket.display()
+            )
         })?;
         write!(stream, "GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n")?;
         let mut response = Vec::new();
-        stream.read_to_end(&mut response).context("reading the Docker API response")?;
+        stream
+            .read_to_end(&mut response)
+            .context("reading the Docker API response")?;
         parse_response(&response)
     }
 }
@@ -104,7 +114,10 @@ fn parse_response(response: &[u8]) -> Result<(u16, Value)> {
 }
 
 fn api_message(body: &Value) -> String {
-    body["message"].as_str().unwrap_or("unexpected response").to_string()
+    body["message"]
+        .as_str()
+        .unwrap_or("unexpected response")
+        .to_string()
 }
 
 /// Container names and ids are `[a-zA-Z0-9][a-zA-Z0-9_.-]`; anything else cannot name one.
@@ -139,20 +152,31 @@ fn parse_container(body: &Value) -> Result<Container> {
         .flat_map(|(spec, bindings)| {
             let (port, protocol) = spec.split_once('/').unwrap_or((spec, "tcp"));
             let container_port = port.parse().unwrap_or(0);
-            bindings.as_array().into_iter().flatten().filter_map(move |b| {
-                Some(PublishedPort {
-                    container_port,
-                    protocol: protocol.to_string(),
-                    host_port: b["HostPort"].as_str()?.parse().ok()?,
+            bindings
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(move |b| {
+                    Some(PublishedPort {
+                        container_port,
+                        protocol: protocol.to_string(),
+                        host_port: b["HostPort"].as_str()?.parse().ok()?,
+                    })
                 })
-            })
         })
         .collect();
     published.sort_by_key(|p| (p.host_port, p.protocol.clone()));
     published.dedup();
     Ok(Container {
-        id: body["Id"].as_str().ok_or_else(|| anyhow!("container without Id"))?.to_string(),
-        name: body["Name"].as_str().unwrap_or_default().trim_start_matches('/').to_string(),
+        id: body["Id"]
+            .as_str()
+            .ok_or_else(|| anyhow!("container without Id"))?
+            .to_string(),
+        name: body["Name"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
         pid: if body["State"]["Running"].as_bool() == Some(true) {
             body["State"]["Pid"].as_u64().unwrap_or(0) as u32
         } else {
@@ -184,7 +208,11 @@ mod tests {
         assert_eq!(c.endpoints[0].address, Some("172.20.0.2".parse().unwrap()));
         assert_eq!(
             c.published,
-            vec![PublishedPort { container_port: 1812, protocol: "udp".into(), host_port: 1812 }]
+            vec![PublishedPort {
+                container_port: 1812,
+                protocol: "udp".into(),
+                host_port: 1812
+            }]
         );
     }
 

@@ -6,9 +6,9 @@ use std::{io, net::IpAddr};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::netlink::{NLMSG_HDRLEN, NetlinkSocket, attributes, messages};
 #[cfg(test)]
 use crate::netlink::align4;
+use crate::netlink::{NLMSG_HDRLEN, NetlinkSocket, attributes, messages};
 
 /// One network interface as the kernel reports it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -48,11 +48,21 @@ pub fn list_links() -> Result<Vec<Link>> {
 
 /// Lists the IP addresses of the current thread's network namespace, with their ifindex.
 pub fn list_addresses() -> Result<Vec<(u32, IpAddr)>> {
-    dump(RTM_GETADDR, RTM_NEWADDR, &[0u8; IFADDRMSG_LEN], parse_address)
+    dump(
+        RTM_GETADDR,
+        RTM_NEWADDR,
+        &[0u8; IFADDRMSG_LEN],
+        parse_address,
+    )
 }
 
 /// One netlink dump request, its answers parsed by `parse`.
-fn dump<T>(request: u16, answer: u16, family_header: &[u8], parse: fn(&[u8]) -> Option<T>) -> Result<Vec<T>> {
+fn dump<T>(
+    request: u16,
+    answer: u16,
+    family_header: &[u8],
+    parse: fn(&[u8]) -> Option<T>,
+) -> Result<Vec<T>> {
     let sock = NetlinkSocket::open(libc::NETLINK_ROUTE).context("opening an rtnetlink socket")?;
     let mut message = vec![0u8; NLMSG_HDRLEN];
     message.extend_from_slice(family_header);
@@ -61,7 +71,8 @@ fn dump<T>(request: u16, answer: u16, family_header: &[u8], parse: fn(&[u8]) -> 
     message[4..6].copy_from_slice(&request.to_ne_bytes());
     message[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     message[8..12].copy_from_slice(&1u32.to_ne_bytes());
-    sock.send(&message).with_context(|| format!("sending rtnetlink request {request}"))?;
+    sock.send(&message)
+        .with_context(|| format!("sending rtnetlink request {request}"))?;
 
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -71,8 +82,13 @@ fn dump<T>(request: u16, answer: u16, family_header: &[u8], parse: fn(&[u8]) -> 
             match msg_type {
                 NLMSG_DONE => return Ok(out),
                 NLMSG_ERROR => {
-                    let errno = payload.get(..4).map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap()));
-                    bail!("rtnetlink request {request} failed: {}", io::Error::from_raw_os_error(-errno));
+                    let errno = payload
+                        .get(..4)
+                        .map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap()));
+                    bail!(
+                        "rtnetlink request {request} failed: {}",
+                        io::Error::from_raw_os_error(-errno)
+                    );
                 }
                 t if t == answer => out.extend(parse(payload)),
                 _ => {}
@@ -170,8 +186,14 @@ mod tests {
     #[test]
     fn lists_loopback_of_this_namespace() {
         let links = list_links().unwrap();
-        assert!(links.iter().any(|l| l.name == "lo" && l.index == 1), "{links:?}");
+        assert!(
+            links.iter().any(|l| l.name == "lo" && l.index == 1),
+            "{links:?}"
+        );
         let addresses = list_addresses().unwrap();
-        assert!(addresses.contains(&(1, "127.0.0.1".parse().unwrap())), "{addresses:?}");
+        assert!(
+            addresses.contains(&(1, "127.0.0.1".parse().unwrap())),
+            "{addresses:?}"
+        );
     }
 }

@@ -56,7 +56,6 @@ impl Target {
     pub fn filtered(&self) -> bool {
         !self.addresses.is_empty() || !self.published.is_empty()
     }
-
 }
 
 /// Resolves a running container to its host-side veth ports and their bridges.
@@ -64,14 +63,21 @@ pub fn resolve_container(name: &str) -> Result<Target> {
     let docker = docker::Docker::from_env()?;
     let container = docker.container(name)?;
     let ns_path = PathBuf::from(format!("/proc/{}/ns/net", container.pid));
-    let (interfaces, _) = interfaces_into(&ns_path).with_context(|| format!("finding the interfaces of container {name}"))?;
+    let (interfaces, _) = interfaces_into(&ns_path)
+        .with_context(|| format!("finding the interfaces of container {name}"))?;
     if interfaces.is_empty() {
-        bail!("container {name} has no veth into the host (host, none and non-bridge networks are not supported)");
+        bail!(
+            "container {name} has no veth into the host (host, none and non-bridge networks are not supported)"
+        );
     }
     Ok(Target {
         label: format!("container {}", container.name),
         interfaces,
-        addresses: container.endpoints.iter().filter_map(|e| e.address).collect(),
+        addresses: container
+            .endpoints
+            .iter()
+            .filter_map(|e| e.address)
+            .collect(),
         published: container.published,
         netns: Some((container.name.clone(), ns_path)),
     })
@@ -88,11 +94,14 @@ pub fn resolve_netns(name_or_path: &str) -> Result<Target> {
     if !ns_path.exists() {
         bail!("no network namespace {name_or_path} (see `ip netns list`)");
     }
-    let (interfaces, addresses) = interfaces_into(&ns_path).with_context(|| format!("inspecting network namespace {name_or_path}"))?;
+    let (interfaces, addresses) = interfaces_into(&ns_path)
+        .with_context(|| format!("inspecting network namespace {name_or_path}"))?;
     if interfaces.is_empty() {
         bail!("network namespace {name_or_path} has no veth into the host");
     }
-    let label = ns_path.file_name().map_or(name_or_path.to_string(), |n| n.to_string_lossy().into_owned());
+    let label = ns_path.file_name().map_or(name_or_path.to_string(), |n| {
+        n.to_string_lossy().into_owned()
+    });
     Ok(Target {
         label: format!("netns {name_or_path}"),
         interfaces,
@@ -105,22 +114,42 @@ pub fn resolve_netns(name_or_path: &str) -> Result<Target> {
 /// The host ends of the namespace's veths (a bridge port and its bridge, or the bare veth when
 /// it is not bridged), and the namespace's own non-loopback addresses.
 fn interfaces_into(ns_path: &Path) -> Result<(Vec<Interface>, Vec<IpAddr>)> {
-    let (inside, addresses) = netns::in_netns(ns_path, || Ok((list_links()?, links::list_addresses()?)))?;
+    let (inside, addresses) =
+        netns::in_netns(ns_path, || Ok((list_links()?, links::list_addresses()?)))?;
     let host = list_links().context("listing the host's interfaces")?;
     let mut interfaces = Vec::new();
     for peer in host_peers(&inside, &host) {
-        let bridge = peer.master.and_then(|m| host.iter().find(|h| h.index == m && h.kind.as_deref() == Some("bridge")));
+        let bridge = peer.master.and_then(|m| {
+            host.iter()
+                .find(|h| h.index == m && h.kind.as_deref() == Some("bridge"))
+        });
         match bridge {
             Some(bridge) => {
-                interfaces.push(Interface { index: peer.index, name: peer.name.clone(), role: InterfaceRole::BridgePort });
+                interfaces.push(Interface {
+                    index: peer.index,
+                    name: peer.name.clone(),
+                    role: InterfaceRole::BridgePort,
+                });
                 if !interfaces.iter().any(|i| i.index == bridge.index) {
-                    interfaces.push(Interface { index: bridge.index, name: bridge.name.clone(), role: InterfaceRole::Bridge });
+                    interfaces.push(Interface {
+                        index: bridge.index,
+                        name: bridge.name.clone(),
+                        role: InterfaceRole::Bridge,
+                    });
                 }
             }
-            None => interfaces.push(Interface { index: peer.index, name: peer.name.clone(), role: InterfaceRole::Named }),
+            None => interfaces.push(Interface {
+                index: peer.index,
+                name: peer.name.clone(),
+                role: InterfaceRole::Named,
+            }),
         }
     }
-    let addresses = addresses.into_iter().map(|(_, a)| a).filter(|a| !a.is_loopback() && !is_link_local(a)).collect();
+    let addresses = addresses
+        .into_iter()
+        .map(|(_, a)| a)
+        .filter(|a| !a.is_loopback() && !is_link_local(a))
+        .collect();
     Ok((interfaces, addresses))
 }
 
@@ -151,13 +180,26 @@ pub fn resolve_interfaces(names: &[String]) -> Result<Target> {
     let host = list_links().context("listing the host's interfaces")?;
     let interfaces = names
         .iter()
-        .map(|n| find_by_name(&host, n).map(|l| Interface { index: l.index, name: l.name.clone(), role: InterfaceRole::Named }))
+        .map(|n| {
+            find_by_name(&host, n).map(|l| Interface {
+                index: l.index,
+                name: l.name.clone(),
+                role: InterfaceRole::Named,
+            })
+        })
         .collect::<Result<_>>()?;
-    Ok(Target { label: format!("interface {}", names.join(", ")), interfaces, ..Target::default() })
+    Ok(Target {
+        label: format!("interface {}", names.join(", ")),
+        interfaces,
+        ..Target::default()
+    })
 }
 
 fn find_by_name<'a>(links: &'a [Link], name: &str) -> Result<&'a Link> {
-    links.iter().find(|l| l.name == name).ok_or_else(|| anyhow!("no interface named {name} on this host"))
+    links
+        .iter()
+        .find(|l| l.name == name)
+        .ok_or_else(|| anyhow!("no interface named {name} on this host"))
 }
 
 /// Host veths whose peer is one of the namespace's interfaces.
@@ -166,7 +208,11 @@ fn find_by_name<'a>(links: &'a [Link], name: &str) -> Result<&'a Link> {
 /// namespace, so both ends must name each other.
 fn host_peers<'a>(inside: &'a [Link], host: &'a [Link]) -> impl Iterator<Item = &'a Link> + 'a {
     host.iter().filter(|h| {
-        h.peer_index.is_some_and(|peer| inside.iter().any(|c| c.index == peer && c.peer_index == Some(h.index)))
+        h.peer_index.is_some_and(|peer| {
+            inside
+                .iter()
+                .any(|c| c.index == peer && c.peer_index == Some(h.index))
+        })
     })
 }
 
@@ -175,7 +221,13 @@ mod tests {
     use super::*;
 
     fn link(index: u32, name: &str, peer: Option<u32>, master: Option<u32>) -> Link {
-        Link { index, name: name.into(), peer_index: peer, master, kind: None }
+        Link {
+            index,
+            name: name.into(),
+            peer_index: peer,
+            master,
+            kind: None,
+        }
     }
 
     #[test]
@@ -187,7 +239,9 @@ mod tests {
             link(11, "vethbbbb", Some(7), Some(3)), // another container on our bridge
             link(12, "vethcccc", Some(9), Some(3)),
         ];
-        let found: Vec<&str> = host_peers(&inside, &host).map(|l| l.name.as_str()).collect();
+        let found: Vec<&str> = host_peers(&inside, &host)
+            .map(|l| l.name.as_str())
+            .collect();
         assert_eq!(found, vec!["vethcccc"]);
     }
 }

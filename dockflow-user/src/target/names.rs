@@ -24,7 +24,10 @@ impl InterfaceNames {
     /// The host's interfaces, every namespace under /run/netns, and `extra` (label, netns path).
     pub fn collect(extra: &[(String, std::path::PathBuf)]) -> Result<Self> {
         let host_netns = netns::netns_inode(Path::new("/proc/self/ns/net"))? as u32;
-        let mut out = Self { host_netns, names: HashMap::new() };
+        let mut out = Self {
+            host_netns,
+            names: HashMap::new(),
+        };
         for link in list_links()? {
             out.names.insert(key(host_netns, link.index), link.name);
         }
@@ -35,17 +38,32 @@ impl InterfaceNames {
             .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()));
         for (label, path) in named.chain(extra.iter().cloned()) {
             // A namespace we cannot enter only loses its names, not the trace.
-            let Ok(inode) = netns::netns_inode(&path) else { continue };
-            let Ok(links) = netns::in_netns(&path, list_links) else { continue };
+            let Ok(inode) = netns::netns_inode(&path) else {
+                continue;
+            };
+            let Ok(links) = netns::in_netns(&path, list_links) else {
+                continue;
+            };
             for link in links {
-                out.names.entry(key(inode as u32, link.index)).or_insert(format!("{label}:{}", link.name));
+                out.names
+                    .entry(key(inode as u32, link.index))
+                    .or_insert(format!("{label}:{}", link.name));
             }
         }
         Ok(out)
     }
 
-    pub fn from_entries(host_netns: u32, entries: impl IntoIterator<Item = ((u32, u32), String)>) -> Self {
-        Self { host_netns, names: entries.into_iter().map(|((ns, i), n)| (key(ns, i), n)).collect() }
+    pub fn from_entries(
+        host_netns: u32,
+        entries: impl IntoIterator<Item = ((u32, u32), String)>,
+    ) -> Self {
+        Self {
+            host_netns,
+            names: entries
+                .into_iter()
+                .map(|((ns, i), n)| (key(ns, i), n))
+                .collect(),
+        }
     }
 
     /// Name of `ifindex` in `netns` (None: the host's, as tc events carry no namespace).

@@ -7,7 +7,9 @@ use anyhow::{Context as _, Result, bail};
 /// Inode number of a network namespace file (what `ip netns identify` and `/proc/PID/ns/net`
 /// links show); the kernel's `net->ns.inum`.
 pub fn netns_inode(path: &Path) -> Result<u64> {
-    Ok(std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.ino())
+    Ok(std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .ino())
 }
 
 /// Runs `work` on a fresh thread that has joined the network namespace at `path`, so the
@@ -16,10 +18,14 @@ pub fn in_netns<T: Send + 'static>(
     path: &Path,
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    let ns = File::open(path).with_context(|| format!("opening network namespace {}", path.display()))?;
+    let ns = File::open(path)
+        .with_context(|| format!("opening network namespace {}", path.display()))?;
     std::thread::spawn(move || {
         if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            bail!("entering network namespace: {}", std::io::Error::last_os_error());
+            bail!(
+                "entering network namespace: {}",
+                std::io::Error::last_os_error()
+            );
         }
         work()
     })
