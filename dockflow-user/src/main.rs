@@ -75,7 +75,7 @@ struct Cli {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "tc,netfilter,tracepoints,bridge,nftables"
+        default_value = "tc,netfilter,drops,devices,bridge,nftables"
     )]
     probes: Vec<Family>,
     /// Also write every event to this file (see --replay).
@@ -274,14 +274,15 @@ fn start_nft_trace(target: &Target) -> Option<TraceTable> {
     }
     match TraceTable::create(target) {
         Ok((table, removed)) => {
-            if removed {
+            if !removed.is_empty() {
                 eprintln!(
-                    "  note      removed nftables tables {} left by an earlier run",
-                    "dockflow_trace"
+                    "  note      removed nftables tables left by earlier runs: {}",
+                    removed.join(", ")
                 );
             }
             eprintln!(
-                "  attached  nftables trace (table dockflow_trace in inet and bridge, rule verdicts)"
+                "  attached  nftables trace (table {} in inet and bridge, rule verdicts)",
+                table.name()
             );
             Some(table)
         }

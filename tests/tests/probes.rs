@@ -420,3 +420,47 @@ fn the_in_kernel_filter_keeps_other_containers_traffic_out() {
     );
     lab::down().unwrap();
 }
+
+#[test]
+fn two_runs_side_by_side_keep_their_own_nft_tables_and_say_who_has_the_hooks() {
+    let _lock = lab_lock();
+    lab::up(&lab_bin()).unwrap();
+    let first = Dockflow::start(&["--container", "radius"]);
+    let second = Dockflow::start(&["--container", "radius"]);
+    let table_of = |run: &Dockflow| format!("dockflow_trace_{}", run.pid());
+
+    // The kernel allows one BPF netfilter program per hook and priority: the second run says
+    // why it has no netfilter hooks, and leaves the first run's table alone.
+    assert!(
+        second
+            .startup
+            .iter()
+            .any(|l| l.contains("refused   netfilter") && l.contains("taken by another")),
+        "{:?}",
+        second.startup
+    );
+    assert!(
+        !second
+            .startup
+            .iter()
+            .any(|l| l.contains("removed nftables tables")),
+        "{:?}",
+        second.startup
+    );
+    let tables = nft_tables();
+    assert!(
+        tables.contains(&table_of(&first)) && tables.contains(&table_of(&second)),
+        "{tables}"
+    );
+
+    let first_table = table_of(&first);
+    assert!(second.stop_with(libc::SIGINT).0);
+    assert!(
+        nft_tables().contains(&first_table),
+        "the second run removed the first's table"
+    );
+    assert!(first.stop_with(libc::SIGINT).0);
+    assert!(!nft_tables().contains("dockflow_trace"), "{}", nft_tables());
+    assert_eq!(our_bpf_programs(), Vec::<String>::new());
+    lab::down().unwrap();
+}

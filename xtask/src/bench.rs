@@ -2,11 +2,15 @@
 //!
 //! 1. Drain rate: a UDP flood at the radius container's published port while dockflow follows
 //!    `radius`; how many events per second reach the terminal pipeline and how many were lost.
-//! 2. Throughput: a bulk TCP flow from the external namespace through the host's DNAT and the
+//! 2. Kernel cost: with the default probes attached and the kernel's BPF statistics switched on
+//!    for one bulk TCP run (see 3), the runs and nanoseconds of each of dockflow's programs.
+//!    Precise where 3 is noisy: it counts only the programs' own time, not the hook dispatch.
+//! 3. Throughput: a bulk TCP flow from the external namespace through the host's DNAT and the
 //!    bridge to the `proxy` container, without dockflow and with dockflow attached to `radius`
-//!    (so every packet crosses our tc and netfilter programs and is filtered out in the kernel),
-//!    alternated to cancel drift; the ratio of medians is the overhead figure, for the default
-//!    probe set and for each family alone.
+//!    (so every packet crosses our programs and is filtered out in the kernel). Rounds run
+//!    without-with-with-without, each run after the same pause, and each round gives one ratio;
+//!    the figure is their median, with the spread, for the default probe set and each family.
+//!    On a small shared VM single runs vary by 10% or more, so read the spread too.
 
 use std::{path::Path, process::Stdio, time::Duration};
 
@@ -15,16 +19,25 @@ use dockflow_lab::lab;
 
 use crate::{build, lab as xlab, tracer::Tracer};
 
-const ROUNDS: usize = 3;
+/// Throughput rounds (each: without, with, with, without) for the two default-like sets and per
+/// family.
+const ROUNDS_DEFAULT: usize = 6;
+const ROUNDS_FAMILY: usize = 3;
+/// Pause before every bulk run, so that no run starts from a different state of the machine.
+const SETTLE: Duration = Duration::from_secs(1);
 /// Probe sets the throughput test compares, the default (all) first.
-const PROBE_SETS: [(&str, &str); 5] = [
+const PROBE_SETS: [(&str, &str); 6] = [
     (
         "all probes (default):",
-        "tc,netfilter,tracepoints,bridge,nftables",
+        "tc,netfilter,drops,devices,bridge,nftables",
+    ),
+    (
+        "default without devices:",
+        "tc,netfilter,drops,bridge,nftables",
     ),
     ("tc only:", "tc"),
     ("netfilter only:", "netfilter"),
-    ("tracepoints only:", "tracepoints"),
+    ("devices only:", "devices"),
     ("nftables trace only:", "nftables"),
 ];
 /// Output modes the drain test measures.
@@ -35,6 +48,8 @@ const DRAIN_MODES: [(&str, &[&str]); 2] = [
 /// Offered UDP load for the drain test, datagrams per second (0: as fast as the client can).
 const DRAIN_RATES: [u64; 6] = [1_000, 2_000, 5_000, 10_000, 20_000, 0];
 const SECONDS: f64 = 3.0;
+/// Length of one bulk TCP run.
+const BULK_SECONDS: f64 = 2.0;
 
 pub fn run() -> Result<()> {
     xlab::with_lab(measure)
@@ -83,9 +98,8 @@ fn measure() -> Result<()> {
         println!("drain, {label}: sustained without loss: {sustained:.0} events/s");
     }
 
-    // Throughput with and without dockflow, alternated, for the default probe set and for each
-    // family alone (so a user can see what each one costs).
     let bulk = || -> Result<f64> {
+        std::thread::sleep(SETTLE);
         run_external(
             &responder,
             &[
@@ -93,37 +107,130 @@ fn measure() -> Result<()> {
                 "tcp-bulk",
                 &to(proxy.port),
                 "--seconds",
-                &SECONDS.to_string(),
+                &BULK_SECONDS.to_string(),
             ],
         )?
         .parse::<f64>()
         .context("parsing the bulk client's rate")
     };
-    for (label, probes) in PROBE_SETS {
-        let mut baseline = Vec::new();
-        let mut traced = Vec::new();
-        let mut lost = 0;
-        for _ in 0..ROUNDS {
-            baseline.push(bulk()?);
+    kernel_cost(&dockflow, &bulk)?;
+
+    // Throughput with and without dockflow, for the default probe set and for each family alone
+    // (so a user can see what each one costs).
+    for (i, (label, probes)) in PROBE_SETS.into_iter().enumerate() {
+        let rounds = if i == 0 {
+            ROUNDS_DEFAULT
+        } else {
+            ROUNDS_FAMILY
+        };
+        let (mut ratios, mut without, mut with, mut lost) = (Vec::new(), Vec::new(), Vec::new(), 0);
+        let mut traced = || -> Result<f64> {
             let tracer = Tracer::start(
                 &dockflow,
                 &["--container", "radius", "--probes", probes],
                 Stdio::null(),
                 false,
             )?;
-            traced.push(bulk()?);
+            let rate = bulk()?;
             lost += tracer.stop()?.lost;
+            Ok(rate)
+        };
+        for _ in 0..rounds {
+            let (a, b, c, d) = (bulk()?, traced()?, traced()?, bulk()?);
+            ratios.push((b + c) / (a + d));
+            without.extend([a, d]);
+            with.extend([b, c]);
         }
-        let (b, t) = (median(&mut baseline), median(&mut traced));
+        let (low, high) = (
+            ratios.iter().copied().fold(f64::INFINITY, f64::min),
+            ratios.iter().copied().fold(0.0, f64::max),
+        );
         println!(
-            "throughput, {label:<24} without {:.2} Gbit/s, with {:.2} Gbit/s, ratio {:.3} (medians of {ROUNDS}; {lost} events lost)",
-            b / 1e9,
-            t / 1e9,
-            t / b
+            "throughput, {label:<24} ratio {:.3} (median of {rounds} rounds, spread {low:.3}..{high:.3}); without {:.2} Gbit/s, with {:.2} Gbit/s (medians); {lost} events lost",
+            median(&mut ratios),
+            median(&mut without) / 1e9,
+            median(&mut with) / 1e9,
         );
     }
     println!("target for the default set: ratio >= 0.97");
     Ok(())
+}
+
+/// Section 2: per-program runs and time from the kernel's BPF statistics during one bulk run.
+fn kernel_cost(dockflow: &Path, bulk: &dyn Fn() -> Result<f64>) -> Result<()> {
+    let tracer = Tracer::start(dockflow, &["--container", "radius"], Stdio::null(), false)?;
+    let stats = BpfStats::enable()?;
+    let before = df_program_stats()?;
+    let started = std::time::Instant::now();
+    bulk()?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = df_program_stats()?;
+    drop(stats);
+    tracer.stop()?;
+    let mut total_ns = 0;
+    for (name, (runs, ns)) in &after {
+        let (runs0, ns0) = before.get(name).copied().unwrap_or_default();
+        let (runs, ns) = (runs - runs0, ns - ns0);
+        total_ns += ns;
+        if runs > 0 {
+            println!(
+                "kernel cost, {name:<20} {:>9.0} runs/s, {:>5.0} ns per run",
+                runs as f64 / elapsed,
+                ns as f64 / runs as f64
+            );
+        }
+    }
+    println!(
+        "kernel cost, all programs: {:.1}% of one CPU during the bulk run",
+        total_ns as f64 / elapsed / 1e7
+    );
+    Ok(())
+}
+
+/// kernel.bpf_stats_enabled switched on for as long as this lives, then put back.
+struct BpfStats(String);
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    fn enable() -> Result<Self> {
+        let previous =
+            std::fs::read_to_string(BPF_STATS).context("reading kernel.bpf_stats_enabled")?;
+        std::fs::write(BPF_STATS, "1").context("enabling kernel.bpf_stats_enabled")?;
+        Ok(Self(previous))
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(BPF_STATS, self.0.trim());
+    }
+}
+
+/// (runs, nanoseconds) per loaded program named df_*, summed over programs of the same name.
+fn df_program_stats() -> Result<std::collections::BTreeMap<String, (u64, u64)>> {
+    let out = std::process::Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output()
+        .context("running bpftool")?;
+    if !out.status.success() {
+        bail!(
+            "bpftool prog show failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let programs: Vec<serde_json::Value> =
+        serde_json::from_slice(&out.stdout).context("parsing bpftool's JSON")?;
+    let mut stats = std::collections::BTreeMap::new();
+    for p in programs {
+        let Some(name) = p["name"].as_str().filter(|n| n.starts_with("df_")) else {
+            continue;
+        };
+        let entry: &mut (u64, u64) = stats.entry(name.to_string()).or_default();
+        entry.0 += p["run_cnt"].as_u64().unwrap_or(0);
+        entry.1 += p["run_time_ns"].as_u64().unwrap_or(0);
+    }
+    Ok(stats)
 }
 
 fn median(values: &mut [f64]) -> f64 {

@@ -1,4 +1,6 @@
-//! The `dockflow_trace` tables that mark the target's packets for tracing.
+//! The `dockflow_trace_<pid>` tables that mark the target's packets for tracing. One pair per
+//! running dockflow, so that runs side by side leave each other's tables alone; a start removes
+//! the tables of runs that are gone (killed), found by the pid in their name.
 
 use std::{
     io::Write as _,
@@ -10,21 +12,25 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::target::Target;
 
-pub const TABLE: &str = "dockflow_trace";
+/// Every table of ours starts with this (older versions used it alone).
+pub const TABLE_PREFIX: &str = "dockflow_trace";
 /// Families our table exists in: inet covers IPv4 and IPv6 hooks, bridge the bridge hooks.
 const FAMILIES: [&str; 2] = ["inet", "bridge"];
 
 /// Our tables, removed when dropped.
 pub struct TraceTable {
-    _private: (),
+    name: String,
 }
 
 impl TraceTable {
-    /// Removes tables a killed run left, then creates ours for `target`. Returns the table and
-    /// whether leftovers were removed.
-    pub fn create(target: &Target) -> Result<(Self, bool)> {
-        let removed = remove_tables();
-        let script = script(target);
+    /// Removes tables killed runs left, then creates ours for `target`. Returns the table and
+    /// the names of the leftovers removed.
+    pub fn create(target: &Target) -> Result<(Self, Vec<String>)> {
+        let removed = remove_leftovers();
+        let table = Self {
+            name: format!("{TABLE_PREFIX}_{}", std::process::id()),
+        };
+        let script = script(&table.name, target);
         let mut child = Command::new("nft")
             .args(["-f", "-"])
             .stdin(Stdio::piped())
@@ -35,9 +41,9 @@ impl TraceTable {
         child.stdin.take().unwrap().write_all(script.as_bytes())?;
         let out = child.wait_with_output()?;
         if !out.status.success() {
-            remove_tables();
             bail!(
-                "creating the {TABLE} tables failed: {}",
+                "creating the {} tables failed: {}",
+                table.name,
                 String::from_utf8_lossy(&out.stderr)
                     .lines()
                     .next()
@@ -45,34 +51,75 @@ impl TraceTable {
                     .trim()
             );
         }
-        Ok((Self { _private: () }, removed))
+        Ok((table, removed))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
     }
 }
 
 impl Drop for TraceTable {
     fn drop(&mut self) {
-        remove_tables();
+        for family in FAMILIES {
+            delete_table(family, &self.name);
+        }
     }
 }
 
-/// Deletes our tables; true if there were any.
-fn remove_tables() -> bool {
-    FAMILIES
-        .iter()
-        .map(|family| {
-            Command::new("nft")
-                .args(["delete", "table", family, TABLE])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
+fn delete_table(family: &str, name: &str) -> bool {
+    Command::new("nft")
+        .args(["delete", "table", family, name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Deletes the tables of dockflow runs that no longer exist; returns their names.
+fn remove_leftovers() -> Vec<String> {
+    let Ok(out) = Command::new("nft")
+        .args(["list", "tables"])
+        .stderr(Stdio::null())
+        .output()
+    else {
+        return Vec::new();
+    };
+    let mut removed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace().skip(1);
+            Some((words.next()?.to_string(), words.next()?.to_string()))
         })
-        .fold(false, |any, removed| any | removed)
+        .filter(|(_, name)| is_leftover(name))
+        .filter(|(family, name)| delete_table(family, name))
+        .map(|(_, name)| name)
+        .collect();
+    removed.sort();
+    removed.dedup();
+    removed
+}
+
+/// A table of ours whose dockflow is gone: the pid in its name is not a running dockflow (or
+/// the name has no pid: an older version's).
+fn is_leftover(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(TABLE_PREFIX) else {
+        return false;
+    };
+    match rest.strip_prefix('_').map(str::parse::<u32>) {
+        None if rest.is_empty() => true,
+        Some(Ok(pid)) => !is_running_dockflow(pid),
+        _ => false,
+    }
+}
+
+fn is_running_dockflow(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "dockflow")
 }
 
 /// The nft script: in each family, prerouting, forward and output chains at an early priority
 /// whose rules mark packets from/to the target's addresses or to/from its published ports.
-fn script(target: &Target) -> String {
+fn script(table: &str, target: &Target) -> String {
     let mut matches: Vec<String> = Vec::new();
     for address in &target.addresses {
         let ip = match address {
@@ -99,7 +146,7 @@ fn script(target: &Target) -> String {
         .collect();
     let mut script = String::new();
     for family in FAMILIES {
-        script.push_str(&format!("table {family} {TABLE} {{\n"));
+        script.push_str(&format!("table {family} {table} {{\n"));
         // forward too: a packet that only becomes the target's by DNAT (a --netns target has no
         // published ports to match before it) is marked from there on.
         for (chain, hook) in [
@@ -130,10 +177,10 @@ mod tests {
             }],
             ..Target::default()
         };
-        let s = script(&target);
+        let s = script("dockflow_trace_42", &target);
         assert!(
-            s.contains("table inet dockflow_trace {")
-                && s.contains("table bridge dockflow_trace {"),
+            s.contains("table inet dockflow_trace_42 {")
+                && s.contains("table bridge dockflow_trace_42 {"),
             "{s}"
         );
         assert!(

@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 
 use super::{
     ruleset::{ChainKey, Ruleset},
-    table::TABLE,
+    table::TABLE_PREFIX,
 };
 use crate::{
     event::{Packet, RuleTrace, packet_from_headers},
@@ -208,7 +208,9 @@ impl Tracer {
     /// each chain with (a "rule" message without a rule).
     pub fn name(&mut self, raw: RawTrace, ts_ns: u64) -> Option<RuleTrace> {
         self.learn(&raw);
-        if raw.table == TABLE || (raw.trace_type == NFT_TRACETYPE_RULE && raw.handle.is_none()) {
+        if raw.table.starts_with(TABLE_PREFIX)
+            || (raw.trace_type == NFT_TRACETYPE_RULE && raw.handle.is_none())
+        {
             return None;
         }
         let family = family_name(raw.family).to_string();

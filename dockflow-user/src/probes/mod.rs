@@ -64,8 +64,11 @@ pub enum Family {
     Tc,
     /// BPF netfilter programs on every IPv4/IPv6 hook, around the NAT priorities.
     Netfilter,
-    /// Tracepoints: drops with reasons (skb:kfree_skb) and device hops (net:*).
-    Tracepoints,
+    /// Drops with their reasons (tracepoint skb:kfree_skb).
+    Drops,
+    /// Device hops (tracepoints net:netif_receive_skb, net:net_dev_queue): every interface,
+    /// the host's external link and the containers' own included.
+    Devices,
     /// kprobes on the bridge functions and nf_hook_slow (stock kernels).
     Bridge,
     /// nftables rule verdicts, from the kernel's trace messages (not an eBPF program).
@@ -78,14 +81,15 @@ impl Family {
         match self {
             Family::Tc => Some(&tc::Tc),
             Family::Netfilter => Some(&netfilter::Netfilter),
-            Family::Tracepoints => Some(&tracepoints::Tracepoints),
+            Family::Drops => Some(&tracepoints::DROPS),
+            Family::Devices => Some(&tracepoints::DEVICES),
             Family::Bridge => Some(&bridge::Bridge),
             Family::Nftables => None,
         }
     }
 }
 
-/// One family of probes (tc, netfilter, tracepoints, ...).
+/// One family of probes (tc, netfilter, drops, ...).
 trait ProbeFamily {
     /// Loads and attaches this family's programs for `target`; one [`Attachment`] per point.
     fn attach(&self, ebpf: &mut Ebpf, target: &Target) -> Attached;

@@ -47,10 +47,7 @@ impl ProbeFamily for Netfilter {
                             links += 1;
                         }
                         Err(e) => {
-                            first_error.get_or_insert(format!(
-                                "{} @{priority}: {e}",
-                                names::hook_name(hook)
-                            ));
+                            first_error.get_or_insert_with(|| attach_error(hook, priority, &e));
                         }
                     }
                 }
@@ -65,6 +62,19 @@ impl ProbeFamily for Netfilter {
         }
         attached.held.extend(programs.into_iter().map(|(_, fd)| fd));
         attached
+    }
+}
+
+/// One line for a refused link; EBUSY is worth explaining.
+fn attach_error(hook: u8, priority: i32, error: &std::io::Error) -> String {
+    let hook = names::hook_name(hook);
+    if error.raw_os_error() == Some(libc::EBUSY) {
+        format!(
+            "{hook} priority {priority} is taken by another BPF netfilter program (another dockflow \
+             running?): the kernel allows one per hook and priority"
+        )
+    } else {
+        format!("{hook} @{priority}: {error}")
     }
 }
 

@@ -1,25 +1,28 @@
-//! BTF-typed tracepoints (tp_btf): skb:kfree_skb (every dropped packet with its drop reason),
-//! and the device hops net:netif_receive_skb and net:net_dev_queue. net:net_dev_xmit is left out on purpose: it
-//! fires after the driver took the skb, which may already be freed and reused by then.
+//! BTF-typed tracepoints (tp_btf), two families: drops (skb:kfree_skb, every dropped packet
+//! with its drop reason; runs only when the kernel frees a packet) and devices (the hops
+//! net:netif_receive_skb and net:net_dev_queue; run for every packet on every interface, so
+//! they cost the most of all probes on a busy host). net:net_dev_xmit is left out on purpose:
+//! it fires after the driver took the skb, which may already be freed and reused by then.
 
 use aya::{Btf, Ebpf, programs::BtfTracePoint};
 
 use super::{Attached, Attachment, ProbeFamily, one_line};
 use crate::target::Target;
 
-pub struct Tracepoints;
+/// A set of tracepoints: (program, category, tracepoint).
+pub struct Tracepoints(&'static [(&'static str, &'static str, &'static str)]);
 
-const TRACEPOINTS: [(&str, &str, &str); 3] = [
-    ("df_kfree_skb", "skb", "kfree_skb"),
+pub const DROPS: Tracepoints = Tracepoints(&[("df_kfree_skb", "skb", "kfree_skb")]);
+pub const DEVICES: Tracepoints = Tracepoints(&[
     ("df_netif_rx", "net", "netif_receive_skb"),
     ("df_dev_queue", "net", "net_dev_queue"),
-];
+]);
 
 impl ProbeFamily for Tracepoints {
     fn attach(&self, ebpf: &mut Ebpf, _target: &Target) -> Attached {
         let mut attached = Attached::default();
         let btf = Btf::from_sys_fs().map_err(one_line);
-        for (program, category, name) in TRACEPOINTS {
+        for &(program, category, name) in self.0 {
             let result = btf
                 .as_ref()
                 .map_err(Clone::clone)
