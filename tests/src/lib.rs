@@ -91,6 +91,18 @@ impl Dockflow {
         }
     }
 
+    /// The container's host-side veth, from the startup lines.
+    pub fn veth(&self) -> String {
+        self.startup
+            .iter()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("attached  tc ingress on veth")
+                    .map(|r| format!("veth{r}"))
+            })
+            .expect("no tc ingress on a veth in the startup lines")
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }

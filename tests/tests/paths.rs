@@ -338,15 +338,7 @@ fn a_container_restarted_during_the_trace_is_followed_to_its_new_veth() {
     let _lock = lab_lock();
     lab::up(&lab_bin()).unwrap();
     let dockflow = Dockflow::start(&["--container", "radius", "--json"]);
-    let old = dockflow
-        .startup
-        .iter()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("attached  tc ingress on veth")
-                .map(|r| format!("veth{r}"))
-        })
-        .unwrap();
+    let old = dockflow.veth();
     let restarted = Command::new("docker")
         .args(["restart", "radius"])
         .output()

@@ -293,18 +293,6 @@ fn nft_tables() -> String {
     .into_owned()
 }
 
-fn veth_of(dockflow: &Dockflow) -> String {
-    dockflow
-        .startup
-        .iter()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("attached  tc ingress on veth")
-                .map(|r| format!("veth{r}"))
-        })
-        .unwrap()
-}
-
 #[test]
 fn nothing_survives_sigkill_and_a_restart_removes_legacy_tc_leftovers() {
     let _lock = lab_lock();
@@ -312,7 +300,7 @@ fn nothing_survives_sigkill_and_a_restart_removes_legacy_tc_leftovers() {
 
     // tcx and netfilter links are owned by file descriptors: SIGKILL leaves nothing.
     let dockflow = Dockflow::start(&["--container", "radius"]);
-    let veth = veth_of(&dockflow);
+    let veth = dockflow.veth();
     unsafe { libc::kill(dockflow.pid(), libc::SIGKILL) };
     let _ = dockflow.stop_with(0);
     std::thread::sleep(Duration::from_millis(500));

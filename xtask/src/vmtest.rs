@@ -243,21 +243,19 @@ fn boot_guest(vmlinuz: &Path, initramfs: &Path) -> Result<String> {
         .context("running qemu-system-x86_64")?;
     let console = fs::read_to_string(&log).unwrap_or_default();
     if status.code() == Some(124) && !console.contains("VMTEST-DONE") {
-        let last = console
-            .lines()
-            .rev()
-            .take(15)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("\n");
+        let last = last_lines(&console, 15);
         bail!(
             "the guest did not finish within {} s; its console ended with:\n{last}",
             BOOT_TIMEOUT.as_secs()
         );
     }
     Ok(console)
+}
+
+/// The console's last `n` lines, for an error message.
+fn last_lines(console: &str, n: usize) -> String {
+    let lines: Vec<&str> = console.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 fn between<'a>(console: &'a str, begin: &str, end: &str) -> Vec<&'a str> {
@@ -272,15 +270,7 @@ fn between<'a>(console: &'a str, begin: &str, end: &str) -> Vec<&'a str> {
 /// Per scenario: pass or fail, printed; an error if any failed.
 fn judge(console: &str) -> Result<()> {
     if !console.contains("VMTEST-DONE") {
-        let last = console
-            .lines()
-            .rev()
-            .take(15)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("\n");
+        let last = last_lines(console, 15);
         bail!("the guest stopped before running its scenarios; its console ended with:\n{last}");
     }
     for line in console.lines().filter(|l| l.starts_with("VMTEST ")) {
