@@ -4,7 +4,7 @@
 //! aya-ebpf has no netfilter macro and aya-obj rejects a `netfilter` section, so the functions
 //! sit in `classifier/...` sections and userspace loads them itself with the netfilter type.
 
-use dockflow_common::{NfSlot, PacketEvent, ProbePoint, SECTION_NETFILTER};
+use dockflow_common::{NF_INET_FORWARD, NfSlot, PacketEvent, ProbePoint, SECTION_NETFILTER};
 
 use aya_ebpf::{macros::map, maps::PerCpuArray};
 
@@ -45,17 +45,26 @@ netfilter_slot!(df_nf_last, "classifier/df_nf_last", NfSlot::Last);
 pub struct Skipped {
     skb: u64,
     nfct: u64,
+    /// The entry's NAT bindings were complete when the verdict was taken.
+    nat_final: u64,
 }
 
 #[map(name = "NF_SKIPPED")]
 static NF_SKIPPED: PerCpuArray<Skipped> = PerCpuArray::with_max_entries(1, 0);
 
-/// A packet crosses up to four of these programs per hook, ten when it is forwarded. The slots
-/// before NAT and the last one reuse the verdict of the previous slot for the same skb and
-/// conntrack entry: nothing between those slots changes what the filter looks at, and within
-/// one hook's walk the skb is alive, so its address names that packet and no other. The first
-/// slot of every hook and the one after NAT always decide afresh (NAT rewrites the headers and
-/// completes the conntrack entry); so does any slot where conntrack attached an entry since.
+/// enum ip_conntrack_status: IPS_SRC_NAT_DONE_BIT 7, IPS_DST_NAT_DONE_BIT 8. Both set once the
+/// connection's NAT bindings (or its null bindings) are fixed: from then on NAT only maps a
+/// packet within the entry's tuples.
+const IPS_NAT_DONE_MASK: u64 = 1 << 7 | 1 << 8;
+
+/// A packet crosses up to four of these programs per hook, ten when it is forwarded, and most
+/// packets are not the target's. So a slot may reuse the "not wanted" verdict of the previous
+/// slot for the same skb and conntrack entry, where nothing between the two changes what the
+/// filter looks at: before NAT and last always, after NAT only when the entry's NAT bindings
+/// were already complete (NAT then rewrites the headers to addresses of the entry, which the
+/// filter already checked). Within one hook's walk the skb is alive, so its address names that
+/// packet and no other. The first slot of every hook decides afresh; so does any slot where
+/// conntrack attached an entry since, and the slot after NAT for a connection's first packet.
 #[inline(always)]
 fn observe(ctx: *mut BpfNfCtx, slot: NfSlot) {
     let (state, skb_ptr) = unsafe { ((*ctx).state, (*ctx).skb) };
@@ -65,7 +74,11 @@ fn observe(ctx: *mut BpfNfCtx, slot: NfSlot) {
         return;
     };
     let skipped = unsafe { &mut *skipped };
-    let reuses = matches!(slot, NfSlot::BeforeNat | NfSlot::Last);
+    let reuses = match slot {
+        NfSlot::BeforeNat | NfSlot::Last => true,
+        NfSlot::AfterNat => skipped.nat_final != 0,
+        NfSlot::First | NfSlot::Entry => false,
+    };
     if reuses && skipped.skb == skb_ptr && skipped.nfct == nfct {
         return;
     }
@@ -74,6 +87,28 @@ fn observe(ctx: *mut BpfNfCtx, slot: NfSlot) {
     });
     skipped.skb = if wanted { 0 } else { skb_ptr };
     skipped.nfct = nfct;
+    // Only a slot before NAT hands its verdict across it (forward has no NAT).
+    let before_nat = match slot {
+        NfSlot::BeforeNat => true,
+        NfSlot::First => hook(state) != NF_INET_FORWARD,
+        _ => false,
+    };
+    skipped.nat_final = (!wanted && before_nat && nat_final(nfct)) as u64;
+}
+
+/// state->hook, a plain load: ctx->state is a BTF-typed pointer, like ctx->skb.
+#[inline(always)]
+fn hook(state: u64) -> u8 {
+    skb::trusted_field(state, offset!(state_hook))
+}
+
+/// Whether the conntrack entry behind skb->_nfct has both NAT bindings fixed.
+#[inline(always)]
+fn nat_final(nfct: u64) -> bool {
+    let ct = nfct & !skb::NFCT_INFOMASK;
+    ct != 0
+        && skb::read::<u64>(ct, offset!(ct_status))
+            .is_some_and(|status| status & IPS_NAT_DONE_MASK == IPS_NAT_DONE_MASK)
 }
 
 /// Fills the netfilter section from a `struct nf_hook_state`.

@@ -47,12 +47,15 @@ pub struct TrustedSkb(pub u64);
 impl SkbFields for TrustedSkb {
     #[inline(always)]
     fn field<T: Copy>(self, offset: u32) -> Option<T> {
-        Some(unsafe {
-            core::ptr::read_volatile((self.0 as *const u8).add(offset as usize) as *const T)
-        })
+        Some(trusted_field(self.0, offset))
     }
 }
 
+/// A field of a BTF-typed kernel pointer (a program's typed context): a plain load.
+#[inline(always)]
+pub fn trusted_field<T: Copy>(base: u64, offset: u32) -> T {
+    unsafe { core::ptr::read_volatile((base as *const u8).add(offset as usize) as *const T) }
+}
 /// Reads headers starting at the skb's network header.
 struct SkbNetworkHeader(u64);
 
@@ -66,7 +69,7 @@ impl NetworkHeaderReader for SkbNetworkHeader {
 /// skb->network_header is "unset" at this value (~0U as u16).
 const HEADER_UNSET: u16 = 0xffff;
 /// skb->_nfct holds the nf_conn pointer with ip_conntrack_info in its low 3 bits.
-const NFCT_INFOMASK: u64 = 7;
+pub const NFCT_INFOMASK: u64 = 7;
 
 /// skb->_nfct: the conntrack entry with ip_conntrack_info in its low bits (0: none, or a kernel
 /// without conntrack).
