@@ -309,58 +309,41 @@ fn judge(console: &str) -> Result<()> {
     let external_reply = find("10.0.0.2", None, Some("10.199.0.2"));
     let bridged_request = find("10.0.0.3", Some(1812), None);
 
+    // Every point in `wanted` has an "attached" line in dockflow's startup.
+    let all_attached = |wanted: &[&str]| -> Result<(), String> {
+        let missing: Vec<&str> = wanted
+            .iter()
+            .copied()
+            .filter(|p| !stderr.iter().any(|l| l.contains(&format!("attached  {p}"))))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "not attached: {missing:?}; dockflow said: {stderr:#?}"
+            ))
+        }
+    };
     let scenarios: Vec<(&str, Result<(), String>)> = vec![
         (
             "kprobes attach on the bridge functions and nf_hook_slow (not the fallback)",
-            {
-                let wanted = [
-                    "br_handle_frame",
-                    "br_forward",
-                    "br_pass_frame_up",
-                    "br_dev_xmit",
-                    "nf_hook_slow",
-                ];
-                let missing: Vec<&str> = wanted
-                    .iter()
-                    .copied()
-                    .filter(|f| {
-                        !stderr
-                            .iter()
-                            .any(|l| l.contains(&format!("attached  kprobe {f}")))
-                    })
-                    .collect();
-                if missing.is_empty() {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "not attached: {missing:?}; dockflow said: {stderr:#?}"
-                    ))
-                }
-            },
+            all_attached(&[
+                "kprobe br_handle_frame",
+                "kprobe br_forward",
+                "kprobe br_pass_frame_up",
+                "kprobe br_dev_xmit",
+                "kprobe nf_hook_slow",
+            ]),
         ),
         (
             "tc (clsact, pre-tcx kernel) and the nftables trace attach",
-            {
-                let wanted = [
-                    "tc ingress on vctr",
-                    "tc egress on vctr",
-                    "tc ingress on br0",
-                    "tc egress on br0",
-                    "nftables trace",
-                ];
-                let missing: Vec<&str> = wanted
-                    .iter()
-                    .copied()
-                    .filter(|p| !stderr.iter().any(|l| l.contains(&format!("attached  {p}"))))
-                    .collect();
-                if missing.is_empty() {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "not attached: {missing:?}; dockflow said: {stderr:#?}"
-                    ))
-                }
-            },
+            all_attached(&[
+                "tc ingress on vctr",
+                "tc egress on vctr",
+                "tc ingress on br0",
+                "tc egress on br0",
+                "nftables trace",
+            ]),
         ),
         (
             "external request: routed (L3 forward, nft rules traced), into the bridge, forwarded to the port",
