@@ -9,6 +9,7 @@ mod filter;
 mod headers;
 mod netfilter;
 mod skb;
+mod skipped;
 mod tc;
 mod tracepoints;
 

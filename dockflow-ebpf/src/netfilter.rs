@@ -6,9 +6,7 @@
 
 use dockflow_common::{NF_INET_FORWARD, NfSlot, PacketEvent, ProbePoint, SECTION_NETFILTER};
 
-use aya_ebpf::{macros::map, maps::PerCpuArray};
-
-use crate::{offset, skb};
+use crate::{offset, skb, skipped};
 
 /// struct bpf_nf_ctx { const struct nf_hook_state *state; struct sk_buff *skb; }
 #[repr(C)]
@@ -39,19 +37,6 @@ netfilter_slot!(
 );
 netfilter_slot!(df_nf_last, "classifier/df_nf_last", NfSlot::Last);
 
-/// The last skb (and its conntrack entry) a netfilter program on this CPU found not to be the
-/// target's; see [`observe`].
-#[repr(C)]
-pub struct Skipped {
-    skb: u64,
-    nfct: u64,
-    /// The entry's NAT bindings were complete when the verdict was taken.
-    nat_final: u64,
-}
-
-#[map(name = "NF_SKIPPED")]
-static NF_SKIPPED: PerCpuArray<Skipped> = PerCpuArray::with_max_entries(1, 0);
-
 /// enum ip_conntrack_status: IPS_SRC_NAT_DONE_BIT 7, IPS_DST_NAT_DONE_BIT 8. Both set once the
 /// connection's NAT bindings (or its null bindings) are fixed: from then on NAT only maps a
 /// packet within the entry's tuples.
@@ -70,30 +55,32 @@ fn observe(ctx: *mut BpfNfCtx, slot: NfSlot) {
     let (state, skb_ptr) = unsafe { ((*ctx).state, (*ctx).skb) };
     let skb = skb::TrustedSkb(skb_ptr);
     let nfct = skb::nfct(skb);
-    let Some(skipped) = NF_SKIPPED.get_ptr_mut(0) else {
+    let Some(skipped) = skipped::entry() else {
         return;
     };
-    let skipped = unsafe { &mut *skipped };
     let reuses = match slot {
         NfSlot::BeforeNat | NfSlot::Last => true,
-        NfSlot::AfterNat => skipped.nat_final != 0,
+        NfSlot::AfterNat => skipped.nat_final(),
         NfSlot::First | NfSlot::Entry => false,
     };
-    if reuses && skipped.skb == skb_ptr && skipped.nfct == nfct {
+    if reuses && skipped.holds(skb_ptr, nfct) {
         return;
     }
     let wanted = skb::observe(skb, ProbePoint::Netfilter, |event| {
         describe_hook(state, slot, event)
     });
-    skipped.skb = if wanted { 0 } else { skb_ptr };
-    skipped.nfct = nfct;
     // Only a slot before NAT hands its verdict across it (forward has no NAT).
     let before_nat = match slot {
         NfSlot::BeforeNat => true,
         NfSlot::First => hook(state) != NF_INET_FORWARD,
         _ => false,
     };
-    skipped.nat_final = (!wanted && before_nat && nat_final(nfct)) as u64;
+    skipped.record(
+        skb_ptr,
+        nfct,
+        wanted,
+        !wanted && before_nat && nat_final(nfct),
+    );
 }
 
 /// state->hook, a plain load: ctx->state is a BTF-typed pointer, like ctx->skb.

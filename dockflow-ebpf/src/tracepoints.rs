@@ -13,6 +13,7 @@ use dockflow_common::{ProbePoint, SECTION_DROP};
 use crate::{
     offset,
     skb::{self, TrustedSkb},
+    skipped,
 };
 
 /// TP_PROTO(struct sk_buff *skb, void *location, enum skb_drop_reason reason, ...)
@@ -33,13 +34,33 @@ pub fn df_kfree_skb(ctx: BtfTracePointContext) -> i32 {
 /// TP_PROTO(struct sk_buff *skb)
 #[btf_tracepoint(function = "netif_receive_skb")]
 pub fn df_netif_rx(ctx: BtfTracePointContext) -> i32 {
-    skb::observe(TrustedSkb(ctx.arg(0)), ProbePoint::NetifReceive, |_| ());
+    device_hop(ctx.arg(0), ProbePoint::NetifReceive, false);
     0
 }
 
 /// TP_PROTO(struct sk_buff *skb)
 #[btf_tracepoint(function = "net_dev_queue")]
 pub fn df_dev_queue(ctx: BtfTracePointContext) -> i32 {
-    skb::observe(TrustedSkb(ctx.arg(0)), ProbePoint::NetDevQueue, |_| ());
+    device_hop(ctx.arg(0), ProbePoint::NetDevQueue, true);
     0
+}
+
+/// One device hop. A received packet is decided afresh (it is new to the host, or to this
+/// namespace). A packet being queued for transmit may reuse the "not wanted" verdict of the
+/// probe just before it on this CPU (typically the last netfilter slot of postrouting) when it
+/// is the same skb with the same conntrack entry; never without a conntrack entry, as in
+/// namespaces without conntrack a freed skb's address and buffer may come back at once for
+/// another flow's packet of the same shape.
+#[inline(always)]
+fn device_hop(skb_ptr: u64, probe: ProbePoint, may_reuse: bool) {
+    let skb = TrustedSkb(skb_ptr);
+    let nfct = skb::nfct(skb);
+    let Some(skipped) = skipped::entry() else {
+        return;
+    };
+    if may_reuse && nfct != 0 && skipped.holds(skb_ptr, nfct) {
+        return;
+    }
+    let wanted = skb::observe(skb, probe, |_| ());
+    skipped.record(skb_ptr, nfct, wanted, false);
 }
