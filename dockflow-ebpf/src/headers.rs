@@ -30,18 +30,16 @@ const TCP_PREFIX: usize = 14;
 #[derive(Clone, Copy)]
 struct Chunk<const N: usize>([u8; N]);
 
-/// Reads `len` bytes into `chunk` without zeroing it first: BPF has no inline memset, zeroing is
-/// a byte loop. Never left uninitialised: `read_bytes` fills all of it or fails, and both
-/// helpers behind it (skb_load_bytes, probe_read_kernel) zero the buffer when they fail.
+/// Fills `chunk` without zeroing it first: BPF has no inline memset, zeroing is a byte loop.
+/// Never left uninitialised: `read_bytes` fills all of it or fails, and both helpers behind it
+/// (skb_load_bytes, probe_read_kernel) zero the buffer when they fail.
 #[inline(always)]
 fn read_into<R: NetworkHeaderReader, const N: usize>(
     reader: &R,
     offset: usize,
-    len: usize,
     chunk: &mut MaybeUninit<Chunk<N>>,
 ) -> bool {
-    let len = len.min(N);
-    let bytes = unsafe { core::slice::from_raw_parts_mut(chunk.as_mut_ptr() as *mut u8, len) };
+    let bytes = unsafe { core::slice::from_raw_parts_mut(chunk.as_mut_ptr() as *mut u8, N) };
     reader.read_bytes(offset, bytes)
 }
 
@@ -71,7 +69,7 @@ fn fill_ip<R: NetworkHeaderReader>(reader: &R, headers: &mut PacketHeaders) -> b
     // header, or an IPv6 header. One path for every packet: the verifier of older kernels
     // gives up on programs whose branches multiply.
     let mut start = MaybeUninit::<Chunk<IPV6_HLEN>>::uninit();
-    if !read_into(reader, 0, IPV6_HLEN, &mut start) {
+    if !read_into(reader, 0, &mut start) {
         return false;
     }
     let ip = unsafe { &start.assume_init_ref().0 };
@@ -118,12 +116,12 @@ fn fill_ip<R: NetworkHeaderReader>(reader: &R, headers: &mut PacketHeaders) -> b
 fn read_l4<R: NetworkHeaderReader>(reader: &R, l4_offset: usize, headers: &mut PacketHeaders) {
     if headers.l4_proto == IPPROTO_TCP {
         let mut tcp = MaybeUninit::<Chunk<TCP_PREFIX>>::uninit();
-        if read_into(reader, l4_offset, TCP_PREFIX, &mut tcp) {
+        if read_into(reader, l4_offset, &mut tcp) {
             parse_l4(headers, unsafe { &tcp.assume_init_ref().0 });
         }
     } else if headers.l4_proto == IPPROTO_UDP {
         let mut ports = MaybeUninit::<Chunk<4>>::uninit();
-        if read_into(reader, l4_offset, 4, &mut ports) {
+        if read_into(reader, l4_offset, &mut ports) {
             let ports = unsafe { &ports.assume_init_ref().0 };
             headers.sport = be16(ports, 0);
             headers.dport = be16(ports, 2);

@@ -26,7 +26,7 @@ pub trait SkbFields: Copy {
     fn field<T: Copy>(self, offset: u32) -> Option<T>;
 }
 
-/// An skb pointer the verifier knows nothing about (tracepoints, kprobes): every read is a
+/// An skb pointer the verifier knows nothing about (kprobes): every read is a
 /// bpf_probe_read_kernel call.
 #[derive(Clone, Copy)]
 pub struct UntrustedSkb(pub u64);
@@ -38,7 +38,7 @@ impl SkbFields for UntrustedSkb {
     }
 }
 
-/// A trusted, BTF-typed skb pointer (a netfilter program's ctx->skb): the verifier checks each
+/// A trusted, BTF-typed skb pointer (netfilter's ctx->skb, a tp_btf argument): the verifier checks each
 /// load against the kernel's own type, so fields are plain loads, no helper call. The offsets
 /// come from a frozen read-only map, which the verifier treats as constants.
 #[derive(Clone, Copy)]

@@ -25,7 +25,7 @@ impl ProbeFamily for Bridge {
         let mut attached = Attached::default();
         let mut refused = Vec::new();
         for (program, function) in KPROBES {
-            let result = loaded_program::<KProbe>(ebpf, program)
+            let result = loaded_program(ebpf, program, KProbe::load)
                 .and_then(|prog| prog.attach(function, 0).map(drop).map_err(one_line));
             match result {
                 Ok(()) => attached.attachments.push(Attachment {

@@ -264,29 +264,13 @@ fn address_key(address: &IpAddr) -> [u8; 16] {
     }
 }
 
-/// aya's program types each have their own `load`; this lets [`loaded_program`] call it.
-trait Loadable {
-    fn load_into_kernel(&mut self) -> Result<(), aya::programs::ProgramError>;
-}
-
-macro_rules! loadable {
-    ($($ty:ty),+) => {
-        $(impl Loadable for $ty {
-            fn load_into_kernel(&mut self) -> Result<(), aya::programs::ProgramError> {
-                self.load()
-            }
-        })+
-    };
-}
-
-loadable!(
-    aya::programs::SchedClassifier,
-    aya::programs::RawTracePoint,
-    aya::programs::KProbe
-);
-
-/// The program `name` as type `P`, loaded into the kernel (a second call finds it loaded).
-fn loaded_program<'a, P: Loadable + 'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P, String>
+/// The program `name` as type `P`, loaded into the kernel with `load` (aya's program types each
+/// have their own); a second call finds it loaded.
+fn loaded_program<'a, P: 'a>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+    load: impl FnOnce(&mut P) -> Result<(), aya::programs::ProgramError>,
+) -> Result<&'a mut P, String>
 where
     &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
@@ -295,7 +279,7 @@ where
         .ok_or_else(|| format!("program {name} missing from the object"))?
         .try_into()
         .map_err(one_line)?;
-    match prog.load_into_kernel() {
+    match load(prog) {
         Ok(()) | Err(aya::programs::ProgramError::AlreadyLoaded) => Ok(prog),
         Err(e) => Err(one_line(e)),
     }

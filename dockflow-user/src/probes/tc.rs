@@ -42,19 +42,20 @@ impl ProbeFamily for Tc {
         for (program, attach_type, direction) in PROGRAMS {
             for iface in &target.interfaces {
                 let point = format!("tc {direction} on {}", iface.name);
-                let result = loaded_program::<SchedClassifier>(ebpf, program).and_then(|prog| {
-                    if netlink {
-                        ensure_clsact(&iface.name);
-                        let options = TcAttachOptions::Netlink(NlOptions::default());
-                        prog.attach_with_options(&iface.name, attach_type, options)
-                            .map(drop)
-                            .map_err(one_line)
-                    } else {
-                        prog.attach(&iface.name, attach_type)
-                            .map(drop)
-                            .map_err(one_line)
-                    }
-                });
+                let result =
+                    loaded_program(ebpf, program, SchedClassifier::load).and_then(|prog| {
+                        if netlink {
+                            ensure_clsact(&iface.name);
+                            let options = TcAttachOptions::Netlink(NlOptions::default());
+                            prog.attach_with_options(&iface.name, attach_type, options)
+                                .map(drop)
+                                .map_err(one_line)
+                        } else {
+                            prog.attach(&iface.name, attach_type)
+                                .map(drop)
+                                .map_err(one_line)
+                        }
+                    });
                 out.attachments.push(Attachment {
                     point,
                     error: result.err(),

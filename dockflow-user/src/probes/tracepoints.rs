@@ -6,7 +6,7 @@
 
 use aya::{Btf, Ebpf, programs::BtfTracePoint};
 
-use super::{Attached, Attachment, ProbeFamily, one_line};
+use super::{Attached, Attachment, ProbeFamily, loaded_program, one_line};
 use crate::target::Target;
 
 /// A set of tracepoints: (program, category, tracepoint).
@@ -26,7 +26,9 @@ impl ProbeFamily for Tracepoints {
             let result = btf
                 .as_ref()
                 .map_err(Clone::clone)
-                .and_then(|btf| load(ebpf, program, name, btf))
+                .and_then(|btf| {
+                    loaded_program(ebpf, program, |p: &mut BtfTracePoint| p.load(name, btf))
+                })
                 .and_then(|prog| prog.attach().map(drop).map_err(one_line));
             attached.attachments.push(Attachment {
                 point: format!("tracepoint {category}:{name}"),
@@ -34,23 +36,5 @@ impl ProbeFamily for Tracepoints {
             });
         }
         attached
-    }
-}
-
-/// The tp_btf program `program`, loaded against tracepoint `name` (a second call finds it loaded).
-fn load<'a>(
-    ebpf: &'a mut Ebpf,
-    program: &str,
-    name: &str,
-    btf: &Btf,
-) -> Result<&'a mut BtfTracePoint, String> {
-    let prog: &mut BtfTracePoint = ebpf
-        .program_mut(program)
-        .ok_or_else(|| format!("program {program} missing from the object"))?
-        .try_into()
-        .map_err(one_line)?;
-    match prog.load(name, btf) {
-        Ok(()) | Err(aya::programs::ProgramError::AlreadyLoaded) => Ok(prog),
-        Err(e) => Err(one_line(e)),
     }
 }
