@@ -289,6 +289,8 @@ pub struct KernelOffsets {
 
 pub const MAX_TARGET_ADDRESSES: usize = 8;
 pub const MAX_TARGET_PORTS: usize = 16;
+/// Two: the host's and the target's (the kernel side compares both by hand).
+pub const MAX_TARGET_NETNS: usize = 2;
 
 /// What the in-kernel filter lets through: packets from or to these addresses or ports.
 ///
@@ -303,6 +305,12 @@ pub struct TargetSet {
     pub ports: [u32; MAX_TARGET_PORTS],
     pub n_addresses: u32,
     pub n_ports: u32,
+    /// Inodes of the network namespaces whose device hops (netif_receive_skb, net_dev_queue)
+    /// are looked at: the host's and the target's. Other namespaces' devices (other
+    /// containers', a client's) are skipped before any header is read. None: all.
+    pub netns: [u32; MAX_TARGET_NETNS],
+    pub n_netns: u32,
+    pub _pad: u32,
 }
 
 impl Default for TargetSet {
@@ -312,6 +320,9 @@ impl Default for TargetSet {
             ports: [0; MAX_TARGET_PORTS],
             n_addresses: 0,
             n_ports: 0,
+            netns: [0; MAX_TARGET_NETNS],
+            n_netns: 0,
+            _pad: 0,
         }
     }
 }

@@ -103,6 +103,18 @@ fn is_target_words(targets: &TargetSet, words: &[u64; 2]) -> bool {
     is_target_address(targets, unsafe { &*(words.as_ptr() as *const [u8; 16]) })
 }
 
+/// Whether device hops in the network namespace with this inode (0: unknown) are looked at.
+#[inline(always)]
+pub fn watches_netns(inum: u32) -> bool {
+    let Some(targets) = targets() else {
+        return true;
+    };
+    // Unrolled by hand: the loop form compiles to a count-down older verifiers (6.1) cannot
+    // bound.
+    let n = targets.n_netns;
+    n == 0 || inum == 0 || targets.netns[0] == inum || (n > 1 && targets.netns[1] == inum)
+}
+
 /// Whether to emit a packet with these headers (None: not IP, or unreadable) and this
 /// conntrack entry (0: none).
 #[inline(always)]

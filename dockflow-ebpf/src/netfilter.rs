@@ -4,7 +4,7 @@
 //! aya-ebpf has no netfilter macro and aya-obj rejects a `netfilter` section, so the functions
 //! sit in `classifier/...` sections and userspace loads them itself with the netfilter type.
 
-use dockflow_common::{NF_INET_FORWARD, NfSlot, PacketEvent, ProbePoint, SECTION_NETFILTER};
+use dockflow_common::{NfSlot, PacketEvent, ProbePoint, SECTION_NETFILTER};
 
 use crate::{offset, skb, skipped};
 
@@ -37,19 +37,17 @@ netfilter_slot!(
 );
 netfilter_slot!(df_nf_last, "classifier/df_nf_last", NfSlot::Last);
 
-/// enum ip_conntrack_status: IPS_SRC_NAT_DONE_BIT 7, IPS_DST_NAT_DONE_BIT 8. Both set once the
-/// connection's NAT bindings (or its null bindings) are fixed: from then on NAT only maps a
-/// packet within the entry's tuples.
-const IPS_NAT_DONE_MASK: u64 = 1 << 7 | 1 << 8;
-
 /// A packet crosses up to four of these programs per hook, ten when it is forwarded, and most
-/// packets are not the target's. So a slot may reuse the "not wanted" verdict of the previous
-/// slot for the same skb and conntrack entry, where nothing between the two changes what the
-/// filter looks at: before NAT and last always, after NAT only when the entry's NAT bindings
-/// were already complete (NAT then rewrites the headers to addresses of the entry, which the
-/// filter already checked). Within one hook's walk the skb is alive, so its address names that
-/// packet and no other. The first slot of every hook decides afresh; so does any slot where
-/// conntrack attached an entry since, and the slot after NAT for a connection's first packet.
+/// packets are not the target's. So a slot may reuse the "not wanted" verdict the last full
+/// evaluation on this CPU took for the same skb and conntrack entry (see skipped.rs), where
+/// nothing between the two can change the filter's answer:
+/// - before NAT and at the last slot: between the slot before and these, only conntrack acts
+///   on the packet (it changes `nfct`, so no match), not NAT;
+/// - after NAT and at a hook's first slot: only when the verdict is settled, i.e. it holds for
+///   every packet of that connection in that direction (see [`skipped::settled`]).
+///
+/// So a forwarded packet of an established connection is decided twice (at prerouting's first
+/// slot, before conntrack, and before NAT, with the entry) instead of at every hook.
 #[inline(always)]
 fn observe(ctx: *mut BpfNfCtx, slot: NfSlot) {
     let (state, skb_ptr) = unsafe { ((*ctx).state, (*ctx).skb) };
@@ -60,8 +58,8 @@ fn observe(ctx: *mut BpfNfCtx, slot: NfSlot) {
     };
     let reuses = match slot {
         NfSlot::BeforeNat | NfSlot::Last => true,
-        NfSlot::AfterNat => skipped.nat_final(),
-        NfSlot::First | NfSlot::Entry => false,
+        NfSlot::First | NfSlot::AfterNat => skipped.settled(),
+        NfSlot::Entry => false,
     };
     if reuses && skipped.holds(skb_ptr, nfct) {
         return;
@@ -69,33 +67,7 @@ fn observe(ctx: *mut BpfNfCtx, slot: NfSlot) {
     let wanted = skb::observe(skb, ProbePoint::Netfilter, |event| {
         describe_hook(state, slot, event)
     });
-    // Only a slot before NAT hands its verdict across it (forward has no NAT).
-    let before_nat = match slot {
-        NfSlot::BeforeNat => true,
-        NfSlot::First => hook(state) != NF_INET_FORWARD,
-        _ => false,
-    };
-    skipped.record(
-        skb_ptr,
-        nfct,
-        wanted,
-        !wanted && before_nat && nat_final(nfct),
-    );
-}
-
-/// state->hook, a plain load: ctx->state is a BTF-typed pointer, like ctx->skb.
-#[inline(always)]
-fn hook(state: u64) -> u8 {
-    skb::trusted_field(state, offset!(state_hook))
-}
-
-/// Whether the conntrack entry behind skb->_nfct has both NAT bindings fixed.
-#[inline(always)]
-fn nat_final(nfct: u64) -> bool {
-    let ct = nfct & !skb::NFCT_INFOMASK;
-    ct != 0
-        && skb::read::<u64>(ct, offset!(ct_status))
-            .is_some_and(|status| status & IPS_NAT_DONE_MASK == IPS_NAT_DONE_MASK)
+    skipped.record(skb_ptr, nfct, wanted);
 }
 
 /// Fills the netfilter section from a `struct nf_hook_state`.

@@ -162,6 +162,21 @@ fn device<S: SkbFields>(skb: S, event: &mut PacketEvent) {
     }
 }
 
+/// The inode of the network namespace of skb->dev (0: no device), in three plain loads: from
+/// a BTF-typed skb, the verifier lets the program walk skb->dev->nd_net.net like kernel C.
+#[inline(always)]
+pub fn trusted_netns(skb: TrustedSkb) -> u32 {
+    let dev: u64 = trusted_field(skb.0, offset!(skb_dev));
+    if dev == 0 {
+        return 0;
+    }
+    let net: u64 = trusted_field(dev, offset!(dev_nd_net));
+    if net == 0 {
+        return 0;
+    }
+    trusted_field(net, offset!(net_ns_inum))
+}
+
 /// [`observe`] for an skb pointer a kprobe or tracepoint got.
 #[inline(always)]
 pub fn observe_untrusted(skb_ptr: u64, probe: ProbePoint, fill: impl FnOnce(&mut PacketEvent)) {

@@ -10,12 +10,14 @@
 
 use aya_ebpf::{macros::map, maps::PerCpuArray};
 
+use crate::{offset, skb};
+
 #[repr(C)]
 pub struct Skipped {
     skb: u64,
     nfct: u64,
-    /// The conntrack entry's NAT bindings were complete when the verdict was taken.
-    nat_final: u64,
+    /// The verdict was [`settled`].
+    settled: u64,
 }
 
 #[map(name = "SKIPPED")]
@@ -34,17 +36,38 @@ impl Skipped {
         self.skb == skb && self.nfct == nfct
     }
 
-    /// Whether that verdict was taken with the NAT bindings complete.
+    /// Whether that verdict holds for every packet of its connection and direction.
     #[inline(always)]
-    pub fn nat_final(&self) -> bool {
-        self.nat_final != 0
+    pub fn settled(&self) -> bool {
+        self.settled != 0
     }
 
     /// Records a full evaluation's verdict.
     #[inline(always)]
-    pub fn record(&mut self, skb: u64, nfct: u64, wanted: bool, nat_final: bool) {
+    pub fn record(&mut self, skb: u64, nfct: u64, wanted: bool) {
         self.skb = if wanted { 0 } else { skb };
         self.nfct = nfct;
-        self.nat_final = (!wanted && nat_final) as u64;
+        self.settled = (!wanted && settled(nfct)) as u64;
     }
+}
+
+/// enum ip_conntrack_status: IPS_SRC_NAT_DONE_BIT 7, IPS_DST_NAT_DONE_BIT 8. Both set once the
+/// connection's NAT bindings (or its null bindings) are fixed.
+const IPS_NAT_DONE_MASK: u64 = 1 << 7 | 1 << 8;
+
+/// Whether a "not wanted" verdict for a packet with this `nfct` stays true for the rest of the
+/// packet's way through the host, across hooks and NAT: it is established (IP_CT_ESTABLISHED
+/// or ..._REPLY; not NEW, and not a RELATED ICMP error, whose outer header is not the
+/// connection's) and its entry's NAT bindings are fixed, so from here on NAT only rewrites its
+/// headers to the entry's tuples, which the filter looked at along with the headers.
+#[inline(always)]
+pub fn settled(nfct: u64) -> bool {
+    const IP_CT_ESTABLISHED: u64 = 0;
+    const IP_CT_ESTABLISHED_REPLY: u64 = 3;
+    let ct = nfct & !skb::NFCT_INFOMASK;
+    let info = nfct & skb::NFCT_INFOMASK;
+    ct != 0
+        && (info == IP_CT_ESTABLISHED || info == IP_CT_ESTABLISHED_REPLY)
+        && skb::read::<u64>(ct, offset!(ct_status))
+            .is_some_and(|status| status & IPS_NAT_DONE_MASK == IPS_NAT_DONE_MASK)
 }

@@ -11,7 +11,7 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use dockflow_common::{ProbePoint, SECTION_DROP};
 
 use crate::{
-    offset,
+    filter, offset,
     skb::{self, TrustedSkb},
     skipped,
 };
@@ -45,22 +45,28 @@ pub fn df_dev_queue(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// One device hop. A received packet is decided afresh (it is new to the host, or to this
-/// namespace). A packet being queued for transmit may reuse the "not wanted" verdict of the
-/// probe just before it on this CPU (typically the last netfilter slot of postrouting) when it
-/// is the same skb with the same conntrack entry; never without a conntrack entry, as in
-/// namespaces without conntrack a freed skb's address and buffer may come back at once for
-/// another flow's packet of the same shape.
+/// One device hop, in the host's or the target's namespace (others are skipped first). It may
+/// reuse the "not wanted" verdict of the probe just before it on this CPU for the same skb and
+/// conntrack entry (see skipped.rs): when that verdict is settled (a packet the bridge passes
+/// up was decided at the IP hooks br_netfilter ran for it), or, for a packet being queued for
+/// transmit, whenever the skb has a conntrack entry (typically the last netfilter slot of
+/// postrouting was just before). Never without an entry: in namespaces without conntrack a
+/// freed skb's address and buffer may come back at once for another flow's packet of the same
+/// shape.
 #[inline(always)]
-fn device_hop(skb_ptr: u64, probe: ProbePoint, may_reuse: bool) {
+fn device_hop(skb_ptr: u64, probe: ProbePoint, transmit: bool) {
     let skb = TrustedSkb(skb_ptr);
+    if !filter::watches_netns(skb::trusted_netns(skb)) {
+        return;
+    }
     let nfct = skb::nfct(skb);
     let Some(skipped) = skipped::entry() else {
         return;
     };
-    if may_reuse && nfct != 0 && skipped.holds(skb_ptr, nfct) {
+    let reuses = nfct != 0 && (transmit || skipped.settled());
+    if reuses && skipped.holds(skb_ptr, nfct) {
         return;
     }
     let wanted = skb::observe(skb, probe, |_| ());
-    skipped.record(skb_ptr, nfct, wanted, false);
+    skipped.record(skb_ptr, nfct, wanted);
 }

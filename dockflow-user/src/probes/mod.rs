@@ -11,7 +11,7 @@ mod netfilter;
 mod tc;
 mod tracepoints;
 
-use std::{net::IpAddr, os::fd::OwnedFd};
+use std::{net::IpAddr, os::fd::OwnedFd, path::Path};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
@@ -23,7 +23,7 @@ use dockflow_common::{
     OFFSETS_GLOBAL, ProbePoint, SETTINGS_MAP, Settings, TARGETS_MAP, TargetSet, port_key,
 };
 
-use crate::target::Target;
+use crate::target::{Target, netns};
 
 /// The compiled kernel programs, embedded so the binary is self-contained.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dockflow-ebpf"));
@@ -246,6 +246,16 @@ fn fill_filter(ebpf: &mut Ebpf, target: &Target) -> Result<()> {
         *slot = *key;
     }
     set.n_ports = keys.len() as u32;
+    // Device hops: the host's namespace and the target's (a container's own eth0).
+    let mut namespaces = vec![netns::netns_inode(Path::new("/proc/self/ns/net"))?];
+    if let Some((_, path)) = &target.netns {
+        namespaces.push(netns::netns_inode(path)?);
+    }
+    namespaces.dedup();
+    for (slot, inode) in set.netns.iter_mut().zip(&namespaces) {
+        *slot = *inode as u32;
+    }
+    set.n_netns = namespaces.len() as u32;
     let mut targets: Array<_, TargetSet> =
         Array::try_from(ebpf.map_mut(TARGETS_MAP).context("no target map")?)?;
     targets.set(0, set, 0)?;
