@@ -117,8 +117,8 @@ fn is_running_dockflow(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "dockflow")
 }
 
-/// The nft script: in each family, prerouting, forward and output chains at an early priority
-/// whose rules mark packets from/to the target's addresses or to/from its published ports.
+/// The nft script: in each family, [`chains`] at an early priority whose rules mark packets
+/// from/to the target's addresses or to/from its published ports.
 fn script(table: &str, target: &Target) -> String {
     let mut matches: Vec<String> = Vec::new();
     for address in &target.addresses {
@@ -147,18 +147,30 @@ fn script(table: &str, target: &Target) -> String {
     let mut script = String::new();
     for family in FAMILIES {
         script.push_str(&format!("table {family} {table} {{\n"));
-        // forward too: a packet that only becomes the target's by DNAT (a --netns target has no
-        // published ports to match before it) is marked from there on.
-        for (chain, hook) in [
-            ("dfpre", "prerouting"),
-            ("dffwd", "forward"),
-            ("dfout", "output"),
-        ] {
+        for (chain, hook) in chains(family) {
             script.push_str(&format!("  chain {chain} {{\n    type filter hook {hook} priority -350; policy accept;\n{rules}  }}\n"));
         }
         script.push_str("}\n");
     }
     script
+}
+
+/// Where a packet of the target's is marked first; the mark stays with the packet. inet:
+/// prerouting (arriving, or bridged frames that br_netfilter hands to the IP hooks), output
+/// (sent by the host), and forward (a packet that only becomes the target's by DNAT, which a
+/// --netns target has no published port to match before). bridge: prerouting only, so that
+/// bridge-family rules see the frames that enter the bridge from a port marked; frames the
+/// bridge forwards passed that chain, and those the host sends into it were marked already.
+/// Every chain costs every packet of the host at that hook a few rule checks.
+fn chains(family: &str) -> &'static [(&'static str, &'static str)] {
+    match family {
+        "bridge" => &[("dfpre", "prerouting")],
+        _ => &[
+            ("dfpre", "prerouting"),
+            ("dffwd", "forward"),
+            ("dfout", "output"),
+        ],
+    }
 }
 
 #[cfg(test)]
@@ -196,9 +208,14 @@ mod tests {
                 .count(),
             2
         );
+        // forward and output in inet only: in the bridge, prerouting has marked them already.
         assert_eq!(
             s.matches("type filter hook forward priority -350").count(),
-            2
+            1
+        );
+        assert_eq!(
+            s.matches("type filter hook output priority -350").count(),
+            1
         );
     }
 }
