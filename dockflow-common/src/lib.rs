@@ -245,13 +245,13 @@ pub struct PacketEvent {
 /// Size of a [`PacketEvent`] record in the ring buffer.
 pub const PACKET_EVENT_SIZE: usize = core::mem::size_of::<PacketEvent>();
 
-const _: () = assert!(PACKET_EVENT_SIZE % 8 == 0);
+const _: () = assert!(PACKET_EVENT_SIZE.is_multiple_of(8));
 // The kernel's filter compares addresses as two u64s.
-const _: () = assert!(core::mem::size_of::<PacketHeaders>() % 8 == 0);
+const _: () = assert!(core::mem::size_of::<PacketHeaders>().is_multiple_of(8));
 const _: () = assert!(core::mem::offset_of!(PacketEvent, packet) % 8 == 0);
 const _: () = assert!(core::mem::offset_of!(PacketEvent, ct_original) % 8 == 0);
 const _: () = assert!(core::mem::offset_of!(PacketEvent, ct_reply) % 8 == 0);
-const _: () = assert!(core::mem::size_of::<CtTuple>() % 4 == 0);
+const _: () = assert!(core::mem::size_of::<CtTuple>().is_multiple_of(4));
 
 /// Kernel struct offsets the programs need, resolved from BTF in userspace at start and handed
 /// over as a read-only global (Rust eBPF has no CO-RE).

@@ -9,8 +9,9 @@
 //!    bridge to the `proxy` container, without dockflow and with dockflow attached to `radius`
 //!    (so every packet crosses our programs and is filtered out in the kernel). Rounds run
 //!    without-with-with-without, each run after the same pause, and each round gives one ratio;
-//!    the figure is their median, with the spread, for the default probe set and each family.
-//!    On a small shared VM single runs vary by 10% or more, so read the spread too.
+//!    the figures are their median and mean with a 95% interval, for the default probe set and
+//!    each family, and for a control that attaches nothing (its ratio shows the method's own
+//!    bias). On a small shared VM single runs vary by 10% or more: read the interval.
 
 use std::{path::Path, process::Stdio, time::Duration};
 
@@ -19,10 +20,13 @@ use dockflow_lab::lab;
 
 use crate::{build, lab as xlab, tracer::Tracer};
 
-/// Throughput rounds (each: without, with, with, without) for the two default-like sets and per
-/// family.
-const ROUNDS_DEFAULT: usize = 6;
-const ROUNDS_FAMILY: usize = 3;
+/// Throughput rounds (each: without, with, with, without) for the default set, the default
+/// without devices, and per family. One round's ratio varies by about 5% (standard deviation)
+/// on a small shared VM, so the headline figure needs many rounds for a 95% interval of about
+/// +-0.025; the per-family figures are rougher.
+const ROUNDS: [usize; 3] = [16, 8, 4];
+/// Rounds of the control, which attaches nothing: its ratio should come out near 1.
+const ROUNDS_CONTROL: usize = 8;
 /// Pause before every bulk run, so that no run starts from a different state of the machine.
 const SETTLE: Duration = Duration::from_secs(1);
 /// Probe sets the throughput test compares, the default (all) first.
@@ -116,11 +120,10 @@ fn measure() -> Result<()> {
     kernel_cost(&dockflow, &bulk)?;
 
     // Throughput with and without dockflow, for the default probe set and for each family alone
-    // (so a user can see what each one costs).
+    // (so a user can see what each one costs), then a control that attaches nothing: how far
+    // apart two identical runs come out here.
     for (i, (label, probes)) in PROBE_SETS.into_iter().enumerate() {
-        // The two default-like sets are the headline figures: more rounds.
-        let rounds = if i < 2 { ROUNDS_DEFAULT } else { ROUNDS_FAMILY };
-        let (mut ratios, mut without, mut with, mut lost) = (Vec::new(), Vec::new(), Vec::new(), 0);
+        let mut lost = 0;
         let mut traced = || -> Result<f64> {
             let tracer = Tracer::start(
                 &dockflow,
@@ -132,23 +135,14 @@ fn measure() -> Result<()> {
             lost += tracer.stop()?.lost;
             Ok(rate)
         };
-        for _ in 0..rounds {
-            let (a, b, c, d) = (bulk()?, traced()?, traced()?, bulk()?);
-            ratios.push((b + c) / (a + d));
-            without.extend([a, d]);
-            with.extend([b, c]);
-        }
-        let (low, high) = (
-            ratios.iter().copied().fold(f64::INFINITY, f64::min),
-            ratios.iter().copied().fold(0.0, f64::max),
-        );
-        println!(
-            "throughput, {label:<24} ratio {:.3} (median of {rounds} rounds, spread {low:.3}..{high:.3}); without {:.2} Gbit/s, with {:.2} Gbit/s (medians); {lost} events lost",
-            median(&mut ratios),
-            median(&mut without) / 1e9,
-            median(&mut with) / 1e9,
-        );
+        let figures = throughput_rounds(ROUNDS[i.min(ROUNDS.len() - 1)], &bulk, &mut traced)?;
+        println!("throughput, {label:<24} {figures}; {lost} events lost");
     }
+    let figures = throughput_rounds(ROUNDS_CONTROL, &bulk, &mut || bulk())?;
+    println!(
+        "throughput, {:<24} {figures}",
+        "control (nothing attached):"
+    );
     println!("target for the default set: ratio >= 0.97");
     Ok(())
 }
@@ -228,6 +222,41 @@ fn df_program_stats() -> Result<std::collections::BTreeMap<String, (u64, u64)>> 
         entry.1 += p["run_time_ns"].as_u64().unwrap_or(0);
     }
     Ok(stats)
+}
+
+/// Rounds of without-with-with-without bulk runs; each round gives one ratio. Returns the
+/// figures as one line.
+fn throughput_rounds(
+    rounds: usize,
+    without: &dyn Fn() -> Result<f64>,
+    with: &mut dyn FnMut() -> Result<f64>,
+) -> Result<String> {
+    let (mut ratios, mut rates_without, mut rates_with) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let (a, b, c, d) = (without()?, with()?, with()?, without()?);
+        ratios.push((b + c) / (a + d));
+        rates_without.extend([a, d]);
+        rates_with.extend([b, c]);
+    }
+    let (mean, half_width) = mean_and_interval(&ratios);
+    Ok(format!(
+        "ratio {:.3} (median of {rounds} rounds; mean {mean:.3} +- {half_width:.3}, 95%); without {:.2} Gbit/s, with {:.2} Gbit/s (medians)",
+        median(&mut ratios),
+        median(&mut rates_without) / 1e9,
+        median(&mut rates_with) / 1e9,
+    ))
+}
+
+/// The mean and the half-width of its 95% confidence interval (normal approximation; with few
+/// rounds, a rough guide).
+fn mean_and_interval(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    if values.len() < 2 {
+        return (mean, f64::NAN);
+    }
+    let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, 1.96 * (variance / n).sqrt())
 }
 
 fn median(values: &mut [f64]) -> f64 {
