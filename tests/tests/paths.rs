@@ -65,6 +65,18 @@ fn request_and_reply(lines: &[Value]) -> (&Value, &Value) {
     (request, reply)
 }
 
+/// The interfaces of a packet's device hops (netif_receive_skb, net_dev_queue), as named in
+/// the output ("radius:eth0" for one inside a namespace).
+fn device_interfaces(packet: &Value) -> Vec<String> {
+    packet["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["kind"] == "receive" || h["kind"] == "transmit")
+        .map(|h| h["interface"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// Index of the first hop matching, for order assertions.
 fn position(packet: &Value, pred: impl Fn(&Value) -> bool) -> Option<usize> {
     packet["hops"].as_array().unwrap().iter().position(pred)
@@ -88,6 +100,17 @@ fn the_seed_request_is_routed_then_bridged_and_its_reply_bridged_then_routed() {
     assert_eq!(
         request["connection"], reply["connection"],
         "request and reply are one connection"
+    );
+    // Device hops: the host's and the container's own, none in the client's namespace (the
+    // kernel skips other namespaces' devices).
+    let devices = [device_interfaces(request), device_interfaces(reply)].concat();
+    assert!(devices.contains(&"radius:eth0".to_string()), "{devices:?}");
+    assert!(devices.contains(&lab::HOST_LINK.to_string()), "{devices:?}");
+    assert!(
+        !devices
+            .iter()
+            .any(|d| d.starts_with(&format!("{}:", lab::EXTERNAL_NETNS))),
+        "{devices:?}"
     );
 
     // Request: L3 prerouting with DNAT -> forward -> into the bridge -> L2 to the container's port.
@@ -324,6 +347,12 @@ fn a_network_namespace_outside_docker_can_be_the_target() {
         position(request, |h| h["rewrites"][0]["field"] == "destination").is_some(),
         "{:?}",
         kinds(request)
+    );
+    // Here the namespace's own devices are the target's.
+    let devices = device_interfaces(request);
+    assert!(
+        devices.contains(&format!("{}:{}", lab::EXTERNAL_NETNS, lab::EXTERNAL_LINK)),
+        "{devices:?}"
     );
     assert!(
         packets(&lines)

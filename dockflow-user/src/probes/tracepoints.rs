@@ -1,8 +1,9 @@
 //! BTF-typed tracepoints (tp_btf), two families: drops (skb:kfree_skb, every dropped packet
 //! with its drop reason; runs only when the kernel frees a packet) and devices (the hops
-//! net:netif_receive_skb and net:net_dev_queue; run for every packet on every interface, so
-//! they cost the most of all probes on a busy host). net:net_dev_xmit is left out on purpose:
-//! it fires after the driver took the skb, which may already be freed and reused by then.
+//! net:netif_receive_skb and net:net_dev_queue; they run for every packet on every interface,
+//! and skip at once those on devices outside the host's and the target's namespaces).
+//! net:net_dev_xmit is left out on purpose: it fires after the driver took the skb, which may
+//! already be freed and reused by then.
 
 use aya::{Btf, Ebpf, programs::BtfTracePoint};
 
