@@ -15,10 +15,10 @@
 
 use std::{path::Path, process::Stdio, time::Duration};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use dockflow_lab::lab;
 
-use crate::{build, lab as xlab, tracer::Tracer};
+use crate::{build, lab as xlab, setup, tracer::Tracer};
 
 /// Throughput rounds (each: without, with, with, without) for the default set, the default
 /// without devices, and per family. One round's ratio varies by about 5% (standard deviation)
@@ -200,18 +200,10 @@ impl Drop for BpfStats {
 
 /// (runs, nanoseconds) per loaded program named df_*, summed over programs of the same name.
 fn df_program_stats() -> Result<std::collections::BTreeMap<String, (u64, u64)>> {
-    let out = std::process::Command::new("bpftool")
-        .args(["prog", "show", "--json"])
-        .output()
-        .context("running bpftool")?;
-    if !out.status.success() {
-        bail!(
-            "bpftool prog show failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    let out =
+        setup::output(std::process::Command::new("bpftool").args(["prog", "show", "--json"]))?;
     let programs: Vec<serde_json::Value> =
-        serde_json::from_slice(&out.stdout).context("parsing bpftool's JSON")?;
+        serde_json::from_str(&out).context("parsing bpftool's JSON")?;
     let mut stats = std::collections::BTreeMap::new();
     for p in programs {
         let Some(name) = p["name"].as_str().filter(|n| n.starts_with("df_")) else {
@@ -265,14 +257,7 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 fn run_external(responder: &Path, args: &[&str]) -> Result<String> {
-    let out = lab::external_command(responder, args)
-        .output()
-        .context("running the lab client")?;
-    if !out.status.success() {
-        bail!(
-            "lab client {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let out = setup::output(&mut lab::external_command(responder, args))
+        .with_context(|| format!("lab client {args:?}"))?;
+    Ok(out.trim().to_string())
 }

@@ -11,7 +11,7 @@ mod netfilter;
 mod tc;
 mod tracepoints;
 
-use std::{net::IpAddr, os::fd::OwnedFd, path::Path};
+use std::{net::IpAddr, os::fd::OwnedFd};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
@@ -247,7 +247,7 @@ fn fill_filter(ebpf: &mut Ebpf, target: &Target) -> Result<()> {
     }
     set.n_ports = keys.len() as u32;
     // Device hops: the host's namespace and the target's (a container's own eth0).
-    let mut namespaces = vec![netns::netns_inode(Path::new("/proc/self/ns/net"))?];
+    let mut namespaces = vec![netns::own_netns_inode()?];
     if let Some((_, path)) = &target.netns {
         namespaces.push(netns::netns_inode(path)?);
     }

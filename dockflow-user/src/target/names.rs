@@ -1,7 +1,7 @@
 //! Interface names across network namespaces: an ifindex means nothing without its namespace,
 //! and tracepoints see packets inside containers and named namespaces too.
 
-use std::{collections::HashMap, path::Path};
+use std::collections::HashMap;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -23,7 +23,7 @@ fn key(netns: u32, ifindex: u32) -> String {
 impl InterfaceNames {
     /// The host's interfaces, every namespace under /run/netns, and `extra` (label, netns path).
     pub fn collect(extra: &[(String, std::path::PathBuf)]) -> Result<Self> {
-        let host_netns = netns::netns_inode(Path::new("/proc/self/ns/net"))? as u32;
+        let host_netns = netns::own_netns_inode()? as u32;
         let mut out = Self {
             host_netns,
             names: HashMap::new(),

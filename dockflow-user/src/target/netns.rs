@@ -12,6 +12,11 @@ pub fn netns_inode(path: &Path) -> Result<u64> {
         .ino())
 }
 
+/// Inode of the namespace dockflow runs in: "the host" for naming and filtering.
+pub fn own_netns_inode() -> Result<u64> {
+    netns_inode(Path::new("/proc/self/ns/net"))
+}
+
 /// Runs `work` on a fresh thread that has joined the network namespace at `path`, so the
 /// caller's own namespace never changes.
 pub fn in_netns<T: Send + 'static>(
