@@ -183,6 +183,7 @@ fn read_u32(reader: &mut impl Read) -> io::Result<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{Hook, TraceKind, Verdict};
 
     fn header() -> Header {
         Header {
@@ -219,11 +220,11 @@ mod tests {
             family: "ip".into(),
             table: "nat".into(),
             chain: "DOCKER".into(),
-            hook: Some("prerouting".into()),
-            kind: "rule".into(),
+            hook: Some(Hook::Prerouting),
+            kind: TraceKind::Rule,
             handle: Some(14),
             rule: Some("udp dport 1812 dnat to 172.20.0.2:1812".into()),
-            verdict: "accept".into(),
+            verdict: Verdict::Accept,
             packet: None,
         };
         let mut recorder = Recorder::create(&path, &header()).unwrap();

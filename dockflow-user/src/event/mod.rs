@@ -2,6 +2,7 @@
 //! replay and rendering build on this alone. Kernel facts the decoder names things with (drop
 //! reasons, hook continuation symbols) come in a [`Decoder`] built once at start.
 
+pub mod kinds;
 pub mod names;
 
 use std::{
@@ -17,6 +18,7 @@ use dockflow_common::{
 };
 use serde::Serialize;
 
+pub use self::kinds::{CtDirection, CtState, CtStatus, Family, Hook, TraceKind, Verdict};
 use crate::kernel::symbols::KernelSymbols;
 
 /// A decoded event: one packet at one probe point.
@@ -126,17 +128,23 @@ pub struct RuleTrace {
     pub chain: String,
     /// The hook of the base chain this evaluation started from.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub hook: Option<String>,
-    /// "rule", "return" (end of a regular chain) or "policy" (end of a base chain).
-    pub kind: String,
+    pub hook: Option<Hook>,
+    pub kind: TraceKind,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handle: Option<u64>,
     /// The rule's text as nft lists it, counters left out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
-    pub verdict: String,
+    pub verdict: Verdict,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub packet: Option<Packet>,
+}
+
+impl RuleTrace {
+    /// The netfilter family this evaluation ran in ("inet" tables run in both IP families).
+    pub fn netfilter_family(&self, packet: &Packet) -> Family {
+        Family::of_nft_table(&self.family, packet.src.is_ipv4())
+    }
 }
 
 /// The packet a trace message carries (its IP and transport headers).
@@ -198,8 +206,8 @@ pub fn endpoint(addr: IpAddr, port: Option<u16>) -> String {
 /// Where on the netfilter hooks the packet was seen.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NetfilterHop {
-    pub family: &'static str,
-    pub hook: &'static str,
+    pub family: Family,
+    pub hook: Hook,
     pub hook_number: u8,
     /// Absent for nf_hook_slow events, which see the whole hook rather than one priority.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -219,9 +227,9 @@ pub struct NetfilterHop {
 /// The packet's conntrack entry as seen at this point.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Conntrack {
-    pub state: &'static str,
-    pub direction: &'static str,
-    pub status: Vec<&'static str>,
+    pub state: CtState,
+    pub direction: CtDirection,
+    pub status: CtStatus,
     pub original: Tuple,
     pub reply: Tuple,
 }
@@ -300,8 +308,8 @@ impl Decoder {
         let slot = NfSlot::from_u8(raw.nf_slot)?;
         let okfn = self.symbols.name(raw.nf_okfn).map(str::to_string);
         Some(NetfilterHop {
-            family: names::family_name(raw.nf_pf),
-            hook: names::hook_name(raw.nf_hook),
+            family: names::family(raw.nf_pf),
+            hook: Hook::from_number(raw.nf_hook),
             hook_number: raw.nf_hook,
             priority: nf_slot_priority(slot, raw.nf_hook),
             slot: names::slot_name(slot),
@@ -366,7 +374,7 @@ fn decode_conntrack(raw: &PacketEvent) -> Option<Conntrack> {
     Some(Conntrack {
         state,
         direction,
-        status: names::ct_status(raw.ct_status),
+        status: CtStatus(raw.ct_status),
         original: tuple(&raw.ct_original)?,
         reply: tuple(&raw.ct_reply)?,
     })
@@ -506,13 +514,16 @@ mod tests {
         let nf = event.netfilter.unwrap();
         assert_eq!(
             (nf.family, nf.hook, nf.priority, nf.slot),
-            ("ipv4", "prerouting", Some(-99), "after nat")
+            (Family::Ipv4, Hook::Prerouting, Some(-99), "after nat")
         );
         assert_eq!(nf.in_ifindex, Some(3));
         assert!(nf.from_bridge);
         let ct = event.conntrack.unwrap();
-        assert_eq!((ct.state, ct.direction), ("established", "reply"));
-        assert!(ct.status.contains(&"dst_nat"));
+        assert_eq!(
+            (ct.state, ct.direction),
+            (CtState::Established, CtDirection::Reply)
+        );
+        assert!(ct.status.dst_nat());
         assert_eq!(ct.original.dst.to_string(), "10.199.0.1");
         assert_eq!(ct.reply.src.to_string(), "172.20.0.2");
     }

@@ -2,23 +2,14 @@
 
 use dockflow_common::{NFPROTO_IPV4, NFPROTO_IPV6, NfSlot};
 
-pub fn hook_name(hook: u8) -> &'static str {
-    match hook {
-        0 => "prerouting",
-        1 => "input",
-        2 => "forward",
-        3 => "output",
-        4 => "postrouting",
-        _ => "unknown hook",
-    }
-}
+use super::kinds::{CtDirection, CtState, Family};
 
-pub fn family_name(pf: u8) -> &'static str {
+pub fn family(pf: u8) -> Family {
     match pf {
-        NFPROTO_IPV4 => "ipv4",
-        NFPROTO_IPV6 => "ipv6",
-        7 => "bridge",
-        _ => "unknown family",
+        NFPROTO_IPV4 => Family::Ipv4,
+        NFPROTO_IPV6 => Family::Ipv6,
+        7 => Family::Bridge,
+        _ => Family::Unknown,
     }
 }
 
@@ -32,46 +23,28 @@ pub fn slot_name(slot: NfSlot) -> &'static str {
     }
 }
 
-/// enum ip_conntrack_info: (state, direction).
-pub fn ct_info(info: u8) -> (&'static str, &'static str) {
-    match info {
-        0 => ("established", "original"),
-        1 => ("related", "original"),
-        2 => ("new", "original"),
-        3 => ("established", "reply"),
-        4 => ("related", "reply"),
-        7 => ("untracked", "original"),
-        _ => ("unknown", "original"),
+/// A netfilter priority as dockflow's slots show it: the first and last a BPF link may take
+/// are "first" and "last".
+pub fn priority_words(p: i32) -> String {
+    match p {
+        p if p == i32::MIN + 1 => "first".into(),
+        p if p == i32::MAX - 1 => "last".into(),
+        p => p.to_string(),
     }
 }
 
-/// enum ip_conntrack_status bits, lower-case without the IPS_ prefix.
-const CT_STATUS_BITS: [&str; 16] = [
-    "expected",
-    "seen_reply",
-    "assured",
-    "confirmed",
-    "src_nat",
-    "dst_nat",
-    "seq_adjust",
-    "src_nat_done",
-    "dst_nat_done",
-    "dying",
-    "fixed_timeout",
-    "template",
-    "nat_clash",
-    "helper",
-    "offload",
-    "hw_offload",
-];
-
-pub fn ct_status(status: u64) -> Vec<&'static str> {
-    CT_STATUS_BITS
-        .iter()
-        .enumerate()
-        .filter(|(bit, _)| status & (1 << bit) != 0)
-        .map(|(_, n)| *n)
-        .collect()
+/// enum ip_conntrack_info: (state, direction).
+pub fn ct_info(info: u8) -> (CtState, CtDirection) {
+    use CtDirection::*;
+    match info {
+        0 => (CtState::Established, Original),
+        1 => (CtState::Related, Original),
+        2 => (CtState::New, Original),
+        3 => (CtState::Established, Reply),
+        4 => (CtState::Related, Reply),
+        7 => (CtState::Untracked, Original),
+        _ => (CtState::Unknown, Original),
+    }
 }
 
 pub fn protocol_name(protocol: u8) -> String {
@@ -90,13 +63,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_conntrack_state_and_status() {
-        assert_eq!(ct_info(2), ("new", "original"));
-        assert_eq!(ct_info(3), ("established", "reply"));
-        // seen_reply | confirmed | dst_nat | dst_nat_done
-        assert_eq!(
-            ct_status(0b1_0010_1010),
-            vec!["seen_reply", "confirmed", "dst_nat", "dst_nat_done"]
-        );
+    fn names_conntrack_state_and_direction() {
+        assert_eq!(ct_info(2), (CtState::New, CtDirection::Original));
+        assert_eq!(ct_info(3), (CtState::Established, CtDirection::Reply));
     }
 }

@@ -9,7 +9,7 @@ use super::{
     table::TABLE_PREFIX,
 };
 use crate::{
-    event::{Packet, RuleTrace, packet_from_headers},
+    event::{Hook, Packet, RuleTrace, TraceKind, Verdict, packet_from_headers},
     netlink::{NetlinkSocket, attributes, messages},
 };
 
@@ -170,7 +170,7 @@ pub struct Tracer {
     ruleset: Ruleset,
     /// Per trace id (one hook traversal): the base chain's hook, and the packet, which the
     /// kernel dumps only in the first message of a trace.
-    traces: HashMap<u32, (Option<String>, Option<Packet>)>,
+    traces: HashMap<u32, (Option<Hook>, Option<Packet>)>,
 }
 
 /// Trace ids remembered at most; older ones are forgotten (their traversals are long over).
@@ -194,7 +194,10 @@ impl Tracer {
             raw.table.clone(),
             raw.chain.clone(),
         );
-        let hook = self.ruleset.hook(&chain).map(|(hook, _)| hook.clone());
+        let hook = self
+            .ruleset
+            .hook(&chain)
+            .map(|(hook, _)| Hook::from_word(hook));
         let entry = self.traces.entry(raw.id).or_default();
         if hook.is_some() {
             entry.0 = hook;
@@ -228,9 +231,9 @@ impl Tracer {
             }
         }
         let kind = match raw.trace_type {
-            1 => "policy",
-            2 => "return",
-            _ => "rule",
+            1 => TraceKind::Policy,
+            2 => TraceKind::Return,
+            _ => TraceKind::Rule,
         };
         let (hook, packet) = self.traces.get(&raw.id).cloned().unwrap_or_default();
         Some(RuleTrace {
@@ -240,10 +243,10 @@ impl Tracer {
             table: raw.table,
             chain: raw.chain,
             hook,
-            kind: kind.to_string(),
+            kind,
             handle: raw.handle,
             rule,
-            verdict: verdict_words(raw.verdict, raw.verdict_chain.as_deref()),
+            verdict: Verdict::from(verdict_words(raw.verdict, raw.verdict_chain.as_deref())),
             packet,
         })
     }

@@ -4,8 +4,11 @@
 
 use serde::Serialize;
 
-use super::topology::{Place, Topology};
-use crate::event::{Event, Probe};
+use super::{
+    correlate::Hop,
+    topology::{Place, Topology},
+};
+use crate::event::{Event, Family, Hook, Probe};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -50,18 +53,28 @@ pub enum HopKind {
     PassedUp { bridge: String },
     /// The IP stack sends the packet into the bridge device (L3 -> L2).
     IntoBridge { bridge: String },
+    /// br_netfilter hands a frame it DNATed back to the same bridge (hairpin: the new
+    /// destination is behind another port), through a transmit on the bridge device; the bridge
+    /// then forwards it. Not routed by the IP stack.
+    HandedBack { bridge: String },
     /// A netfilter hook.
     Hook {
-        family: String,
-        hook: String,
+        family: Family,
+        hook: Hook,
         priority: Option<i32>,
     },
-    /// A device outside the bridge receives the packet.
-    Receive { interface: String },
+    /// A device outside the bridge receives the packet; `host` tells the host's own devices
+    /// from those inside a container's (or another) namespace.
+    Receive { interface: String, host: bool },
     /// A device outside the bridge transmits the packet.
-    Transmit { interface: String },
-    /// The packet is dropped.
-    Dropped { reason: String },
+    Transmit { interface: String, host: bool },
+    /// The packet is dropped. A `flood_copy` is one of the copies a bridge floods to every port
+    /// while it does not know the destination MAC: dropped where it was not addressed to.
+    Dropped {
+        reason: String,
+        interface: String,
+        flood_copy: bool,
+    },
 }
 
 impl HopKind {
@@ -73,6 +86,7 @@ impl HopKind {
             HopKind::ToPort { .. } => "to_port",
             HopKind::PassedUp { .. } => "passed_up",
             HopKind::IntoBridge { .. } => "into_bridge",
+            HopKind::HandedBack { .. } => "handed_back",
             HopKind::Hook { .. } => "hook",
             HopKind::Receive { .. } => "receive",
             HopKind::Transmit { .. } => "transmit",
@@ -86,10 +100,14 @@ impl HopKind {
             HopKind::FromPort { port }
             | HopKind::BridgeForward { port }
             | HopKind::ToPort { port } => port.clone(),
-            HopKind::PassedUp { bridge } | HopKind::IntoBridge { bridge } => bridge.clone(),
-            HopKind::Receive { interface } | HopKind::Transmit { interface } => interface.clone(),
+            HopKind::PassedUp { bridge }
+            | HopKind::IntoBridge { bridge }
+            | HopKind::HandedBack { bridge } => bridge.clone(),
+            HopKind::Receive { interface, .. } | HopKind::Transmit { interface, .. } => {
+                interface.clone()
+            }
             HopKind::Hook { family, hook, .. } => format!("{family} {hook}"),
-            HopKind::Dropped { reason } => reason.clone(),
+            HopKind::Dropped { reason, .. } => reason.clone(),
         }
     }
 
@@ -101,9 +119,13 @@ impl HopKind {
             HopKind::ToPort { .. } => "bridge sends the frame out of the port",
             HopKind::PassedUp { .. } => "bridge passes the frame up to the IP stack",
             HopKind::IntoBridge { .. } => "IP stack sends the packet into the bridge",
+            HopKind::HandedBack { .. } => "br_netfilter hands the DNATed frame back to the bridge",
             HopKind::Hook { .. } => "netfilter hook",
             HopKind::Receive { .. } => "device receives",
             HopKind::Transmit { .. } => "device transmits",
+            HopKind::Dropped {
+                flood_copy: true, ..
+            } => "a flooded copy, not addressed here",
             HopKind::Dropped { .. } => "dropped",
         }
     }
@@ -120,15 +142,23 @@ pub fn classify(event: &Event, topology: &Topology) -> (Layer, HopKind) {
                 .drop
                 .as_ref()
                 .map_or("unknown".to_string(), |d| d.reason.clone());
-            (Layer::Drop, HopKind::Dropped { reason })
+            let interface = name;
+            (
+                Layer::Drop,
+                HopKind::Dropped {
+                    reason,
+                    interface,
+                    flood_copy: false,
+                },
+            )
         }
         Probe::Netfilter | Probe::NfHookSlow => {
             let Some(nf) = &event.netfilter else {
                 return (
                     Layer::L3,
                     HopKind::Hook {
-                        family: "?".into(),
-                        hook: "?".into(),
+                        family: Family::Unknown,
+                        hook: Hook::Unknown,
                         priority: None,
                     },
                 );
@@ -137,7 +167,7 @@ pub fn classify(event: &Event, topology: &Topology) -> (Layer, HopKind) {
             // part of the packet's journey, not of the host's L2/L3 path.
             let layer = if place == Place::Elsewhere {
                 Layer::Device
-            } else if nf.family == "bridge" {
+            } else if nf.family == Family::Bridge {
                 Layer::L2
             } else if nf.from_bridge {
                 Layer::L3FromBridge
@@ -147,8 +177,8 @@ pub fn classify(event: &Event, topology: &Topology) -> (Layer, HopKind) {
             (
                 layer,
                 HopKind::Hook {
-                    family: nf.family.to_string(),
-                    hook: nf.hook.to_string(),
+                    family: nf.family,
+                    hook: nf.hook,
                     priority: nf.priority,
                 },
             )
@@ -161,14 +191,75 @@ pub fn classify(event: &Event, topology: &Topology) -> (Layer, HopKind) {
             Place::BridgePort { .. } => (Layer::L2, HopKind::FromPort { port: port() }),
             // A bridge device "receives" exactly the frames the bridge passes up.
             Place::Bridge => (Layer::L2, HopKind::PassedUp { bridge: name }),
-            Place::Host | Place::Elsewhere => (Layer::Device, HopKind::Receive { interface: name }),
+            Place::Host | Place::Elsewhere => (
+                Layer::Device,
+                HopKind::Receive {
+                    interface: name,
+                    host: place == Place::Host,
+                },
+            ),
         },
         Probe::TcEgress | Probe::NetDevQueue => match place {
             Place::BridgePort { .. } => (Layer::L2, HopKind::ToPort { port: port() }),
             Place::Bridge => (Layer::L3, HopKind::IntoBridge { bridge: name }),
-            Place::Host | Place::Elsewhere => {
-                (Layer::Device, HopKind::Transmit { interface: name })
-            }
+            Place::Host | Place::Elsewhere => (
+                Layer::Device,
+                HopKind::Transmit {
+                    interface: name,
+                    host: place == Place::Host,
+                },
+            ),
         },
     }
+}
+
+/// What only the whole path shows, applied to hops classified one by one: a bridge transmit
+/// right after br_netfilter's prerouting, with no routed hop between, is the frame handed back
+/// to the bridge after a hairpin DNAT; OTHERHOST drops of a frame sent out of more than one
+/// port are copies of a flood.
+pub fn refine(hops: &mut [Hop]) {
+    for i in 1..hops.len() {
+        let HopKind::IntoBridge { bridge } = &hops[i].kind else {
+            continue;
+        };
+        let previous_hook = hops[..i].iter().rev().find(|h| h.layer != Layer::Device);
+        if previous_hook.is_some_and(|h| {
+            h.layer == Layer::L3FromBridge
+                && matches!(
+                    h.kind,
+                    HopKind::Hook {
+                        hook: Hook::Prerouting,
+                        ..
+                    }
+                )
+        }) {
+            hops[i].kind = HopKind::HandedBack {
+                bridge: bridge.clone(),
+            };
+            hops[i].layer = Layer::L2;
+        }
+    }
+    if !flooded_ports(hops).is_empty() {
+        for hop in hops.iter_mut() {
+            if let HopKind::Dropped {
+                reason, flood_copy, ..
+            } = &mut hop.kind
+            {
+                *flood_copy = reason == "OTHERHOST";
+            }
+        }
+    }
+}
+
+/// The ports a flooded frame was sent out of (empty when it was not flooded).
+pub fn flooded_ports(hops: &[Hop]) -> Vec<&str> {
+    let mut ports: Vec<&str> = Vec::new();
+    for hop in hops {
+        if let HopKind::ToPort { port } = &hop.kind {
+            if !ports.contains(&port.as_str()) {
+                ports.push(port);
+            }
+        }
+    }
+    if ports.len() > 1 { ports } else { Vec::new() }
 }

@@ -11,10 +11,10 @@ use std::{collections::HashMap, net::IpAddr};
 use serde::Serialize;
 
 use super::{
-    classify::{HopKind, Layer, classify},
+    classify::{HopKind, Layer, classify, refine},
     topology::Topology,
 };
-use crate::event::{Event, Packet, RuleTrace, endpoint};
+use crate::event::{CtDirection, Event, Packet, RuleTrace, endpoint};
 
 /// Events further apart than this are never the same packet.
 const SAME_PACKET_WINDOW_NS: u64 = 200_000_000;
@@ -34,10 +34,17 @@ pub struct Hop {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Rewrite {
-    /// "source" or "destination".
-    pub field: &'static str,
+    pub field: RewriteField,
     pub before: String,
     pub after: String,
+}
+
+/// Which end of a packet NAT rewrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RewriteField {
+    Source,
+    Destination,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -66,8 +73,17 @@ pub struct PacketPath {
 }
 
 impl PacketPath {
+    /// Where the packet itself was dropped (not a flooded copy of it).
     pub fn dropped(&self) -> Option<&Hop> {
-        self.hops.iter().find(|h| h.layer == Layer::Drop)
+        self.hops.iter().find(|h| {
+            matches!(
+                h.kind,
+                HopKind::Dropped {
+                    flood_copy: false,
+                    ..
+                }
+            )
+        })
     }
 }
 
@@ -239,7 +255,7 @@ impl Correlator {
         let (connection, direction) = self.connection_of(&events, &packet);
         // Events move into their hops; only the (small) headers are kept to compare the next.
         let mut previous: Option<Packet> = None;
-        let hops = events
+        let mut hops: Vec<Hop> = events
             .into_iter()
             .map(|event| {
                 let (layer, kind) = classify(&event, &self.topology);
@@ -256,6 +272,7 @@ impl Correlator {
                 }
             })
             .collect();
+        refine(&mut hops);
         let id = self.next_packet;
         self.next_packet += 1;
         PacketPath {
@@ -294,7 +311,7 @@ impl Correlator {
                     id
                 }
             };
-            let direction = if ct.direction == "reply" {
+            let direction = if ct.direction == CtDirection::Reply {
                 Direction::Reply
             } else {
                 Direction::Request
@@ -329,14 +346,14 @@ fn rewrites(before: &Packet, after: &Packet) -> Vec<Rewrite> {
     let mut out = Vec::new();
     if (before.src, before.sport) != (after.src, after.sport) {
         out.push(Rewrite {
-            field: "source",
+            field: RewriteField::Source,
             before: endpoint(before.src, before.sport),
             after: endpoint(after.src, after.sport),
         });
     }
     if (before.dst, before.dport) != (after.dst, after.dport) {
         out.push(Rewrite {
-            field: "destination",
+            field: RewriteField::Destination,
             before: endpoint(before.dst, before.dport),
             after: endpoint(after.dst, after.dport),
         });

@@ -1,22 +1,242 @@
 //! Plain words for a connection's request and reply, like the numbered walkthrough the seed's
-//! author wrote for the request and could not write for the reply. Every sentence is derived
-//! from the structured path (layers, hooks, rewrites, conntrack state), none from the lab.
+//! author wrote for the request and could not write for the reply.
+//!
+//! Two stages: a path gives typed facts ([`Fact`]), in the order the packet met them; each fact
+//! renders to one sentence. The closing facts (what became of the packet, how request and reply
+//! crossed between the bridge and the IP stack) are derived from the hops, and a fact is only
+//! stated when the path shows it: no routing for a packet that was only bridged, no drop for a
+//! packet that reached its destination.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::event::endpoint;
-
 use super::{
-    classify::{HopKind, Layer},
-    correlate::{Direction, Hop, PacketPath},
+    classify::{HopKind, Layer, flooded_ports},
+    correlate::{Direction, Hop, PacketPath, RewriteField},
+    rules,
+};
+use crate::event::{
+    CtDirection, CtState, Family, Hook, RuleTrace, TraceKind, Verdict, endpoint,
+    names::priority_words,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Explanation {
     pub connection: u64,
-    pub steps: Vec<String>,
+    pub steps: Vec<Step>,
+}
+
+/// One fact and its sentence; JSON carries both (`kind` and the fields, and `text`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Step {
+    #[serde(flatten)]
+    pub fact: Fact,
+    pub text: String,
+}
+
+impl Step {
+    fn new(fact: Fact) -> Self {
+        let text = fact.sentence();
+        Self { fact, text }
+    }
+}
+
+/// A netfilter hook of one family ("ipv4 prerouting").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct HookRef {
+    pub family: Family,
+    pub hook: Hook,
+}
+
+/// An nftables rule that judged the packet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RuleRef {
+    /// nft table family (ip, ip6, inet, bridge).
+    pub family: String,
+    pub table: String,
+    pub chain: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hook: Option<Hook>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    pub verdict: Verdict,
+}
+
+impl RuleRef {
+    fn of(r: &RuleTrace) -> Self {
+        Self {
+            family: r.family.clone(),
+            table: r.table.clone(),
+            chain: r.chain.clone(),
+            hook: r.hook,
+            rule: r.rule.clone(),
+            verdict: r.verdict.clone(),
+        }
+    }
+}
+
+/// Where a packet was first seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// A container sends it (its own interface, or its bridge port).
+    Container,
+    /// It arrives on one of the host's own interfaces.
+    HostInterface,
+    /// A process on the host sends it (the first hook is IP output).
+    HostProcess,
+    /// First seen somewhere along the way (a probe point further in).
+    Midway,
+    /// No probe saw it; only nftables' trace did.
+    TraceOnly,
+}
+
+/// What a NAT rewrite is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NatKind {
+    /// A nat rule rewrites the destination of a connection's first packet.
+    Dnat,
+    /// A nat rule rewrites the source (SNAT or masquerade) of a connection's first packet.
+    Snat,
+    /// conntrack reverses the request's DNAT on a reply (its source).
+    UndoDnat,
+    /// conntrack reverses the request's SNAT on a reply (its destination).
+    UndoSnat,
+    /// conntrack applies an existing binding to a later packet of the connection.
+    Binding,
+}
+
+/// What became of a packet that was not dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The IP stack forwarded it (IP forward hook), never to a local socket.
+    Routed,
+    /// Delivered to a socket on the host (IP input hook).
+    DeliveredLocally,
+    /// Sent by the host itself: it starts at IP output.
+    SentByHost,
+    /// Never handed to the IP stack: the bridge carried it from port to port.
+    BridgedOnly,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Request,
+    Reply,
+}
+
+impl Role {
+    fn word(self) -> &'static str {
+        match self {
+            Role::Request => "request",
+            Role::Reply => "reply",
+        }
+    }
+}
+
+/// Everything an explanation can say. Each variant is one sentence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Fact {
+    Start {
+        role: Role,
+        packet: String,
+        origin: Origin,
+        place: String,
+    },
+    EntersBridge {
+        role: Role,
+        port: String,
+    },
+    /// br_netfilter runs IP hooks for a frame the bridge is handling.
+    BridgeRunsIpHooks {
+        role: Role,
+        hooks: Vec<HookRef>,
+    },
+    IpStackRunsHooks {
+        role: Role,
+        hooks: Vec<HookRef>,
+    },
+    Nat {
+        role: Role,
+        nat: NatKind,
+        field: RewriteField,
+        before: String,
+        after: String,
+        at: HookRef,
+        /// The priorities of the probes on either side of the rewrite.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        between: Option<(i32, i32)>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ct_state: Option<CtState>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ct_direction: Option<CtDirection>,
+    },
+    Accepted {
+        role: Role,
+        rule: RuleRef,
+    },
+    PassedUp {
+        role: Role,
+        bridge: String,
+    },
+    RoutedIntoBridge {
+        role: Role,
+        bridge: String,
+    },
+    HandedBack {
+        role: Role,
+        bridge: String,
+    },
+    Flooded {
+        role: Role,
+        ports: Vec<String>,
+        copies_dropped: usize,
+    },
+    ToPort {
+        role: Role,
+        port: String,
+    },
+    /// A device inside a container's (or another) namespace receives it.
+    ReachesNamespace {
+        role: Role,
+        interface: String,
+    },
+    LeavesHost {
+        role: Role,
+        interface: String,
+    },
+    Dropped {
+        role: Role,
+        reason: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rule: Option<RuleRef>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        after: Option<HookRef>,
+    },
+    Outcome {
+        role: Role,
+        outcome: Outcome,
+        destination: String,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        bridge_hooks: Vec<HookRef>,
+    },
+    NoReply,
+    /// How request and reply went between the bridge (L2) and the IP stack (L3).
+    Crossing {
+        request: Vec<Layer>,
+        reply: Vec<Layer>,
+        request_words: String,
+        reply_words: String,
+    },
+    /// nftables' trace saw the reply in these chains, none of them nat.
+    ReplySeesNoNat {
+        chains: Vec<String>,
+    },
 }
 
 /// Collects the first request and reply of each connection; explains a connection once both
@@ -24,7 +244,7 @@ pub struct Explanation {
 #[derive(Default)]
 pub struct Explainer {
     pending: HashMap<u64, (Option<PacketPath>, Option<PacketPath>)>,
-    explained: Vec<u64>,
+    explained: HashSet<u64>,
 }
 
 impl Explainer {
@@ -44,8 +264,8 @@ impl Explainer {
         };
         slot.get_or_insert_with(|| path.clone());
         if entry.0.is_some() && entry.1.is_some() {
-            let (request, reply) = self.pending.remove(&connection).unwrap();
-            self.explained.push(connection);
+            let (request, reply) = self.pending.remove(&connection)?;
+            self.explained.insert(connection);
             return Some(explain(connection, request.as_ref(), reply.as_ref()));
         }
         None
@@ -70,311 +290,663 @@ pub fn explain(
     request: Option<&PacketPath>,
     reply: Option<&PacketPath>,
 ) -> Explanation {
-    let mut steps = Vec::new();
+    let mut facts = Vec::new();
     if let Some(request) = request {
-        steps.extend(narrate(request, "request"));
+        facts.extend(narrate(request, Role::Request));
     }
     match reply {
         Some(reply) => {
-            steps.extend(narrate(reply, "reply"));
-            steps.extend(why_the_reply_differs(request, reply));
+            facts.extend(narrate(reply, Role::Reply));
+            facts.extend(request.and_then(|request| crossing(request, reply)));
+            facts.extend(request.and_then(|request| reply_sees_no_nat(request, reply)));
         }
-        None if request.is_some_and(|r| r.dropped().is_none()) => {
-            steps.push("No reply was seen.".to_string())
-        }
+        None if request.is_some_and(|r| r.dropped().is_none()) => facts.push(Fact::NoReply),
         None => {}
     }
-    let steps = steps
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| format!("{}. {s}", i + 1))
-        .collect();
-    Explanation { connection, steps }
+    Explanation {
+        connection,
+        steps: facts.into_iter().map(Step::new).collect(),
+    }
 }
 
-/// Consecutive hops of one layer (device hops attach to their neighbours).
-fn runs(path: &PacketPath) -> Vec<&[Hop]> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    for i in 1..=path.hops.len() {
-        let boundary = i == path.hops.len()
-            || path.hops[i].layer != path.hops[start].layer
-            || kind_changes(&path.hops[i - 1], &path.hops[i]);
-        if boundary {
-            out.push(&path.hops[start..i]);
-            start = i;
+/// The hop's netfilter hook, if it is one.
+fn hook_of(hop: &Hop) -> Option<HookRef> {
+    match hop.kind {
+        HopKind::Hook { family, hook, .. } => Some(HookRef { family, hook }),
+        _ => None,
+    }
+}
+
+/// The distinct hooks of some hops, in order.
+fn hooks_in<'a>(hops: impl IntoIterator<Item = &'a Hop>) -> Vec<HookRef> {
+    let mut out: Vec<HookRef> = Vec::new();
+    for hook in hops.into_iter().filter_map(hook_of) {
+        if !out.contains(&hook) {
+            out.push(hook);
         }
     }
     out
 }
 
-/// Inside one layer, a change of what happens (passed up, into the bridge) starts a new run.
-fn kind_changes(a: &Hop, b: &Hop) -> bool {
-    let transition = |h: &Hop| {
-        matches!(
-            h.kind,
-            HopKind::PassedUp { .. }
-                | HopKind::IntoBridge { .. }
-                | HopKind::ToPort { .. }
-                | HopKind::FromPort { .. }
-        )
-    };
-    std::mem::discriminant(&a.kind) != std::mem::discriminant(&b.kind)
-        && (transition(a) || transition(b))
+fn is_hook_in(hop: &Hop, layer: Layer, hook: Hook) -> bool {
+    hop.layer == layer && hook_of(hop).is_some_and(|h| h.hook == hook)
 }
 
-fn hook_names(hops: &[Hop]) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    for hop in hops {
-        if let HopKind::Hook { family, hook, .. } = &hop.kind {
-            let name = format!("{family} {hook}");
-            if names.last() != Some(&name) {
-                names.push(name);
+/// The facts of one packet's path, in the order it met them.
+fn narrate(path: &PacketPath, role: Role) -> Vec<Fact> {
+    let hops = &path.hops;
+    let rule_at = rules::placed(&path.rules, hops, &path.packet);
+    let mut facts = vec![start(path, role)];
+    let flood = flooded_ports(hops);
+    let mut bridge_hooks_told: Vec<HookRef> = Vec::new();
+    let mut i = 0;
+    while i < hops.len() {
+        let hop = &hops[i];
+        // A run: consecutive hooks of one layer, told as one step.
+        let end = if hook_of(hop).is_some() && hop.layer != Layer::Device {
+            i + hops[i..]
+                .iter()
+                .take_while(|h| h.layer == hop.layer && hook_of(h).is_some())
+                .count()
+        } else {
+            i + 1
+        };
+        let run = &hops[i..end];
+        match (&hop.kind, hop.layer) {
+            (HopKind::Hook { .. }, Layer::L3FromBridge) => {
+                // A flooded frame runs the same hooks once per port: say them once.
+                let hooks: Vec<HookRef> = hooks_in(run)
+                    .into_iter()
+                    .filter(|h| !bridge_hooks_told.contains(h))
+                    .collect();
+                if !hooks.is_empty() {
+                    bridge_hooks_told.extend(&hooks);
+                    facts.push(Fact::BridgeRunsIpHooks { role, hooks });
+                }
+                facts.extend(nat_facts(run, role));
             }
+            (HopKind::Hook { .. }, Layer::L3) => {
+                facts.push(Fact::IpStackRunsHooks {
+                    role,
+                    hooks: hooks_in(run),
+                });
+                facts.extend(nat_facts(run, role));
+            }
+            _ if i == 0 => {} // told by the start
+            (HopKind::FromPort { port }, _) => facts.push(Fact::EntersBridge {
+                role,
+                port: port.clone(),
+            }),
+            (HopKind::PassedUp { bridge }, _) => facts.push(Fact::PassedUp {
+                role,
+                bridge: bridge.clone(),
+            }),
+            (HopKind::IntoBridge { bridge }, _) => facts.push(Fact::RoutedIntoBridge {
+                role,
+                bridge: bridge.clone(),
+            }),
+            (HopKind::HandedBack { bridge }, _) => facts.push(Fact::HandedBack {
+                role,
+                bridge: bridge.clone(),
+            }),
+            (HopKind::ToPort { port }, _) if flood.is_empty() => facts.push(Fact::ToPort {
+                role,
+                port: port.clone(),
+            }),
+            (HopKind::ToPort { port }, _) if flood.first() == Some(&port.as_str()) => {
+                facts.push(Fact::Flooded {
+                    role,
+                    ports: flood.iter().map(|p| p.to_string()).collect(),
+                    copies_dropped: hops
+                        .iter()
+                        .filter(|h| {
+                            matches!(
+                                h.kind,
+                                HopKind::Dropped {
+                                    flood_copy: true,
+                                    ..
+                                }
+                            )
+                        })
+                        .count(),
+                })
+            }
+            (
+                HopKind::Receive {
+                    interface,
+                    host: false,
+                },
+                _,
+            ) => facts.push(Fact::ReachesNamespace {
+                role,
+                interface: interface.clone(),
+            }),
+            (
+                HopKind::Transmit {
+                    interface,
+                    host: true,
+                },
+                _,
+            ) => facts.push(Fact::LeavesHost {
+                role,
+                interface: interface.clone(),
+            }),
+            (
+                HopKind::Dropped {
+                    reason,
+                    flood_copy: false,
+                    ..
+                },
+                _,
+            ) => facts.push(Fact::Dropped {
+                role,
+                reason: reason.clone(),
+                rule: path
+                    .rules
+                    .iter()
+                    .find(|r| r.verdict == Verdict::Drop)
+                    .map(RuleRef::of),
+                after: hops[..i].iter().rev().find_map(hook_of),
+            }),
+            _ => {}
+        }
+        facts.extend(accepted_in(path, &rule_at, i..end, role, &facts));
+        i = end;
+    }
+    // Rules whose hook no probe saw (a packet known only from the trace).
+    facts.extend(accepted_in(
+        path,
+        &rule_at,
+        usize::MAX..usize::MAX,
+        role,
+        &facts,
+    ));
+    facts.extend(outcome(path, role));
+    facts
+}
+
+/// Accept verdicts of rules placed at hops `range` (an empty range past the end: rules placed
+/// nowhere), each rule once.
+fn accepted_in(
+    path: &PacketPath,
+    rule_at: &[Option<usize>],
+    range: std::ops::Range<usize>,
+    role: Role,
+    told: &[Fact],
+) -> Vec<Fact> {
+    let mut out: Vec<Fact> = Vec::new();
+    for (rule, at) in path.rules.iter().zip(rule_at) {
+        let here = match at {
+            Some(at) => range.contains(at),
+            None => range.start == usize::MAX,
+        };
+        if !here || rule.verdict != Verdict::Accept || rule.kind != TraceKind::Rule {
+            continue;
+        }
+        let fact = Fact::Accepted {
+            role,
+            rule: RuleRef::of(rule),
+        };
+        if !told.contains(&fact) && !out.contains(&fact) {
+            out.push(fact);
         }
     }
-    names
+    out
 }
 
-fn list(items: &[String]) -> String {
-    match items {
+fn start(path: &PacketPath, role: Role) -> Fact {
+    let p = &path.packet;
+    let packet = format!(
+        "{} {} -> {}",
+        p.protocol_name(),
+        endpoint(p.src, p.sport),
+        endpoint(p.dst, p.dport)
+    );
+    let Some(first) = path.hops.first() else {
+        return Fact::Start {
+            role,
+            packet,
+            origin: Origin::TraceOnly,
+            place: String::new(),
+        };
+    };
+    let (origin, place) = match &first.kind {
+        HopKind::FromPort { port } => (Origin::Container, port.clone()),
+        HopKind::Transmit {
+            interface,
+            host: false,
+        } => (Origin::Container, interface.clone()),
+        HopKind::Receive {
+            interface,
+            host: true,
+        } => (Origin::HostInterface, interface.clone()),
+        HopKind::Hook {
+            hook: Hook::Output, ..
+        } if first.layer == Layer::L3 => (Origin::HostProcess, first.kind.place()),
+        other => (Origin::Midway, other.place()),
+    };
+    Fact::Start {
+        role,
+        packet,
+        origin,
+        place,
+    }
+}
+
+/// Facts for the NAT rewrites in a run of hooks.
+fn nat_facts(run: &[Hop], role: Role) -> Vec<Fact> {
+    let mut out = Vec::new();
+    for (i, hop) in run.iter().enumerate() {
+        let Some(at) = hook_of(hop) else { continue };
+        let HopKind::Hook { priority, .. } = hop.kind else {
+            continue;
+        };
+        let before = run[..i].iter().rev().find_map(|h| match h.kind {
+            HopKind::Hook {
+                priority: Some(p), ..
+            } => Some(p),
+            _ => None,
+        });
+        let ct = hop.event.conntrack.as_ref();
+        let new_connection = ct.is_some_and(|c| c.state == CtState::New);
+        for rewrite in &hop.rewrites {
+            let nat = match (rewrite.field, new_connection, role) {
+                (RewriteField::Destination, true, _) => NatKind::Dnat,
+                (RewriteField::Source, true, _) => NatKind::Snat,
+                (RewriteField::Source, false, Role::Reply)
+                    if ct.is_some_and(|c| c.status.dst_nat()) =>
+                {
+                    NatKind::UndoDnat
+                }
+                (RewriteField::Destination, false, Role::Reply)
+                    if ct.is_some_and(|c| c.status.src_nat()) =>
+                {
+                    NatKind::UndoSnat
+                }
+                _ => NatKind::Binding,
+            };
+            out.push(Fact::Nat {
+                role,
+                nat,
+                field: rewrite.field,
+                before: rewrite.before.clone(),
+                after: rewrite.after.clone(),
+                at,
+                between: before.zip(priority),
+                ct_state: ct.map(|c| c.state),
+                ct_direction: ct.map(|c| c.direction),
+            });
+        }
+    }
+    out
+}
+
+/// What became of the packet, when the path shows it (a dropped packet has its drop instead).
+fn outcome(path: &PacketPath, role: Role) -> Option<Fact> {
+    if path.dropped().is_some() || path.hops.is_empty() {
+        return None;
+    }
+    let hops = &path.hops;
+    let routed = hops.iter().any(|h| is_hook_in(h, Layer::L3, Hook::Forward));
+    let local = hops.iter().any(|h| is_hook_in(h, Layer::L3, Hook::Input));
+    let first_l3 = hops
+        .iter()
+        .find(|h| h.layer == Layer::L3 && hook_of(h).is_some());
+    let sent_by_host = first_l3.is_some_and(|h| is_hook_in(h, Layer::L3, Hook::Output));
+    let bridged_only = hops.iter().all(|h| h.layer != Layer::L3)
+        && !hops
+            .iter()
+            .any(|h| matches!(h.kind, HopKind::PassedUp { .. }))
+        && hops
+            .iter()
+            .any(|h| matches!(h.kind, HopKind::ToPort { .. }));
+    let outcome = if local {
+        Outcome::DeliveredLocally
+    } else if routed {
+        Outcome::Routed
+    } else if sent_by_host {
+        Outcome::SentByHost
+    } else if bridged_only {
+        Outcome::BridgedOnly
+    } else {
+        return None;
+    };
+    let last = hops
+        .iter()
+        .rev()
+        .find_map(|h| h.event.packet.as_ref())
+        .unwrap_or(&path.packet);
+    Some(Fact::Outcome {
+        role,
+        outcome,
+        destination: endpoint(last.dst, last.dport),
+        bridge_hooks: if outcome == Outcome::BridgedOnly {
+            hooks_in(hops.iter().filter(|h| h.layer == Layer::L3FromBridge))
+        } else {
+            Vec::new()
+        },
+    })
+}
+
+/// The path as a sequence of L2 (the bridge, br_netfilter's hooks included) and L3 stretches.
+fn stretches(path: &PacketPath) -> Vec<Layer> {
+    let mut out: Vec<Layer> = Vec::new();
+    for hop in &path.hops {
+        let layer = match hop.layer {
+            Layer::L2 | Layer::L3FromBridge => Layer::L2,
+            Layer::L3 => Layer::L3,
+            Layer::Device | Layer::Drop => continue,
+        };
+        if out.last() != Some(&layer) {
+            out.push(layer);
+        }
+    }
+    out
+}
+
+/// "routed by the host, then bridged to the container", from the path's stretches.
+fn journey_words(path: &PacketPath, stretches: &[Layer]) -> String {
+    let hops = &path.hops;
+    let words: Vec<&str> = stretches
+        .iter()
+        .enumerate()
+        .map(|(i, layer)| match layer {
+            Layer::L3 if hops.iter().any(|h| is_hook_in(h, Layer::L3, Hook::Forward)) => {
+                "routed by the host"
+            }
+            Layer::L3 if hops.iter().any(|h| is_hook_in(h, Layer::L3, Hook::Input)) => {
+                "delivered to the host"
+            }
+            Layer::L3 if hops.iter().any(|h| is_hook_in(h, Layer::L3, Hook::Output)) => {
+                "sent by the host"
+            }
+            Layer::L3 => "handled by the host's IP stack",
+            _ if stretches.len() == 1 => "bridged from port to port",
+            _ if i == 0 => "bridged from the container up to the host",
+            _ => "bridged to the container",
+        })
+        .collect();
+    words.join(", then ")
+}
+
+/// How request and reply crossed between the bridge and the IP stack, when they differ.
+fn crossing(request: &PacketPath, reply: &PacketPath) -> Option<Fact> {
+    if request.dropped().is_some() || reply.dropped().is_some() {
+        return None;
+    }
+    let (there, back) = (stretches(request), stretches(reply));
+    if there == back || there.len() < 2 && back.len() < 2 {
+        return None;
+    }
+    Some(Fact::Crossing {
+        request_words: journey_words(request, &there),
+        reply_words: journey_words(reply, &back),
+        request: there,
+        reply: back,
+    })
+}
+
+/// The reply was evaluated by nftables chains and none was nat, while the request was: the
+/// reply's NAT came from conntrack.
+fn reply_sees_no_nat(request: &PacketPath, reply: &PacketPath) -> Option<Fact> {
+    let nat = |r: &RuleTrace| r.table == "nat";
+    if reply.rules.is_empty() || reply.rules.iter().any(nat) || !request.rules.iter().any(nat) {
+        return None;
+    }
+    let mut chains: Vec<String> = Vec::new();
+    for r in &reply.rules {
+        let chain = format!("{} {} {}", r.family, r.table, r.chain);
+        if !chains.contains(&chain) {
+            chains.push(chain);
+        }
+    }
+    Some(Fact::ReplySeesNoNat { chains })
+}
+
+fn list<T: ToString>(items: &[T]) -> String {
+    let items: Vec<String> = items.iter().map(T::to_string).collect();
+    match items.as_slice() {
         [] => String::new(),
         [one] => one.clone(),
         [init @ .., last] => format!("{} and {last}", init.join(", ")),
     }
 }
 
-fn narrate(path: &PacketPath, role: &str) -> Vec<String> {
-    let mut steps = Vec::new();
-    let p = &path.packet;
-    let first = &path.hops[0];
-    steps.push(match &first.kind {
-        HopKind::FromPort { port } => format!("The {role} ({} {} -> {}) leaves its container and enters the bridge through port {port} (L2).", p.protocol_name(), endpoint(p.src, p.sport), endpoint(p.dst, p.dport)),
-        HopKind::Transmit { interface } => format!("The {role} ({} {} -> {}) is sent out of {interface}.", p.protocol_name(), endpoint(p.src, p.sport), endpoint(p.dst, p.dport)),
-        HopKind::Receive { interface } => format!("The {role} ({} {} -> {}) arrives on {interface}.", p.protocol_name(), endpoint(p.src, p.sport), endpoint(p.dst, p.dport)),
-        other => format!("The {role} ({} {} -> {}) is first seen at {}.", p.protocol_name(), endpoint(p.src, p.sport), endpoint(p.dst, p.dport), other.place()),
-    });
-    let hooks_all = hook_names(
-        &path
-            .hops
-            .iter()
-            .filter(|h| h.layer == Layer::L3 || h.layer == Layer::L3FromBridge)
-            .cloned()
-            .collect::<Vec<_>>(),
-    );
-    let runs = runs(path);
-    for run in &runs {
-        let layer = run[0].layer;
-        match (&run[0].kind, layer) {
-            (HopKind::PassedUp { bridge }, _) => steps.push(format!(
-                "Bridge {bridge} passes the frame up to the host's IP stack (L2 -> L3; the bridge's input hook runs here): the frame is addressed to the bridge's own MAC, the containers' gateway, so the bridge delivers it to the host instead of forwarding it to a port."
-            )),
-            (HopKind::IntoBridge { bridge }, _) => steps.push(format!(
-                "The IP stack routes it out through {bridge}: it goes back into the bridge (L3 -> L2; the bridge's output and postrouting hooks run here)."
-            )),
-            (HopKind::ToPort { port }, _) => steps.push(format!("The bridge sends it out of port {port} (L2).")),
-            (HopKind::FromPort { port }, _) if !std::ptr::eq(&run[0], first) => {
-                steps.push(format!("It enters the bridge through port {port} (L2; the bridge's prerouting hook runs here)."));
-            }
-            (HopKind::BridgeForward { port }, _) => steps.push(format!("The bridge forwards the frame (L2, from {port}).")),
-            (HopKind::Dropped { reason }, _) => {
-                let last_hook = path.hops.iter().take_while(|h| h.layer != Layer::Drop).filter_map(|h| match &h.kind {
-                    HopKind::Hook { family, hook, priority } => Some(format!("{family} {hook}{}", priority.map_or(String::new(), |p| format!(" (last seen at priority {})", priority_words(p))))),
-                    _ => None,
-                }).last();
-                let by_rule = path.rules.iter().find(|r| r.verdict == "drop");
-                steps.push(match (by_rule, last_hook) {
-                    (Some(r), _) => format!(
-                        "It is dropped by nftables, {} {} chain {}{}, rule `{}` (kernel drop reason {reason}); it goes no further.",
-                        r.family,
-                        r.table,
-                        r.chain,
-                        r.hook.as_deref().map_or(String::new(), |h| format!(" at the {h} hook")),
-                        r.rule.as_deref().unwrap_or("?")
-                    ),
-                    (None, Some(hook)) => format!("It is dropped ({reason}) after {hook}; it goes no further."),
-                    (None, None) => format!("It is dropped ({reason}); it goes no further."),
-                });
-            }
-            (_, Layer::L3FromBridge) => steps.push(format!(
-                "While the frame is still inside the bridge, br_netfilter runs the {} hook on it (bridge-nf-call-iptables=1): IP rules see it although the bridge, not the IP stack, is handling it.",
-                list(&hook_names(run))
-            )),
-            (_, Layer::L3) => {
-                let hooks = hook_names(run);
-                if !hooks.is_empty() {
-                    steps.push(format!("The IP stack (L3) runs the {} hook{}.", list(&hooks), if hooks.len() > 1 { "s" } else { "" }));
-                }
-                steps.extend(nat_sentences(run, role));
-            }
-            // Names with a namespace prefix ("radius:eth0") are not the host's own devices.
-            (HopKind::Transmit { interface }, Layer::Device) if !interface.contains(':') => {
-                steps.push(format!("It leaves the host on {interface}."));
-            }
-            _ => {}
-        }
+impl std::fmt::Display for HookRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.family, self.hook)
     }
-    // NAT that happened inside a from-the-bridge run is reported too.
-    for run in runs.iter().filter(|r| r[0].layer == Layer::L3FromBridge) {
-        steps.extend(nat_sentences(run, role));
-    }
-    steps.extend(rule_sentences(path));
-    let forwarded = hooks_all.iter().any(|h| h.ends_with(" forward"));
-    let local = hooks_all.iter().any(|h| h.ends_with(" input"));
-    if path.dropped().is_some() {
-        // Where it would have gone is beside the point.
-    } else if forwarded && !local {
-        steps.push(format!(
-            "It is routed through the host (IP forward) and never delivered to a local socket, so no IP input hook sees it: after NAT its destination {} is not one of the host's addresses.",
-            path.hops.iter().rev().find_map(|h| h.event.packet.as_ref()).map_or(String::new(), |q| endpoint(q.dst, q.dport))
-        ));
-    } else if local {
-        steps.push("It is delivered to the host itself (IP input).".to_string());
-    }
-    steps
 }
 
-/// Sentences for the NAT rewrites in a run of hooks.
-fn nat_sentences(run: &[Hop], role: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for (i, hop) in run.iter().enumerate() {
-        for rewrite in &hop.rewrites {
-            let HopKind::Hook {
-                family,
-                hook,
-                priority,
-            } = &hop.kind
-            else {
-                continue;
-            };
-            let before = run[..i].iter().rev().find_map(|h| match &h.kind {
-                HopKind::Hook {
-                    priority: Some(p), ..
-                } => Some(*p),
-                _ => None,
-            });
-            let stage = match (before, priority) {
-                (Some(a), Some(b)) => format!(
-                    " between priorities {} and {}",
-                    priority_words(a),
-                    priority_words(*b)
-                ),
-                _ => String::new(),
-            };
-            let ct = hop.event.conntrack.as_ref();
-            let new_connection = ct.is_some_and(|c| c.state == "new");
-            let what = match (rewrite.field, new_connection, role) {
-                ("destination", true, _) => "DNAT: a nat rule rewrites the destination",
-                ("source", true, _) => "SNAT/masquerade: a nat rule rewrites the source",
-                ("source", false, "reply") if ct.is_some_and(|c| c.status.contains(&"dst_nat")) => {
-                    "conntrack undoes the request's DNAT on the reply: it rewrites the source"
+fn hooks_words(hooks: &[HookRef]) -> String {
+    format!(
+        "{} hook{}",
+        list(hooks),
+        if hooks.len() > 1 { "s" } else { "" }
+    )
+}
+
+fn rule_words(r: &RuleRef) -> String {
+    format!(
+        "{} {} chain {}{}",
+        r.family,
+        r.table,
+        r.chain,
+        r.hook
+            .map_or(String::new(), |h| format!(" at the {h} hook"))
+    )
+}
+
+impl Fact {
+    /// The fact as one sentence.
+    pub fn sentence(&self) -> String {
+        match self {
+            Fact::Start {
+                role,
+                packet,
+                origin,
+                place,
+            } => {
+                let r = role.word();
+                match origin {
+                    Origin::Container if place.contains(':') => {
+                        format!("The {r} ({packet}) is sent out of {place}.")
+                    }
+                    Origin::Container => format!(
+                        "The {r} ({packet}) leaves its container and enters the bridge through port {place} (L2)."
+                    ),
+                    Origin::HostInterface => format!("The {r} ({packet}) arrives on {place}."),
+                    Origin::HostProcess => format!(
+                        "The {r} ({packet}) is sent by a process on the host: it starts at the {place} hook (L3)."
+                    ),
+                    Origin::Midway => format!("The {r} ({packet}) is first seen at {place}."),
+                    Origin::TraceOnly => format!(
+                        "The {r} ({packet}) is known only from nftables' trace: no probe saw it."
+                    ),
                 }
-                ("destination", false, "reply")
-                    if ct.is_some_and(|c| c.status.contains(&"src_nat")) =>
-                {
-                    "conntrack undoes the request's SNAT on the reply: it rewrites the destination"
+            }
+            Fact::EntersBridge { port, .. } => format!(
+                "It enters the bridge through port {port} (L2; the bridge's prerouting hook runs here)."
+            ),
+            Fact::BridgeRunsIpHooks { hooks, .. } => format!(
+                "While the frame is still inside the bridge, br_netfilter runs the {} on it (bridge-nf-call-iptables=1): IP rules see it although the bridge, not the IP stack, is handling it.",
+                hooks_words(hooks)
+            ),
+            Fact::IpStackRunsHooks { hooks, .. } => {
+                format!("The IP stack (L3) runs the {}.", hooks_words(hooks))
+            }
+            Fact::Nat {
+                nat,
+                field,
+                before,
+                after,
+                at,
+                between,
+                ct_state,
+                ct_direction,
+                ..
+            } => {
+                let what = match nat {
+                    NatKind::Dnat => "DNAT: a nat rule rewrites the destination",
+                    NatKind::Snat => "SNAT/masquerade: a nat rule rewrites the source",
+                    NatKind::UndoDnat => {
+                        "conntrack undoes the request's DNAT on the reply: it rewrites the source"
+                    }
+                    NatKind::UndoSnat => {
+                        "conntrack undoes the request's SNAT on the reply: it rewrites the destination"
+                    }
+                    NatKind::Binding => match field {
+                        RewriteField::Source => {
+                            "conntrack applies the connection's NAT binding to the source"
+                        }
+                        RewriteField::Destination => {
+                            "conntrack applies the connection's NAT binding to the destination"
+                        }
+                    },
+                };
+                let stage = between.map_or(String::new(), |(a, b)| {
+                    format!(
+                        " between priorities {} and {}",
+                        priority_words(a),
+                        priority_words(b)
+                    )
+                });
+                let mut s = format!("{what} {before} -> {after} at {at}{stage}.");
+                if let (Some(state), Some(direction)) = (ct_state, ct_direction) {
+                    if *state != CtState::New {
+                        s.push_str(&format!(
+                            " The packet belongs to a known connection (conntrack state {}, {} direction), and nat chains are only consulted for a connection's first packet, so no nat chain sees this one.",
+                            state.word(),
+                            direction.word()
+                        ));
+                    }
                 }
-                ("source", _, _) => "conntrack applies the connection's NAT binding to the source",
-                _ => "conntrack applies the connection's NAT binding to the destination",
-            };
-            let mut sentence = format!(
-                "{what} {} -> {} at {family} {hook}{stage}.",
-                rewrite.before, rewrite.after
-            );
-            if !new_connection {
-                if let Some(ct) = ct {
-                    sentence.push_str(&format!(
-                        " The packet belongs to a known connection (conntrack state {}, {} direction), and nat chains are only consulted for a connection's first packet, so no nat chain sees this one.",
-                        ct.state, ct.direction
+                s
+            }
+            Fact::Accepted { rule, .. } => format!(
+                "nftables: {} accepts it with the rule `{}`.",
+                rule_words(rule),
+                rule.rule.as_deref().unwrap_or("?")
+            ),
+            Fact::PassedUp { bridge, .. } => format!(
+                "Bridge {bridge} passes the frame up to the host's IP stack (L2 -> L3; the bridge's input hook runs here): the frame is addressed to the bridge's own MAC, the containers' gateway, so the bridge delivers it to the host instead of forwarding it to a port."
+            ),
+            Fact::RoutedIntoBridge { bridge, .. } => format!(
+                "The IP stack routes it out through {bridge}: it goes back into the bridge (L3 -> L2; the bridge's output and postrouting hooks run here)."
+            ),
+            Fact::HandedBack { bridge, .. } => format!(
+                "After the DNAT its new destination is behind another port of the same bridge, so br_netfilter hands the frame straight back to {bridge} (a transmit on the bridge device) and the bridge forwards it (L2; the bridge's forward hook, not output): the IP stack does not route it."
+            ),
+            Fact::Flooded {
+                ports,
+                copies_dropped,
+                ..
+            } => {
+                let mut s = format!(
+                    "The bridge does not know the destination MAC yet and floods the frame to every port ({}); the copies to other containers are dropped there, not addressed to them",
+                    list(ports)
+                );
+                if *copies_dropped > 0 {
+                    s.push_str(&format!(
+                        " ({copies_dropped} such drop{} seen, OTHERHOST)",
+                        if *copies_dropped > 1 { "s" } else { "" }
                     ));
                 }
+                s.push('.');
+                s
             }
-            out.push(sentence);
+            Fact::ToPort { port, .. } => format!("The bridge sends it out of port {port} (L2)."),
+            Fact::ReachesNamespace { interface, .. } => format!("It arrives on {interface}."),
+            Fact::LeavesHost { interface, .. } => format!("It leaves the host on {interface}."),
+            Fact::Dropped {
+                reason,
+                rule,
+                after,
+                ..
+            } => match (rule, after) {
+                (Some(r), _) => format!(
+                    "It is dropped by nftables, {}, rule `{}` (kernel drop reason {reason}); it goes no further.",
+                    rule_words(r),
+                    r.rule.as_deref().unwrap_or("?")
+                ),
+                (None, Some(hook)) => {
+                    format!("It is dropped ({reason}) after {hook}; it goes no further.")
+                }
+                (None, None) => format!("It is dropped ({reason}); it goes no further."),
+            },
+            Fact::Outcome {
+                outcome,
+                destination,
+                bridge_hooks,
+                ..
+            } => match outcome {
+                Outcome::Routed => format!(
+                    "It is routed through the host (IP forward) and never delivered to a local socket, so no IP input hook sees it: after NAT its destination {destination} is not one of the host's addresses."
+                ),
+                Outcome::DeliveredLocally => format!(
+                    "It is delivered to a socket on the host itself (IP input, destination {destination}); it is not forwarded."
+                ),
+                Outcome::SentByHost => format!(
+                    "It starts on the host, so no IP prerouting, input or forward hook sees it: the host's output path takes it to {destination}."
+                ),
+                Outcome::BridgedOnly if bridge_hooks.is_empty() => format!(
+                    "It never leaves the bridge: it is bridged at L2 only, to {destination}, and never routed."
+                ),
+                Outcome::BridgedOnly => format!(
+                    "It never leaves the bridge: it is bridged at L2 only, to {destination}, and never routed. The IP hooks it crosses ({}) are run by br_netfilter from inside the bridge.",
+                    list(bridge_hooks)
+                ),
+            },
+            Fact::NoReply => "No reply was seen.".to_string(),
+            Fact::Crossing {
+                request,
+                reply,
+                request_words,
+                reply_words,
+            } => {
+                let arrows =
+                    |l: &[Layer]| l.iter().map(|l| l.tag()).collect::<Vec<_>>().join(" -> ");
+                let mut back = reply.clone();
+                back.reverse();
+                let other_way = if back == *request {
+                    " the other way,"
+                } else {
+                    ""
+                };
+                format!(
+                    "The request went {} ({request_words}); the reply went{other_way} {} ({reply_words}).",
+                    arrows(request),
+                    arrows(reply)
+                )
+            }
+            Fact::ReplySeesNoNat { chains } => format!(
+                "nftables' own trace confirms it: the reply was evaluated by {} and by no nat chain.",
+                list(chains)
+            ),
         }
     }
-    out
 }
 
-/// The nftables rules that accepted the packet (a DNAT rule's verdict is accept too).
-fn rule_sentences(path: &PacketPath) -> Vec<String> {
-    path.rules
-        .iter()
-        // A drop is told with the drop itself.
-        .filter(|r| r.verdict == "accept")
-        .filter(|r| r.kind == "rule")
-        .map(|r| {
-            let at = r
-                .hook
-                .as_deref()
-                .map_or(String::new(), |h| format!(" at the {h} hook"));
-            format!(
-                "nftables: {} {} chain {}{at} accepts it with the rule `{}`.",
-                r.family,
-                r.table,
-                r.chain,
-                r.rule.as_deref().unwrap_or("?")
-            )
-        })
-        .collect()
-}
-
-/// The seed's questions, answered from the reply's path.
-fn why_the_reply_differs(request: Option<&PacketPath>, reply: &PacketPath) -> Vec<String> {
-    let mut out = Vec::new();
-    let passed_up = reply
-        .hops
-        .iter()
-        .any(|h| matches!(h.kind, HopKind::PassedUp { .. }));
-    let into_bridge = reply
-        .hops
-        .iter()
-        .any(|h| matches!(h.kind, HopKind::IntoBridge { .. }));
-    let from_bridge_hooks = hook_names(
-        &reply
-            .hops
-            .iter()
-            .filter(|h| h.layer == Layer::L3FromBridge)
-            .cloned()
-            .collect::<Vec<_>>(),
-    );
-    let request_bridged = request.is_some_and(|r| {
-        r.hops
-            .iter()
-            .any(|h| matches!(h.kind, HopKind::IntoBridge { .. } | HopKind::ToPort { .. }))
-    });
-    if passed_up && request_bridged {
-        out.push("The request went L3 -> L2 (routed by the host, then bridged to the container); the reply goes the other way, L2 -> L3 (bridged from the container up to the host, then routed out).".to_string());
-    }
-    if !reply.rules.is_empty() && reply.rules.iter().all(|r| r.table != "nat") {
-        let chains: Vec<String> = reply
-            .rules
-            .iter()
-            .map(|r| format!("{} {} {}", r.family, r.table, r.chain))
-            .fold(Vec::new(), |mut acc, c| {
-                if !acc.contains(&c) {
-                    acc.push(c);
-                }
-                acc
-            });
-        out.push(format!(
-            "nftables' own trace confirms it: the reply was evaluated by {} and by no nat chain.",
-            list(&chains)
-        ));
-    }
-    let routed = reply.hops.iter().any(|h| h.layer == Layer::L3);
-    if !passed_up && !into_bridge && !routed && !from_bridge_hooks.is_empty() {
-        out.push(format!(
-            "The reply never leaves the bridge: it is bridged at L2 only and never routed. The IP hooks it crosses ({}) are run by br_netfilter from inside the bridge.",
-            list(&from_bridge_hooks)
-        ));
-    }
-    out
-}
-
-fn priority_words(p: i32) -> String {
-    match p {
-        p if p == i32::MIN + 1 => "first".into(),
-        p if p == i32::MAX - 1 => "last".into(),
-        p => p.to_string(),
+impl Fact {
+    /// Whose fact this is: the request's, the reply's, or (None) the connection's.
+    pub fn role(&self) -> Option<Role> {
+        match self {
+            Fact::Start { role, .. }
+            | Fact::EntersBridge { role, .. }
+            | Fact::BridgeRunsIpHooks { role, .. }
+            | Fact::IpStackRunsHooks { role, .. }
+            | Fact::Nat { role, .. }
+            | Fact::Accepted { role, .. }
+            | Fact::PassedUp { role, .. }
+            | Fact::RoutedIntoBridge { role, .. }
+            | Fact::HandedBack { role, .. }
+            | Fact::Flooded { role, .. }
+            | Fact::ToPort { role, .. }
+            | Fact::ReachesNamespace { role, .. }
+            | Fact::LeavesHost { role, .. }
+            | Fact::Dropped { role, .. }
+            | Fact::Outcome { role, .. } => Some(*role),
+            Fact::NoReply | Fact::Crossing { .. } | Fact::ReplySeesNoNat { .. } => None,
+        }
     }
 }

@@ -6,6 +6,7 @@
 pub mod classify;
 pub mod correlate;
 pub mod explain;
+pub mod rules;
 pub mod topology;
 
 #[cfg(test)]

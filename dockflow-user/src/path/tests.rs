@@ -5,12 +5,15 @@ use std::collections::HashMap;
 
 use super::{
     classify::Layer,
-    correlate::{Correlator, Direction, PacketPath},
-    explain::explain,
+    correlate::{Correlator, Direction, PacketPath, RewriteField},
+    explain::{Fact, NatKind, Origin, Outcome, Role, explain},
     topology::Topology,
 };
 use crate::{
-    event::{Conntrack, Event, NetfilterHop, Packet, Probe, Tuple},
+    event::{
+        Conntrack, CtDirection, CtState, CtStatus, Event, Family, Hook, NetfilterHop, Packet,
+        Probe, Tuple,
+    },
     target::{links::Link, names::InterfaceNames},
 };
 
@@ -18,6 +21,12 @@ const HOST_NS: u32 = 1;
 const DFEXT0: u32 = 2;
 const DOCKER1: u32 = 3;
 const VETH: u32 = 4;
+/// Ports of two more containers on the same bridge.
+const VETH_B: u32 = 5;
+const VETH_C: u32 = 6;
+/// A container's namespace, and its eth0 there.
+const CONTAINER_NS: u32 = 9;
+const ETH0: u32 = 2;
 
 fn topology() -> Topology {
     let names = InterfaceNames::from_entries(
@@ -26,6 +35,9 @@ fn topology() -> Topology {
             ((HOST_NS, DFEXT0), "dfext0".into()),
             ((HOST_NS, DOCKER1), "docker1".into()),
             ((HOST_NS, VETH), "vethc".into()),
+            ((HOST_NS, VETH_B), "vethb".into()),
+            ((HOST_NS, VETH_C), "vethd".into()),
+            ((CONTAINER_NS, ETH0), "billing:eth0".into()),
         ],
     );
     let links = [
@@ -41,15 +53,26 @@ fn topology() -> Topology {
             kind: Some("bridge".into()),
             ..Link::default()
         },
-        Link {
-            index: VETH,
-            name: "vethc".into(),
-            kind: Some("veth".into()),
-            master: Some(DOCKER1),
-            ..Link::default()
-        },
+        port(VETH, "vethc"),
+        port(VETH_B, "vethb"),
+        port(VETH_C, "vethd"),
     ];
-    Topology::from_links(names, &links, HashMap::from([(VETH, "radius".to_string())]))
+    let owners = HashMap::from([
+        (VETH, "radius".to_string()),
+        (VETH_B, "billing".to_string()),
+        (VETH_C, "auditor".to_string()),
+    ]);
+    Topology::from_links(names, &links, owners)
+}
+
+fn port(index: u32, name: &str) -> Link {
+    Link {
+        index,
+        name: name.into(),
+        kind: Some("veth".into()),
+        master: Some(DOCKER1),
+        ..Link::default()
+    }
 }
 
 fn packet(src: &str, sport: u16, dst: &str, dport: u16, ip_id: u16) -> Packet {
@@ -76,11 +99,11 @@ fn tuple(src: &str, sport: u16, dst: &str, dport: u16) -> Tuple {
     }
 }
 
-fn conntrack(state: &'static str, direction: &'static str) -> Conntrack {
+fn conntrack(state: CtState, direction: CtDirection) -> Conntrack {
     Conntrack {
         state,
         direction,
-        status: vec!["confirmed", "dst_nat"],
+        status: CtStatus(CONFIRMED | CtStatus::DST_NAT),
         original: tuple("10.199.0.2", 40000, "10.199.0.1", 1812),
         reply: tuple("172.20.0.2", 1812, "10.199.0.2", 40000),
     }
@@ -100,9 +123,11 @@ fn event(ts: u64, probe: Probe, ifindex: u32, packet: Packet) -> Event {
     }
 }
 
+const CONFIRMED: u64 = 1 << 3;
+
 fn hook(
     ts: u64,
-    hook: &'static str,
+    hook: Hook,
     priority: i32,
     packet: Packet,
     ct: Option<Conntrack>,
@@ -110,7 +135,7 @@ fn hook(
 ) -> Event {
     Event {
         netfilter: Some(NetfilterHop {
-            family: "ipv4",
+            family: Family::Ipv4,
             hook,
             hook_number: 0,
             priority: Some(priority),
@@ -133,23 +158,37 @@ fn seed_events() -> Vec<Event> {
     let after = packet("10.199.0.2", 40000, "172.20.0.2", 1812, 10848);
     let reply = packet("172.20.0.2", 1812, "10.199.0.2", 40000, 64789);
     let unnat = packet("10.199.0.1", 1812, "10.199.0.2", 40000, 64789);
-    let new = || Some(conntrack("new", "original"));
-    let est = || Some(conntrack("established", "reply"));
+    let new = || Some(conntrack(CtState::New, CtDirection::Original));
+    let est = || Some(conntrack(CtState::Established, CtDirection::Reply));
     vec![
         event(1_000, Probe::NetifReceive, DFEXT0, before.clone()),
-        hook(1_100, "prerouting", -101, before.clone(), new(), false),
-        hook(1_200, "prerouting", -99, after.clone(), new(), false),
-        hook(1_300, "forward", i32::MIN + 1, after.clone(), new(), false),
-        hook(1_400, "postrouting", 101, after.clone(), new(), false),
+        hook(1_100, Hook::Prerouting, -101, before.clone(), new(), false),
+        hook(1_200, Hook::Prerouting, -99, after.clone(), new(), false),
+        hook(
+            1_300,
+            Hook::Forward,
+            i32::MIN + 1,
+            after.clone(),
+            new(),
+            false,
+        ),
+        hook(1_400, Hook::Postrouting, 101, after.clone(), new(), false),
         event(1_500, Probe::TcEgress, DOCKER1, after.clone()),
         event(1_600, Probe::TcEgress, VETH, after),
         // The reply reuses the request's skb head: still a different packet.
         event(5_000, Probe::TcIngress, VETH, reply.clone()),
-        hook(5_100, "prerouting", -99, reply.clone(), est(), true),
+        hook(5_100, Hook::Prerouting, -99, reply.clone(), est(), true),
         event(5_200, Probe::TcIngress, DOCKER1, reply.clone()),
-        hook(5_300, "forward", i32::MIN + 1, reply.clone(), est(), false),
-        hook(5_400, "postrouting", 99, reply, est(), false),
-        hook(5_500, "postrouting", 101, unnat.clone(), est(), false),
+        hook(
+            5_300,
+            Hook::Forward,
+            i32::MIN + 1,
+            reply.clone(),
+            est(),
+            false,
+        ),
+        hook(5_400, Hook::Postrouting, 99, reply, est(), false),
+        hook(5_500, Hook::Postrouting, 101, unnat.clone(), est(), false),
         event(5_600, Probe::NetDevQueue, DFEXT0, unnat),
     ]
 }
@@ -207,7 +246,11 @@ fn classifies_the_request_as_routed_then_bridged() {
             dnat.rewrites[0].before.as_str(),
             dnat.rewrites[0].after.as_str()
         ),
-        ("destination", "10.199.0.1:1812", "172.20.0.2:1812")
+        (
+            RewriteField::Destination,
+            "10.199.0.1:1812",
+            "172.20.0.2:1812"
+        )
     );
 }
 
@@ -230,7 +273,7 @@ fn classifies_the_reply_as_bridged_then_routed_with_a_hook_run_from_the_bridge()
     let unnat = &paths[1].hops[5];
     assert_eq!(
         (unnat.rewrites[0].field, unnat.rewrites[0].after.as_str()),
-        ("source", "10.199.0.1:1812")
+        (RewriteField::Source, "10.199.0.1:1812")
     );
 }
 
@@ -255,37 +298,325 @@ fn a_packet_seen_only_by_tc_joins_its_connection_by_its_headers() {
     );
 }
 
-#[test]
-fn explains_dnat_its_reversal_and_why_input_never_sees_the_reply() {
-    let paths = correlate(seed_events());
-    let steps = explain(1, Some(&paths[0]), Some(&paths[1])).steps;
-    let has = |needle: &str| steps.iter().any(|s| s.contains(needle));
-    assert!(
-        has(
-            "DNAT: a nat rule rewrites the destination 10.199.0.1:1812 -> 172.20.0.2:1812 at ipv4 prerouting"
-        ),
-        "{steps:#?}"
-    );
-    assert!(
-        has("conntrack undoes the request's DNAT on the reply"),
-        "{steps:#?}"
-    );
-    assert!(has("no nat chain sees this one"), "{steps:#?}");
-    assert!(
-        has("br_netfilter runs the ipv4 prerouting hook"),
-        "{steps:#?}"
-    );
-    assert!(has("passes the frame up"), "{steps:#?}");
-    assert!(has("no IP input hook sees it"), "{steps:#?}");
-    assert!(
-        has("L2 -> L3 (bridged from the container up to the host, then routed out)"),
-        "{steps:#?}"
-    );
-    assert!(steps[0].starts_with("1. The request"), "{steps:#?}");
+/// The connection's facts, in order, with the explanation's own check that the JSON form and
+/// the sentence both exist.
+fn facts(request: Option<&PacketPath>, reply: Option<&PacketPath>) -> Vec<Fact> {
+    let explanation = explain(1, request, reply);
+    for step in &explanation.steps {
+        assert!(!step.text.is_empty());
+        let json = serde_json::to_value(step).unwrap();
+        assert!(
+            json["kind"].is_string() && json["text"].is_string(),
+            "{json}"
+        );
+    }
+    explanation.steps.into_iter().map(|s| s.fact).collect()
+}
+
+fn outcome_of(facts: &[Fact], role: Role) -> Option<Outcome> {
+    facts.iter().find_map(|f| match f {
+        Fact::Outcome {
+            role: r, outcome, ..
+        } if *r == role => Some(*outcome),
+        _ => None,
+    })
+}
+
+fn position(facts: &[Fact], pred: impl Fn(&Fact) -> bool) -> usize {
+    facts
+        .iter()
+        .position(pred)
+        .unwrap_or_else(|| panic!("{facts:#?}"))
+}
+
+fn nat(facts: &[Fact], kind: NatKind) -> usize {
+    position(
+        facts,
+        |f| matches!(f, Fact::Nat { nat, .. } if *nat == kind),
+    )
 }
 
 #[test]
-fn explains_a_drop_and_the_missing_reply() {
+fn explains_dnat_its_reversal_and_the_crossing_of_request_and_reply() {
+    let paths = correlate(seed_events());
+    let facts = facts(Some(&paths[0]), Some(&paths[1]));
+    let dnat = nat(&facts, NatKind::Dnat);
+    let undo = nat(&facts, NatKind::UndoDnat);
+    assert!(dnat < undo);
+    let Fact::Nat {
+        before, after, at, ..
+    } = &facts[dnat]
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (before.as_str(), after.as_str(), at.hook),
+        ("10.199.0.1:1812", "172.20.0.2:1812", Hook::Prerouting)
+    );
+    assert!(matches!(
+        facts[0],
+        Fact::Start {
+            origin: Origin::HostInterface,
+            role: Role::Request,
+            ..
+        }
+    ));
+    position(&facts, |f| matches!(f, Fact::PassedUp { .. }));
+    position(
+        &facts,
+        |f| matches!(f, Fact::BridgeRunsIpHooks { hooks, role: Role::Reply } if hooks[0].hook == Hook::Prerouting),
+    );
+    assert_eq!(outcome_of(&facts, Role::Request), Some(Outcome::Routed));
+    assert_eq!(outcome_of(&facts, Role::Reply), Some(Outcome::Routed));
+    let crossing = position(&facts, |f| matches!(f, Fact::Crossing { .. }));
+    let Fact::Crossing { request, reply, .. } = &facts[crossing] else {
+        unreachable!()
+    };
+    assert_eq!(
+        (request.as_slice(), reply.as_slice()),
+        (&[Layer::L3, Layer::L2][..], &[Layer::L2, Layer::L3][..])
+    );
+    assert!(
+        facts[crossing]
+            .sentence()
+            .contains("the reply went the other way, L2 -> L3 (bridged from the container up to the host, then routed by the host)"),
+        "{}",
+        facts[crossing].sentence()
+    );
+}
+
+/// Container to container on one bridge: br_netfilter runs the IP hooks, nothing routes it.
+fn bridged_events() -> Vec<Event> {
+    let request = packet("172.20.0.3", 40001, "172.20.0.2", 1812, 300);
+    let reply = packet("172.20.0.2", 1812, "172.20.0.3", 40001, 301);
+    let mut ct = conntrack(CtState::New, CtDirection::Original);
+    ct.status = CtStatus(CONFIRMED);
+    ct.original = tuple("172.20.0.3", 40001, "172.20.0.2", 1812);
+    ct.reply = tuple("172.20.0.2", 1812, "172.20.0.3", 40001);
+    let new = || Some(ct.clone());
+    let est = || {
+        Some(Conntrack {
+            state: CtState::Established,
+            direction: CtDirection::Reply,
+            ..ct.clone()
+        })
+    };
+    vec![
+        event(1_000, Probe::TcIngress, VETH_B, request.clone()),
+        hook(1_100, Hook::Prerouting, -99, request.clone(), new(), true),
+        hook(1_200, Hook::Forward, -99, request.clone(), new(), true),
+        hook(1_300, Hook::Postrouting, 101, request.clone(), new(), true),
+        event(1_400, Probe::TcEgress, VETH, request),
+        event(5_000, Probe::TcIngress, VETH, reply.clone()),
+        hook(5_100, Hook::Prerouting, -99, reply.clone(), est(), true),
+        hook(5_200, Hook::Forward, -99, reply.clone(), est(), true),
+        hook(5_300, Hook::Postrouting, 101, reply.clone(), est(), true),
+        event(5_400, Probe::TcEgress, VETH_B, reply),
+    ]
+}
+
+#[test]
+fn container_to_container_is_bridged_only_and_never_called_routed() {
+    let paths = correlate(bridged_events());
+    let facts = facts(Some(&paths[0]), Some(&paths[1]));
+    assert_eq!(
+        outcome_of(&facts, Role::Request),
+        Some(Outcome::BridgedOnly)
+    );
+    assert_eq!(outcome_of(&facts, Role::Reply), Some(Outcome::BridgedOnly));
+    assert!(
+        !facts.iter().any(|f| matches!(
+            f,
+            Fact::Crossing { .. } | Fact::PassedUp { .. } | Fact::RoutedIntoBridge { .. }
+        )),
+        "{facts:#?}"
+    );
+    assert!(
+        !facts
+            .iter()
+            .any(|f| f.sentence().contains("routed through")),
+        "{facts:#?}"
+    );
+    // Every port is named by the container behind it, not only the followed one's.
+    assert!(
+        matches!(&facts[0], Fact::Start { place, origin: Origin::Container, .. } if place == "vethb (billing)")
+    );
+}
+
+#[test]
+fn a_hairpin_dnat_is_handed_back_to_the_bridge_not_routed() {
+    let request = packet("172.20.0.3", 40002, "172.20.0.1", 1812, 400);
+    let after = packet("172.20.0.3", 40002, "172.20.0.2", 1812, 400);
+    let new = || Some(conntrack(CtState::New, CtDirection::Original));
+    let events = vec![
+        event(1_000, Probe::TcIngress, VETH_B, request.clone()),
+        hook(1_100, Hook::Prerouting, -101, request, new(), true),
+        hook(1_200, Hook::Prerouting, -99, after.clone(), new(), true),
+        event(1_300, Probe::TcEgress, DOCKER1, after.clone()),
+        hook(1_400, Hook::Forward, -99, after.clone(), new(), true),
+        hook(1_500, Hook::Postrouting, 101, after.clone(), new(), true),
+        event(1_600, Probe::TcEgress, VETH, after),
+    ];
+    let paths = correlate(events);
+    let kinds = layers_and_kinds(&paths[0]);
+    assert!(kinds.contains(&(Layer::L2, "handed_back")), "{kinds:?}");
+    assert!(!kinds.contains(&(Layer::L3, "into_bridge")), "{kinds:?}");
+    let facts = facts(Some(&paths[0]), None);
+    let dnat = nat(&facts, NatKind::Dnat);
+    let back = position(&facts, |f| matches!(f, Fact::HandedBack { .. }));
+    assert!(dnat < back, "{facts:#?}");
+    assert_eq!(
+        outcome_of(&facts, Role::Request),
+        Some(Outcome::BridgedOnly)
+    );
+}
+
+#[test]
+fn a_host_process_to_a_published_port_is_sent_by_the_host_and_its_reply_delivered_locally() {
+    let sent = packet("127.0.0.1", 40003, "127.0.0.1", 1812, 500);
+    let dnat = packet("127.0.0.1", 40003, "172.20.0.2", 1812, 500);
+    let masq = packet("172.20.0.1", 40003, "172.20.0.2", 1812, 500);
+    let reply = packet("172.20.0.2", 1812, "172.20.0.1", 40003, 501);
+    let unsnat = packet("172.20.0.2", 1812, "127.0.0.1", 40003, 501);
+    let undone = packet("127.0.0.1", 1812, "127.0.0.1", 40003, 501);
+    let mut ct = conntrack(CtState::New, CtDirection::Original);
+    ct.status = CtStatus(CONFIRMED | CtStatus::DST_NAT | CtStatus::SRC_NAT);
+    ct.original = tuple("127.0.0.1", 40003, "127.0.0.1", 1812);
+    ct.reply = tuple("172.20.0.2", 1812, "172.20.0.1", 40003);
+    let new = || Some(ct.clone());
+    let est = || {
+        Some(Conntrack {
+            state: CtState::Established,
+            direction: CtDirection::Reply,
+            ..ct.clone()
+        })
+    };
+    let events = vec![
+        hook(1_000, Hook::Output, -101, sent, new(), false),
+        hook(1_100, Hook::Output, -99, dnat.clone(), new(), false),
+        hook(1_200, Hook::Postrouting, 99, dnat, new(), false),
+        hook(1_300, Hook::Postrouting, 101, masq.clone(), new(), false),
+        event(1_400, Probe::TcEgress, DOCKER1, masq.clone()),
+        event(1_500, Probe::TcEgress, VETH, masq),
+        event(5_000, Probe::TcIngress, VETH, reply.clone()),
+        hook(5_100, Hook::Prerouting, -101, reply, est(), true),
+        hook(5_200, Hook::Prerouting, -99, unsnat.clone(), est(), true),
+        event(5_300, Probe::TcIngress, DOCKER1, unsnat.clone()),
+        hook(5_400, Hook::Input, 99, unsnat, est(), false),
+        hook(5_500, Hook::Input, 101, undone, est(), false),
+    ];
+    let paths = correlate(events);
+    let facts = facts(Some(&paths[0]), Some(&paths[1]));
+    assert!(matches!(
+        facts[0],
+        Fact::Start {
+            origin: Origin::HostProcess,
+            ..
+        }
+    ));
+    assert_eq!(outcome_of(&facts, Role::Request), Some(Outcome::SentByHost));
+    assert_eq!(
+        outcome_of(&facts, Role::Reply),
+        Some(Outcome::DeliveredLocally)
+    );
+    // In time order: the SNAT is undone at prerouting, before the DNAT at input.
+    assert!(nat(&facts, NatKind::UndoSnat) < nat(&facts, NatKind::UndoDnat));
+    assert!(nat(&facts, NatKind::Dnat) < nat(&facts, NatKind::Snat));
+    let sentences: Vec<String> = facts.iter().map(Fact::sentence).collect();
+    assert!(
+        !sentences
+            .iter()
+            .any(|s| s.contains("routed out") || s.contains("routed through")),
+        "{sentences:#?}"
+    );
+    assert!(
+        sentences.iter().any(|s| s.contains(
+            "the reply went the other way, L2 -> L3 (bridged from the container up to the host, then delivered to the host)"
+        )),
+        "{sentences:#?}"
+    );
+}
+
+#[test]
+fn a_flooded_first_frame_reaches_its_container_and_only_its_copies_are_dropped() {
+    let request = packet("172.20.0.3", 40004, "172.20.0.2", 1812, 600);
+    let new = || Some(conntrack(CtState::New, CtDirection::Original));
+    let copy_dropped = Event {
+        drop: Some(crate::event::Drop {
+            reason: "OTHERHOST".into(),
+            code: 2,
+        }),
+        netns: Some(CONTAINER_NS),
+        ..event(1_700, Probe::KfreeSkb, ETH0, request.clone())
+    };
+    let events = vec![
+        event(1_000, Probe::TcIngress, VETH_B, request.clone()),
+        hook(1_100, Hook::Prerouting, -99, request.clone(), new(), true),
+        hook(1_200, Hook::Forward, -99, request.clone(), new(), true),
+        event(1_300, Probe::NetDevQueue, VETH_C, request.clone()),
+        hook(1_400, Hook::Forward, -99, request.clone(), new(), true),
+        event(1_500, Probe::NetDevQueue, VETH_B, request.clone()),
+        hook(1_550, Hook::Forward, -99, request.clone(), new(), true),
+        event(1_600, Probe::TcEgress, VETH, request.clone()),
+        copy_dropped,
+    ];
+    let paths = correlate(events);
+    assert!(paths[0].dropped().is_none(), "the packet itself arrived");
+    let facts = facts(Some(&paths[0]), None);
+    let flood = position(&facts, |f| matches!(f, Fact::Flooded { .. }));
+    let Fact::Flooded {
+        ports,
+        copies_dropped,
+        ..
+    } = &facts[flood]
+    else {
+        unreachable!()
+    };
+    assert_eq!((ports.len(), *copies_dropped), (3, 1), "{facts:#?}");
+    assert!(facts[flood].sentence().starts_with(
+        "The bridge does not know the destination MAC yet and floods the frame to every port"
+    ));
+    assert!(
+        !facts.iter().any(|f| matches!(f, Fact::Dropped { .. })),
+        "{facts:#?}"
+    );
+    // br_netfilter's forward hook ran once per copy; it is told once.
+    assert_eq!(
+        facts
+            .iter()
+            .filter(|f| matches!(f, Fact::BridgeRunsIpHooks { .. }))
+            .count(),
+        1,
+        "{facts:#?}"
+    );
+    assert_eq!(
+        outcome_of(&facts, Role::Request),
+        Some(Outcome::BridgedOnly)
+    );
+}
+
+#[test]
+fn a_packet_known_only_from_the_nftables_trace_is_explained_without_hops() {
+    let path = PacketPath {
+        id: 1,
+        connection: Some(1),
+        direction: Some(Direction::Request),
+        packet: packet("10.199.0.2", 40000, "10.199.0.1", 1812, 9),
+        hops: Vec::new(),
+        rules: Vec::new(),
+    };
+    let facts = facts(Some(&path), None);
+    assert!(matches!(
+        facts[0],
+        Fact::Start {
+            origin: Origin::TraceOnly,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn explains_a_drop_and_expects_no_reply() {
     let mut events = seed_events();
     events.truncate(4);
     events.push(Event {
@@ -303,19 +634,16 @@ fn explains_a_drop_and_the_missing_reply() {
     let paths = correlate(events);
     assert_eq!(paths.len(), 1);
     assert!(paths[0].dropped().is_some());
-    let steps = explain(1, Some(&paths[0]), None).steps;
+    let facts = facts(Some(&paths[0]), None);
+    let drop = position(&facts, |f| matches!(f, Fact::Dropped { .. }));
+    assert_eq!(
+        facts[drop].sentence(),
+        "It is dropped (NETFILTER_DROP) after ipv4 forward; it goes no further."
+    );
     assert!(
-        steps
+        !facts
             .iter()
-            .any(|s| s.contains("It is dropped (NETFILTER_DROP) after ipv4 forward")),
-        "{steps:#?}"
-    );
-    assert!(
-        !steps.iter().any(|s| s.contains("No reply")),
-        "a dropped request expects no reply: {steps:#?}"
-    );
-    assert!(
-        !steps.iter().any(|s| s.contains("routed through the host")),
-        "{steps:#?}"
+            .any(|f| matches!(f, Fact::NoReply | Fact::Outcome { .. })),
+        "{facts:#?}"
     );
 }

@@ -12,7 +12,10 @@ use aya::{Ebpf, maps::Map};
 use dockflow_common::{NFPROTO_IPV4, NFPROTO_IPV6, NfSlot, nf_slot_priority};
 
 use super::{Attached, Attachment, PROGRAMS, ProbeFamily, bpf_sys};
-use crate::{event::names, target::Target};
+use crate::{
+    event::{Hook, names},
+    target::Target,
+};
 
 pub struct Netfilter;
 
@@ -55,7 +58,7 @@ impl ProbeFamily for Netfilter {
             attached.attachments.push(Attachment {
                 point: format!(
                     "netfilter {} (all 5 hooks, first/last and around NAT: {links} links)",
-                    names::family_name(pf)
+                    names::family(pf)
                 ),
                 error: first_error,
             });
@@ -67,7 +70,7 @@ impl ProbeFamily for Netfilter {
 
 /// One line for a refused link; EBUSY is worth explaining.
 fn attach_error(hook: u8, priority: i32, error: &std::io::Error) -> String {
-    let hook = names::hook_name(hook);
+    let hook = Hook::from_number(hook);
     if error.raw_os_error() == Some(libc::EBUSY) {
         format!(
             "{hook} priority {priority} is taken by another BPF netfilter program (another dockflow \

@@ -29,7 +29,7 @@ impl Style {
 }
 
 use crate::{
-    event::{Conntrack, Event, NetfilterHop, Packet, Tuple, endpoint},
+    event::{Conntrack, Event, NetfilterHop, Packet, Tuple, endpoint, names},
     target::names::InterfaceNames,
 };
 
@@ -95,16 +95,8 @@ impl Renderer {
         (
             format!("{} {}", nf.family, nf.hook),
             format!("{}>{}", dev(nf.in_ifindex), dev(nf.out_ifindex)),
-            nf.priority.map_or_else(String::new, priority_label),
+            nf.priority.map_or_else(String::new, names::priority_words),
         )
-    }
-}
-
-fn priority_label(priority: i32) -> String {
-    match priority {
-        p if p == i32::MIN + 1 => "first".into(),
-        p if p == i32::MAX - 1 => "last".into(),
-        p => p.to_string(),
     }
 }
 
@@ -137,8 +129,8 @@ fn tuple_summary(t: &Tuple) -> String {
 pub fn conntrack_summary(ct: &Conntrack) -> String {
     let nat: Vec<&str> = ct
         .status
-        .iter()
-        .copied()
+        .names()
+        .into_iter()
         .filter(|s| *s == "src_nat" || *s == "dst_nat")
         .collect();
     let mut s = format!("ct {} {}", ct.state, ct.direction);
@@ -231,8 +223,8 @@ mod tests {
         let mut event = udp_event(0);
         event.probe = Probe::Netfilter;
         event.netfilter = Some(NetfilterHop {
-            family: "ipv4",
-            hook: "prerouting",
+            family: crate::event::Family::Ipv4,
+            hook: crate::event::Hook::Prerouting,
             hook_number: 0,
             priority: Some(i32::MIN + 1),
             slot: "first",

@@ -5,11 +5,12 @@
 use std::fmt::Write as _;
 
 use super::{Style, packet_summary};
-use crate::event::{Packet, RuleTrace};
+use crate::event::{RuleTrace, TraceKind, Verdict, names::priority_words};
 use crate::path::{
     classify::{HopKind, Layer},
-    correlate::{Direction, Hop, PacketPath},
+    correlate::{Direction, Hop, PacketPath, RewriteField},
     explain::Explanation,
+    rules,
     topology::Topology,
 };
 
@@ -29,28 +30,28 @@ pub fn packet_block(path: &PacketPath, topology: &Topology, style: &Style) -> St
             packet_summary(&path.packet)
         ))
     );
-    let mut shown = vec![false; path.rules.len()];
+    let rule_at = rules::placed(&path.rules, &path.hops, &path.packet);
+    let mut start = 0;
     for group in groups(&path.hops) {
         let _ = writeln!(out, "  {}", group_line(group, topology, style));
-        let place = rule_place_of(&group[0].kind);
-        for (i, rule) in path.rules.iter().enumerate() {
-            if !shown[i]
-                && place
-                    .as_ref()
-                    .is_some_and(|p| p.matches(rule_hook(rule, &path.packet)))
-            {
-                shown[i] = true;
-                if let Some(line) = rule_line(rule, style) {
-                    let _ = writeln!(out, "        {line}");
-                }
+        let range = start..start + group.len();
+        start = range.end;
+        for (rule, _) in path
+            .rules
+            .iter()
+            .zip(&rule_at)
+            .filter(|(_, at)| at.is_some_and(|at| range.contains(&at)))
+        {
+            if let Some(line) = rule_line(rule, style) {
+                let _ = writeln!(out, "        {line}");
             }
         }
     }
     let rest: Vec<String> = path
         .rules
         .iter()
-        .zip(&shown)
-        .filter(|(_, s)| !**s)
+        .zip(&rule_at)
+        .filter(|(_, at)| at.is_none())
         .filter_map(|(r, _)| rule_line(r, style))
         .collect();
     if !rest.is_empty() {
@@ -62,69 +63,17 @@ pub fn packet_block(path: &PacketPath, topology: &Topology, style: &Style) -> St
     out
 }
 
-/// Which nftables (family, hook) a hop corresponds to; the bridge family maps onto the L2 hops.
-struct RulePlace {
-    family: String,
-    hooks: &'static [&'static str],
-    hook: Option<String>,
-}
-
-impl RulePlace {
-    fn matches(&self, (family, hook): (String, Option<String>)) -> bool {
-        family == self.family
-            && hook.is_some_and(|h| {
-                self.hook.as_deref() == Some(h.as_str()) || self.hooks.contains(&h.as_str())
-            })
-    }
-}
-
-fn rule_place_of(kind: &HopKind) -> Option<RulePlace> {
-    let bridge = |hooks: &'static [&'static str]| {
-        Some(RulePlace {
-            family: "bridge".into(),
-            hooks,
-            hook: None,
-        })
-    };
-    match kind {
-        HopKind::Hook { family, hook, .. } => Some(RulePlace {
-            family: family.clone(),
-            hooks: &[],
-            hook: Some(hook.clone()),
-        }),
-        HopKind::FromPort { .. } => bridge(&["prerouting"]),
-        HopKind::PassedUp { .. } => bridge(&["input"]),
-        HopKind::IntoBridge { .. } => bridge(&["output"]),
-        HopKind::ToPort { .. } | HopKind::BridgeForward { .. } => {
-            bridge(&["forward", "postrouting"])
-        }
-        _ => None,
-    }
-}
-
-/// The (dockflow family name, hook) a rule evaluation belongs to.
-fn rule_hook(rule: &RuleTrace, packet: &Packet) -> (String, Option<String>) {
-    let family = match rule.family.as_str() {
-        "ip" => "ipv4",
-        "ip6" => "ipv6",
-        "inet" if packet.src.is_ipv4() => "ipv4",
-        "inet" => "ipv6",
-        other => other,
-    };
-    (family.to_string(), rule.hook.clone())
-}
-
 /// "nft ip nat DOCKER: iifname != "docker1" udp dport 1812 counter dnat to 172.20.0.2:1812 => accept";
 /// rules that only let evaluation continue say nothing worth a line.
 fn rule_line(rule: &RuleTrace, style: &Style) -> Option<String> {
-    if rule.verdict == "continue" {
+    if rule.verdict == Verdict::Continue {
         return None;
     }
-    let what = match (rule.kind.as_str(), &rule.rule) {
-        ("policy", _) => "policy".to_string(),
-        ("return", _) => "end of chain".to_string(),
-        (_, Some(text)) => text.clone(),
-        (_, None) => format!("rule {}", rule.handle.unwrap_or(0)),
+    let what = match (rule.kind, &rule.rule) {
+        (TraceKind::Policy, _) => "policy".to_string(),
+        (TraceKind::Return, _) => "end of chain".to_string(),
+        (TraceKind::Rule, Some(text)) => text.clone(),
+        (TraceKind::Rule, None) => format!("rule {}", rule.handle.unwrap_or(0)),
     };
     Some(format!(
         "{} {what}  => {}",
@@ -144,8 +93,8 @@ pub fn explanation_block(explanation: &Explanation, style: &Style) -> String {
             explanation.connection
         ))
     );
-    for step in &explanation.steps {
-        let _ = writeln!(out, "  {step}");
+    for (i, step) in explanation.steps.iter().enumerate() {
+        let _ = writeln!(out, "  {}. {}", i + 1, step.text);
     }
     out
 }
@@ -185,7 +134,7 @@ fn group_line(group: &[Hop], topology: &Topology, style: &Style) -> String {
                 .filter_map(|h| match &h.kind {
                     HopKind::Hook {
                         priority: Some(p), ..
-                    } => Some(priority_label(*p)),
+                    } => Some(priority_words(*p)),
                     _ => None,
                 })
                 .collect();
@@ -217,9 +166,33 @@ fn group_line(group: &[Hop], topology: &Topology, style: &Style) -> String {
             bridge.clone(),
             first.kind.words().into(),
         ),
-        HopKind::Receive { interface } => ("receive".into(), interface.clone(), String::new()),
-        HopKind::Transmit { interface } => ("transmit".into(), interface.clone(), String::new()),
-        HopKind::Dropped { reason } => ("DROPPED".into(), reason.clone(), String::new()),
+        HopKind::HandedBack { bridge } => (
+            "handed back".into(),
+            bridge.clone(),
+            first.kind.words().into(),
+        ),
+        HopKind::Receive { interface, .. } => ("receive".into(), interface.clone(), String::new()),
+        HopKind::Transmit { interface, .. } => {
+            ("transmit".into(), interface.clone(), String::new())
+        }
+        HopKind::Dropped {
+            reason,
+            interface,
+            flood_copy,
+        } => (
+            if *flood_copy {
+                "copy dropped"
+            } else {
+                "DROPPED"
+            }
+            .into(),
+            interface.clone(),
+            if *flood_copy {
+                format!("{reason}: {}", first.kind.words())
+            } else {
+                reason.clone()
+            },
+        ),
     };
     let mut line = format!(
         "{}  {label:<17} {place:<26} {detail}",
@@ -230,7 +203,7 @@ fn group_line(group: &[Hop], topology: &Topology, style: &Style) -> String {
             let at = match &hop.kind {
                 HopKind::Hook {
                     priority: Some(p), ..
-                } => format!(" (seen at {})", priority_label(*p)),
+                } => format!(" (seen at {})", priority_words(*p)),
                 _ => String::new(),
             };
             let _ = write!(
@@ -248,15 +221,10 @@ fn group_line(group: &[Hop], topology: &Topology, style: &Style) -> String {
     line.trim_end().to_string()
 }
 
-fn short(field: &str) -> &str {
-    if field == "source" { "src" } else { "dst" }
-}
-
-fn priority_label(p: i32) -> String {
-    match p {
-        p if p == i32::MIN + 1 => "first".into(),
-        p if p == i32::MAX - 1 => "last".into(),
-        p => p.to_string(),
+fn short(field: RewriteField) -> &'static str {
+    match field {
+        RewriteField::Source => "src",
+        RewriteField::Destination => "dst",
     }
 }
 
@@ -284,11 +252,11 @@ impl Style {
         self.paint("2", text)
     }
 
-    fn verdict(&self, verdict: &str) -> String {
+    fn verdict(&self, verdict: &Verdict) -> String {
         match verdict {
-            "drop" => self.paint("1;31", verdict),
-            "accept" => self.paint("32", verdict),
-            _ => verdict.to_string(),
+            Verdict::Drop => self.paint("1;31", "drop"),
+            Verdict::Accept => self.paint("32", "accept"),
+            other => other.to_string(),
         }
     }
 }

@@ -1,0 +1,310 @@
+//! The kernel's vocabulary as types: netfilter families and hooks, conntrack state, direction and
+//! status, nftables verdicts. Path reasoning matches on these, never on text; each serialises
+//! to the lower-case word the JSON output has always used.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A netfilter protocol family as dockflow names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+    Bridge,
+    Unknown,
+}
+
+impl Family {
+    pub fn word(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+            Family::Bridge => "bridge",
+            Family::Unknown => "unknown family",
+        }
+    }
+
+    /// The family an nftables table family ("ip", "ip6", "inet", "bridge") evaluates for a
+    /// packet of this IP version.
+    pub fn of_nft_table(table_family: &str, ipv4: bool) -> Self {
+        match table_family {
+            "ip" => Family::Ipv4,
+            "ip6" => Family::Ipv6,
+            "inet" if ipv4 => Family::Ipv4,
+            "inet" => Family::Ipv6,
+            "bridge" => Family::Bridge,
+            _ => Family::Unknown,
+        }
+    }
+}
+
+/// A netfilter hook (enum nf_inet_hooks; the bridge family uses the same numbers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hook {
+    Prerouting,
+    Input,
+    Forward,
+    Output,
+    Postrouting,
+    Unknown,
+}
+
+impl Hook {
+    pub fn from_number(hook: u8) -> Self {
+        match hook {
+            0 => Hook::Prerouting,
+            1 => Hook::Input,
+            2 => Hook::Forward,
+            3 => Hook::Output,
+            4 => Hook::Postrouting,
+            _ => Hook::Unknown,
+        }
+    }
+
+    /// The hook a base chain is registered at, as nft lists it ("prerouting", ...).
+    pub fn from_word(word: &str) -> Self {
+        match word {
+            "prerouting" => Hook::Prerouting,
+            "input" => Hook::Input,
+            "forward" => Hook::Forward,
+            "output" => Hook::Output,
+            "postrouting" => Hook::Postrouting,
+            _ => Hook::Unknown,
+        }
+    }
+
+    pub fn word(self) -> &'static str {
+        match self {
+            Hook::Prerouting => "prerouting",
+            Hook::Input => "input",
+            Hook::Forward => "forward",
+            Hook::Output => "output",
+            Hook::Postrouting => "postrouting",
+            Hook::Unknown => "unknown hook",
+        }
+    }
+}
+
+/// Display as the type's word.
+macro_rules! display_word {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.word())
+            }
+        }
+    )*};
+}
+
+display_word!(Family, Hook, CtState, CtDirection, TraceKind);
+
+/// The conntrack state of a packet (the state half of enum ip_conntrack_info).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CtState {
+    New,
+    Established,
+    Related,
+    Untracked,
+    Unknown,
+}
+
+/// Which way along its connection a packet goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CtDirection {
+    Original,
+    Reply,
+}
+
+impl CtState {
+    pub fn word(self) -> &'static str {
+        match self {
+            CtState::New => "new",
+            CtState::Established => "established",
+            CtState::Related => "related",
+            CtState::Untracked => "untracked",
+            CtState::Unknown => "unknown",
+        }
+    }
+}
+
+impl CtDirection {
+    pub fn word(self) -> &'static str {
+        match self {
+            CtDirection::Original => "original",
+            CtDirection::Reply => "reply",
+        }
+    }
+}
+
+/// enum ip_conntrack_status bits (IPS_*); serialised as the list of the bits' names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtStatus(pub u64);
+
+const CT_STATUS_BITS: [&str; 16] = [
+    "expected",
+    "seen_reply",
+    "assured",
+    "confirmed",
+    "src_nat",
+    "dst_nat",
+    "seq_adjust",
+    "src_nat_done",
+    "dst_nat_done",
+    "dying",
+    "fixed_timeout",
+    "template",
+    "nat_clash",
+    "helper",
+    "offload",
+    "hw_offload",
+];
+
+impl CtStatus {
+    pub const SRC_NAT: u64 = 1 << 4;
+    pub const DST_NAT: u64 = 1 << 5;
+
+    pub fn src_nat(self) -> bool {
+        self.0 & Self::SRC_NAT != 0
+    }
+
+    pub fn dst_nat(self) -> bool {
+        self.0 & Self::DST_NAT != 0
+    }
+
+    pub fn names(self) -> Vec<&'static str> {
+        CT_STATUS_BITS
+            .iter()
+            .enumerate()
+            .filter(|(bit, _)| self.0 & (1 << bit) != 0)
+            .map(|(_, n)| *n)
+            .collect()
+    }
+}
+
+impl Serialize for CtStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.names().serialize(s)
+    }
+}
+
+/// How an nftables trace message ended an evaluation step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TraceKind {
+    /// A rule matched (or, with verdict continue, was evaluated).
+    Rule,
+    /// The end of a regular chain: back to the chain that jumped here.
+    Return,
+    /// The end of a base chain: its policy applies.
+    Policy,
+}
+
+impl TraceKind {
+    pub fn word(self) -> &'static str {
+        match self {
+            TraceKind::Rule => "rule",
+            TraceKind::Return => "return",
+            TraceKind::Policy => "policy",
+        }
+    }
+}
+
+/// An nftables verdict; serialised as nft words it ("accept", "jump DOCKER", ...).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", from = "String")]
+pub enum Verdict {
+    Accept,
+    Drop,
+    Continue,
+    Return,
+    Queue,
+    Stolen,
+    Jump(String),
+    Goto(String),
+    Other(String),
+}
+
+impl Verdict {
+    pub fn is_final(&self) -> bool {
+        matches!(self, Verdict::Accept | Verdict::Drop)
+    }
+}
+
+impl From<String> for Verdict {
+    fn from(words: String) -> Self {
+        match words.as_str() {
+            "accept" => Verdict::Accept,
+            "drop" => Verdict::Drop,
+            "continue" => Verdict::Continue,
+            "return" => Verdict::Return,
+            "queue" => Verdict::Queue,
+            "stolen" => Verdict::Stolen,
+            w => match w.split_once(' ') {
+                Some(("jump", chain)) => Verdict::Jump(chain.to_string()),
+                Some(("goto", chain)) => Verdict::Goto(chain.to_string()),
+                _ => Verdict::Other(words),
+            },
+        }
+    }
+}
+
+impl From<Verdict> for String {
+    fn from(v: Verdict) -> Self {
+        v.to_string()
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Accept => f.write_str("accept"),
+            Verdict::Drop => f.write_str("drop"),
+            Verdict::Continue => f.write_str("continue"),
+            Verdict::Return => f.write_str("return"),
+            Verdict::Queue => f.write_str("queue"),
+            Verdict::Stolen => f.write_str("stolen"),
+            Verdict::Jump(c) => write!(f, "jump {c}"),
+            Verdict::Goto(c) => write!(f, "goto {c}"),
+            Verdict::Other(w) => f.write_str(w),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_round_trip_through_their_words() {
+        for words in [
+            "accept",
+            "drop",
+            "continue",
+            "return",
+            "jump DOCKER",
+            "goto X",
+        ] {
+            assert_eq!(String::from(Verdict::from(words.to_string())), words);
+        }
+        assert_eq!(
+            Verdict::from("jump DOCKER-USER".to_string()),
+            Verdict::Jump("DOCKER-USER".into())
+        );
+    }
+
+    #[test]
+    fn status_bits_serialise_as_names() {
+        // seen_reply | confirmed | dst_nat | dst_nat_done
+        let status = CtStatus(0b1_0010_1010);
+        assert_eq!(
+            status.names(),
+            vec!["seen_reply", "confirmed", "dst_nat", "dst_nat_done"]
+        );
+        assert!(status.dst_nat() && !status.src_nat());
+    }
+}

@@ -1,0 +1,37 @@
+//! Which hop an nftables rule evaluation belongs to: the hop at the same family and hook. IP
+//! families map onto netfilter hops; bridge-family chains onto the bridge's own hops.
+
+use super::{classify::HopKind, correlate::Hop};
+use crate::event::{Family, Hook, Packet, RuleTrace};
+
+/// Whether `rule` was evaluated at the place `hop` stands for.
+pub fn ran_at(rule: &RuleTrace, hop: &HopKind, packet: &Packet) -> bool {
+    let Some(rule_hook) = rule.hook else {
+        return false;
+    };
+    let family = rule.netfilter_family(packet);
+    let bridge_hooks: &[Hook] = match hop {
+        HopKind::Hook {
+            family: hop_family,
+            hook,
+            ..
+        } => return *hop_family == family && *hook == rule_hook,
+        HopKind::FromPort { .. } => &[Hook::Prerouting],
+        HopKind::PassedUp { .. } => &[Hook::Input],
+        HopKind::IntoBridge { .. } => &[Hook::Output],
+        HopKind::HandedBack { .. } => &[Hook::Forward],
+        HopKind::ToPort { .. } | HopKind::BridgeForward { .. } => {
+            &[Hook::Forward, Hook::Postrouting]
+        }
+        _ => &[],
+    };
+    family == Family::Bridge && bridge_hooks.contains(&rule_hook)
+}
+
+/// For each rule, the index of the first hop it ran at (None: no such hop was seen).
+pub fn placed(rules: &[RuleTrace], hops: &[Hop], packet: &Packet) -> Vec<Option<usize>> {
+    rules
+        .iter()
+        .map(|rule| hops.iter().position(|hop| ran_at(rule, &hop.kind, packet)))
+        .collect()
+}
