@@ -1,5 +1,6 @@
-//! Following a container across restarts: a restarted container gets a new veth and maybe a
-//! new address, and the trace should not end there.
+//! Keeping up with the host while tracing: a followed container that restarts gets a new veth
+//! and maybe a new address, and containers that come and go change which container is behind
+//! each bridge port. Neither should end the trace or leave names stale.
 
 use std::{
     io::Write,
@@ -14,11 +15,13 @@ use crate::{
     target::{self, Target},
 };
 
-/// Re-resolves a traced container now and then, so a restart (new veth, maybe a new address)
-/// does not end the trace.
+/// Re-checks the host now and then: re-resolves a followed container (moving the probes when it
+/// moved) and refreshes interface names and port owners when containers or links changed.
 pub struct Follower {
-    name: String,
+    /// The container followed by name, if the target is one.
+    name: Option<String>,
     current: Target,
+    fingerprint: (Vec<String>, Vec<u32>),
     last_check: Instant,
     stopped: bool,
 }
@@ -26,34 +29,49 @@ pub struct Follower {
 impl Follower {
     const INTERVAL: Duration = Duration::from_secs(1);
 
-    pub fn new(name: &str, current: Target) -> Self {
+    pub fn new(name: Option<&str>, current: Target) -> Self {
         Self {
-            name: name.to_string(),
+            name: name.map(str::to_string),
             current,
+            fingerprint: target::topology_fingerprint(),
             last_check: Instant::now(),
             stopped: false,
         }
     }
 
-    /// Re-resolves at most once per interval; moves the probes when the container moved.
+    /// Checks at most once per interval.
     pub fn check(&mut self, probes: &mut Probes, output: &mut Output<impl Write>) -> Result<()> {
         if self.last_check.elapsed() < Self::INTERVAL {
             return Ok(());
         }
         self.last_check = Instant::now();
-        let new = match target::resolve_container(&self.name) {
+        let moved = self.follow_container(probes)?;
+        let fingerprint = target::topology_fingerprint();
+        if moved || fingerprint != self.fingerprint {
+            self.fingerprint = fingerprint;
+            output.set_topology(target::topology_of(&self.current)?);
+        }
+        Ok(())
+    }
+
+    /// Re-resolves the followed container; true when it moved (the probes were moved with it).
+    fn follow_container(&mut self, probes: &mut Probes) -> Result<bool> {
+        let Some(name) = &self.name else {
+            return Ok(false);
+        };
+        let new = match target::resolve_container(name) {
             Ok(new) => new,
             Err(e) => {
                 if !self.stopped {
                     eprintln!("dockflow: {e:#}; waiting for it to come back");
                     self.stopped = true;
                 }
-                return Ok(());
+                return Ok(false);
             }
         };
         self.stopped = false;
         if new.interfaces == self.current.interfaces && new.addresses == self.current.addresses {
-            return Ok(());
+            return Ok(false);
         }
         for a in probes.retarget(&self.current, &new)? {
             match &a.error {
@@ -61,8 +79,7 @@ impl Follower {
                 Some(e) => eprintln!("dockflow: {} is back: refused {}: {e}", new.label, a.point),
             }
         }
-        output.set_topology(target::topology_of(&new)?);
         self.current = new;
-        Ok(())
+        Ok(true)
     }
 }

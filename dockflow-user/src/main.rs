@@ -191,10 +191,7 @@ async fn trace(cli: &Cli) -> Result<()> {
         topology,
         std::io::stdout().lock(),
     );
-    let mut follower = cli
-        .container
-        .as_deref()
-        .map(|name| Follower::new(name, target.clone()));
+    let mut follower = Follower::new(cli.container.as_deref(), target.clone());
     'stream: loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -225,9 +222,7 @@ async fn trace(cli: &Cli) -> Result<()> {
             }
             _ = tick.tick() => {
                 output.tick(monotonic_now())?;
-                if let Some(follower) = follower.as_mut() {
-                    follower.check(&mut probes, &mut output)?;
-                }
+                follower.check(&mut probes, &mut output)?;
                 if reached_count(cli, &output) {
                     break;
                 }

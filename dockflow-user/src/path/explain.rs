@@ -80,8 +80,10 @@ impl RuleRef {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Origin {
-    /// A container sends it (its own interface, or its bridge port).
+    /// A container sends it out of its own interface (seen inside its namespace).
     Container,
+    /// It enters a bridge port from the container (or namespace) behind it.
+    BridgePort,
     /// It arrives on one of the host's own interfaces.
     HostInterface,
     /// A process on the host sends it (the first hook is IP output).
@@ -188,9 +190,13 @@ pub enum Fact {
         role: Role,
         bridge: String,
     },
+    /// After a DNAT inside the bridge, br_netfilter returns the frame to the same bridge.
+    /// `bridge` is named when the hand-back was a transmit on the bridge device (the neighbour
+    /// entry had no cached header yet); otherwise it is direct and no probe sees it.
     HandedBack {
         role: Role,
-        bridge: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bridge: Option<String>,
     },
     Flooded {
         role: Role,
@@ -352,7 +358,10 @@ fn narrate(path: &PacketPath, role: Role) -> Vec<Fact> {
             i + 1
         };
         let run = &hops[i..end];
+        // Two probes at one place (tc and the device tracepoint on a port) are one step.
+        let repeated = i > 0 && hops[i - 1].kind == hop.kind;
         match (&hop.kind, hop.layer) {
+            _ if repeated => {}
             (HopKind::Hook { .. }, Layer::L3FromBridge) => {
                 // A flooded frame runs the same hooks once per port: say them once.
                 let hooks: Vec<HookRef> = hooks_in(run)
@@ -363,7 +372,29 @@ fn narrate(path: &PacketPath, role: Role) -> Vec<Fact> {
                     bridge_hooks_told.extend(&hooks);
                     facts.push(Fact::BridgeRunsIpHooks { role, hooks });
                 }
-                facts.extend(nat_facts(run, role));
+                let nat = nat_facts(run, role);
+                let dnat = nat.iter().any(|f| {
+                    matches!(
+                        f,
+                        Fact::Nat {
+                            nat: NatKind::Dnat,
+                            ..
+                        }
+                    )
+                });
+                facts.extend(nat);
+                // A hairpin DNAT the bridge carries on with, with no transmit to show it.
+                let next = hops[end..].iter().find(|h| h.layer != Layer::Device);
+                if dnat
+                    && next.is_some_and(|h| {
+                        !matches!(
+                            h.kind,
+                            HopKind::PassedUp { .. } | HopKind::HandedBack { .. }
+                        )
+                    })
+                {
+                    facts.push(Fact::HandedBack { role, bridge: None });
+                }
             }
             (HopKind::Hook { .. }, Layer::L3) => {
                 facts.push(Fact::IpStackRunsHooks {
@@ -387,7 +418,7 @@ fn narrate(path: &PacketPath, role: Role) -> Vec<Fact> {
             }),
             (HopKind::HandedBack { bridge }, _) => facts.push(Fact::HandedBack {
                 role,
-                bridge: bridge.clone(),
+                bridge: Some(bridge.clone()),
             }),
             (HopKind::ToPort { port }, _) if flood.is_empty() => facts.push(Fact::ToPort {
                 role,
@@ -511,7 +542,7 @@ fn start(path: &PacketPath, role: Role) -> Fact {
         };
     };
     let (origin, place) = match &first.kind {
-        HopKind::FromPort { port } => (Origin::Container, port.clone()),
+        HopKind::FromPort { port } => (Origin::BridgePort, port.clone()),
         HopKind::Transmit {
             interface,
             host: false,
@@ -749,10 +780,8 @@ impl Fact {
             } => {
                 let r = role.word();
                 match origin {
-                    Origin::Container if place.contains(':') => {
-                        format!("The {r} ({packet}) is sent out of {place}.")
-                    }
-                    Origin::Container => format!(
+                    Origin::Container => format!("The {r} ({packet}) is sent out of {place}."),
+                    Origin::BridgePort => format!(
                         "The {r} ({packet}) leaves its container and enters the bridge through port {place} (L2)."
                     ),
                     Origin::HostInterface => format!("The {r} ({packet}) arrives on {place}."),
@@ -835,7 +864,10 @@ impl Fact {
                 "The IP stack routes it out through {bridge}: it goes back into the bridge (L3 -> L2; the bridge's output and postrouting hooks run here)."
             ),
             Fact::HandedBack { bridge, .. } => format!(
-                "After the DNAT its new destination is behind another port of the same bridge, so br_netfilter hands the frame straight back to {bridge} (a transmit on the bridge device) and the bridge forwards it (L2; the bridge's forward hook, not output): the IP stack does not route it."
+                "After the DNAT its new destination is behind another port of the same bridge, so br_netfilter hands the frame straight back to the bridge{} and the bridge forwards it (L2; the bridge's forward hook, not output): the IP stack does not route it.",
+                bridge.as_ref().map_or(String::new(), |b| format!(
+                    " (a transmit on {b}, as the neighbour entry had no cached header yet)"
+                ))
             ),
             Fact::Flooded {
                 ports,
@@ -920,7 +952,7 @@ impl Fact {
                 )
             }
             Fact::ReplySeesNoNat { chains } => format!(
-                "nftables' own trace confirms it: the reply was evaluated by {} and by no nat chain.",
+                "nftables' own trace saw the reply in {} and in no nat chain: nat chains are consulted only for a connection's first packet.",
                 list(chains)
             ),
         }

@@ -439,7 +439,7 @@ fn container_to_container_is_bridged_only_and_never_called_routed() {
     );
     // Every port is named by the container behind it, not only the followed one's.
     assert!(
-        matches!(&facts[0], Fact::Start { place, origin: Origin::Container, .. } if place == "vethb (billing)")
+        matches!(&facts[0], Fact::Start { place, origin: Origin::BridgePort, .. } if place == "vethb (billing)")
     );
 }
 
@@ -645,5 +645,29 @@ fn explains_a_drop_and_expects_no_reply() {
             .iter()
             .any(|f| matches!(f, Fact::NoReply | Fact::Outcome { .. })),
         "{facts:#?}"
+    );
+}
+
+#[test]
+fn a_hairpin_dnat_without_a_bridge_transmit_is_still_told_as_handed_back() {
+    let request = packet("172.20.0.3", 40005, "172.20.0.1", 1812, 700);
+    let after = packet("172.20.0.3", 40005, "172.20.0.2", 1812, 700);
+    let new = || Some(conntrack(CtState::New, CtDirection::Original));
+    let events = vec![
+        event(1_000, Probe::TcIngress, VETH_B, request.clone()),
+        hook(1_100, Hook::Prerouting, -101, request, new(), true),
+        hook(1_200, Hook::Prerouting, -99, after.clone(), new(), true),
+        hook(1_400, Hook::Forward, -99, after.clone(), new(), true),
+        event(1_600, Probe::TcEgress, VETH, after),
+    ];
+    let paths = correlate(events);
+    let facts = facts(Some(&paths[0]), None);
+    let back = position(&facts, |f| {
+        matches!(f, Fact::HandedBack { bridge: None, .. })
+    });
+    assert!(nat(&facts, NatKind::Dnat) < back);
+    assert_eq!(
+        outcome_of(&facts, Role::Request),
+        Some(Outcome::BridgedOnly)
     );
 }

@@ -1,6 +1,6 @@
 //! A minimal Docker Engine API client: container and network inspection over the unix socket.
 //!
-//! Only two GET endpoints are needed, so this speaks HTTP/1.0 (no chunking, the server closes the
+//! Only GET endpoints (container list and inspection) are needed, so this speaks HTTP/1.0 (no chunking, the server closes the
 //! connection after the body) instead of pulling in an HTTP stack.
 
 use std::{
@@ -73,6 +73,29 @@ impl Docker {
             bail!("container {name} is not running");
         }
         Ok(container)
+    }
+
+    /// The ids of the running containers, in the daemon's order (cheap: one list call).
+    pub fn running_ids(&self) -> Result<Vec<String>> {
+        let (status, body) = self.get("/containers/json")?;
+        if status != 200 {
+            bail!("Docker could not list containers: {}", api_message(&body));
+        }
+        Ok(body
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["Id"].as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// Every running container, inspected (one that stops meanwhile is left out).
+    pub fn running_containers(&self) -> Result<Vec<Container>> {
+        Ok(self
+            .running_ids()?
+            .iter()
+            .filter_map(|id| self.container(id).ok())
+            .collect())
     }
 
     fn get(&self, path: &str) -> Result<(u16, Value)> {

@@ -160,19 +160,53 @@ fn is_link_local(address: &IpAddr) -> bool {
     }
 }
 
-/// The host's interfaces as the path reasoning needs them.
+/// The host's interfaces as the path reasoning needs them: every bridge port named by the
+/// container behind it (any running container, not only the target), interface names inside
+/// every container's namespace. Without a reachable Docker daemon (a --netns or --iface trace)
+/// only the target's own namespace is named.
 pub fn topology_of(target: &Target) -> Result<Topology> {
-    let names = InterfaceNames::collect(target.netns.as_slice())?;
-    let owners: HashMap<u32, String> = match &target.netns {
-        Some((owner, _)) => target
+    let containers = docker::Docker::from_env()
+        .and_then(|d| d.running_containers())
+        .unwrap_or_default();
+    let host = list_links().context("listing the host's interfaces")?;
+    let mut namespaces: Vec<(String, PathBuf)> = target.netns.iter().cloned().collect();
+    let mut owners: HashMap<u32, String> = HashMap::new();
+    if let Some((owner, _)) = &target.netns {
+        for i in target
             .interfaces
             .iter()
             .filter(|i| i.role == InterfaceRole::BridgePort)
-            .map(|i| (i.index, owner.clone()))
-            .collect(),
-        None => HashMap::new(),
-    };
-    Ok(Topology::from_links(names, &list_links()?, owners))
+        {
+            owners.insert(i.index, owner.clone());
+        }
+    }
+    for container in containers {
+        let ns_path = PathBuf::from(format!("/proc/{}/ns/net", container.pid));
+        // A container that went away meanwhile only loses its names.
+        let Ok(inside) = netns::in_netns(&ns_path, list_links) else {
+            continue;
+        };
+        for peer in host_peers(&inside, &host) {
+            owners.entry(peer.index).or_insert(container.name.clone());
+        }
+        if !namespaces.iter().any(|(label, _)| *label == container.name) {
+            namespaces.push((container.name, ns_path));
+        }
+    }
+    let names = InterfaceNames::collect(&namespaces)?;
+    Ok(Topology::from_links(names, &host, owners))
+}
+
+/// A fingerprint of what [`topology_of`] depends on (the running containers and the host's
+/// interfaces): when it changes, names and port owners may have.
+pub fn topology_fingerprint() -> (Vec<String>, Vec<u32>) {
+    let containers = docker::Docker::from_env()
+        .and_then(|d| d.running_ids())
+        .unwrap_or_default();
+    let links = list_links()
+        .map(|links| links.iter().map(|l| l.index).collect())
+        .unwrap_or_default();
+    (containers, links)
 }
 
 /// Targets host interfaces by name, for traffic outside Docker.
