@@ -5,4 +5,4 @@
 pub mod lab;
 pub mod radius;
 pub mod responder;
-mod shell;
+pub mod shell;

@@ -217,8 +217,18 @@ fn the_seed_request_is_routed_then_bridged_and_its_reply_bridged_then_routed() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| s.as_str().unwrap())
+        .map(|s| s["text"].as_str().unwrap())
         .collect();
+    let kinds: Vec<&str> = explanation["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"passed_up") && kinds.contains(&"crossing"),
+        "{kinds:?}"
+    );
     assert!(steps.iter().any(|s| s.contains("DNAT")), "{steps:#?}");
     assert!(
         steps
@@ -520,7 +530,7 @@ fn a_drop_is_explained_with_the_rule_that_dropped_it() {
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|s| s.as_str().unwrap().to_string())
+                .map(|s| s["text"].as_str().unwrap().to_string())
         })
         .collect();
     assert!(

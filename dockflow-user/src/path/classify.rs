@@ -223,16 +223,16 @@ pub fn refine(hops: &mut [Hop]) {
             continue;
         };
         let previous_hook = hops[..i].iter().rev().find(|h| h.layer != Layer::Device);
-        if previous_hook.is_some_and(|h| {
-            h.layer == Layer::L3FromBridge
-                && matches!(
-                    h.kind,
-                    HopKind::Hook {
-                        hook: Hook::Prerouting,
-                        ..
-                    }
-                )
-        }) {
+        // The previous hop may be the same transmit seen by the other probe (tc, tracepoint).
+        let after_bridge_dnat = |h: &Hop| match h.kind {
+            HopKind::Hook {
+                hook: Hook::Prerouting,
+                ..
+            } => h.layer == Layer::L3FromBridge,
+            HopKind::HandedBack { .. } => true,
+            _ => false,
+        };
+        if previous_hook.is_some_and(after_bridge_dnat) {
             hops[i].kind = HopKind::HandedBack {
                 bridge: bridge.clone(),
             };

@@ -453,6 +453,7 @@ fn a_hairpin_dnat_is_handed_back_to_the_bridge_not_routed() {
         hook(1_100, Hook::Prerouting, -101, request, new(), true),
         hook(1_200, Hook::Prerouting, -99, after.clone(), new(), true),
         event(1_300, Probe::TcEgress, DOCKER1, after.clone()),
+        event(1_350, Probe::NetDevQueue, DOCKER1, after.clone()),
         hook(1_400, Hook::Forward, -99, after.clone(), new(), true),
         hook(1_500, Hook::Postrouting, 101, after.clone(), new(), true),
         event(1_600, Probe::TcEgress, VETH, after),

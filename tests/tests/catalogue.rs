@@ -1,0 +1,365 @@
+//! The catalogue of single-host Docker paths, end to end on a network of the tests' own (names,
+//! addresses and ports other than the lab's, so nothing is tuned to it). Each test asserts on
+//! the structured path and on the explanation's typed steps (kind and fields), not on prose.
+
+use std::{process::Command, time::Duration};
+
+use dockflow_lab::{lab, shell::run};
+use dockflow_tests::{Dockflow, json_events, lab_bin, lab_lock};
+use serde_json::Value;
+
+const NETWORK: &str = "dfcat";
+const BRIDGE: &str = "dfcat0";
+const SUBNET: &str = "10.213.5.0/24";
+const GATEWAY: &str = "10.213.5.1";
+const LEDGER: &str = "10.213.5.10";
+const BILLING: &str = "10.213.5.20";
+const AUDITOR: &str = "10.213.5.30";
+/// Another Docker network, isolated from the first by Docker's rules.
+const OTHER_NETWORK: &str = "dfiso";
+const OTHER_SUBNET: &str = "10.214.6.0/24";
+const OUTSIDER: &str = "10.214.6.5";
+const PORT: u16 = 5353;
+const PUBLISHED: u16 = 15353;
+
+/// The catalogue's networks and containers, removed again when dropped (also when a test fails).
+struct Catalogue;
+
+impl Catalogue {
+    fn up() -> Self {
+        lab::up(&lab_bin()).unwrap();
+        let catalogue = Catalogue;
+        catalogue.remove();
+        for (name, bridge, subnet) in [
+            (NETWORK, BRIDGE, SUBNET),
+            (OTHER_NETWORK, "dfiso0", OTHER_SUBNET),
+        ] {
+            run(
+                "docker",
+                &[
+                    "network",
+                    "create",
+                    "--subnet",
+                    subnet,
+                    "-o",
+                    &format!("com.docker.network.bridge.name={bridge}"),
+                    "--label",
+                    &format!("{}=1", lab::LABEL),
+                    name,
+                ],
+            )
+            .unwrap();
+        }
+        let publish = format!("{PUBLISHED}:{PORT}/udp");
+        for (name, network, address, publish) in [
+            ("ledger", NETWORK, LEDGER, Some(publish.as_str())),
+            ("billing", NETWORK, BILLING, None),
+            ("auditor", NETWORK, AUDITOR, None),
+            ("outsider", OTHER_NETWORK, OUTSIDER, None),
+        ] {
+            let port = PORT.to_string();
+            let mut args = vec![
+                "run",
+                "-d",
+                "--name",
+                name,
+                "--label",
+                "dockflow.lab=1",
+                "--network",
+                network,
+                "--ip",
+                address,
+            ];
+            if let Some(p) = publish {
+                args.extend(["-p", p]);
+            }
+            args.extend([lab::IMAGE, "serve", "udp-echo", "--port", &port]);
+            run("docker", &args).unwrap();
+        }
+        catalogue
+    }
+
+    fn remove(&self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", "ledger", "billing", "auditor", "outsider"])
+            .output();
+        let _ = Command::new("docker")
+            .args(["network", "rm", NETWORK, OTHER_NETWORK])
+            .output();
+    }
+}
+
+impl Drop for Catalogue {
+    fn drop(&mut self) {
+        self.remove();
+        let _ = lab::down();
+    }
+}
+
+/// `client udp ADDR` from inside a container; returns whether an echo came back.
+fn from_container(container: &str, to: &str) -> bool {
+    Command::new("docker")
+        .args(["exec", container, "/dockflow-lab", "client", "udp", to])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// Follows `target` while `work` runs; the JSON lines it printed.
+fn traced(target: &str, work: impl FnOnce()) -> Vec<Value> {
+    let dockflow = Dockflow::start(&["--container", target, "--json"]);
+    work();
+    std::thread::sleep(Duration::from_millis(400));
+    let (ok, stdout) = dockflow.stop_with(libc::SIGINT);
+    assert!(ok, "dockflow failed");
+    json_events(&stdout)
+}
+
+fn packet_to<'a>(lines: &'a [Value], dport: u16) -> &'a Value {
+    lines
+        .iter()
+        .filter(|l| l["type"] == "packet" && l["packet"]["dport"] == dport)
+        .last()
+        .unwrap_or_else(|| panic!("no packet to port {dport}: {lines:#?}"))
+}
+
+fn reply_of<'a>(lines: &'a [Value], request: &Value) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| {
+            l["type"] == "packet"
+                && l["direction"] == "reply"
+                && l["connection"] == request["connection"]
+        })
+        .unwrap_or_else(|| panic!("no reply: {lines:#?}"))
+}
+
+fn steps<'a>(lines: &'a [Value], packet: &Value) -> &'a Vec<Value> {
+    lines
+        .iter()
+        .find(|l| l["type"] == "explanation" && l["connection"] == packet["connection"])
+        .and_then(|e| e["steps"].as_array())
+        .unwrap_or_else(|| panic!("no explanation: {lines:#?}"))
+}
+
+fn step_kinds(steps: &[Value], role: &str) -> Vec<String> {
+    steps
+        .iter()
+        .filter(|s| s["role"] == role)
+        .map(|s| s["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn outcome(steps: &[Value], role: &str) -> Option<String> {
+    steps
+        .iter()
+        .find(|s| s["kind"] == "outcome" && s["role"] == role)
+        .map(|s| s["outcome"].as_str().unwrap().to_string())
+}
+
+fn hop_kinds(packet: &Value) -> Vec<String> {
+    packet["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            format!(
+                "{}:{}",
+                h["layer"].as_str().unwrap(),
+                h["kind"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+fn nat_position(steps: &[Value], kind: &str) -> usize {
+    steps
+        .iter()
+        .position(|s| s["kind"] == "nat" && s["nat"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} step: {steps:#?}"))
+}
+
+#[test]
+fn container_to_container_on_one_bridge_is_bridged_only() {
+    let _lock = lab_lock();
+    let _catalogue = Catalogue::up();
+    let to = format!("{LEDGER}:{PORT}");
+    let lines = traced("ledger", || assert!(from_container("billing", &to)));
+    let request = packet_to(&lines, PORT);
+    let reply = reply_of(&lines, request);
+    for packet in [request, reply] {
+        let k = hop_kinds(packet);
+        assert!(
+            !k.iter().any(|h| h.starts_with("l3:")),
+            "never routed: {k:?}"
+        );
+    }
+    // Both ends named by the container behind the port, not only the followed one.
+    let ports: Vec<&str> = request["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["port"].as_str())
+        .collect();
+    assert!(ports.iter().any(|p| p.ends_with("(billing)")), "{ports:?}");
+    assert!(ports.iter().any(|p| p.ends_with("(ledger)")), "{ports:?}");
+    let steps = steps(&lines, request);
+    assert_eq!(outcome(steps, "request").as_deref(), Some("bridged_only"));
+    assert_eq!(outcome(steps, "reply").as_deref(), Some("bridged_only"));
+    let all: Vec<String> = [step_kinds(steps, "request"), step_kinds(steps, "reply")].concat();
+    for wrong in ["passed_up", "routed_into_bridge", "dropped"] {
+        assert!(!all.contains(&wrong.to_string()), "{all:?}");
+    }
+    assert!(!steps.iter().any(|s| s["kind"] == "crossing"), "{steps:#?}");
+}
+
+#[test]
+fn hairpin_dnat_to_a_published_port_on_the_same_bridge_is_handed_back_not_routed() {
+    let _lock = lab_lock();
+    let _catalogue = Catalogue::up();
+    let to = format!("{GATEWAY}:{PUBLISHED}");
+    let lines = traced("ledger", || assert!(from_container("billing", &to)));
+    let request = packet_to(&lines, PUBLISHED);
+    let k = hop_kinds(request);
+    assert!(!k.iter().any(|h| h == "l3:hook"), "{k:?}");
+    let steps = steps(&lines, request);
+    let dnat = nat_position(steps, "dnat");
+    assert_eq!(steps[dnat]["after"], format!("{LEDGER}:{PORT}"));
+    assert_eq!(steps[dnat]["at"]["hook"], "prerouting");
+    let back = steps
+        .iter()
+        .position(|s| s["kind"] == "handed_back")
+        .unwrap_or_else(|| panic!("{steps:#?}"));
+    assert!(dnat < back);
+    assert_eq!(
+        outcome(steps, "request").as_deref(),
+        Some("bridged_only"),
+        "{:?} {steps:#?}",
+        hop_kinds(request)
+    );
+    assert_eq!(outcome(steps, "reply").as_deref(), Some("bridged_only"));
+    assert!(nat_position(steps, "undo_dnat") > back);
+}
+
+#[test]
+fn a_host_process_to_a_published_port_is_sent_by_the_host_and_the_reply_delivered_to_it() {
+    let _lock = lab_lock();
+    let _catalogue = Catalogue::up();
+    // Through loopback and through the host's own address on the catalogue's bridge.
+    for host_address in ["127.0.0.1", GATEWAY] {
+        let to = format!("{host_address}:{PUBLISHED}");
+        let lines = traced("ledger", || {
+            let out = Command::new(lab_bin())
+                .args(["client", "udp", &to])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        });
+        let request = packet_to(&lines, PUBLISHED);
+        let steps = steps(&lines, request);
+        assert_eq!(steps[0]["kind"], "start");
+        assert_eq!(steps[0]["origin"], "host_process", "{steps:#?}");
+        assert_eq!(outcome(steps, "request").as_deref(), Some("sent_by_host"));
+        assert_eq!(
+            outcome(steps, "reply").as_deref(),
+            Some("delivered_locally"),
+            "{steps:#?}"
+        );
+        // From loopback the source must change too (masquerade to the bridge's address); in
+        // time order the masquerade is undone at prerouting, the DNAT at input.
+        if host_address == "127.0.0.1" {
+            assert!(nat_position(steps, "dnat") < nat_position(steps, "snat"));
+            assert!(nat_position(steps, "undo_snat") < nat_position(steps, "undo_dnat"));
+        } else {
+            assert!(nat_position(steps, "dnat") < nat_position(steps, "undo_dnat"));
+        }
+        let crossing = steps
+            .iter()
+            .find(|s| s["kind"] == "crossing")
+            .unwrap_or_else(|| panic!("{steps:#?}"));
+        assert_eq!(crossing["request"], serde_json::json!(["l3", "l2"]));
+        assert_eq!(crossing["reply"], serde_json::json!(["l2", "l3"]));
+        assert!(
+            !steps.iter().any(|s| s["outcome"] == "routed"),
+            "{steps:#?}"
+        );
+    }
+}
+
+#[test]
+fn container_to_another_docker_network_is_dropped_by_docker_isolation() {
+    let _lock = lab_lock();
+    let _catalogue = Catalogue::up();
+    let to = format!("{OUTSIDER}:{PORT}");
+    let lines = traced("outsider", || assert!(!from_container("billing", &to)));
+    let request = packet_to(&lines, PORT);
+    let steps = steps(&lines, request);
+    let drop = steps
+        .iter()
+        .find(|s| s["kind"] == "dropped")
+        .unwrap_or_else(|| panic!("{steps:#?}"));
+    assert_eq!(drop["reason"], "NETFILTER_DROP");
+    assert!(
+        drop["rule"]["chain"]
+            .as_str()
+            .unwrap()
+            .starts_with("DOCKER-ISOLATION"),
+        "{drop}"
+    );
+    assert_eq!(drop["rule"]["verdict"], "drop");
+    assert!(outcome(steps, "request").is_none());
+}
+
+#[test]
+fn a_frame_to_an_unlearned_mac_is_flooded_and_still_reaches_its_container() {
+    let _lock = lab_lock();
+    let _catalogue = Catalogue::up();
+    let to = format!("{LEDGER}:{PORT}");
+    // One exchange first, so that billing knows ledger's MAC (no ARP in the way)...
+    assert!(from_container("billing", &to));
+    let mac = run(
+        "docker",
+        &[
+            "inspect",
+            "-f",
+            &format!("{{{{(index .NetworkSettings.Networks \"{NETWORK}\").MacAddress}}}}"),
+            "ledger",
+        ],
+    )
+    .unwrap();
+    let lines = traced("ledger", || {
+        // ...then the bridge forgets it, and floods the next frame to ledger.
+        let fdb = run("bridge", &["fdb", "show", "br", BRIDGE]).unwrap();
+        for entry in fdb.lines().filter(|l| l.starts_with(mac.trim())) {
+            let words: Vec<&str> = entry.split_whitespace().collect();
+            if let Some(dev) = words.iter().position(|w| *w == "dev").map(|i| words[i + 1]) {
+                let _ = run("bridge", &["fdb", "del", mac.trim(), "dev", dev, "master"]);
+            }
+        }
+        assert!(from_container("billing", &to));
+    });
+    let request = packet_to(&lines, PORT);
+    let hops = request["hops"].as_array().unwrap();
+    let to_ports = hops.iter().filter(|h| h["kind"] == "to_port").count();
+    assert!(to_ports >= 2, "{:?}", hop_kinds(request));
+    assert!(
+        hops.iter()
+            .filter(|h| h["kind"] == "dropped")
+            .all(|h| h["flood_copy"] == true),
+        "{:?}",
+        hop_kinds(request)
+    );
+    let steps = steps(&lines, request);
+    let flood = steps
+        .iter()
+        .find(|s| s["kind"] == "flooded")
+        .unwrap_or_else(|| panic!("{steps:#?}"));
+    assert!(flood["ports"].as_array().unwrap().len() >= 2);
+    assert!(!steps.iter().any(|s| s["kind"] == "dropped"), "{steps:#?}");
+    assert_eq!(outcome(steps, "request").as_deref(), Some("bridged_only"));
+}
