@@ -405,6 +405,15 @@ fn judge(console: &str) -> Result<()> {
             match bridged_request {
                 None => Err("no bridged request packet".into()),
                 Some(p) => {
+                    // The explanation's typed outcome says so too, never "routed".
+                    let outcomes: Vec<&Value> = lines
+                        .iter()
+                        .filter(|l| l["type"] == "explanation" && l["connection"] == p["connection"])
+                        .flat_map(|l| l["steps"].as_array().into_iter().flatten())
+                        .filter(|s| s["kind"] == "outcome")
+                        .map(|s| &s["outcome"])
+                        .collect();
+                    let told = !outcomes.is_empty() && outcomes.iter().all(|o| *o == "bridged_only");
                     let ok = has(p, "l2:from_port")
                         && has(p, "l2:bridge_forward")
                         && has(p, "l2:to_port")
@@ -412,11 +421,12 @@ fn judge(console: &str) -> Result<()> {
                         && has(p, "l3_from_bridge:hook")
                         && !has(p, "l2:passed_up")
                         && !has(p, "l3:into_bridge")
-                        && !has(p, "l3:hook");
+                        && !has(p, "l3:hook")
+                        && told;
                     if ok {
                         Ok(())
                     } else {
-                        Err(format!("{:?}", kinds(p)))
+                        Err(format!("{:?} (explained outcomes: {outcomes:?})", kinds(p)))
                     }
                 }
             },
