@@ -116,11 +116,10 @@ fn traced(target: &str, work: impl FnOnce()) -> Vec<Value> {
     json_events(&stdout)
 }
 
-fn packet_to<'a>(lines: &'a [Value], dport: u16) -> &'a Value {
+fn packet_to(lines: &[Value], dport: u16) -> &Value {
     lines
         .iter()
-        .filter(|l| l["type"] == "packet" && l["packet"]["dport"] == dport)
-        .last()
+        .rfind(|l| l["type"] == "packet" && l["packet"]["dport"] == dport)
         .unwrap_or_else(|| panic!("no packet to port {dport}: {lines:#?}"))
 }
 

@@ -27,12 +27,14 @@ const DOCKERD_LOG: &str = "/var/log/dockflow-dockerd.log";
 const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
 pub fn run() -> Result<()> {
+    /// One named, idempotent setup step.
+    type Step = fn() -> Result<()>;
     // Several commands call this (demo: lab up, then build); once per process is enough.
     static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if DONE.swap(true, std::sync::atomic::Ordering::SeqCst) {
         return Ok(());
     }
-    let steps: [(&str, fn() -> Result<()>); 5] = [
+    let steps: [(&str, Step); 5] = [
         ("debian packages", packages),
         ("nightly toolchain", nightly_toolchain),
         ("bpf-linker", bpf_linker),

@@ -408,12 +408,15 @@ fn judge(console: &str) -> Result<()> {
                     // The explanation's typed outcome says so too, never "routed".
                     let outcomes: Vec<&Value> = lines
                         .iter()
-                        .filter(|l| l["type"] == "explanation" && l["connection"] == p["connection"])
+                        .filter(|l| {
+                            l["type"] == "explanation" && l["connection"] == p["connection"]
+                        })
                         .flat_map(|l| l["steps"].as_array().into_iter().flatten())
                         .filter(|s| s["kind"] == "outcome")
                         .map(|s| &s["outcome"])
                         .collect();
-                    let told = !outcomes.is_empty() && outcomes.iter().all(|o| *o == "bridged_only");
+                    let told =
+                        !outcomes.is_empty() && outcomes.iter().all(|o| *o == "bridged_only");
                     let ok = has(p, "l2:from_port")
                         && has(p, "l2:bridge_forward")
                         && has(p, "l2:to_port")

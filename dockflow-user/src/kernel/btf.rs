@@ -81,7 +81,7 @@ impl KernelBtf {
                 None => bail!("{name}.{path}: {field} is not a struct"),
             }
         }
-        if bits % 8 != 0 {
+        if !bits.is_multiple_of(8) {
             bail!("{name}.{path} is a bitfield");
         }
         Ok(bits / 8)
@@ -117,10 +117,10 @@ fn find_member(
         if name == field {
             return Some((member.bit_offset(), ty));
         }
-        if name.is_empty() {
-            if let Some(inner) = ty.as_ref().and_then(|t| find_member(btf, t, field)) {
-                return Some((member.bit_offset() + inner.0, inner.1));
-            }
+        if name.is_empty()
+            && let Some(inner) = ty.as_ref().and_then(|t| find_member(btf, t, field))
+        {
+            return Some((member.bit_offset() + inner.0, inner.1));
         }
     }
     None

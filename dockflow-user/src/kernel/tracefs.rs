@@ -34,7 +34,7 @@ impl TracepointFormat {
     }
 }
 
-/// Parses lines like `field:void * skbaddr;	offset:8;	size:8;	signed:0;`.
+/// Parses lines like `field:void * skbaddr; offset:8; size:8; signed:0;` (tab-separated).
 fn parse(text: &str) -> HashMap<String, u32> {
     text.lines()
         .filter_map(|line| {

@@ -255,10 +255,10 @@ pub fn refine(hops: &mut [Hop]) {
 pub fn flooded_ports(hops: &[Hop]) -> Vec<&str> {
     let mut ports: Vec<&str> = Vec::new();
     for hop in hops {
-        if let HopKind::ToPort { port } = &hop.kind {
-            if !ports.contains(&port.as_str()) {
-                ports.push(port);
-            }
+        if let HopKind::ToPort { port } = &hop.kind
+            && !ports.contains(&port.as_str())
+        {
+            ports.push(port);
         }
     }
     if ports.len() > 1 { ports } else { Vec::new() }

@@ -841,14 +841,14 @@ impl Fact {
                     )
                 });
                 let mut s = format!("{what} {before} -> {after} at {at}{stage}.");
-                if let (Some(state), Some(direction)) = (ct_state, ct_direction) {
-                    if *state != CtState::New {
-                        s.push_str(&format!(
+                if let (Some(state), Some(direction)) = (ct_state, ct_direction)
+                    && *state != CtState::New
+                {
+                    s.push_str(&format!(
                             " The packet belongs to a known connection (conntrack state {}, {} direction), and nat chains are only consulted for a connection's first packet, so no nat chain sees this one.",
                             state.word(),
                             direction.word()
                         ));
-                    }
                 }
                 s
             }
