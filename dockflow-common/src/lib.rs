@@ -14,6 +14,10 @@ pub const LOST_MAP: &str = "LOST";
 pub const TARGETS_MAP: &str = "TARGETS";
 /// Switches userspace flips after attaching ([`Settings`], one entry).
 pub const SETTINGS_MAP: &str = "SETTINGS";
+/// Reply tuples of the target's NATed connections ([`CtTuple`] -> 1), learned by the kernel.
+pub const REPLY_TUPLES_MAP: &str = "REPLY_TUPLES";
+/// How many connections [`REPLY_TUPLES_MAP`] remembers at most (least recently used go first).
+pub const MAX_REPLY_TUPLES: u32 = 4096;
 
 /// Decisions that depend on what attached, so they cannot be load-time constants.
 #[repr(C)]
@@ -22,6 +26,10 @@ pub struct Settings {
     /// 1 when BPF netfilter links cover the IPv4/IPv6 hooks: nf_hook_slow then only reports the
     /// bridge family, instead of repeating every IP hook.
     pub nf_hook_slow_bridge_only: u32,
+    /// 1 while [`REPLY_TUPLES_MAP`] may hold entries: the kernel sets it when it learns one,
+    /// userspace clears it when the last connection ended. The filter looks a packet's
+    /// headers up there only while it is set.
+    pub reply_tuples_learned: u32,
 }
 /// Name of the read-only global holding [`KernelOffsets`].
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
@@ -161,16 +169,19 @@ pub const SECTION_CONNTRACK: u8 = 4;
 pub const SECTION_DROP: u8 = 8;
 pub const SECTION_SKB: u8 = 16;
 
-/// One direction of a conntrack entry (struct nf_conntrack_tuple, flattened).
+/// One direction of a conntrack entry (struct nf_conntrack_tuple, flattened). Also the key of
+/// [`REPLY_TUPLES_MAP`], where `family` is set; events leave it 0.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CtTuple {
     pub src: [u8; 16],
     pub dst: [u8; 16],
     pub sport: u16,
     pub dport: u16,
     pub l4_proto: u8,
-    pub _pad: [u8; 3],
+    /// [`AF_INET`] or [`AF_INET6`] in a [`REPLY_TUPLES_MAP`] key; 0 in events.
+    pub family: u8,
+    pub _pad: [u8; 2],
 }
 
 /// The L3/L4 headers as a probe saw them (SECTION_PACKET). Kernel programs parse these first
@@ -338,4 +349,5 @@ mod pod {
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::TargetSet {}
     unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::CtTuple {}
 }

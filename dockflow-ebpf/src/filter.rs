@@ -4,7 +4,7 @@
 
 use dockflow_common::{MAX_TARGET_ADDRESSES, MAX_TARGET_PORTS, PacketHeaders, TargetSet, port_key};
 
-use crate::{FILTER, TARGETS, offset, skb::read};
+use crate::{FILTER, TARGETS, offset, reply_tuples, skb::read};
 
 /// The target set when userspace asked for filtering (a bare --iface trace wants everything);
 /// an inlined array lookup, no helper call.
@@ -122,5 +122,10 @@ pub fn wants(headers: Option<&PacketHeaders>, ct: u64) -> bool {
     let Some(targets) = targets() else {
         return true;
     };
-    headers.is_some_and(|h| headers_match(targets, h)) || conntrack_matches(targets, ct)
+    match headers {
+        Some(h) if headers_match(targets, h) => true,
+        // Before conntrack has run, a NATed reply is known only by its learned tuple.
+        Some(h) if ct == 0 => reply_tuples::is_learned_reply(h),
+        _ => conntrack_matches(targets, ct),
+    }
 }

@@ -8,6 +8,7 @@ mod bridge;
 mod filter;
 mod headers;
 mod netfilter;
+mod reply_tuples;
 mod skb;
 mod skipped;
 mod tc;

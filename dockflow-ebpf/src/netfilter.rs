@@ -6,7 +6,7 @@
 
 use dockflow_common::{NfSlot, PacketEvent, ProbePoint, SECTION_NETFILTER};
 
-use crate::{offset, skb, skipped};
+use crate::{offset, reply_tuples, skb, skipped};
 
 /// struct bpf_nf_ctx { const struct nf_hook_state *state; struct sk_buff *skb; }
 #[repr(C)]
@@ -64,10 +64,15 @@ fn observe(ctx: *mut BpfNfCtx, slot: NfSlot) {
     if reuses && skipped.holds(skb_ptr, nfct) {
         return;
     }
+    let mut hook = (0, 0);
     let wanted = skb::observe(skb, ProbePoint::Netfilter, |event| {
-        describe_hook(state, slot, event)
+        describe_hook(state, slot, event);
+        hook = (event.nf_hook, event.nf_pf);
     });
     skipped.record(skb_ptr, nfct, wanted);
+    if wanted && slot == NfSlot::Last {
+        reply_tuples::learn(hook.0, hook.1, nfct);
+    }
 }
 
 /// Fills the netfilter section from a `struct nf_hook_state`.

@@ -140,7 +140,7 @@ fn conntrack(nfct: u64, event: &mut PacketEvent) {
 }
 
 #[inline(always)]
-fn read_tuple(tuple: u64, out: &mut CtTuple) {
+pub fn read_tuple(tuple: u64, out: &mut CtTuple) {
     out.src = read(tuple, offset!(tuple_src_addr)).unwrap_or_default();
     out.dst = read(tuple, offset!(tuple_dst_addr)).unwrap_or_default();
     out.sport = u16::from_be(read(tuple, offset!(tuple_src_port)).unwrap_or(0));

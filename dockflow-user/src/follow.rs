@@ -45,6 +45,7 @@ impl Follower {
             return Ok(());
         }
         self.last_check = Instant::now();
+        probes.forget_ended_connections()?;
         let moved = self.follow_container(probes)?;
         let fingerprint = target::topology_fingerprint();
         if moved || fingerprint != self.fingerprint {

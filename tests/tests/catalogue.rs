@@ -362,3 +362,87 @@ fn a_frame_to_an_unlearned_mac_is_flooded_and_still_reaches_its_container() {
     assert!(!steps.iter().any(|s| s["kind"] == "dropped"), "{steps:#?}");
     assert_eq!(outcome(steps, "request").as_deref(), Some("bridged_only"));
 }
+
+#[test]
+fn a_masqueraded_reply_is_shown_from_its_arrival_on_the_hosts_link() {
+    let _lock = lab_lock();
+    let _catalogue = Catalogue::up();
+    // An echo server in the lab's external namespace: outside the host, as far as NAT goes.
+    let outside_port = "5454";
+    let mut server =
+        lab::external_command(&lab_bin(), &["serve", "udp-echo", "--port", outside_port])
+            .spawn()
+            .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let to = format!("{}:{outside_port}", lab::EXTERNAL_ADDRESS);
+    let lines = traced("ledger", || assert!(from_container("ledger", &to)));
+    let _ = server.kill();
+    let _ = server.wait();
+    let request = packet_to(&lines, outside_port.parse().unwrap());
+    let reply = reply_of(&lines, request);
+    let hops = reply["hops"].as_array().unwrap();
+    // First the host's external link receives it, then prerouting's first slot sees it before
+    // conntrack has named the connection (no conntrack state there yet).
+    assert_eq!(hops[0]["kind"], "receive", "{:?}", hop_kinds(reply));
+    assert_eq!(hops[0]["interface"], lab::HOST_LINK);
+    let first_slot = hops
+        .iter()
+        .position(|h| {
+            h["kind"] == "hook" && h["hook"] == "prerouting" && h["priority"] == i32::MIN + 1
+        })
+        .unwrap_or_else(|| panic!("{:?}", hop_kinds(reply)));
+    assert!(first_slot > 0);
+    let steps = steps(&lines, request);
+    assert_eq!(outcome(steps, "request").as_deref(), Some("routed"));
+    let snat = nat_position(steps, "snat");
+    assert_eq!(
+        steps[snat]["after"].as_str().unwrap().split(':').next(),
+        Some(lab::HOST_ADDRESS.to_string().as_str())
+    );
+    let undo = nat_position(steps, "undo_snat");
+    assert_eq!(
+        steps[undo]["after"].as_str().unwrap().split(':').next(),
+        Some(LEDGER)
+    );
+    let reply_start = steps
+        .iter()
+        .find(|s| s["kind"] == "start" && s["role"] == "reply")
+        .unwrap_or_else(|| panic!("{steps:#?}"));
+    assert_eq!(reply_start["origin"], "host_interface", "{steps:#?}");
+}
+
+/// Entries of the kernel's map of learned reply tuples, as bpftool dumps them.
+fn learned_reply_tuples() -> usize {
+    let dump = run("bpftool", &["map", "dump", "name", "REPLY_TUPLES"]).unwrap_or_default();
+    dump.lines().filter(|l| l.starts_with("key")).count()
+}
+
+#[test]
+fn a_learned_reply_tuple_is_forgotten_with_its_connection() {
+    let _lock = lab_lock();
+    let _catalogue = Catalogue::up();
+    let outside_port = "5455";
+    let mut server =
+        lab::external_command(&lab_bin(), &["serve", "udp-echo", "--port", outside_port])
+            .spawn()
+            .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let to = format!("{}:{outside_port}", lab::EXTERNAL_ADDRESS);
+    let (mut learned, mut forgotten) = (0, usize::MAX);
+    traced("ledger", || {
+        assert!(from_container("ledger", &to));
+        learned = learned_reply_tuples();
+        // The connection ends (as if it timed out): conntrack deletes it.
+        run(
+            "conntrack",
+            &["-D", "-p", "udp", "-s", LEDGER, "--dport", outside_port],
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        forgotten = learned_reply_tuples();
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(learned, 1);
+    assert_eq!(forgotten, 0);
+}

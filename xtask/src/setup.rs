@@ -21,6 +21,8 @@ const PACKAGES: &[&str] = &[
     "bpftool",
     "tar",
     "procps",
+    // The tests end a connection early with `conntrack -D`.
+    "conntrack",
 ];
 
 const DOCKERD_LOG: &str = "/var/log/dockflow-dockerd.log";

@@ -491,7 +491,8 @@ mod tests {
                 sport: 40000,
                 dport: 1812,
                 l4_proto: 17,
-                _pad: [0; 3],
+                family: 0,
+                _pad: [0; 2],
             },
             ct_reply: CtTuple {
                 src: v4([172, 20, 0, 2]),
@@ -499,7 +500,8 @@ mod tests {
                 sport: 1812,
                 dport: 40000,
                 l4_proto: 17,
-                _pad: [0; 3],
+                family: 0,
+                _pad: [0; 2],
             },
             ..request_before_dnat()
         };

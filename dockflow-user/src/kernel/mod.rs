@@ -2,6 +2,7 @@
 //! names, kernel symbols, tracepoint record layouts.
 
 pub mod btf;
+pub mod conntrack;
 pub mod symbols;
 pub mod tracefs;
 

@@ -84,7 +84,14 @@ pub fn load_netfilter_program(
                     .trim_end_matches('\0')
                     .lines()
                     .rev()
-                    .find(|l| !l.trim().is_empty())
+                    // The last lines are statistics; the reason comes before them.
+                    .find(|l| {
+                        let l = l.trim();
+                        !l.is_empty()
+                            && !l.starts_with("processed ")
+                            && !l.starts_with("verification time")
+                            && !l.starts_with("stack depth")
+                    })
                     .unwrap_or("")
                     .to_string();
                 io::Error::new(

@@ -8,6 +8,7 @@ mod bpf_sys;
 mod bridge;
 mod cleanup;
 mod netfilter;
+mod reply_tuples;
 mod tc;
 mod tracepoints;
 
@@ -102,6 +103,9 @@ pub struct Probes {
     ebpf: Ebpf,
     families: Vec<Family>,
     lost: PerCpuArray<MapData, u64>,
+    /// What the programs were told after attaching (reply tuple switch off).
+    settings: Settings,
+    reply_tuples: reply_tuples::ReplyTuples,
     pub attachments: Vec<Attachment>,
     pub notes: Vec<String>,
 }
@@ -129,6 +133,7 @@ impl Probes {
             .any(|a| a.point.starts_with("netfilter ") && a.error.is_none());
         let settings = Settings {
             nf_hook_slow_bridge_only: u32::from(netfilter_links),
+            reply_tuples_learned: 0,
         };
         Array::try_from(ebpf.map_mut(SETTINGS_MAP).context("no settings map")?)?
             .set(0, settings, 0)?;
@@ -140,11 +145,14 @@ impl Probes {
             return Err(anyhow!("the kernel refused every probe ({first})"));
         }
         let lost = PerCpuArray::try_from(ebpf.take_map(LOST_MAP).context("no LOST map")?)?;
+        let reply_tuples = reply_tuples::ReplyTuples::take(&mut ebpf)?;
         Ok(Self {
             held,
             ebpf,
             families: families.to_vec(),
             lost,
+            settings,
+            reply_tuples,
             attachments,
             notes,
         })
@@ -171,6 +179,12 @@ impl Probes {
         self.held.extend(attached.held);
         fill_filter(&mut self.ebpf, new)?;
         Ok(attached.attachments)
+    }
+
+    /// Forgets the reply tuples of the target's NATed connections that conntrack has dropped.
+    pub fn forget_ended_connections(&mut self) -> Result<()> {
+        self.reply_tuples
+            .forget_ended(&mut self.ebpf, self.settings)
     }
 
     /// The ring buffer every program writes into.

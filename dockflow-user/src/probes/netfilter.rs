@@ -86,11 +86,17 @@ fn load_programs(ebpf: &Ebpf) -> Result<Vec<(NfSlot, OwnedFd)>> {
     let mut obj =
         aya_obj::Object::parse(PROGRAMS).map_err(|e| anyhow!("parsing the eBPF object: {e}"))?;
     let text_sections: HashSet<usize> = obj.functions.keys().map(|(section, _)| *section).collect();
+    // Every map the object declares: one left out would be relocated against another's fd.
     let maps: Vec<(String, RawFd, aya_obj::Map)> = obj
         .maps
         .iter()
-        .filter_map(|(name, map)| Some((name.clone(), map_fd(ebpf.map(name)?)?, map.clone())))
-        .collect();
+        .map(|(name, map)| {
+            let fd = ebpf.map(name).and_then(map_fd).with_context(|| {
+                format!("map {name} is not available to the netfilter programs")
+            })?;
+            Ok((name.clone(), fd, map.clone()))
+        })
+        .collect::<Result<_>>()?;
     obj.relocate_maps(
         maps.iter().map(|(n, fd, m)| (n.as_str(), *fd, m)),
         &text_sections,
@@ -119,6 +125,7 @@ fn map_fd(map: &Map) -> Option<RawFd> {
         | Map::PerCpuArray(d)
         | Map::HashMap(d)
         | Map::PerCpuHashMap(d)
+        | Map::LruHashMap(d)
         | Map::RingBuf(d) => d,
         _ => return None,
     };
