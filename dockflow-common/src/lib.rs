@@ -160,6 +160,12 @@ pub const fn nf_slot_priority(slot: NfSlot, hook: u8) -> Option<i32> {
 /// Address families as the kernel numbers them (AF_INET, AF_INET6).
 pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;
+/// [`PacketHeaders::family`] of an ARP frame (Ethernet, IPv4): not an AF_* value, as ARP has
+/// none.
+pub const FAMILY_ARP: u8 = 0xa8;
+/// ARP operations ([`PacketHeaders::arp_op`]).
+pub const ARP_REQUEST: u8 = 1;
+pub const ARP_REPLY: u8 = 2;
 
 /// Which parts of a [`PacketEvent`] are filled in (retis-style sections: a probe that cannot see
 /// something leaves its section out instead of writing zeros that look like data).
@@ -189,7 +195,9 @@ pub struct CtTuple {
 /// the target's, before they reserve an event or read anything else.
 ///
 /// Addresses are stored as they appear on the wire (network byte order); IPv4 uses the first
-/// four bytes. Ports and lengths are converted to host order by the kernel program.
+/// four bytes. Ports and lengths are converted to host order by the kernel program. An ARP
+/// frame ([`FAMILY_ARP`]) has its sender and target IPv4 addresses in `saddr` and `daddr`, its
+/// operation in `arp_op`, and its length in `ip_len`.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PacketHeaders {
@@ -209,7 +217,9 @@ pub struct PacketHeaders {
     pub ttl: u8,
     /// TCP flags byte (FIN=0x01 ... CWR=0x80); 0 for other protocols.
     pub tcp_flags: u8,
-    pub _pad: [u8; 4],
+    /// [`ARP_REQUEST`] or [`ARP_REPLY`] for an ARP frame; 0 otherwise.
+    pub arp_op: u8,
+    pub _pad: [u8; 3],
 }
 
 /// One packet seen at one probe point: a fixed head, then one struct per section.

@@ -5,7 +5,7 @@
 
 use core::mem::MaybeUninit;
 
-use dockflow_common::{AF_INET, AF_INET6, PacketHeaders};
+use dockflow_common::{AF_INET, AF_INET6, FAMILY_ARP, PacketHeaders};
 
 use crate::zeroed;
 
@@ -48,8 +48,8 @@ fn be16(bytes: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([bytes[at], bytes[at + 1]])
 }
 
-/// Parses the IPv4 or IPv6 header (and the ports) into `slot`, zeroed first; false for
-/// anything else.
+/// Parses the IPv4 or IPv6 header (and the ports), or an ARP frame's addresses, into `slot`,
+/// zeroed first; None for anything else.
 #[inline(always)]
 pub fn parse_ip<'a, R: NetworkHeaderReader>(
     reader: &R,
@@ -106,10 +106,27 @@ fn fill_ip<R: NetworkHeaderReader>(reader: &R, headers: &mut PacketHeaders) -> b
             headers.daddr.copy_from_slice(&ip[24..40]);
             read_l4(reader, IPV6_HLEN, headers);
         }
+        // ARP for Ethernet and IPv4: hardware type 1, protocol 0x0800, lengths 6 and 4.
+        0 if is_ethernet_ipv4_arp(ip) => {
+            headers.family = FAMILY_ARP;
+            headers.ip_len = ARP_LEN;
+            headers.arp_op = ip[7];
+            headers.saddr[..4].copy_from_slice(&ip[14..18]);
+            headers.daddr[..4].copy_from_slice(&ip[24..28]);
+        }
         _ => return false,
     }
     true
 }
+
+/// Byte by byte: a slice comparison would compile to memcmp, which BPF does not have.
+#[inline(always)]
+fn is_ethernet_ipv4_arp(h: &[u8; IPV6_HLEN]) -> bool {
+    h[0] == 0 && h[1] == 1 && h[2] == 8 && h[3] == 0 && h[4] == 6 && h[5] == 4
+}
+
+/// An Ethernet/IPv4 ARP message: 8 bytes of header, two MAC and two IPv4 addresses.
+const ARP_LEN: u16 = 28;
 
 /// Reads the L4 header at `l4_offset` where the first chunk did not cover it.
 #[inline(always)]

@@ -3,6 +3,7 @@
 //! terminal" network namespace linked to the host by a veth pair.
 
 pub mod lab;
+pub mod ping;
 pub mod radius;
 pub mod responder;
 pub mod shell;

@@ -65,6 +65,8 @@ enum ClientService {
         #[arg(long, default_value = "hello from dockflow-lab")]
         message: String,
     },
+    /// One ICMP echo request (raw socket, root).
+    Ping { target: std::net::Ipv4Addr },
     /// Bulk TCP to a tcp-echo server's sink; prints the goodput in bit/s.
     TcpBulk {
         server: SocketAddr,
@@ -115,6 +117,7 @@ fn main() -> Result<()> {
                 }
                 ClientService::Udp { server, message } => responder::udp_client(server, &message)?,
                 ClientService::Tcp { server, message } => responder::tcp_client(server, &message)?,
+                ClientService::Ping { target } => dockflow_lab::ping::ping(target)?,
                 ClientService::TcpBulk { server, seconds } => {
                     responder::tcp_bulk_client(server, seconds)?.to_string()
                 }

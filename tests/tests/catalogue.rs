@@ -446,3 +446,91 @@ fn a_learned_reply_tuple_is_forgotten_with_its_connection() {
     assert_eq!(learned, 1);
     assert_eq!(forgotten, 0);
 }
+
+#[test]
+fn arp_is_a_bridged_frame_asked_by_the_container_and_answered_by_the_host() {
+    let _lock = lab_lock();
+    let _catalogue = Catalogue::up();
+    let pid = run("docker", &["inspect", "-f", "{{.State.Pid}}", "ledger"]).unwrap();
+    let lines = traced("ledger", || {
+        // ledger forgets its gateway's MAC, so its next packet there asks for it first.
+        run(
+            "nsenter",
+            &["-t", pid.trim(), "-n", "ip", "neigh", "flush", "all"],
+        )
+        .unwrap();
+        assert!(from_container("ledger", &format!("{GATEWAY}:{PUBLISHED}")));
+    });
+    let question = lines
+        .iter()
+        .find(|l| l["type"] == "packet" && l["packet"]["arp"] == "request")
+        .unwrap_or_else(|| panic!("no ARP request: {lines:#?}"));
+    assert_eq!(question["packet"]["src"], LEDGER);
+    assert_eq!(question["packet"]["dst"], GATEWAY);
+    let answer = reply_of(&lines, question);
+    assert_eq!(answer["packet"]["arp"], "reply");
+    for packet in [question, answer] {
+        let k = hop_kinds(packet);
+        assert!(!k.iter().any(|h| h.ends_with(":hook")), "no IP hook: {k:?}");
+    }
+    let steps = steps(&lines, question);
+    let asked = steps
+        .iter()
+        .find(|s| s["kind"] == "arp_asked")
+        .unwrap_or_else(|| panic!("{steps:#?}"));
+    assert_eq!(asked["passed_up"], BRIDGE);
+    let ports = asked["ports"].as_array().unwrap();
+    for name in ["(billing)", "(auditor)"] {
+        assert!(
+            ports.iter().any(|p| p.as_str().unwrap().ends_with(name)),
+            "broadcast to every port: {ports:?}"
+        );
+    }
+    let answered = steps
+        .iter()
+        .find(|s| s["kind"] == "arp_answered")
+        .unwrap_or_else(|| panic!("{steps:#?}"));
+    assert_eq!(answered["answered_by"], "host");
+    assert_eq!(answered["place"], BRIDGE);
+    assert_eq!(answered["ports"].as_array().unwrap().len(), 1);
+    for wrong in ["outcome", "crossing", "dropped", "nat"] {
+        assert!(!steps.iter().any(|s| s["kind"] == wrong), "{steps:#?}");
+    }
+}
+
+#[test]
+fn icmp_echo_from_the_host_to_a_container_and_back() {
+    let _lock = lab_lock();
+    let _catalogue = Catalogue::up();
+    let lines = traced("ledger", || {
+        let out = Command::new(lab_bin())
+            .args(["client", "ping", LEDGER])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    let request = lines
+        .iter()
+        .find(|l| {
+            l["type"] == "packet" && l["packet"]["protocol"] == 1 && l["direction"] == "request"
+        })
+        .unwrap_or_else(|| panic!("no echo request: {lines:#?}"));
+    assert_eq!(request["packet"]["dst"], LEDGER);
+    let reply = reply_of(&lines, request);
+    assert_eq!(reply["packet"]["src"], LEDGER);
+    let steps = steps(&lines, request);
+    assert_eq!(steps[0]["origin"], "host_process", "{steps:#?}");
+    assert_eq!(outcome(steps, "request").as_deref(), Some("sent_by_host"));
+    // The ping's raw socket got the reply; the kernel's ICMP code then frees it (NO_SOCKET):
+    // delivered, not dropped.
+    assert_eq!(
+        outcome(steps, "reply").as_deref(),
+        Some("delivered_locally"),
+        "{steps:#?}"
+    );
+    assert!(!steps.iter().any(|s| s["kind"] == "dropped"), "{steps:#?}");
+}

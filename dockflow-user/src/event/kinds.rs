@@ -275,6 +275,26 @@ impl fmt::Display for Verdict {
     }
 }
 
+/// An ARP frame's operation (ARP is L2 only: it never meets an IP hook).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArpOp {
+    /// "who has <target>? tell <sender>", broadcast.
+    Request,
+    /// "<sender> is at <MAC>", unicast to who asked.
+    Reply,
+}
+
+impl ArpOp {
+    pub fn from_raw(op: u8) -> Option<Self> {
+        match op {
+            dockflow_common::ARP_REQUEST => Some(ArpOp::Request),
+            dockflow_common::ARP_REPLY => Some(ArpOp::Reply),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

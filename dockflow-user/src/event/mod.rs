@@ -12,13 +12,13 @@ use std::{
 
 use anyhow::{Result, bail};
 use dockflow_common::{
-    AF_INET, AF_INET6, CtTuple, NFPROTO_IPV6, NfSlot, PACKET_EVENT_SIZE, PacketEvent, ProbePoint,
-    SECTION_CONNTRACK, SECTION_DROP, SECTION_NETFILTER, SECTION_PACKET, SECTION_SKB,
+    AF_INET, AF_INET6, CtTuple, FAMILY_ARP, NFPROTO_IPV6, NfSlot, PACKET_EVENT_SIZE, PacketEvent,
+    ProbePoint, SECTION_CONNTRACK, SECTION_DROP, SECTION_NETFILTER, SECTION_PACKET, SECTION_SKB,
     nf_slot_priority,
 };
 use serde::Serialize;
 
-pub use self::kinds::{CtDirection, CtState, CtStatus, Family, Hook, TraceKind, Verdict};
+pub use self::kinds::{ArpOp, CtDirection, CtState, CtStatus, Family, Hook, TraceKind, Verdict};
 use crate::kernel::symbols::KernelSymbols;
 
 /// A decoded event: one packet at one probe point.
@@ -107,10 +107,16 @@ pub struct Packet {
     pub len: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp_flags: Option<u8>,
+    /// Set for an ARP frame: `src` and `dst` are its sender and target addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arp: Option<ArpOp>,
 }
 
 impl Packet {
     pub fn protocol_name(&self) -> String {
+        if self.arp.is_some() {
+            return "arp".into();
+        }
         names::protocol_name(self.protocol)
     }
 }
@@ -191,6 +197,7 @@ pub fn packet_from_headers(network: &[u8], transport: &[u8]) -> Option<Packet> {
         ip_id,
         len,
         tcp_flags: (protocol == IPPROTO_TCP).then(|| transport.get(13).copied().unwrap_or(0)),
+        arp: None,
     })
 }
 
@@ -330,7 +337,7 @@ impl Decoder {
 
 fn address(family: u8, bytes: &[u8; 16]) -> Option<IpAddr> {
     match family {
-        AF_INET => Some(IpAddr::V4(Ipv4Addr::from(
+        AF_INET | FAMILY_ARP => Some(IpAddr::V4(Ipv4Addr::from(
             <[u8; 4]>::try_from(&bytes[..4]).unwrap(),
         ))),
         AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(*bytes))),
@@ -351,6 +358,9 @@ fn decode_packet(raw: &PacketEvent) -> Option<Packet> {
         ip_id: h.ip_id,
         len: h.ip_len,
         tcp_flags: (h.l4_proto == IPPROTO_TCP).then_some(h.tcp_flags),
+        arp: (h.family == FAMILY_ARP)
+            .then(|| ArpOp::from_raw(h.arp_op))
+            .flatten(),
     })
 }
 

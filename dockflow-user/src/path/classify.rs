@@ -70,10 +70,15 @@ pub enum HopKind {
     Transmit { interface: String, host: bool },
     /// The packet is dropped. A `flood_copy` is one of the copies a bridge floods to every port
     /// while it does not know the destination MAC: dropped where it was not addressed to.
+    ///
+    /// `after_delivery`: an ICMP message the host's ICMP code frees for want of a ping socket
+    /// (NO_SOCKET) after local input, when raw sockets (ping run as root) have already been
+    /// handed their copies. Not the end of the packet's way.
     Dropped {
         reason: String,
         interface: String,
         flood_copy: bool,
+        after_delivery: bool,
     },
 }
 
@@ -126,6 +131,10 @@ impl HopKind {
             HopKind::Dropped {
                 flood_copy: true, ..
             } => "a flooded copy, not addressed here",
+            HopKind::Dropped {
+                after_delivery: true,
+                ..
+            } => "freed after delivery to raw sockets",
             HopKind::Dropped { .. } => "dropped",
         }
     }
@@ -149,6 +158,7 @@ pub fn classify(event: &Event, topology: &Topology) -> (Layer, HopKind) {
                     reason,
                     interface,
                     flood_copy: false,
+                    after_delivery: false,
                 },
             )
         }
@@ -239,6 +249,31 @@ pub fn refine(hops: &mut [Hop]) {
             hops[i].layer = Layer::L2;
         }
     }
+    for i in 1..hops.len() {
+        let delivered = hops[..i].iter().any(|h| {
+            h.layer == Layer::L3
+                && matches!(
+                    h.kind,
+                    HopKind::Hook {
+                        hook: Hook::Input,
+                        ..
+                    }
+                )
+        });
+        let icmp = hops[i]
+            .event
+            .packet
+            .as_ref()
+            .is_some_and(|p| p.protocol == IPPROTO_ICMP || p.protocol == IPPROTO_ICMPV6);
+        if let HopKind::Dropped {
+            reason,
+            after_delivery,
+            ..
+        } = &mut hops[i].kind
+        {
+            *after_delivery = delivered && icmp && reason == "NO_SOCKET";
+        }
+    }
     if !flooded_ports(hops).is_empty() {
         for hop in hops.iter_mut() {
             if let HopKind::Dropped {
@@ -250,6 +285,9 @@ pub fn refine(hops: &mut [Hop]) {
         }
     }
 }
+
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
 
 /// The ports a flooded frame was sent out of (empty when it was not flooded).
 pub fn flooded_ports(hops: &[Hop]) -> Vec<&str> {

@@ -14,7 +14,7 @@ use super::{
     classify::{HopKind, Layer, classify, refine},
     topology::Topology,
 };
-use crate::event::{CtDirection, Event, Packet, RuleTrace, endpoint};
+use crate::event::{ArpOp, CtDirection, Event, Packet, RuleTrace, endpoint};
 
 /// Events further apart than this are never the same packet.
 const SAME_PACKET_WINDOW_NS: u64 = 200_000_000;
@@ -73,13 +73,15 @@ pub struct PacketPath {
 }
 
 impl PacketPath {
-    /// Where the packet itself was dropped (not a flooded copy of it).
+    /// Where the packet itself was dropped (not a flooded copy of it, nor an ICMP message freed
+    /// after delivery).
     pub fn dropped(&self) -> Option<&Hop> {
         self.hops.iter().find(|h| {
             matches!(
                 h.kind,
                 HopKind::Dropped {
                     flood_copy: false,
+                    after_delivery: false,
                     ..
                 }
             )
@@ -90,6 +92,7 @@ impl PacketPath {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct PacketKey {
     protocol: u8,
+    arp: Option<ArpOp>,
     ip_id: u16,
     len: u16,
     /// IPv6 has no id: the ports, unordered, stand in (NAT66 is rare).
@@ -106,6 +109,7 @@ impl PacketKey {
         };
         Self {
             protocol: p.protocol,
+            arp: p.arp,
             ip_id: p.ip_id,
             len: p.len,
             ports,
@@ -325,6 +329,16 @@ impl Correlator {
             packet.dport.unwrap_or(0),
             packet.protocol,
         );
+        // An ARP question opens an exchange (conntrack knows nothing of ARP); its answer, from
+        // the target to the sender, is the reply.
+        if packet.arp == Some(ArpOp::Request) {
+            let id = self.next_connection;
+            self.next_connection += 1;
+            self.by_original.insert(headers, id);
+            self.by_reply
+                .insert((packet.dst, 0, packet.src, 0, packet.protocol), id);
+            return (Some(id), Some(Direction::Request));
+        }
         match (self.by_original.get(&headers), self.by_reply.get(&headers)) {
             (Some(id), _) => (Some(*id), Some(Direction::Request)),
             (None, Some(id)) => (Some(*id), Some(Direction::Reply)),

@@ -17,7 +17,7 @@ use super::{
     rules,
 };
 use crate::event::{
-    CtDirection, CtState, Family, Hook, RuleTrace, TraceKind, Verdict, endpoint,
+    ArpOp, CtDirection, CtState, Family, Hook, RuleTrace, TraceKind, Verdict, endpoint,
     names::priority_words,
 };
 
@@ -140,6 +140,17 @@ impl Role {
     }
 }
 
+/// Who answered an ARP question.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Answerer {
+    /// The host, for one of its own addresses (a bridge's: the containers' gateway).
+    Host,
+    /// A container, for its own address.
+    Container,
+    Unknown,
+}
+
 /// Everything an explanation can say. Each variant is one sentence.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -224,12 +235,42 @@ pub enum Fact {
         #[serde(skip_serializing_if = "Option::is_none")]
         after: Option<HookRef>,
     },
+    /// The host's ICMP code frees a locally delivered ICMP message no ping socket wants, after
+    /// raw sockets got their copies.
+    FreedAfterDelivery {
+        role: Role,
+        reason: String,
+    },
     Outcome {
         role: Role,
         outcome: Outcome,
         destination: String,
         #[serde(skip_serializing_if = "Vec::is_empty")]
         bridge_hooks: Vec<HookRef>,
+    },
+    /// An ARP question: broadcast, so the bridge floods it and passes it up to the host.
+    ArpAsked {
+        role: Role,
+        sender: String,
+        target: String,
+        /// The ports the bridge sent it out of.
+        ports: Vec<String>,
+        /// One of them is the port it came in through (the port is in hairpin mode).
+        back_to_asker: bool,
+        /// The bridge that passed it up to the host, if it did.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        passed_up: Option<String>,
+    },
+    /// An ARP answer: `sender` is at the answerer's MAC.
+    ArpAnswered {
+        role: Role,
+        sender: String,
+        target: String,
+        /// The host (through this bridge's device) or the container behind this port.
+        answered_by: Answerer,
+        /// Where the answer was first seen: a bridge, or the answering container's port.
+        place: String,
+        ports: Vec<String>,
     },
     NoReply,
     /// How request and reply went between the bridge (L2) and the IP stack (L3).
@@ -300,7 +341,9 @@ pub fn explain(
     if let Some(request) = request {
         facts.extend(narrate(request, Role::Request));
     }
+    let is_arp = request.or(reply).is_some_and(|p| p.packet.arp.is_some());
     match reply {
+        Some(reply) if is_arp => facts.extend(narrate(reply, Role::Reply)),
         Some(reply) => {
             facts.extend(narrate(reply, Role::Reply));
             facts.extend(request.and_then(|request| crossing(request, reply)));
@@ -340,6 +383,9 @@ fn is_hook_in(hop: &Hop, layer: Layer, hook: Hook) -> bool {
 
 /// The facts of one packet's path, in the order it met them.
 fn narrate(path: &PacketPath, role: Role) -> Vec<Fact> {
+    if let Some(op) = path.packet.arp {
+        return narrate_arp(path, role, op);
+    }
     let hops = &path.hops;
     let rule_at = rules::placed(&path.rules, hops, &path.packet);
     let mut facts = vec![start(path, role)];
@@ -465,6 +511,17 @@ fn narrate(path: &PacketPath, role: Role) -> Vec<Fact> {
             (
                 HopKind::Dropped {
                     reason,
+                    after_delivery: true,
+                    ..
+                },
+                _,
+            ) => facts.push(Fact::FreedAfterDelivery {
+                role,
+                reason: reason.clone(),
+            }),
+            (
+                HopKind::Dropped {
+                    reason,
                     flood_copy: false,
                     ..
                 },
@@ -493,6 +550,73 @@ fn narrate(path: &PacketPath, role: Role) -> Vec<Fact> {
         &facts,
     ));
     facts.extend(outcome(path, role));
+    facts
+}
+
+/// ARP never meets an IP hook, NAT or conntrack: its story is who asked, where the bridge
+/// sent the frame, and who answered.
+fn narrate_arp(path: &PacketPath, role: Role, op: ArpOp) -> Vec<Fact> {
+    let p = &path.packet;
+    let (sender, target) = (p.src.to_string(), p.dst.to_string());
+    let mut ports: Vec<String> = Vec::new();
+    for hop in &path.hops {
+        if let HopKind::ToPort { port } = &hop.kind
+            && !ports.contains(port)
+        {
+            ports.push(port.clone());
+        }
+    }
+    let entered = path.hops.iter().find_map(|h| match &h.kind {
+        HopKind::FromPort { port } => Some(port),
+        _ => None,
+    });
+    let mut facts = vec![start(path, role)];
+    facts.push(match op {
+        ArpOp::Request => Fact::ArpAsked {
+            role,
+            sender,
+            target,
+            back_to_asker: entered.is_some_and(|p| ports.contains(p)),
+            ports,
+            passed_up: path.hops.iter().find_map(|h| match &h.kind {
+                HopKind::PassedUp { bridge } => Some(bridge.clone()),
+                _ => None,
+            }),
+        },
+        ArpOp::Reply => {
+            let first = path.hops.first().map(|h| &h.kind);
+            let (answered_by, place) = match first {
+                Some(HopKind::IntoBridge { bridge }) => (Answerer::Host, bridge.clone()),
+                Some(HopKind::FromPort { port }) => (Answerer::Container, port.clone()),
+                Some(HopKind::Transmit {
+                    interface,
+                    host: false,
+                }) => (Answerer::Container, interface.clone()),
+                other => (
+                    Answerer::Unknown,
+                    other.map(HopKind::place).unwrap_or_default(),
+                ),
+            };
+            Fact::ArpAnswered {
+                role,
+                sender,
+                target,
+                answered_by,
+                place,
+                ports,
+            }
+        }
+    });
+    facts.extend(path.hops.iter().find_map(|h| match &h.kind {
+        HopKind::Receive {
+            interface,
+            host: false,
+        } if op == ArpOp::Reply => Some(Fact::ReachesNamespace {
+            role,
+            interface: interface.clone(),
+        }),
+        _ => None,
+    }));
     facts
 }
 
@@ -929,6 +1053,66 @@ impl Fact {
                     list(bridge_hooks)
                 ),
             },
+            Fact::ArpAsked {
+                sender,
+                target,
+                ports,
+                back_to_asker,
+                passed_up,
+                ..
+            } => {
+                let mut s = format!(
+                    "ARP request: {sender} asks who has {target}. ARP is L2 only: no IP hook, NAT or conntrack takes part. The question is a broadcast, so the bridge"
+                );
+                if !ports.is_empty() {
+                    s.push_str(&format!(" sends it out of every port ({})", list(ports)));
+                }
+                match passed_up {
+                    Some(bridge) if !ports.is_empty() => {
+                        s.push_str(&format!(" and passes it up to the host through {bridge}"))
+                    }
+                    Some(bridge) => {
+                        s.push_str(&format!(" passes it up to the host through {bridge}"))
+                    }
+                    None if ports.is_empty() => s.push_str(" handles it"),
+                    None => {}
+                }
+                s.push('.');
+                if *back_to_asker {
+                    s.push_str(" The asker's own port gets a copy too: the port is in hairpin mode (Docker sets it when the userland proxy is off).");
+                }
+                s
+            }
+            Fact::ArpAnswered {
+                sender,
+                target,
+                answered_by,
+                place,
+                ports,
+                ..
+            } => {
+                let who = match answered_by {
+                    Answerer::Host => format!(
+                        "the host answers: {sender} is its own address on bridge {place}, so it sends \"{sender} is at my MAC\" into the bridge"
+                    ),
+                    Answerer::Container => {
+                        format!("the container behind {place} answers: {sender} is at its MAC")
+                    }
+                    Answerer::Unknown => format!("{sender} answers (first seen at {place})"),
+                };
+                let to = if ports.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", and the bridge delivers the answer to {} only (unicast, L2)",
+                        list(ports)
+                    )
+                };
+                format!("ARP reply to {target}: {who}{to}.")
+            }
+            Fact::FreedAfterDelivery { reason, .. } => format!(
+                "The host's ICMP code finds no ping socket for it and frees it ({reason}); raw sockets (a ping run as root) were handed their own copy just before, so that is not a loss."
+            ),
             Fact::NoReply => "No reply was seen.".to_string(),
             Fact::Crossing {
                 request,
@@ -977,7 +1161,10 @@ impl Fact {
             | Fact::ReachesNamespace { role, .. }
             | Fact::LeavesHost { role, .. }
             | Fact::Dropped { role, .. }
-            | Fact::Outcome { role, .. } => Some(*role),
+            | Fact::Outcome { role, .. }
+            | Fact::FreedAfterDelivery { role, .. }
+            | Fact::ArpAsked { role, .. }
+            | Fact::ArpAnswered { role, .. } => Some(*role),
             Fact::NoReply | Fact::Crossing { .. } | Fact::ReplySeesNoNat { .. } => None,
         }
     }

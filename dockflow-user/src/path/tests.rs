@@ -86,6 +86,7 @@ fn packet(src: &str, sport: u16, dst: &str, dport: u16, ip_id: u16) -> Packet {
         ip_id,
         len: 90,
         tcp_flags: None,
+        arp: None,
     }
 }
 

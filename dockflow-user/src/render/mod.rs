@@ -179,6 +179,7 @@ mod tests {
                 ip_id: 64789,
                 len: 56,
                 tcp_flags: None,
+                arp: None,
             }),
             netfilter: None,
             conntrack: None,

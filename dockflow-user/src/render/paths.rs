@@ -179,15 +179,18 @@ fn group_line(group: &[Hop], topology: &Topology, style: &Style) -> String {
             reason,
             interface,
             flood_copy,
+            after_delivery,
         } => (
             if *flood_copy {
                 "copy dropped"
+            } else if *after_delivery {
+                "freed"
             } else {
                 "DROPPED"
             }
             .into(),
             interface.clone(),
-            if *flood_copy {
+            if *flood_copy || *after_delivery {
                 format!("{reason}: {}", first.kind.words())
             } else {
                 reason.clone()
