@@ -45,8 +45,10 @@ pub fn serve_radius(port: u16, config: &RadiusConfig) -> Result<()> {
 }
 
 pub fn serve_udp_echo(port: u16) -> Result<()> {
-    let socket =
-        UdpSocket::bind(("0.0.0.0", port)).with_context(|| format!("binding udp/{port}"))?;
+    // Dual-stack where the host has IPv6 (Linux maps IPv4 peers into it), IPv4 otherwise.
+    let socket = UdpSocket::bind(("::", port))
+        .or_else(|_| UdpSocket::bind(("0.0.0.0", port)))
+        .with_context(|| format!("binding udp/{port}"))?;
     eprintln!("echo: listening on udp/{port}");
     let mut buf = [0u8; 65536];
     loop {

@@ -15,6 +15,10 @@ const GATEWAY: &str = "10.213.5.1";
 const LEDGER: &str = "10.213.5.10";
 const BILLING: &str = "10.213.5.20";
 const AUDITOR: &str = "10.213.5.30";
+/// The same network's IPv6 side (Docker's `--ipv6`).
+const SUBNET6: &str = "fd00:213:5::/64";
+const LEDGER6: &str = "fd00:213:5::10";
+const BILLING6: &str = "fd00:213:5::20";
 /// Another Docker network, isolated from the first by Docker's rules.
 const OTHER_NETWORK: &str = "dfiso";
 const OTHER_SUBNET: &str = "10.214.6.0/24";
@@ -30,32 +34,45 @@ impl Catalogue {
         lab::up(&lab_bin()).unwrap();
         let catalogue = Catalogue;
         catalogue.remove();
-        for (name, bridge, subnet) in [
-            (NETWORK, BRIDGE, SUBNET),
-            (OTHER_NETWORK, "dfiso0", OTHER_SUBNET),
+        for (name, bridge, subnet, ipv6) in [
+            (NETWORK, BRIDGE, SUBNET, Some(SUBNET6)),
+            (OTHER_NETWORK, "dfiso0", OTHER_SUBNET, None),
         ] {
+            let mut v6 = Vec::new();
+            if let Some(subnet6) = ipv6 {
+                v6 = vec!["--ipv6", "--subnet", subnet6];
+            }
             run(
                 "docker",
                 &[
-                    "network",
-                    "create",
-                    "--subnet",
-                    subnet,
-                    "-o",
-                    &format!("com.docker.network.bridge.name={bridge}"),
-                    "--label",
-                    &format!("{}=1", lab::LABEL),
-                    name,
-                ],
+                    &["network", "create"],
+                    &v6[..],
+                    &[
+                        "--subnet",
+                        subnet,
+                        "-o",
+                        &format!("com.docker.network.bridge.name={bridge}"),
+                        "--label",
+                        &format!("{}=1", lab::LABEL),
+                        name,
+                    ],
+                ]
+                .concat(),
             )
             .unwrap();
         }
         let publish = format!("{PUBLISHED}:{PORT}/udp");
-        for (name, network, address, publish) in [
-            ("ledger", NETWORK, LEDGER, Some(publish.as_str())),
-            ("billing", NETWORK, BILLING, None),
-            ("auditor", NETWORK, AUDITOR, None),
-            ("outsider", OTHER_NETWORK, OUTSIDER, None),
+        for (name, network, address, address6, publish) in [
+            (
+                "ledger",
+                NETWORK,
+                LEDGER,
+                Some(LEDGER6),
+                Some(publish.as_str()),
+            ),
+            ("billing", NETWORK, BILLING, Some(BILLING6), None),
+            ("auditor", NETWORK, AUDITOR, None, None),
+            ("outsider", OTHER_NETWORK, OUTSIDER, None, None),
         ] {
             let port = PORT.to_string();
             let mut args = vec![
@@ -72,6 +89,9 @@ impl Catalogue {
             ];
             if let Some(p) = publish {
                 args.extend(["-p", p]);
+            }
+            if let Some(a) = address6 {
+                args.extend(["--ip6", a]);
             }
             args.extend([lab::IMAGE, "serve", "udp-echo", "--port", &port]);
             run("docker", &args).unwrap();
@@ -533,4 +553,61 @@ fn icmp_echo_from_the_host_to_a_container_and_back() {
         "{steps:#?}"
     );
     assert!(!steps.iter().any(|s| s["kind"] == "dropped"), "{steps:#?}");
+}
+
+#[test]
+fn ipv6_container_to_container_and_host_to_container_cross_the_same_hooks() {
+    let _lock = lab_lock();
+    let _catalogue = Catalogue::up();
+    let to = format!("[{LEDGER6}]:{PORT}");
+    // Container to container: bridged only, br_netfilter running the IPv6 hooks.
+    let lines = traced("ledger", || assert!(from_container("billing", &to)));
+    let request = packet_to(&lines, PORT);
+    assert_eq!(request["packet"]["src"], BILLING6);
+    let reply = reply_of(&lines, request);
+    for packet in [request, reply] {
+        let hooks: Vec<&Value> = packet["hops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["kind"] == "hook")
+            .collect();
+        assert!(!hooks.is_empty(), "{:?}", hop_kinds(packet));
+        for hook in hooks {
+            assert_eq!(hook["family"], "ipv6", "{hook}");
+            assert_eq!(hook["layer"], "l3_from_bridge", "{hook}");
+        }
+    }
+    let bridged = steps(&lines, request);
+    assert_eq!(outcome(bridged, "request").as_deref(), Some("bridged_only"));
+    assert_eq!(outcome(bridged, "reply").as_deref(), Some("bridged_only"));
+    // Host to container: sent by the host into the bridge, the reply delivered to it.
+    let lines = traced("ledger", || {
+        let out = Command::new(lab_bin())
+            .args(["client", "udp", &to])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    let request = packet_to(&lines, PORT);
+    let steps = steps(&lines, request);
+    assert_eq!(steps[0]["origin"], "host_process", "{steps:#?}");
+    assert_eq!(outcome(steps, "request").as_deref(), Some("sent_by_host"));
+    assert_eq!(
+        outcome(steps, "reply").as_deref(),
+        Some("delivered_locally")
+    );
+    let hooks: Vec<&Value> = steps
+        .iter()
+        .filter(|s| s["kind"] == "ip_stack_runs_hooks")
+        .flat_map(|s| s["hooks"].as_array().unwrap())
+        .collect();
+    assert!(
+        !hooks.is_empty() && hooks.iter().all(|h| h["family"] == "ipv6"),
+        "{steps:#?}"
+    );
 }

@@ -167,7 +167,9 @@ impl Correlator {
         // Open packets are indexed by their header key: a busy trace has thousands open.
         let candidates = self.open.entry(key.clone()).or_default();
         let found = candidates.iter_mut().rev().find(|o| {
-            ts.abs_diff(o.last_ts) < SAME_PACKET_WINDOW_NS && skb_compatible(o, &key, event.skb_id)
+            ts.abs_diff(o.last_ts) < SAME_PACKET_WINDOW_NS
+                && skb_compatible(o, &key, event.skb_id)
+                && !answers(o, packet)
         });
         let open = match found {
             Some(open) => open,
@@ -329,22 +331,39 @@ impl Correlator {
             packet.dport.unwrap_or(0),
             packet.protocol,
         );
-        // An ARP question opens an exchange (conntrack knows nothing of ARP); its answer, from
-        // the target to the sender, is the reply.
-        if packet.arp == Some(ArpOp::Request) {
-            let id = self.next_connection;
-            self.next_connection += 1;
-            self.by_original.insert(headers, id);
-            self.by_reply
-                .insert((packet.dst, 0, packet.src, 0, packet.protocol), id);
-            return (Some(id), Some(Direction::Request));
-        }
         match (self.by_original.get(&headers), self.by_reply.get(&headers)) {
-            (Some(id), _) => (Some(*id), Some(Direction::Request)),
-            (None, Some(id)) => (Some(*id), Some(Direction::Reply)),
-            (None, None) => (None, None),
+            // An ARP question always opens a new exchange.
+            (Some(id), _) if packet.arp != Some(ArpOp::Request) => {
+                (Some(*id), Some(Direction::Request))
+            }
+            (None, Some(id)) if packet.arp != Some(ArpOp::Request) => {
+                (Some(*id), Some(Direction::Reply))
+            }
+            // A packet conntrack does not track (ARP; IPv6 where no ip6tables rule needs
+            // conntrack) opens a connection of its own, keyed by its headers; a packet with
+            // the reverse headers is its reply.
+            _ => {
+                let id = self.next_connection;
+                self.next_connection += 1;
+                let (src, sport, dst, dport, protocol) = headers;
+                self.by_original.insert(headers, id);
+                self.by_reply.insert((dst, dport, src, sport, protocol), id);
+                (Some(id), Some(Direction::Request))
+            }
         }
     }
+}
+
+/// Whether `packet` is the exact reverse of the open packet's latest headers: an answer to it,
+/// not the same packet further on (no NAT swaps both ends). Without this, an IPv6 echo (no IP
+/// id) whose reply reuses the request's freed buffer would be taken for one packet.
+fn answers(open: &OpenPacket, packet: &Packet) -> bool {
+    let Some(last) = open.events.last().and_then(|e| e.packet.as_ref()) else {
+        return false;
+    };
+    last.src != last.dst
+        && (packet.src, packet.sport, packet.dst, packet.dport)
+            == (last.dst, last.dport, last.src, last.sport)
 }
 
 fn skb_compatible(open: &OpenPacket, key: &PacketKey, skb_id: Option<u64>) -> bool {

@@ -922,8 +922,13 @@ impl Fact {
                 "It enters the bridge through port {port} (L2; the bridge's prerouting hook runs here)."
             ),
             Fact::BridgeRunsIpHooks { hooks, .. } => format!(
-                "While the frame is still inside the bridge, br_netfilter runs the {} on it (bridge-nf-call-iptables=1): IP rules see it although the bridge, not the IP stack, is handling it.",
-                hooks_words(hooks)
+                "While the frame is still inside the bridge, br_netfilter runs the {} on it (bridge-nf-call-{}=1): IP rules see it although the bridge, not the IP stack, is handling it.",
+                hooks_words(hooks),
+                if hooks.iter().any(|h| h.family == Family::Ipv6) {
+                    "ip6tables"
+                } else {
+                    "iptables"
+                }
             ),
             Fact::IpStackRunsHooks { hooks, .. } => {
                 format!("The IP stack (L3) runs the {}.", hooks_words(hooks))
@@ -1040,7 +1045,7 @@ impl Fact {
                     "It is routed through the host (IP forward) and never delivered to a local socket, so no IP input hook sees it: after NAT its destination {destination} is not one of the host's addresses."
                 ),
                 Outcome::DeliveredLocally => format!(
-                    "It is delivered to a socket on the host itself (IP input, destination {destination}); it is not forwarded."
+                    "It is delivered to the host itself (IP input, destination {destination}): a local socket or the kernel's own protocol handling takes it; it is not forwarded."
                 ),
                 Outcome::SentByHost => format!(
                     "It starts on the host, so no IP prerouting, input or forward hook sees it: the host's output path takes it to {destination}."

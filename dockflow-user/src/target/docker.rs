@@ -29,7 +29,8 @@ pub struct Container {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
     pub network: String,
-    pub address: Option<IpAddr>,
+    /// IPv4 and, on a network with IPv6 enabled, IPv6.
+    pub addresses: Vec<IpAddr>,
     pub mac: String,
 }
 
@@ -162,7 +163,10 @@ fn parse_container(body: &Value) -> Result<Container> {
                 .iter()
                 .map(|(name, ep)| Endpoint {
                     network: name.clone(),
-                    address: ep["IPAddress"].as_str().and_then(|a| a.parse().ok()),
+                    addresses: ["IPAddress", "GlobalIPv6Address"]
+                        .iter()
+                        .filter_map(|field| ep[*field].as_str()?.parse().ok())
+                        .collect(),
                     mac: ep["MacAddress"].as_str().unwrap_or_default().to_string(),
                 })
                 .collect()
@@ -228,7 +232,10 @@ mod tests {
         let c = parse_container(&body).unwrap();
         assert_eq!(c.name, "radius");
         assert_eq!(c.pid, 4242);
-        assert_eq!(c.endpoints[0].address, Some("172.20.0.2".parse().unwrap()));
+        assert_eq!(
+            c.endpoints[0].addresses,
+            ["172.20.0.2".parse::<IpAddr>().unwrap()]
+        );
         assert_eq!(
             c.published,
             vec![PublishedPort {

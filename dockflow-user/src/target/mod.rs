@@ -76,7 +76,7 @@ pub fn resolve_container(name: &str) -> Result<Target> {
         addresses: container
             .endpoints
             .iter()
-            .filter_map(|e| e.address)
+            .flat_map(|e| e.addresses.iter().copied())
             .collect(),
         published: container.published,
         netns: Some((container.name.clone(), ns_path)),
