@@ -499,6 +499,7 @@ fn arp_is_a_bridged_frame_asked_by_the_container_and_answered_by_the_host() {
         .find(|s| s["kind"] == "arp_asked")
         .unwrap_or_else(|| panic!("{steps:#?}"));
     assert_eq!(asked["passed_up"], BRIDGE);
+    assert_eq!(asked["delivery"], "broadcast");
     let ports = asked["ports"].as_array().unwrap();
     for name in ["(billing)", "(auditor)"] {
         assert!(

@@ -308,6 +308,19 @@ fn judge(console: &str) -> Result<()> {
     let external_request = find("10.199.0.2", Some(1812), None);
     let external_reply = find("10.0.0.2", None, Some("10.199.0.2"));
     let bridged_request = find("10.0.0.3", Some(1812), None);
+    // The same exchange again after the bridge forgot every MAC.
+    let flooded_request = packets
+        .iter()
+        .copied()
+        .filter(|p| p["packet"]["src"] == "10.0.0.3" && p["packet"]["dport"] == 1812)
+        .nth(1);
+    let steps_of = |p: &Value| -> Vec<Value> {
+        lines
+            .iter()
+            .filter(|l| l["type"] == "explanation" && l["connection"] == p["connection"])
+            .flat_map(|l| l["steps"].as_array().cloned().unwrap_or_default())
+            .collect()
+    };
 
     // Every point in `wanted` has an "attached" line in dockflow's startup.
     let all_attached = |wanted: &[&str]| -> Result<(), String> {
@@ -430,6 +443,34 @@ fn judge(console: &str) -> Result<()> {
                         Ok(())
                     } else {
                         Err(format!("{:?} (explained outcomes: {outcomes:?})", kinds(p)))
+                    }
+                }
+            },
+        ),
+        (
+            "flooded first frame (unlearned MAC): one flood step, copies marked, the packet itself not dropped",
+            match flooded_request {
+                None => Err("no second bridged request".into()),
+                Some(p) => {
+                    let steps = steps_of(p);
+                    let hops = p["hops"].as_array().cloned().unwrap_or_default();
+                    let copies_marked = hops
+                        .iter()
+                        .filter(|h| h["kind"] == "dropped")
+                        .all(|h| h["flood_copy"] == true);
+                    let floods = steps.iter().filter(|s| s["kind"] == "flooded").count();
+                    let request_steps: Vec<&Value> =
+                        steps.iter().filter(|s| s["role"] == "request").collect();
+                    let ok = floods == 1
+                        && copies_marked
+                        && !request_steps.iter().any(|s| s["kind"] == "dropped")
+                        && request_steps
+                            .iter()
+                            .any(|s| s["kind"] == "outcome" && s["outcome"] == "bridged_only");
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err(format!("{:?}; steps: {steps:#?}", kinds(p)))
                     }
                 }
             },

@@ -18,11 +18,13 @@ echo "VMTEST kernel $(uname -r)"
 $IP link add br0 type bridge
 $IP addr add 10.0.0.1/24 dev br0
 $IP link set br0 up
-for ns in ctr ctr2; do $IP netns add $ns; done
+# Three "containers": a third port is what makes a flooded frame visible as a flood.
+for ns in ctr ctr2 ctr3; do $IP netns add $ns; done
 $IP link add vctr type veth peer name eth0 netns ctr
 $IP link add vctr2 type veth peer name eth0 netns ctr2
+$IP link add vctr3 type veth peer name eth0 netns ctr3
 n=2
-for ns in ctr ctr2; do
+for ns in ctr ctr2 ctr3; do
   port=v$ns
   $IP link set $port master br0 up
   $IP -n $ns addr add 10.0.0.$n/24 dev eth0
@@ -51,6 +53,9 @@ while ! grep -q streaming /tmp/err.txt && kill -0 $DF 2>/dev/null && [ $i -lt 12
 echo "VMTEST dockflow ready after ${i}s"
 echo "VMTEST client-external $($IP netns exec ext /dockflow-lab client radius 10.199.0.1:1812 2>&1)"
 echo "VMTEST client-bridged $($IP netns exec ctr2 /dockflow-lab client radius 10.0.0.2:1812 2>&1)"
+# The bridge forgets every MAC; ctr2 still knows ctr's, so its next frame is flooded.
+$IP link set br0 type bridge fdb_flush
+echo "VMTEST client-flooded $($IP netns exec ctr2 /dockflow-lab client radius 10.0.0.2:1812 2>&1)"
 sleep 2
 kill -INT $DF
 wait $DF

@@ -88,6 +88,8 @@ pub enum Origin {
     HostInterface,
     /// A process on the host sends it (the first hook is IP output).
     HostProcess,
+    /// The host sends it into a bridge, with no IP hook before (ARP, say).
+    HostIntoBridge,
     /// First seen somewhere along the way (a probe point further in).
     Midway,
     /// No probe saw it; only nftables' trace did.
@@ -138,6 +140,19 @@ impl Role {
             Role::Reply => "reply",
         }
     }
+}
+
+/// How an ARP question travelled, as the bridge's handling shows it (dockflow does not capture
+/// MAC addresses, and Linux leaves the target MAC empty even in a unicast recheck).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArpDelivery {
+    /// Sent out of ports and passed up to the host: a broadcast.
+    Broadcast,
+    /// Only one port, or only the host: the destination MAC was known.
+    Unicast,
+    /// The host asked and the bridge sent it to one port: a unicast, or a bridge with one port.
+    OnePort,
 }
 
 /// Who answered an ARP question.
@@ -248,9 +263,11 @@ pub enum Fact {
         #[serde(skip_serializing_if = "Vec::is_empty")]
         bridge_hooks: Vec<HookRef>,
     },
-    /// An ARP question: broadcast, so the bridge floods it and passes it up to the host.
+    /// An ARP question: broadcast (the bridge floods it and passes it up to the host), or sent
+    /// to the MAC the asker already has (Linux rechecks a stale neighbour entry by unicast).
     ArpAsked {
         role: Role,
+        delivery: ArpDelivery,
         sender: String,
         target: String,
         /// The ports the bridge sent it out of.
@@ -271,6 +288,9 @@ pub enum Fact {
         /// Where the answer was first seen: a bridge, or the answering container's port.
         place: String,
         ports: Vec<String>,
+        /// The bridge that passed the answer up to the host (when the host asked).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        passed_up: Option<String>,
     },
     NoReply,
     /// How request and reply went between the bridge (L2) and the IP stack (L3).
@@ -571,17 +591,27 @@ fn narrate_arp(path: &PacketPath, role: Role, op: ArpOp) -> Vec<Fact> {
         _ => None,
     });
     let mut facts = vec![start(path, role)];
+    let passed_up = path.hops.iter().find_map(|h| match &h.kind {
+        HopKind::PassedUp { bridge } => Some(bridge.clone()),
+        _ => None,
+    });
+    // A broadcast reaches every port and the host; with more than one port, or the host and a
+    // port (Docker's hairpin mode returns it to the asker's port), it was one.
+    let delivery = match (ports.len(), passed_up.is_some()) {
+        (n, true) if n > 0 => ArpDelivery::Broadcast,
+        (n, _) if n > 1 => ArpDelivery::Broadcast,
+        (1, false) if entered.is_none() => ArpDelivery::OnePort,
+        _ => ArpDelivery::Unicast,
+    };
     facts.push(match op {
         ArpOp::Request => Fact::ArpAsked {
             role,
+            delivery,
             sender,
             target,
             back_to_asker: entered.is_some_and(|p| ports.contains(p)),
             ports,
-            passed_up: path.hops.iter().find_map(|h| match &h.kind {
-                HopKind::PassedUp { bridge } => Some(bridge.clone()),
-                _ => None,
-            }),
+            passed_up,
         },
         ArpOp::Reply => {
             let first = path.hops.first().map(|h| &h.kind);
@@ -604,6 +634,7 @@ fn narrate_arp(path: &PacketPath, role: Role, op: ArpOp) -> Vec<Fact> {
                 answered_by,
                 place,
                 ports,
+                passed_up,
             }
         }
     });
@@ -678,6 +709,7 @@ fn start(path: &PacketPath, role: Role) -> Fact {
         HopKind::Hook {
             hook: Hook::Output, ..
         } if first.layer == Layer::L3 => (Origin::HostProcess, first.kind.place()),
+        HopKind::IntoBridge { bridge } => (Origin::HostIntoBridge, bridge.clone()),
         other => (Origin::Midway, other.place()),
     };
     Fact::Start {
@@ -912,6 +944,9 @@ impl Fact {
                     Origin::HostProcess => format!(
                         "The {r} ({packet}) is sent by a process on the host: it starts at the {place} hook (L3)."
                     ),
+                    Origin::HostIntoBridge => {
+                        format!("The {r} ({packet}) is sent by the host into bridge {place}.")
+                    }
                     Origin::Midway => format!("The {r} ({packet}) is first seen at {place}."),
                     Origin::TraceOnly => format!(
                         "The {r} ({packet}) is known only from nftables' trace: no probe saw it."
@@ -1061,6 +1096,27 @@ impl Fact {
             Fact::ArpAsked {
                 sender,
                 target,
+                delivery: delivery @ (ArpDelivery::Unicast | ArpDelivery::OnePort),
+                ports,
+                passed_up,
+                ..
+            } => {
+                let to = match (ports.is_empty(), passed_up) {
+                    (true, Some(bridge)) => format!("passes it up to the host through {bridge}"),
+                    _ => format!("sends it to {} only", list(ports)),
+                };
+                format!(
+                    "ARP request: {sender} asks who has {target}, sent to the MAC it already has for it (Linux rechecks a stale neighbour entry by unicast{}). ARP is L2 only: no IP hook, NAT or conntrack takes part. The bridge {to}.",
+                    if *delivery == ArpDelivery::OnePort {
+                        "; or this bridge has no other port"
+                    } else {
+                        ""
+                    }
+                )
+            }
+            Fact::ArpAsked {
+                sender,
+                target,
                 ports,
                 back_to_asker,
                 passed_up,
@@ -1094,6 +1150,7 @@ impl Fact {
                 answered_by,
                 place,
                 ports,
+                passed_up,
                 ..
             } => {
                 let who = match answered_by {
@@ -1101,17 +1158,21 @@ impl Fact {
                         "the host answers: {sender} is its own address on bridge {place}, so it sends \"{sender} is at my MAC\" into the bridge"
                     ),
                     Answerer::Container => {
-                        format!("the container behind {place} answers: {sender} is at its MAC")
+                        format!("the container answers from {place}: {sender} is at its MAC")
                     }
                     Answerer::Unknown => format!("{sender} answers (first seen at {place})"),
                 };
-                let to = if ports.is_empty() {
-                    String::new()
-                } else {
-                    format!(
+                let to = match (ports.is_empty(), passed_up) {
+                    (false, _) => format!(
                         ", and the bridge delivers the answer to {} only (unicast, L2)",
                         list(ports)
-                    )
+                    ),
+                    (true, Some(bridge)) => {
+                        format!(
+                            ", and the bridge passes the answer up to the host through {bridge} (unicast, L2)"
+                        )
+                    }
+                    (true, None) => String::new(),
                 };
                 format!("ARP reply to {target}: {who}{to}.")
             }

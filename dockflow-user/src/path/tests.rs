@@ -673,3 +673,77 @@ fn a_hairpin_dnat_without_a_bridge_transmit_is_still_told_as_handed_back() {
         Some(Outcome::BridgedOnly)
     );
 }
+
+fn arp(op: crate::event::ArpOp, sender: &str, target: &str) -> Packet {
+    Packet {
+        arp: Some(op),
+        len: 28,
+        ip_id: 0,
+        protocol: 0,
+        sport: None,
+        dport: None,
+        ..packet(sender, 0, target, 0, 0)
+    }
+}
+
+#[test]
+fn an_arp_question_and_its_answer_are_one_exchange_told_at_l2() {
+    use crate::event::ArpOp;
+    let question = arp(ArpOp::Request, "172.20.0.3", "172.20.0.1");
+    let answer = arp(ArpOp::Reply, "172.20.0.1", "172.20.0.3");
+    let paths = correlate(vec![
+        event(1_000, Probe::TcIngress, VETH_B, question.clone()),
+        event(2_000, Probe::NetDevQueue, VETH, question.clone()),
+        event(2_100, Probe::NetDevQueue, VETH_C, question.clone()),
+        event(3_000, Probe::TcIngress, DOCKER1, question),
+        event(9_000, Probe::TcEgress, DOCKER1, answer.clone()),
+        event(10_000, Probe::NetDevQueue, VETH_B, answer),
+    ]);
+    assert_eq!(paths.len(), 2);
+    assert_eq!(paths[0].connection, paths[1].connection);
+    assert_eq!(paths[1].direction, Some(Direction::Reply));
+    let facts = facts(Some(&paths[0]), Some(&paths[1]));
+    let asked = facts
+        .iter()
+        .find_map(|f| match f {
+            Fact::ArpAsked {
+                ports, passed_up, ..
+            } => Some((ports.len(), passed_up.clone())),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(asked, (2, Some("docker1".to_string())));
+    assert!(facts.iter().any(|f| matches!(
+        f,
+        Fact::ArpAnswered {
+            answered_by: super::explain::Answerer::Host,
+            ..
+        }
+    )));
+    // No IP story for a frame the IP stack never handled.
+    assert!(!facts.iter().any(|f| matches!(
+        f,
+        Fact::Outcome { .. } | Fact::Crossing { .. } | Fact::PassedUp { .. }
+    )));
+}
+
+#[test]
+fn a_reply_reusing_the_requests_buffer_is_not_merged_into_it() {
+    // IPv6 has no IP id; conntrack may not track it. Same skb head, same length, reversed ends.
+    let request = packet("fd00::20", 40000, "fd00::10", 5353, 0);
+    let reply = packet("fd00::10", 5353, "fd00::20", 40000, 0);
+    let with_skb = |mut e: Event| {
+        e.skb_id = Some(0xabc);
+        e
+    };
+    let paths = correlate(vec![
+        with_skb(event(1_000, Probe::TcIngress, VETH_B, request.clone())),
+        with_skb(event(2_000, Probe::TcEgress, VETH, request)),
+        with_skb(event(3_000, Probe::TcIngress, VETH, reply.clone())),
+        with_skb(event(4_000, Probe::TcEgress, VETH_B, reply)),
+    ]);
+    assert_eq!(paths.len(), 2, "{paths:#?}");
+    assert_eq!(paths[0].connection, paths[1].connection);
+    assert_eq!(paths[0].direction, Some(Direction::Request));
+    assert_eq!(paths[1].direction, Some(Direction::Reply));
+}

@@ -29,7 +29,7 @@ impl Style {
 }
 
 use crate::{
-    event::{Conntrack, Event, NetfilterHop, Packet, Tuple, endpoint, names},
+    event::{ArpOp, Conntrack, Event, NetfilterHop, Packet, Tuple, endpoint, names},
     target::names::InterfaceNames,
 };
 
@@ -100,8 +100,13 @@ impl Renderer {
     }
 }
 
-/// "udp 10.199.0.2:40000 -> 172.20.0.2:1812 ttl 63 id 10848 len 42"
+/// "udp 10.199.0.2:40000 -> 172.20.0.2:1812 ttl 63 id 10848 len 42"; ARP as tcpdump says it.
 pub fn packet_summary(p: &Packet) -> String {
+    match p.arp {
+        Some(ArpOp::Request) => return format!("arp who-has {} tell {}", p.dst, p.src),
+        Some(ArpOp::Reply) => return format!("arp reply {} is-at its MAC, to {}", p.src, p.dst),
+        None => {}
+    }
     let mut s = format!(
         "{} {} -> {} ttl {} id {} len {}",
         p.protocol_name(),
