@@ -126,6 +126,20 @@ fn from_container(container: &str, to: &str) -> bool {
         .success()
 }
 
+/// `dockflow-lab client ARGS` on the host; it must get its answer.
+fn from_host(args: &[&str]) {
+    let out = Command::new(lab_bin())
+        .arg("client")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Follows `target` while `work` runs; the JSON lines it printed.
 fn traced(target: &str, work: impl FnOnce()) -> Vec<Value> {
     let dockflow = Dockflow::start(&["--container", target, "--json"]);
@@ -269,15 +283,7 @@ fn a_host_process_to_a_published_port_is_sent_by_the_host_and_the_reply_delivere
     for host_address in ["127.0.0.1", GATEWAY] {
         let to = format!("{host_address}:{PUBLISHED}");
         let lines = traced("ledger", || {
-            let out = Command::new(lab_bin())
-                .args(["client", "udp", &to])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            from_host(&["udp", &to]);
         });
         let request = packet_to(&lines, PUBLISHED);
         let steps = steps(&lines, request);
@@ -524,15 +530,7 @@ fn icmp_echo_from_the_host_to_a_container_and_back() {
     let _lock = lab_lock();
     let _catalogue = Catalogue::up();
     let lines = traced("ledger", || {
-        let out = Command::new(lab_bin())
-            .args(["client", "ping", LEDGER])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        from_host(&["ping", LEDGER]);
     });
     let request = lines
         .iter()
@@ -584,15 +582,7 @@ fn ipv6_container_to_container_and_host_to_container_cross_the_same_hooks() {
     assert_eq!(outcome(bridged, "reply").as_deref(), Some("bridged_only"));
     // Host to container: sent by the host into the bridge, the reply delivered to it.
     let lines = traced("ledger", || {
-        let out = Command::new(lab_bin())
-            .args(["client", "udp", &to])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        from_host(&["udp", &to]);
     });
     let request = packet_to(&lines, PORT);
     let steps = steps(&lines, request);
