@@ -11,13 +11,14 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use dockflow::{
-    event::Decoder,
+    event::{Decoder, Probe},
     follow::Follower,
     kernel::{self, btf::KernelBtf, symbols::KernelSymbols},
     nftrace::{TraceSocket, TraceTable, Tracer},
     output::{Mode, Output},
+    path::{correlate::Limits, topology::Topology},
     probes::{Family, Probes},
-    record::{Header, Record, Recorder, Replay},
+    record::{Header, ReadError, Record, Recorder, Replay},
     render::Style,
     target::{self, Target},
 };
@@ -66,11 +67,11 @@ struct Cli {
     #[arg(long)]
     raw: bool,
     /// Stop after this many packets (events with --raw).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
-    /// Stop after this many seconds.
-    #[arg(long)]
-    duration: Option<f64>,
+    /// Stop after this many seconds (a positive number, fractions allowed).
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_seconds)]
+    duration: Option<Duration>,
     /// Probe families to attach (comma-separated).
     #[arg(
         long,
@@ -81,6 +82,75 @@ struct Cli {
     /// Also write every event to this file (see --replay).
     #[arg(long)]
     record: Option<PathBuf>,
+    /// Size of the kernel's event ring buffer in MiB (a power of two). The default holds about
+    /// 100 ms of events at 2 million events/s, so a busy moment does not overflow it.
+    #[arg(long, default_value = "64", allow_negative_numbers = true, value_parser = parse_ring_size)]
+    ring_size: u32,
+    /// Packets followed at once; past this the oldest is shown early (and counted).
+    #[arg(
+        long,
+        default_value = "65536",
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    max_open_packets: u64,
+    /// Connections remembered to pair requests with replies; past this the oldest is
+    /// forgotten (and counted).
+    #[arg(
+        long,
+        default_value = "65536",
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    max_connections: u64,
+}
+
+impl Cli {
+    fn limits(&self) -> Limits {
+        Limits {
+            open_packets: self.max_open_packets as usize,
+            connections: self.max_connections as usize,
+        }
+    }
+
+    fn output<W: Write>(&self, topology: Topology, writer: W) -> Output<W> {
+        Output::with_limits(
+            mode(self),
+            self.json,
+            Style::for_stdout(),
+            topology,
+            writer,
+            self.limits(),
+        )
+    }
+}
+
+/// --ring-size: MiB, a power of two from 1 to 1024; returned in bytes.
+fn parse_ring_size(text: &str) -> Result<u32, String> {
+    let mib: u32 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of MiB"))?;
+    if !mib.is_power_of_two() || mib > 1024 {
+        return Err(format!(
+            "{mib} MiB: the ring buffer size must be a power of two from 1 to 1024"
+        ));
+    }
+    Ok(mib << 20)
+}
+
+/// Seconds for --duration: finite, positive and at most a year (clap reports anything else in
+/// one line, exit status 2).
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !seconds.is_finite() || seconds <= 0.0 || seconds > MAX_SECONDS {
+        return Err(format!(
+            "{text} is not a duration dockflow can wait (more than 0, at most {MAX_SECONDS} seconds)"
+        ));
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 fn main() -> ExitCode {
@@ -143,7 +213,7 @@ async fn trace(cli: &Cli) -> Result<()> {
         symbols: KernelSymbols::load(is_hook_continuation)?,
     };
     let topology = target::topology_of(&target)?;
-    let mut probes = Probes::attach(&target, &offsets, &cli.probes)?;
+    let mut probes = Probes::attach(&target, &offsets, &cli.probes, cli.ring_size)?;
     report_attachments(&probes, &target);
     // Dropped last (declared first among the live parts): removes our nft tables on every exit.
     let nft = if cli.probes.contains(&Family::Nftables) {
@@ -176,21 +246,12 @@ async fn trace(cli: &Cli) -> Result<()> {
 
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
-    let deadline = tokio::time::sleep(
-        cli.duration
-            .map_or(Duration::MAX / 4, Duration::from_secs_f64),
-    );
+    let deadline = tokio::time::sleep(cli.duration.unwrap_or(Duration::MAX / 4));
     tokio::pin!(deadline);
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let status = StatusLine::new();
 
-    let mut output = Output::new(
-        mode(cli),
-        cli.json,
-        Style::for_stdout(),
-        topology,
-        std::io::stdout().lock(),
-    );
+    let mut output = cli.output(topology, std::io::stdout().lock());
     let mut follower = Follower::new(cli.container.as_deref(), target.clone());
     'stream: loop {
         tokio::select! {
@@ -221,6 +282,9 @@ async fn trace(cli: &Cli) -> Result<()> {
                 }
             }
             _ = tick.tick() => {
+                if let Some(recorder) = recorder.as_mut() {
+                    recorder.flush_if_due()?;
+                }
                 output.tick(monotonic_now())?;
                 follower.check(&mut probes, &mut output)?;
                 if reached_count(cli, &output) {
@@ -243,8 +307,12 @@ async fn trace(cli: &Cli) -> Result<()> {
         "dockflow: {} packets, {} events from {}, {lost} lost",
         output.stats.packets, output.stats.events, target.label
     );
+    report_evictions(&output, cli);
     for (point, lost) in probes.lost() {
-        eprintln!("dockflow: lost {lost} events at {point:?} (ring buffer full)");
+        eprintln!(
+            "dockflow: lost {lost} events at {} (ring buffer full)",
+            Probe::from_point(point).attach_point()
+        );
     }
     drop(probes);
     drop(nft);
@@ -288,21 +356,26 @@ fn start_nft_trace(target: &Target) -> Option<TraceTable> {
     }
 }
 
+/// How often replay finishes idle packets, in recorded time.
+const REPLAY_TICK_NS: u64 = 10_000_000;
+
 fn replay(cli: &Cli, path: &Path) -> Result<()> {
     let mut replay = Replay::open(path)?;
     let header = replay.header.clone();
     eprintln!("dockflow: replaying {} ({})", path.display(), header.target);
-    let mut output = Output::new(
-        mode(cli),
-        cli.json,
-        Style::for_stdout(),
-        header.topology.clone(),
-        std::io::stdout().lock(),
-    );
-    while let Some(record) = replay
-        .next_record()
-        .with_context(|| format!("reading {}", path.display()))?
-    {
+    let mut output = cli.output(header.topology.clone(), std::io::stdout().lock());
+    let mut cut = None;
+    let mut next_tick = 0;
+    loop {
+        let record = match replay.next_record() {
+            Ok(Some(record)) => record,
+            Ok(None) => break,
+            Err(e @ ReadError::Cut { .. }) => {
+                cut = Some(e);
+                break;
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
         let ts = match record {
             Record::Kernel(bytes) => {
                 let event = header
@@ -319,8 +392,12 @@ fn replay(cli: &Cli, path: &Path) -> Result<()> {
                 ts
             }
         };
-        // Recorded time drives packet completion, as the clock did live.
-        output.tick(ts)?;
+        // Recorded time drives packet completion, as the clock did live; checked every few
+        // milliseconds of it, not per record.
+        if ts >= next_tick {
+            output.tick(ts)?;
+            next_tick = ts.saturating_add(REPLAY_TICK_NS);
+        }
         if reached_count(cli, &output) {
             break;
         }
@@ -330,7 +407,32 @@ fn replay(cli: &Cli, path: &Path) -> Result<()> {
         "dockflow: {} packets, {} events from {}",
         output.stats.packets, output.stats.events, header.target
     );
+    report_evictions(&output, cli);
+    // What was whole has been shown; the cut itself is not an error of this run.
+    if let Some(cut) = cut {
+        eprintln!(
+            "dockflow: {}: {cut}; everything before it was shown",
+            path.display()
+        );
+    }
     Ok(())
+}
+
+/// What the memory limits cost, if anything.
+fn report_evictions(output: &Output<impl Write>, cli: &Cli) {
+    let evicted = output.evictions();
+    if evicted.packets > 0 {
+        eprintln!(
+            "dockflow: {} packets shown before they were complete (more than --max-open-packets {} open at once)",
+            evicted.packets, cli.max_open_packets
+        );
+    }
+    if evicted.connections > 0 {
+        eprintln!(
+            "dockflow: {} connections forgotten (more than --max-connections {}); their later packets start new ones",
+            evicted.connections, cli.max_connections
+        );
+    }
 }
 
 /// CLOCK_MONOTONIC, the clock bpf_ktime_get_ns() reads.

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::{
     event::{Event, RuleTrace},
     path::{
-        correlate::{Correlator, PacketPath},
+        correlate::{Correlator, Evictions, Limits, PacketPath},
         explain::{Explainer, Explanation},
         topology::Topology,
     },
@@ -53,13 +53,24 @@ pub struct Output<W: Write> {
 
 impl<W: Write> Output<W> {
     pub fn new(mode: Mode, json: bool, style: Style, topology: Topology, writer: W) -> Self {
+        Self::with_limits(mode, json, style, topology, writer, Limits::default())
+    }
+
+    pub fn with_limits(
+        mode: Mode,
+        json: bool,
+        style: Style,
+        topology: Topology,
+        writer: W,
+        limits: Limits,
+    ) -> Self {
         Self {
             mode,
             json,
             style,
             renderer: Renderer::new(json, topology.names.clone()),
-            correlator: Correlator::new(topology),
-            explainer: Explainer::default(),
+            correlator: Correlator::with_limits(topology, limits),
+            explainer: Explainer::with_limit(limits.connections),
             writer,
             stats: Stats::default(),
         }
@@ -107,6 +118,11 @@ impl<W: Write> Output<W> {
         }
     }
 
+    /// What the memory limits cost so far.
+    pub fn evictions(&self) -> Evictions {
+        self.correlator.evictions
+    }
+
     /// Writes the packets that are finished by `now_ns` (kernel monotonic clock).
     pub fn tick(&mut self, now_ns: u64) -> io::Result<()> {
         let done = self.correlator.flush_idle(now_ns, PACKET_IDLE_NS);
@@ -142,7 +158,7 @@ impl<W: Write> Output<W> {
                     paths::packet_block(&path, self.correlator.topology(), &self.style)
                 )?;
             }
-            if let Some(explanation) = self.explainer.observe(&path) {
+            for explanation in self.explainer.observe(&path) {
                 self.write_explanation(&explanation)?;
             }
         }

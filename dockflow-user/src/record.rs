@@ -11,6 +11,7 @@ use std::{
     fs::File,
     io::{self, BufReader, BufWriter, Read, Write},
     path::Path,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -42,6 +43,7 @@ pub struct Header {
 
 pub struct Recorder {
     file: BufWriter<File>,
+    last_flush: Instant,
 }
 
 impl Recorder {
@@ -53,7 +55,34 @@ impl Recorder {
         file.write_all(&FORMAT_VERSION.to_le_bytes())?;
         file.write_all(&(header.len() as u32).to_le_bytes())?;
         file.write_all(&header)?;
-        Ok(Self { file })
+        file.flush()?;
+        Ok(Self {
+            file,
+            last_flush: Instant::now(),
+        })
+    }
+
+    /// Writes buffered records out if the last flush is a second old or more, so that a run
+    /// killed without warning loses at most its last second.
+    pub fn flush_if_due(&mut self) -> io::Result<()> {
+        if self.last_flush.elapsed() >= Self::FLUSH_EVERY {
+            self.file.flush()?;
+            self.last_flush = Instant::now();
+        }
+        Ok(())
+    }
+
+    const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+    /// Kernel records as the ring buffer gave them, several at once.
+    pub fn record_batch<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = &'a [u8]>,
+    ) -> io::Result<()> {
+        for record in records {
+            self.record(record)?;
+        }
+        Ok(())
     }
 
     /// A kernel ring-buffer record, as it came.
@@ -91,7 +120,33 @@ pub struct Replay<R: Read> {
     reader: R,
     pub header: Header,
     records: u64,
+    /// Bytes read so far: where the next record starts.
+    offset: u64,
 }
+
+/// Why a recording could not be read on.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The file ends inside a record (a killed run, a full disk): everything before it is
+    /// whole and was returned.
+    Cut { record: u64, offset: u64 },
+    /// The bytes are not a dockflow recording's.
+    Corrupt(anyhow::Error),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Cut { record, offset } => write!(
+                f,
+                "the recording is cut short in record {record}, which starts at byte {offset}"
+            ),
+            ReadError::Corrupt(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
 
 impl Replay<BufReader<File>> {
     pub fn open(path: &Path) -> Result<Self> {
@@ -118,8 +173,10 @@ impl<R: Read> Replay<R> {
         if len > MAX_HEADER {
             bail!("header length {len} is implausible");
         }
-        let mut header = vec![0u8; len as usize];
-        reader.read_exact(&mut header).context("header truncated")?;
+        let header = read_exactly(&mut reader, len as usize)
+            .ok()
+            .flatten()
+            .context("header truncated")?;
         let header: Header = serde_json::from_slice(&header).context("header is not valid")?;
         if header.record_size != PACKET_EVENT_SIZE {
             bail!(
@@ -131,47 +188,70 @@ impl<R: Read> Replay<R> {
             reader,
             header,
             records: 0,
+            offset: 16 + len as u64,
         })
     }
 
     /// The next record, None at a clean end of file.
-    pub fn next_record(&mut self) -> Result<Option<Record>> {
-        let mut len = [0u8; 4];
-        match self.reader.read(&mut len[..1]) {
-            Ok(0) => return Ok(None),
-            Ok(_) => {}
-            Err(e) => return Err(e.into()),
-        }
+    pub fn next_record(&mut self) -> Result<Option<Record>, ReadError> {
         let n = self.records + 1;
-        self.reader
-            .read_exact(&mut len[1..])
-            .with_context(|| format!("record {n} truncated"))?;
-        let len = u32::from_le_bytes(len) as usize;
-        let mut kind = [0u8; 1];
-        self.reader
-            .read_exact(&mut kind)
-            .with_context(|| format!("record {n} truncated"))?;
-        let expected = match kind[0] {
+        let cut = ReadError::Cut {
+            record: n,
+            offset: self.offset,
+        };
+        let corrupt = |what: String| ReadError::Corrupt(anyhow::anyhow!("record {n} {what}"));
+        let Some(prefix) = read_exactly(&mut self.reader, 5).map_err(|e| corrupt(e.to_string()))?
+        else {
+            return Err(cut);
+        };
+        if prefix.is_empty() {
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes(prefix[..4].try_into().unwrap()) as usize;
+        let kind = prefix[4];
+        let expected = match kind {
             KIND_KERNEL => self.header.record_size,
             KIND_TRACE if len <= MAX_HEADER as usize => len,
-            other => bail!("record {n} has unknown kind {other}: the file is corrupt"),
+            other => {
+                return Err(corrupt(format!(
+                    "has unknown kind {other}: the file is corrupt"
+                )));
+            }
         };
         if len != expected {
-            bail!("record {n} has length {len}, expected {expected}: the file is corrupt");
+            return Err(corrupt(format!(
+                "has length {len}, expected {expected}: the file is corrupt"
+            )));
         }
-        let mut bytes = vec![0u8; len];
-        self.reader
-            .read_exact(&mut bytes)
-            .with_context(|| format!("record {n} truncated"))?;
+        // Grown as bytes arrive: a corrupt length allocates no more than the file holds.
+        let bytes = match read_exactly(&mut self.reader, len) {
+            Ok(Some(bytes)) if bytes.len() == len => bytes,
+            Ok(_) => return Err(cut),
+            Err(e) => return Err(corrupt(e.to_string())),
+        };
         self.records += 1;
-        Ok(Some(match kind[0] {
+        self.offset += 5 + len as u64;
+        Ok(Some(match kind {
             KIND_KERNEL => Record::Kernel(bytes),
             _ => Record::Trace(
                 serde_json::from_slice(&bytes)
-                    .with_context(|| format!("record {n} is not a valid trace"))?,
+                    .map_err(|e| corrupt(format!("is not a valid trace: {e}")))?,
             ),
         }))
     }
+}
+
+/// Reads `len` bytes: Some(all of them), Some(empty) at a clean end before the first byte, or
+/// None when the input ends part-way. The buffer grows with what is read, never to a length
+/// the input does not have.
+fn read_exactly(reader: &mut impl Read, len: usize) -> io::Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::with_capacity(len.min(8 * 1024));
+    reader.take(len as u64).read_to_end(&mut bytes)?;
+    Ok(match bytes.len() {
+        n if n == len => Some(bytes),
+        0 => Some(bytes),
+        _ => None,
+    })
 }
 
 fn read_u32(reader: &mut impl Read) -> io::Result<u32> {
@@ -267,9 +347,10 @@ mod tests {
 
         let bytes = file_with(&[vec![7u8; PACKET_EVENT_SIZE]]);
         let mut truncated = Replay::from_reader(&bytes[..bytes.len() - 10]).unwrap();
-        assert!(
-            format!("{:#}", truncated.next_record().unwrap_err()).contains("record 1 truncated")
-        );
+        assert!(matches!(
+            truncated.next_record().unwrap_err(),
+            ReadError::Cut { record: 1, .. }
+        ));
         let mut bad_len = bytes.clone();
         let at = bytes.len() - PACKET_EVENT_SIZE - 5;
         bad_len[at] = 3;

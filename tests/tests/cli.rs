@@ -113,3 +113,32 @@ fn no_target_is_a_one_line_error() {
     );
     assert_eq!(stderr.lines().count(), 1);
 }
+
+#[test]
+fn bad_numbers_are_refused_by_the_parser_before_anything_attaches() {
+    for args in [
+        ["--duration", "-1"],
+        ["--duration", "nan"],
+        ["--duration", "1e30"],
+        ["--duration", "0"],
+        ["--count", "0"],
+        ["--count", "-3"],
+        ["--ring-size", "3"],
+        ["--max-open-packets", "0"],
+        ["--max-connections", "-1"],
+    ] {
+        let out = Command::new(dockflow_bin())
+            .args(["--iface", "lo"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: invalid value"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(our_bpf_programs().is_empty());
+    }
+}

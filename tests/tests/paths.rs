@@ -318,6 +318,49 @@ fn container_to_container_traffic_is_bridged_at_l2_only() {
 }
 
 #[test]
+fn a_killed_recording_keeps_all_but_its_last_second_and_a_cut_file_replays_what_is_whole() {
+    let _lock = lab_lock();
+    lab::up(&lab_bin()).unwrap();
+    let record = std::env::temp_dir().join(format!("dockflow-killed-{}.dfl", std::process::id()));
+    // No nftables trace table: a SIGKILL leaves no chance to remove it (the next run would).
+    let dockflow = Dockflow::start(&[
+        "--container",
+        "radius",
+        "--probes",
+        "tc,netfilter,drops,devices",
+        "--record",
+        record.to_str().unwrap(),
+    ]);
+    let answer = lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]).unwrap();
+    assert!(answer.starts_with("Access-Accept"), "{answer}");
+    std::thread::sleep(Duration::from_millis(1500));
+    dockflow.stop_with(libc::SIGKILL);
+    let replay = |path: &std::path::Path| {
+        let out = Command::new(dockflow_bin())
+            .args(["--replay", path.to_str().unwrap(), "--json"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        (json_events(&String::from_utf8_lossy(&out.stdout)), stderr)
+    };
+    let (lines, _) = replay(&record);
+    let (request, reply) = request_and_reply(&lines);
+    assert_eq!(request["connection"], reply["connection"]);
+    // Cut in the middle of the last record: what precedes it replays, the cut is one line,
+    // and the exit status is 0.
+    let bytes = std::fs::read(&record).unwrap();
+    std::fs::write(&record, &bytes[..bytes.len() - 50]).unwrap();
+    let (cut_lines, stderr) = replay(&record);
+    let _ = std::fs::remove_file(&record);
+    assert!(!cut_lines.is_empty());
+    let cut: Vec<&str> = stderr.lines().filter(|l| l.contains("cut short")).collect();
+    assert_eq!(cut.len(), 1, "{stderr}");
+    assert!(cut[0].contains("cut short in record"), "{stderr}");
+    lab::down().unwrap();
+}
+
+#[test]
 fn a_corrupt_recording_is_a_one_line_error() {
     let path = std::env::temp_dir().join(format!("dockflow-corrupt-{}.dfl", std::process::id()));
     std::fs::write(&path, b"DOCKFLOW\x01\x00\x00\x00\xff\xff\xff\x00garbage").unwrap();

@@ -59,7 +59,7 @@ pub enum Probe {
 }
 
 impl Probe {
-    fn from_point(point: ProbePoint) -> Self {
+    pub fn from_point(point: ProbePoint) -> Self {
         match point {
             ProbePoint::TcIngress => Probe::TcIngress,
             ProbePoint::TcEgress => Probe::TcEgress,
@@ -88,6 +88,23 @@ impl Probe {
             Probe::BrPassFrameUp => "bridge pass up",
             Probe::BrDevXmit => "bridge dev xmit",
             Probe::NfHookSlow => "nf hook",
+        }
+    }
+
+    /// The attach point as dockflow's startup lines name it ("tracepoint net:netif_receive_skb").
+    pub fn attach_point(self) -> &'static str {
+        match self {
+            Probe::TcIngress => "tc ingress",
+            Probe::TcEgress => "tc egress",
+            Probe::Netfilter => "netfilter hooks",
+            Probe::KfreeSkb => "tracepoint skb:kfree_skb",
+            Probe::NetifReceive => "tracepoint net:netif_receive_skb",
+            Probe::NetDevQueue => "tracepoint net:net_dev_queue",
+            Probe::BrHandleFrame => "kprobe br_handle_frame",
+            Probe::BrForward => "kprobe br_forward",
+            Probe::BrPassFrameUp => "kprobe br_pass_frame_up",
+            Probe::BrDevXmit => "kprobe br_dev_xmit",
+            Probe::NfHookSlow => "kprobe nf_hook_slow",
         }
     }
 }

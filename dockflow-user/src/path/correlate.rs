@@ -6,7 +6,10 @@
 //! kernel may reallocate the head on the way, and a freed head is soon reused, often for the
 //! very reply the packet provoked. It only breaks ties where the IPv4 id says nothing (0).
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{
+    collections::{BTreeSet, HashMap, VecDeque},
+    net::IpAddr,
+};
 
 use serde::Serialize;
 
@@ -118,6 +121,7 @@ impl PacketKey {
 }
 
 struct OpenPacket {
+    key: PacketKey,
     skb_ids: Vec<u64>,
     last_ts: u64,
     events: Vec<Event>,
@@ -127,27 +131,82 @@ struct OpenPacket {
 /// A connection's identity: its conntrack original tuple.
 type ConnectionKey = (IpAddr, u16, IpAddr, u16, u8);
 
+/// How much the correlator keeps at most, so a flood cannot exhaust memory.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Packets still being followed; past this the oldest is finished early.
+    pub open_packets: usize,
+    /// Connections remembered (to pair requests with replies); past this the oldest is
+    /// forgotten, and a later packet of it starts a new one.
+    pub connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            open_packets: 65_536,
+            connections: 65_536,
+        }
+    }
+}
+
+/// What the limits cost: shown in the summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Evictions {
+    /// Packets finished before they were idle, to stay under `open_packets`.
+    pub packets: u64,
+    /// Connections forgotten to stay under `connections`.
+    pub connections: u64,
+}
+
 /// Turns a stream of events into finished packet paths.
 pub struct Correlator {
     topology: Topology,
-    open: HashMap<PacketKey, Vec<OpenPacket>>,
+    limits: Limits,
+    /// Open packets by their own id.
+    open: HashMap<u64, OpenPacket>,
+    /// Open packet ids by header key, oldest first: a busy trace has thousands open.
+    by_key: HashMap<PacketKey, VecDeque<u64>>,
+    /// (last event time, id) of every open packet, so the idle ones are found first and
+    /// finishing N packets costs O(N log M), not a walk over all M open.
+    by_idle: BTreeSet<(u64, u64)>,
+    /// Packets evicted by the limit, finished at the next flush.
+    evicted: Vec<OpenPacket>,
+    next_open: u64,
     next_packet: u64,
     /// Connection ids by original tuple, and by reply tuple (to recognise packets seen without
     /// conntrack, by tc, in the reply direction).
     by_original: HashMap<ConnectionKey, u64>,
     by_reply: HashMap<ConnectionKey, u64>,
+    /// The connections' tuples, oldest first, for forgetting them in order.
+    connection_order: VecDeque<(u64, ConnectionKey, ConnectionKey)>,
     next_connection: u64,
+    pub evictions: Evictions,
+    /// Open packets flush_idle has looked at, in all (for the cost test).
+    pub flush_work: u64,
 }
 
 impl Correlator {
     pub fn new(topology: Topology) -> Self {
+        Self::with_limits(topology, Limits::default())
+    }
+
+    pub fn with_limits(topology: Topology, limits: Limits) -> Self {
         Self {
             topology,
+            limits,
             open: HashMap::new(),
+            by_key: HashMap::new(),
+            by_idle: BTreeSet::new(),
+            evicted: Vec::new(),
+            next_open: 0,
             next_packet: 1,
             by_original: HashMap::new(),
             by_reply: HashMap::new(),
+            connection_order: VecDeque::new(),
             next_connection: 1,
+            evictions: Evictions::default(),
+            flush_work: 0,
         }
     }
 
@@ -159,34 +218,89 @@ impl Correlator {
         &self.topology
     }
 
-    /// Adds an event; events without IP headers (ARP, ...) are not part of any path.
+    /// Packets still open.
+    pub fn open_packets(&self) -> usize {
+        self.open.len()
+    }
+
+    /// The open packet `event` continues, if any.
+    fn continued(&self, key: &PacketKey, event: &Event, packet: &Packet) -> Option<u64> {
+        let ids = self.by_key.get(key)?;
+        ids.iter().rev().copied().find(|id| {
+            let o = &self.open[id];
+            event.ts_ns.abs_diff(o.last_ts) < SAME_PACKET_WINDOW_NS
+                && skb_compatible(o, key, event.skb_id)
+                && !answers(o, packet)
+        })
+    }
+
+    /// Opens a packet for `key`, first making room under the limit.
+    fn open_packet(&mut self, key: PacketKey, ts: u64) -> u64 {
+        while self.open.len() >= self.limits.open_packets.max(1) {
+            let Some((_, oldest)) = self.by_idle.first().copied() else {
+                break;
+            };
+            let packet = self.close(oldest);
+            self.evicted.push(packet);
+            self.evictions.packets += 1;
+        }
+        let id = self.next_open;
+        self.next_open += 1;
+        self.by_key.entry(key.clone()).or_default().push_back(id);
+        self.by_idle.insert((ts, id));
+        self.open.insert(
+            id,
+            OpenPacket {
+                key,
+                skb_ids: Vec::new(),
+                last_ts: ts,
+                events: Vec::new(),
+                rules: Vec::new(),
+            },
+        );
+        id
+    }
+
+    /// Takes an open packet out of every index.
+    fn close(&mut self, id: u64) -> OpenPacket {
+        let packet = self.open.remove(&id).expect("open packet");
+        self.by_idle.remove(&(packet.last_ts, id));
+        if let Some(ids) = self.by_key.get_mut(&packet.key) {
+            // Packets finish roughly in the order they opened: the id is at the front.
+            if let Some(at) = ids.iter().position(|i| *i == id) {
+                ids.remove(at);
+            }
+            if ids.is_empty() {
+                self.by_key.remove(&packet.key);
+            }
+        }
+        packet
+    }
+
+    /// Moves a packet's idle deadline to `ts` if that is later.
+    fn touch(&mut self, id: u64, ts: u64) {
+        let packet = self.open.get_mut(&id).expect("open packet");
+        if ts > packet.last_ts {
+            self.by_idle.remove(&(packet.last_ts, id));
+            packet.last_ts = ts;
+            self.by_idle.insert((ts, id));
+        }
+    }
+
+    /// Adds an event; events without headers are not part of any path.
     pub fn push(&mut self, event: Event) {
         let Some(packet) = &event.packet else { return };
         let key = PacketKey::of(packet);
         let ts = event.ts_ns;
-        // Open packets are indexed by their header key: a busy trace has thousands open.
-        let candidates = self.open.entry(key.clone()).or_default();
-        let found = candidates.iter_mut().rev().find(|o| {
-            ts.abs_diff(o.last_ts) < SAME_PACKET_WINDOW_NS
-                && skb_compatible(o, &key, event.skb_id)
-                && !answers(o, packet)
-        });
-        let open = match found {
-            Some(open) => open,
-            None => {
-                candidates.push(OpenPacket {
-                    skb_ids: Vec::new(),
-                    last_ts: ts,
-                    events: Vec::new(),
-                    rules: Vec::new(),
-                });
-                candidates.last_mut().unwrap()
-            }
+        let id = match self.continued(&key, &event, packet) {
+            Some(id) => id,
+            None => self.open_packet(key, ts),
         };
-        if let Some(id) = event.skb_id.filter(|id| !open.skb_ids.contains(id)) {
-            open.skb_ids.push(id);
+        self.touch(id, ts);
+        let open = self.open.get_mut(&id).expect("open packet");
+        if let Some(skb) = event.skb_id.filter(|skb| !open.skb_ids.contains(skb)) {
+            open.skb_ids.push(skb);
         }
-        open.last_ts = open.last_ts.max(ts);
         open.events.push(event);
     }
 
@@ -195,43 +309,41 @@ impl Correlator {
         let Some(packet) = &trace.packet else { return };
         let key = PacketKey::of(packet);
         let ts = trace.ts_ns;
-        let candidates = self.open.entry(key).or_default();
-        match candidates
-            .iter_mut()
-            .rev()
-            .find(|o| ts.abs_diff(o.last_ts) < SAME_PACKET_WINDOW_NS)
-        {
-            Some(open) => open.rules.push(trace),
-            // Trace messages can overtake the ring buffer: hold the rule until the events come.
-            None => candidates.push(OpenPacket {
-                skb_ids: Vec::new(),
-                last_ts: ts,
-                events: Vec::new(),
-                rules: vec![trace],
-            }),
-        }
+        let recent = self.by_key.get(&key).and_then(|ids| {
+            ids.iter()
+                .rev()
+                .copied()
+                .find(|id| ts.abs_diff(self.open[id].last_ts) < SAME_PACKET_WINDOW_NS)
+        });
+        // Trace messages can overtake the ring buffer: hold the rule until the events come.
+        let id = recent.unwrap_or_else(|| self.open_packet(key, ts));
+        self.open
+            .get_mut(&id)
+            .expect("open packet")
+            .rules
+            .push(trace);
     }
 
-    /// Finishes packets that saw no event for `idle_ns` before `now_ns` (kernel monotonic time).
+    /// Finishes packets that saw no event for `idle_ns` before `now_ns` (kernel monotonic
+    /// time), and those evicted since the last call. Looks only at the packets it finishes.
     pub fn flush_idle(&mut self, now_ns: u64, idle_ns: u64) -> Vec<PacketPath> {
-        let mut done = Vec::new();
-        self.open.retain(|_, candidates| {
-            let (finished, open): (Vec<_>, Vec<_>) = std::mem::take(candidates)
-                .into_iter()
-                .partition(|o| o.last_ts + idle_ns <= now_ns);
-            done.extend(finished);
-            *candidates = open;
-            !candidates.is_empty()
-        });
+        let mut done = std::mem::take(&mut self.evicted);
+        while let Some(&(last_ts, id)) = self.by_idle.first() {
+            self.flush_work += 1;
+            if last_ts.saturating_add(idle_ns) > now_ns {
+                break;
+            }
+            done.push(self.close(id));
+        }
         self.finish_all(done)
     }
 
     /// Finishes every packet still open (at exit).
     pub fn finish(&mut self) -> Vec<PacketPath> {
-        let open: Vec<OpenPacket> = std::mem::take(&mut self.open)
-            .into_values()
-            .flatten()
-            .collect();
+        let mut open = std::mem::take(&mut self.evicted);
+        open.extend(std::mem::take(&mut self.open).into_values());
+        self.by_key.clear();
+        self.by_idle.clear();
         self.finish_all(open)
     }
 
@@ -309,13 +421,7 @@ impl Correlator {
             let key = tuple_key(&ct.original);
             let id = match self.by_original.get(&key) {
                 Some(id) => *id,
-                None => {
-                    let id = self.next_connection;
-                    self.next_connection += 1;
-                    self.by_original.insert(key, id);
-                    self.by_reply.insert(tuple_key(&ct.reply), id);
-                    id
-                }
+                None => self.new_connection(key, tuple_key(&ct.reply)),
             };
             let direction = if ct.direction == CtDirection::Reply {
                 Direction::Reply
@@ -343,14 +449,34 @@ impl Correlator {
             // conntrack) opens a connection of its own, keyed by its headers; a packet with
             // the reverse headers is its reply.
             _ => {
-                let id = self.next_connection;
-                self.next_connection += 1;
                 let (src, sport, dst, dport, protocol) = headers;
-                self.by_original.insert(headers, id);
-                self.by_reply.insert((dst, dport, src, sport, protocol), id);
+                let id = self.new_connection(headers, (dst, dport, src, sport, protocol));
                 (Some(id), Some(Direction::Request))
             }
         }
+    }
+
+    /// Registers a connection by its two tuples, forgetting the oldest past the limit.
+    fn new_connection(&mut self, original: ConnectionKey, reply: ConnectionKey) -> u64 {
+        while self.connection_order.len() >= self.limits.connections.max(1) {
+            let Some((old, o, r)) = self.connection_order.pop_front() else {
+                break;
+            };
+            // A tuple reused by a newer connection keeps pointing at that one.
+            if self.by_original.get(&o) == Some(&old) {
+                self.by_original.remove(&o);
+            }
+            if self.by_reply.get(&r) == Some(&old) {
+                self.by_reply.remove(&r);
+            }
+            self.evictions.connections += 1;
+        }
+        let id = self.next_connection;
+        self.next_connection += 1;
+        self.by_original.insert(original, id);
+        self.by_reply.insert(reply, id);
+        self.connection_order.push_back((id, original, reply));
+        id
     }
 }
 

@@ -7,13 +7,13 @@
 //! stated when the path shows it: no routing for a packet that was only bridged, no drop for a
 //! packet that reached its destination.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use serde::Serialize;
 
 use super::{
     classify::{HopKind, Layer, flooded_ports},
-    correlate::{Direction, Hop, PacketPath, RewriteField},
+    correlate::{Direction, Hop, Limits, PacketPath, RewriteField},
     rules,
 };
 use crate::event::{
@@ -308,20 +308,44 @@ pub enum Fact {
 
 /// Collects the first request and reply of each connection; explains a connection once both
 /// were seen (or, at exit, with what was seen).
-#[derive(Default)]
 pub struct Explainer {
-    pending: HashMap<u64, (Option<PacketPath>, Option<PacketPath>)>,
+    /// Connections waiting for their other half, oldest (lowest id) first.
+    pending: BTreeMap<u64, (Option<PacketPath>, Option<PacketPath>)>,
     explained: HashSet<u64>,
+    explained_order: VecDeque<u64>,
+    /// How many connections each of the two may hold; past it the oldest pending one is
+    /// explained with what was seen, the oldest explained one forgotten.
+    limit: usize,
+}
+
+impl Default for Explainer {
+    fn default() -> Self {
+        Self::with_limit(Limits::default().connections)
+    }
 }
 
 impl Explainer {
-    /// Feeds a finished packet; returns the connection's explanation when it became complete.
-    pub fn observe(&mut self, path: &PacketPath) -> Option<Explanation> {
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            pending: BTreeMap::new(),
+            explained: HashSet::new(),
+            explained_order: VecDeque::new(),
+            limit: limit.max(1),
+        }
+    }
+
+    /// Feeds a finished packet; returns the explanations it completed: its connection's, and
+    /// the oldest waiting one's when the limit is reached.
+    pub fn observe(&mut self, path: &PacketPath) -> Vec<Explanation> {
         let (Some(connection), Some(direction)) = (path.connection, path.direction) else {
-            return None;
+            return Vec::new();
         };
         if self.explained.contains(&connection) {
-            return None;
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        if !self.pending.contains_key(&connection) && self.pending.len() >= self.limit {
+            out.extend(self.explain_oldest());
         }
         let entry = self.pending.entry(connection).or_default();
         let slot = if direction == Direction::Request {
@@ -331,24 +355,36 @@ impl Explainer {
         };
         slot.get_or_insert_with(|| path.clone());
         if entry.0.is_some() && entry.1.is_some() {
-            let (request, reply) = self.pending.remove(&connection)?;
-            self.explained.insert(connection);
-            return Some(explain(connection, request.as_ref(), reply.as_ref()));
+            out.extend(self.explain_now(connection));
         }
-        None
+        out
+    }
+
+    fn explain_oldest(&mut self) -> Option<Explanation> {
+        let oldest = *self.pending.keys().next()?;
+        self.explain_now(oldest)
+    }
+
+    fn explain_now(&mut self, connection: u64) -> Option<Explanation> {
+        let (request, reply) = self.pending.remove(&connection)?;
+        if self.explained_order.len() >= self.limit
+            && let Some(old) = self.explained_order.pop_front()
+        {
+            self.explained.remove(&old);
+        }
+        self.explained.insert(connection);
+        self.explained_order.push_back(connection);
+        Some(explain(connection, request.as_ref(), reply.as_ref()))
     }
 
     /// Explanations for connections that never completed (a request with no reply, say).
     pub fn finish(&mut self) -> Vec<Explanation> {
-        let mut out: Vec<Explanation> = self
-            .pending
-            .drain()
+        std::mem::take(&mut self.pending)
+            .into_iter()
             .map(|(connection, (request, reply))| {
                 explain(connection, request.as_ref(), reply.as_ref())
             })
-            .collect();
-        out.sort_by_key(|e| e.connection);
-        out
+            .collect()
     }
 }
 

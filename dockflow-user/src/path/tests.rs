@@ -747,3 +747,55 @@ fn a_reply_reusing_the_requests_buffer_is_not_merged_into_it() {
     assert_eq!(paths[0].direction, Some(Direction::Request));
     assert_eq!(paths[1].direction, Some(Direction::Reply));
 }
+
+#[test]
+fn finishing_idle_packets_costs_the_finished_not_the_open() {
+    const OPEN: u64 = 10_000;
+    const IDLE: u64 = 25;
+    let mut c = Correlator::new(topology());
+    let recent = 1_000_000_000;
+    for i in 0..OPEN {
+        // The first IDLE packets are old; the rest arrived just now.
+        let ts = if i < IDLE { i } else { recent + i };
+        c.push(event(
+            ts,
+            Probe::TcIngress,
+            VETH,
+            packet("10.0.0.1", 1, "10.0.0.2", 2, i as u16 + 1),
+        ));
+    }
+    let before = c.flush_work;
+    let done = c.flush_idle(recent, 100_000_000);
+    assert_eq!(done.len() as u64, IDLE);
+    // One look per finished packet, and one at the first that is not idle.
+    assert_eq!(c.flush_work - before, IDLE + 1);
+    assert_eq!(c.open_packets() as u64, OPEN - IDLE);
+}
+
+#[test]
+fn the_open_packet_limit_finishes_the_oldest_early_and_counts_it() {
+    use super::correlate::Limits;
+    let mut c = Correlator::with_limits(
+        topology(),
+        Limits {
+            open_packets: 3,
+            connections: 2,
+        },
+    );
+    for i in 0..5u16 {
+        c.push(event(
+            u64::from(i),
+            Probe::TcIngress,
+            VETH,
+            packet("10.0.0.1", 1000 + i, "10.0.0.2", 2, i + 1),
+        ));
+    }
+    assert_eq!(c.open_packets(), 3);
+    assert_eq!(c.evictions.packets, 2);
+    // Evicted packets still come out (early), and all five are told.
+    let early = c.flush_idle(0, u64::MAX / 2);
+    assert_eq!(early.len(), 2);
+    assert_eq!(c.finish().len(), 3);
+    // Five one-packet connections under a limit of two: three forgotten.
+    assert_eq!(c.evictions.connections, 3);
+}

@@ -111,9 +111,17 @@ pub struct Probes {
 }
 
 impl Probes {
-    pub fn attach(target: &Target, offsets: &KernelOffsets, families: &[Family]) -> Result<Self> {
+    /// Loads the programs with a ring buffer of `ring_bytes` (a power of two, in pages) and
+    /// attaches `families` for `target`.
+    pub fn attach(
+        target: &Target,
+        offsets: &KernelOffsets,
+        families: &[Family],
+        ring_bytes: u32,
+    ) -> Result<Self> {
         let filter = u32::from(target.filtered());
         let mut ebpf = EbpfLoader::new()
+            .map_max_entries(EVENTS_MAP, ring_bytes)
             .override_global(OFFSETS_GLOBAL, offsets, true)
             .override_global(FILTER_GLOBAL, &filter, true)
             .load(PROGRAMS)
