@@ -63,7 +63,7 @@ fn recording(n: usize) -> (Vec<u8>, Vec<usize>) {
     ));
     let mut recorder = Recorder::create(&path, &header()).unwrap();
     for i in 0..n {
-        recorder.record(&vec![i as u8; PACKET_EVENT_SIZE]).unwrap();
+        recorder.record(&[i as u8; PACKET_EVENT_SIZE]).unwrap();
     }
     recorder.finish().unwrap();
     let bytes = std::fs::read(&path).unwrap();
