@@ -80,6 +80,9 @@ enum ClientService {
         seconds: f64,
         #[arg(long, default_value_t = 0)]
         rate: u64,
+        /// Client sockets to send from in turn: each is a connection of its own.
+        #[arg(long, default_value_t = 1)]
+        sockets: usize,
     },
 }
 
@@ -125,7 +128,8 @@ fn main() -> Result<()> {
                     server,
                     seconds,
                     rate,
-                } => responder::udp_flood_client(server, seconds, rate)?.to_string(),
+                    sockets,
+                } => responder::udp_flood_client(server, seconds, rate, sockets)?.to_string(),
             };
             println!("{line}");
             Ok(())

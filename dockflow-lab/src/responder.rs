@@ -114,8 +114,17 @@ pub fn tcp_bulk_client(server: SocketAddr, seconds: f64) -> Result<f64> {
 
 /// Sends small UDP datagrams for `seconds`, at `rate` per second (0: as fast as possible);
 /// returns how many were sent.
-pub fn udp_flood_client(server: SocketAddr, seconds: f64, rate: u64) -> Result<u64> {
-    let socket = client_udp_socket(server)?;
+/// Sends datagrams to `server` for `seconds` at `rate` per second (0: as fast as it can), from
+/// `sockets` sockets in turn; returns how many were sent.
+pub fn udp_flood_client(
+    server: SocketAddr,
+    seconds: f64,
+    rate: u64,
+    sockets: usize,
+) -> Result<u64> {
+    let sockets = (0..sockets.max(1))
+        .map(|_| client_udp_socket(server))
+        .collect::<Result<Vec<_>>>()?;
     let started = std::time::Instant::now();
     let mut sent = 0u64;
     while started.elapsed().as_secs_f64() < seconds {
@@ -127,6 +136,7 @@ pub fn udp_flood_client(server: SocketAddr, seconds: f64, rate: u64) -> Result<u
                 continue;
             }
         }
+        let socket = &sockets[sent as usize % sockets.len()];
         if socket.send_to(b"dockflow-flood", server).is_ok() {
             sent += 1;
         }

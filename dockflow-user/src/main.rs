@@ -82,14 +82,19 @@ struct Cli {
     /// Also write every event to this file (see --replay).
     #[arg(long)]
     record: Option<PathBuf>,
+    /// Print nothing but the summary; with --record, events go to the file undecoded (the
+    /// fastest way to capture a busy target).
+    #[arg(long, short)]
+    quiet: bool,
     /// Size of the kernel's event ring buffer in MiB (a power of two). The default holds about
     /// 100 ms of events at 2 million events/s, so a busy moment does not overflow it.
     #[arg(long, default_value = "64", allow_negative_numbers = true, value_parser = parse_ring_size)]
     ring_size: u32,
-    /// Packets followed at once; past this the oldest is shown early (and counted).
+    /// Packets followed at once; past this the oldest is shown early (and counted). Each holds
+    /// a few KiB while open.
     #[arg(
         long,
-        default_value = "65536",
+        default_value = "16384",
         allow_negative_numbers = true,
         value_parser = clap::value_parser!(u64).range(1..)
     )]
@@ -180,7 +185,11 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn mode(cli: &Cli) -> Mode {
-    if cli.raw { Mode::Raw } else { Mode::Paths }
+    match (cli.quiet, cli.raw) {
+        (true, _) => Mode::Quiet,
+        (false, true) => Mode::Raw,
+        (false, false) => Mode::Paths,
+    }
 }
 
 fn reached_count(cli: &Cli, output: &Output<impl Write>) -> bool {
@@ -251,16 +260,26 @@ async fn trace(cli: &Cli) -> Result<()> {
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let status = StatusLine::new();
 
-    let mut output = cli.output(topology, std::io::stdout().lock());
+    let mut output = cli.output(topology, stdout());
     let mut follower = Follower::new(cli.container.as_deref(), target.clone());
+    let mut behind = false;
     'stream: loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 let ring = guard.get_inner_mut();
-                while let Some(record) = ring.next() {
+                // One batch at a time: a ring that never empties under a flood must not starve
+                // the ticks that finish packets and write the recording out.
+                let mut taken = 0;
+                while taken < RING_BATCH {
+                    let Some(record) = ring.next() else { break };
+                    taken += 1;
                     if let Some(recorder) = recorder.as_mut() {
                         recorder.record(&record)?;
+                    }
+                    if !output.shows_events() {
+                        output.count_event();
+                        continue;
                     }
                     match decoder.decode(&record) {
                         Ok(event) => output.event(event)?,
@@ -270,7 +289,13 @@ async fn trace(cli: &Cli) -> Result<()> {
                         break 'stream;
                     }
                 }
-                guard.clear_ready();
+                // While records are waiting, the clock is ahead of them: packets are finished
+                // by the time of the last event read, so none is cut off before its later hops.
+                behind = taken == RING_BATCH;
+                if !behind {
+                    guard.clear_ready();
+                }
+                output.tick(if behind { output.latest_ts() } else { monotonic_now() })?;
             }
             Some(batch) = next_traces(&mut nft_traces) => {
                 for raw in batch {
@@ -285,7 +310,7 @@ async fn trace(cli: &Cli) -> Result<()> {
                 if let Some(recorder) = recorder.as_mut() {
                     recorder.flush_if_due()?;
                 }
-                output.tick(monotonic_now())?;
+                output.tick(if behind { output.latest_ts() } else { monotonic_now() })?;
                 follower.check(&mut probes, &mut output)?;
                 if reached_count(cli, &output) {
                     break;
@@ -356,6 +381,16 @@ fn start_nft_trace(target: &Target) -> Option<TraceTable> {
     }
 }
 
+/// Records taken from the ring buffer before the other work (ticks, traces, signals) gets a
+/// turn.
+const RING_BATCH: usize = 4096;
+
+/// Standard output through a large buffer: one write per batch of lines, not per line (the
+/// output flushes it on every tick).
+fn stdout() -> std::io::BufWriter<std::io::StdoutLock<'static>> {
+    std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock())
+}
+
 /// How often replay finishes idle packets, in recorded time.
 const REPLAY_TICK_NS: u64 = 10_000_000;
 
@@ -363,7 +398,7 @@ fn replay(cli: &Cli, path: &Path) -> Result<()> {
     let mut replay = Replay::open(path)?;
     let header = replay.header.clone();
     eprintln!("dockflow: replaying {} ({})", path.display(), header.target);
-    let mut output = cli.output(header.topology.clone(), std::io::stdout().lock());
+    let mut output = cli.output(header.topology.clone(), stdout());
     let mut cut = None;
     let mut next_tick = 0;
     loop {

@@ -24,12 +24,16 @@ pub enum Mode {
     Raw,
     /// One block per packet, explanations per connection.
     Paths,
+    /// Nothing but the counts (--quiet): events are not even decoded.
+    Quiet,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub events: u64,
     pub packets: u64,
+    /// The latest event time seen (kernel monotonic clock).
+    pub latest_ts: u64,
 }
 
 /// JSON lines in path mode carry a type tag, so tools can tell them apart.
@@ -82,9 +86,26 @@ impl<W: Write> Output<W> {
         self.correlator.set_topology(topology);
     }
 
+    /// Whether events need decoding at all.
+    pub fn shows_events(&self) -> bool {
+        self.mode != Mode::Quiet
+    }
+
+    /// Counts an event that was not decoded (--quiet).
+    pub fn count_event(&mut self) {
+        self.stats.events += 1;
+    }
+
+    /// The time of the latest event seen.
+    pub fn latest_ts(&self) -> u64 {
+        self.stats.latest_ts
+    }
+
     pub fn event(&mut self, event: Event) -> io::Result<()> {
         self.stats.events += 1;
+        self.stats.latest_ts = self.stats.latest_ts.max(event.ts_ns);
         match self.mode {
+            Mode::Quiet => Ok(()),
             Mode::Raw => writeln!(self.writer, "{}", self.renderer.render(&event)),
             Mode::Paths => {
                 self.correlator.push(event);
@@ -115,6 +136,7 @@ impl<W: Write> Output<W> {
                 self.correlator.push_trace(trace);
                 Ok(())
             }
+            Mode::Quiet => Ok(()),
         }
     }
 

@@ -9,12 +9,13 @@
 
 use std::{
     fs::File,
-    io::{self, BufReader, BufWriter, Read, Write},
+    io::{self, BufReader, Read, Write},
     path::Path,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
+use bytes::{BufMut as _, BytesMut};
 use dockflow_common::PACKET_EVENT_SIZE;
 use serde::{Deserialize, Serialize};
 
@@ -41,71 +42,79 @@ pub struct Header {
     pub topology: Topology,
 }
 
+/// Writes records to a file through one batch buffer: records are appended to memory as the
+/// ring buffer hands them over and go to disk in large writes, at least once a second.
 pub struct Recorder {
-    file: BufWriter<File>,
+    file: File,
+    batch: BytesMut,
     last_flush: Instant,
 }
 
 impl Recorder {
+    /// A batch is written out when it reaches this size (or a second passed).
+    const BATCH_BYTES: usize = 1 << 20;
+    const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
     pub fn create(path: &Path, header: &Header) -> Result<Self> {
-        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        let mut file = BufWriter::new(file);
+        let mut file =
+            File::create(path).with_context(|| format!("creating {}", path.display()))?;
         let header = serde_json::to_vec(header)?;
-        file.write_all(MAGIC)?;
-        file.write_all(&FORMAT_VERSION.to_le_bytes())?;
-        file.write_all(&(header.len() as u32).to_le_bytes())?;
-        file.write_all(&header)?;
-        file.flush()?;
+        let mut start = BytesMut::with_capacity(16 + header.len());
+        start.put_slice(MAGIC);
+        start.put_u32_le(FORMAT_VERSION);
+        start.put_u32_le(header.len() as u32);
+        start.put_slice(&header);
+        file.write_all(&start)?;
         Ok(Self {
             file,
+            batch: BytesMut::with_capacity(Self::BATCH_BYTES + PACKET_EVENT_SIZE + 5),
             last_flush: Instant::now(),
         })
     }
 
-    /// Writes buffered records out if the last flush is a second old or more, so that a run
-    /// killed without warning loses at most its last second.
-    pub fn flush_if_due(&mut self) -> io::Result<()> {
-        if self.last_flush.elapsed() >= Self::FLUSH_EVERY {
-            self.file.flush()?;
-            self.last_flush = Instant::now();
-        }
-        Ok(())
-    }
-
-    const FLUSH_EVERY: Duration = Duration::from_secs(1);
-
-    /// Kernel records as the ring buffer gave them, several at once.
-    pub fn record_batch<'a>(
-        &mut self,
-        records: impl IntoIterator<Item = &'a [u8]>,
-    ) -> io::Result<()> {
-        for record in records {
-            self.record(record)?;
-        }
-        Ok(())
-    }
-
     /// A kernel ring-buffer record, as it came.
     pub fn record(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.write(KIND_KERNEL, bytes)
+        self.append(KIND_KERNEL, bytes)
     }
 
     /// An nftables rule evaluation.
     pub fn record_trace(&mut self, trace: &RuleTrace) -> io::Result<()> {
-        self.write(
+        self.append(
             KIND_TRACE,
             &serde_json::to_vec(trace).expect("traces serialize"),
         )
     }
 
-    fn write(&mut self, kind: u8, bytes: &[u8]) -> io::Result<()> {
-        self.file.write_all(&(bytes.len() as u32).to_le_bytes())?;
-        self.file.write_all(&[kind])?;
-        self.file.write_all(bytes)
+    fn append(&mut self, kind: u8, bytes: &[u8]) -> io::Result<()> {
+        self.batch.put_u32_le(bytes.len() as u32);
+        self.batch.put_u8(kind);
+        self.batch.put_slice(bytes);
+        if self.batch.len() >= Self::BATCH_BYTES {
+            self.write_batch()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the batch out if the last write is a second old or more, so that a run killed
+    /// without warning loses at most its last second.
+    pub fn flush_if_due(&mut self) -> io::Result<()> {
+        if self.last_flush.elapsed() >= Self::FLUSH_EVERY {
+            self.write_batch()?;
+        }
+        Ok(())
+    }
+
+    fn write_batch(&mut self) -> io::Result<()> {
+        if !self.batch.is_empty() {
+            self.file.write_all(&self.batch)?;
+            self.batch.clear();
+        }
+        self.last_flush = Instant::now();
+        Ok(())
     }
 
     pub fn finish(mut self) -> io::Result<()> {
-        self.file.flush()
+        self.write_batch()
     }
 }
 

@@ -38,8 +38,12 @@ enum Command {
     },
     /// Lab up, dockflow on `radius`, one RADIUS exchange from the external namespace, lab down.
     Demo,
-    /// Figures: event drain rate, and bulk TCP throughput with dockflow attached vs not.
-    Bench,
+    /// Figures: the pipeline under a flood, event drain rate, and bulk TCP throughput with
+    /// dockflow attached vs not.
+    Bench {
+        #[arg(value_enum, default_value = "all")]
+        part: bench::Part,
+    },
     /// The stock-kernel probes (kprobes on the bridge functions) in a Debian kernel under qemu.
     Vmtest,
     /// Everything the README promises: setup, unit tests, and end-to-end tests on the lab.
@@ -57,7 +61,7 @@ fn main() -> ExitCode {
         Command::Run { args } => build::run_dockflow(&args),
         Command::Lab { command } => lab::run(command),
         Command::Demo => demo::run(),
-        Command::Bench => bench::run(),
+        Command::Bench { part } => bench::run(part),
         Command::Vmtest => vmtest::run(),
         Command::Test { args } => test::run(&args),
     };

@@ -56,6 +56,10 @@ impl Tracer {
         }
     }
 
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
     /// Stops it with SIGINT and reads its exit summary.
     pub fn stop(mut self) -> Result<Summary> {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };

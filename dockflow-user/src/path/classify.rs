@@ -116,6 +116,36 @@ impl HopKind {
         }
     }
 
+    /// Whether two hops are of one kind at one place (what [`HopKind::place`] would say for
+    /// both), without building the strings.
+    pub fn same_place(&self, other: &HopKind) -> bool {
+        use HopKind::*;
+        match (self, other) {
+            (FromPort { port: a }, FromPort { port: b })
+            | (BridgeForward { port: a }, BridgeForward { port: b })
+            | (ToPort { port: a }, ToPort { port: b }) => a == b,
+            (PassedUp { bridge: a }, PassedUp { bridge: b })
+            | (IntoBridge { bridge: a }, IntoBridge { bridge: b })
+            | (HandedBack { bridge: a }, HandedBack { bridge: b }) => a == b,
+            (Receive { interface: a, .. }, Receive { interface: b, .. })
+            | (Transmit { interface: a, .. }, Transmit { interface: b, .. }) => a == b,
+            (
+                Hook {
+                    family: fa,
+                    hook: ha,
+                    ..
+                },
+                Hook {
+                    family: fb,
+                    hook: hb,
+                    ..
+                },
+            ) => fa == fb && ha == hb,
+            (Dropped { reason: a, .. }, Dropped { reason: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+
     /// Short words for the hop, e.g. "bridge passes it up to the IP stack".
     pub fn words(&self) -> &'static str {
         match self {

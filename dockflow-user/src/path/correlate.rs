@@ -7,9 +7,11 @@
 //! very reply the packet provoked. It only breaks ties where the IPv4 id says nothing (0).
 
 use std::{
-    collections::{BTreeSet, HashMap, VecDeque},
+    collections::{BTreeSet, VecDeque},
     net::IpAddr,
 };
+
+use rustc_hash::FxHashMap as HashMap;
 
 use serde::Serialize;
 
@@ -144,7 +146,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            open_packets: 65_536,
+            open_packets: 16_384,
             connections: 65_536,
         }
     }
@@ -195,14 +197,14 @@ impl Correlator {
         Self {
             topology,
             limits,
-            open: HashMap::new(),
-            by_key: HashMap::new(),
+            open: HashMap::default(),
+            by_key: HashMap::default(),
             by_idle: BTreeSet::new(),
             evicted: Vec::new(),
             next_open: 0,
             next_packet: 1,
-            by_original: HashMap::new(),
-            by_reply: HashMap::new(),
+            by_original: HashMap::default(),
+            by_reply: HashMap::default(),
             connection_order: VecDeque::new(),
             next_connection: 1,
             evictions: Evictions::default(),

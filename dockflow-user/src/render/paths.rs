@@ -113,9 +113,7 @@ fn groups(hops: &[Hop]) -> Vec<&[Hop]> {
 }
 
 fn same_place(a: &Hop, b: &Hop) -> bool {
-    a.layer == b.layer
-        && std::mem::discriminant(&a.kind) == std::mem::discriminant(&b.kind)
-        && a.kind.place() == b.kind.place()
+    a.layer == b.layer && a.kind.same_place(&b.kind)
 }
 
 fn group_line(group: &[Hop], topology: &Topology, style: &Style) -> String {

@@ -12,12 +12,42 @@ use super::{links::list_links, netns};
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InterfaceNames {
     pub host_netns: u32,
-    /// Keyed "netns/ifindex" so it stays a JSON object in recordings.
-    names: HashMap<String, String>,
+    /// Keyed "netns/ifindex" in recordings, so that it stays a JSON object there; by the pair
+    /// in memory, so that a lookup (one per hop shown) builds no string.
+    #[serde(with = "string_keys")]
+    names: HashMap<(u32, u32), String>,
 }
 
-fn key(netns: u32, ifindex: u32) -> String {
-    format!("{netns}/{ifindex}")
+fn key(netns: u32, ifindex: u32) -> (u32, u32) {
+    (netns, ifindex)
+}
+
+mod string_keys {
+    use std::collections::HashMap;
+
+    use serde::{Deserialize as _, Deserializer, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer>(
+        names: &HashMap<(u32, u32), String>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(names.iter().map(|((ns, i), n)| (format!("{ns}/{i}"), n)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<HashMap<(u32, u32), String>, D::Error> {
+        HashMap::<String, String>::deserialize(deserializer)?
+            .into_iter()
+            .map(|(key, name)| {
+                let (ns, i) = key
+                    .split_once('/')
+                    .and_then(|(ns, i)| Some((ns.parse().ok()?, i.parse().ok()?)))
+                    .ok_or_else(|| D::Error::custom(format!("bad interface key {key:?}")))?;
+                Ok(((ns, i), name))
+            })
+            .collect()
+    }
 }
 
 impl InterfaceNames {

@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: what dockflow costs, as figures from one run (no timed assertions).
 //!
+//! 0. The pipeline under a flood (pipeline.rs; alone: `cargo xtask bench pipeline`).
 //! 1. Drain rate: a UDP flood at the radius container's published port while dockflow follows
 //!    `radius`; how many events per second reach the terminal pipeline and how many were lost.
 //! 2. Kernel cost: with the default probes attached and the kernel's BPF statistics switched on
@@ -55,13 +56,31 @@ const SECONDS: f64 = 3.0;
 /// Length of one bulk TCP run.
 const BULK_SECONDS: f64 = 2.0;
 
-pub fn run() -> Result<()> {
-    xlab::with_lab(measure)
+mod pipeline;
+
+/// Which part of the bench to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Everything.
+    All,
+    /// dockflow's own pipeline under a flood (about two minutes).
+    Pipeline,
 }
 
-fn measure() -> Result<()> {
-    let dockflow = build::dockflow()?;
-    let responder = build::lab_responder()?;
+pub fn run(part: Part) -> Result<()> {
+    xlab::with_lab(|| {
+        let dockflow = build::dockflow()?;
+        let responder = build::lab_responder()?;
+        pipeline::measure(&dockflow, &responder)?;
+        if part == Part::All {
+            measure(&dockflow, &responder)?;
+        }
+        Ok(())
+    })
+}
+
+fn measure(dockflow: &Path, responder: &Path) -> Result<()> {
+    let (dockflow, responder) = (dockflow.to_path_buf(), responder.to_path_buf());
     let radius = lab::service("radius")?;
     let proxy = lab::service("proxy")?;
     let to = |port: u16| format!("{}:{port}", lab::HOST_ADDRESS);
