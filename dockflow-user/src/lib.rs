@@ -4,6 +4,7 @@
 //! classification and explanation ([`path`]) -> rendering ([`render`]). [`target`] resolves what
 //! to watch and [`kernel`] what the running kernel looks like, before anything is attached.
 
+pub mod drain;
 pub mod event;
 pub mod follow;
 pub mod kernel;

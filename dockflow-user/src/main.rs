@@ -5,12 +5,14 @@ use std::{
     io::{IsTerminal as _, Write},
     path::{Path, PathBuf},
     process::ExitCode,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use dockflow::{
+    drain::{self, Drain, Drained},
     event::{Decoder, Probe},
     follow::Follower,
     kernel::{self, btf::KernelBtf, symbols::KernelSymbols},
@@ -23,10 +25,7 @@ use dockflow::{
     target::{self, Target},
 };
 use dockflow_common::PACKET_EVENT_SIZE;
-use tokio::{
-    io::{Interest, unix::AsyncFd},
-    signal::unix::{SignalKind, signal},
-};
+use tokio::signal::unix::{SignalKind, signal};
 
 /// Show where a Docker container's packets go, hop by hop, live: which hops the bridge (L2)
 /// handles and which the IP stack (L3), NAT rewrites, conntrack state, drops with their reason,
@@ -235,7 +234,7 @@ async fn trace(cli: &Cli) -> Result<()> {
         None => None,
     };
     let mut nft_tracer = nft.as_ref().map(|_| Tracer::new()).transpose()?;
-    let mut recorder = match &cli.record {
+    let recorder = match &cli.record {
         Some(path) => {
             let header = Header {
                 target: target.label.clone(),
@@ -243,14 +242,18 @@ async fn trace(cli: &Cli) -> Result<()> {
                 decoder: decoder.clone(),
                 topology: topology.clone(),
             };
-            Some(Recorder::create(path, &header)?)
+            Some(Arc::new(Mutex::new(Recorder::create(path, &header)?)))
         }
         None => None,
     };
-    // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd holds it.
-    let mut ring =
-        unsafe { AsyncFd::register_with_interest(probes.take_events()?, Interest::READABLE) }
-            .map_err(|e| anyhow::anyhow!("watching the event ring buffer: {}", e.into_parts().1))?;
+    let mut output = cli.output(topology, stdout());
+    // The ring buffer is emptied on a thread of its own; the display gets what it has time for.
+    let (to_display, mut drained) = tokio::sync::mpsc::channel(drain::QUEUE_BATCHES);
+    let drain = Drain::start(
+        probes.take_events()?,
+        recorder.clone(),
+        output.shows_events().then_some(to_display),
+    );
     eprintln!("dockflow: streaming (Ctrl-C to stop)");
 
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -259,72 +262,69 @@ async fn trace(cli: &Cli) -> Result<()> {
     tokio::pin!(deadline);
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let status = StatusLine::new();
-
-    let mut output = cli.output(topology, stdout());
     let mut follower = Follower::new(cli.container.as_deref(), target.clone());
-    let mut behind = false;
-    'stream: loop {
+    let mut losses = LossCheck {
+        lost: 0,
+        checked_at: monotonic_now(),
+    };
+    let showing = output.shows_events();
+    // Set once the run should end: the drain thread then empties the ring a last time and
+    // closes the queue, and the loop ends when the display has taken the rest.
+    let mut done = false;
+    loop {
         tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard?;
-                let ring = guard.get_inner_mut();
-                // One batch at a time: a ring that never empties under a flood must not starve
-                // the ticks that finish packets and write the recording out.
-                let mut taken = 0;
-                while taken < RING_BATCH {
-                    let Some(record) = ring.next() else { break };
-                    taken += 1;
-                    if let Some(recorder) = recorder.as_mut() {
-                        recorder.record(&record)?;
-                    }
-                    if !output.shows_events() {
-                        output.count_event();
-                        continue;
-                    }
-                    match decoder.decode(&record) {
-                        Ok(event) => output.event(event)?,
-                        Err(e) => eprintln!("dockflow: skipped a malformed event: {e}"),
-                    }
-                    if cli.raw && reached_count(cli, &output) {
-                        break 'stream;
-                    }
+            batch = drained.recv(), if showing => {
+                let Some(batch) = batch else { break };
+                if done && reached_count(cli, &output) {
+                    continue;
                 }
-                // While records are waiting, the clock is ahead of them: packets are finished
-                // by the time of the last event read, so none is cut off before its later hops.
-                behind = taken == RING_BATCH;
-                if !behind {
-                    guard.clear_ready();
+                show(batch, &decoder, &mut output)?;
+                if reached_count(cli, &output) {
+                    done = true;
+                    drain.request_stop();
+                } else if !done {
+                    // While batches are waiting, the clock is ahead of them: packets are
+                    // finished by the time of the last event read, so none is cut off before
+                    // its later hops.
+                    let now = if drained.is_empty() { monotonic_now() } else { output.latest_ts() };
+                    output.tick(now)?;
                 }
-                output.tick(if behind { output.latest_ts() } else { monotonic_now() })?;
             }
-            Some(batch) = next_traces(&mut nft_traces) => {
+            Some(batch) = next_traces(&mut nft_traces), if !done => {
                 for raw in batch {
                     let Some(trace) = nft_tracer.as_mut().and_then(|t| t.name(raw, monotonic_now())) else { continue };
-                    if let Some(recorder) = recorder.as_mut() {
-                        recorder.record_trace(&trace)?;
+                    if let Some(recorder) = &recorder {
+                        recorder.lock().expect("recorder lock").record_trace(&trace)?;
                     }
                     output.trace(trace)?;
                 }
             }
-            _ = tick.tick() => {
-                if let Some(recorder) = recorder.as_mut() {
-                    recorder.flush_if_due()?;
+            _ = tick.tick(), if !done => {
+                // Losses in the kernel: the packets open around them are incomplete.
+                note_losses(&probes, &mut output, &mut losses);
+                if drained.is_empty() {
+                    output.tick(monotonic_now())?;
                 }
-                output.tick(if behind { output.latest_ts() } else { monotonic_now() })?;
                 follower.check(&mut probes, &mut output)?;
                 if reached_count(cli, &output) {
-                    break;
+                    done = true;
+                    drain.request_stop();
                 }
                 status.show(&output, &probes);
             }
-            _ = interrupt.recv() => break,
-            _ = terminate.recv() => break,
-            _ = &mut deadline => break,
+            _ = interrupt.recv(), if !done => { done = true; drain.request_stop(); }
+            _ = terminate.recv(), if !done => { done = true; drain.request_stop(); }
+            _ = &mut deadline, if !done => { done = true; drain.request_stop(); }
+        }
+        if done && !showing {
+            break;
         }
     }
+    drain.join()?;
     output.finish()?;
     if let Some(recorder) = recorder {
-        recorder.finish()?;
+        let recorder = Arc::into_inner(recorder).expect("the drain thread has ended");
+        recorder.into_inner().expect("recorder lock").finish()?;
     }
     status.clear();
     let lost: u64 = probes.lost().iter().map(|(_, n)| n).sum();
@@ -333,6 +333,23 @@ async fn trace(cli: &Cli) -> Result<()> {
         output.stats.packets, output.stats.events, target.label
     );
     report_evictions(&output, cli);
+    if output.stats.not_shown > 0 {
+        eprintln!(
+            "dockflow: {} events not shown: the display fell behind the kernel{}",
+            output.stats.not_shown,
+            if cli.record.is_some() {
+                " (the recording has them)"
+            } else {
+                ""
+            }
+        );
+    }
+    if output.incomplete_packets() > 0 {
+        eprintln!(
+            "dockflow: {} packets marked incomplete (events lost on their way)",
+            output.incomplete_packets()
+        );
+    }
     for (point, lost) in probes.lost() {
         eprintln!(
             "dockflow: lost {lost} events at {} (ring buffer full)",
@@ -381,9 +398,43 @@ fn start_nft_trace(target: &Target) -> Option<TraceTable> {
     }
 }
 
-/// Records taken from the ring buffer before the other work (ticks, traces, signals) gets a
-/// turn.
-const RING_BATCH: usize = 4096;
+/// The kernel's loss counters as last read.
+struct LossCheck {
+    lost: u64,
+    checked_at: u64,
+}
+
+/// Reads the kernel's loss counters; events lost since the last reading make the packets on
+/// their way in that time incomplete.
+fn note_losses(probes: &Probes, output: &mut Output<impl Write>, check: &mut LossCheck) {
+    let lost: u64 = probes.lost().iter().map(|(_, n)| n).sum();
+    let now = monotonic_now();
+    if lost > check.lost {
+        output.lost_between(check.checked_at, now);
+        check.lost = lost;
+    }
+    check.checked_at = now;
+}
+
+/// Decodes a batch from the drain thread into the output, or marks what it skipped.
+fn show(batch: Drained, decoder: &Decoder, output: &mut Output<impl Write>) -> Result<()> {
+    match batch {
+        Drained::Records(records) => {
+            for record in records.chunks_exact(PACKET_EVENT_SIZE) {
+                match decoder.decode(record) {
+                    Ok(event) => output.event(event)?,
+                    Err(e) => eprintln!("dockflow: skipped a malformed event: {e}"),
+                }
+            }
+        }
+        Drained::Skipped {
+            records,
+            from_ns,
+            to_ns,
+        } => output.not_shown(records, from_ns, to_ns),
+    }
+    Ok(())
+}
 
 /// Standard output through a large buffer: one write per batch of lines, not per line (the
 /// output flushes it on every tick).

@@ -34,6 +34,8 @@ pub struct Stats {
     pub packets: u64,
     /// The latest event time seen (kernel monotonic clock).
     pub latest_ts: u64,
+    /// Events the display skipped because it was behind.
+    pub not_shown: u64,
 }
 
 /// JSON lines in path mode carry a type tag, so tools can tell them apart.
@@ -138,6 +140,22 @@ impl<W: Write> Output<W> {
             }
             Mode::Quiet => Ok(()),
         }
+    }
+
+    /// The kernel lost events between these times (the ring buffer was full).
+    pub fn lost_between(&mut self, from_ns: u64, to_ns: u64) {
+        self.correlator.mark_gap(from_ns, to_ns);
+    }
+
+    /// The display skipped `records` events from `from_ns` to `to_ns` (it was behind).
+    pub fn not_shown(&mut self, records: u64, from_ns: u64, to_ns: u64) {
+        self.stats.not_shown += records;
+        self.correlator.mark_gap(from_ns, to_ns);
+    }
+
+    /// Packets shown as incomplete so far.
+    pub fn incomplete_packets(&self) -> u64 {
+        self.correlator.incomplete
     }
 
     /// What the memory limits cost so far.

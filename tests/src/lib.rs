@@ -38,6 +38,8 @@ pub struct Dockflow {
     stdout: std::thread::JoinHandle<String>,
     /// Its stderr lines up to and including "streaming".
     pub startup: Vec<String>,
+    /// The stderr lines after those.
+    rest: mpsc::Receiver<String>,
 }
 
 impl Dockflow {
@@ -88,6 +90,7 @@ impl Dockflow {
             child,
             stdout,
             startup,
+            rest: rx,
         }
     }
 
@@ -108,12 +111,20 @@ impl Dockflow {
     }
 
     /// Sends `signal` (0: none, it was already sent), waits for exit, returns (success, stdout).
-    pub fn stop_with(mut self, signal: i32) -> (bool, String) {
+    pub fn stop_with(self, signal: i32) -> (bool, String) {
+        let (ok, stdout, _) = self.stop_with_stderr(signal);
+        (ok, stdout)
+    }
+
+    /// [`Dockflow::stop_with`], also returning the stderr lines after startup (the summary).
+    pub fn stop_with_stderr(mut self, signal: i32) -> (bool, String, Vec<String>) {
         if signal != 0 {
             unsafe { libc::kill(self.pid(), signal) };
         }
         let status = self.child.wait().unwrap();
-        (status.success(), self.stdout.join().unwrap())
+        let stdout = self.stdout.join().unwrap();
+        // The reader thread ends with the process's stderr.
+        (status.success(), stdout, self.rest.iter().collect())
     }
 }
 

@@ -23,6 +23,8 @@ use crate::event::{ArpOp, CtDirection, Event, Packet, RuleTrace, endpoint};
 
 /// Events further apart than this are never the same packet.
 const SAME_PACKET_WINDOW_NS: u64 = 200_000_000;
+/// How long a gap in the events is remembered.
+const GAP_MEMORY_NS: u64 = 10_000_000_000;
 
 /// One hop of a packet's path.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -75,6 +77,10 @@ pub struct PacketPath {
     /// nftables rules that evaluated the packet, in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RuleTrace>,
+    /// Events were lost while this packet was on its way (the kernel's ring buffer overflowed,
+    /// or the display fell behind and skipped some): its hops may be missing some.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub incomplete: bool,
 }
 
 impl PacketPath {
@@ -186,6 +192,10 @@ pub struct Correlator {
     pub evictions: Evictions,
     /// Open packets flush_idle has looked at, in all (for the cost test).
     pub flush_work: u64,
+    /// Time spans (kernel clock) in which events were lost, recent ones only.
+    gaps: VecDeque<(u64, u64)>,
+    /// Packets finished with [`PacketPath::incomplete`] set.
+    pub incomplete: u64,
 }
 
 impl Correlator {
@@ -209,7 +219,30 @@ impl Correlator {
             next_connection: 1,
             evictions: Evictions::default(),
             flush_work: 0,
+            gaps: VecDeque::new(),
+            incomplete: 0,
         }
+    }
+
+    /// Events from `from_ns` to `to_ns` were lost: packets on their way then are incomplete.
+    pub fn mark_gap(&mut self, from_ns: u64, to_ns: u64) {
+        self.gaps
+            .push_back((from_ns.min(to_ns), from_ns.max(to_ns)));
+        // Packets live for well under a second; older gaps can no longer matter.
+        let horizon = to_ns.saturating_sub(GAP_MEMORY_NS);
+        while self.gaps.front().is_some_and(|(_, to)| *to < horizon) {
+            self.gaps.pop_front();
+        }
+    }
+
+    /// Whether a packet seen from `first` to `last` may have lost events: a gap lies within
+    /// the time its hops could have been in (idle window on either side).
+    fn touches_gap(&self, first: u64, last: u64) -> bool {
+        let (from, to) = (
+            first.saturating_sub(SAME_PACKET_WINDOW_NS),
+            last.saturating_add(SAME_PACKET_WINDOW_NS),
+        );
+        self.gaps.iter().any(|(a, b)| *a <= to && *b >= from)
     }
 
     pub fn set_topology(&mut self, topology: Topology) {
@@ -395,6 +428,12 @@ impl Correlator {
         refine(&mut hops);
         let id = self.next_packet;
         self.next_packet += 1;
+        let span = (
+            hops.first().map_or(0, |h| h.event.ts_ns),
+            hops.last().map_or(0, |h| h.event.ts_ns),
+        );
+        let incomplete = !self.gaps.is_empty() && self.touches_gap(span.0, span.1);
+        self.incomplete += u64::from(incomplete);
         PacketPath {
             id,
             connection,
@@ -402,6 +441,7 @@ impl Correlator {
             packet,
             hops,
             rules,
+            incomplete,
         }
     }
 

@@ -292,6 +292,10 @@ pub enum Fact {
         #[serde(skip_serializing_if = "Option::is_none")]
         passed_up: Option<String>,
     },
+    /// Events of this packet were lost: what is said of it may miss hops.
+    Incomplete {
+        role: Role,
+    },
     NoReply,
     /// How request and reply went between the bridge (L2) and the IP stack (L3).
     Crossing {
@@ -439,6 +443,14 @@ fn is_hook_in(hop: &Hop, layer: Layer, hook: Hook) -> bool {
 
 /// The facts of one packet's path, in the order it met them.
 fn narrate(path: &PacketPath, role: Role) -> Vec<Fact> {
+    let mut facts = narrate_path(path, role);
+    if path.incomplete {
+        facts.push(Fact::Incomplete { role });
+    }
+    facts
+}
+
+fn narrate_path(path: &PacketPath, role: Role) -> Vec<Fact> {
     if let Some(op) = path.packet.arp {
         return narrate_arp(path, role, op);
     }
@@ -1215,6 +1227,10 @@ impl Fact {
             Fact::FreedAfterDelivery { reason, .. } => format!(
                 "The host's ICMP code finds no ping socket for it and frees it ({reason}); raw sockets (a ping run as root) were handed their own copy just before, so that is not a loss."
             ),
+            Fact::Incomplete { role } => format!(
+                "Some events of the {} were lost (the kernel's ring buffer overflowed, or the display fell behind): the steps above may miss hops, so this account cannot be complete.",
+                role.word()
+            ),
             Fact::NoReply => "No reply was seen.".to_string(),
             Fact::Crossing {
                 request,
@@ -1265,6 +1281,7 @@ impl Fact {
             | Fact::Dropped { role, .. }
             | Fact::Outcome { role, .. }
             | Fact::FreedAfterDelivery { role, .. }
+            | Fact::Incomplete { role }
             | Fact::ArpAsked { role, .. }
             | Fact::ArpAnswered { role, .. } => Some(*role),
             Fact::NoReply | Fact::Crossing { .. } | Fact::ReplySeesNoNat { .. } => None,

@@ -606,6 +606,7 @@ fn a_packet_known_only_from_the_nftables_trace_is_explained_without_hops() {
         packet: packet("10.199.0.2", 40000, "10.199.0.1", 1812, 9),
         hops: Vec::new(),
         rules: Vec::new(),
+        incomplete: false,
     };
     let facts = facts(Some(&path), None);
     assert!(matches!(
@@ -798,4 +799,36 @@ fn the_open_packet_limit_finishes_the_oldest_early_and_counts_it() {
     assert_eq!(c.finish().len(), 3);
     // Five one-packet connections under a limit of two: three forgotten.
     assert_eq!(c.evictions.connections, 3);
+}
+
+#[test]
+fn packets_on_their_way_while_events_were_lost_are_marked_and_explained_as_incomplete() {
+    let mut c = Correlator::new(topology());
+    let second = 1_000_000_000;
+    // One packet a second before the loss, one just around it.
+    c.push(event(
+        1_000,
+        Probe::TcIngress,
+        VETH,
+        packet("10.0.0.1", 1, "10.0.0.2", 2, 1),
+    ));
+    c.push(event(
+        second + 5_000,
+        Probe::TcIngress,
+        VETH,
+        packet("10.0.0.1", 1, "10.0.0.2", 2, 2),
+    ));
+    c.mark_gap(second, second + 1_000);
+    let paths = c.finish();
+    assert_eq!(paths.len(), 2);
+    assert!(!paths[0].incomplete);
+    assert!(paths[1].incomplete);
+    assert_eq!(c.incomplete, 1);
+    let facts = facts(Some(&paths[1]), None);
+    assert!(facts.iter().any(|f| matches!(
+        f,
+        Fact::Incomplete {
+            role: Role::Request
+        }
+    )));
 }

@@ -21,11 +21,16 @@ pub fn packet_block(path: &PacketPath, topology: &Topology, style: &Style) -> St
         (Some(c), Some(Direction::Reply)) => format!(" · connection {c}, reply"),
         _ => String::new(),
     };
+    let incomplete = if path.incomplete {
+        " · INCOMPLETE: events were lost on its way"
+    } else {
+        ""
+    };
     let _ = writeln!(
         out,
         "{}",
         style.bold(&format!(
-            "packet {} · {}{role}",
+            "packet {} · {}{role}{incomplete}",
             path.id,
             packet_summary(&path.packet)
         ))

@@ -1,0 +1,195 @@
+//! The hot end of the pipeline, on a thread of its own: it empties the kernel's ring buffer in
+//! batches, appends every record to the recording, and hands the batches to the display. The
+//! display may fall behind under a flood; the ring buffer never waits for it. When the queue to
+//! the display is full, a batch is not shown (the recording still has it) and the display is
+//! told exactly which records it missed, so the packets they belonged to are marked incomplete.
+
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use aya::maps::{MapData, RingBuf};
+use bytes::{BufMut as _, Bytes, BytesMut};
+use dockflow_common::PACKET_EVENT_SIZE;
+use tokio::sync::mpsc;
+
+use crate::record::Recorder;
+
+/// What the display receives.
+pub enum Drained {
+    /// Whole kernel records, back to back (each [`PACKET_EVENT_SIZE`] bytes).
+    Records(Bytes),
+    /// Records the display did not get because it was behind: how many, and the span of their
+    /// kernel timestamps.
+    Skipped {
+        records: u64,
+        from_ns: u64,
+        to_ns: u64,
+    },
+}
+
+/// Records per batch handed over: small enough to keep latency low, large enough that the
+/// handover costs nothing per record.
+const BATCH_RECORDS: usize = 1024;
+/// Batches the display may be behind before batches are skipped (about 50 MiB).
+pub const QUEUE_BATCHES: usize = 256;
+
+pub struct Drain {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl Drain {
+    /// Starts draining `ring` into `recorder` (if any) and `to_display` (if `display`).
+    pub fn start(
+        ring: RingBuf<MapData>,
+        recorder: Option<Arc<Mutex<Recorder>>>,
+        to_display: Option<mpsc::Sender<Drained>>,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("dockflow-drain".into())
+                .spawn(move || drain(ring, recorder, to_display, &stop))
+                .expect("spawning the drain thread")
+        };
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Asks the thread to empty the ring one last time, hand the rest over and end (closing
+    /// the queue to the display).
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits for the thread (asking it to stop first).
+    pub fn join(mut self) -> Result<()> {
+        self.request_stop();
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => anyhow::bail!("the drain thread panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Drain {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn drain(
+    mut ring: RingBuf<MapData>,
+    recorder: Option<Arc<Mutex<Recorder>>>,
+    to_display: Option<mpsc::Sender<Drained>>,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let mut handover = Handover {
+        to_display,
+        batch: BytesMut::with_capacity(BATCH_RECORDS * PACKET_EVENT_SIZE),
+        skipped: None,
+    };
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        if !stopping {
+            wait_readable(&ring, Duration::from_millis(50));
+        }
+        let mut recorder = recorder.as_ref().map(|r| r.lock().expect("recorder lock"));
+        while let Some(record) = ring.next() {
+            if let Some(recorder) = recorder.as_mut() {
+                recorder.record(&record).context("writing the recording")?;
+            }
+            handover.push(&record, stopping);
+        }
+        handover.hand_over(stopping);
+        if let Some(recorder) = recorder.as_mut() {
+            recorder.flush_if_due().context("writing the recording")?;
+        }
+        if stopping {
+            return Ok(());
+        }
+    }
+}
+
+/// Batches on their way to the display.
+struct Handover {
+    to_display: Option<mpsc::Sender<Drained>>,
+    batch: BytesMut,
+    /// Records not shown since the display last had room: (count, first ts, last ts).
+    skipped: Option<(u64, u64, u64)>,
+}
+
+impl Handover {
+    fn push(&mut self, record: &[u8], stopping: bool) {
+        if self.to_display.is_none() || record.len() != PACKET_EVENT_SIZE {
+            return;
+        }
+        self.batch.put_slice(record);
+        if self.batch.len() >= BATCH_RECORDS * PACKET_EVENT_SIZE {
+            self.hand_over(stopping);
+        }
+    }
+
+    /// Sends the batch, or counts it as skipped when the display is behind. At the end
+    /// (`stopping`) it waits for room instead: nothing left over is skipped.
+    fn hand_over(&mut self, stopping: bool) {
+        let Some(tx) = self.to_display.clone() else {
+            return;
+        };
+        if let Some((records, from_ns, to_ns)) = self.skipped {
+            let note = Drained::Skipped {
+                records,
+                from_ns,
+                to_ns,
+            };
+            if tx.try_send(note).is_ok() {
+                self.skipped = None;
+            }
+        }
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = Drained::Records(self.batch.split().freeze());
+        if stopping {
+            // The display is gone only if it failed; then there is no one to tell.
+            let _ = tx.blocking_send(batch);
+        } else if let Err(mpsc::error::TrySendError::Full(Drained::Records(bytes))) =
+            tx.try_send(batch)
+        {
+            self.skip(&bytes);
+        }
+    }
+
+    fn skip(&mut self, records: &Bytes) {
+        let ts = |at: usize| u64::from_ne_bytes(records[at..at + 8].try_into().unwrap());
+        let n = records.len() / PACKET_EVENT_SIZE;
+        let (first, last) = (ts(0), ts((n - 1) * PACKET_EVENT_SIZE));
+        let (count, from, to) = self.skipped.unwrap_or((0, first, last));
+        self.skipped = Some((count + n as u64, from.min(first), to.max(last)));
+    }
+}
+
+/// Blocks until the ring buffer has data or `timeout` passes.
+fn wait_readable(ring: &RingBuf<MapData>, timeout: Duration) {
+    let mut pollfd = libc::pollfd {
+        fd: ring.as_fd().as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    unsafe { libc::poll(&mut pollfd, 1, timeout.as_millis() as i32) };
+}

@@ -1,0 +1,135 @@
+//! Under a flood: an overflowing run says exactly what it missed. Packets on their way while
+//! events were lost are marked incomplete, the summary's loss counts are the kernel's, and what
+//! the display skipped is still in the recording.
+
+use std::{process::Command, time::Duration};
+
+use dockflow_lab::lab;
+use dockflow_tests::{Dockflow, dockflow_bin, json_events, lab_bin, lab_lock};
+
+/// The first number in the summary line that contains `marker`, e.g. "events not shown".
+fn number_before(lines: &[String], marker: &str) -> u64 {
+    lines
+        .iter()
+        .find(|l| l.contains(marker))
+        .and_then(|l| {
+            l.trim_start_matches("dockflow: ")
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn an_overflowing_run_marks_incomplete_packets_and_counts_what_it_lost() {
+    let _lock = lab_lock();
+    lab::up(&lab_bin()).unwrap();
+    let syslog = lab::service("syslog").unwrap();
+    let record = std::env::temp_dir().join(format!("dockflow-flood-{}.dfl", std::process::id()));
+    // A 1 MiB ring buffer cannot hold a 20,000 requests/s flood's bursts.
+    let dockflow = Dockflow::start(&[
+        "--container",
+        "syslog",
+        "--ring-size",
+        "1",
+        "--json",
+        "--record",
+        record.to_str().unwrap(),
+    ]);
+    let to = format!("{}:{}", lab::HOST_ADDRESS, syslog.port);
+    let flood = lab::external_command(
+        &lab_bin(),
+        &[
+            "client",
+            "udp-flood",
+            &to,
+            "--seconds",
+            "2",
+            "--rate",
+            "20000",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(flood.status.success());
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, stdout, stderr) = dockflow.stop_with_stderr(libc::SIGINT);
+    assert!(ok, "{stderr:#?}");
+    let lines = json_events(&stdout);
+
+    // The summary: "N packets, M events from ..., L lost", then one line per probe point.
+    let summary = stderr
+        .iter()
+        .find(|l| l.contains(" events from "))
+        .unwrap_or_else(|| panic!("{stderr:#?}"));
+    let lost: u64 = summary
+        .rsplit(", ")
+        .next()
+        .and_then(|l| l.trim_end_matches(" lost").parse().ok())
+        .unwrap();
+    assert!(
+        lost > 0,
+        "the flood did not overflow a 1 MiB ring: {stderr:#?}"
+    );
+    let per_point: u64 = stderr
+        .iter()
+        .filter(|l| l.contains("(ring buffer full)"))
+        .map(|l| {
+            l.trim_start_matches("dockflow: lost ")
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(per_point, lost, "{stderr:#?}");
+    assert!(
+        stderr
+            .iter()
+            .filter(|l| l.contains("(ring buffer full)"))
+            .all(|l| !l.contains("Netif") && !l.contains("TcIngress")),
+        "probe points are named as the startup names them: {stderr:#?}"
+    );
+
+    // Packets on their way while events were lost are marked, and counted.
+    let packets: Vec<_> = lines.iter().filter(|l| l["type"] == "packet").collect();
+    let marked = packets.iter().filter(|p| p["incomplete"] == true).count() as u64;
+    assert!(marked > 0);
+    assert_eq!(marked, number_before(&stderr, "packets marked incomplete"));
+    let explained_incomplete = lines
+        .iter()
+        .filter(|l| l["type"] == "explanation")
+        .flat_map(|l| l["steps"].as_array().unwrap())
+        .any(|s| s["kind"] == "incomplete");
+    assert!(explained_incomplete);
+
+    // Shown plus skipped by the display is what the recording holds.
+    let shown: u64 = summary
+        .split(", ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    let not_shown = number_before(&stderr, "events not shown");
+    let replay = Command::new(dockflow_bin())
+        .args(["--replay", record.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&record);
+    let replay_stderr = String::from_utf8_lossy(&replay.stderr);
+    let recorded: u64 = replay_stderr
+        .lines()
+        .find_map(|l| {
+            l.split(", ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("{replay_stderr}"));
+    assert_eq!(shown + not_shown, recorded, "{stderr:#?}");
+    lab::down().unwrap();
+}
