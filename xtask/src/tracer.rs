@@ -21,6 +21,8 @@ pub struct Summary {
     pub status: ExitStatus,
     pub events: u64,
     pub lost: u64,
+    /// Events the display skipped because it was behind (the recording has them).
+    pub not_shown: u64,
 }
 
 impl Tracer {
@@ -64,7 +66,7 @@ impl Tracer {
     pub fn stop(mut self) -> Result<Summary> {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let status = self.child.wait()?;
-        let (mut events, mut lost) = (0, 0);
+        let (mut events, mut lost, mut not_shown) = (0, 0, 0);
         // The reader thread ends with dockflow's stderr; collect everything it saw.
         for line in self.lines.iter() {
             // "dockflow: 2 packets, 34 events from container radius, 0 lost"
@@ -80,11 +82,20 @@ impl Tracer {
                     (events, lost) = (e, l);
                 }
             }
+            // "dockflow: 399437 events not shown: ..."
+            if let Some(n) = line
+                .strip_prefix("dockflow: ")
+                .and_then(|r| r.split_once(" events not shown"))
+                .and_then(|(n, _)| n.parse().ok())
+            {
+                not_shown = n;
+            }
         }
         Ok(Summary {
             status,
             events,
             lost,
+            not_shown,
         })
     }
 }
