@@ -8,7 +8,7 @@ use std::{
     os::fd::{AsFd as _, AsRawFd as _},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread::JoinHandle,
     time::Duration,
@@ -43,6 +43,8 @@ pub const QUEUE_BATCHES: usize = 256;
 
 pub struct Drain {
     stop: Arc<AtomicBool>,
+    /// Records taken from the ring buffer so far.
+    drained: Arc<AtomicU64>,
     thread: Option<JoinHandle<Result<()>>>,
 }
 
@@ -54,17 +56,24 @@ impl Drain {
         to_display: Option<mpsc::Sender<Drained>>,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
+        let drained = Arc::new(AtomicU64::new(0));
         let thread = {
-            let stop = stop.clone();
+            let (stop, drained) = (stop.clone(), drained.clone());
             std::thread::Builder::new()
                 .name("dockflow-drain".into())
-                .spawn(move || drain(ring, recorder, to_display, &stop))
+                .spawn(move || drain(ring, recorder, to_display, &stop, &drained))
                 .expect("spawning the drain thread")
         };
         Self {
             stop,
+            drained,
             thread: Some(thread),
         }
+    }
+
+    /// Records taken from the ring buffer so far (shown or not).
+    pub fn drained(&self) -> u64 {
+        self.drained.load(Ordering::Relaxed)
     }
 
     /// Asks the thread to empty the ring one last time, hand the rest over and end (closing
@@ -73,13 +82,14 @@ impl Drain {
         self.stop.store(true, Ordering::Relaxed);
     }
 
-    /// Waits for the thread (asking it to stop first).
-    pub fn join(mut self) -> Result<()> {
+    /// Waits for the thread (asking it to stop first); returns how many records it took from
+    /// the ring buffer in all.
+    pub fn join(mut self) -> Result<u64> {
         self.request_stop();
         match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(result)) => result,
+            Some(Ok(result)) => result.map(|()| self.drained()),
             Some(Err(_)) => anyhow::bail!("the drain thread panicked"),
-            None => Ok(()),
+            None => Ok(self.drained()),
         }
     }
 }
@@ -98,6 +108,7 @@ fn drain(
     recorder: Option<Arc<Mutex<Recorder>>>,
     to_display: Option<mpsc::Sender<Drained>>,
     stop: &AtomicBool,
+    drained: &AtomicU64,
 ) -> Result<()> {
     let mut handover = Handover {
         to_display,
@@ -111,6 +122,7 @@ fn drain(
         }
         let mut recorder = recorder.as_ref().map(|r| r.lock().expect("recorder lock"));
         while let Some(record) = ring.next() {
+            drained.fetch_add(1, Ordering::Relaxed);
             if let Some(recorder) = recorder.as_mut() {
                 recorder.record(&record).context("writing the recording")?;
             }

@@ -320,7 +320,12 @@ async fn trace(cli: &Cli) -> Result<()> {
             break;
         }
     }
-    drain.join()?;
+    let drained = drain.join()?;
+    note_losses(&probes, &mut output, &mut losses);
+    if !showing {
+        // Nothing was decoded: the count is what went to the recording.
+        output.stats.events = drained;
+    }
     output.finish()?;
     if let Some(recorder) = recorder {
         let recorder = Arc::into_inner(recorder).expect("the drain thread has ended");
