@@ -16,7 +16,7 @@ use dockflow::{
     event::{Decoder, Probe},
     follow::Follower,
     kernel::{self, btf::KernelBtf, symbols::KernelSymbols},
-    nftrace::{TraceSocket, TraceTable, Tracer},
+    nftrace::{TraceBatch, TraceSocket, TraceTable, Tracer},
     output::{Mode, Output},
     path::{correlate::Limits, topology::Topology},
     probes::{Family, Probes},
@@ -268,6 +268,7 @@ async fn trace(cli: &Cli) -> Result<()> {
         checked_at: monotonic_now(),
     };
     let showing = output.shows_events();
+    let mut traces_dropped = 0;
     // Set once the run should end: the drain thread then empties the ring a last time and
     // closes the queue, and the loop ends when the display has taken the rest.
     let mut done = false;
@@ -291,7 +292,8 @@ async fn trace(cli: &Cli) -> Result<()> {
                 }
             }
             Some(batch) = next_traces(&mut nft_traces), if !done => {
-                for raw in batch {
+                traces_dropped += batch.dropped;
+                for raw in batch.traces {
                     let Some(trace) = nft_tracer.as_mut().and_then(|t| t.name(raw, monotonic_now())) else { continue };
                     if let Some(recorder) = &recorder {
                         recorder.lock().expect("recorder lock").record_trace(&trace)?;
@@ -349,6 +351,11 @@ async fn trace(cli: &Cli) -> Result<()> {
             }
         );
     }
+    if traces_dropped > 0 {
+        eprintln!(
+            "dockflow: {traces_dropped} nftables trace messages dropped: dockflow fell behind them"
+        );
+    }
     if output.incomplete_packets() > 0 {
         eprintln!(
             "dockflow: {} packets marked incomplete (events lost on their way)",
@@ -368,8 +375,8 @@ async fn trace(cli: &Cli) -> Result<()> {
 
 /// The next batch of nftables traces; never ready when tracing nftables is off.
 async fn next_traces(
-    traces: &mut Option<tokio::sync::mpsc::UnboundedReceiver<Vec<dockflow::nftrace::RawTrace>>>,
-) -> Option<Vec<dockflow::nftrace::RawTrace>> {
+    traces: &mut Option<tokio::sync::mpsc::Receiver<TraceBatch>>,
+) -> Option<TraceBatch> {
     match traces {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

@@ -11,4 +11,4 @@ mod table;
 mod trace;
 
 pub use table::TraceTable;
-pub use trace::{RawTrace, TraceSocket, Tracer};
+pub use trace::{RawTrace, TraceBatch, TraceSocket, Tracer};

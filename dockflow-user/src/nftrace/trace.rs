@@ -59,11 +59,12 @@ impl TraceSocket {
         Ok(Self(socket))
     }
 
-    /// Waits for the next datagram and returns its trace messages.
-    pub fn read(&self) -> io::Result<Vec<RawTrace>> {
-        let mut buf = vec![0u8; 256 * 1024];
+    /// Waits for the next datagram and returns its trace messages; `buf` is reused from call
+    /// to call (a trace datagram is small, and zeroing a fresh buffer per read costs more than
+    /// parsing it).
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<Vec<RawTrace>> {
         loop {
-            match self.0.recv(&mut buf) {
+            match self.0.recv(buf) {
                 Ok(n) => return Ok(parse_datagram(&buf[..n])),
                 // The kernel dropped messages we were too slow for: go on with what comes next.
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => continue,
@@ -73,18 +74,37 @@ impl TraceSocket {
     }
 
     /// Reads on a thread of its own (blocking reads; the thread ends with the process),
-    /// delivering batches of traces to the event loop.
-    pub fn spawn_reader(self) -> tokio::sync::mpsc::UnboundedReceiver<Vec<RawTrace>> {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            while let Ok(traces) = self.read() {
-                if tx.send(traces).is_err() {
-                    break;
+    /// delivering batches of traces to the event loop. When the loop is behind, batches are
+    /// dropped rather than queued without bound (a flood traces every packet); the count of
+    /// traces dropped so goes with the next batch that fits.
+    pub fn spawn_reader(self) -> tokio::sync::mpsc::Receiver<TraceBatch> {
+        let (tx, rx) = tokio::sync::mpsc::channel(TRACE_QUEUE);
+        std::thread::Builder::new()
+            .name("dockflow-nftrace".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut dropped = 0;
+                while let Ok(traces) = self.read(&mut buf) {
+                    let n = traces.len() as u64;
+                    match tx.try_send(TraceBatch { traces, dropped }) {
+                        Ok(()) => dropped = 0,
+                        Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => dropped += n,
+                        Err(_) => break,
+                    }
                 }
-            }
-        });
+            })
+            .expect("spawning the nftables trace reader");
         rx
     }
+}
+
+/// Trace batches the event loop may be behind by.
+const TRACE_QUEUE: usize = 4096;
+
+/// Trace messages for the event loop, and how many were dropped before them.
+pub struct TraceBatch {
+    pub traces: Vec<RawTrace>,
+    pub dropped: u64,
 }
 
 fn be_u32(v: &[u8]) -> Option<u32> {
