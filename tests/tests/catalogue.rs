@@ -393,18 +393,12 @@ fn a_frame_to_an_unlearned_mac_is_flooded_and_still_reaches_its_container() {
 fn a_masqueraded_reply_is_shown_from_its_arrival_on_the_hosts_link() {
     let _lock = lab_lock();
     let _catalogue = Catalogue::up();
-    // An echo server in the lab's external namespace: outside the host, as far as NAT goes.
-    let outside_port = "5454";
-    let mut server =
-        lab::external_command(&lab_bin(), &["serve", "udp-echo", "--port", outside_port])
-            .spawn()
-            .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let to = format!("{}:{outside_port}", lab::EXTERNAL_ADDRESS);
-    let lines = traced("ledger", || assert!(from_container("ledger", &to)));
-    let _ = server.kill();
-    let _ = server.wait();
-    let request = packet_to(&lines, outside_port.parse().unwrap());
+    let outside = OutsideEcho::start(5454);
+    let lines = traced("ledger", || {
+        assert!(from_container("ledger", &outside.address))
+    });
+    drop(outside);
+    let request = packet_to(&lines, 5454);
     let reply = reply_of(&lines, request);
     let hops = reply["hops"].as_array().unwrap();
     // First the host's external link receives it, then prerouting's first slot sees it before
@@ -437,6 +431,39 @@ fn a_masqueraded_reply_is_shown_from_its_arrival_on_the_hosts_link() {
     assert_eq!(reply_start["origin"], "host_interface", "{steps:#?}");
 }
 
+/// A UDP echo server in the lab's external namespace (outside the host, as far as NAT goes),
+/// ended when dropped.
+struct OutsideEcho {
+    server: std::process::Child,
+    port: u16,
+    /// Where containers reach it: "10.199.0.2:PORT".
+    address: String,
+}
+
+impl OutsideEcho {
+    fn start(port: u16) -> Self {
+        let server = lab::external_command(
+            &lab_bin(),
+            &["serve", "udp-echo", "--port", &port.to_string()],
+        )
+        .spawn()
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        Self {
+            server,
+            port,
+            address: format!("{}:{port}", lab::EXTERNAL_ADDRESS),
+        }
+    }
+}
+
+impl Drop for OutsideEcho {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
 /// Entries of the kernel's map of learned reply tuples, as bpftool dumps them.
 fn learned_reply_tuples() -> usize {
     let dump = run("bpftool", &["map", "dump", "name", "REPLY_TUPLES"]).unwrap_or_default();
@@ -447,28 +474,29 @@ fn learned_reply_tuples() -> usize {
 fn a_learned_reply_tuple_is_forgotten_with_its_connection() {
     let _lock = lab_lock();
     let _catalogue = Catalogue::up();
-    let outside_port = "5455";
-    let mut server =
-        lab::external_command(&lab_bin(), &["serve", "udp-echo", "--port", outside_port])
-            .spawn()
-            .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let to = format!("{}:{outside_port}", lab::EXTERNAL_ADDRESS);
+    let outside = OutsideEcho::start(5455);
     let (mut learned, mut forgotten) = (0, usize::MAX);
     traced("ledger", || {
-        assert!(from_container("ledger", &to));
+        assert!(from_container("ledger", &outside.address));
         learned = learned_reply_tuples();
         // The connection ends (as if it timed out): conntrack deletes it.
         run(
             "conntrack",
-            &["-D", "-p", "udp", "-s", LEDGER, "--dport", outside_port],
+            &[
+                "-D",
+                "-p",
+                "udp",
+                "-s",
+                LEDGER,
+                "--dport",
+                &outside.port.to_string(),
+            ],
         )
         .unwrap();
         std::thread::sleep(Duration::from_millis(1500));
         forgotten = learned_reply_tuples();
     });
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(outside);
     assert_eq!(learned, 1);
     assert_eq!(forgotten, 0);
 }
