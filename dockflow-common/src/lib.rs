@@ -14,7 +14,8 @@ pub const LOST_MAP: &str = "LOST";
 pub const TARGETS_MAP: &str = "TARGETS";
 /// Switches userspace flips after attaching ([`Settings`], one entry).
 pub const SETTINGS_MAP: &str = "SETTINGS";
-/// Reply tuples of the target's NATed connections ([`CtTuple`] -> 1), learned by the kernel.
+/// Reply tuples of the target's NATed connections ([`CtTuple`] -> [`TUPLE_REPLY`]), learned
+/// by the kernel.
 pub const REPLY_TUPLES_MAP: &str = "REPLY_TUPLES";
 /// How many connections [`REPLY_TUPLES_MAP`] remembers at most (least recently used go first).
 pub const MAX_REPLY_TUPLES: u32 = 4096;
@@ -26,10 +27,67 @@ pub struct Settings {
     /// 1 when BPF netfilter links cover the IPv4/IPv6 hooks: nf_hook_slow then only reports the
     /// bridge family, instead of repeating every IP hook.
     pub nf_hook_slow_bridge_only: u32,
-    /// 1 while [`REPLY_TUPLES_MAP`] may hold entries: the kernel sets it when it learns one,
-    /// userspace clears it when the last connection ended. The filter looks a packet's
-    /// headers up there only while it is set.
-    pub reply_tuples_learned: u32,
+    /// Packets of each connection shown in full (--per-connection); 0: all.
+    pub per_connection: u32,
+}
+
+/// One switch per tuple map ([`TUPLE_FLAG_REPLY`], [`TUPLE_FLAG_HIDDEN`]): 1 while the map
+/// may hold entries. The kernel sets it when it stores a tuple, userspace clears it when the
+/// last connection ended; programs look tuples up only while it is set. Kept apart from
+/// [`Settings`] so that neither side overwrites a switch the other just set.
+pub const TUPLE_FLAGS_MAP: &str = "TUPLE_FLAGS";
+pub const TUPLE_FLAG_REPLY: u32 = 0;
+pub const TUPLE_FLAG_HIDDEN: u32 = 1;
+/// The value stored with a tuple: which direction of its connection it is (how conntrack is
+/// asked about it), and whether the key is that tuple turned around ([`TUPLE_INVERTED`]: what
+/// a packet looks like after NAT rewrote it, e.g. a request after DNAT is the reply tuple's
+/// reverse).
+pub const TUPLE_ORIGINAL: u8 = 1;
+pub const TUPLE_REPLY: u8 = 2;
+pub const TUPLE_INVERTED: u8 = 4;
+
+impl CtTuple {
+    /// The same tuple seen from the other end: addresses and ports swapped.
+    pub const fn inverted(&self) -> Self {
+        Self {
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+            l4_proto: self.l4_proto,
+            family: self.family,
+            _pad: self._pad,
+        }
+    }
+}
+
+/// Per conntrack entry (its address), how many of its packets the kernel has seen
+/// ([`ConnectionPackets`]), for --per-connection.
+pub const CONNECTION_PACKETS_MAP: &str = "CONN_PACKETS";
+/// The tuples of connections at their --per-connection limit, both directions and their
+/// reverses ([`CtTuple`] with `family` set -> [`TUPLE_ORIGINAL`] or [`TUPLE_REPLY`], with
+/// [`TUPLE_INVERTED`] for the reverses), so that hops without a conntrack entry (tc, device
+/// hops, before conntrack or after NAT) are held back too.
+pub const HIDDEN_TUPLES_MAP: &str = "HIDDEN_TUPLES";
+/// Per-CPU counts of what --per-connection held back: [`HIDDEN_EVENTS`] and [`HIDDEN_PACKETS`].
+pub const HIDDEN_MAP: &str = "HIDDEN";
+pub const HIDDEN_EVENTS: u32 = 0;
+pub const HIDDEN_PACKETS: u32 = 1;
+/// Connections --per-connection keeps count of at most (least recently seen go first).
+pub const MAX_COUNTED_CONNECTIONS: u32 = 65_536;
+
+/// One connection's packet count (the value of [`CONNECTION_PACKETS_MAP`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionPackets {
+    /// The packet last counted (its IPv4 id, or its skb->head where there is no id): another
+    /// one is another packet.
+    pub last_packet: u64,
+    /// The connection's original tuple: a freed entry's address is soon reused by another
+    /// connection, whose count starts afresh.
+    pub original: CtTuple,
+    pub packets: u32,
+    pub _pad: u32,
 }
 /// Name of the read-only global holding [`KernelOffsets`].
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
@@ -177,7 +235,7 @@ pub const SECTION_SKB: u8 = 16;
 
 /// One direction of a conntrack entry (struct nf_conntrack_tuple, flattened). Also the key of
 /// [`REPLY_TUPLES_MAP`], where `family` is set; events leave it 0.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CtTuple {
     pub src: [u8; 16],
@@ -272,7 +330,8 @@ const _: () = assert!(core::mem::size_of::<PacketHeaders>().is_multiple_of(8));
 const _: () = assert!(core::mem::offset_of!(PacketEvent, packet) % 8 == 0);
 const _: () = assert!(core::mem::offset_of!(PacketEvent, ct_original) % 8 == 0);
 const _: () = assert!(core::mem::offset_of!(PacketEvent, ct_reply) % 8 == 0);
-const _: () = assert!(core::mem::size_of::<CtTuple>().is_multiple_of(4));
+// Compared as 8-byte words by the kernel programs.
+const _: () = assert!(core::mem::size_of::<CtTuple>() == 40);
 
 /// Kernel struct offsets the programs need, resolved from BTF in userspace at start and handed
 /// over as a read-only global (Rust eBPF has no CO-RE).

@@ -8,6 +8,7 @@ mod bridge;
 mod filter;
 mod headers;
 mod netfilter;
+mod per_connection;
 mod reply_tuples;
 mod skb;
 mod skipped;
@@ -40,6 +41,26 @@ static TARGETS: Array<TargetSet> = Array::with_max_entries(1, 0);
 /// Runtime switches (see dockflow_common::Settings).
 #[map(name = "SETTINGS")]
 static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+
+/// Whether each tuple map may hold entries (see dockflow_common::TUPLE_FLAGS_MAP).
+#[map(name = "TUPLE_FLAGS")]
+static TUPLE_FLAGS: Array<u32> = Array::with_max_entries(2, 0);
+
+/// Turns a tuple map's lookups on (it just stored a tuple).
+#[inline(always)]
+fn tuple_flag_set(flag: u32) {
+    if let Some(on) = TUPLE_FLAGS.get_ptr_mut(flag) {
+        unsafe { core::ptr::write_volatile(on, 1) };
+    }
+}
+
+/// Whether a tuple map may hold entries.
+#[inline(always)]
+fn tuple_flag_on(flag: u32) -> bool {
+    TUPLE_FLAGS
+        .get(flag)
+        .is_some_and(|on| unsafe { core::ptr::read_volatile(on) } != 0)
+}
 
 /// Kernel struct offsets, resolved from BTF by userspace before load.
 #[unsafe(no_mangle)]

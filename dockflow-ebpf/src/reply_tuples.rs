@@ -7,12 +7,14 @@
 //! longer has its connection (the map is LRU, so a busy host cannot fill it either).
 
 use aya_ebpf::{macros::map, maps::LruHashMap};
-use dockflow_common::{CtTuple, MAX_REPLY_TUPLES, NF_INET_POST_ROUTING, PacketHeaders};
+use dockflow_common::{
+    CtTuple, MAX_REPLY_TUPLES, NF_INET_POST_ROUTING, PacketHeaders, TUPLE_FLAG_REPLY, TUPLE_REPLY,
+};
 
-use crate::{SETTINGS, offset, skb};
+use crate::{offset, skb, tuple_flag_on, tuple_flag_set};
 
 #[map(name = "REPLY_TUPLES")]
-static REPLY_TUPLES: LruHashMap<CtTuple, u32> = LruHashMap::with_max_entries(MAX_REPLY_TUPLES, 0);
+static REPLY_TUPLES: LruHashMap<CtTuple, u8> = LruHashMap::with_max_entries(MAX_REPLY_TUPLES, 0);
 
 /// enum ip_conntrack_status: IPS_SRC_NAT_BIT 4.
 const IPS_SRC_NAT: u64 = 1 << 4;
@@ -37,23 +39,26 @@ pub fn learn(hook: u8, family: u8, nfct: u64) {
     if unsafe { REPLY_TUPLES.get(&key) }.is_some() {
         return;
     }
-    if REPLY_TUPLES.insert(&key, &1, 0).is_ok()
-        && let Some(settings) = SETTINGS.get_ptr_mut(0)
-    {
-        unsafe { (*settings).reply_tuples_learned = 1 };
+    // The value through the stack (see per_connection::store).
+    let value = unsafe { core::ptr::read_volatile(&TUPLE_REPLY) };
+    if REPLY_TUPLES.insert(&key, &value, 0).is_ok() {
+        tuple_flag_set(TUPLE_FLAG_REPLY);
     }
 }
 
 /// Whether a packet with these headers is the reply of a connection [`learn`] remembered.
 #[inline(always)]
 pub fn is_learned_reply(h: &PacketHeaders) -> bool {
-    let learned = SETTINGS
-        .get(0)
-        .is_some_and(|s| unsafe { core::ptr::read_volatile(&s.reply_tuples_learned) } != 0);
-    if !learned {
+    if !tuple_flag_on(TUPLE_FLAG_REPLY) {
         return false;
     }
-    let key = CtTuple {
+    unsafe { REPLY_TUPLES.get(&tuple_of(h)) }.is_some()
+}
+
+/// The tuple a packet's own headers spell, as conntrack would key it.
+#[inline(always)]
+pub fn tuple_of(h: &PacketHeaders) -> CtTuple {
+    CtTuple {
         src: h.saddr,
         dst: h.daddr,
         sport: h.sport,
@@ -61,6 +66,5 @@ pub fn is_learned_reply(h: &PacketHeaders) -> bool {
         l4_proto: h.l4_proto,
         family: h.family,
         _pad: [0; 2],
-    };
-    unsafe { REPLY_TUPLES.get(&key) }.is_some()
+    }
 }

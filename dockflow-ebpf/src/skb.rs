@@ -12,7 +12,7 @@ use dockflow_common::{
 use crate::{
     emit, filter,
     headers::{NetworkHeaderReader, parse_ip},
-    offset,
+    offset, per_connection,
 };
 
 /// Reads kernel memory at `base + offset`.
@@ -103,7 +103,8 @@ pub fn observe<S: SkbFields>(
         None
     };
     let nfct = nfct(skb);
-    if !filter::wants(headers, nfct & !NFCT_INFOMASK) {
+    let ct = nfct & !NFCT_INFOMASK;
+    if !filter::wants(headers, ct) || per_connection::holds_back(headers, ct, head) {
         return false;
     }
     emit(probe, |event| {

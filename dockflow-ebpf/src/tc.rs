@@ -15,6 +15,7 @@ use dockflow_common::{ProbePoint, SECTION_PACKET};
 use crate::{
     emit, filter,
     headers::{NetworkHeaderReader, parse_ip},
+    per_connection,
 };
 
 const ETH_HLEN: usize = 14;
@@ -84,7 +85,8 @@ fn observe(ctx: &TcContext, probe: ProbePoint) -> i32 {
         ethertype = ethertype_at(ctx, 16);
         network_offset += VLAN_HLEN;
     }
-    if ethertype != 0x0800 && ethertype != 0x86dd {
+    // IPv4, IPv6 and ARP (told as a bridged exchange).
+    if ethertype != 0x0800 && ethertype != 0x86dd && ethertype != 0x0806 {
         return TC_ACT_UNSPEC;
     }
     let mut storage = MaybeUninit::uninit();
@@ -96,7 +98,7 @@ fn observe(ctx: &TcContext, probe: ProbePoint) -> i32 {
         &mut storage,
     );
     // tc sees no conntrack; on these interfaces the headers always show the target's addresses.
-    if filter::wants(headers, 0) {
+    if filter::wants(headers, 0) && !per_connection::holds_back(headers, 0, 0) {
         let ifindex = unsafe { (*ctx.skb.skb).ifindex };
         emit(probe, |event| {
             event.ifindex = ifindex;

@@ -19,7 +19,7 @@ use dockflow::{
     nftrace::{TraceBatch, TraceSocket, TraceTable, Tracer},
     output::{Mode, Output},
     path::{correlate::Limits, topology::Topology},
-    probes::{Family, Probes},
+    probes::{Family, LoadOptions, Probes},
     record::{Header, ReadError, Record, Recorder, Replay},
     render::Style,
     target::{self, Target},
@@ -85,10 +85,19 @@ struct Cli {
     /// fastest way to capture a busy target).
     #[arg(long, short)]
     quiet: bool,
-    /// Size of the kernel's event ring buffer in MiB (a power of two). The default holds about
-    /// 100 ms of events at 2 million events/s, so a busy moment does not overflow it.
+    /// Size of the kernel's event ring buffer in MiB, or KiB with a K suffix (a power of two).
+    /// The default holds about 100 ms of events at 2 million events/s, so a busy moment does
+    /// not overflow it.
     #[arg(long, default_value = "64", allow_negative_numbers = true, value_parser = parse_ring_size)]
     ring_size: u32,
+    /// Show the first N packets of each connection in full and only count the rest. Decided
+    /// in the kernel, so a busy connection costs the ring buffer nothing once it was shown.
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    per_connection: Option<u32>,
     /// Packets followed at once; past this the oldest is shown early (and counted). Each holds
     /// a few KiB while open.
     #[arg(
@@ -114,6 +123,7 @@ impl Cli {
         Limits {
             open_packets: self.max_open_packets as usize,
             connections: self.max_connections as usize,
+            per_connection: self.per_connection,
         }
     }
 
@@ -129,17 +139,24 @@ impl Cli {
     }
 }
 
-/// --ring-size: MiB, a power of two from 1 to 1024; returned in bytes.
+/// --ring-size: MiB, or KiB with a K suffix ("256K"); a power of two from 4 KiB (a page) to
+/// 1 GiB. Returned in bytes.
 fn parse_ring_size(text: &str) -> Result<u32, String> {
-    let mib: u32 = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of MiB"))?;
-    if !mib.is_power_of_two() || mib > 1024 {
+    let (number, unit) = match text.strip_suffix(['K', 'k']) {
+        Some(kib) => (kib, 10),
+        None => (text.strip_suffix(['M', 'm']).unwrap_or(text), 20),
+    };
+    let bytes = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_shl(unit))
+        .ok_or_else(|| format!("{text:?} is not a size in MiB (or KiB with a K suffix)"))?;
+    if !bytes.is_power_of_two() || !(4096..=1 << 30).contains(&bytes) {
         return Err(format!(
-            "{mib} MiB: the ring buffer size must be a power of two from 1 to 1024"
+            "{text}: the ring buffer size must be a power of two from 4K to 1024 (MiB)"
         ));
     }
-    Ok(mib << 20)
+    Ok(bytes as u32)
 }
 
 /// Seconds for --duration: finite, positive and at most a year (clap reports anything else in
@@ -221,7 +238,11 @@ async fn trace(cli: &Cli) -> Result<()> {
         symbols: KernelSymbols::load(is_hook_continuation)?,
     };
     let topology = target::topology_of(&target)?;
-    let mut probes = Probes::attach(&target, &offsets, &cli.probes, cli.ring_size)?;
+    let options = LoadOptions {
+        ring_bytes: cli.ring_size,
+        per_connection: cli.per_connection.unwrap_or(0),
+    };
+    let mut probes = Probes::attach(&target, &offsets, &cli.probes, options)?;
     report_attachments(&probes, &target);
     // Dropped last (declared first among the live parts): removes our nft tables on every exit.
     let nft = if cli.probes.contains(&Family::Nftables) {
@@ -349,6 +370,19 @@ async fn trace(cli: &Cli) -> Result<()> {
             } else {
                 ""
             }
+        );
+    }
+    let (held_events, held_packets) = probes.held_back();
+    if held_packets > 0 || held_events > 0 {
+        eprintln!(
+            "dockflow: {held_events} events held back in the kernel, of about {held_packets} packets past the first {} of their connection (--per-connection)",
+            options.per_connection
+        );
+    }
+    if output.folded() > 0 {
+        eprintln!(
+            "dockflow: {} more packets of connections past --per-connection not shown (seen only by nftables' trace, or by hops before the kernel could tell)",
+            output.folded()
         );
     }
     if traces_dropped > 0 {

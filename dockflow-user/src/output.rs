@@ -153,6 +153,11 @@ impl<W: Write> Output<W> {
         self.correlator.mark_gap(from_ns, to_ns);
     }
 
+    /// Packets past --per-connection whose first hops the kernel emitted, not shown.
+    pub fn folded(&self) -> u64 {
+        self.correlator.folded
+    }
+
     /// Packets shown as incomplete so far.
     pub fn incomplete_packets(&self) -> u64 {
         self.correlator.incomplete

@@ -28,12 +28,12 @@ fn an_overflowing_run_marks_incomplete_packets_and_counts_what_it_lost() {
     lab::up(&lab_bin()).unwrap();
     let syslog = lab::service("syslog").unwrap();
     let record = std::env::temp_dir().join(format!("dockflow-flood-{}.dfl", std::process::id()));
-    // A 1 MiB ring buffer cannot hold a 20,000 requests/s flood's bursts.
+    // A 64 KiB ring buffer (about 330 events) cannot hold a 20,000 requests/s flood's bursts.
     let dockflow = Dockflow::start(&[
         "--container",
         "syslog",
         "--ring-size",
-        "1",
+        "64K",
         "--json",
         "--record",
         record.to_str().unwrap(),
@@ -71,7 +71,7 @@ fn an_overflowing_run_marks_incomplete_packets_and_counts_what_it_lost() {
         .unwrap();
     assert!(
         lost > 0,
-        "the flood did not overflow a 1 MiB ring: {stderr:#?}"
+        "the flood did not overflow a 64 KiB ring: {stderr:#?}"
     );
     let per_point: u64 = stderr
         .iter()
@@ -99,12 +99,24 @@ fn an_overflowing_run_marks_incomplete_packets_and_counts_what_it_lost() {
     let marked = packets.iter().filter(|p| p["incomplete"] == true).count() as u64;
     assert!(marked > 0);
     assert_eq!(marked, number_before(&stderr, "packets marked incomplete"));
-    let explained_incomplete = lines
-        .iter()
-        .filter(|l| l["type"] == "explanation")
-        .flat_map(|l| l["steps"].as_array().unwrap())
-        .any(|s| s["kind"] == "incomplete");
-    assert!(explained_incomplete);
+    // An explanation says it cannot be complete exactly when a packet it explains is marked.
+    for explanation in lines.iter().filter(|l| l["type"] == "explanation") {
+        let first = |direction: &str| {
+            packets.iter().find(|p| {
+                p["connection"] == explanation["connection"] && p["direction"] == direction
+            })
+        };
+        let marked = [first("request"), first("reply")]
+            .iter()
+            .flatten()
+            .any(|p| p["incomplete"] == true);
+        let says = explanation["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["kind"] == "incomplete");
+        assert_eq!(says, marked, "{explanation:#}");
+    }
 
     // Shown plus skipped by the display is what the recording holds.
     let shown: u64 = summary
@@ -132,4 +144,44 @@ fn an_overflowing_run_marks_incomplete_packets_and_counts_what_it_lost() {
         .unwrap_or_else(|| panic!("{replay_stderr}"));
     assert_eq!(shown + not_shown, recorded, "{stderr:#?}");
     lab::down().unwrap();
+}
+
+#[test]
+fn per_connection_shows_the_first_packets_and_the_kernel_holds_back_the_rest() {
+    let _lock = lab_lock();
+    lab::up(&lab_bin()).unwrap();
+    let syslog = lab::service("syslog").unwrap();
+    let dockflow = Dockflow::start(&["--container", "syslog", "--per-connection", "3", "--json"]);
+    // 20 datagrams from one socket, each echoed: 40 packets of one connection.
+    let to = format!("{}:{}", lab::HOST_ADDRESS, syslog.port);
+    let flood = lab::external_command(
+        &lab_bin(),
+        &[
+            "client",
+            "udp-flood",
+            &to,
+            "--seconds",
+            "0.5",
+            "--rate",
+            "40",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(flood.status.success());
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, stdout, stderr) = dockflow.stop_with_stderr(libc::SIGINT);
+    assert!(ok, "{stderr:#?}");
+    let lines = json_events(&stdout);
+    let exchange: Vec<_> = lines
+        .iter()
+        .filter(|l| {
+            l["type"] == "packet"
+                && (l["packet"]["dport"] == syslog.port || l["packet"]["sport"] == syslog.port)
+        })
+        .collect();
+    assert_eq!(exchange.len(), 3, "{exchange:#?}");
+    // 37 packets past the limit, about 10 events each, held back in the kernel.
+    let held = number_before(&stderr, "held back in the kernel");
+    assert!(held >= 100, "{stderr:#?}");
 }

@@ -1,4 +1,4 @@
-//! Asking conntrack (over ctnetlink) whether a connection still exists, by its reply tuple.
+//! Asking conntrack (over ctnetlink) whether a connection still exists, by one of its tuples.
 
 use std::io;
 
@@ -10,6 +10,7 @@ const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
 const NLA_F_NESTED: u16 = 0x8000;
+const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
@@ -29,9 +30,10 @@ impl Conntrack {
         NetlinkSocket::open(libc::NETLINK_NETFILTER).map(Self)
     }
 
-    /// Whether conntrack has a connection whose reply direction is `reply`.
-    pub fn has_reply(&self, reply: &CtTuple) -> io::Result<bool> {
-        self.0.send(&get_request(reply))?;
+    /// Whether conntrack has a connection with this tuple in its reply direction (`reply`) or
+    /// its original one.
+    pub fn has_connection(&self, tuple: &CtTuple, reply: bool) -> io::Result<bool> {
+        self.0.send(&get_request(tuple, reply))?;
         let mut buf = vec![0u8; 8192];
         loop {
             let n = self.0.recv(&mut buf)?;
@@ -53,8 +55,10 @@ impl Conntrack {
     }
 }
 
-/// IPCTNL_MSG_CT_GET for the entry with this reply tuple, acknowledged either way.
-fn get_request(reply: &CtTuple) -> Vec<u8> {
+/// IPCTNL_MSG_CT_GET for the entry with this tuple (in the reply direction, or the original),
+/// acknowledged either way.
+fn get_request(tuple: &CtTuple, reply_direction: bool) -> Vec<u8> {
+    let reply = tuple;
     let v4 = reply.family == AF_INET;
     let (src, dst, len) = if v4 {
         (CTA_IP_V4_SRC, CTA_IP_V4_DST, 4)
@@ -72,7 +76,7 @@ fn get_request(reply: &CtTuple) -> Vec<u8> {
         attribute(CTA_PROTO_DST_PORT, &reply.dport.to_be_bytes()),
     ]
     .concat();
-    let tuple = [
+    let nested = [
         attribute(CTA_TUPLE_IP | NLA_F_NESTED, &ip),
         attribute(CTA_TUPLE_PROTO | NLA_F_NESTED, &proto),
     ]
@@ -80,7 +84,14 @@ fn get_request(reply: &CtTuple) -> Vec<u8> {
     let body = [
         // struct nfgenmsg: family, version, res_id.
         vec![reply.family, 0, 0, 0],
-        attribute(CTA_TUPLE_REPLY | NLA_F_NESTED, &tuple),
+        attribute(
+            if reply_direction {
+                CTA_TUPLE_REPLY
+            } else {
+                CTA_TUPLE_ORIG
+            } | NLA_F_NESTED,
+            &nested,
+        ),
     ]
     .concat();
     let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
@@ -120,7 +131,7 @@ mod tests {
             family: AF_INET,
             _pad: [0; 2],
         };
-        let msg = get_request(&reply);
+        let msg = get_request(&reply, true);
         assert_eq!(
             u32::from_ne_bytes(msg[0..4].try_into().unwrap()) as usize,
             msg.len()

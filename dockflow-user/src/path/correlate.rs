@@ -147,6 +147,9 @@ pub struct Limits {
     /// Connections remembered (to pair requests with replies); past this the oldest is
     /// forgotten, and a later packet of it starts a new one.
     pub connections: usize,
+    /// Packets shown per connection (--per-connection; the kernel holds the rest back, this
+    /// folds the few hops it emitted before it could tell).
+    pub per_connection: Option<u32>,
 }
 
 impl Default for Limits {
@@ -154,6 +157,7 @@ impl Default for Limits {
         Self {
             open_packets: 16_384,
             connections: 65_536,
+            per_connection: None,
         }
     }
 }
@@ -196,6 +200,10 @@ pub struct Correlator {
     gaps: VecDeque<(u64, u64)>,
     /// Packets finished with [`PacketPath::incomplete`] set.
     pub incomplete: u64,
+    /// Packets shown per connection, while --per-connection is in force.
+    shown: HashMap<u64, u32>,
+    /// Fragments of packets past --per-connection that were not shown.
+    pub folded: u64,
 }
 
 impl Correlator {
@@ -221,6 +229,8 @@ impl Correlator {
             flush_work: 0,
             gaps: VecDeque::new(),
             incomplete: 0,
+            shown: HashMap::default(),
+            folded: 0,
         }
     }
 
@@ -391,9 +401,25 @@ impl Correlator {
                 .min()
                 .unwrap_or(0)
         });
-        packets
+        let paths: Vec<PacketPath> = packets
             .into_iter()
             .map(|o| self.finish_one(o.events, o.rules))
+            .collect();
+        let Some(limit) = self.limits.per_connection else {
+            return paths;
+        };
+        paths
+            .into_iter()
+            .filter(|p| {
+                let Some(connection) = p.connection else {
+                    return true;
+                };
+                let count = self.shown.entry(connection).or_default();
+                *count += 1;
+                let keep = *count <= limit;
+                self.folded += u64::from(!keep);
+                keep
+            })
             .collect()
     }
 
@@ -479,7 +505,23 @@ impl Correlator {
             packet.dport.unwrap_or(0),
             packet.protocol,
         );
-        match (self.by_original.get(&headers), self.by_reply.get(&headers)) {
+        // A packet NAT already rewrote (a request after DNAT) is the reverse of its reply tuple.
+        let reverse = (
+            packet.dst,
+            packet.dport.unwrap_or(0),
+            packet.src,
+            packet.sport.unwrap_or(0),
+            packet.protocol,
+        );
+        let known = |map: &HashMap<ConnectionKey, u64>, key| map.get(key).copied();
+        let original = known(&self.by_original, &headers).or(known(&self.by_reply, &reverse));
+        let reply = known(&self.by_reply, &headers).or(known(&self.by_original, &reverse));
+        // An ARP answer is a reply, even where the same two addresses also asked each other.
+        let original = match packet.arp {
+            Some(ArpOp::Reply) if reply.is_some() => None,
+            _ => original,
+        };
+        match (original.as_ref(), reply.as_ref()) {
             // An ARP question always opens a new exchange.
             (Some(id), _) if packet.arp != Some(ArpOp::Request) => {
                 (Some(*id), Some(Direction::Request))
@@ -511,6 +553,7 @@ impl Correlator {
             if self.by_reply.get(&r) == Some(&old) {
                 self.by_reply.remove(&r);
             }
+            self.shown.remove(&old);
             self.evictions.connections += 1;
         }
         let id = self.next_connection;

@@ -781,6 +781,7 @@ fn the_open_packet_limit_finishes_the_oldest_early_and_counts_it() {
         Limits {
             open_packets: 3,
             connections: 2,
+            per_connection: None,
         },
     );
     for i in 0..5u16 {
@@ -831,4 +832,28 @@ fn packets_on_their_way_while_events_were_lost_are_marked_and_explained_as_incom
             role: Role::Request
         }
     )));
+}
+
+#[test]
+fn past_the_per_connection_limit_fragments_the_kernel_let_through_are_folded() {
+    use super::correlate::Limits;
+    let mut c = Correlator::with_limits(
+        topology(),
+        Limits {
+            per_connection: Some(2),
+            ..Limits::default()
+        },
+    );
+    // Four requests of one connection (no conntrack: the connection is the headers').
+    for i in 0..4u16 {
+        c.push(event(
+            u64::from(i) * 1_000,
+            Probe::TcIngress,
+            VETH,
+            packet("10.0.0.1", 1000, "10.0.0.2", 2, i + 1),
+        ));
+    }
+    let shown = c.finish();
+    assert_eq!(shown.len(), 2);
+    assert_eq!(c.folded, 2);
 }

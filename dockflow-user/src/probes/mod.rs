@@ -8,9 +8,9 @@ mod bpf_sys;
 mod bridge;
 mod cleanup;
 mod netfilter;
-mod reply_tuples;
 mod tc;
 mod tracepoints;
+mod tuples;
 
 use std::{net::IpAddr, os::fd::OwnedFd};
 
@@ -20,14 +20,24 @@ use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
 };
 use dockflow_common::{
-    EVENTS_MAP, FILTER_GLOBAL, KernelOffsets, LOST_MAP, MAX_TARGET_ADDRESSES, MAX_TARGET_PORTS,
-    OFFSETS_GLOBAL, ProbePoint, SETTINGS_MAP, Settings, TARGETS_MAP, TargetSet, port_key,
+    EVENTS_MAP, FILTER_GLOBAL, HIDDEN_EVENTS, HIDDEN_MAP, HIDDEN_PACKETS, KernelOffsets, LOST_MAP,
+    MAX_TARGET_ADDRESSES, MAX_TARGET_PORTS, OFFSETS_GLOBAL, ProbePoint, SETTINGS_MAP, Settings,
+    TARGETS_MAP, TargetSet, port_key,
 };
 
 use crate::target::{Target, netns};
 
 /// The compiled kernel programs, embedded so the binary is self-contained.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dockflow-ebpf"));
+
+/// How the programs are loaded.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions {
+    /// The ring buffer's size in bytes (a power of two, in pages).
+    pub ring_bytes: u32,
+    /// Packets of each connection emitted in full; 0: all.
+    pub per_connection: u32,
+}
 
 /// Whether one attach point was taken by the kernel.
 #[derive(Clone, Debug)]
@@ -103,25 +113,23 @@ pub struct Probes {
     ebpf: Ebpf,
     families: Vec<Family>,
     lost: PerCpuArray<MapData, u64>,
-    /// What the programs were told after attaching (reply tuple switch off).
-    settings: Settings,
-    reply_tuples: reply_tuples::ReplyTuples,
+    tuples: tuples::TupleMaps,
+    hidden: PerCpuArray<MapData, u64>,
     pub attachments: Vec<Attachment>,
     pub notes: Vec<String>,
 }
 
 impl Probes {
-    /// Loads the programs with a ring buffer of `ring_bytes` (a power of two, in pages) and
-    /// attaches `families` for `target`.
+    /// Loads the programs as `options` say and attaches `families` for `target`.
     pub fn attach(
         target: &Target,
         offsets: &KernelOffsets,
         families: &[Family],
-        ring_bytes: u32,
+        options: LoadOptions,
     ) -> Result<Self> {
         let filter = u32::from(target.filtered());
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries(EVENTS_MAP, ring_bytes)
+            .map_max_entries(EVENTS_MAP, options.ring_bytes)
             .override_global(OFFSETS_GLOBAL, offsets, true)
             .override_global(FILTER_GLOBAL, &filter, true)
             .load(PROGRAMS)
@@ -141,7 +149,7 @@ impl Probes {
             .any(|a| a.point.starts_with("netfilter ") && a.error.is_none());
         let settings = Settings {
             nf_hook_slow_bridge_only: u32::from(netfilter_links),
-            reply_tuples_learned: 0,
+            per_connection: options.per_connection,
         };
         Array::try_from(ebpf.map_mut(SETTINGS_MAP).context("no settings map")?)?
             .set(0, settings, 0)?;
@@ -153,14 +161,15 @@ impl Probes {
             return Err(anyhow!("the kernel refused every probe ({first})"));
         }
         let lost = PerCpuArray::try_from(ebpf.take_map(LOST_MAP).context("no LOST map")?)?;
-        let reply_tuples = reply_tuples::ReplyTuples::take(&mut ebpf)?;
+        let tuples = tuples::TupleMaps::take(&mut ebpf)?;
+        let hidden = PerCpuArray::try_from(ebpf.take_map(HIDDEN_MAP).context("no HIDDEN map")?)?;
         Ok(Self {
             held,
             ebpf,
             families: families.to_vec(),
             lost,
-            settings,
-            reply_tuples,
+            tuples,
+            hidden,
             attachments,
             notes,
         })
@@ -189,10 +198,20 @@ impl Probes {
         Ok(attached.attachments)
     }
 
-    /// Forgets the reply tuples of the target's NATed connections that conntrack has dropped.
+    /// Forgets the stored tuples of connections that conntrack has dropped.
     pub fn forget_ended_connections(&mut self) -> Result<()> {
-        self.reply_tuples
-            .forget_ended(&mut self.ebpf, self.settings)
+        self.tuples.forget_ended()
+    }
+
+    /// What --per-connection held back in the kernel: (events, packets).
+    pub fn held_back(&self) -> (u64, u64) {
+        let total = |index: u32| -> u64 {
+            self.hidden
+                .get(&index, 0)
+                .map(|values| values.iter().sum())
+                .unwrap_or(0)
+        };
+        (total(HIDDEN_EVENTS), total(HIDDEN_PACKETS))
     }
 
     /// The ring buffer every program writes into.

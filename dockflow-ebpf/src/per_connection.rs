@@ -1,0 +1,143 @@
+//! --per-connection N: the first N packets of each connection are emitted in full, the rest
+//! are held back in the kernel and only counted, so a busy connection costs the ring buffer
+//! nothing once it has been shown. A connection is its conntrack entry; a packet is an skb head
+//! new to that entry. Hops before conntrack has run (tc, device receive) carry no entry: once a
+//! connection is past its limit, both its tuples are stored so those hops are held back too.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{LruHashMap, PerCpuArray},
+};
+use dockflow_common::{
+    ConnectionPackets, CtTuple, HIDDEN_EVENTS, HIDDEN_PACKETS, MAX_COUNTED_CONNECTIONS,
+    MAX_REPLY_TUPLES, PacketHeaders, TUPLE_FLAG_HIDDEN, TUPLE_INVERTED, TUPLE_ORIGINAL,
+    TUPLE_REPLY,
+};
+
+use crate::{SETTINGS, offset, reply_tuples::tuple_of, skb, tuple_flag_on, tuple_flag_set};
+
+#[map(name = "CONN_PACKETS")]
+static CONN_PACKETS: LruHashMap<u64, ConnectionPackets> =
+    LruHashMap::with_max_entries(MAX_COUNTED_CONNECTIONS, 0);
+
+#[map(name = "HIDDEN_TUPLES")]
+static HIDDEN_TUPLES: LruHashMap<CtTuple, u8> = LruHashMap::with_max_entries(MAX_REPLY_TUPLES, 0);
+
+#[map(name = "HIDDEN")]
+static HIDDEN: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+
+/// Whether this event of a wanted packet is held back: its connection (`ct`, 0 before
+/// conntrack) is past the limit. `head` is the skb's head (0 where unknown, as in tc).
+#[inline(always)]
+pub fn holds_back(headers: Option<&PacketHeaders>, ct: u64, head: u64) -> bool {
+    let Some(settings) = SETTINGS.get(0) else {
+        return false;
+    };
+    let limit = unsafe { core::ptr::read_volatile(&settings.per_connection) };
+    if limit == 0 {
+        return false;
+    }
+    let hidden = if ct == 0 {
+        tuple_flag_on(TUPLE_FLAG_HIDDEN)
+            && headers.is_some_and(|h| unsafe { HIDDEN_TUPLES.get(&tuple_of(h)) }.is_some())
+    } else {
+        past_limit(ct, head, limit, headers)
+    };
+    if hidden {
+        count(HIDDEN_EVENTS);
+    }
+    hidden
+}
+
+/// Counts the packet if it is new to `ct`; true when the connection is past `limit`.
+#[inline(always)]
+fn past_limit(ct: u64, head: u64, limit: u32, headers: Option<&PacketHeaders>) -> bool {
+    let mut original = CtTuple::default();
+    skb::read_tuple(ct + offset!(ct_tuple_original) as u64, &mut original);
+    let fresh = match unsafe { CONN_PACKETS.get(&ct) } {
+        Some(known) => !same_tuple(&known.original, &original),
+        None => true,
+    };
+    if fresh {
+        let start = ConnectionPackets {
+            original,
+            ..ConnectionPackets::default()
+        };
+        let _ = CONN_PACKETS.insert(&ct, &start, 0);
+    }
+    let Some(entry) = CONN_PACKETS.get_ptr_mut(&ct) else {
+        return false;
+    };
+    let entry = unsafe { &mut *entry };
+    // The IPv4 id names a packet along its whole way (NAT keeps it); the skb head may change
+    // (a copy, a reallocation), so it stands in only where there is no id.
+    let packet = match headers {
+        Some(h) if h.ip_id != 0 => u64::from(h.ip_id) | 1 << 63,
+        Some(_) => head,
+        // Without headers the packet cannot be told apart: decide by the count so far.
+        None => entry.last_packet,
+    };
+    if entry.last_packet != packet {
+        entry.last_packet = packet;
+        entry.packets = entry.packets.saturating_add(1);
+        if entry.packets > limit {
+            count(HIDDEN_PACKETS);
+        }
+        // The first packet held back: from here on, hops without an entry are held back too.
+        // (This packet's hops before conntrack were already emitted; userspace folds them.)
+        if entry.packets == limit + 1 {
+            hide_tuples(ct, headers);
+        }
+    }
+    entry.packets > limit
+}
+
+/// Stores one tuple with its direction. The value goes through the stack: a constant's address
+/// would point into a read-only data section the netfilter programs' loader does not relocate
+/// the same way.
+#[inline(always)]
+fn store(tuple: &CtTuple, direction: u8) -> bool {
+    let value = unsafe { core::ptr::read_volatile(&direction) };
+    HIDDEN_TUPLES.insert(tuple, &value, 0).is_ok()
+}
+
+/// Compares two tuples as 8-byte words (no memcmp in BPF).
+#[inline(always)]
+fn same_tuple(a: &CtTuple, b: &CtTuple) -> bool {
+    const WORDS: usize = core::mem::size_of::<CtTuple>() / 8;
+    let (a, b) = unsafe {
+        (
+            &*(a as *const CtTuple as *const [u64; WORDS]),
+            &*(b as *const CtTuple as *const [u64; WORDS]),
+        )
+    };
+    a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4]
+}
+
+/// Stores both tuples of `ct`'s connection, so that its hops before conntrack are held back.
+#[inline(always)]
+fn hide_tuples(ct: u64, headers: Option<&PacketHeaders>) {
+    let Some(family) = headers.map(|h| h.family) else {
+        return;
+    };
+    let mut original = CtTuple::default();
+    skb::read_tuple(ct + offset!(ct_tuple_original) as u64, &mut original);
+    original.family = family;
+    let mut reply = CtTuple::default();
+    skb::read_tuple(ct + offset!(ct_tuple_reply) as u64, &mut reply);
+    reply.family = family;
+    let stored = store(&original, TUPLE_ORIGINAL)
+        | store(&reply, TUPLE_REPLY)
+        | store(&reply.inverted(), TUPLE_REPLY | TUPLE_INVERTED)
+        | store(&original.inverted(), TUPLE_ORIGINAL | TUPLE_INVERTED);
+    if stored {
+        tuple_flag_set(TUPLE_FLAG_HIDDEN);
+    }
+}
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(counter) = HIDDEN.get_ptr_mut(index) {
+        unsafe { *counter += 1 };
+    }
+}
