@@ -1,8 +1,8 @@
-//! --per-connection N: the first N packets of each connection are emitted in full, the rest
-//! are held back in the kernel and only counted, so a busy connection costs the ring buffer
-//! nothing once it has been shown. A connection is its conntrack entry; a packet is an skb head
-//! new to that entry. Hops before conntrack has run (tc, device receive) carry no entry: once a
-//! connection is past its limit, both its tuples are stored so those hops are held back too.
+//! --per-connection N: the first N packets of each connection are emitted in full; the rest
+//! are held back and only counted, so a busy connection costs the ring buffer little once it
+//! has been shown. A connection is its conntrack entry; a packet is an IPv4 id (or skb head)
+//! new to that entry. The device hops decide (see skb::observe); tc and hops without an entry
+//! go by the connection's stored tuples once it is past its limit.
 
 use aya_ebpf::{
     macros::map,

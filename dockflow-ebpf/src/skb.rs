@@ -104,7 +104,18 @@ pub fn observe<S: SkbFields>(
     };
     let nfct = nfct(skb);
     let ct = nfct & !NFCT_INFOMASK;
-    if !filter::wants(headers, ct) || per_connection::holds_back(headers, ct, head) {
+    if !filter::wants(headers, ct) {
+        return false;
+    }
+    // --per-connection decides at the device hops (and tc), which carry the conntrack entry on
+    // the host's side: in the netfilter programs the same code makes the verifier's work
+    // explode past its limit, so their events of held-back packets still come (userspace
+    // folds them).
+    let decides = matches!(
+        probe,
+        ProbePoint::NetifReceive | ProbePoint::NetDevQueue | ProbePoint::KfreeSkb
+    );
+    if decides && per_connection::holds_back(headers, ct, head) {
         return false;
     }
     emit(probe, |event| {

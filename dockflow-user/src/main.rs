@@ -381,7 +381,7 @@ async fn trace(cli: &Cli) -> Result<()> {
     }
     if output.folded() > 0 {
         eprintln!(
-            "dockflow: {} more packets of connections past --per-connection not shown (seen only by nftables' trace, or by hops before the kernel could tell)",
+            "dockflow: {} more packets of connections past --per-connection not shown (their netfilter hooks and nftables trace, which the kernel does not hold back)",
             output.folded()
         );
     }

@@ -78,7 +78,16 @@ pub fn load_netfilter_program(
             attr.log_level = 1;
             attr.log_size = log.len() as u32;
             attr.log_buf = log.as_mut_ptr() as u64;
-            bpf(BPF_PROG_LOAD, &mut attr).map_err(|_| {
+            bpf(BPF_PROG_LOAD, &mut attr).map_err(|retry| {
+                // A full log means the verifier went on and on: the program is too complex
+                // for it, and the log's last line is some state, not the reason.
+                let log_full = log.iter().rposition(|b| *b != 0).unwrap_or(0) + 2 >= log.len();
+                if retry.raw_os_error() == Some(libc::ENOSPC) || log_full {
+                    return io::Error::new(
+                        first.kind(),
+                        format!("{first}: the verifier gave up on it (too many states to check)"),
+                    );
+                }
                 let text = String::from_utf8_lossy(&log);
                 let last = text
                     .trim_end_matches('\0')
