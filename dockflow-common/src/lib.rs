@@ -59,6 +59,12 @@ impl CtTuple {
             _pad: self._pad,
         }
     }
+
+    /// Turns the tuple around in place (no second copy on a small stack).
+    pub fn invert(&mut self) {
+        core::mem::swap(&mut self.src, &mut self.dst);
+        core::mem::swap(&mut self.sport, &mut self.dport);
+    }
 }
 
 /// Per conntrack entry (its address), how many of its packets the kernel has seen
@@ -83,11 +89,11 @@ pub struct ConnectionPackets {
     /// The packet last counted (its IPv4 id, or its skb->head where there is no id): another
     /// one is another packet.
     pub last_packet: u64,
-    /// The connection's original tuple: a freed entry's address is soon reused by another
-    /// connection, whose count starts afresh.
-    pub original: CtTuple,
+    /// The first 8 bytes of the connection's original source address and its two ports: a
+    /// freed entry's address is soon reused by another connection, whose count starts afresh.
+    pub original_source: u64,
+    pub original_ports: u32,
     pub packets: u32,
-    pub _pad: u32,
 }
 /// Name of the read-only global holding [`KernelOffsets`].
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";

@@ -52,16 +52,21 @@ pub fn holds_back(headers: Option<&PacketHeaders>, ct: u64, head: u64) -> bool {
 /// Counts the packet if it is new to `ct`; true when the connection is past `limit`.
 #[inline(always)]
 fn past_limit(ct: u64, head: u64, limit: u32, headers: Option<&PacketHeaders>) -> bool {
-    let mut original = CtTuple::default();
-    skb::read_tuple(ct + offset!(ct_tuple_original) as u64, &mut original);
+    // Who the entry belongs to, in two small reads (the stack is small on older kernels).
+    let original = ct + offset!(ct_tuple_original) as u64;
+    let source: u64 = skb::read(original, offset!(tuple_src_addr)).unwrap_or(0);
+    let ports = u32::from(skb::read::<u16>(original, offset!(tuple_src_port)).unwrap_or(0))
+        | u32::from(skb::read::<u16>(original, offset!(tuple_dst_port)).unwrap_or(0)) << 16;
     let fresh = match unsafe { CONN_PACKETS.get(&ct) } {
-        Some(known) => !same_tuple(&known.original, &original),
+        Some(known) => known.original_source != source || known.original_ports != ports,
         None => true,
     };
     if fresh {
         let start = ConnectionPackets {
-            original,
-            ..ConnectionPackets::default()
+            last_packet: 0,
+            original_source: source,
+            original_ports: ports,
+            packets: 0,
         };
         let _ = CONN_PACKETS.insert(&ct, &start, 0);
     }
@@ -101,35 +106,25 @@ fn store(tuple: &CtTuple, direction: u8) -> bool {
     HIDDEN_TUPLES.insert(tuple, &value, 0).is_ok()
 }
 
-/// Compares two tuples as 8-byte words (no memcmp in BPF).
-#[inline(always)]
-fn same_tuple(a: &CtTuple, b: &CtTuple) -> bool {
-    const WORDS: usize = core::mem::size_of::<CtTuple>() / 8;
-    let (a, b) = unsafe {
-        (
-            &*(a as *const CtTuple as *const [u64; WORDS]),
-            &*(b as *const CtTuple as *const [u64; WORDS]),
-        )
-    };
-    a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4]
-}
-
-/// Stores both tuples of `ct`'s connection, so that its hops before conntrack are held back.
+/// Stores both tuples of `ct`'s connection and their reverses, so that its hops without an
+/// entry are held back too. One tuple buffer, turned around in place.
 #[inline(always)]
 fn hide_tuples(ct: u64, headers: Option<&PacketHeaders>) {
     let Some(family) = headers.map(|h| h.family) else {
         return;
     };
-    let mut original = CtTuple::default();
-    skb::read_tuple(ct + offset!(ct_tuple_original) as u64, &mut original);
-    original.family = family;
-    let mut reply = CtTuple::default();
-    skb::read_tuple(ct + offset!(ct_tuple_reply) as u64, &mut reply);
-    reply.family = family;
-    let stored = store(&original, TUPLE_ORIGINAL)
-        | store(&reply, TUPLE_REPLY)
-        | store(&reply.inverted(), TUPLE_REPLY | TUPLE_INVERTED)
-        | store(&original.inverted(), TUPLE_ORIGINAL | TUPLE_INVERTED);
+    let mut stored = false;
+    let mut tuple = CtTuple::default();
+    for (at, direction) in [
+        (offset!(ct_tuple_original), TUPLE_ORIGINAL),
+        (offset!(ct_tuple_reply), TUPLE_REPLY),
+    ] {
+        skb::read_tuple(ct + at as u64, &mut tuple);
+        tuple.family = family;
+        stored |= store(&tuple, direction);
+        tuple.invert();
+        stored |= store(&tuple, direction | TUPLE_INVERTED);
+    }
     if stored {
         tuple_flag_set(TUPLE_FLAG_HIDDEN);
     }

@@ -349,12 +349,15 @@ fn judge(console: &str) -> Result<()> {
             ]),
         ),
         (
-            "tc (clsact, pre-tcx kernel) and the nftables trace attach",
+            "tc (clsact, pre-tcx kernel), the tracepoints (within 6.1's stack limit) and the nftables trace attach",
             all_attached(&[
                 "tc ingress on vctr",
                 "tc egress on vctr",
                 "tc ingress on br0",
                 "tc egress on br0",
+                "tracepoint skb:kfree_skb",
+                "tracepoint net:netif_receive_skb",
+                "tracepoint net:net_dev_queue",
                 "nftables trace",
             ]),
         ),
