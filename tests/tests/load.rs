@@ -6,6 +6,34 @@ use std::{process::Command, time::Duration};
 
 use dockflow_lab::lab;
 use dockflow_tests::{Dockflow, dockflow_bin, json_events, lab_bin, lab_lock};
+use serde_json::Value;
+
+/// Floods `syslog`'s published port from the external namespace (SECONDS at RATE requests a
+/// second, one client socket) while `dockflow` follows it; then stops it and returns its JSON
+/// lines and the stderr lines after startup.
+fn flood_syslog(dockflow: Dockflow, seconds: &str, rate: &str) -> (Vec<Value>, Vec<String>) {
+    let syslog = lab::service("syslog").unwrap();
+    let to = format!("{}:{}", lab::HOST_ADDRESS, syslog.port);
+    let flood = lab::external_command(
+        &lab_bin(),
+        &[
+            "client",
+            "udp-flood",
+            &to,
+            "--seconds",
+            seconds,
+            "--rate",
+            rate,
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(flood.status.success());
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, stdout, stderr) = dockflow.stop_with_stderr(libc::SIGINT);
+    assert!(ok, "{stderr:#?}");
+    (json_events(&stdout), stderr)
+}
 
 /// The first number in the summary line that contains `marker`, e.g. "events not shown".
 fn number_before(lines: &[String], marker: &str) -> u64 {
@@ -26,7 +54,6 @@ fn number_before(lines: &[String], marker: &str) -> u64 {
 fn an_overflowing_run_marks_incomplete_packets_and_counts_what_it_lost() {
     let _lock = lab_lock();
     lab::up(&lab_bin()).unwrap();
-    let syslog = lab::service("syslog").unwrap();
     let record = std::env::temp_dir().join(format!("dockflow-flood-{}.dfl", std::process::id()));
     // A 64 KiB ring buffer (about 330 events) cannot hold a 20,000 requests/s flood's bursts.
     let dockflow = Dockflow::start(&[
@@ -38,26 +65,7 @@ fn an_overflowing_run_marks_incomplete_packets_and_counts_what_it_lost() {
         "--record",
         record.to_str().unwrap(),
     ]);
-    let to = format!("{}:{}", lab::HOST_ADDRESS, syslog.port);
-    let flood = lab::external_command(
-        &lab_bin(),
-        &[
-            "client",
-            "udp-flood",
-            &to,
-            "--seconds",
-            "2",
-            "--rate",
-            "20000",
-        ],
-    )
-    .output()
-    .unwrap();
-    assert!(flood.status.success());
-    std::thread::sleep(Duration::from_millis(500));
-    let (ok, stdout, stderr) = dockflow.stop_with_stderr(libc::SIGINT);
-    assert!(ok, "{stderr:#?}");
-    let lines = json_events(&stdout);
+    let (lines, stderr) = flood_syslog(dockflow, "2", "20000");
 
     // The summary: "N packets, M events from ..., L lost", then one line per probe point.
     let summary = stderr
@@ -153,26 +161,7 @@ fn per_connection_shows_the_first_packets_and_the_kernel_holds_back_the_rest() {
     let syslog = lab::service("syslog").unwrap();
     let dockflow = Dockflow::start(&["--container", "syslog", "--per-connection", "3", "--json"]);
     // 20 datagrams from one socket, each echoed: 40 packets of one connection.
-    let to = format!("{}:{}", lab::HOST_ADDRESS, syslog.port);
-    let flood = lab::external_command(
-        &lab_bin(),
-        &[
-            "client",
-            "udp-flood",
-            &to,
-            "--seconds",
-            "0.5",
-            "--rate",
-            "40",
-        ],
-    )
-    .output()
-    .unwrap();
-    assert!(flood.status.success());
-    std::thread::sleep(Duration::from_millis(500));
-    let (ok, stdout, stderr) = dockflow.stop_with_stderr(libc::SIGINT);
-    assert!(ok, "{stderr:#?}");
-    let lines = json_events(&stdout);
+    let (lines, stderr) = flood_syslog(dockflow, "0.5", "40");
     let exchange: Vec<_> = lines
         .iter()
         .filter(|l| {
