@@ -108,7 +108,7 @@ impl<W: Write> Output<W> {
         self.stats.latest_ts = self.stats.latest_ts.max(event.ts_ns);
         match self.mode {
             Mode::Quiet => Ok(()),
-            Mode::Raw => writeln!(self.writer, "{}", self.renderer.render(&event)),
+            Mode::Raw => self.renderer.write_line(&event, &mut self.writer),
             Mode::Paths => {
                 self.correlator.push(event);
                 Ok(())
@@ -191,11 +191,8 @@ impl<W: Write> Output<W> {
         for path in paths {
             self.stats.packets += 1;
             if self.json {
-                writeln!(
-                    self.writer,
-                    "{}",
-                    serde_json::to_string(&JsonLine::Packet(&path)).expect("paths serialize")
-                )?;
+                serde_json::to_writer(&mut self.writer, &JsonLine::Packet(&path))?;
+                self.writer.write_all(b"\n")?;
             } else {
                 writeln!(
                     self.writer,

@@ -38,6 +38,8 @@ pub struct Renderer {
     json: bool,
     first_ts: Option<u64>,
     interfaces: InterfaceNames,
+    /// Reused for each event's JSON body.
+    scratch: Vec<u8>,
 }
 
 impl Renderer {
@@ -46,17 +48,37 @@ impl Renderer {
             json,
             first_ts: None,
             interfaces,
+            scratch: Vec::new(),
         }
+    }
+
+    /// Writes one event's line to `out`: JSON straight to the writer (no intermediate String
+    /// or Value: this is the hot path of --raw --json), text through [`Renderer::render`].
+    pub fn write_line(
+        &mut self,
+        event: &Event,
+        out: &mut impl std::io::Write,
+    ) -> std::io::Result<()> {
+        if !self.json {
+            return writeln!(out, "{}", self.render(event));
+        }
+        // The interface name goes in as the first member, spliced before the event's own.
+        self.scratch.clear();
+        serde_json::to_writer(&mut self.scratch, event).expect("events serialize");
+        out.write_all(b"{\"interface\":")?;
+        serde_json::to_writer(&mut *out, &self.interfaces.name(event.netns, event.ifindex))?;
+        out.write_all(b",")?;
+        out.write_all(&self.scratch[1..])?;
+        out.write_all(b"\n")
     }
 
     pub fn render(&mut self, event: &Event) -> String {
         if self.json {
-            // Serialised straight to text (no intermediate Value: this is the hot path), with the
-            // interface name spliced in as the first member.
-            let body = serde_json::to_string(event).expect("events serialize");
-            let name = serde_json::to_string(&self.interfaces.name(event.netns, event.ifindex))
-                .expect("strings serialize");
-            return format!("{{\"interface\":{name},{}", &body[1..]);
+            let mut line = Vec::new();
+            self.write_line(event, &mut line)
+                .expect("writing to memory");
+            line.pop();
+            return String::from_utf8(line).expect("JSON is UTF-8");
         }
         let first = *self.first_ts.get_or_insert(event.ts_ns);
         let elapsed = event.ts_ns.saturating_sub(first) as f64 / 1e9;
