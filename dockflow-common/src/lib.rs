@@ -47,20 +47,8 @@ pub const TUPLE_REPLY: u8 = 2;
 pub const TUPLE_INVERTED: u8 = 4;
 
 impl CtTuple {
-    /// The same tuple seen from the other end: addresses and ports swapped.
-    pub const fn inverted(&self) -> Self {
-        Self {
-            src: self.dst,
-            dst: self.src,
-            sport: self.dport,
-            dport: self.sport,
-            l4_proto: self.l4_proto,
-            family: self.family,
-            _pad: self._pad,
-        }
-    }
-
-    /// Turns the tuple around in place (no second copy on a small stack).
+    /// Turns the tuple around: the connection seen from its other end (in place, so the kernel
+    /// programs need no second copy on their small stack).
     pub fn invert(&mut self) {
         core::mem::swap(&mut self.src, &mut self.dst);
         core::mem::swap(&mut self.sport, &mut self.dport);

@@ -121,13 +121,15 @@ fn drain(
             wait_readable(&ring, Duration::from_millis(50));
         }
         let mut recorder = recorder.as_ref().map(|r| r.lock().expect("recorder lock"));
+        let mut taken = 0;
         while let Some(record) = ring.next() {
-            drained.fetch_add(1, Ordering::Relaxed);
+            taken += 1;
             if let Some(recorder) = recorder.as_mut() {
                 recorder.record(&record).context("writing the recording")?;
             }
             handover.push(&record, stopping);
         }
+        drained.fetch_add(taken, Ordering::Relaxed);
         handover.hand_over(stopping);
         if let Some(recorder) = recorder.as_mut() {
             recorder.flush_if_due().context("writing the recording")?;

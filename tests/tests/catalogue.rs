@@ -206,6 +206,18 @@ fn hop_kinds(packet: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The steps of an exchange a host process started with a container: sent by the host (it
+/// starts at IP output), the reply delivered to it (IP input).
+fn assert_sent_by_host_and_answered(steps: &[Value]) {
+    assert_eq!(steps[0]["origin"], "host_process", "{steps:#?}");
+    assert_eq!(outcome(steps, "request").as_deref(), Some("sent_by_host"));
+    assert_eq!(
+        outcome(steps, "reply").as_deref(),
+        Some("delivered_locally"),
+        "{steps:#?}"
+    );
+}
+
 fn nat_position(steps: &[Value], kind: &str) -> usize {
     steps
         .iter()
@@ -288,13 +300,7 @@ fn a_host_process_to_a_published_port_is_sent_by_the_host_and_the_reply_delivere
         let request = packet_to(&lines, PUBLISHED);
         let steps = steps(&lines, request);
         assert_eq!(steps[0]["kind"], "start");
-        assert_eq!(steps[0]["origin"], "host_process", "{steps:#?}");
-        assert_eq!(outcome(steps, "request").as_deref(), Some("sent_by_host"));
-        assert_eq!(
-            outcome(steps, "reply").as_deref(),
-            Some("delivered_locally"),
-            "{steps:#?}"
-        );
+        assert_sent_by_host_and_answered(steps);
         // From loopback the source must change too (masquerade to the bridge's address); in
         // time order the masquerade is undone at prerouting, the DNAT at input.
         if host_address == "127.0.0.1" {
@@ -570,15 +576,9 @@ fn icmp_echo_from_the_host_to_a_container_and_back() {
     let reply = reply_of(&lines, request);
     assert_eq!(reply["packet"]["src"], LEDGER);
     let steps = steps(&lines, request);
-    assert_eq!(steps[0]["origin"], "host_process", "{steps:#?}");
-    assert_eq!(outcome(steps, "request").as_deref(), Some("sent_by_host"));
     // The ping's raw socket got the reply; the kernel's ICMP code then frees it (NO_SOCKET):
     // delivered, not dropped.
-    assert_eq!(
-        outcome(steps, "reply").as_deref(),
-        Some("delivered_locally"),
-        "{steps:#?}"
-    );
+    assert_sent_by_host_and_answered(steps);
     assert!(!steps.iter().any(|s| s["kind"] == "dropped"), "{steps:#?}");
 }
 
@@ -614,12 +614,7 @@ fn ipv6_container_to_container_and_host_to_container_cross_the_same_hooks() {
     });
     let request = packet_to(&lines, PORT);
     let steps = steps(&lines, request);
-    assert_eq!(steps[0]["origin"], "host_process", "{steps:#?}");
-    assert_eq!(outcome(steps, "request").as_deref(), Some("sent_by_host"));
-    assert_eq!(
-        outcome(steps, "reply").as_deref(),
-        Some("delivered_locally")
-    );
+    assert_sent_by_host_and_answered(steps);
     let hooks: Vec<&Value> = steps
         .iter()
         .filter(|s| s["kind"] == "ip_stack_runs_hooks")

@@ -58,22 +58,21 @@ impl Conntrack {
 /// IPCTNL_MSG_CT_GET for the entry with this tuple (in the reply direction, or the original),
 /// acknowledged either way.
 fn get_request(tuple: &CtTuple, reply_direction: bool) -> Vec<u8> {
-    let reply = tuple;
-    let v4 = reply.family == AF_INET;
+    let v4 = tuple.family == AF_INET;
     let (src, dst, len) = if v4 {
         (CTA_IP_V4_SRC, CTA_IP_V4_DST, 4)
     } else {
         (CTA_IP_V6_SRC, CTA_IP_V6_DST, 16)
     };
     let ip = [
-        attribute(src, &reply.src[..len]),
-        attribute(dst, &reply.dst[..len]),
+        attribute(src, &tuple.src[..len]),
+        attribute(dst, &tuple.dst[..len]),
     ]
     .concat();
     let proto = [
-        attribute(CTA_PROTO_NUM, &[reply.l4_proto]),
-        attribute(CTA_PROTO_SRC_PORT, &reply.sport.to_be_bytes()),
-        attribute(CTA_PROTO_DST_PORT, &reply.dport.to_be_bytes()),
+        attribute(CTA_PROTO_NUM, &[tuple.l4_proto]),
+        attribute(CTA_PROTO_SRC_PORT, &tuple.sport.to_be_bytes()),
+        attribute(CTA_PROTO_DST_PORT, &tuple.dport.to_be_bytes()),
     ]
     .concat();
     let nested = [
@@ -83,7 +82,7 @@ fn get_request(tuple: &CtTuple, reply_direction: bool) -> Vec<u8> {
     .concat();
     let body = [
         // struct nfgenmsg: family, version, res_id.
-        vec![reply.family, 0, 0, 0],
+        vec![tuple.family, 0, 0, 0],
         attribute(
             if reply_direction {
                 CTA_TUPLE_REPLY

@@ -498,21 +498,10 @@ impl Correlator {
             };
             return (Some(id), Some(direction));
         }
-        let headers = (
-            packet.src,
-            packet.sport.unwrap_or(0),
-            packet.dst,
-            packet.dport.unwrap_or(0),
-            packet.protocol,
-        );
+        let headers = header_key(packet);
         // A packet NAT already rewrote (a request after DNAT) is the reverse of its reply tuple.
-        let reverse = (
-            packet.dst,
-            packet.dport.unwrap_or(0),
-            packet.src,
-            packet.sport.unwrap_or(0),
-            packet.protocol,
-        );
+        let (src, sport, dst, dport, protocol) = headers;
+        let reverse = (dst, dport, src, sport, protocol);
         let known = |map: &HashMap<ConnectionKey, u64>, key| map.get(key).copied();
         let original = known(&self.by_original, &headers).or(known(&self.by_reply, &reverse));
         let reply = known(&self.by_reply, &headers).or(known(&self.by_original, &reverse));
@@ -533,8 +522,7 @@ impl Correlator {
             // conntrack) opens a connection of its own, keyed by its headers; a packet with
             // the reverse headers is its reply.
             _ => {
-                let (src, sport, dst, dport, protocol) = headers;
-                let id = self.new_connection(headers, (dst, dport, src, sport, protocol));
+                let id = self.new_connection(headers, reverse);
                 (Some(id), Some(Direction::Request))
             }
         }
@@ -579,6 +567,17 @@ fn answers(open: &OpenPacket, packet: &Packet) -> bool {
 
 fn skb_compatible(open: &OpenPacket, key: &PacketKey, skb_id: Option<u64>) -> bool {
     key.ip_id != 0 || open.skb_ids.is_empty() || skb_id.is_none_or(|id| open.skb_ids.contains(&id))
+}
+
+/// A packet's own headers as a connection key.
+fn header_key(p: &Packet) -> ConnectionKey {
+    (
+        p.src,
+        p.sport.unwrap_or(0),
+        p.dst,
+        p.dport.unwrap_or(0),
+        p.protocol,
+    )
 }
 
 fn tuple_key(t: &crate::event::Tuple) -> ConnectionKey {

@@ -17,7 +17,8 @@ use crate::kernel::conntrack::Conntrack;
 /// Whether conntrack has a connection with `key` as one of its tuples, either way round (the
 /// kernel stores each direction and its reverse). Unsure (an error) counts as yes.
 fn connection_exists(conntrack: &Conntrack, key: &CtTuple) -> bool {
-    let reverse = key.inverted();
+    let mut reverse = *key;
+    reverse.invert();
     [
         (key, false),
         (key, true),
