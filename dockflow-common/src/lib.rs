@@ -93,6 +93,11 @@ pub const NAME_PREFIX: &str = "df_";
 /// Where in the kernel an event was taken.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(
+    feature = "user",
+    derive(serde::Serialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum ProbePoint {
     /// tc ingress on an interface: the frame arrives at the interface from its wire.
     TcIngress = 1,
@@ -106,7 +111,7 @@ pub enum ProbePoint {
     NetifReceive = 5,
     /// Tracepoint net:net_dev_queue: the packet is queued for transmission on a device.
     NetDevQueue = 6,
-    /// br_handle_frame (fentry/kprobe): a frame enters a bridge port.
+    /// kprobe br_handle_frame: a frame enters a bridge port.
     BrHandleFrame = 7,
     /// br_forward: the bridge forwards (or floods) a frame to a port.
     BrForward = 8,
@@ -138,6 +143,40 @@ impl ProbePoint {
 
     pub fn from_u8(raw: u8) -> Option<Self> {
         Self::ALL.into_iter().find(|p| *p as u8 == raw)
+    }
+
+    /// The point as a hop line names it ("tc ingress", "bridge pass up", ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbePoint::TcIngress => "tc ingress",
+            ProbePoint::TcEgress => "tc egress",
+            ProbePoint::Netfilter => "netfilter",
+            ProbePoint::KfreeSkb => "drop",
+            ProbePoint::NetifReceive => "receive",
+            ProbePoint::NetDevQueue => "transmit",
+            ProbePoint::BrHandleFrame => "bridge port in",
+            ProbePoint::BrForward => "bridge forward",
+            ProbePoint::BrPassFrameUp => "bridge pass up",
+            ProbePoint::BrDevXmit => "bridge dev xmit",
+            ProbePoint::NfHookSlow => "nf hook",
+        }
+    }
+
+    /// The attach point as dockflow's startup lines name it ("tracepoint net:netif_receive_skb").
+    pub fn attach_point(self) -> &'static str {
+        match self {
+            ProbePoint::TcIngress => "tc ingress",
+            ProbePoint::TcEgress => "tc egress",
+            ProbePoint::Netfilter => "netfilter hooks",
+            ProbePoint::KfreeSkb => "tracepoint skb:kfree_skb",
+            ProbePoint::NetifReceive => "tracepoint net:netif_receive_skb",
+            ProbePoint::NetDevQueue => "tracepoint net:net_dev_queue",
+            ProbePoint::BrHandleFrame => "kprobe br_handle_frame",
+            ProbePoint::BrForward => "kprobe br_forward",
+            ProbePoint::BrPassFrameUp => "kprobe br_pass_frame_up",
+            ProbePoint::BrDevXmit => "kprobe br_dev_xmit",
+            ProbePoint::NfHookSlow => "kprobe nf_hook_slow",
+        }
     }
 }
 

@@ -5,13 +5,17 @@
 use aya_ebpf::{macros::kprobe, programs::ProbeContext};
 use dockflow_common::{NFPROTO_BRIDGE, NfSlot, ProbePoint};
 
-use crate::{SETTINGS, netfilter, offset, skb};
+use crate::{
+    SETTINGS,
+    kmem::{self, offset},
+    netfilter, skb,
+};
 
 /// rx_handler_result_t br_handle_frame(struct sk_buff **pskb)
 #[kprobe]
 pub fn df_br_handle_frame(ctx: ProbeContext) -> u32 {
     let pskb: u64 = ctx.arg(0).unwrap_or(0);
-    if let Some(skb_ptr) = skb::read::<u64>(pskb, 0) {
+    if let Some(skb_ptr) = kmem::read::<u64>(pskb, 0) {
         skb::observe_untrusted(skb_ptr, ProbePoint::BrHandleFrame, |_| ());
     }
     0
@@ -45,7 +49,7 @@ pub fn df_nf_hook_slow(ctx: ProbeContext) -> u32 {
     let bridge_only = SETTINGS
         .get(0)
         .is_some_and(|s| s.nf_hook_slow_bridge_only != 0);
-    if bridge_only && skb::read::<u8>(state, offset!(state_pf)) != Some(NFPROTO_BRIDGE) {
+    if bridge_only && kmem::read::<u8>(state, offset!(state_pf)) != Some(NFPROTO_BRIDGE) {
         return 0;
     }
     skb::observe_untrusted(ctx.arg(0).unwrap_or(0), ProbePoint::NfHookSlow, |event| {

@@ -4,7 +4,11 @@
 
 use dockflow_common::{MAX_TARGET_ADDRESSES, MAX_TARGET_PORTS, PacketHeaders, TargetSet, port_key};
 
-use crate::{FILTER, TARGETS, offset, reply_tuples, skb::read};
+use crate::{
+    FILTER, TARGETS,
+    kmem::{offset, read},
+    reply_tuples,
+};
 
 /// The target set when userspace asked for filtering (a bare --iface trace wants everything);
 /// an inlined array lookup, no helper call.

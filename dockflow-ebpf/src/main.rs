@@ -7,6 +7,7 @@
 mod bridge;
 mod filter;
 mod headers;
+mod kmem;
 mod netfilter;
 mod per_connection;
 mod reply_tuples;
@@ -93,16 +94,6 @@ static OFFSETS: KernelOffsets = KernelOffsets {
 /// 1: emit only the target's packets; 0: emit everything (set by userspace before load).
 #[unsafe(no_mangle)]
 static FILTER: u32 = 0;
-
-/// One field of [`OFFSETS`], read from the read-only global where it is used: the compiler
-/// cannot fold the zero initialiser, the verifier sees a known constant (BTF-typed loads need
-/// one), and no program copies the whole table onto its small stack.
-macro_rules! offset {
-    ($field:ident) => {
-        unsafe { core::ptr::read_volatile(&$crate::OFFSETS.$field) }
-    };
-}
-pub(crate) use offset;
 
 /// Zeroes `slot` in place with 8-byte stores. A `Default` value would compile to byte-wise
 /// memset loops (BPF has no inline memset), which cost more than a whole filtered-out run.

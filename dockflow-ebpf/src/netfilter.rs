@@ -6,7 +6,10 @@
 
 use dockflow_common::{NfSlot, PacketEvent, ProbePoint, SECTION_NETFILTER};
 
-use crate::{offset, reply_tuples, skb, skipped};
+use crate::{
+    kmem::{self, offset},
+    reply_tuples, skb, skipped,
+};
 
 /// struct bpf_nf_ctx { const struct nf_hook_state *state; struct sk_buff *skb; }
 #[repr(C)]
@@ -80,15 +83,15 @@ fn observe(ctx: *mut BpfNfCtx, slot: NfSlot) {
 pub fn describe_hook(state: u64, slot: NfSlot, event: &mut PacketEvent) {
     event.sections |= SECTION_NETFILTER;
     event.nf_slot = slot as u8;
-    event.nf_hook = skb::read(state, offset!(state_hook)).unwrap_or(0);
-    event.nf_pf = skb::read(state, offset!(state_pf)).unwrap_or(0);
-    event.nf_okfn = skb::read(state, offset!(state_okfn)).unwrap_or(0);
-    let in_dev: u64 = skb::read(state, offset!(state_in)).unwrap_or(0);
+    event.nf_hook = kmem::read(state, offset!(state_hook)).unwrap_or(0);
+    event.nf_pf = kmem::read(state, offset!(state_pf)).unwrap_or(0);
+    event.nf_okfn = kmem::read(state, offset!(state_okfn)).unwrap_or(0);
+    let in_dev: u64 = kmem::read(state, offset!(state_in)).unwrap_or(0);
     if in_dev != 0 {
-        event.nf_in_ifindex = skb::read(in_dev, offset!(dev_ifindex)).unwrap_or(0);
+        event.nf_in_ifindex = kmem::read(in_dev, offset!(dev_ifindex)).unwrap_or(0);
     }
-    let out_dev: u64 = skb::read(state, offset!(state_out)).unwrap_or(0);
+    let out_dev: u64 = kmem::read(state, offset!(state_out)).unwrap_or(0);
     if out_dev != 0 {
-        event.nf_out_ifindex = skb::read(out_dev, offset!(dev_ifindex)).unwrap_or(0);
+        event.nf_out_ifindex = kmem::read(out_dev, offset!(dev_ifindex)).unwrap_or(0);
     }
 }

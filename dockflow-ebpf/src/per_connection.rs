@@ -14,7 +14,12 @@ use dockflow_common::{
     TUPLE_REPLY,
 };
 
-use crate::{SETTINGS, offset, reply_tuples::tuple_of, skb, tuple_flag_on, tuple_flag_set};
+use crate::{
+    SETTINGS,
+    kmem::{self, offset},
+    reply_tuples::tuple_of,
+    tuple_flag_on, tuple_flag_set,
+};
 
 #[map(name = "CONN_PACKETS")]
 static CONN_PACKETS: LruHashMap<u64, ConnectionPackets> =
@@ -54,9 +59,9 @@ pub fn holds_back(headers: Option<&PacketHeaders>, ct: u64, head: u64) -> bool {
 fn past_limit(ct: u64, head: u64, limit: u32, headers: Option<&PacketHeaders>) -> bool {
     // Who the entry belongs to, in two small reads (the stack is small on older kernels).
     let original = ct + offset!(ct_tuple_original) as u64;
-    let source: u64 = skb::read(original, offset!(tuple_src_addr)).unwrap_or(0);
-    let ports = u32::from(skb::read::<u16>(original, offset!(tuple_src_port)).unwrap_or(0))
-        | u32::from(skb::read::<u16>(original, offset!(tuple_dst_port)).unwrap_or(0)) << 16;
+    let source: u64 = kmem::read(original, offset!(tuple_src_addr)).unwrap_or(0);
+    let ports = u32::from(kmem::read::<u16>(original, offset!(tuple_src_port)).unwrap_or(0))
+        | u32::from(kmem::read::<u16>(original, offset!(tuple_dst_port)).unwrap_or(0)) << 16;
     let fresh = match unsafe { CONN_PACKETS.get(&ct) } {
         Some(known) => known.original_source != source || known.original_ports != ports,
         None => true,
@@ -119,7 +124,7 @@ fn hide_tuples(ct: u64, headers: Option<&PacketHeaders>) {
         (offset!(ct_tuple_original), TUPLE_ORIGINAL),
         (offset!(ct_tuple_reply), TUPLE_REPLY),
     ] {
-        skb::read_tuple(ct + at as u64, &mut tuple);
+        kmem::read_tuple(ct + at as u64, &mut tuple);
         tuple.family = family;
         stored |= store(&tuple, direction);
         tuple.invert();

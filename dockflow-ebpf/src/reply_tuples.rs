@@ -11,7 +11,10 @@ use dockflow_common::{
     CtTuple, MAX_REPLY_TUPLES, NF_INET_POST_ROUTING, PacketHeaders, TUPLE_FLAG_REPLY, TUPLE_REPLY,
 };
 
-use crate::{offset, skb, tuple_flag_on, tuple_flag_set};
+use crate::{
+    kmem::{self, offset},
+    skb, tuple_flag_on, tuple_flag_set,
+};
 
 #[map(name = "REPLY_TUPLES")]
 static REPLY_TUPLES: LruHashMap<CtTuple, u8> = LruHashMap::with_max_entries(MAX_REPLY_TUPLES, 0);
@@ -30,11 +33,11 @@ pub fn learn(hook: u8, family: u8, nfct: u64) {
     if hook != NF_INET_POST_ROUTING || ct == 0 || nfct & skb::NFCT_INFOMASK >= IP_CT_IS_REPLY {
         return;
     }
-    if skb::read::<u64>(ct, offset!(ct_status)).unwrap_or(0) & IPS_SRC_NAT == 0 {
+    if kmem::read::<u64>(ct, offset!(ct_status)).unwrap_or(0) & IPS_SRC_NAT == 0 {
         return;
     }
     let mut key = CtTuple::default();
-    skb::read_tuple(ct + offset!(ct_tuple_reply) as u64, &mut key);
+    kmem::read_tuple(ct + offset!(ct_tuple_reply) as u64, &mut key);
     key.family = family;
     if unsafe { REPLY_TUPLES.get(&key) }.is_some() {
         return;

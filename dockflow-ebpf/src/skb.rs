@@ -4,22 +4,15 @@
 
 use core::mem::MaybeUninit;
 
-use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
-use dockflow_common::{
-    CtTuple, PacketEvent, ProbePoint, SECTION_CONNTRACK, SECTION_PACKET, SECTION_SKB,
-};
+use aya_ebpf::helpers::bpf_probe_read_kernel_buf;
+use dockflow_common::{PacketEvent, ProbePoint, SECTION_CONNTRACK, SECTION_PACKET, SECTION_SKB};
 
 use crate::{
     emit, filter,
     headers::{NetworkHeaderReader, parse_ip},
-    offset, per_connection,
+    kmem::{offset, read, read_tuple, trusted_field},
+    per_connection,
 };
-
-/// Reads kernel memory at `base + offset`.
-#[inline(always)]
-pub fn read<T: Copy>(base: u64, offset: u32) -> Option<T> {
-    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T).ok() }
-}
 
 /// How a probe reads fields of its `struct sk_buff`.
 pub trait SkbFields: Copy {
@@ -51,11 +44,6 @@ impl SkbFields for TrustedSkb {
     }
 }
 
-/// A field of a BTF-typed kernel pointer (a program's typed context): a plain load.
-#[inline(always)]
-pub fn trusted_field<T: Copy>(base: u64, offset: u32) -> T {
-    unsafe { core::ptr::read_volatile((base as *const u8).add(offset as usize) as *const T) }
-}
 /// Reads headers starting at the skb's network header.
 struct SkbNetworkHeader(u64);
 
@@ -149,15 +137,6 @@ fn conntrack(nfct: u64, event: &mut PacketEvent) {
     );
     read_tuple(ct + offset!(ct_tuple_reply) as u64, &mut event.ct_reply);
     event.sections |= SECTION_CONNTRACK;
-}
-
-#[inline(always)]
-pub fn read_tuple(tuple: u64, out: &mut CtTuple) {
-    out.src = read(tuple, offset!(tuple_src_addr)).unwrap_or_default();
-    out.dst = read(tuple, offset!(tuple_dst_addr)).unwrap_or_default();
-    out.sport = u16::from_be(read(tuple, offset!(tuple_src_port)).unwrap_or(0));
-    out.dport = u16::from_be(read(tuple, offset!(tuple_dst_port)).unwrap_or(0));
-    out.l4_proto = read(tuple, offset!(tuple_dst_protonum)).unwrap_or(0);
 }
 
 /// skb->dev's ifindex and the inode of its network namespace.

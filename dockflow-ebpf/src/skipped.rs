@@ -10,7 +10,10 @@
 
 use aya_ebpf::{macros::map, maps::PerCpuArray};
 
-use crate::{offset, skb};
+use crate::{
+    kmem::{self, offset},
+    skb,
+};
 
 #[repr(C)]
 pub struct Skipped {
@@ -68,6 +71,6 @@ pub fn settled(nfct: u64) -> bool {
     let info = nfct & skb::NFCT_INFOMASK;
     ct != 0
         && (info == IP_CT_ESTABLISHED || info == IP_CT_ESTABLISHED_REPLY)
-        && skb::read::<u64>(ct, offset!(ct_status))
+        && kmem::read::<u64>(ct, offset!(ct_status))
             .is_some_and(|status| status & IPS_NAT_DONE_MASK == IPS_NAT_DONE_MASK)
 }

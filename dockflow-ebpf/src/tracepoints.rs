@@ -11,7 +11,8 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use dockflow_common::{ProbePoint, SECTION_DROP};
 
 use crate::{
-    filter, offset,
+    filter,
+    kmem::offset,
     skb::{self, TrustedSkb},
     skipped,
 };

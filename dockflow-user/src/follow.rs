@@ -12,7 +12,7 @@ use anyhow::Result;
 use crate::{
     output::Output,
     probes::Probes,
-    target::{self, Target},
+    watch::{self, Target},
 };
 
 /// Re-checks the host now and then: re-resolves a followed container (moving the probes when it
@@ -33,7 +33,7 @@ impl Follower {
         Self {
             name: name.map(str::to_string),
             current,
-            fingerprint: target::topology_fingerprint(),
+            fingerprint: watch::topology_fingerprint(),
             last_check: Instant::now(),
             stopped: false,
         }
@@ -47,10 +47,10 @@ impl Follower {
         self.last_check = Instant::now();
         probes.forget_ended_connections()?;
         let moved = self.follow_container(probes)?;
-        let fingerprint = target::topology_fingerprint();
+        let fingerprint = watch::topology_fingerprint();
         if moved || fingerprint != self.fingerprint {
             self.fingerprint = fingerprint;
-            output.set_topology(target::topology_of(&self.current)?);
+            output.set_topology(watch::topology_of(&self.current)?);
         }
         Ok(())
     }
@@ -60,7 +60,7 @@ impl Follower {
         let Some(name) = &self.name else {
             return Ok(false);
         };
-        let new = match target::resolve_container(name) {
+        let new = match watch::resolve_container(name) {
             Ok(new) => new,
             Err(e) => {
                 if !self.stopped {

@@ -4,10 +4,11 @@
 //! classification and explanation ([`path`]) -> rendering ([`render`]). [`target`] resolves what
 //! to watch and [`kernel`] what the running kernel looks like, before anything is attached.
 
+pub mod decode;
 pub mod drain;
-pub mod event;
 pub mod follow;
 pub mod kernel;
+pub mod model;
 pub mod netlink;
 pub mod nftrace;
 pub mod output;
@@ -15,4 +16,4 @@ pub mod path;
 pub mod probes;
 pub mod record;
 pub mod render;
-pub mod target;
+pub mod watch;

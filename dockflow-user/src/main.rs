@@ -12,17 +12,18 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use dockflow::{
+    decode::Decoder,
     drain::{self, Drain, Drained},
-    event::{Decoder, Probe},
     follow::Follower,
-    kernel::{self, btf::KernelBtf, symbols::KernelSymbols},
+    kernel::{self, btf::KernelBtf},
+    model::topology::Topology,
     nftrace::{TraceBatch, TraceSocket, TraceTable, Tracer},
     output::{Mode, Output},
-    path::{correlate::Limits, topology::Topology},
+    path::correlate::Limits,
     probes::{Family, LoadOptions, Probes},
     record::{Header, ReadError, Record, Recorder, Replay},
     render::Style,
-    target::{self, Target},
+    watch::{self, Target},
 };
 use dockflow_common::PACKET_EVENT_SIZE;
 use tokio::signal::unix::{SignalKind, signal};
@@ -224,9 +225,9 @@ async fn trace(cli: &Cli) -> Result<()> {
         );
     }
     let target = match (&cli.container, &cli.netns) {
-        (Some(name), _) => target::resolve_container(name)?,
-        (_, Some(netns)) => target::resolve_netns(netns)?,
-        _ if !cli.iface.is_empty() => target::resolve_interfaces(&cli.iface)?,
+        (Some(name), _) => watch::resolve_container(name)?,
+        (_, Some(netns)) => watch::resolve_netns(netns)?,
+        _ if !cli.iface.is_empty() => watch::resolve_interfaces(&cli.iface)?,
         _ => bail!(
             "say what to watch: --container NAME, --netns NS, --iface IFACE or --replay FILE (see --help)"
         ),
@@ -235,9 +236,9 @@ async fn trace(cli: &Cli) -> Result<()> {
     let offsets = kernel::resolve_offsets(&btf)?;
     let decoder = Decoder {
         drop_reasons: btf.enum_names("skb_drop_reason").unwrap_or_default(),
-        symbols: KernelSymbols::load(is_hook_continuation)?,
+        symbols: kernel::load_symbols(is_hook_continuation)?,
     };
-    let topology = target::topology_of(&target)?;
+    let topology = watch::topology_of(&target)?;
     let options = LoadOptions {
         ring_bytes: cli.ring_size,
         per_connection: cli.per_connection.unwrap_or(0),
@@ -399,7 +400,7 @@ async fn trace(cli: &Cli) -> Result<()> {
     for (point, lost) in probes.lost() {
         eprintln!(
             "dockflow: lost {lost} events at {} (ring buffer full)",
-            Probe::from_point(point).attach_point()
+            point.attach_point()
         );
     }
     drop(probes);

@@ -6,11 +6,10 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use crate::{
-    event::{Event, RuleTrace},
+    model::{Event, RuleTrace, topology::Topology},
     path::{
         correlate::{Correlator, Evictions, Limits, PacketPath},
         explain::{Explainer, Explanation},
-        topology::Topology,
     },
     render::{Renderer, Style, paths},
 };

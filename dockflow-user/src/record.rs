@@ -20,8 +20,8 @@ use dockflow_common::PACKET_EVENT_SIZE;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    event::{Decoder, RuleTrace},
-    path::topology::Topology,
+    decode::Decoder,
+    model::{RuleTrace, topology::Topology},
 };
 
 const MAGIC: &[u8; 8] = b"DOCKFLOW";
@@ -272,7 +272,7 @@ fn read_u32(reader: &mut impl Read) -> io::Result<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Hook, TraceKind, Verdict};
+    use crate::model::{Hook, TraceKind, Verdict};
 
     fn header() -> Header {
         Header {

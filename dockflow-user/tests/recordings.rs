@@ -9,8 +9,8 @@ use std::{
 };
 
 use dockflow::{
-    event::Decoder,
-    path::topology::Topology,
+    decode::Decoder,
+    model::topology::Topology,
     record::{Header, ReadError, Record, Recorder, Replay},
 };
 use dockflow_common::PACKET_EVENT_SIZE;

@@ -1,17 +1,214 @@
 //! Kernel type information from BTF: struct member offsets for the programs (Rust eBPF has no
 //! CO-RE) and enum value names (drop reasons) for decoding.
+//!
+//! A reader of its own, of the few BTF kinds dockflow follows: aya-obj parses BTF but keeps its
+//! type accessors crate-private and does not read the split BTF of modules (nf_conntrack is a
+//! module on most distributions), and btf-rs is LGPL. The format is the kernel's uapi
+//! (include/uapi/linux/btf.h, Documentation/bpf/btf.rst).
 
 use std::{collections::HashMap, path::Path};
 
-use anyhow::{Context as _, Result, anyhow, bail};
-use btf_rs::{Btf, Type};
+use anyhow::{Context as _, Result, bail};
 
 const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 const MODULES_DIR: &str = "/sys/kernel/btf";
 
+const BTF_MAGIC: u16 = 0xeb9f;
+const HEADER_LEN: usize = 24;
+const TYPE_LEN: usize = 12;
+
+// BTF_KIND_* values that dockflow looks at or must step over.
+const KIND_STRUCT: u8 = 4;
+const KIND_UNION: u8 = 5;
+const KIND_ENUM: u8 = 6;
+const KIND_TYPEDEF: u8 = 8;
+const KIND_VOLATILE: u8 = 9;
+const KIND_CONST: u8 = 10;
+const KIND_RESTRICT: u8 = 11;
+const KIND_TYPE_TAG: u8 = 18;
+const KIND_ENUM64: u8 = 19;
+
 /// The kernel's BTF: vmlinux plus the split BTF of the modules dockflow reads structs from.
 pub struct KernelBtf {
-    objects: Vec<Btf>,
+    base: Object,
+    modules: Vec<Object>,
+}
+
+/// One BTF blob: vmlinux, or a module's split BTF whose type ids and string offsets continue
+/// those of vmlinux.
+struct Object {
+    data: Vec<u8>,
+    /// Byte offset of each type record in `data`; the first is type id `first_id`.
+    types: Vec<usize>,
+    first_id: u32,
+    strings: std::ops::Range<usize>,
+    /// String offsets below this are vmlinux's (split BTF only; 0 for vmlinux itself).
+    strings_base: u32,
+}
+
+/// One type record, undecoded past its common header.
+#[derive(Clone, Copy)]
+struct Type<'a> {
+    name_off: u32,
+    kind: u8,
+    kind_flag: bool,
+    vlen: usize,
+    /// The size of a struct, union or enum; the referenced type of a typedef or qualifier.
+    size_or_type: u32,
+    /// The kind-specific records after the header (members, enum values, ...).
+    body: &'a [u8],
+}
+
+fn u32_at(data: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(data.get(at..at + 4)?.try_into().ok()?))
+}
+
+impl Object {
+    fn parse(data: Vec<u8>, base: Option<&Object>) -> Result<Self> {
+        let magic = data.get(..2).map(|m| u16::from_ne_bytes([m[0], m[1]]));
+        if magic != Some(BTF_MAGIC) || data.len() < HEADER_LEN {
+            bail!("not BTF (bad magic or header)");
+        }
+        let field = |at| u32_at(&data, at).map(|v| v as usize).unwrap_or(0);
+        let (hdr_len, type_off, type_len, str_off, str_len) =
+            (field(4), field(8), field(12), field(16), field(20));
+        let types_at = hdr_len + type_off;
+        let strings = hdr_len + str_off..hdr_len + str_off + str_len;
+        if types_at + type_len > data.len() || strings.end > data.len() {
+            bail!("BTF sections run past the end of the data");
+        }
+        let mut types = Vec::new();
+        let mut at = types_at;
+        while at < types_at + type_len {
+            types.push(at);
+            at += record_len(&data, at).context("a truncated or unknown BTF type record")?;
+        }
+        let (first_id, strings_base) = match base {
+            // Type id 0 is void, which has no record.
+            None => (1, 0),
+            Some(base) => (
+                base.first_id + base.types.len() as u32,
+                base.strings.len() as u32,
+            ),
+        };
+        Ok(Self {
+            data,
+            types,
+            first_id,
+            strings,
+            strings_base,
+        })
+    }
+
+    fn type_at(&self, at: usize) -> Option<Type<'_>> {
+        let info = u32_at(&self.data, at + 4)?;
+        let len = record_len(&self.data, at)?;
+        Some(Type {
+            name_off: u32_at(&self.data, at)?,
+            kind: ((info >> 24) & 0x1f) as u8,
+            kind_flag: info >> 31 == 1,
+            vlen: (info & 0xffff) as usize,
+            size_or_type: u32_at(&self.data, at + 8)?,
+            body: self.data.get(at + TYPE_LEN..at + len)?,
+        })
+    }
+}
+
+/// Bytes of the type record at `at`: the common header and its kind's trailing records.
+fn record_len(data: &[u8], at: usize) -> Option<usize> {
+    let info = u32_at(data, at + 4)?;
+    let vlen = (info & 0xffff) as usize;
+    let trailing = match ((info >> 24) & 0x1f) as u8 {
+        // int: one u32 of encoding; var and decl_tag: one u32.
+        1 | 14 | 17 => 4,
+        // ptr, fwd, typedef, volatile, const, restrict, func, float, type_tag.
+        2 | 7..=12 | 16 | 18 => 0,
+        // array: type, index type, count.
+        3 => 12,
+        // struct/union members, datasec entries, enum64 values: three u32 each.
+        KIND_STRUCT | KIND_UNION | 15 | KIND_ENUM64 => 12 * vlen,
+        // enum values and function parameters: two u32 each.
+        KIND_ENUM | 13 => 8 * vlen,
+        _ => return None,
+    };
+    (at + TYPE_LEN + trailing <= data.len()).then_some(TYPE_LEN + trailing)
+}
+
+/// One object as seen with vmlinux underneath: type ids and string offsets resolve across both.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    base: &'a Object,
+    own: &'a Object,
+}
+
+impl<'a> View<'a> {
+    fn ty(&self, id: u32) -> Option<Type<'a>> {
+        let object = if id >= self.own.first_id {
+            self.own
+        } else {
+            self.base
+        };
+        let index = id.checked_sub(object.first_id)? as usize;
+        object.type_at(*object.types.get(index)?)
+    }
+
+    fn name(&self, offset: u32) -> &'a str {
+        let (object, offset) = match offset.checked_sub(self.own.strings_base) {
+            Some(own) if self.own.strings_base > 0 => (self.own, own),
+            _ => (self.base, offset),
+        };
+        let strings = &object.data[object.strings.clone()];
+        let rest = strings.get(offset as usize..).unwrap_or_default();
+        let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+        std::str::from_utf8(&rest[..end]).unwrap_or_default()
+    }
+
+    /// The types this object defines itself (not vmlinux's, for a module).
+    fn own_types(&self) -> impl Iterator<Item = Type<'a>> + 'a {
+        let own = self.own;
+        own.types.iter().filter_map(move |at| own.type_at(*at))
+    }
+
+    /// The struct or union `id` names, through typedefs and qualifiers.
+    fn aggregate(&self, mut id: u32) -> Option<Type<'a>> {
+        for _ in 0..16 {
+            let ty = self.ty(id)?;
+            match ty.kind {
+                KIND_STRUCT | KIND_UNION => return Some(ty),
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
+                    id = ty.size_or_type
+                }
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// Finds `field` among the members of `aggregate`, descending into anonymous members as
+    /// C member access does. Returns its bit offset and, when it is itself a struct or union,
+    /// that type for further descent.
+    fn member(&self, aggregate: Type<'a>, field: &str) -> Option<(u32, Option<Type<'a>>)> {
+        for member in aggregate.body.chunks_exact(12).take(aggregate.vlen) {
+            let name = self.name(u32_at(member, 0)?);
+            let inner = self.aggregate(u32_at(member, 4)?);
+            let raw_offset = u32_at(member, 8)?;
+            // With kind_flag set, the top 8 bits are a bitfield's size.
+            let bits = if aggregate.kind_flag {
+                raw_offset & 0x00ff_ffff
+            } else {
+                raw_offset
+            };
+            if name == field {
+                return Some((bits, inner));
+            }
+            if name.is_empty()
+                && let Some((deeper, ty)) = inner.and_then(|t| self.member(t, field))
+            {
+                return Some((bits + deeper, ty));
+            }
+        }
+        None
+    }
 }
 
 impl KernelBtf {
@@ -23,30 +220,42 @@ impl KernelBtf {
                 "this kernel has no BTF ({VMLINUX} is missing); dockflow needs CONFIG_DEBUG_INFO_BTF=y"
             );
         }
-        let base = Btf::from_file(VMLINUX).map_err(|e| anyhow!("parsing {VMLINUX}: {e}"))?;
-        let mut objects = Vec::new();
+        let read = |path: &Path| {
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+        };
+        let base = Object::parse(read(Path::new(VMLINUX))?, None)
+            .with_context(|| format!("parsing {VMLINUX}"))?;
+        let mut loaded = Vec::new();
         for module in modules {
             let path = Path::new(MODULES_DIR).join(module);
             if path.exists() {
-                objects.push(
-                    Btf::from_split_file(&path, &base)
-                        .map_err(|e| anyhow!("parsing {}: {e}", path.display()))?,
+                loaded.push(
+                    Object::parse(read(&path)?, Some(&base))
+                        .with_context(|| format!("parsing {}", path.display()))?,
                 );
             }
         }
-        objects.insert(0, base);
-        Ok(Self { objects })
+        Ok(Self {
+            base,
+            modules: loaded,
+        })
     }
 
-    fn find_struct(&self, name: &str) -> Option<(&Btf, btf_rs::Struct)> {
-        self.objects.iter().find_map(|btf| {
-            btf.resolve_types_by_name(name)
-                .ok()?
-                .into_iter()
-                .find_map(|t| match t {
-                    Type::Struct(s) if !s.members.is_empty() => Some((btf, s)),
-                    _ => None,
-                })
+    /// vmlinux first, then each module over it.
+    fn views(&self) -> impl Iterator<Item = View<'_>> {
+        std::iter::once(&self.base)
+            .chain(&self.modules)
+            .map(|own| View {
+                base: &self.base,
+                own,
+            })
+    }
+
+    fn find_struct(&self, name: &str) -> Option<(View<'_>, Type<'_>)> {
+        self.views().find_map(|view| {
+            view.own_types()
+                .find(|t| t.kind == KIND_STRUCT && t.vlen > 0 && view.name(t.name_off) == name)
+                .map(|t| (view, t))
         })
     }
 
@@ -55,7 +264,7 @@ impl KernelBtf {
         let (_, s) = self
             .find_struct(name)
             .with_context(|| format!("struct {name} not in the kernel's BTF"))?;
-        Ok(s.size() as u32)
+        Ok(s.size_or_type)
     }
 
     /// Whether `struct name` is described anywhere (a module that is not loaded is not).
@@ -66,20 +275,20 @@ impl KernelBtf {
     /// Byte offset of `path` ("a.b.c") inside `struct name`, looking through anonymous
     /// structs and unions the way C member access does.
     pub fn offset(&self, name: &str, path: &str) -> Result<u32> {
-        let (btf, strukt) = self
+        let (view, strukt) = self
             .find_struct(name)
             .with_context(|| format!("struct {name} not in the kernel's BTF"))?;
-        let mut current = strukt;
+        let mut current = Some(strukt);
         let mut bits = 0u32;
         for field in path.split('.') {
-            let (offset, next) = find_member(btf, &current, field)
+            let Some(aggregate) = current else {
+                bail!("{name}.{path}: a member before {field} is not a struct");
+            };
+            let (offset, next) = view
+                .member(aggregate, field)
                 .with_context(|| format!("struct {name} has no member {path}"))?;
             bits += offset;
-            match next {
-                Some(next) => current = next,
-                None if field == path.rsplit('.').next().unwrap() => {}
-                None => bail!("{name}.{path}: {field} is not a struct"),
-            }
+            current = next;
         }
         if !bits.is_multiple_of(8) {
             bail!("{name}.{path} is a bitfield");
@@ -89,53 +298,21 @@ impl KernelBtf {
 
     /// Name of every value of `enum name` (e.g. skb_drop_reason).
     pub fn enum_names(&self, name: &str) -> Result<HashMap<u32, String>> {
-        for btf in &self.objects {
-            for t in btf.resolve_types_by_name(name).unwrap_or_default() {
-                if let Type::Enum(e) = t {
-                    return e
-                        .members
-                        .iter()
-                        .map(|m| Ok((m.val(), btf.resolve_name(m).map_err(|e| anyhow!("{e}"))?)))
-                        .collect();
-                }
+        for view in self.views() {
+            let found = view.own_types().find(|t| {
+                matches!(t.kind, KIND_ENUM | KIND_ENUM64) && view.name(t.name_off) == name
+            });
+            if let Some(e) = found {
+                let width = if e.kind == KIND_ENUM { 8 } else { 12 };
+                return Ok(e
+                    .body
+                    .chunks_exact(width)
+                    .take(e.vlen)
+                    .filter_map(|v| Some((u32_at(v, 4)?, view.name(u32_at(v, 0)?).to_string())))
+                    .collect());
             }
         }
         bail!("enum {name} not in the kernel's BTF")
-    }
-}
-
-/// Finds `field` among the members of `strukt`, descending into anonymous members. Returns its
-/// bit offset and, when it is itself a struct/union, that type for further descent.
-fn find_member(
-    btf: &Btf,
-    strukt: &btf_rs::Struct,
-    field: &str,
-) -> Option<(u32, Option<btf_rs::Struct>)> {
-    for member in &strukt.members {
-        let name = btf.resolve_name(member).unwrap_or_default();
-        let ty = resolve_aggregate(btf, member);
-        if name == field {
-            return Some((member.bit_offset(), ty));
-        }
-        if name.is_empty()
-            && let Some(inner) = ty.as_ref().and_then(|t| find_member(btf, t, field))
-        {
-            return Some((member.bit_offset() + inner.0, inner.1));
-        }
-    }
-    None
-}
-
-/// The struct or union a member's type resolves to, through typedefs and qualifiers.
-fn resolve_aggregate(btf: &Btf, member: &btf_rs::Member) -> Option<btf_rs::Struct> {
-    let mut ty = btf.resolve_chained_type(member).ok()?;
-    loop {
-        match ty {
-            Type::Struct(s) | Type::Union(s) => return Some(s),
-            Type::Typedef(ref t) => ty = btf.resolve_chained_type(t).ok()?,
-            Type::Const(ref t) | Type::Volatile(ref t) => ty = btf.resolve_chained_type(t).ok()?,
-            _ => return None,
-        }
     }
 }
 
@@ -155,7 +332,9 @@ mod tests {
         );
         assert_eq!(btf.offset("nf_hook_state", "hook").unwrap(), 0);
         assert_eq!(btf.offset("nf_hook_state", "pf").unwrap(), 1);
+        assert_eq!(btf.offset("net", "ns.inum").unwrap() % 4, 0);
         assert!(btf.offset("sk_buff", "no_such_member").is_err());
+        assert!(btf.size("sk_buff").unwrap() > 150);
     }
 
     #[test]
@@ -168,5 +347,27 @@ mod tests {
                 .any(|n| n == "SKB_DROP_REASON_NETFILTER_DROP"),
             "{names:?}"
         );
+    }
+
+    /// Split BTF: a module's types and strings continue vmlinux's numbering.
+    #[test]
+    fn reads_a_module_struct_over_vmlinux() {
+        let btf = KernelBtf::load(&["nf_conntrack"]).unwrap();
+        if !btf.has_struct("nf_conn") {
+            // nf_conntrack is built in or not loaded here: nothing split to read.
+            return;
+        }
+        let status = btf.offset("nf_conn", "status").unwrap();
+        let tuplehash = btf.offset("nf_conn", "tuplehash").unwrap();
+        assert!(status > tuplehash, "status {status}, tuplehash {tuplehash}");
+        assert_eq!(btf.offset("nf_conntrack_tuple", "src.u3").unwrap(), 0);
+    }
+
+    #[test]
+    fn refuses_what_is_not_btf() {
+        assert!(Object::parse(vec![0; 40], None).is_err());
+        let mut truncated = std::fs::read(VMLINUX).unwrap();
+        truncated.truncate(1000);
+        assert!(Object::parse(truncated, None).is_err());
     }
 }

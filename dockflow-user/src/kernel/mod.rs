@@ -3,13 +3,19 @@
 
 pub mod btf;
 pub mod conntrack;
-pub mod symbols;
 pub mod tracefs;
 
 use anyhow::{Context as _, Result};
 use dockflow_common::KernelOffsets;
 
 use self::btf::KernelBtf;
+use crate::decode::KernelSymbols;
+
+/// The kernel's text symbols whose names satisfy `keep`, from /proc/kallsyms.
+pub fn load_symbols(keep: impl Fn(&str) -> bool) -> Result<KernelSymbols> {
+    let text = std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
+    Ok(KernelSymbols::parse(&text, keep))
+}
 
 /// Resolves every offset the programs read through, from BTF and the tracepoint format files.
 pub fn resolve_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {

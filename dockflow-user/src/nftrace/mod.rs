@@ -6,6 +6,7 @@
 //! from the live ruleset. The table is removed at exit, and a start removes those killed runs
 //! left behind.
 
+mod headers;
 pub mod ruleset;
 mod table;
 mod trace;

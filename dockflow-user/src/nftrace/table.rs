@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::target::Target;
+use crate::watch::Target;
 
 /// Every table of ours starts with this (older versions used it alone).
 pub const TABLE_PREFIX: &str = "dockflow_trace";
@@ -176,7 +176,7 @@ fn chains(family: &str) -> &'static [(&'static str, &'static str)] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::docker::PublishedPort;
+    use crate::watch::docker::PublishedPort;
 
     #[test]
     fn marks_the_targets_addresses_and_ports_in_both_families() {

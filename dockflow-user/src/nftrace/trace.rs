@@ -9,7 +9,7 @@ use super::{
     table::TABLE_PREFIX,
 };
 use crate::{
-    event::{Hook, Packet, RuleTrace, TraceKind, Verdict, packet_from_headers},
+    model::{Hook, Packet, RuleTrace, TraceKind, Verdict},
     netlink::{NetlinkSocket, attributes, messages},
 };
 
@@ -223,7 +223,8 @@ impl Tracer {
             entry.0 = hook;
         }
         if entry.1.is_none() {
-            entry.1 = packet_from_headers(&raw.network_header, &raw.transport_header);
+            entry.1 =
+                super::headers::packet_from_headers(&raw.network_header, &raw.transport_header);
         }
     }
 

@@ -4,11 +4,11 @@
 
 use serde::Serialize;
 
-use super::{
-    correlate::Hop,
+use super::correlate::Hop;
+use crate::model::{
+    Event, Family, Hook, ProbePoint,
     topology::{Place, Topology},
 };
-use crate::event::{Event, Family, Hook, Probe};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -176,7 +176,7 @@ pub fn classify(event: &Event, topology: &Topology) -> (Layer, HopKind) {
     let name = topology.name(event.netns, event.ifindex);
     let port = || topology.port_label(event.ifindex);
     match event.probe {
-        Probe::KfreeSkb => {
+        ProbePoint::KfreeSkb => {
             let reason = event
                 .drop
                 .as_ref()
@@ -192,7 +192,7 @@ pub fn classify(event: &Event, topology: &Topology) -> (Layer, HopKind) {
                 },
             )
         }
-        Probe::Netfilter | Probe::NfHookSlow => {
+        ProbePoint::Netfilter | ProbePoint::NfHookSlow => {
             let Some(nf) = &event.netfilter else {
                 return (
                     Layer::L3,
@@ -223,11 +223,11 @@ pub fn classify(event: &Event, topology: &Topology) -> (Layer, HopKind) {
                 },
             )
         }
-        Probe::BrHandleFrame => (Layer::L2, HopKind::FromPort { port: port() }),
-        Probe::BrForward => (Layer::L2, HopKind::BridgeForward { port: port() }),
-        Probe::BrPassFrameUp => (Layer::L2, HopKind::PassedUp { bridge: name }),
-        Probe::BrDevXmit => (Layer::L3, HopKind::IntoBridge { bridge: name }),
-        Probe::TcIngress | Probe::NetifReceive => match place {
+        ProbePoint::BrHandleFrame => (Layer::L2, HopKind::FromPort { port: port() }),
+        ProbePoint::BrForward => (Layer::L2, HopKind::BridgeForward { port: port() }),
+        ProbePoint::BrPassFrameUp => (Layer::L2, HopKind::PassedUp { bridge: name }),
+        ProbePoint::BrDevXmit => (Layer::L3, HopKind::IntoBridge { bridge: name }),
+        ProbePoint::TcIngress | ProbePoint::NetifReceive => match place {
             Place::BridgePort { .. } => (Layer::L2, HopKind::FromPort { port: port() }),
             // A bridge device "receives" exactly the frames the bridge passes up.
             Place::Bridge => (Layer::L2, HopKind::PassedUp { bridge: name }),
@@ -239,7 +239,7 @@ pub fn classify(event: &Event, topology: &Topology) -> (Layer, HopKind) {
                 },
             ),
         },
-        Probe::TcEgress | Probe::NetDevQueue => match place {
+        ProbePoint::TcEgress | ProbePoint::NetDevQueue => match place {
             Place::BridgePort { .. } => (Layer::L2, HopKind::ToPort { port: port() }),
             Place::Bridge => (Layer::L3, HopKind::IntoBridge { bridge: name }),
             Place::Host | Place::Elsewhere => (

@@ -15,11 +15,8 @@ use rustc_hash::FxHashMap as HashMap;
 
 use serde::Serialize;
 
-use super::{
-    classify::{HopKind, Layer, classify, refine},
-    topology::Topology,
-};
-use crate::event::{ArpOp, CtDirection, Event, Packet, RuleTrace, endpoint};
+use super::classify::{HopKind, Layer, classify, refine};
+use crate::model::{ArpOp, CtDirection, Event, Packet, RuleTrace, endpoint, topology::Topology};
 
 /// Events further apart than this are never the same packet.
 const SAME_PACKET_WINDOW_NS: u64 = 200_000_000;
@@ -580,7 +577,7 @@ fn header_key(p: &Packet) -> ConnectionKey {
     )
 }
 
-fn tuple_key(t: &crate::event::Tuple) -> ConnectionKey {
+fn tuple_key(t: &crate::model::Tuple) -> ConnectionKey {
     (t.src, t.sport, t.dst, t.dport, t.protocol)
 }
 

@@ -16,9 +16,9 @@ use super::{
     correlate::{Direction, Hop, Limits, PacketPath, RewriteField},
     rules,
 };
-use crate::event::{
+use crate::model::{
     ArpOp, CtDirection, CtState, Family, Hook, RuleTrace, TraceKind, Verdict, endpoint,
-    names::priority_words,
+    priority_words,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

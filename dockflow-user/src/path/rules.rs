@@ -2,7 +2,7 @@
 //! families map onto netfilter hops; bridge-family chains onto the bridge's own hops.
 
 use super::{classify::HopKind, correlate::Hop};
-use crate::event::{Family, Hook, Packet, RuleTrace};
+use crate::model::{Family, Hook, Packet, RuleTrace};
 
 /// Whether `rule` was evaluated at the place `hop` stands for.
 pub fn ran_at(rule: &RuleTrace, hop: &HopKind, packet: &Packet) -> bool {

@@ -7,14 +7,11 @@ use super::{
     classify::Layer,
     correlate::{Correlator, Direction, PacketPath, RewriteField},
     explain::{Fact, NatKind, Origin, Outcome, Role, explain},
-    topology::Topology,
 };
-use crate::{
-    event::{
-        Conntrack, CtDirection, CtState, CtStatus, Event, Family, Hook, NetfilterHop, Packet,
-        Probe, Tuple,
-    },
-    target::{links::Link, names::InterfaceNames},
+use crate::model::{
+    Conntrack, CtDirection, CtState, CtStatus, Event, Family, Hook, NetfilterHop, Packet,
+    ProbePoint, Tuple,
+    topology::{InterfaceNames, Link, Topology},
 };
 
 const HOST_NS: u32 = 1;
@@ -110,7 +107,7 @@ fn conntrack(state: CtState, direction: CtDirection) -> Conntrack {
     }
 }
 
-fn event(ts: u64, probe: Probe, ifindex: u32, packet: Packet) -> Event {
+fn event(ts: u64, probe: ProbePoint, ifindex: u32, packet: Packet) -> Event {
     Event {
         ts_ns: ts,
         skb_id: None,
@@ -149,7 +146,7 @@ fn hook(
         conntrack: ct,
         netns: Some(HOST_NS),
         skb_id: Some(0xffff_0000),
-        ..event(ts, Probe::Netfilter, 0, packet)
+        ..event(ts, ProbePoint::Netfilter, 0, packet)
     }
 }
 
@@ -162,7 +159,7 @@ fn seed_events() -> Vec<Event> {
     let new = || Some(conntrack(CtState::New, CtDirection::Original));
     let est = || Some(conntrack(CtState::Established, CtDirection::Reply));
     vec![
-        event(1_000, Probe::NetifReceive, DFEXT0, before.clone()),
+        event(1_000, ProbePoint::NetifReceive, DFEXT0, before.clone()),
         hook(1_100, Hook::Prerouting, -101, before.clone(), new(), false),
         hook(1_200, Hook::Prerouting, -99, after.clone(), new(), false),
         hook(
@@ -174,12 +171,12 @@ fn seed_events() -> Vec<Event> {
             false,
         ),
         hook(1_400, Hook::Postrouting, 101, after.clone(), new(), false),
-        event(1_500, Probe::TcEgress, DOCKER1, after.clone()),
-        event(1_600, Probe::TcEgress, VETH, after),
+        event(1_500, ProbePoint::TcEgress, DOCKER1, after.clone()),
+        event(1_600, ProbePoint::TcEgress, VETH, after),
         // The reply reuses the request's skb head: still a different packet.
-        event(5_000, Probe::TcIngress, VETH, reply.clone()),
+        event(5_000, ProbePoint::TcIngress, VETH, reply.clone()),
         hook(5_100, Hook::Prerouting, -99, reply.clone(), est(), true),
-        event(5_200, Probe::TcIngress, DOCKER1, reply.clone()),
+        event(5_200, ProbePoint::TcIngress, DOCKER1, reply.clone()),
         hook(
             5_300,
             Hook::Forward,
@@ -190,7 +187,7 @@ fn seed_events() -> Vec<Event> {
         ),
         hook(5_400, Hook::Postrouting, 99, reply, est(), false),
         hook(5_500, Hook::Postrouting, 101, unnat.clone(), est(), false),
-        event(5_600, Probe::NetDevQueue, DFEXT0, unnat),
+        event(5_600, ProbePoint::NetDevQueue, DFEXT0, unnat),
     ]
 }
 
@@ -291,7 +288,7 @@ fn a_reused_skb_head_does_not_merge_different_packets() {
 fn a_packet_seen_only_by_tc_joins_its_connection_by_its_headers() {
     let mut events = seed_events();
     let later = packet("172.20.0.2", 1812, "10.199.0.2", 40000, 7);
-    events.push(event(900_000_000, Probe::TcIngress, VETH, later));
+    events.push(event(900_000_000, ProbePoint::TcIngress, VETH, later));
     let paths = correlate(events);
     assert_eq!(
         (paths[2].connection, paths[2].direction),
@@ -403,16 +400,16 @@ fn bridged_events() -> Vec<Event> {
         })
     };
     vec![
-        event(1_000, Probe::TcIngress, VETH_B, request.clone()),
+        event(1_000, ProbePoint::TcIngress, VETH_B, request.clone()),
         hook(1_100, Hook::Prerouting, -99, request.clone(), new(), true),
         hook(1_200, Hook::Forward, -99, request.clone(), new(), true),
         hook(1_300, Hook::Postrouting, 101, request.clone(), new(), true),
-        event(1_400, Probe::TcEgress, VETH, request),
-        event(5_000, Probe::TcIngress, VETH, reply.clone()),
+        event(1_400, ProbePoint::TcEgress, VETH, request),
+        event(5_000, ProbePoint::TcIngress, VETH, reply.clone()),
         hook(5_100, Hook::Prerouting, -99, reply.clone(), est(), true),
         hook(5_200, Hook::Forward, -99, reply.clone(), est(), true),
         hook(5_300, Hook::Postrouting, 101, reply.clone(), est(), true),
-        event(5_400, Probe::TcEgress, VETH_B, reply),
+        event(5_400, ProbePoint::TcEgress, VETH_B, reply),
     ]
 }
 
@@ -450,14 +447,14 @@ fn a_hairpin_dnat_is_handed_back_to_the_bridge_not_routed() {
     let after = packet("172.20.0.3", 40002, "172.20.0.2", 1812, 400);
     let new = || Some(conntrack(CtState::New, CtDirection::Original));
     let events = vec![
-        event(1_000, Probe::TcIngress, VETH_B, request.clone()),
+        event(1_000, ProbePoint::TcIngress, VETH_B, request.clone()),
         hook(1_100, Hook::Prerouting, -101, request, new(), true),
         hook(1_200, Hook::Prerouting, -99, after.clone(), new(), true),
-        event(1_300, Probe::TcEgress, DOCKER1, after.clone()),
-        event(1_350, Probe::NetDevQueue, DOCKER1, after.clone()),
+        event(1_300, ProbePoint::TcEgress, DOCKER1, after.clone()),
+        event(1_350, ProbePoint::NetDevQueue, DOCKER1, after.clone()),
         hook(1_400, Hook::Forward, -99, after.clone(), new(), true),
         hook(1_500, Hook::Postrouting, 101, after.clone(), new(), true),
-        event(1_600, Probe::TcEgress, VETH, after),
+        event(1_600, ProbePoint::TcEgress, VETH, after),
     ];
     let paths = correlate(events);
     let kinds = layers_and_kinds(&paths[0]);
@@ -498,12 +495,12 @@ fn a_host_process_to_a_published_port_is_sent_by_the_host_and_its_reply_delivere
         hook(1_100, Hook::Output, -99, dnat.clone(), new(), false),
         hook(1_200, Hook::Postrouting, 99, dnat, new(), false),
         hook(1_300, Hook::Postrouting, 101, masq.clone(), new(), false),
-        event(1_400, Probe::TcEgress, DOCKER1, masq.clone()),
-        event(1_500, Probe::TcEgress, VETH, masq),
-        event(5_000, Probe::TcIngress, VETH, reply.clone()),
+        event(1_400, ProbePoint::TcEgress, DOCKER1, masq.clone()),
+        event(1_500, ProbePoint::TcEgress, VETH, masq),
+        event(5_000, ProbePoint::TcIngress, VETH, reply.clone()),
         hook(5_100, Hook::Prerouting, -101, reply, est(), true),
         hook(5_200, Hook::Prerouting, -99, unsnat.clone(), est(), true),
-        event(5_300, Probe::TcIngress, DOCKER1, unsnat.clone()),
+        event(5_300, ProbePoint::TcIngress, DOCKER1, unsnat.clone()),
         hook(5_400, Hook::Input, 99, unsnat, est(), false),
         hook(5_500, Hook::Input, 101, undone, est(), false),
     ];
@@ -544,22 +541,22 @@ fn a_flooded_first_frame_reaches_its_container_and_only_its_copies_are_dropped()
     let request = packet("172.20.0.3", 40004, "172.20.0.2", 1812, 600);
     let new = || Some(conntrack(CtState::New, CtDirection::Original));
     let copy_dropped = Event {
-        drop: Some(crate::event::Drop {
+        drop: Some(crate::model::Drop {
             reason: "OTHERHOST".into(),
             code: 2,
         }),
         netns: Some(CONTAINER_NS),
-        ..event(1_700, Probe::KfreeSkb, ETH0, request.clone())
+        ..event(1_700, ProbePoint::KfreeSkb, ETH0, request.clone())
     };
     let events = vec![
-        event(1_000, Probe::TcIngress, VETH_B, request.clone()),
+        event(1_000, ProbePoint::TcIngress, VETH_B, request.clone()),
         hook(1_100, Hook::Prerouting, -99, request.clone(), new(), true),
         hook(1_200, Hook::Forward, -99, request.clone(), new(), true),
-        event(1_300, Probe::NetDevQueue, VETH_C, request.clone()),
+        event(1_300, ProbePoint::NetDevQueue, VETH_C, request.clone()),
         hook(1_400, Hook::Forward, -99, request.clone(), new(), true),
-        event(1_500, Probe::NetDevQueue, VETH_B, request.clone()),
+        event(1_500, ProbePoint::NetDevQueue, VETH_B, request.clone()),
         hook(1_550, Hook::Forward, -99, request.clone(), new(), true),
-        event(1_600, Probe::TcEgress, VETH, request.clone()),
+        event(1_600, ProbePoint::TcEgress, VETH, request.clone()),
         copy_dropped,
     ];
     let paths = correlate(events);
@@ -623,13 +620,13 @@ fn explains_a_drop_and_expects_no_reply() {
     let mut events = seed_events();
     events.truncate(4);
     events.push(Event {
-        drop: Some(crate::event::Drop {
+        drop: Some(crate::model::Drop {
             reason: "NETFILTER_DROP".into(),
             code: 6,
         }),
         ..event(
             1_350,
-            Probe::KfreeSkb,
+            ProbePoint::KfreeSkb,
             DFEXT0,
             packet("10.199.0.2", 40000, "172.20.0.2", 1812, 10848),
         )
@@ -657,11 +654,11 @@ fn a_hairpin_dnat_without_a_bridge_transmit_is_still_told_as_handed_back() {
     let after = packet("172.20.0.3", 40005, "172.20.0.2", 1812, 700);
     let new = || Some(conntrack(CtState::New, CtDirection::Original));
     let events = vec![
-        event(1_000, Probe::TcIngress, VETH_B, request.clone()),
+        event(1_000, ProbePoint::TcIngress, VETH_B, request.clone()),
         hook(1_100, Hook::Prerouting, -101, request, new(), true),
         hook(1_200, Hook::Prerouting, -99, after.clone(), new(), true),
         hook(1_400, Hook::Forward, -99, after.clone(), new(), true),
-        event(1_600, Probe::TcEgress, VETH, after),
+        event(1_600, ProbePoint::TcEgress, VETH, after),
     ];
     let paths = correlate(events);
     let facts = facts(Some(&paths[0]), None);
@@ -675,7 +672,7 @@ fn a_hairpin_dnat_without_a_bridge_transmit_is_still_told_as_handed_back() {
     );
 }
 
-fn arp(op: crate::event::ArpOp, sender: &str, target: &str) -> Packet {
+fn arp(op: crate::model::ArpOp, sender: &str, target: &str) -> Packet {
     Packet {
         arp: Some(op),
         len: 28,
@@ -689,16 +686,16 @@ fn arp(op: crate::event::ArpOp, sender: &str, target: &str) -> Packet {
 
 #[test]
 fn an_arp_question_and_its_answer_are_one_exchange_told_at_l2() {
-    use crate::event::ArpOp;
+    use crate::model::ArpOp;
     let question = arp(ArpOp::Request, "172.20.0.3", "172.20.0.1");
     let answer = arp(ArpOp::Reply, "172.20.0.1", "172.20.0.3");
     let paths = correlate(vec![
-        event(1_000, Probe::TcIngress, VETH_B, question.clone()),
-        event(2_000, Probe::NetDevQueue, VETH, question.clone()),
-        event(2_100, Probe::NetDevQueue, VETH_C, question.clone()),
-        event(3_000, Probe::TcIngress, DOCKER1, question),
-        event(9_000, Probe::TcEgress, DOCKER1, answer.clone()),
-        event(10_000, Probe::NetDevQueue, VETH_B, answer),
+        event(1_000, ProbePoint::TcIngress, VETH_B, question.clone()),
+        event(2_000, ProbePoint::NetDevQueue, VETH, question.clone()),
+        event(2_100, ProbePoint::NetDevQueue, VETH_C, question.clone()),
+        event(3_000, ProbePoint::TcIngress, DOCKER1, question),
+        event(9_000, ProbePoint::TcEgress, DOCKER1, answer.clone()),
+        event(10_000, ProbePoint::NetDevQueue, VETH_B, answer),
     ]);
     assert_eq!(paths.len(), 2);
     assert_eq!(paths[0].connection, paths[1].connection);
@@ -738,10 +735,10 @@ fn a_reply_reusing_the_requests_buffer_is_not_merged_into_it() {
         e
     };
     let paths = correlate(vec![
-        with_skb(event(1_000, Probe::TcIngress, VETH_B, request.clone())),
-        with_skb(event(2_000, Probe::TcEgress, VETH, request)),
-        with_skb(event(3_000, Probe::TcIngress, VETH, reply.clone())),
-        with_skb(event(4_000, Probe::TcEgress, VETH_B, reply)),
+        with_skb(event(1_000, ProbePoint::TcIngress, VETH_B, request.clone())),
+        with_skb(event(2_000, ProbePoint::TcEgress, VETH, request)),
+        with_skb(event(3_000, ProbePoint::TcIngress, VETH, reply.clone())),
+        with_skb(event(4_000, ProbePoint::TcEgress, VETH_B, reply)),
     ]);
     assert_eq!(paths.len(), 2, "{paths:#?}");
     assert_eq!(paths[0].connection, paths[1].connection);
@@ -760,7 +757,7 @@ fn finishing_idle_packets_costs_the_finished_not_the_open() {
         let ts = if i < IDLE { i } else { recent + i };
         c.push(event(
             ts,
-            Probe::TcIngress,
+            ProbePoint::TcIngress,
             VETH,
             packet("10.0.0.1", 1, "10.0.0.2", 2, i as u16 + 1),
         ));
@@ -787,7 +784,7 @@ fn the_open_packet_limit_finishes_the_oldest_early_and_counts_it() {
     for i in 0..5u16 {
         c.push(event(
             u64::from(i),
-            Probe::TcIngress,
+            ProbePoint::TcIngress,
             VETH,
             packet("10.0.0.1", 1000 + i, "10.0.0.2", 2, i + 1),
         ));
@@ -809,13 +806,13 @@ fn packets_on_their_way_while_events_were_lost_are_marked_and_explained_as_incom
     // One packet a second before the loss, one just around it.
     c.push(event(
         1_000,
-        Probe::TcIngress,
+        ProbePoint::TcIngress,
         VETH,
         packet("10.0.0.1", 1, "10.0.0.2", 2, 1),
     ));
     c.push(event(
         second + 5_000,
-        Probe::TcIngress,
+        ProbePoint::TcIngress,
         VETH,
         packet("10.0.0.1", 1, "10.0.0.2", 2, 2),
     ));
@@ -848,7 +845,7 @@ fn past_the_per_connection_limit_fragments_the_kernel_let_through_are_folded() {
     for i in 0..4u16 {
         c.push(event(
             u64::from(i) * 1_000,
-            Probe::TcIngress,
+            ProbePoint::TcIngress,
             VETH,
             packet("10.0.0.1", 1000, "10.0.0.2", 2, i + 1),
         ));

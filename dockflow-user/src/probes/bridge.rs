@@ -8,7 +8,7 @@
 use aya::{Ebpf, programs::KProbe};
 
 use super::{Attached, Attachment, ProbeFamily, loaded_program, one_line};
-use crate::target::Target;
+use crate::watch::Target;
 
 pub struct Bridge;
 

@@ -25,7 +25,7 @@ use dockflow_common::{
     TARGETS_MAP, TargetSet, port_key,
 };
 
-use crate::target::{Target, netns};
+use crate::watch::{Target, netns};
 
 /// The compiled kernel programs, embedded so the binary is self-contained.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dockflow-ebpf"));

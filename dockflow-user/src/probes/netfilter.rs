@@ -12,10 +12,7 @@ use aya::{Ebpf, maps::Map};
 use dockflow_common::{NFPROTO_IPV4, NFPROTO_IPV6, NfSlot, nf_slot_priority};
 
 use super::{Attached, Attachment, PROGRAMS, ProbeFamily, bpf_sys};
-use crate::{
-    event::{Hook, names},
-    target::Target,
-};
+use crate::{decode::names, model::Hook, watch::Target};
 
 pub struct Netfilter;
 

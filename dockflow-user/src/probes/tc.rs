@@ -10,7 +10,7 @@ use aya::{
 };
 
 use super::{Attached, Attachment, ProbeFamily, loaded_program, one_line};
-use crate::target::Target;
+use crate::watch::Target;
 
 pub struct Tc;
 

@@ -8,7 +8,7 @@
 use aya::{Btf, Ebpf, programs::BtfTracePoint};
 
 use super::{Attached, Attachment, ProbeFamily, loaded_program, one_line};
-use crate::target::Target;
+use crate::watch::Target;
 
 /// A set of tracepoints: (program, category, tracepoint).
 pub struct Tracepoints(&'static [(&'static str, &'static str, &'static str)]);

@@ -28,9 +28,9 @@ impl Style {
     }
 }
 
-use crate::{
-    event::{ArpOp, Conntrack, Event, NetfilterHop, Packet, Tuple, endpoint, names},
-    target::names::InterfaceNames,
+use crate::model::{
+    ArpOp, Conntrack, Event, NetfilterHop, Packet, Tuple, endpoint, priority_words,
+    topology::InterfaceNames,
 };
 
 /// Renders single events (--raw) relative to the first timestamp seen, with interface names.
@@ -117,7 +117,7 @@ impl Renderer {
         (
             format!("{} {}", nf.family, nf.hook),
             format!("{}>{}", dev(nf.in_ifindex), dev(nf.out_ifindex)),
-            nf.priority.map_or_else(String::new, names::priority_words),
+            nf.priority.map_or_else(String::new, priority_words),
         )
     }
 }
@@ -187,13 +187,13 @@ fn tcp_flag_names(flags: u8) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Probe;
+    use crate::model::ProbePoint;
 
     fn udp_event(ts_ns: u64) -> Event {
         Event {
             ts_ns,
             skb_id: None,
-            probe: Probe::TcIngress,
+            probe: ProbePoint::TcIngress,
             ifindex: 12,
             netns: None,
             packet: Some(Packet {
@@ -249,10 +249,10 @@ mod tests {
     #[test]
     fn netfilter_lines_show_hook_devices_priority_conntrack_and_bridge_origin() {
         let mut event = udp_event(0);
-        event.probe = Probe::Netfilter;
+        event.probe = ProbePoint::Netfilter;
         event.netfilter = Some(NetfilterHop {
-            family: crate::event::Family::Ipv4,
-            hook: crate::event::Hook::Prerouting,
+            family: crate::model::Family::Ipv4,
+            hook: crate::model::Hook::Prerouting,
             hook_number: 0,
             priority: Some(i32::MIN + 1),
             slot: "first",

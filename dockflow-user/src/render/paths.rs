@@ -5,13 +5,14 @@
 use std::fmt::Write as _;
 
 use super::{Style, packet_summary};
-use crate::event::{RuleTrace, TraceKind, Verdict, names::priority_words};
-use crate::path::{
-    classify::{HopKind, Layer},
-    correlate::{Direction, Hop, PacketPath, RewriteField},
-    explain::Explanation,
-    rules,
-    topology::Topology,
+use crate::{
+    model::{RuleTrace, TraceKind, Verdict, priority_words, topology::Topology},
+    path::{
+        classify::{HopKind, Layer},
+        correlate::{Direction, Hop, PacketPath, RewriteField},
+        explain::Explanation,
+        rules,
+    },
 };
 
 pub fn packet_block(path: &PacketPath, topology: &Topology, style: &Style) -> String {

@@ -1,9 +1,9 @@
-//! Decoding raw ring-buffer records into typed events. Needs no kernel, no root and no aya:
-//! replay and rendering build on this alone. Kernel facts the decoder names things with (drop
-//! reasons, hook continuation symbols) come in a [`Decoder`] built once at start.
+//! Decoding raw ring-buffer records into the typed [`model`](crate::model). Needs no kernel,
+//! no root and no aya: replay builds on this alone. Kernel facts the decoder names things with
+//! (drop reasons, hook continuation symbols) come in a [`Decoder`] built once at start.
 
-pub mod kinds;
 pub mod names;
+pub mod symbols;
 
 use std::{
     collections::HashMap,
@@ -18,260 +18,8 @@ use dockflow_common::{
 };
 use serde::Serialize;
 
-pub use self::kinds::{ArpOp, CtDirection, CtState, CtStatus, Family, Hook, TraceKind, Verdict};
-use crate::kernel::symbols::KernelSymbols;
-
-/// A decoded event: one packet at one probe point.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Event {
-    pub ts_ns: u64,
-    /// Packet identity (skb->head); absent where the probe cannot see it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub skb_id: Option<u64>,
-    pub probe: Probe,
-    pub ifindex: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub netns: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub packet: Option<Packet>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub netfilter: Option<NetfilterHop>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub conntrack: Option<Conntrack>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub drop: Option<Drop>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Probe {
-    TcIngress,
-    TcEgress,
-    Netfilter,
-    KfreeSkb,
-    NetifReceive,
-    NetDevQueue,
-    BrHandleFrame,
-    BrForward,
-    BrPassFrameUp,
-    BrDevXmit,
-    NfHookSlow,
-}
-
-impl Probe {
-    pub fn from_point(point: ProbePoint) -> Self {
-        match point {
-            ProbePoint::TcIngress => Probe::TcIngress,
-            ProbePoint::TcEgress => Probe::TcEgress,
-            ProbePoint::Netfilter => Probe::Netfilter,
-            ProbePoint::KfreeSkb => Probe::KfreeSkb,
-            ProbePoint::NetifReceive => Probe::NetifReceive,
-            ProbePoint::NetDevQueue => Probe::NetDevQueue,
-            ProbePoint::BrHandleFrame => Probe::BrHandleFrame,
-            ProbePoint::BrForward => Probe::BrForward,
-            ProbePoint::BrPassFrameUp => Probe::BrPassFrameUp,
-            ProbePoint::BrDevXmit => Probe::BrDevXmit,
-            ProbePoint::NfHookSlow => Probe::NfHookSlow,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Probe::TcIngress => "tc ingress",
-            Probe::TcEgress => "tc egress",
-            Probe::Netfilter => "netfilter",
-            Probe::KfreeSkb => "drop",
-            Probe::NetifReceive => "receive",
-            Probe::NetDevQueue => "transmit",
-            Probe::BrHandleFrame => "bridge port in",
-            Probe::BrForward => "bridge forward",
-            Probe::BrPassFrameUp => "bridge pass up",
-            Probe::BrDevXmit => "bridge dev xmit",
-            Probe::NfHookSlow => "nf hook",
-        }
-    }
-
-    /// The attach point as dockflow's startup lines name it ("tracepoint net:netif_receive_skb").
-    pub fn attach_point(self) -> &'static str {
-        match self {
-            Probe::TcIngress => "tc ingress",
-            Probe::TcEgress => "tc egress",
-            Probe::Netfilter => "netfilter hooks",
-            Probe::KfreeSkb => "tracepoint skb:kfree_skb",
-            Probe::NetifReceive => "tracepoint net:netif_receive_skb",
-            Probe::NetDevQueue => "tracepoint net:net_dev_queue",
-            Probe::BrHandleFrame => "kprobe br_handle_frame",
-            Probe::BrForward => "kprobe br_forward",
-            Probe::BrPassFrameUp => "kprobe br_pass_frame_up",
-            Probe::BrDevXmit => "kprobe br_dev_xmit",
-            Probe::NfHookSlow => "kprobe nf_hook_slow",
-        }
-    }
-}
-
-/// L3/L4 headers as the probe saw them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Packet {
-    pub src: IpAddr,
-    pub dst: IpAddr,
-    pub protocol: u8,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sport: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dport: Option<u16>,
-    pub ttl: u8,
-    pub ip_id: u16,
-    pub len: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tcp_flags: Option<u8>,
-    /// Set for an ARP frame: `src` and `dst` are its sender and target addresses.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub arp: Option<ArpOp>,
-}
-
-impl Packet {
-    pub fn protocol_name(&self) -> String {
-        if self.arp.is_some() {
-            return "arp".into();
-        }
-        names::protocol_name(self.protocol)
-    }
-}
-
-/// One nftables rule evaluation, from the kernel's trace messages (what `nft monitor trace`
-/// prints).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct RuleTrace {
-    /// When dockflow received it (CLOCK_MONOTONIC, like probe events).
-    pub ts_ns: u64,
-    pub trace_id: u32,
-    /// nft family: ip, ip6, inet, bridge, ...
-    pub family: String,
-    pub table: String,
-    pub chain: String,
-    /// The hook of the base chain this evaluation started from.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hook: Option<Hook>,
-    pub kind: TraceKind,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub handle: Option<u64>,
-    /// The rule's text as nft lists it, counters left out.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
-    pub verdict: Verdict,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub packet: Option<Packet>,
-}
-
-impl RuleTrace {
-    /// The netfilter family this evaluation ran in ("inet" tables run in both IP families).
-    pub fn netfilter_family(&self, packet: &Packet) -> Family {
-        Family::of_nft_table(&self.family, packet.src.is_ipv4())
-    }
-}
-
-/// The packet a trace message carries (its IP and transport headers).
-pub fn packet_from_headers(network: &[u8], transport: &[u8]) -> Option<Packet> {
-    let version = network.first()? >> 4;
-    let (src, dst, protocol, ttl, ip_id, len) = match version {
-        4 if network.len() >= 20 => (
-            IpAddr::V4(Ipv4Addr::new(
-                network[12],
-                network[13],
-                network[14],
-                network[15],
-            )),
-            IpAddr::V4(Ipv4Addr::new(
-                network[16],
-                network[17],
-                network[18],
-                network[19],
-            )),
-            network[9],
-            network[8],
-            u16::from_be_bytes([network[4], network[5]]),
-            u16::from_be_bytes([network[2], network[3]]),
-        ),
-        6 if network.len() >= 40 => (
-            IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&network[8..24]).ok()?)),
-            IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&network[24..40]).ok()?)),
-            network[6],
-            network[7],
-            0,
-            u16::from_be_bytes([network[4], network[5]]).wrapping_add(40),
-        ),
-        _ => return None,
-    };
-    let has_ports = (protocol == IPPROTO_TCP || protocol == IPPROTO_UDP) && transport.len() >= 4;
-    let port = |at: usize| u16::from_be_bytes([transport[at], transport[at + 1]]);
-    Some(Packet {
-        src,
-        dst,
-        protocol,
-        sport: has_ports.then(|| port(0)),
-        dport: has_ports.then(|| port(2)),
-        ttl,
-        ip_id,
-        len,
-        tcp_flags: (protocol == IPPROTO_TCP).then(|| transport.get(13).copied().unwrap_or(0)),
-        arp: None,
-    })
-}
-
-/// "10.0.0.1:80", "[fd00::1]:80", or the bare address for port-less protocols.
-pub fn endpoint(addr: IpAddr, port: Option<u16>) -> String {
-    match (addr, port) {
-        (IpAddr::V6(a), Some(p)) => format!("[{a}]:{p}"),
-        (a, Some(p)) => format!("{a}:{p}"),
-        (a, None) => a.to_string(),
-    }
-}
-
-/// Where on the netfilter hooks the packet was seen.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct NetfilterHop {
-    pub family: Family,
-    pub hook: Hook,
-    pub hook_number: u8,
-    /// Absent for nf_hook_slow events, which see the whole hook rather than one priority.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub priority: Option<i32>,
-    pub slot: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub in_ifindex: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub out_ifindex: Option<u32>,
-    /// The hook's continuation (state->okfn), e.g. br_nf_pre_routing_finish or ip_rcv_finish.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub okfn: Option<String>,
-    /// True when br_netfilter runs this IP hook for a frame the bridge is still handling.
-    pub from_bridge: bool,
-}
-
-/// The packet's conntrack entry as seen at this point.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Conntrack {
-    pub state: CtState,
-    pub direction: CtDirection,
-    pub status: CtStatus,
-    pub original: Tuple,
-    pub reply: Tuple,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Tuple {
-    pub src: IpAddr,
-    pub sport: u16,
-    pub dst: IpAddr,
-    pub dport: u16,
-    pub protocol: u8,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Drop {
-    pub reason: String,
-    pub code: u32,
-}
+pub use self::symbols::KernelSymbols;
+use crate::model::{ArpOp, Conntrack, CtStatus, Drop, Event, Hook, NetfilterHop, Packet, Tuple};
 
 /// Turns raw records into [`Event`]s, naming kernel numbers with what was learnt at start.
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
@@ -303,7 +51,7 @@ impl Decoder {
         Ok(Event {
             ts_ns: raw.ts_ns,
             skb_id: has(SECTION_SKB).then_some(raw.skb_id),
-            probe: Probe::from_point(point),
+            probe: point,
             ifindex: raw.ifindex,
             netns: (raw.netns != 0).then_some(raw.netns),
             packet: if has(SECTION_PACKET) {
@@ -412,6 +160,7 @@ mod tests {
     use dockflow_common::{NF_INET_PRE_ROUTING, NFPROTO_IPV4, PacketHeaders};
 
     use super::*;
+    use crate::model::{CtDirection, CtState, Family};
 
     fn bytes_of(event: &PacketEvent) -> Vec<u8> {
         // SAFETY: PacketEvent is #[repr(C)] plain old data.
@@ -457,7 +206,7 @@ mod tests {
         let event = Decoder::default()
             .decode(&bytes_of(&request_before_dnat()))
             .unwrap();
-        assert_eq!(event.probe, Probe::TcEgress);
+        assert_eq!(event.probe, ProbePoint::TcEgress);
         assert_eq!(
             (
                 event.skb_id,

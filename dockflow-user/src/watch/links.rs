@@ -8,38 +8,23 @@ use anyhow::{Context as _, Result, bail};
 
 #[cfg(test)]
 use crate::netlink::align4;
-use crate::netlink::{NLMSG_HDRLEN, NetlinkSocket, attributes, messages};
+use crate::{
+    model::topology::Link,
+    netlink::{NLMSG_HDRLEN, NetlinkSocket, attributes, messages},
+};
 
-/// One network interface as the kernel reports it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Link {
-    pub index: u32,
-    pub name: String,
-    /// IFLA_LINK: for a veth, the peer's ifindex (in the peer's netns).
-    pub peer_index: Option<u32>,
-    /// IFLA_MASTER: the bridge this interface is a port of.
-    pub master: Option<u32>,
-    /// IFLA_INFO_KIND: "veth", "bridge", ...
-    pub kind: Option<String>,
-}
-
-const RTM_NEWLINK: u16 = 16;
-const RTM_GETLINK: u16 = 18;
-const RTM_NEWADDR: u16 = 20;
-const RTM_GETADDR: u16 = 22;
-const IFA_ADDRESS: u16 = 1;
-const IFA_LOCAL: u16 = 2;
+// rtnetlink numbers, from libc.
+use libc::{
+    IFA_ADDRESS, IFA_LOCAL, IFLA_IFNAME, IFLA_INFO_KIND, IFLA_LINK, IFLA_LINKINFO, IFLA_MASTER,
+    RTM_GETADDR, RTM_GETLINK, RTM_NEWADDR, RTM_NEWLINK,
+};
+/// sizeof(struct ifaddrmsg), which libc does not define.
 const IFADDRMSG_LEN: usize = 8;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_DUMP: u16 = 0x300;
-const IFLA_IFNAME: u16 = 3;
-const IFLA_LINK: u16 = 5;
-const IFLA_MASTER: u16 = 10;
-const IFLA_LINKINFO: u16 = 18;
-const IFLA_INFO_KIND: u16 = 1;
-const IFINFOMSG_LEN: usize = 16;
+const IFINFOMSG_LEN: usize = size_of::<libc::ifinfomsg>();
+const NLMSG_ERROR: u16 = libc::NLMSG_ERROR as u16;
+const NLMSG_DONE: u16 = libc::NLMSG_DONE as u16;
+const NLM_F_REQUEST: u16 = libc::NLM_F_REQUEST as u16;
+const NLM_F_DUMP: u16 = libc::NLM_F_DUMP as u16;
 
 /// Lists the interfaces of the current thread's network namespace.
 pub fn list_links() -> Result<Vec<Link>> {

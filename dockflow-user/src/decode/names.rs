@@ -2,7 +2,7 @@
 
 use dockflow_common::{NFPROTO_IPV4, NFPROTO_IPV6, NfSlot};
 
-use super::kinds::{CtDirection, CtState, Family};
+use crate::model::{CtDirection, CtState, Family};
 
 pub fn family(pf: u8) -> Family {
     match pf {
@@ -23,16 +23,6 @@ pub fn slot_name(slot: NfSlot) -> &'static str {
     }
 }
 
-/// A netfilter priority as dockflow's slots show it: the first and last a BPF link may take
-/// are "first" and "last".
-pub fn priority_words(p: i32) -> String {
-    match p {
-        p if p == i32::MIN + 1 => "first".into(),
-        p if p == i32::MAX - 1 => "last".into(),
-        p => p.to_string(),
-    }
-}
-
 /// enum ip_conntrack_info: (state, direction).
 pub fn ct_info(info: u8) -> (CtState, CtDirection) {
     use CtDirection::*;
@@ -44,17 +34,6 @@ pub fn ct_info(info: u8) -> (CtState, CtDirection) {
         4 => (CtState::Related, Reply),
         7 => (CtState::Untracked, Original),
         _ => (CtState::Unknown, Original),
-    }
-}
-
-pub fn protocol_name(protocol: u8) -> String {
-    match protocol {
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        58 => "icmpv6".into(),
-        132 => "sctp".into(),
-        p => format!("proto {p}"),
     }
 }
 

@@ -295,6 +295,28 @@ impl ArpOp {
     }
 }
 
+/// A netfilter priority as dockflow's slots show it: the first and last a BPF link may take
+/// are "first" and "last".
+pub fn priority_words(p: i32) -> String {
+    match p {
+        p if p == i32::MIN + 1 => "first".into(),
+        p if p == i32::MAX - 1 => "last".into(),
+        p => p.to_string(),
+    }
+}
+
+/// "udp", "tcp", ... for an IP protocol number.
+pub fn protocol_name(protocol: u8) -> String {
+    match protocol {
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        58 => "icmpv6".into(),
+        132 => "sctp".into(),
+        p => format!("proto {p}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,11 +14,8 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use self::{
-    links::{Link, list_links},
-    names::InterfaceNames,
-};
-use crate::path::topology::Topology;
+use self::links::list_links;
+use crate::model::topology::{Link, Topology};
 
 /// The role an interface plays in the target's path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,7 +190,7 @@ pub fn topology_of(target: &Target) -> Result<Topology> {
             namespaces.push((container.name, ns_path));
         }
     }
-    let names = InterfaceNames::collect(&namespaces)?;
+    let names = names::collect(&namespaces)?;
     Ok(Topology::from_links(names, &host, owners))
 }
 

@@ -1,0 +1,38 @@
+//! Reading kernel memory: the offsets userspace resolved from BTF (Rust eBPF has no CO-RE),
+//! plain loads through BTF-typed pointers, probe reads through the rest, and conntrack tuples
+//! read field by field. Every probe family reads through this; nothing here knows packets.
+
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use dockflow_common::CtTuple;
+
+/// One field of [`crate::OFFSETS`], read from the read-only global where it is used: the compiler
+/// cannot fold the zero initialiser, the verifier sees a known constant (BTF-typed loads need
+/// one), and no program copies the whole table onto its small stack.
+macro_rules! offset {
+    ($field:ident) => {
+        unsafe { core::ptr::read_volatile(&$crate::OFFSETS.$field) }
+    };
+}
+pub(crate) use offset;
+
+/// Reads kernel memory at `base + offset`.
+#[inline(always)]
+pub fn read<T: Copy>(base: u64, offset: u32) -> Option<T> {
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T).ok() }
+}
+
+/// A field of a BTF-typed kernel pointer (a program's typed context): a plain load.
+#[inline(always)]
+pub fn trusted_field<T: Copy>(base: u64, offset: u32) -> T {
+    unsafe { core::ptr::read_volatile((base as *const u8).add(offset as usize) as *const T) }
+}
+
+/// A `struct nf_conntrack_tuple` at `tuple`, into `out` (whose family byte is left alone).
+#[inline(always)]
+pub fn read_tuple(tuple: u64, out: &mut CtTuple) {
+    out.src = read(tuple, offset!(tuple_src_addr)).unwrap_or_default();
+    out.dst = read(tuple, offset!(tuple_dst_addr)).unwrap_or_default();
+    out.sport = u16::from_be(read(tuple, offset!(tuple_src_port)).unwrap_or(0));
+    out.dport = u16::from_be(read(tuple, offset!(tuple_dst_port)).unwrap_or(0));
+    out.l4_proto = read(tuple, offset!(tuple_dst_protonum)).unwrap_or(0);
+}

@@ -1,0 +1,152 @@
+//! What dockflow knows about packets, as plain data: events at probe points, packets' headers,
+//! netfilter hops, conntrack entries, nftables rule evaluations, and the host's topology. No
+//! I/O: decoding, path reasoning, rendering and replay all build on this alone.
+
+pub mod kinds;
+pub mod topology;
+
+use std::net::IpAddr;
+
+pub use dockflow_common::ProbePoint;
+use serde::Serialize;
+
+pub use self::kinds::{
+    ArpOp, CtDirection, CtState, CtStatus, Family, Hook, TraceKind, Verdict, priority_words,
+};
+
+/// A decoded event: one packet at one probe point.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Event {
+    pub ts_ns: u64,
+    /// Packet identity (skb->head); absent where the probe cannot see it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skb_id: Option<u64>,
+    pub probe: ProbePoint,
+    pub ifindex: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packet: Option<Packet>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netfilter: Option<NetfilterHop>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conntrack: Option<Conntrack>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drop: Option<Drop>,
+}
+
+/// L3/L4 headers as the probe saw them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Packet {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub protocol: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sport: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dport: Option<u16>,
+    pub ttl: u8,
+    pub ip_id: u16,
+    pub len: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_flags: Option<u8>,
+    /// Set for an ARP frame: `src` and `dst` are its sender and target addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arp: Option<ArpOp>,
+}
+
+impl Packet {
+    pub fn protocol_name(&self) -> String {
+        if self.arp.is_some() {
+            return "arp".into();
+        }
+        kinds::protocol_name(self.protocol)
+    }
+}
+
+/// One nftables rule evaluation, from the kernel's trace messages (what `nft monitor trace`
+/// prints).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RuleTrace {
+    /// When dockflow received it (CLOCK_MONOTONIC, like probe events).
+    pub ts_ns: u64,
+    pub trace_id: u32,
+    /// nft family: ip, ip6, inet, bridge, ...
+    pub family: String,
+    pub table: String,
+    pub chain: String,
+    /// The hook of the base chain this evaluation started from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hook: Option<Hook>,
+    pub kind: TraceKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handle: Option<u64>,
+    /// The rule's text as nft lists it, counters left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    pub verdict: Verdict,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packet: Option<Packet>,
+}
+
+impl RuleTrace {
+    /// The netfilter family this evaluation ran in ("inet" tables run in both IP families).
+    pub fn netfilter_family(&self, packet: &Packet) -> Family {
+        Family::of_nft_table(&self.family, packet.src.is_ipv4())
+    }
+}
+
+/// "10.0.0.1:80", "[fd00::1]:80", or the bare address for port-less protocols.
+pub fn endpoint(addr: IpAddr, port: Option<u16>) -> String {
+    match (addr, port) {
+        (IpAddr::V6(a), Some(p)) => format!("[{a}]:{p}"),
+        (a, Some(p)) => format!("{a}:{p}"),
+        (a, None) => a.to_string(),
+    }
+}
+
+/// Where on the netfilter hooks the packet was seen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NetfilterHop {
+    pub family: Family,
+    pub hook: Hook,
+    pub hook_number: u8,
+    /// Absent for nf_hook_slow events, which see the whole hook rather than one priority.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    pub slot: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_ifindex: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub out_ifindex: Option<u32>,
+    /// The hook's continuation (state->okfn), e.g. br_nf_pre_routing_finish or ip_rcv_finish.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub okfn: Option<String>,
+    /// True when br_netfilter runs this IP hook for a frame the bridge is still handling.
+    pub from_bridge: bool,
+}
+
+/// The packet's conntrack entry as seen at this point.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Conntrack {
+    pub state: CtState,
+    pub direction: CtDirection,
+    pub status: CtStatus,
+    pub original: Tuple,
+    pub reply: Tuple,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Tuple {
+    pub src: IpAddr,
+    pub sport: u16,
+    pub dst: IpAddr,
+    pub dport: u16,
+    pub protocol: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Drop {
+    pub reason: String,
+    pub code: u32,
+}

@@ -1,0 +1,181 @@
+//! What the host's interfaces are, as far as a packet's path is concerned: bridges, their
+//! ports (and which container is behind a port), everything else, and their names across
+//! namespaces. Collected at start (and again when it changes) by [`crate::watch`], and stored in
+//! recordings, so replay names and classifies hops as the live run did at that moment.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topology {
+    /// Interface names across namespaces.
+    pub names: InterfaceNames,
+    /// Host ifindex of each bridge device.
+    pub bridges: Vec<u32>,
+    /// Host ifindex of each bridge port -> its bridge's ifindex.
+    pub ports: HashMap<u32, u32>,
+    /// Host ifindex of a bridge port -> the container behind it (when known).
+    pub port_owner: HashMap<u32, String>,
+}
+
+/// Where an interface sits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    Bridge,
+    BridgePort {
+        bridge: u32,
+    },
+    /// Any other host interface (a physical NIC, the lab's external link, ...).
+    Host,
+    /// Inside another network namespace (a container's eth0, say).
+    Elsewhere,
+}
+
+impl Topology {
+    /// From the host's links; `owners` names the container behind known ports.
+    pub fn from_links(
+        names: InterfaceNames,
+        host_links: &[Link],
+        owners: HashMap<u32, String>,
+    ) -> Self {
+        let bridges: Vec<u32> = host_links
+            .iter()
+            .filter(|l| l.kind.as_deref() == Some("bridge"))
+            .map(|l| l.index)
+            .collect();
+        let ports = host_links
+            .iter()
+            .filter_map(|l| {
+                l.master
+                    .filter(|m| bridges.contains(m))
+                    .map(|m| (l.index, m))
+            })
+            .collect();
+        Self {
+            names,
+            bridges,
+            ports,
+            port_owner: owners,
+        }
+    }
+
+    pub fn place(&self, netns: Option<u32>, ifindex: u32) -> Place {
+        if netns.is_some_and(|ns| ns != self.names.host_netns) {
+            return Place::Elsewhere;
+        }
+        if self.bridges.contains(&ifindex) {
+            return Place::Bridge;
+        }
+        match self.ports.get(&ifindex) {
+            Some(bridge) => Place::BridgePort { bridge: *bridge },
+            None => Place::Host,
+        }
+    }
+
+    pub fn name(&self, netns: Option<u32>, ifindex: u32) -> String {
+        self.names.name(netns, ifindex)
+    }
+
+    /// "vethcccc (radius)" for a port with a known container, else the name.
+    pub fn port_label(&self, ifindex: u32) -> String {
+        let name = self.names.name(None, ifindex);
+        match self.port_owner.get(&ifindex) {
+            Some(owner) => format!("{name} ({owner})"),
+            None => name,
+        }
+    }
+}
+
+/// One network interface as the kernel reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    /// IFLA_LINK: for a veth, the peer's ifindex (in the peer's netns).
+    pub peer_index: Option<u32>,
+    /// IFLA_MASTER: the bridge this interface is a port of.
+    pub master: Option<u32>,
+    /// IFLA_INFO_KIND: "veth", "bridge", ...
+    pub kind: Option<String>,
+}
+
+/// (netns inode, ifindex) -> "name" for the host, "ns:name" elsewhere.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceNames {
+    pub host_netns: u32,
+    /// Keyed "netns/ifindex" in recordings, so that it stays a JSON object there; by the pair
+    /// in memory, so that a lookup (one per hop shown) builds no string.
+    #[serde(with = "string_keys")]
+    names: HashMap<(u32, u32), String>,
+}
+
+fn key(netns: u32, ifindex: u32) -> (u32, u32) {
+    (netns, ifindex)
+}
+
+mod string_keys {
+    use std::collections::HashMap;
+
+    use serde::{Deserialize as _, Deserializer, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer>(
+        names: &HashMap<(u32, u32), String>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(names.iter().map(|((ns, i), n)| (format!("{ns}/{i}"), n)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<HashMap<(u32, u32), String>, D::Error> {
+        HashMap::<String, String>::deserialize(deserializer)?
+            .into_iter()
+            .map(|(key, name)| {
+                let (ns, i) = key
+                    .split_once('/')
+                    .and_then(|(ns, i)| Some((ns.parse().ok()?, i.parse().ok()?)))
+                    .ok_or_else(|| D::Error::custom(format!("bad interface key {key:?}")))?;
+                Ok(((ns, i), name))
+            })
+            .collect()
+    }
+}
+
+impl InterfaceNames {
+    pub fn new(host_netns: u32) -> Self {
+        Self {
+            host_netns,
+            names: HashMap::new(),
+        }
+    }
+
+    /// Names `ifindex` in `netns` unless it already has a name (the first source wins: the
+    /// host's own list before the namespaces').
+    pub fn add(&mut self, netns: u32, ifindex: u32, name: String) {
+        self.names.entry(key(netns, ifindex)).or_insert(name);
+    }
+
+    pub fn from_entries(
+        host_netns: u32,
+        entries: impl IntoIterator<Item = ((u32, u32), String)>,
+    ) -> Self {
+        Self {
+            host_netns,
+            names: entries
+                .into_iter()
+                .map(|((ns, i), n)| (key(ns, i), n))
+                .collect(),
+        }
+    }
+
+    /// Name of `ifindex` in `netns` (None: the host's, as tc events carry no namespace).
+    pub fn name(&self, netns: Option<u32>, ifindex: u32) -> String {
+        let ns = netns.unwrap_or(self.host_netns);
+        match self.names.get(&key(ns, ifindex)) {
+            Some(name) => name.clone(),
+            None if ns == self.host_netns => format!("if{ifindex}"),
+            None => format!("if{ifindex}@netns:{ns}"),
+        }
+    }
+}
