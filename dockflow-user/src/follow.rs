@@ -2,15 +2,12 @@
 //! and maybe a new address, and containers that come and go change which container is behind
 //! each bridge port. Neither should end the trace or leave names stale.
 
-use std::{
-    io::Write,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
 use crate::{
-    output::Output,
+    model::topology::Topology,
     probes::Probes,
     watch::{self, Target},
 };
@@ -39,10 +36,10 @@ impl Follower {
         }
     }
 
-    /// Checks at most once per interval.
-    pub fn check(&mut self, probes: &mut Probes, output: &mut Output<impl Write>) -> Result<()> {
+    /// Checks at most once per interval; returns the host's topology when it changed.
+    pub fn check(&mut self, probes: &mut Probes) -> Result<Option<Topology>> {
         if self.last_check.elapsed() < Self::INTERVAL {
-            return Ok(());
+            return Ok(None);
         }
         self.last_check = Instant::now();
         probes.forget_ended_connections()?;
@@ -50,9 +47,9 @@ impl Follower {
         let fingerprint = watch::topology_fingerprint();
         if moved || fingerprint != self.fingerprint {
             self.fingerprint = fingerprint;
-            output.set_topology(watch::topology_of(&self.current)?);
+            return Ok(Some(watch::topology_of(&self.current)?));
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Re-resolves the followed container; true when it moved (the probes were moved with it).
@@ -75,9 +72,9 @@ impl Follower {
             return Ok(false);
         }
         for a in probes.retarget(&self.current, &new)? {
-            match &a.error {
-                None => eprintln!("dockflow: {} is back: attached {}", new.label, a.point),
-                Some(e) => eprintln!("dockflow: {} is back: refused {}: {e}", new.label, a.point),
+            match &a.result {
+                Ok(()) => eprintln!("dockflow: {} is back: attached {}", new.label, a.point),
+                Err(e) => eprintln!("dockflow: {} is back: refused {}: {e}", new.label, a.point),
             }
         }
         self.current = new;

@@ -15,12 +15,12 @@ use dockflow::{
     decode::Decoder,
     drain::{self, Drain, Drained},
     follow::Follower,
-    kernel::{self, btf::KernelBtf},
+    kernel::{self, btf::KernelBtf, monotonic_now},
     model::topology::Topology,
-    nftrace::{TraceBatch, TraceSocket, TraceTable, Tracer},
+    nftrace::TraceBatch,
     output::{Mode, Output},
     path::correlate::Limits,
-    probes::{Family, LoadOptions, Probes},
+    probes::{Family, LoadOptions, ProbeError, Probes, RuleTraces},
     record::{Header, ReadError, Record, Recorder, Replay},
     render::Style,
     watch::{self, Target},
@@ -245,17 +245,7 @@ async fn trace(cli: &Cli) -> Result<()> {
     };
     let mut probes = Probes::attach(&target, &offsets, &cli.probes, options)?;
     report_attachments(&probes, &target);
-    // Dropped last (declared first among the live parts): removes our nft tables on every exit.
-    let nft = if cli.probes.contains(&Family::Nftables) {
-        start_nft_trace(&target)
-    } else {
-        None
-    };
-    let mut nft_traces = match nft.as_ref() {
-        Some(_) => Some(TraceSocket::open()?.spawn_reader()),
-        None => None,
-    };
-    let mut nft_tracer = nft.as_ref().map(|_| Tracer::new()).transpose()?;
+    let mut rule_traces = probes.take_rule_traces();
     let recorder = match &cli.record {
         Some(path) => {
             let header = Header {
@@ -313,10 +303,9 @@ async fn trace(cli: &Cli) -> Result<()> {
                     output.tick(now)?;
                 }
             }
-            Some(batch) = next_traces(&mut nft_traces), if !done => {
+            Some(batch) = next_traces(&mut rule_traces), if !done => {
                 traces_dropped += batch.dropped;
-                for raw in batch.traces {
-                    let Some(trace) = nft_tracer.as_mut().and_then(|t| t.name(raw, monotonic_now())) else { continue };
+                for trace in batch.traces {
                     if let Some(recorder) = &recorder {
                         recorder.lock().expect("recorder lock").record_trace(&trace)?;
                     }
@@ -329,7 +318,12 @@ async fn trace(cli: &Cli) -> Result<()> {
                 if drained.is_empty() {
                     output.tick(monotonic_now())?;
                 }
-                follower.check(&mut probes, &mut output)?;
+                if let Some(topology) = follower.check(&mut probes)? {
+                    if let Some(recorder) = &recorder {
+                        recorder.lock().expect("recorder lock").record_topology(&topology)?;
+                    }
+                    output.set_topology(topology);
+                }
                 if reached_count(cli, &output) {
                     done = true;
                     drain.request_stop();
@@ -404,44 +398,14 @@ async fn trace(cli: &Cli) -> Result<()> {
         );
     }
     drop(probes);
-    drop(nft);
     Ok(())
 }
 
 /// The next batch of nftables traces; never ready when tracing nftables is off.
-async fn next_traces(
-    traces: &mut Option<tokio::sync::mpsc::Receiver<TraceBatch>>,
-) -> Option<TraceBatch> {
+async fn next_traces(traces: &mut Option<RuleTraces>) -> Option<TraceBatch> {
     match traces {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-/// Marks the target's packets for nftables tracing; a failure is reported, not fatal.
-fn start_nft_trace(target: &Target) -> Option<TraceTable> {
-    if !target.filtered() {
-        eprintln!("  skipped   nftables trace: the target has no addresses or ports to mark");
-        return None;
-    }
-    match TraceTable::create(target) {
-        Ok((table, removed)) => {
-            if !removed.is_empty() {
-                eprintln!(
-                    "  note      removed nftables tables left by earlier runs: {}",
-                    removed.join(", ")
-                );
-            }
-            eprintln!(
-                "  attached  nftables trace (table {} in inet and bridge, rule verdicts)",
-                table.name()
-            );
-            Some(table)
-        }
-        Err(e) => {
-            eprintln!("  refused   nftables trace: {e:#}");
-            None
-        }
     }
 }
 
@@ -519,6 +483,10 @@ fn replay(cli: &Cli, path: &Path) -> Result<()> {
                 output.event(event)?;
                 ts
             }
+            Record::Topology(topology) => {
+                output.set_topology(*topology);
+                continue;
+            }
             Record::Trace(trace) => {
                 let ts = trace.ts_ns;
                 output.trace(trace)?;
@@ -568,16 +536,6 @@ fn report_evictions(output: &Output<impl Write>, cli: &Cli) {
     }
 }
 
-/// CLOCK_MONOTONIC, the clock bpf_ktime_get_ns() reads.
-fn monotonic_now() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// A one-line status on stderr while the stream goes elsewhere (a file, a pipe).
 struct StatusLine {
     enabled: bool,
@@ -614,9 +572,11 @@ fn report_attachments(probes: &Probes, target: &Target) {
         eprintln!("  note      {note}");
     }
     for a in &probes.attachments {
-        match &a.error {
-            None => eprintln!("  attached  {}", a.point),
-            Some(e) => eprintln!("  refused   {}: {e}", a.point),
+        match &a.result {
+            Ok(()) => eprintln!("  attached  {}", a.point),
+            Err(e @ ProbeError::Skipped(_)) => eprintln!("  skipped   {}: {e}", a.point),
+            Err(e @ ProbeError::Unsupported(_)) => eprintln!("  missing   {}: {e}", a.point),
+            Err(e @ ProbeError::Refused(_)) => eprintln!("  refused   {}: {e}", a.point),
         }
     }
 }

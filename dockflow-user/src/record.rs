@@ -4,7 +4,9 @@
 //!
 //! Layout: magic `DOCKFLOW`, u32 format version, u32 header length, header (JSON), then per
 //! record a u32 length, a kind byte and the record's bytes: kind 1 a kernel record (a
-//! `dockflow_common::PacketEvent`), kind 2 an nftables rule evaluation (JSON). Integers are
+//! `dockflow_common::PacketEvent`), kind 2 an nftables rule evaluation (JSON), kind 3 the
+//! host's topology from that point on (JSON; written when a followed container restarts or
+//! containers come and go, so replay names interfaces as the live run did then). Integers are
 //! little-endian.
 
 use std::{
@@ -26,9 +28,12 @@ use crate::{
 
 const MAGIC: &[u8; 8] = b"DOCKFLOW";
 /// Bumped whenever the header or the record layout changes incompatibly.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
+/// Version 3 is version 4 without topology records: still read.
+const OLDEST_READABLE: u32 = 3;
 const KIND_KERNEL: u8 = 1;
 const KIND_TRACE: u8 = 2;
+const KIND_TOPOLOGY: u8 = 3;
 /// Headers are small (names, symbols); anything bigger is a corrupt file, not a header.
 const MAX_HEADER: u32 = 64 * 1024 * 1024;
 
@@ -56,8 +61,7 @@ impl Recorder {
     const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
     pub fn create(path: &Path, header: &Header) -> Result<Self> {
-        let mut file =
-            File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut file = create_private(path)?;
         let header = serde_json::to_vec(header)?;
         let mut start = BytesMut::with_capacity(16 + header.len());
         start.put_slice(MAGIC);
@@ -82,6 +86,14 @@ impl Recorder {
         self.append(
             KIND_TRACE,
             &serde_json::to_vec(trace).expect("traces serialize"),
+        )
+    }
+
+    /// The topology from here on (the header holds the first).
+    pub fn record_topology(&mut self, topology: &Topology) -> io::Result<()> {
+        self.append(
+            KIND_TOPOLOGY,
+            &serde_json::to_vec(topology).expect("topologies serialize"),
         )
     }
 
@@ -123,6 +135,7 @@ impl Recorder {
 pub enum Record {
     Kernel(Vec<u8>),
     Trace(RuleTrace),
+    Topology(Box<Topology>),
 }
 
 pub struct Replay<R: Read> {
@@ -175,8 +188,10 @@ impl<R: Read> Replay<R> {
             bail!("wrong magic (not written by dockflow --record)");
         }
         let version = read_u32(&mut reader).context("file too short for a header")?;
-        if version != FORMAT_VERSION {
-            bail!("format version {version}, this dockflow reads version {FORMAT_VERSION}");
+        if !(OLDEST_READABLE..=FORMAT_VERSION).contains(&version) {
+            bail!(
+                "format version {version}, this dockflow reads versions {OLDEST_READABLE} to {FORMAT_VERSION}"
+            );
         }
         let len = read_u32(&mut reader).context("file too short for a header")?;
         if len > MAX_HEADER {
@@ -220,7 +235,7 @@ impl<R: Read> Replay<R> {
         let kind = prefix[4];
         let expected = match kind {
             KIND_KERNEL => self.header.record_size,
-            KIND_TRACE if len <= MAX_HEADER as usize => len,
+            KIND_TRACE | KIND_TOPOLOGY if len <= MAX_HEADER as usize => len,
             other => {
                 return Err(corrupt(format!(
                     "has unknown kind {other}: the file is corrupt"
@@ -242,12 +257,32 @@ impl<R: Read> Replay<R> {
         self.offset += 5 + len as u64;
         Ok(Some(match kind {
             KIND_KERNEL => Record::Kernel(bytes),
-            _ => Record::Trace(
+            KIND_TRACE => Record::Trace(
                 serde_json::from_slice(&bytes)
                     .map_err(|e| corrupt(format!("is not a valid trace: {e}")))?,
             ),
+            _ => Record::Topology(
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| corrupt(format!("is not a valid topology: {e}")))?,
+            ),
         }))
     }
+}
+
+/// Creates (or truncates) `path` readable by its owner only: recordings hold packet headers.
+pub fn create_private(path: &Path) -> Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    // An existing file keeps its mode through open(); make it private too.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("making {} private", path.display()))?;
+    Ok(file)
 }
 
 /// Reads `len` bytes: Some(all of them), Some(empty) at a clean end before the first byte, or
@@ -297,6 +332,44 @@ mod tests {
         let bytes = std::fs::read(&dir).unwrap();
         std::fs::remove_file(&dir).unwrap();
         bytes
+    }
+
+    #[test]
+    fn round_trips_topology_changes_and_reads_version_3() {
+        let path =
+            std::env::temp_dir().join(format!("dockflow-record-topo-{}", std::process::id()));
+        let mut topology = Topology::default();
+        topology.bridges.push(3);
+        topology.port_owner.insert(7, "ledger".into());
+        let mut recorder = Recorder::create(&path, &header()).unwrap();
+        recorder.record_topology(&topology).unwrap();
+        recorder.finish().unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let mut replay = Replay::from_reader(bytes.as_slice()).unwrap();
+        assert_eq!(
+            replay.next_record().unwrap(),
+            Some(Record::Topology(Box::new(topology)))
+        );
+        // A version 3 file (no topology records) reads as before.
+        bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
+        assert!(Replay::from_reader(bytes.as_slice()).is_ok());
+        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+        assert!(Replay::from_reader(bytes.as_slice()).is_err());
+    }
+
+    #[test]
+    fn files_are_private_to_their_owner() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path =
+            std::env::temp_dir().join(format!("dockflow-record-mode-{}", std::process::id()));
+        Recorder::create(&path, &header())
+            .unwrap()
+            .finish()
+            .unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
     }
 
     #[test]

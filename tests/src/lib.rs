@@ -33,9 +33,10 @@ pub fn lab_bin() -> PathBuf {
 
 /// A dockflow process that has started streaming.
 pub struct Dockflow {
-    child: Child,
+    /// Taken when the test stops it; one still here when the test panics is ended by Drop.
+    child: Option<Child>,
     /// Collects stdout as it comes, so a chatty run never blocks on a full pipe.
-    stdout: std::thread::JoinHandle<String>,
+    stdout: Option<std::thread::JoinHandle<String>>,
     /// Its stderr lines up to and including "streaming".
     pub startup: Vec<String>,
     /// The stderr lines after those.
@@ -87,8 +88,8 @@ impl Dockflow {
             }
         }
         Self {
-            child,
-            stdout,
+            child: Some(child),
+            stdout: Some(stdout),
             startup,
             rest: rx,
         }
@@ -107,7 +108,7 @@ impl Dockflow {
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
     }
 
     /// Sends `signal` (0: none, it was already sent), waits for exit, returns (success, stdout).
@@ -121,15 +122,72 @@ impl Dockflow {
         if signal != 0 {
             unsafe { libc::kill(self.pid(), signal) };
         }
-        let status = self.child.wait().unwrap();
-        let stdout = self.stdout.join().unwrap();
+        let status = self.child.take().unwrap().wait().unwrap();
+        let stdout = self.stdout.take().unwrap().join().unwrap();
         // The reader thread ends with the process's stderr.
         (status.success(), stdout, self.rest.iter().collect())
     }
 }
 
+/// A test that panicked left its dockflow running: end it as a user would (SIGTERM, so it
+/// detaches and removes its tables), so the next test does not find the hooks taken.
+impl Drop for Dockflow {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        for _ in 0..100 {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Inserts a rule and removes it again when dropped, even if the test fails in between.
+pub struct IptablesRule(Vec<String>);
+
+impl IptablesRule {
+    pub fn insert(chain: &str, rule: &[&str]) -> Self {
+        let spec: Vec<String> = std::iter::once(chain.to_string())
+            .chain(rule.iter().map(|s| s.to_string()))
+            .collect();
+        let status = Command::new("iptables")
+            .arg("-I")
+            .args(&spec)
+            .status()
+            .unwrap();
+        assert!(status.success(), "iptables -I {spec:?}");
+        Self(spec)
+    }
+}
+
+impl Drop for IptablesRule {
+    fn drop(&mut self) {
+        let _ = Command::new("iptables").arg("-D").args(&self.0).status();
+    }
+}
+
 /// Names of loaded BPF programs that carry dockflow's prefix.
 pub fn our_bpf_programs() -> Vec<String> {
+    // The kernel frees a program after an RCU grace period once its last fd closed: a run that
+    // just exited may be listed for a few milliseconds more, never for a second.
+    let mut left = loaded_programs();
+    for _ in 0..10 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        left = loaded_programs();
+    }
+    left
+}
+
+fn loaded_programs() -> Vec<String> {
     let out = Command::new("bpftool")
         .args(["prog", "show"])
         .output()

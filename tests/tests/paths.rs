@@ -5,7 +5,7 @@
 use std::{process::Command, time::Duration};
 
 use dockflow_lab::lab;
-use dockflow_tests::{Dockflow, dockflow_bin, json_events, lab_bin, lab_lock};
+use dockflow_tests::{Dockflow, IptablesRule, dockflow_bin, json_events, lab_bin, lab_lock};
 use serde_json::Value;
 
 const RADIUS: &str = "172.20.0.2";
@@ -421,7 +421,15 @@ fn a_network_namespace_outside_docker_can_be_the_target() {
 fn a_container_restarted_during_the_trace_is_followed_to_its_new_veth() {
     let _lock = lab_lock();
     lab::up(&lab_bin()).unwrap();
-    let dockflow = Dockflow::start(&["--container", "radius", "--json"]);
+    let recording =
+        std::env::temp_dir().join(format!("dockflow-restart-{}.dfl", std::process::id()));
+    let dockflow = Dockflow::start(&[
+        "--container",
+        "radius",
+        "--json",
+        "--record",
+        recording.to_str().unwrap(),
+    ]);
     let old = dockflow.veth();
     let restarted = Command::new("docker")
         .args(["restart", "radius"])
@@ -450,7 +458,76 @@ fn a_container_restarted_during_the_trace_is_followed_to_its_new_veth() {
         new.starts_with("veth") && !new.starts_with(&old),
         "old {old}, new {new}"
     );
+    // The recording carries the topology after the restart: replay names the new veth too.
+    let replay = Command::new(dockflow_bin())
+        .args(["--json", "--replay", recording.to_str().unwrap()])
+        .output()
+        .unwrap();
+    std::fs::remove_file(&recording).unwrap();
+    let replayed = json_events(&String::from_utf8_lossy(&replay.stdout));
+    let replayed_request = packets(&replayed)
+        .into_iter()
+        .find(|p| p["direction"] == "request" && p["packet"]["dport"] == 1812)
+        .expect("request in the replay");
+    assert_eq!(replayed_request["hops"], request["hops"]);
     lab::down().unwrap();
+}
+
+/// Brings the lab down at the end of a test that changed a container, even when it fails.
+struct LabDown;
+
+impl Drop for LabDown {
+    fn drop(&mut self) {
+        let _ = lab::down();
+    }
+}
+
+#[test]
+fn a_container_given_a_new_address_is_marked_for_nftables_at_it() {
+    let _lock = lab_lock();
+    lab::up(&lab_bin()).unwrap();
+    let _down = LabDown;
+    let dockflow = Dockflow::start(&["--container", "radius", "--json"]);
+    let table = format!("dockflow_trace_{}", dockflow.pid());
+    let moved = "172.20.0.77";
+    let docker = |args: &[&str]| {
+        let out = Command::new("docker").args(args).output().unwrap();
+        assert!(out.status.success(), "docker {args:?}: {out:?}");
+    };
+    docker(&["network", "disconnect", lab::NETWORK, "radius"]);
+    docker(&["network", "connect", "--ip", moved, lab::NETWORK, "radius"]);
+    // dockflow re-resolves once a second.
+    std::thread::sleep(Duration::from_secs(3));
+    let rules = Command::new("nft")
+        .args(["list", "table", "inet", &table])
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    assert!(
+        rules.contains(&format!("ip daddr {moved}")) && !rules.contains("ip daddr 172.20.0.2 "),
+        "{rules}"
+    );
+    // From the host straight to the new address: the request, marked by its destination,
+    // carries nftables verdicts (nat OUTPUT and POSTROUTING see a connection's first packet).
+    let answer = Command::new(lab_bin())
+        .args(["client", "radius", &format!("{moved}:1812")])
+        .output()
+        .unwrap();
+    assert!(answer.status.success(), "{answer:?}");
+    std::thread::sleep(Duration::from_millis(400));
+    let (ok, stdout) = dockflow.stop_with(libc::SIGINT);
+    assert!(ok);
+    let lines = json_events(&stdout);
+    let request = packets(&lines)
+        .into_iter()
+        .find(|p| p["packet"]["dst"] == moved && p["packet"]["dport"] == 1812)
+        .expect("the request to the new address");
+    assert!(
+        request["rules"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["hook"] == "output")),
+        "no nftables verdicts: {request:#}"
+    );
 }
 
 #[test]
@@ -534,19 +611,12 @@ fn a_drop_is_explained_with_the_rule_that_dropped_it() {
         "-j",
         "DROP",
     ];
-    assert!(
-        Command::new("iptables")
-            .arg("-I")
-            .args(rule)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let drop_rule = IptablesRule::insert(rule[0], &rule[1..]);
     let dockflow = Dockflow::start(&["--container", "radius", "--json"]);
     let answer = lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]);
     std::thread::sleep(Duration::from_millis(400));
     let (ok, stdout) = dockflow.stop_with(libc::SIGINT);
-    let _ = Command::new("iptables").arg("-D").args(rule).status();
+    drop(drop_rule);
     assert!(answer.is_err() && ok);
     let lines = json_events(&stdout);
     let request = packets(&lines)

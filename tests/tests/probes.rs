@@ -5,7 +5,7 @@
 use std::{process::Command, time::Duration};
 
 use dockflow_lab::lab;
-use dockflow_tests::{Dockflow, json_events, lab_bin, lab_lock, our_bpf_programs};
+use dockflow_tests::{Dockflow, IptablesRule, json_events, lab_bin, lab_lock, our_bpf_programs};
 use serde_json::Value;
 
 const CONTAINER: &str = "172.20.0.2";
@@ -188,30 +188,6 @@ fn request_and_reply_cross_tc_and_netfilter_with_dnat_and_its_reversal() {
         "programs left loaded after exit"
     );
     lab::down().unwrap();
-}
-
-/// Inserts a rule and removes it again when dropped, even if the test fails in between.
-struct IptablesRule(Vec<String>);
-
-impl IptablesRule {
-    fn insert(chain: &str, rule: &[&str]) -> Self {
-        let spec: Vec<String> = std::iter::once(chain.to_string())
-            .chain(rule.iter().map(|s| s.to_string()))
-            .collect();
-        let status = Command::new("iptables")
-            .arg("-I")
-            .args(&spec)
-            .status()
-            .unwrap();
-        assert!(status.success(), "iptables -I {spec:?}");
-        Self(spec)
-    }
-}
-
-impl Drop for IptablesRule {
-    fn drop(&mut self) {
-        let _ = Command::new("iptables").arg("-D").args(&self.0).status();
-    }
 }
 
 #[test]

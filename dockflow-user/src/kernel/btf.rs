@@ -18,6 +18,7 @@ const HEADER_LEN: usize = 24;
 const TYPE_LEN: usize = 12;
 
 // BTF_KIND_* values that dockflow looks at or must step over.
+const KIND_PTR: u8 = 2;
 const KIND_STRUCT: u8 = 4;
 const KIND_UNION: u8 = 5;
 const KIND_ENUM: u8 = 6;
@@ -25,6 +26,7 @@ const KIND_TYPEDEF: u8 = 8;
 const KIND_VOLATILE: u8 = 9;
 const KIND_CONST: u8 = 10;
 const KIND_RESTRICT: u8 = 11;
+const KIND_FUNC_PROTO: u8 = 13;
 const KIND_TYPE_TAG: u8 = 18;
 const KIND_ENUM64: u8 = 19;
 
@@ -169,19 +171,24 @@ impl<'a> View<'a> {
         own.types.iter().filter_map(move |at| own.type_at(*at))
     }
 
-    /// The struct or union `id` names, through typedefs and qualifiers.
-    fn aggregate(&self, mut id: u32) -> Option<Type<'a>> {
+    /// The type `id` names, through typedefs and qualifiers.
+    fn resolve(&self, mut id: u32) -> Option<Type<'a>> {
         for _ in 0..16 {
             let ty = self.ty(id)?;
             match ty.kind {
-                KIND_STRUCT | KIND_UNION => return Some(ty),
                 KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
                     id = ty.size_or_type
                 }
-                _ => return None,
+                _ => return Some(ty),
             }
         }
         None
+    }
+
+    /// The struct or union `id` names, through typedefs and qualifiers.
+    fn aggregate(&self, id: u32) -> Option<Type<'a>> {
+        self.resolve(id)
+            .filter(|t| matches!(t.kind, KIND_STRUCT | KIND_UNION))
     }
 
     /// Finds `field` among the members of `aggregate`, descending into anonymous members as
@@ -296,6 +303,35 @@ impl KernelBtf {
         Ok(bits / 8)
     }
 
+    /// Whether tracepoint `name` passes its programs an argument of type `enum enum_name`, as
+    /// its BTF prototype (`btf_trace_<name>`, what tp_btf programs are checked against) says.
+    /// skb:kfree_skb has its drop reason since 5.17.
+    pub fn tracepoint_has_enum_argument(&self, name: &str, enum_name: &str) -> Result<bool> {
+        let typedef = format!("btf_trace_{name}");
+        let (view, proto) = self
+            .views()
+            .find_map(|view| {
+                let t = view
+                    .own_types()
+                    .find(|t| t.kind == KIND_TYPEDEF && view.name(t.name_off) == typedef)?;
+                let pointer = view
+                    .resolve(t.size_or_type)
+                    .filter(|p| p.kind == KIND_PTR)?;
+                let proto = view
+                    .resolve(pointer.size_or_type)
+                    .filter(|p| p.kind == KIND_FUNC_PROTO)?;
+                Some((view, proto))
+            })
+            .with_context(|| format!("tracepoint {name} has no prototype in the kernel's BTF"))?;
+        Ok(proto.body.chunks_exact(8).take(proto.vlen).any(|param| {
+            u32_at(param, 4)
+                .and_then(|id| view.resolve(id))
+                .is_some_and(|t| {
+                    matches!(t.kind, KIND_ENUM | KIND_ENUM64) && view.name(t.name_off) == enum_name
+                })
+        }))
+    }
+
     /// Name of every value of `enum name` (e.g. skb_drop_reason).
     pub fn enum_names(&self, name: &str) -> Result<HashMap<u32, String>> {
         for view in self.views() {
@@ -361,6 +397,24 @@ mod tests {
         let tuplehash = btf.offset("nf_conn", "tuplehash").unwrap();
         assert!(status > tuplehash, "status {status}, tuplehash {tuplehash}");
         assert_eq!(btf.offset("nf_conntrack_tuple", "src.u3").unwrap(), 0);
+    }
+
+    #[test]
+    fn reads_tracepoint_prototypes() {
+        let btf = KernelBtf::load(&[]).unwrap();
+        // Every kernel dockflow runs on (5.17+ for the reason; 6.1 in vmtest) has it.
+        assert!(
+            btf.tracepoint_has_enum_argument("kfree_skb", "skb_drop_reason")
+                .unwrap()
+        );
+        assert!(
+            !btf.tracepoint_has_enum_argument("netif_receive_skb", "skb_drop_reason")
+                .unwrap()
+        );
+        assert!(
+            btf.tracepoint_has_enum_argument("no_such_tracepoint", "x")
+                .is_err()
+        );
     }
 
     #[test]

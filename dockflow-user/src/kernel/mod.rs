@@ -1,15 +1,25 @@
 //! Facts about the running kernel that the probes and the decoder need: BTF offsets and enum
-//! names, kernel symbols, tracepoint record layouts.
+//! names, tracepoint prototypes, kernel symbols, conntrack entries.
 
 pub mod btf;
 pub mod conntrack;
-pub mod tracefs;
 
 use anyhow::{Context as _, Result};
 use dockflow_common::KernelOffsets;
 
 use self::btf::KernelBtf;
 use crate::decode::KernelSymbols;
+
+/// CLOCK_MONOTONIC in nanoseconds, the clock bpf_ktime_get_ns() reads: userspace stamps what
+/// it learns (nftables traces, loss readings) on the events' time line.
+pub fn monotonic_now() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
 
 /// The kernel's text symbols whose names satisfy `keep`, from /proc/kallsyms.
 pub fn load_symbols(keep: impl Fn(&str) -> bool) -> Result<KernelSymbols> {
@@ -49,9 +59,7 @@ pub fn resolve_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         off.tuple_dst_port = o("nf_conntrack_tuple", "dst.u")?;
         off.tuple_dst_protonum = o("nf_conntrack_tuple", "dst.protonum")?;
     }
-    // The reason argument exists since 5.17; the format file says whether this kernel has it.
-    let kfree = tracefs::TracepointFormat::read("skb", "kfree_skb")
-        .context("reading the skb:kfree_skb format")?;
-    off.kfree_skb_has_reason = u32::from(kfree.field_offset("reason").is_ok());
+    off.kfree_skb_has_reason =
+        u32::from(btf.tracepoint_has_enum_argument("kfree_skb", "skb_drop_reason")?);
     Ok(off)
 }

@@ -30,7 +30,24 @@ impl TraceTable {
         let table = Self {
             name: format!("{TABLE_PREFIX}_{}", std::process::id()),
         };
-        let script = script(&table.name, target);
+        // Dropped (the tables removed) if the script fails half way.
+        table.update(target)?;
+        Ok((table, removed))
+    }
+
+    /// Creates the tables, or replaces their rules with `target`'s in one transaction.
+    pub fn update(&self, target: &Target) -> Result<()> {
+        let mut script = script(&self.name, target);
+        for family in FAMILIES {
+            // Declaring a table that exists is no error; flushing it empties its chains first.
+            script.insert_str(
+                0,
+                &format!(
+                    "add table {family} {name}\nflush table {family} {name}\n",
+                    name = self.name
+                ),
+            );
+        }
         let mut child = Command::new("nft")
             .args(["-f", "-"])
             .stdin(Stdio::piped())
@@ -42,8 +59,8 @@ impl TraceTable {
         let out = child.wait_with_output()?;
         if !out.status.success() {
             bail!(
-                "creating the {} tables failed: {}",
-                table.name,
+                "writing the {} tables failed: {}",
+                self.name,
                 String::from_utf8_lossy(&out.stderr)
                     .lines()
                     .next()
@@ -51,7 +68,7 @@ impl TraceTable {
                     .trim()
             );
         }
-        Ok((table, removed))
+        Ok(())
     }
 
     pub fn name(&self) -> &str {

@@ -73,18 +73,26 @@ impl TraceSocket {
         }
     }
 
-    /// Reads on a thread of its own (blocking reads; the thread ends with the process),
-    /// delivering batches of traces to the event loop. When the loop is behind, batches are
-    /// dropped rather than queued without bound (a flood traces every packet); the count of
-    /// traces dropped so goes with the next batch that fits.
-    pub fn spawn_reader(self) -> tokio::sync::mpsc::Receiver<TraceBatch> {
+    /// Reads on a thread of its own (blocking reads; the thread ends with the process), naming
+    /// each trace with `tracer` and delivering batches to the event loop. When the loop is
+    /// behind, batches are dropped rather than queued without bound (a flood traces every
+    /// packet); the count of traces dropped so goes with the next batch that fits.
+    pub fn spawn_reader(self, mut tracer: Tracer) -> tokio::sync::mpsc::Receiver<TraceBatch> {
         let (tx, rx) = tokio::sync::mpsc::channel(TRACE_QUEUE);
         std::thread::Builder::new()
             .name("dockflow-nftrace".into())
             .spawn(move || {
                 let mut buf = vec![0u8; 256 * 1024];
                 let mut dropped = 0;
-                while let Ok(traces) = self.read(&mut buf) {
+                while let Ok(raw) = self.read(&mut buf) {
+                    let now = crate::kernel::monotonic_now();
+                    let traces: Vec<RuleTrace> = raw
+                        .into_iter()
+                        .filter_map(|t| tracer.name(t, now))
+                        .collect();
+                    if traces.is_empty() {
+                        continue;
+                    }
                     let n = traces.len() as u64;
                     match tx.try_send(TraceBatch { traces, dropped }) {
                         Ok(()) => dropped = 0,
@@ -101,9 +109,9 @@ impl TraceSocket {
 /// Trace batches the event loop may be behind by.
 const TRACE_QUEUE: usize = 4096;
 
-/// Trace messages for the event loop, and how many were dropped before them.
+/// Named trace messages for the event loop, and how many were dropped before them.
 pub struct TraceBatch {
-    pub traces: Vec<RawTrace>,
+    pub traces: Vec<RuleTrace>,
     pub dropped: u64,
 }
 

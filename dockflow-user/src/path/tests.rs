@@ -276,12 +276,44 @@ fn classifies_the_reply_as_bridged_then_routed_with_a_hook_run_from_the_bridge()
 }
 
 #[test]
-fn a_reused_skb_head_does_not_merge_different_packets() {
+fn a_reused_skb_head_does_not_merge_a_reply_into_its_request() {
+    // The reply reuses the request's freed head and has the request's IP id (0, as a DF packet
+    // may) and length: only its headers, the request's turned around, keep the two apart.
     let mut events = seed_events();
     for e in &mut events {
         e.skb_id = Some(0xdead_beef);
+        if let Some(p) = e.packet.as_mut() {
+            p.ip_id = 0;
+        }
     }
-    assert_eq!(correlate(events).len(), 2);
+    let paths = correlate(events);
+    assert_eq!(paths.len(), 2, "{paths:#?}");
+    assert_eq!(
+        (paths[0].direction, paths[1].direction),
+        (Some(Direction::Request), Some(Direction::Reply))
+    );
+    assert_eq!((paths[0].hops.len(), paths[1].hops.len()), (7, 7));
+}
+
+#[test]
+fn packets_with_ip_id_0_are_told_apart_by_their_skb() {
+    // Two datagrams alike in every header (IP id 0, same length and ports), 100 us apart: the
+    // skb heads say they are two packets; without heads (tc) a hop joins the latest.
+    let datagram = packet("10.199.0.2", 40000, "172.20.0.2", 1812, 0);
+    let at = |ts, probe, ifindex, skb| Event {
+        skb_id: skb,
+        ..event(ts, probe, ifindex, datagram.clone())
+    };
+    let events = vec![
+        at(1_000, ProbePoint::NetDevQueue, DOCKER1, Some(0xa000)),
+        at(101_000, ProbePoint::NetDevQueue, DOCKER1, Some(0xb000)),
+        at(102_000, ProbePoint::NetDevQueue, VETH, Some(0xb000)),
+        at(103_000, ProbePoint::NetDevQueue, VETH, Some(0xa000)),
+        at(104_000, ProbePoint::TcEgress, VETH, None),
+    ];
+    let paths = correlate(events);
+    assert_eq!(paths.len(), 2, "{paths:#?}");
+    assert_eq!((paths[0].hops.len(), paths[1].hops.len()), (2, 3));
 }
 
 #[test]

@@ -7,47 +7,26 @@ use std::{
     os::fd::{FromRawFd as _, OwnedFd},
 };
 
-use aya_obj::generated::bpf_insn;
+use aya_obj::generated::{
+    bpf_attach_type::BPF_NETFILTER, bpf_attr, bpf_attr__bindgen_ty_14__bindgen_ty_3__bindgen_ty_5,
+    bpf_cmd, bpf_insn, bpf_prog_type::BPF_PROG_TYPE_NETFILTER,
+};
 
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_LINK_CREATE: libc::c_long = 28;
-const BPF_PROG_TYPE_NETFILTER: u32 = 32;
-const BPF_NETFILTER: u32 = 45;
-
-/// The BPF_PROG_LOAD part of union bpf_attr, up to expected_attach_type.
-#[repr(C)]
-#[derive(Default)]
-struct ProgLoadAttr {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-    prog_ifindex: u32,
-    expected_attach_type: u32,
+/// An all-zero bpf_attr: the kernel wants every byte past the command's own fields zero.
+fn zeroed_attr() -> bpf_attr {
+    // SAFETY: bpf_attr is a C union of integers; all zeroes is a valid value of each member.
+    unsafe { std::mem::zeroed() }
 }
 
-/// The BPF_LINK_CREATE part of union bpf_attr with its netfilter member.
-#[repr(C)]
-#[derive(Default)]
-struct NetfilterLinkAttr {
-    prog_fd: u32,
-    target_fd: u32,
-    attach_type: u32,
-    flags: u32,
-    pf: u32,
-    hooknum: u32,
-    priority: i32,
-    netfilter_flags: u32,
-}
-
-fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<OwnedFd> {
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, std::mem::size_of::<T>()) };
+fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<OwnedFd> {
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd as libc::c_long,
+            attr as *mut bpf_attr,
+            std::mem::size_of::<bpf_attr>(),
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -60,25 +39,28 @@ pub fn load_netfilter_program(
     insns: &[bpf_insn],
     license: &CString,
 ) -> io::Result<OwnedFd> {
-    let mut attr = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_NETFILTER,
-        insn_cnt: insns.len() as u32,
-        insns: insns.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        expected_attach_type: BPF_NETFILTER,
-        ..Default::default()
-    };
-    let len = name.len().min(15);
-    attr.prog_name[..len].copy_from_slice(&name.as_bytes()[..len]);
-    match bpf(BPF_PROG_LOAD, &mut attr) {
+    let mut attr = zeroed_attr();
+    // SAFETY: writing plain integers into the BPF_PROG_LOAD member of a zeroed union.
+    let load = unsafe { &mut attr.__bindgen_anon_3 };
+    load.prog_type = BPF_PROG_TYPE_NETFILTER as u32;
+    load.insn_cnt = insns.len() as u32;
+    load.insns = insns.as_ptr() as u64;
+    load.license = license.as_ptr() as u64;
+    load.expected_attach_type = BPF_NETFILTER as u32;
+    for (to, from) in load.prog_name.iter_mut().zip(name.bytes().take(15)) {
+        *to = from as libc::c_char;
+    }
+    match bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr) {
         Ok(fd) => Ok(fd),
         Err(first) => {
             // Retry with the verifier log so the error says why.
             let mut log = vec![0u8; 1 << 20];
-            attr.log_level = 1;
-            attr.log_size = log.len() as u32;
-            attr.log_buf = log.as_mut_ptr() as u64;
-            bpf(BPF_PROG_LOAD, &mut attr).map_err(|retry| {
+            // SAFETY: as above.
+            let load = unsafe { &mut attr.__bindgen_anon_3 };
+            load.log_level = 1;
+            load.log_size = log.len() as u32;
+            load.log_buf = log.as_mut_ptr() as u64;
+            bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr).map_err(|retry| {
                 // A full log means the verifier went on and on: the program is too complex
                 // for it, and the log's last line is some state, not the reason.
                 let log_full = log.iter().rposition(|b| *b != 0).unwrap_or(0) + 2 >= log.len();
@@ -119,13 +101,16 @@ pub fn load_netfilter_program(
 /// Attaches a netfilter program to (family, hook, priority); the link lives as long as the fd.
 pub fn attach_netfilter(prog: &OwnedFd, pf: u8, hook: u8, priority: i32) -> io::Result<OwnedFd> {
     use std::os::fd::AsRawFd as _;
-    let mut attr = NetfilterLinkAttr {
-        prog_fd: prog.as_raw_fd() as u32,
-        attach_type: BPF_NETFILTER,
+    let mut attr = zeroed_attr();
+    // SAFETY: writing plain integers into the BPF_LINK_CREATE member of a zeroed union.
+    let link = unsafe { &mut attr.link_create };
+    link.__bindgen_anon_1.prog_fd = prog.as_raw_fd() as u32;
+    link.attach_type = BPF_NETFILTER as u32;
+    link.__bindgen_anon_3.netfilter = bpf_attr__bindgen_ty_14__bindgen_ty_3__bindgen_ty_5 {
         pf: pf.into(),
         hooknum: hook.into(),
         priority,
-        ..Default::default()
+        flags: 0,
     };
-    bpf(BPF_LINK_CREATE, &mut attr)
+    bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr)
 }

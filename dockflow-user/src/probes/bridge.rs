@@ -7,7 +7,7 @@
 
 use aya::{Ebpf, programs::KProbe};
 
-use super::{Attached, Attachment, ProbeFamily, loaded_program, one_line};
+use super::{Attached, Collector, Family, ProbeError, loaded_program, refused};
 use crate::watch::Target;
 
 pub struct Bridge;
@@ -20,32 +20,43 @@ const KPROBES: [(&str, &str); 5] = [
     ("df_nf_hook_slow", "nf_hook_slow"),
 ];
 
-impl ProbeFamily for Bridge {
-    fn attach(&self, ebpf: &mut Ebpf, _target: &Target) -> Attached {
+/// Where the kernel lists the kprobe PMU; absent without CONFIG_KPROBES.
+const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";
+
+impl Collector for Bridge {
+    fn attach(&mut self, ebpf: &mut Ebpf, _target: &Target) -> Attached {
         let mut attached = Attached::default();
-        let mut refused = Vec::new();
+        let mut not_attached = Vec::new();
         for (program, function) in KPROBES {
-            let result = loaded_program(ebpf, program, KProbe::load)
-                .and_then(|prog| prog.attach(function, 0).map(drop).map_err(one_line));
+            let result = if std::path::Path::new(KPROBE_PMU).exists() {
+                loaded_program(ebpf, program, KProbe::load)
+                    .and_then(|prog| prog.attach(function, 0).map(drop).map_err(refused))
+            } else {
+                Err(ProbeError::Unsupported(
+                    "this kernel has no kprobes (CONFIG_KPROBES is off)".into(),
+                ))
+            };
             match result {
-                Ok(()) => attached.attachments.push(Attachment {
-                    point: format!("kprobe {function}"),
-                    error: None,
-                }),
-                Err(e) => refused.push((function, e)),
+                Ok(()) => attached.point(Family::Bridge, format!("kprobe {function}"), Ok(())),
+                Err(e) => not_attached.push((function, e)),
             }
         }
-        if let Some((_, reason)) = refused.first() {
-            let reason = if reason.contains("kprobe/type") {
-                "this kernel has no kprobes (CONFIG_KPROBES is off)"
-            } else {
-                reason
+        // One line for all refused: they are refused for the same reason.
+        if let Some((_, error)) = not_attached.first() {
+            let functions: Vec<&str> = not_attached.iter().map(|(f, _)| *f).collect();
+            let instead =
+                "the L2 hops come from tc on the bridge ports and the bridge device instead";
+            let error = match error {
+                ProbeError::Unsupported(why) => {
+                    ProbeError::Unsupported(format!("{why}; {instead}"))
+                }
+                other => ProbeError::Refused(format!("{other}; {instead}")),
             };
-            let functions: Vec<&str> = refused.iter().map(|(f, _)| *f).collect();
-            attached.attachments.push(Attachment {
-                point: format!("kprobe {}", functions.join(", ")),
-                error: Some(format!("{reason}; the L2 hops come from tc on the bridge ports and the bridge device instead")),
-            });
+            attached.point(
+                Family::Bridge,
+                format!("kprobe {}", functions.join(", ")),
+                Err(error),
+            );
         }
         attached
     }

@@ -8,11 +8,12 @@ mod bpf_sys;
 mod bridge;
 mod cleanup;
 mod netfilter;
+mod nftables;
 mod tc;
 mod tracepoints;
 mod tuples;
 
-use std::{net::IpAddr, os::fd::OwnedFd};
+use std::{mem::ManuallyDrop, net::IpAddr, os::fd::OwnedFd};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
@@ -25,6 +26,7 @@ use dockflow_common::{
     TARGETS_MAP, TargetSet, port_key,
 };
 
+pub use self::nftables::RuleTraces;
 use crate::watch::{Target, netns};
 
 /// The compiled kernel programs, embedded so the binary is self-contained.
@@ -39,15 +41,38 @@ pub struct LoadOptions {
     pub per_connection: u32,
 }
 
-/// Whether one attach point was taken by the kernel.
-#[derive(Clone, Debug)]
-pub struct Attachment {
-    /// "tc ingress on veth1234", ...
-    pub point: String,
-    pub error: Option<String>,
+/// Why an attach point is not in use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeError {
+    /// The kernel lacks the facility (no kprobes, say): what is missing, and what stands in.
+    Unsupported(String),
+    /// The kernel (or nft) refused: its reason, on one line.
+    Refused(String),
+    /// Not tried, because the target gives it nothing to do.
+    Skipped(String),
 }
 
-/// What a family attached: its report, and the fds that keep links alive (links aya does not own).
+impl std::fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProbeError::Unsupported(why) | ProbeError::Refused(why) | ProbeError::Skipped(why) => {
+                f.write_str(why)
+            }
+        }
+    }
+}
+
+/// Whether one attach point was taken.
+#[derive(Clone, Debug)]
+pub struct Attachment {
+    pub family: Family,
+    /// "tc ingress on veth1234", ...
+    pub point: String,
+    pub result: Result<(), ProbeError>,
+}
+
+/// What a collector attached: its report, and the fds that keep links alive (links aya does
+/// not own).
 #[derive(Default)]
 struct Attached {
     attachments: Vec<Attachment>,
@@ -57,14 +82,18 @@ struct Attached {
 }
 
 impl Attached {
-    fn refused(point: &str, error: anyhow::Error) -> Self {
-        Self {
-            attachments: vec![Attachment {
-                point: point.to_string(),
-                error: Some(one_line(error)),
-            }],
-            ..Self::default()
-        }
+    fn point(&mut self, family: Family, point: impl Into<String>, result: Result<(), ProbeError>) {
+        self.attachments.push(Attachment {
+            family,
+            point: point.into(),
+            result,
+        });
+    }
+
+    fn refused(family: Family, point: &str, error: anyhow::Error) -> Self {
+        let mut attached = Self::default();
+        attached.point(family, point, Err(ProbeError::Refused(one_line(error))));
+        attached
     }
 }
 
@@ -87,31 +116,46 @@ pub enum Family {
 }
 
 impl Family {
-    /// The eBPF side of a family; None for collectors that are not kernel programs.
-    fn implementation(self) -> Option<&'static dyn ProbeFamily> {
+    fn collector(self) -> Box<dyn Collector> {
         match self {
-            Family::Tc => Some(&tc::Tc),
-            Family::Netfilter => Some(&netfilter::Netfilter),
-            Family::Drops => Some(&tracepoints::DROPS),
-            Family::Devices => Some(&tracepoints::DEVICES),
-            Family::Bridge => Some(&bridge::Bridge),
-            Family::Nftables => None,
+            Family::Tc => Box::new(tc::Tc),
+            Family::Netfilter => Box::new(netfilter::Netfilter),
+            Family::Drops => Box::new(tracepoints::DROPS),
+            Family::Devices => Box::new(tracepoints::DEVICES),
+            Family::Bridge => Box::new(bridge::Bridge),
+            Family::Nftables => Box::new(nftables::Nftables::default()),
         }
     }
 }
 
-/// One family of probes (tc, netfilter, drops, ...).
-trait ProbeFamily {
-    /// Loads and attaches this family's programs for `target`; one [`Attachment`] per point.
-    fn attach(&self, ebpf: &mut Ebpf, target: &Target) -> Attached;
+/// One family of collectors (tc, netfilter, drops, ..., the nftables trace): every family has
+/// this shape, so attaching, following a moved target and detaching are one loop each.
+trait Collector {
+    /// Attaches for `target`; one [`Attachment`] per point. eBPF families load their programs
+    /// from `ebpf`; others ignore it.
+    fn attach(&mut self, ebpf: &mut Ebpf, target: &Target) -> Attached;
+
+    /// Follows a target whose interfaces or addresses changed (a restarted container).
+    fn retarget(&mut self, _ebpf: &mut Ebpf, _old: &Target, _new: &Target) -> Attached {
+        Attached::default()
+    }
+
+    /// Removes what the collector put on the host, before the programs are unloaded.
+    fn detach(&mut self) {}
+
+    /// nftables rule evaluations, for the collector that produces them (taken once).
+    fn rule_traces(&mut self) -> Option<RuleTraces> {
+        None
+    }
 }
 
 /// Loaded and attached programs; dropping this detaches everything.
 pub struct Probes {
     // Field order matters: links (held) close before the object that owns programs and maps.
     held: Vec<OwnedFd>,
-    ebpf: Ebpf,
-    families: Vec<Family>,
+    collectors: Vec<Box<dyn Collector>>,
+    /// Dropped by hand in [`Drop`], before the collectors detach.
+    ebpf: ManuallyDrop<Ebpf>,
     lost: PerCpuArray<MapData, u64>,
     tuples: tuples::TupleMaps,
     hidden: PerCpuArray<MapData, u64>,
@@ -138,25 +182,29 @@ impl Probes {
         let mut attachments = Vec::new();
         let mut held = Vec::new();
         let mut notes = Vec::new();
-        for family in families.iter().filter_map(|f| f.implementation()) {
-            let attached = family.attach(&mut ebpf, target);
+        let mut collectors = Vec::new();
+        for family in families {
+            let mut collector = family.collector();
+            let attached = collector.attach(&mut ebpf, target);
             attachments.extend(attached.attachments);
             held.extend(attached.held);
             notes.extend(attached.notes);
+            collectors.push(collector);
         }
         let netfilter_links = attachments
             .iter()
-            .any(|a| a.point.starts_with("netfilter ") && a.error.is_none());
+            .any(|a| a.family == Family::Netfilter && a.result.is_ok());
         let settings = Settings {
             nf_hook_slow_bridge_only: u32::from(netfilter_links),
             per_connection: options.per_connection,
         };
         Array::try_from(ebpf.map_mut(SETTINGS_MAP).context("no settings map")?)?
             .set(0, settings, 0)?;
-        if !attachments.is_empty() && attachments.iter().all(|a| a.error.is_some()) {
+        if !attachments.is_empty() && attachments.iter().all(|a| a.result.is_err()) {
             let first = attachments
-                .first()
-                .and_then(|a| a.error.clone())
+                .iter()
+                .find_map(|a| a.result.clone().err())
+                .map(|e| e.to_string())
                 .unwrap_or_default();
             return Err(anyhow!("the kernel refused every probe ({first})"));
         }
@@ -165,8 +213,8 @@ impl Probes {
         let hidden = PerCpuArray::try_from(ebpf.take_map(HIDDEN_MAP).context("no HIDDEN map")?)?;
         Ok(Self {
             held,
-            ebpf,
-            families: families.to_vec(),
+            collectors,
+            ebpf: ManuallyDrop::new(ebpf),
             lost,
             tuples,
             hidden,
@@ -176,26 +224,23 @@ impl Probes {
     }
 
     /// Follows a target whose interfaces or addresses changed (a restarted container gets a new
-    /// veth and maybe a new address): tc moves to the new interfaces, the filter to the new
-    /// addresses. Returns what was attached.
+    /// veth and maybe a new address): every collector moves with it (tc to the new interfaces,
+    /// the nftables marking to the new addresses), and the in-kernel filter. Returns what was
+    /// attached.
     pub fn retarget(&mut self, old: &Target, new: &Target) -> Result<Vec<Attachment>> {
-        let added = Target {
-            interfaces: new
-                .interfaces
-                .iter()
-                .filter(|i| !old.interfaces.contains(i))
-                .cloned()
-                .collect(),
-            ..new.clone()
-        };
-        let attached = if self.families.contains(&Family::Tc) {
-            tc::Tc.attach(&mut self.ebpf, &added)
-        } else {
-            Attached::default()
-        };
-        self.held.extend(attached.held);
+        let mut attachments = Vec::new();
+        for collector in &mut self.collectors {
+            let attached = collector.retarget(&mut self.ebpf, old, new);
+            self.held.extend(attached.held);
+            attachments.extend(attached.attachments);
+        }
         fill_filter(&mut self.ebpf, new)?;
-        Ok(attached.attachments)
+        Ok(attachments)
+    }
+
+    /// The nftables rule evaluations, when the nftables collector runs (taken once).
+    pub fn take_rule_traces(&mut self) -> Option<RuleTraces> {
+        self.collectors.iter_mut().find_map(|c| c.rule_traces())
     }
 
     /// Forgets the stored tuples of connections that conntrack has dropped.
@@ -237,9 +282,15 @@ impl Probes {
 
 impl Drop for Probes {
     fn drop(&mut self) {
+        // The kernel programs go first (links, then the object with its own links), so that
+        // the kernel's deferred freeing of them runs while the slower cleanups below do.
         self.held.clear();
-        // aya detaches its links when `ebpf` drops right after this; qdiscs we added go explicitly.
+        // SAFETY: dropped once, here; nothing touches `ebpf` after.
+        unsafe { ManuallyDrop::drop(&mut self.ebpf) };
         cleanup::remove_created_qdiscs();
+        for collector in self.collectors.iter_mut().rev() {
+            collector.detach();
+        }
     }
 }
 
@@ -321,18 +372,18 @@ fn loaded_program<'a, P: 'a>(
     ebpf: &'a mut Ebpf,
     name: &str,
     load: impl FnOnce(&mut P) -> Result<(), aya::programs::ProgramError>,
-) -> Result<&'a mut P, String>
+) -> Result<&'a mut P, ProbeError>
 where
     &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
     let prog: &mut P = ebpf
         .program_mut(name)
-        .ok_or_else(|| format!("program {name} missing from the object"))?
+        .ok_or_else(|| ProbeError::Refused(format!("program {name} missing from the object")))?
         .try_into()
-        .map_err(one_line)?;
+        .map_err(refused)?;
     match load(prog) {
         Ok(()) | Err(aya::programs::ProgramError::AlreadyLoaded) => Ok(prog),
-        Err(e) => Err(one_line(e)),
+        Err(e) => Err(refused(e)),
     }
 }
 
@@ -351,4 +402,9 @@ fn load_error(error: anyhow::Error) -> anyhow::Error {
 /// Formats an error chain on one line.
 fn one_line(error: impl Into<anyhow::Error>) -> String {
     format!("{:#}", error.into())
+}
+
+/// The kernel's refusal, as a probe error.
+fn refused(error: impl Into<anyhow::Error>) -> ProbeError {
+    ProbeError::Refused(one_line(error))
 }

@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::{Ebpf, maps::Map};
 use dockflow_common::{NFPROTO_IPV4, NFPROTO_IPV6, NfSlot, nf_slot_priority};
 
-use super::{Attached, Attachment, PROGRAMS, ProbeFamily, bpf_sys};
+use super::{Attached, Collector, Family, PROGRAMS, ProbeError, bpf_sys};
 use crate::{decode::names, model::Hook, watch::Target};
 
 pub struct Netfilter;
@@ -26,11 +26,17 @@ const SLOT_PROGRAMS: [(NfSlot, &str); 4] = [
 
 const HOOKS: [u8; 5] = [0, 1, 2, 3, 4];
 
-impl ProbeFamily for Netfilter {
-    fn attach(&self, ebpf: &mut Ebpf, _target: &Target) -> Attached {
+impl Collector for Netfilter {
+    fn attach(&mut self, ebpf: &mut Ebpf, _target: &Target) -> Attached {
         let programs = match load_programs(ebpf) {
             Ok(programs) => programs,
-            Err(e) => return Attached::refused("netfilter hooks (BPF netfilter programs)", e),
+            Err(e) => {
+                return Attached::refused(
+                    Family::Netfilter,
+                    "netfilter hooks (BPF netfilter programs)",
+                    e,
+                );
+            }
         };
         let mut attached = Attached::default();
         for pf in [NFPROTO_IPV4, NFPROTO_IPV6] {
@@ -52,13 +58,14 @@ impl ProbeFamily for Netfilter {
                     }
                 }
             }
-            attached.attachments.push(Attachment {
-                point: format!(
+            attached.point(
+                Family::Netfilter,
+                format!(
                     "netfilter {} (all 5 hooks, first/last and around NAT: {links} links)",
                     names::family(pf)
                 ),
-                error: first_error,
-            });
+                first_error.map_or(Ok(()), |e| Err(ProbeError::Refused(e))),
+            );
         }
         attached.held.extend(programs.into_iter().map(|(_, fd)| fd));
         attached

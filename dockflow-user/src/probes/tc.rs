@@ -9,7 +9,7 @@ use aya::{
     util::KernelVersion,
 };
 
-use super::{Attached, Attachment, ProbeFamily, loaded_program, one_line};
+use super::{Attached, Collector, Family, loaded_program, refused};
 use crate::watch::Target;
 
 pub struct Tc;
@@ -26,8 +26,8 @@ fn use_netlink() -> bool {
         || KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0))
 }
 
-impl ProbeFamily for Tc {
-    fn attach(&self, ebpf: &mut Ebpf, target: &Target) -> Attached {
+impl Collector for Tc {
+    fn attach(&mut self, ebpf: &mut Ebpf, target: &Target) -> Attached {
         let mut out = Attached::default();
         for iface in &target.interfaces {
             let removed = super::cleanup::remove_stale_tc_filters(&iface.name);
@@ -49,20 +49,31 @@ impl ProbeFamily for Tc {
                             let options = TcAttachOptions::Netlink(NlOptions::default());
                             prog.attach_with_options(&iface.name, attach_type, options)
                                 .map(drop)
-                                .map_err(one_line)
+                                .map_err(refused)
                         } else {
                             prog.attach(&iface.name, attach_type)
                                 .map(drop)
-                                .map_err(one_line)
+                                .map_err(refused)
                         }
                     });
-                out.attachments.push(Attachment {
-                    point,
-                    error: result.err(),
-                });
+                out.point(Family::Tc, point, result);
             }
         }
         out
+    }
+
+    /// A restarted container has a new veth; the old one went with the old container.
+    fn retarget(&mut self, ebpf: &mut Ebpf, old: &Target, new: &Target) -> Attached {
+        let added = Target {
+            interfaces: new
+                .interfaces
+                .iter()
+                .filter(|i| !old.interfaces.contains(i))
+                .cloned()
+                .collect(),
+            ..new.clone()
+        };
+        self.attach(ebpf, &added)
     }
 }
 

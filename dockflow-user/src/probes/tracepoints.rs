@@ -7,34 +7,37 @@
 
 use aya::{Btf, Ebpf, programs::BtfTracePoint};
 
-use super::{Attached, Attachment, ProbeFamily, loaded_program, one_line};
+use super::{Attached, Collector, Family, loaded_program, refused};
 use crate::watch::Target;
 
-/// A set of tracepoints: (program, category, tracepoint).
-pub struct Tracepoints(&'static [(&'static str, &'static str, &'static str)]);
+/// A set of tracepoints: the family, and (program, category, tracepoint) each.
+pub struct Tracepoints(
+    Family,
+    &'static [(&'static str, &'static str, &'static str)],
+);
 
-pub const DROPS: Tracepoints = Tracepoints(&[("df_kfree_skb", "skb", "kfree_skb")]);
-pub const DEVICES: Tracepoints = Tracepoints(&[
-    ("df_netif_rx", "net", "netif_receive_skb"),
-    ("df_dev_queue", "net", "net_dev_queue"),
-]);
+pub const DROPS: Tracepoints = Tracepoints(Family::Drops, &[("df_kfree_skb", "skb", "kfree_skb")]);
+pub const DEVICES: Tracepoints = Tracepoints(
+    Family::Devices,
+    &[
+        ("df_netif_rx", "net", "netif_receive_skb"),
+        ("df_dev_queue", "net", "net_dev_queue"),
+    ],
+);
 
-impl ProbeFamily for Tracepoints {
-    fn attach(&self, ebpf: &mut Ebpf, _target: &Target) -> Attached {
+impl Collector for Tracepoints {
+    fn attach(&mut self, ebpf: &mut Ebpf, _target: &Target) -> Attached {
         let mut attached = Attached::default();
-        let btf = Btf::from_sys_fs().map_err(one_line);
-        for &(program, category, name) in self.0 {
+        let btf = Btf::from_sys_fs().map_err(refused);
+        for &(program, category, name) in self.1 {
             let result = btf
                 .as_ref()
                 .map_err(Clone::clone)
                 .and_then(|btf| {
                     loaded_program(ebpf, program, |p: &mut BtfTracePoint| p.load(name, btf))
                 })
-                .and_then(|prog| prog.attach().map(drop).map_err(one_line));
-            attached.attachments.push(Attachment {
-                point: format!("tracepoint {category}:{name}"),
-                error: result.err(),
-            });
+                .and_then(|prog| prog.attach().map(drop).map_err(refused));
+            attached.point(self.0, format!("tracepoint {category}:{name}"), result);
         }
         attached
     }

@@ -1,37 +1,31 @@
-//! A minimal Docker Engine API client: container and network inspection over the unix socket.
-//!
-//! Only GET endpoints (container list and inspection) are needed, so this speaks HTTP/1.0 (no chunking, the server closes the
-//! connection after the body) instead of pulling in an HTTP stack.
+//! A minimal Docker Engine API client over the unix socket: two GET endpoints, the container
+//! list and container inspection. It speaks HTTP/1.0 (no chunking, the server closes the
+//! connection after the body) instead of pulling in an HTTP stack, and gives up on a daemon
+//! that does not answer within [`TIMEOUT`] rather than hang.
 
 use std::{
     io::{Read as _, Write as _},
     net::IpAddr,
     os::unix::net::UnixStream,
     path::PathBuf,
+    time::Duration,
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::Value;
 
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+/// How long one API call may take, connecting, asking and reading the answer each.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What dockflow needs to know about one running container.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Container {
-    pub id: String,
     pub name: String,
     pub pid: u32,
-    pub endpoints: Vec<Endpoint>,
-    pub published: Vec<PublishedPort>,
-}
-
-/// The container's attachment to one Docker network.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Endpoint {
-    pub network: String,
-    /// IPv4 and, on a network with IPv6 enabled, IPv6.
+    /// On every network it is attached to: IPv4 and, where IPv6 is enabled, IPv6.
     pub addresses: Vec<IpAddr>,
-    pub mac: String,
+    pub published: Vec<PublishedPort>,
 }
 
 /// A `-p HOST:CONTAINER/PROTO` mapping.
@@ -113,11 +107,19 @@ impl Docker {
                 self.socket.display()
             )
         })?;
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n")?;
+        stream.set_read_timeout(Some(TIMEOUT))?;
+        stream.set_write_timeout(Some(TIMEOUT))?;
+        let timed_out = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => anyhow!(
+                "the Docker daemon at {} did not answer within {} s",
+                self.socket.display(),
+                TIMEOUT.as_secs()
+            ),
+            _ => anyhow!(e).context("talking to the Docker daemon"),
+        };
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n").map_err(timed_out)?;
         let mut response = Vec::new();
-        stream
-            .read_to_end(&mut response)
-            .context("reading the Docker API response")?;
+        stream.read_to_end(&mut response).map_err(timed_out)?;
         parse_response(&response)
     }
 }
@@ -156,22 +158,16 @@ fn encode_path(segment: &str) -> String {
 }
 
 fn parse_container(body: &Value) -> Result<Container> {
-    let endpoints = body["NetworkSettings"]["Networks"]
+    let addresses = body["NetworkSettings"]["Networks"]
         .as_object()
-        .map(|networks| {
-            networks
+        .into_iter()
+        .flat_map(|networks| networks.values())
+        .flat_map(|ep| {
+            ["IPAddress", "GlobalIPv6Address"]
                 .iter()
-                .map(|(name, ep)| Endpoint {
-                    network: name.clone(),
-                    addresses: ["IPAddress", "GlobalIPv6Address"]
-                        .iter()
-                        .filter_map(|field| ep[*field].as_str()?.parse().ok())
-                        .collect(),
-                    mac: ep["MacAddress"].as_str().unwrap_or_default().to_string(),
-                })
-                .collect()
+                .filter_map(|field| ep[*field].as_str()?.parse().ok())
         })
-        .unwrap_or_default();
+        .collect();
     let mut published: Vec<PublishedPort> = body["NetworkSettings"]["Ports"]
         .as_object()
         .into_iter()
@@ -195,10 +191,6 @@ fn parse_container(body: &Value) -> Result<Container> {
     published.sort_by_key(|p| (p.host_port, p.protocol.clone()));
     published.dedup();
     Ok(Container {
-        id: body["Id"]
-            .as_str()
-            .ok_or_else(|| anyhow!("container without Id"))?
-            .to_string(),
         name: body["Name"]
             .as_str()
             .unwrap_or_default()
@@ -209,7 +201,7 @@ fn parse_container(body: &Value) -> Result<Container> {
         } else {
             0
         },
-        endpoints,
+        addresses,
         published,
     })
 }
@@ -232,10 +224,7 @@ mod tests {
         let c = parse_container(&body).unwrap();
         assert_eq!(c.name, "radius");
         assert_eq!(c.pid, 4242);
-        assert_eq!(
-            c.endpoints[0].addresses,
-            ["172.20.0.2".parse::<IpAddr>().unwrap()]
-        );
+        assert_eq!(c.addresses, ["172.20.0.2".parse::<IpAddr>().unwrap()]);
         assert_eq!(
             c.published,
             vec![PublishedPort {

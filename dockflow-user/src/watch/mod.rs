@@ -70,11 +70,7 @@ pub fn resolve_container(name: &str) -> Result<Target> {
     Ok(Target {
         label: format!("container {}", container.name),
         interfaces,
-        addresses: container
-            .endpoints
-            .iter()
-            .flat_map(|e| e.addresses.iter().copied())
-            .collect(),
+        addresses: container.addresses,
         published: container.published,
         netns: Some((container.name.clone(), ns_path)),
     })
