@@ -180,6 +180,52 @@ impl ProbePoint {
     }
 }
 
+/// Why the in-kernel filter kept or skipped a frame at tc, as --debug-kernel reports it.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FilterReason {
+    /// Bare interfaces: everything on them is wanted.
+    NoFilter = 0,
+    /// Not an IP or ARP frame the program could read.
+    NotIp = 1,
+    /// To or from one of the target's addresses.
+    Address = 2,
+    /// To or from one of its published ports.
+    Port = 3,
+    /// A learned reply tuple of one of its NATed connections.
+    ReplyTuple = 4,
+    /// None of these: skipped.
+    NotTarget = 5,
+}
+
+impl FilterReason {
+    pub const ALL: [FilterReason; 6] = [
+        FilterReason::NoFilter,
+        FilterReason::NotIp,
+        FilterReason::Address,
+        FilterReason::Port,
+        FilterReason::ReplyTuple,
+        FilterReason::NotTarget,
+    ];
+
+    pub fn from_u8(raw: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| *r as u8 == raw)
+    }
+
+    pub fn words(self) -> &'static str {
+        match self {
+            FilterReason::NoFilter => "kept: no filter (bare interfaces)",
+            FilterReason::NotIp => "skipped: not an IP or ARP frame it can read",
+            FilterReason::Address => "kept: to or from a target address",
+            FilterReason::Port => "kept: to or from a published port",
+            FilterReason::ReplyTuple => "kept: a learned reply tuple of a NATed connection",
+            FilterReason::NotTarget => {
+                "skipped: neither the target's addresses, nor its ports, nor a learned reply"
+            }
+        }
+    }
+}
+
 /// Where on a netfilter hook a program sits. Each slot is its own program (the kernel does not
 /// tell a netfilter program its priority), attached at [`NF_SLOT_PRIORITIES`].
 #[repr(u8)]

@@ -2,7 +2,9 @@
 //! target's costs little and never reaches the ring buffer. Probes ask with the packet's own
 //! headers; conntrack is read only when those do not decide.
 
-use dockflow_common::{MAX_TARGET_ADDRESSES, MAX_TARGET_PORTS, PacketHeaders, TargetSet, port_key};
+use dockflow_common::{
+    FilterReason, MAX_TARGET_ADDRESSES, MAX_TARGET_PORTS, PacketHeaders, TargetSet, port_key,
+};
 
 use crate::{
     FILTER, TARGETS,
@@ -117,6 +119,29 @@ pub fn watches_netns(inum: u32) -> bool {
     // bound.
     let n = targets.n_netns;
     n == 0 || inum == 0 || targets.netns[0] == inum || (n > 1 && targets.netns[1] == inum)
+}
+
+/// Why [`wants`] keeps or skips a frame at tc (no conntrack there), for --debug-kernel; only
+/// evaluated when kernel debug logging is on.
+#[inline(always)]
+pub fn why(headers: Option<&PacketHeaders>) -> FilterReason {
+    let Some(targets) = targets() else {
+        return FilterReason::NoFilter;
+    };
+    let Some(h) = headers else {
+        return FilterReason::NotIp;
+    };
+    if is_target_address(targets, &h.saddr) || is_target_address(targets, &h.daddr) {
+        FilterReason::Address
+    } else if is_target_port(targets, h.l4_proto, h.dport)
+        || is_target_port(targets, h.l4_proto, h.sport)
+    {
+        FilterReason::Port
+    } else if reply_tuples::is_learned_reply(h) {
+        FilterReason::ReplyTuple
+    } else {
+        FilterReason::NotTarget
+    }
 }
 
 /// Whether to emit a packet with these headers (None: not IP, or unreadable) and this

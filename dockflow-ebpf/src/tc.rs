@@ -10,6 +10,7 @@ use aya_ebpf::{
     bindings::TC_ACT_UNSPEC, helpers::generated::bpf_skb_load_bytes, macros::classifier,
     programs::TcContext,
 };
+use aya_log_ebpf::debug;
 use dockflow_common::{ProbePoint, SECTION_PACKET};
 
 use crate::{
@@ -97,9 +98,21 @@ fn observe(ctx: &TcContext, probe: ProbePoint) -> i32 {
         },
         &mut storage,
     );
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // tc sees no conntrack; on these interfaces the headers always show the target's addresses.
-    if filter::wants(headers, 0) && !per_connection::holds_back(headers, 0, 0) {
-        let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let wanted = filter::wants(headers, 0);
+    let held_back = wanted && per_connection::holds_back(headers, 0, 0);
+    // --debug-kernel only: the level is a load-time constant, so the verifier drops this
+    // (and the work of its arguments) from the program when kernel logging is off.
+    debug!(
+        &(),
+        "tc probe={} if={} why={} held={}",
+        probe as u8,
+        ifindex,
+        filter::why(headers) as u8,
+        u8::from(held_back)
+    );
+    if wanted && !held_back {
         emit(probe, |event| {
             event.ifindex = ifindex;
             if let Some(headers) = headers {

@@ -58,7 +58,7 @@ struct Cli {
     #[arg(long, num_args = 1.., group = "target")]
     iface: Vec<String>,
     /// Show a recording made with --record instead of tracing.
-    #[arg(long, group = "target", conflicts_with_all = ["record", "probes", "duration"])]
+    #[arg(long, group = "target", conflicts_with_all = ["record", "probes", "duration", "debug_kernel"])]
     replay: Option<PathBuf>,
     /// JSON lines instead of text.
     #[arg(long)]
@@ -108,6 +108,10 @@ struct Cli {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     max_open_packets: u64,
+    /// Print the kernel programs' own diagnostics on stderr: why the filter kept or skipped
+    /// each frame at tc. Costs nothing when off.
+    #[arg(long)]
+    debug_kernel: bool,
     /// Connections remembered to pair requests with replies; past this the oldest is
     /// forgotten (and counted).
     #[arg(
@@ -242,6 +246,7 @@ async fn trace(cli: &Cli) -> Result<()> {
     let options = LoadOptions {
         ring_bytes: cli.ring_size,
         per_connection: cli.per_connection.unwrap_or(0),
+        debug_kernel: cli.debug_kernel,
     };
     let mut probes = Probes::attach(&target, &offsets, &cli.probes, options)?;
     report_attachments(&probes, &target);
@@ -315,6 +320,7 @@ async fn trace(cli: &Cli) -> Result<()> {
             _ = tick.tick(), if !done => {
                 // Losses in the kernel: the packets open around them are incomplete.
                 note_losses(&probes, &mut output, &mut losses);
+                probes.print_kernel_log();
                 if drained.is_empty() {
                     output.tick(monotonic_now())?;
                 }
@@ -340,6 +346,7 @@ async fn trace(cli: &Cli) -> Result<()> {
     }
     let drained = drain.join()?;
     note_losses(&probes, &mut output, &mut losses);
+    probes.print_kernel_log();
     if !showing {
         // Nothing was decoded: the count is what went to the recording.
         output.stats.events = drained;

@@ -242,6 +242,40 @@ fn a_packet_dropped_in_docker_user_yields_a_drop_event_with_its_reason() {
     lab::down().unwrap();
 }
 
+#[test]
+fn debug_kernel_says_why_the_filter_kept_or_skipped_each_frame_and_is_silent_without_it() {
+    let _lock = lab_lock();
+    lab::up(&lab_bin()).unwrap();
+    let exchange = |args: &[&str]| {
+        let dockflow = Dockflow::start(args);
+        // radius is the target; syslog shares its bridge (docker1), where tc sees it too.
+        lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]).unwrap();
+        lab::client(&lab_bin(), lab::service("syslog").unwrap(), &[]).unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        let (ok, _, stderr) = dockflow.stop_with_stderr(libc::SIGINT);
+        assert!(ok);
+        stderr
+            .into_iter()
+            .filter(|l| l.starts_with("dockflow: kernel: "))
+            .collect::<Vec<_>>()
+    };
+    let told = exchange(&["--container", "radius", "--json", "--debug-kernel"]);
+    assert!(
+        told.iter()
+            .any(|l| l.contains("tc ingress") && l.contains("kept: to or from a target address")),
+        "{told:#?}"
+    );
+    assert!(
+        told.iter().any(|l| l.contains("skipped: neither")),
+        "{told:#?}"
+    );
+    assert_eq!(
+        exchange(&["--container", "radius", "--json"]),
+        Vec::<String>::new()
+    );
+    lab::down().unwrap();
+}
+
 fn tc_filters(iface: &str) -> String {
     ["ingress", "egress"]
         .iter()

@@ -7,6 +7,7 @@
 mod bpf_sys;
 mod bridge;
 mod cleanup;
+mod kernel_log;
 mod netfilter;
 mod nftables;
 mod tc;
@@ -39,6 +40,8 @@ pub struct LoadOptions {
     pub ring_bytes: u32,
     /// Packets of each connection emitted in full; 0: all.
     pub per_connection: u32,
+    /// Print the programs' own diagnostics (--debug-kernel).
+    pub debug_kernel: bool,
 }
 
 /// Why an attach point is not in use.
@@ -156,6 +159,7 @@ pub struct Probes {
     collectors: Vec<Box<dyn Collector>>,
     /// Dropped by hand in [`Drop`], before the collectors detach.
     ebpf: ManuallyDrop<Ebpf>,
+    kernel_log: Option<kernel_log::KernelLog>,
     lost: PerCpuArray<MapData, u64>,
     tuples: tuples::TupleMaps,
     hidden: PerCpuArray<MapData, u64>,
@@ -176,6 +180,15 @@ impl Probes {
             .map_max_entries(EVENTS_MAP, options.ring_bytes)
             .override_global(OFFSETS_GLOBAL, offsets, true)
             .override_global(FILTER_GLOBAL, &filter, true)
+            .override_global(
+                kernel_log::LEVEL_GLOBAL,
+                &if options.debug_kernel {
+                    kernel_log::LEVEL_DEBUG
+                } else {
+                    kernel_log::LEVEL_OFF
+                },
+                true,
+            )
             .load(PROGRAMS)
             .map_err(|e| load_error(e.into()))?;
         fill_filter(&mut ebpf, target)?;
@@ -208,6 +221,10 @@ impl Probes {
                 .unwrap_or_default();
             return Err(anyhow!("the kernel refused every probe ({first})"));
         }
+        let kernel_log = options
+            .debug_kernel
+            .then(|| kernel_log::KernelLog::take(&mut ebpf))
+            .transpose()?;
         let lost = PerCpuArray::try_from(ebpf.take_map(LOST_MAP).context("no LOST map")?)?;
         let tuples = tuples::TupleMaps::take(&mut ebpf)?;
         let hidden = PerCpuArray::try_from(ebpf.take_map(HIDDEN_MAP).context("no HIDDEN map")?)?;
@@ -215,6 +232,7 @@ impl Probes {
             held,
             collectors,
             ebpf: ManuallyDrop::new(ebpf),
+            kernel_log,
             lost,
             tuples,
             hidden,
@@ -241,6 +259,13 @@ impl Probes {
     /// The nftables rule evaluations, when the nftables collector runs (taken once).
     pub fn take_rule_traces(&mut self) -> Option<RuleTraces> {
         self.collectors.iter_mut().find_map(|c| c.rule_traces())
+    }
+
+    /// Prints what the kernel programs logged (--debug-kernel) since the last call.
+    pub fn print_kernel_log(&mut self) {
+        if let Some(log) = &mut self.kernel_log {
+            log.print();
+        }
     }
 
     /// Forgets the stored tuples of connections that conntrack has dropped.
