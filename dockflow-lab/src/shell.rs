@@ -7,8 +7,17 @@ use anyhow::{Context as _, Result, bail};
 /// Runs `program args`, returning stdout; on failure the error names the command and the last
 /// line it printed to stderr.
 pub fn run(program: &str, args: &[&str]) -> Result<String> {
-    let output = Command::new(program)
-        .args(args)
+    output(Command::new(program).args(args))
+}
+
+/// Runs `cmd` (stdin closed), returning stdout; on failure the error names the command and the
+/// last line it printed to stderr.
+pub fn output(cmd: &mut Command) -> Result<String> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let line: Vec<String> = std::iter::once(program.clone())
+        .chain(cmd.get_args().map(|a| a.to_string_lossy().into_owned()))
+        .collect();
+    let output = cmd
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("cannot run {program} (is it installed?)"))?;
@@ -19,7 +28,7 @@ pub fn run(program: &str, args: &[&str]) -> Result<String> {
             .rev()
             .find(|l| !l.trim().is_empty())
             .unwrap_or("no error output");
-        bail!("`{program} {}` failed: {}", args.join(" "), reason.trim());
+        bail!("`{}` failed: {}", line.join(" "), reason.trim());
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }

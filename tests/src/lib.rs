@@ -200,6 +200,27 @@ fn loaded_programs() -> Vec<String> {
         .collect()
 }
 
+/// The packet objects among --json lines.
+pub fn packets(lines: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+    lines.iter().filter(|l| l["type"] == "packet").collect()
+}
+
+/// A packet's hops as "layer:kind" ("L3:hook", "L2:to_port", ...).
+pub fn hop_kinds(packet: &serde_json::Value) -> Vec<String> {
+    packet["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            format!(
+                "{}:{}",
+                h["layer"].as_str().unwrap(),
+                h["kind"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
 /// Parses dockflow --json output into objects.
 pub fn json_events(stdout: &str) -> Vec<serde_json::Value> {
     stdout

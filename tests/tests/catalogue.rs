@@ -5,7 +5,7 @@
 use std::{process::Command, time::Duration};
 
 use dockflow_lab::{lab, shell::run};
-use dockflow_tests::{Dockflow, json_events, lab_bin, lab_lock};
+use dockflow_tests::{Dockflow, hop_kinds, json_events, lab_bin, lab_lock};
 use serde_json::Value;
 
 const NETWORK: &str = "dfcat";
@@ -189,21 +189,6 @@ fn outcome(steps: &[Value], role: &str) -> Option<String> {
         .iter()
         .find(|s| s["kind"] == "outcome" && s["role"] == role)
         .map(|s| s["outcome"].as_str().unwrap().to_string())
-}
-
-fn hop_kinds(packet: &Value) -> Vec<String> {
-    packet["hops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| {
-            format!(
-                "{}:{}",
-                h["layer"].as_str().unwrap(),
-                h["kind"].as_str().unwrap()
-            )
-        })
-        .collect()
 }
 
 /// The steps of an exchange a host process started with a container: sent by the host (it

@@ -5,29 +5,12 @@
 use std::{process::Command, time::Duration};
 
 use dockflow_lab::lab;
-use dockflow_tests::{Dockflow, IptablesRule, dockflow_bin, json_events, lab_bin, lab_lock};
+use dockflow_tests::{
+    Dockflow, IptablesRule, dockflow_bin, hop_kinds, json_events, lab_bin, lab_lock, packets,
+};
 use serde_json::Value;
 
 const RADIUS: &str = "172.20.0.2";
-
-fn packets(lines: &[Value]) -> Vec<&Value> {
-    lines.iter().filter(|l| l["type"] == "packet").collect()
-}
-
-fn kinds(packet: &Value) -> Vec<String> {
-    packet["hops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| {
-            format!(
-                "{}:{}",
-                h["layer"].as_str().unwrap(),
-                h["kind"].as_str().unwrap()
-            )
-        })
-        .collect()
-}
 
 fn hooks<'a>(packet: &'a Value, layer: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
     packet["hops"]
@@ -114,7 +97,7 @@ fn the_seed_request_is_routed_then_bridged_and_its_reply_bridged_then_routed() {
     );
 
     // Request: L3 prerouting with DNAT -> forward -> into the bridge -> L2 to the container's port.
-    let k = kinds(request);
+    let k = hop_kinds(request);
     let dnat = position(request, |h| {
         h["kind"] == "hook"
             && h["hook"] == "prerouting"
@@ -155,7 +138,7 @@ fn the_seed_request_is_routed_then_bridged_and_its_reply_bridged_then_routed() {
     );
 
     // Reply: L2 in on the container's port -> passed up -> L3 forward -> out the external link.
-    let k = kinds(reply);
+    let k = hop_kinds(reply);
     let from_port = position(reply, |h| h["kind"] == "from_port" && h["layer"] == "l2")
         .unwrap_or_else(|| panic!("{k:?}"));
     let passed_up = position(reply, |h| {
@@ -294,7 +277,7 @@ fn container_to_container_traffic_is_bridged_at_l2_only() {
         .collect();
     assert_eq!(exchange.len(), 2, "request and reply: {lines:#?}");
     for packet in exchange {
-        let k = kinds(packet);
+        let k = hop_kinds(packet);
         assert!(
             k.contains(&"l2:from_port".to_string()) && k.contains(&"l2:to_port".to_string()),
             "{k:?}"
@@ -396,12 +379,12 @@ fn a_network_namespace_outside_docker_can_be_the_target() {
             && h["interface"] == lab::HOST_LINK)
         .is_some(),
         "{:?}",
-        kinds(request)
+        hop_kinds(request)
     );
     assert!(
         position(request, |h| h["rewrites"][0]["field"] == "destination").is_some(),
         "{:?}",
-        kinds(request)
+        hop_kinds(request)
     );
     // Here the namespace's own devices are the target's.
     let devices = device_interfaces(request);
@@ -628,14 +611,14 @@ fn a_drop_is_explained_with_the_rule_that_dropped_it() {
         hops.last().unwrap()["kind"],
         "dropped",
         "{:?}",
-        kinds(request)
+        hop_kinds(request)
     );
     assert!(
         !hops
             .iter()
             .any(|h| h["kind"] == "into_bridge" || h["kind"] == "to_port"),
         "{:?}",
-        kinds(request)
+        hop_kinds(request)
     );
     let steps: Vec<String> = lines
         .iter()

@@ -27,7 +27,7 @@ pub fn load_symbols(keep: impl Fn(&str) -> bool) -> Result<KernelSymbols> {
     Ok(KernelSymbols::parse(&text, keep))
 }
 
-/// Resolves every offset the programs read through, from BTF and the tracepoint format files.
+/// Resolves every offset the programs read through, from BTF.
 pub fn resolve_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
     let o = |s: &str, p: &str| btf.offset(s, p);
     let mut off = KernelOffsets {

@@ -1,0 +1,199 @@
+//! The command line: what to watch or replay, how to show it, and the limits that keep a busy
+//! host's trace within bounds.
+
+use std::{io::Write, path::PathBuf, time::Duration};
+
+use clap::Parser;
+use dockflow::{
+    model::topology::Topology,
+    output::{Mode, Output},
+    path::correlate::Limits,
+    probes::Family,
+    render::Style,
+};
+
+/// Show where a Docker container's packets go, hop by hop, live: which hops the bridge (L2)
+/// handles and which the IP stack (L3), NAT rewrites, conntrack state, drops with their reason,
+/// and a plain-language account of each connection's request and reply.
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    after_help = "Examples:
+  dockflow --container radius                  follow a container's packets, explained
+  dockflow --container radius --raw            one line per probe event instead
+  dockflow --container radius --json           one JSON object per packet/explanation
+  dockflow --container radius --record r.dfl   also write the events to a file
+  dockflow --replay r.dfl                      show a recording again (no root needed)
+  dockflow --netns dockflow-ext                follow a network namespace's packets
+  dockflow --iface docker1 --duration 10       watch host interfaces, no container
+
+Layers: L2 = the bridge, L3 = the host's IP stack, L3* = an IP netfilter hook that
+br_netfilter runs for a frame still inside the bridge, dev = a device receives/sends."
+)]
+pub struct Cli {
+    /// Container (name or id) whose traffic to follow.
+    #[arg(long, group = "target")]
+    pub container: Option<String>,
+    /// Network namespace (name under /run/netns, or a path like /proc/PID/ns/net) whose
+    /// traffic to follow, for targets outside Docker.
+    #[arg(long, group = "target")]
+    pub netns: Option<String>,
+    /// Host interface(s) to watch instead of a container.
+    #[arg(long, num_args = 1.., group = "target")]
+    pub iface: Vec<String>,
+    /// Show a recording made with --record instead of tracing.
+    #[arg(long, group = "target", conflicts_with_all = ["record", "probes", "duration", "debug_kernel"])]
+    pub replay: Option<PathBuf>,
+    /// JSON lines instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// One line per probe event instead of one block per packet.
+    #[arg(long)]
+    pub raw: bool,
+    /// Stop after this many packets (events with --raw).
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Stop after this many seconds (a positive number, fractions allowed).
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_seconds)]
+    pub duration: Option<Duration>,
+    /// Probe families to attach (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "tc,netfilter,drops,devices,bridge,nftables"
+    )]
+    pub probes: Vec<Family>,
+    /// Also write every event to this file (see --replay).
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+    /// Print nothing but the summary; with --record, events go to the file undecoded (the
+    /// fastest way to capture a busy target).
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Size of the kernel's event ring buffer in MiB, or KiB with a K suffix (a power of two).
+    /// The default holds about 100 ms of events at 2 million events/s, so a busy moment does
+    /// not overflow it.
+    #[arg(long, default_value = "64", allow_negative_numbers = true, value_parser = parse_ring_size)]
+    pub ring_size: u32,
+    /// Show the first N packets of each connection in full and only count the rest. Decided
+    /// in the kernel, so a busy connection costs the ring buffer nothing once it was shown.
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub per_connection: Option<u32>,
+    /// Packets followed at once; past this the oldest is shown early (and counted). Each holds
+    /// a few KiB while open.
+    #[arg(
+        long,
+        default_value = "16384",
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub max_open_packets: u64,
+    /// Print the kernel programs' own diagnostics on stderr: why the filter kept or skipped
+    /// each frame at tc. Costs nothing when off.
+    #[arg(long)]
+    pub debug_kernel: bool,
+    /// Connections remembered to pair requests with replies; past this the oldest is
+    /// forgotten (and counted).
+    #[arg(
+        long,
+        default_value = "65536",
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub max_connections: u64,
+}
+
+impl Cli {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            open_packets: self.max_open_packets as usize,
+            connections: self.max_connections as usize,
+            per_connection: self.per_connection,
+        }
+    }
+
+    pub fn output<W: Write>(&self, topology: Topology, writer: W) -> Output<W> {
+        Output::with_limits(
+            mode(self),
+            self.json,
+            Style::for_stdout(),
+            topology,
+            writer,
+            self.limits(),
+        )
+    }
+}
+
+/// --ring-size: MiB, or KiB with a K suffix ("256K"); a power of two from 4 KiB (a page) to
+/// 1 GiB. Returned in bytes.
+fn parse_ring_size(text: &str) -> Result<u32, String> {
+    let (number, unit) = match text.strip_suffix(['K', 'k']) {
+        Some(kib) => (kib, 10),
+        None => (text.strip_suffix(['M', 'm']).unwrap_or(text), 20),
+    };
+    let bytes = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_shl(unit))
+        .ok_or_else(|| format!("{text:?} is not a size in MiB (or KiB with a K suffix)"))?;
+    if !bytes.is_power_of_two() || !(4096..=1 << 30).contains(&bytes) {
+        return Err(format!(
+            "{text}: the ring buffer size must be a power of two from 4K to 1024 (MiB)"
+        ));
+    }
+    Ok(bytes as u32)
+}
+
+/// Seconds for --duration: finite, positive and at most a year (clap reports anything else in
+/// one line, exit status 2).
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !seconds.is_finite() || seconds <= 0.0 || seconds > MAX_SECONDS {
+        return Err(format!(
+            "{text} is not a duration dockflow can wait (more than 0, at most {MAX_SECONDS} seconds)"
+        ));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn mode(cli: &Cli) -> Mode {
+    match (cli.quiet, cli.raw) {
+        (true, _) => Mode::Quiet,
+        (false, true) => Mode::Raw,
+        (false, false) => Mode::Paths,
+    }
+}
+
+/// Whether --count is reached (packets, or events with --raw).
+pub fn reached_count(cli: &Cli, output: &Output<impl Write>) -> bool {
+    let seen = if cli.raw {
+        output.stats.events
+    } else {
+        output.stats.packets
+    };
+    cli.count.is_some_and(|n| seen >= n)
+}
+
+/// What the memory limits cost, if anything.
+pub fn report_evictions(output: &Output<impl Write>, cli: &Cli) {
+    let evicted = output.evictions();
+    if evicted.packets > 0 {
+        eprintln!(
+            "dockflow: {} packets shown before they were complete (more than --max-open-packets {} open at once)",
+            evicted.packets, cli.max_open_packets
+        );
+    }
+    if evicted.connections > 0 {
+        eprintln!(
+            "dockflow: {} connections forgotten (more than --max-connections {}); their later packets start new ones",
+            evicted.connections, cli.max_connections
+        );
+    }
+}

@@ -1,0 +1,335 @@
+//! A live run: resolve the target, attach the probes, stream the packets' paths until told to
+//! stop, then say what was seen and what was not.
+
+use std::{
+    io::{IsTerminal as _, Write},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Result, bail};
+use dockflow::{
+    decode::Decoder,
+    drain::{self, Drain, Drained},
+    follow::Follower,
+    kernel::{self, btf::KernelBtf, monotonic_now},
+    nftrace::TraceBatch,
+    output::Output,
+    probes::{LoadOptions, ProbeError, Probes, RuleTraces},
+    record::{Header, Recorder},
+    watch::{self, Target},
+};
+use dockflow_common::PACKET_EVENT_SIZE;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    cli::{Cli, reached_count, report_evictions},
+    stdout,
+};
+
+/// Resolves the target, attaches the probes and streams until a signal, --duration or --count.
+pub async fn run(cli: &Cli) -> Result<()> {
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "dockflow must run as root (it loads eBPF programs and reads other network namespaces)"
+        );
+    }
+    let target = resolve_target(cli)?;
+    let btf = KernelBtf::load(&["nf_conntrack", "bridge", "br_netfilter"])?;
+    let offsets = kernel::resolve_offsets(&btf)?;
+    let decoder = decoder(&btf)?;
+    let topology = watch::topology_of(&target)?;
+    let options = LoadOptions {
+        ring_bytes: cli.ring_size,
+        per_connection: cli.per_connection.unwrap_or(0),
+        debug_kernel: cli.debug_kernel,
+    };
+    let mut probes = Probes::attach(&target, &offsets, &cli.probes, options)?;
+    report_attachments(&probes, &target);
+    let mut rule_traces = probes.take_rule_traces();
+    let recorder = match &cli.record {
+        Some(path) => {
+            let header = Header {
+                target: target.label.clone(),
+                record_size: PACKET_EVENT_SIZE,
+                decoder: decoder.clone(),
+                topology: topology.clone(),
+            };
+            Some(Arc::new(Mutex::new(Recorder::create(path, &header)?)))
+        }
+        None => None,
+    };
+    let mut output = cli.output(topology, stdout());
+    // The ring buffer is emptied on a thread of its own; the display gets what it has time for.
+    let (to_display, mut drained) = tokio::sync::mpsc::channel(drain::QUEUE_BATCHES);
+    let drain = Drain::start(
+        probes.take_events()?,
+        recorder.clone(),
+        output.shows_events().then_some(to_display),
+    );
+    eprintln!("dockflow: streaming (Ctrl-C to stop)");
+
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let deadline = tokio::time::sleep(cli.duration.unwrap_or(Duration::MAX / 4));
+    tokio::pin!(deadline);
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let status = StatusLine::new();
+    let mut follower = Follower::new(cli.container.as_deref(), target.clone());
+    let mut losses = LossCheck {
+        lost: 0,
+        checked_at: monotonic_now(),
+    };
+    let showing = output.shows_events();
+    let mut traces_dropped = 0;
+    // Set once the run should end: the drain thread then empties the ring a last time and
+    // closes the queue, and the loop ends when the display has taken the rest.
+    let mut done = false;
+    loop {
+        tokio::select! {
+            batch = drained.recv(), if showing => {
+                let Some(batch) = batch else { break };
+                if done && reached_count(cli, &output) {
+                    continue;
+                }
+                show(batch, &decoder, &mut output)?;
+                if reached_count(cli, &output) {
+                    done = true;
+                    drain.request_stop();
+                } else if !done {
+                    // While batches are waiting, the clock is ahead of them: packets are
+                    // finished by the time of the last event read, so none is cut off before
+                    // its later hops.
+                    let now = if drained.is_empty() { monotonic_now() } else { output.latest_ts() };
+                    output.tick(now)?;
+                }
+            }
+            Some(batch) = next_traces(&mut rule_traces), if !done => {
+                traces_dropped += batch.dropped;
+                for trace in batch.traces {
+                    if let Some(recorder) = &recorder {
+                        recorder.lock().expect("recorder lock").record_trace(&trace)?;
+                    }
+                    output.trace(trace)?;
+                }
+            }
+            _ = tick.tick(), if !done => {
+                // Losses in the kernel: the packets open around them are incomplete.
+                note_losses(&probes, &mut output, &mut losses);
+                probes.print_kernel_log();
+                if drained.is_empty() {
+                    output.tick(monotonic_now())?;
+                }
+                if let Some(topology) = follower.check(&mut probes)? {
+                    if let Some(recorder) = &recorder {
+                        recorder.lock().expect("recorder lock").record_topology(&topology)?;
+                    }
+                    output.set_topology(topology);
+                }
+                if reached_count(cli, &output) {
+                    done = true;
+                    drain.request_stop();
+                }
+                status.show(&output, &probes);
+            }
+            _ = interrupt.recv(), if !done => { done = true; drain.request_stop(); }
+            _ = terminate.recv(), if !done => { done = true; drain.request_stop(); }
+            _ = &mut deadline, if !done => { done = true; drain.request_stop(); }
+        }
+        if done && !showing {
+            break;
+        }
+    }
+    let drained = drain.join()?;
+    note_losses(&probes, &mut output, &mut losses);
+    probes.print_kernel_log();
+    if !showing {
+        // Nothing was decoded: the count is what went to the recording.
+        output.stats.events = drained;
+    }
+    output.finish()?;
+    if let Some(recorder) = recorder {
+        let recorder = Arc::into_inner(recorder).expect("the drain thread has ended");
+        recorder.into_inner().expect("recorder lock").finish()?;
+    }
+    status.clear();
+    report_summary(cli, &target, &probes, &output, traces_dropped);
+    drop(probes);
+    Ok(())
+}
+
+/// --container, --netns or --iface, resolved to interfaces and addresses.
+fn resolve_target(cli: &Cli) -> Result<Target> {
+    match (&cli.container, &cli.netns) {
+        (Some(name), _) => watch::resolve_container(name),
+        (_, Some(netns)) => watch::resolve_netns(netns),
+        _ if !cli.iface.is_empty() => watch::resolve_interfaces(&cli.iface),
+        _ => bail!(
+            "say what to watch: --container NAME, --netns NS, --iface IFACE or --replay FILE (see --help)"
+        ),
+    }
+}
+
+/// What decoding needs from this kernel: drop reason names and hook continuation symbols.
+fn decoder(btf: &KernelBtf) -> Result<Decoder> {
+    Ok(Decoder {
+        drop_reasons: btf.enum_names("skb_drop_reason").unwrap_or_default(),
+        symbols: kernel::load_symbols(is_hook_continuation)?,
+    })
+}
+
+/// The closing lines on stderr: what was seen, and everything that was not shown or lost.
+fn report_summary(
+    cli: &Cli,
+    target: &Target,
+    probes: &Probes,
+    output: &Output<impl Write>,
+    traces_dropped: u64,
+) {
+    let lost: u64 = probes.lost().iter().map(|(_, n)| n).sum();
+    eprintln!(
+        "dockflow: {} packets, {} events from {}, {lost} lost",
+        output.stats.packets, output.stats.events, target.label
+    );
+    report_evictions(output, cli);
+    if output.stats.not_shown > 0 {
+        eprintln!(
+            "dockflow: {} events not shown: the display fell behind the kernel{}",
+            output.stats.not_shown,
+            if cli.record.is_some() {
+                " (the recording has them)"
+            } else {
+                ""
+            }
+        );
+    }
+    let (held_events, held_packets) = probes.held_back();
+    if held_packets > 0 || held_events > 0 {
+        eprintln!(
+            "dockflow: {held_events} events held back in the kernel, of about {held_packets} packets past the first {} of their connection (--per-connection)",
+            cli.per_connection.unwrap_or(0)
+        );
+    }
+    if output.folded() > 0 {
+        eprintln!(
+            "dockflow: {} more packets of connections past --per-connection not shown (their netfilter hooks and nftables trace, which the kernel does not hold back)",
+            output.folded()
+        );
+    }
+    if traces_dropped > 0 {
+        eprintln!(
+            "dockflow: {traces_dropped} nftables trace messages dropped: dockflow fell behind them"
+        );
+    }
+    if output.incomplete_packets() > 0 {
+        eprintln!(
+            "dockflow: {} packets marked incomplete (events lost on their way)",
+            output.incomplete_packets()
+        );
+    }
+    for (point, lost) in probes.lost() {
+        eprintln!(
+            "dockflow: lost {lost} events at {} (ring buffer full)",
+            point.attach_point()
+        );
+    }
+}
+
+/// The next batch of nftables traces; never ready when tracing nftables is off.
+async fn next_traces(traces: &mut Option<RuleTraces>) -> Option<TraceBatch> {
+    match traces {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The kernel's loss counters as last read.
+struct LossCheck {
+    lost: u64,
+    checked_at: u64,
+}
+
+/// Reads the kernel's loss counters; events lost since the last reading make the packets on
+/// their way in that time incomplete.
+fn note_losses(probes: &Probes, output: &mut Output<impl Write>, check: &mut LossCheck) {
+    let lost: u64 = probes.lost().iter().map(|(_, n)| n).sum();
+    let now = monotonic_now();
+    if lost > check.lost {
+        output.lost_between(check.checked_at, now);
+        check.lost = lost;
+    }
+    check.checked_at = now;
+}
+
+/// Decodes a batch from the drain thread into the output, or marks what it skipped.
+fn show(batch: Drained, decoder: &Decoder, output: &mut Output<impl Write>) -> Result<()> {
+    match batch {
+        Drained::Records(records) => {
+            for record in records.chunks_exact(PACKET_EVENT_SIZE) {
+                match decoder.decode(record) {
+                    Ok(event) => output.event(event)?,
+                    Err(e) => eprintln!("dockflow: skipped a malformed event: {e}"),
+                }
+            }
+        }
+        Drained::Skipped {
+            records,
+            from_ns,
+            to_ns,
+        } => output.not_shown(records, from_ns, to_ns),
+    }
+    Ok(())
+}
+
+/// A one-line status on stderr while the stream goes elsewhere (a file, a pipe).
+struct StatusLine {
+    enabled: bool,
+}
+
+impl StatusLine {
+    fn new() -> Self {
+        // With stdout on the same terminal the blocks would tear the status line apart.
+        Self {
+            enabled: std::io::stderr().is_terminal() && !std::io::stdout().is_terminal(),
+        }
+    }
+
+    fn show(&self, output: &Output<impl Write>, probes: &Probes) {
+        if self.enabled {
+            let lost: u64 = probes.lost().iter().map(|(_, n)| n).sum();
+            eprint!(
+                "\r\x1b[2K[{} packets · {} events · {lost} lost]",
+                output.stats.packets, output.stats.events
+            );
+        }
+    }
+
+    fn clear(&self) {
+        if self.enabled {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}
+
+fn report_attachments(probes: &Probes, target: &Target) {
+    eprintln!("dockflow: watching {}", target.label);
+    for note in &probes.notes {
+        eprintln!("  note      {note}");
+    }
+    for a in &probes.attachments {
+        match &a.result {
+            Ok(()) => eprintln!("  attached  {}", a.point),
+            Err(e @ ProbeError::Skipped(_)) => eprintln!("  skipped   {}: {e}", a.point),
+            Err(e @ ProbeError::Unsupported(_)) => eprintln!("  missing   {}: {e}", a.point),
+            Err(e @ ProbeError::Refused(_)) => eprintln!("  refused   {}: {e}", a.point),
+        }
+    }
+}
+
+/// Functions a netfilter hook continues into; br_nf_* ones mean br_netfilter is running the hook.
+fn is_hook_continuation(name: &str) -> bool {
+    name.starts_with("br_nf_")
+        || name.ends_with("_finish")
+        || name.contains("xmit")
+        || name.contains("okfn")
+}
