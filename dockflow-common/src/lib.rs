@@ -311,6 +311,27 @@ pub const SECTION_NETFILTER: u8 = 2;
 pub const SECTION_CONNTRACK: u8 = 4;
 pub const SECTION_DROP: u8 = 8;
 pub const SECTION_SKB: u8 = 16;
+/// The record carries the packet's first bytes after the event ([`PacketEvent::snap_len`]).
+pub const SECTION_BYTES: u8 = 32;
+/// Those bytes start with an Ethernet header the program wrote (zero MACs, the IP version's
+/// ethertype): the skb had no MAC header (a packet the host itself sent, say).
+pub const SECTION_SYNTHETIC_ETHERNET: u8 = 64;
+
+/// Name of the read-only global holding how many bytes of each packet to capture (--snaplen).
+pub const SNAPLEN_GLOBAL: &str = "SNAPLEN";
+/// The most bytes a record carries.
+pub const MAX_SNAPLEN: u32 = 256;
+
+/// The bytes reserved after each [`PacketEvent`] for a snaplen: the programs reserve one of a
+/// few fixed record sizes (the ring buffer wants a constant size), the smallest that fits.
+pub const fn snap_reserve(snaplen: u32) -> usize {
+    match snaplen {
+        0 => 0,
+        1..=64 => 64,
+        65..=128 => 128,
+        _ => 256,
+    }
+}
 
 /// One direction of a conntrack entry (struct nf_conntrack_tuple, flattened). Also the key of
 /// [`REPLY_TUPLES_MAP`], where `family` is set; events leave it 0.
@@ -384,7 +405,8 @@ pub struct PacketEvent {
     pub nf_slot: u8,
     /// enum ip_conntrack_info (0 ESTABLISHED, 1 RELATED, 2 NEW, 3 ESTABLISHED_REPLY, ...).
     pub ct_info: u8,
-    pub _pad: [u8; 2],
+    /// Bytes of the packet captured after this event in the record (SECTION_BYTES).
+    pub snap_len: u16,
     /// Interface the probe is attached to (tc) or skb->dev (others).
     pub ifindex: u32,
     /// Inode of the network namespace of skb->dev; 0 where unknown.
@@ -394,7 +416,9 @@ pub struct PacketEvent {
     /// Netfilter: state->in and state->out ifindex (0 when none).
     pub nf_in_ifindex: u32,
     pub nf_out_ifindex: u32,
-    pub _pad2: u32,
+    /// The packet's length from where the captured bytes start (its MAC header, or the
+    /// synthesized one), as it was on the wire (SECTION_BYTES).
+    pub wire_len: u32,
     pub packet: PacketHeaders,
     pub ct_original: CtTuple,
     pub ct_reply: CtTuple,
@@ -443,7 +467,10 @@ pub struct KernelOffsets {
     pub tuple_dst_protonum: u32,
     /// 1 when skb:kfree_skb passes a drop reason (its third argument, kernel >= 5.17).
     pub kfree_skb_has_reason: u32,
-    pub _pad: u32,
+    /// sk_buff: data (pointer), len, mac_header: where the packet's bytes start, for capture.
+    pub skb_data: u32,
+    pub skb_len: u32,
+    pub skb_mac_header: u32,
 }
 
 pub const MAX_TARGET_ADDRESSES: usize = 8;

@@ -5,6 +5,7 @@
 #![no_main]
 
 mod bridge;
+mod capture;
 mod filter;
 mod headers;
 mod kmem;
@@ -24,8 +25,10 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray, RingBuf},
 };
 use dockflow_common::{
-    KernelOffsets, PROBE_POINT_SLOTS, PacketEvent, ProbePoint, Settings, TargetSet,
+    KernelOffsets, PROBE_POINT_SLOTS, PacketEvent, ProbePoint, Settings, TargetSet, snap_reserve,
 };
+
+use crate::capture::PacketBytes;
 
 /// Shared by every probe. Userspace drains it.
 #[map(name = "EVENTS")]
@@ -88,8 +91,15 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     tuple_dst_port: 0,
     tuple_dst_protonum: 0,
     kfree_skb_has_reason: 0,
-    _pad: 0,
+    skb_data: 0,
+    skb_len: 0,
+    skb_mac_header: 0,
 };
+
+/// Bytes of each packet to capture after its event (--snaplen; 0: none). Read-only: the
+/// verifier keeps only the branch of [`emit`] for its record size.
+#[unsafe(no_mangle)]
+static SNAPLEN: u32 = 0;
 
 /// 1: emit only the target's packets; 0: emit everything (set by userspace before load).
 #[unsafe(no_mangle)]
@@ -107,22 +117,57 @@ fn zeroed<T>(slot: &mut MaybeUninit<T>) -> &mut T {
     unsafe { slot.assume_init_mut() }
 }
 
-/// Reserves an event for `probe`, zeroed and stamped, lets `fill` complete it in the ring buffer
-/// itself (no copy on the stack) and submits it; counts it as lost when there is no room. Probes
-/// call this only for packets the filter kept: the rest never pay for the clock or the
-/// reservation.
+/// An event and the packet's first `N` bytes, one ring-buffer record.
+#[repr(C)]
+struct Record<const N: usize> {
+    event: PacketEvent,
+    bytes: [u8; N],
+}
+
+/// --snaplen, as set at load.
 #[inline(always)]
-fn emit(probe: ProbePoint, fill: impl FnOnce(&mut PacketEvent)) {
-    let Some(mut entry) = EVENTS.reserve::<PacketEvent>(0) else {
+fn snaplen() -> u32 {
+    unsafe { core::ptr::read_volatile(&SNAPLEN) }
+}
+
+/// Reserves an event for `probe`, zeroed and stamped, lets `fill` complete it in the ring buffer
+/// itself (no copy on the stack), captures the packet's first bytes from `bytes` behind it and
+/// submits it; counts it as lost when there is no room. Probes call this only for packets the
+/// filter kept: the rest never pay for the clock or the reservation.
+#[inline(always)]
+fn emit(probe: ProbePoint, bytes: &impl PacketBytes, fill: impl FnOnce(&mut PacketEvent)) {
+    // SNAPLEN is a load-time constant: one arm survives verification.
+    match snap_reserve(snaplen()) {
+        0 => emit_record::<0>(probe, bytes, fill),
+        64 => emit_record::<64>(probe, bytes, fill),
+        128 => emit_record::<128>(probe, bytes, fill),
+        _ => emit_record::<256>(probe, bytes, fill),
+    }
+}
+
+#[inline(always)]
+fn emit_record<const N: usize>(
+    probe: ProbePoint,
+    bytes: &impl PacketBytes,
+    fill: impl FnOnce(&mut PacketEvent),
+) {
+    let Some(mut entry) = EVENTS.reserve::<Record<N>>(0) else {
         if let Some(counter) = LOST.get_ptr_mut(probe as u32) {
             unsafe { *counter += 1 };
         }
         return;
     };
-    let event = zeroed(&mut *entry);
+    // Only the event is zeroed: the bytes past snap_len are never read.
+    let record = unsafe { &mut *entry.as_mut_ptr() };
+    let event = zeroed(unsafe {
+        &mut *(&mut record.event as *mut PacketEvent as *mut MaybeUninit<PacketEvent>)
+    });
     event.ts_ns = unsafe { bpf_ktime_get_ns() };
     event.probe = probe as u8;
     fill(event);
+    if N > 0 {
+        bytes.capture(&mut record.bytes, snaplen(), event);
+    }
     entry.submit(0);
 }
 

@@ -8,6 +8,7 @@ use aya_ebpf::helpers::bpf_probe_read_kernel_buf;
 use dockflow_common::{PacketEvent, ProbePoint, SECTION_CONNTRACK, SECTION_PACKET, SECTION_SKB};
 
 use crate::{
+    capture::SkbBytes,
     emit, filter,
     headers::{NetworkHeaderReader, parse_ip},
     kmem::{offset, read, read_tuple, trusted_field},
@@ -106,7 +107,7 @@ pub fn observe<S: SkbFields>(
     if decides && per_connection::holds_back(headers, ct, head) {
         return false;
     }
-    emit(probe, |event| {
+    emit(probe, &SkbBytes(skb), |event| {
         if head != 0 {
             event.skb_id = head;
             event.sections |= SECTION_SKB;

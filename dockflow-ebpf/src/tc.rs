@@ -14,6 +14,7 @@ use aya_log_ebpf::debug;
 use dockflow_common::{ProbePoint, SECTION_PACKET};
 
 use crate::{
+    capture::TcBytes,
     emit, filter,
     headers::{NetworkHeaderReader, parse_ip},
     per_connection,
@@ -113,7 +114,7 @@ fn observe(ctx: &TcContext, probe: ProbePoint) -> i32 {
         u8::from(held_back)
     );
     if wanted && !held_back {
-        emit(probe, |event| {
+        emit(probe, &TcBytes(ctx), |event| {
             event.ifindex = ifindex;
             if let Some(headers) = headers {
                 event.packet = *headers;

@@ -17,14 +17,13 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
 use bytes::{BufMut as _, Bytes, BytesMut};
-use dockflow_common::PACKET_EVENT_SIZE;
 use tokio::sync::mpsc;
 
 use crate::record::Recorder;
 
 /// What the display receives.
 pub enum Drained {
-    /// Whole kernel records, back to back (each [`PACKET_EVENT_SIZE`] bytes).
+    /// Whole kernel records, back to back (each of the run's record size).
     Records(Bytes),
     /// Records the display did not get because it was behind: how many, and the span of their
     /// kernel timestamps.
@@ -49,9 +48,11 @@ pub struct Drain {
 }
 
 impl Drain {
-    /// Starts draining `ring` into `recorder` (if any) and `to_display` (if `display`).
+    /// Starts draining `ring`, whose records are `record_size` bytes, into `recorder` (if any)
+    /// and `to_display` (if `display`).
     pub fn start(
         ring: RingBuf<MapData>,
+        record_size: usize,
         recorder: Option<Arc<Mutex<Recorder>>>,
         to_display: Option<mpsc::Sender<Drained>>,
     ) -> Self {
@@ -61,7 +62,7 @@ impl Drain {
             let (stop, drained) = (stop.clone(), drained.clone());
             std::thread::Builder::new()
                 .name("dockflow-drain".into())
-                .spawn(move || drain(ring, recorder, to_display, &stop, &drained))
+                .spawn(move || drain(ring, record_size, recorder, to_display, &stop, &drained))
                 .expect("spawning the drain thread")
         };
         Self {
@@ -105,6 +106,7 @@ impl Drop for Drain {
 
 fn drain(
     mut ring: RingBuf<MapData>,
+    record_size: usize,
     recorder: Option<Arc<Mutex<Recorder>>>,
     to_display: Option<mpsc::Sender<Drained>>,
     stop: &AtomicBool,
@@ -112,7 +114,8 @@ fn drain(
 ) -> Result<()> {
     let mut handover = Handover {
         to_display,
-        batch: BytesMut::with_capacity(BATCH_RECORDS * PACKET_EVENT_SIZE),
+        record_size,
+        batch: BytesMut::with_capacity(BATCH_RECORDS * record_size),
         skipped: None,
     };
     loop {
@@ -143,6 +146,7 @@ fn drain(
 /// Batches on their way to the display.
 struct Handover {
     to_display: Option<mpsc::Sender<Drained>>,
+    record_size: usize,
     batch: BytesMut,
     /// Records not shown since the display last had room: (count, first ts, last ts).
     skipped: Option<(u64, u64, u64)>,
@@ -150,11 +154,11 @@ struct Handover {
 
 impl Handover {
     fn push(&mut self, record: &[u8], stopping: bool) {
-        if self.to_display.is_none() || record.len() != PACKET_EVENT_SIZE {
+        if self.to_display.is_none() || record.len() != self.record_size {
             return;
         }
         self.batch.put_slice(record);
-        if self.batch.len() >= BATCH_RECORDS * PACKET_EVENT_SIZE {
+        if self.batch.len() >= BATCH_RECORDS * self.record_size {
             self.hand_over(stopping);
         }
     }
@@ -191,8 +195,8 @@ impl Handover {
 
     fn skip(&mut self, records: &Bytes) {
         let ts = |at: usize| u64::from_ne_bytes(records[at..at + 8].try_into().unwrap());
-        let n = records.len() / PACKET_EVENT_SIZE;
-        let (first, last) = (ts(0), ts((n - 1) * PACKET_EVENT_SIZE));
+        let n = records.len() / self.record_size;
+        let (first, last) = (ts(0), ts((n - 1) * self.record_size));
         let (count, from, to) = self.skipped.unwrap_or((0, first, last));
         self.skipped = Some((count + n as u64, from.min(first), to.max(last)));
     }

@@ -18,6 +18,7 @@ pub mod netlink;
 pub mod nftrace;
 pub mod output;
 pub mod path;
+pub mod pcapng;
 pub mod probes;
 pub mod record;
 pub mod render;

@@ -1,16 +1,20 @@
 //! The consuming end of the pipeline, shared by live tracing and replay: decoded events in,
 //! text or JSON out, either per event (--raw) or per packet with explanations.
 
-use std::io::{self, Write};
+use std::{
+    fs::File,
+    io::{self, BufWriter, Write},
+};
 
 use serde::Serialize;
 
 use crate::{
-    model::{Event, RuleTrace, topology::Topology},
+    model::{Event, ProbePoint, RuleTrace, topology::Topology},
     path::{
         correlate::{Correlator, Evictions, Limits, PacketPath},
         explain::{Explainer, Explanation},
     },
+    pcapng::PcapngWriter,
     render::{Renderer, Style, paths},
 };
 
@@ -53,6 +57,8 @@ pub struct Output<W: Write> {
     correlator: Correlator,
     explainer: Explainer,
     writer: W,
+    /// --pcapng: every finished packet's hops as frames too.
+    pcapng: Option<PcapngWriter<BufWriter<File>>>,
     pub stats: Stats,
 }
 
@@ -77,7 +83,22 @@ impl<W: Write> Output<W> {
             correlator: Correlator::with_limits(topology, limits),
             explainer: Explainer::with_limit(limits.connections),
             writer,
+            pcapng: None,
             stats: Stats::default(),
+        }
+    }
+
+    /// Also writes every finished packet to `pcapng`.
+    pub fn with_pcapng(mut self, pcapng: PcapngWriter<BufWriter<File>>) -> Self {
+        self.pcapng = Some(pcapng);
+        self
+    }
+
+    /// Closes the capture file (if any) with the kernel's losses per probe point.
+    pub fn finish_pcapng(&mut self, lost: &[(ProbePoint, u64)]) -> io::Result<()> {
+        match self.pcapng.take() {
+            Some(pcapng) => pcapng.finish(lost).map(drop),
+            None => Ok(()),
         }
     }
 
@@ -189,6 +210,9 @@ impl<W: Write> Output<W> {
     fn write_paths(&mut self, paths: Vec<PacketPath>) -> io::Result<()> {
         for path in paths {
             self.stats.packets += 1;
+            if let Some(pcapng) = &mut self.pcapng {
+                pcapng.write_path(&path, self.correlator.topology())?;
+            }
             if self.json {
                 serde_json::to_writer(&mut self.writer, &JsonLine::Packet(&path))?;
                 self.writer.write_all(b"\n")?;

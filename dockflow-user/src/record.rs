@@ -6,8 +6,10 @@
 //! record a u32 length, a kind byte and the record's bytes: kind 1 a kernel record (a
 //! `dockflow_common::PacketEvent`), kind 2 an nftables rule evaluation (JSON), kind 3 the
 //! host's topology from that point on (JSON; written when a followed container restarts or
-//! containers come and go, so replay names interfaces as the live run did then). Integers are
-//! little-endian.
+//! containers come and go, so replay names interfaces as the live run did then), kind 4 the
+//! kernel's loss counters at the end (JSON). A kernel record may carry the packet's first bytes
+//! after the event (--snaplen): the header's record size says how many are reserved. Integers
+//! are little-endian.
 
 use std::{
     fs::File,
@@ -18,12 +20,12 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use bytes::{BufMut as _, BytesMut};
-use dockflow_common::PACKET_EVENT_SIZE;
+use dockflow_common::{MAX_SNAPLEN, PACKET_EVENT_SIZE, snap_reserve};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     decode::Decoder,
-    model::{RuleTrace, topology::Topology},
+    model::{ProbePoint, RuleTrace, topology::Topology},
 };
 
 const MAGIC: &[u8; 8] = b"DOCKFLOW";
@@ -34,6 +36,7 @@ const OLDEST_READABLE: u32 = 3;
 const KIND_KERNEL: u8 = 1;
 const KIND_TRACE: u8 = 2;
 const KIND_TOPOLOGY: u8 = 3;
+const KIND_LOSSES: u8 = 4;
 /// Headers are small (names, symbols); anything bigger is a corrupt file, not a header.
 const MAX_HEADER: u32 = 64 * 1024 * 1024;
 
@@ -45,6 +48,25 @@ pub struct Header {
     pub record_size: usize,
     pub decoder: Decoder,
     pub topology: Topology,
+    /// Where and when it was captured, for capture files made from the recording (absent in
+    /// recordings of older versions).
+    #[serde(default)]
+    pub origin: Origin,
+}
+
+/// The capture's circumstances, as a capture file's section header states them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The target's Docker networks.
+    pub networks: Vec<String>,
+    /// `uname -r` of the capturing host.
+    pub kernel: String,
+    /// Wall-clock minus monotonic time at the start, in ns: turns event times into dates.
+    pub clock_offset_ns: i64,
+    /// Seconds since the epoch at the start.
+    pub started_unix_s: u64,
+    /// --snaplen of the run.
+    pub snaplen: u32,
 }
 
 /// Writes records to a file through one batch buffer: records are appended to memory as the
@@ -71,7 +93,9 @@ impl Recorder {
         file.write_all(&start)?;
         Ok(Self {
             file,
-            batch: BytesMut::with_capacity(Self::BATCH_BYTES + PACKET_EVENT_SIZE + 5),
+            batch: BytesMut::with_capacity(
+                Self::BATCH_BYTES + PACKET_EVENT_SIZE + MAX_SNAPLEN as usize + 5,
+            ),
             last_flush: Instant::now(),
         })
     }
@@ -86,6 +110,15 @@ impl Recorder {
         self.append(
             KIND_TRACE,
             &serde_json::to_vec(trace).expect("traces serialize"),
+        )
+    }
+
+    /// The kernel's loss counters at the end: (probe point, events lost) each.
+    pub fn record_losses(&mut self, lost: &[(ProbePoint, u64)]) -> io::Result<()> {
+        let lost: Vec<(u8, u64)> = lost.iter().map(|(p, n)| (*p as u8, *n)).collect();
+        self.append(
+            KIND_LOSSES,
+            &serde_json::to_vec(&lost).expect("losses serialize"),
         )
     }
 
@@ -136,6 +169,8 @@ pub enum Record {
     Kernel(Vec<u8>),
     Trace(RuleTrace),
     Topology(Box<Topology>),
+    /// Events lost per probe point, at the end of the run.
+    Losses(Vec<(ProbePoint, u64)>),
 }
 
 pub struct Replay<R: Read> {
@@ -202,9 +237,9 @@ impl<R: Read> Replay<R> {
             .flatten()
             .context("header truncated")?;
         let header: Header = serde_json::from_slice(&header).context("header is not valid")?;
-        if header.record_size != PACKET_EVENT_SIZE {
+        if !is_record_size(header.record_size) {
             bail!(
-                "records of {} bytes, this dockflow reads {PACKET_EVENT_SIZE}",
+                "records of {} bytes, this dockflow reads {PACKET_EVENT_SIZE} bytes and up to {MAX_SNAPLEN} of packet",
                 header.record_size
             );
         }
@@ -235,7 +270,7 @@ impl<R: Read> Replay<R> {
         let kind = prefix[4];
         let expected = match kind {
             KIND_KERNEL => self.header.record_size,
-            KIND_TRACE | KIND_TOPOLOGY if len <= MAX_HEADER as usize => len,
+            KIND_TRACE | KIND_TOPOLOGY | KIND_LOSSES if len <= MAX_HEADER as usize => len,
             other => {
                 return Err(corrupt(format!(
                     "has unknown kind {other}: the file is corrupt"
@@ -261,12 +296,25 @@ impl<R: Read> Replay<R> {
                 serde_json::from_slice(&bytes)
                     .map_err(|e| corrupt(format!("is not a valid trace: {e}")))?,
             ),
-            _ => Record::Topology(
+            KIND_TOPOLOGY => Record::Topology(
                 serde_json::from_slice(&bytes)
                     .map_err(|e| corrupt(format!("is not a valid topology: {e}")))?,
             ),
+            _ => Record::Losses(
+                serde_json::from_slice::<Vec<(u8, u64)>>(&bytes)
+                    .map_err(|e| corrupt(format!("is not a valid loss count: {e}")))?
+                    .into_iter()
+                    .filter_map(|(p, n)| Some((ProbePoint::from_u8(p)?, n)))
+                    .collect(),
+            ),
         }))
     }
+}
+
+/// A kernel record's size: the event, and the bytes reserved for some --snaplen.
+fn is_record_size(size: usize) -> bool {
+    size.checked_sub(PACKET_EVENT_SIZE)
+        .is_some_and(|bytes| (0..=MAX_SNAPLEN).any(|n| snap_reserve(n) == bytes))
 }
 
 /// Creates (or truncates) `path` readable by its owner only: recordings hold packet headers.
@@ -315,6 +363,7 @@ mod tests {
             record_size: PACKET_EVENT_SIZE,
             decoder: Decoder::default(),
             topology: Topology::default(),
+            origin: Default::default(),
         }
     }
 

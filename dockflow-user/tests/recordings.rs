@@ -51,6 +51,7 @@ fn header() -> Header {
         record_size: PACKET_EVENT_SIZE,
         decoder: Decoder::default(),
         topology: Topology::default(),
+        origin: Default::default(),
     }
 }
 

@@ -23,6 +23,9 @@ const PACKAGES: &[&str] = &[
     "procps",
     // The tests end a connection early with `conntrack -D`.
     "conntrack",
+    // The tests read --pcapng files back with Wireshark's dissectors (wireshark-common's
+    // setuid question takes its default, no, without a prompt).
+    "tshark",
 ];
 
 const DOCKERD_LOG: &str = "/var/log/dockflow-dockerd.log";

@@ -13,13 +13,15 @@ use std::{
 use anyhow::{Result, bail};
 use dockflow_common::{
     AF_INET, AF_INET6, CtTuple, FAMILY_ARP, NFPROTO_IPV6, NfSlot, PACKET_EVENT_SIZE, PacketEvent,
-    ProbePoint, SECTION_CONNTRACK, SECTION_DROP, SECTION_NETFILTER, SECTION_PACKET, SECTION_SKB,
-    nf_slot_priority,
+    ProbePoint, SECTION_BYTES, SECTION_CONNTRACK, SECTION_DROP, SECTION_NETFILTER, SECTION_PACKET,
+    SECTION_SKB, SECTION_SYNTHETIC_ETHERNET, nf_slot_priority,
 };
 use serde::Serialize;
 
 pub use self::symbols::KernelSymbols;
-use crate::model::{ArpOp, Conntrack, CtStatus, Drop, Event, Hook, NetfilterHop, Packet, Tuple};
+use crate::model::{
+    ArpOp, Capture, Conntrack, CtStatus, Drop, Event, Hook, NetfilterHop, Packet, Tuple,
+};
 
 /// Turns raw records into [`Event`]s, naming kernel numbers with what was learnt at start.
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
@@ -73,6 +75,11 @@ impl Decoder {
                 reason: self.drop_reason_name(raw.drop_reason),
                 code: raw.drop_reason,
             }),
+            capture: if has(SECTION_BYTES) {
+                decode_capture(&raw, &record[PACKET_EVENT_SIZE..])
+            } else {
+                None
+            },
         })
     }
 
@@ -126,6 +133,16 @@ fn decode_packet(raw: &PacketEvent) -> Option<Packet> {
         arp: (h.family == FAMILY_ARP)
             .then(|| ArpOp::from_raw(h.arp_op))
             .flatten(),
+    })
+}
+
+/// The bytes behind the event, as many as the kernel captured (never past the record).
+fn decode_capture(raw: &PacketEvent, behind: &[u8]) -> Option<Capture> {
+    let bytes = behind.get(..raw.snap_len as usize)?;
+    Some(Capture {
+        bytes: bytes.to_vec(),
+        wire_len: raw.wire_len,
+        synthetic_ethernet: raw.sections & SECTION_SYNTHETIC_ETHERNET != 0,
     })
 }
 
@@ -304,6 +321,38 @@ mod tests {
         assert!(ct.status.dst_nat());
         assert_eq!(ct.original.dst.to_string(), "10.199.0.1");
         assert_eq!(ct.reply.src.to_string(), "172.20.0.2");
+    }
+
+    #[test]
+    fn takes_the_captured_bytes_behind_the_event_and_no_more() {
+        let raw = PacketEvent {
+            sections: SECTION_BYTES | SECTION_SYNTHETIC_ETHERNET,
+            snap_len: 3,
+            wire_len: 74,
+            ..request_before_dnat()
+        };
+        let mut record = bytes_of(&raw);
+        record.extend([1, 2, 3, 4, 5, 6, 7, 8]);
+        let capture = Decoder::default().decode(&record).unwrap().capture.unwrap();
+        assert_eq!(capture.bytes, [1, 2, 3]);
+        assert_eq!(capture.wire_len, 74);
+        assert!(capture.synthetic_ethernet);
+        // A snap length past the record is refused, not read beyond it.
+        let liar = PacketEvent {
+            snap_len: 200,
+            ..raw
+        };
+        let mut record = bytes_of(&liar);
+        record.extend([0; 64]);
+        assert_eq!(Decoder::default().decode(&record).unwrap().capture, None);
+        // Without the section, no bytes.
+        assert_eq!(
+            Decoder::default()
+                .decode(&bytes_of(&request_before_dnat()))
+                .unwrap()
+                .capture,
+            None
+        );
     }
 
     #[test]

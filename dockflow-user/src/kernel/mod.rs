@@ -43,6 +43,9 @@ pub fn resolve_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         state_in: o("nf_hook_state", "in")?,
         state_out: o("nf_hook_state", "out")?,
         state_okfn: o("nf_hook_state", "okfn")?,
+        skb_data: o("sk_buff", "data")?,
+        skb_len: o("sk_buff", "len")?,
+        skb_mac_header: o("sk_buff", "mac_header")?,
         ..KernelOffsets::default()
     };
     if btf.has_struct("nf_conn") {

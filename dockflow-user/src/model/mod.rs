@@ -33,6 +33,19 @@ pub struct Event {
     pub conntrack: Option<Conntrack>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drop: Option<Drop>,
+    /// The packet's first bytes here (--snaplen); for capture files, not for the JSON stream.
+    #[serde(skip)]
+    pub capture: Option<Capture>,
+}
+
+/// The first bytes of a packet as a probe saw them, Ethernet header first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capture {
+    pub bytes: Vec<u8>,
+    /// The packet's whole length from its first byte.
+    pub wire_len: u32,
+    /// The Ethernet header was written by dockflow (the skb had none at this point).
+    pub synthetic_ethernet: bool,
 }
 
 /// L3/L4 headers as the probe saw them.

@@ -118,6 +118,7 @@ fn event(ts: u64, probe: ProbePoint, ifindex: u32, packet: Packet) -> Event {
         netfilter: None,
         conntrack: None,
         drop: None,
+        capture: None,
     }
 }
 

@@ -23,8 +23,8 @@ use aya::{
 };
 use dockflow_common::{
     EVENTS_MAP, FILTER_GLOBAL, HIDDEN_EVENTS, HIDDEN_MAP, HIDDEN_PACKETS, KernelOffsets, LOST_MAP,
-    MAX_TARGET_ADDRESSES, MAX_TARGET_PORTS, OFFSETS_GLOBAL, ProbePoint, SETTINGS_MAP, Settings,
-    TARGETS_MAP, TargetSet, port_key,
+    MAX_TARGET_ADDRESSES, MAX_TARGET_PORTS, OFFSETS_GLOBAL, PACKET_EVENT_SIZE, ProbePoint,
+    SETTINGS_MAP, SNAPLEN_GLOBAL, Settings, TARGETS_MAP, TargetSet, port_key, snap_reserve,
 };
 
 pub use self::nftables::RuleTraces;
@@ -42,6 +42,15 @@ pub struct LoadOptions {
     pub per_connection: u32,
     /// Print the programs' own diagnostics (--debug-kernel).
     pub debug_kernel: bool,
+    /// Bytes of each packet captured behind its event (--snaplen; 0: none).
+    pub snaplen: u32,
+}
+
+impl LoadOptions {
+    /// The size of each ring-buffer record: the event and the bytes reserved for --snaplen.
+    pub fn record_size(&self) -> usize {
+        PACKET_EVENT_SIZE + snap_reserve(self.snaplen)
+    }
 }
 
 /// Why an attach point is not in use.
@@ -180,6 +189,7 @@ impl Probes {
             .map_max_entries(EVENTS_MAP, options.ring_bytes)
             .override_global(OFFSETS_GLOBAL, offsets, true)
             .override_global(FILTER_GLOBAL, &filter, true)
+            .override_global(SNAPLEN_GLOBAL, &options.snaplen, true)
             .override_global(
                 kernel_log::LEVEL_GLOBAL,
                 &if options.debug_kernel {

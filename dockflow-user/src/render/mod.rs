@@ -211,6 +211,7 @@ mod tests {
             netfilter: None,
             conntrack: None,
             drop: None,
+            capture: None,
         }
     }
 

@@ -69,6 +69,32 @@ pub fn packet_block(path: &PacketPath, topology: &Topology, style: &Style) -> St
     out
 }
 
+/// One line per hop as the packet block shows it (no colour, hooks not folded), each followed
+/// by the nftables rules that decided at that hop: the comment of the hop's frame in a capture
+/// file.
+pub fn hop_lines(path: &PacketPath, topology: &Topology) -> Vec<String> {
+    let plain = Style { color: false };
+    let rule_at = rules::placed(&path.rules, &path.hops, &path.packet);
+    path.hops
+        .iter()
+        .enumerate()
+        .map(|(i, hop)| {
+            let mut line = group_line(std::slice::from_ref(hop), topology, &plain);
+            for (rule, _) in path
+                .rules
+                .iter()
+                .zip(&rule_at)
+                .filter(|(_, at)| **at == Some(i))
+            {
+                if let Some(text) = rule_line(rule, &plain) {
+                    let _ = write!(line, "\n  {text}");
+                }
+            }
+            line
+        })
+        .collect()
+}
+
 /// "nft ip nat DOCKER: iifname != "docker1" udp dport 1812 counter dnat to 172.20.0.2:1812 => accept";
 /// rules that only let evaluation continue say nothing worth a line.
 fn rule_line(rule: &RuleTrace, style: &Style) -> Option<String> {

@@ -23,6 +23,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Container {
     pub name: String,
     pub pid: u32,
+    /// The Docker networks it is attached to.
+    pub networks: Vec<String>,
     /// On every network it is attached to: IPv4 and, where IPv6 is enabled, IPv6.
     pub addresses: Vec<IpAddr>,
     pub published: Vec<PublishedPort>,
@@ -158,8 +160,12 @@ fn encode_path(segment: &str) -> String {
 }
 
 fn parse_container(body: &Value) -> Result<Container> {
-    let addresses = body["NetworkSettings"]["Networks"]
-        .as_object()
+    let networks = body["NetworkSettings"]["Networks"].as_object();
+    let network_names = networks
+        .into_iter()
+        .flat_map(|n| n.keys().cloned())
+        .collect();
+    let addresses = networks
         .into_iter()
         .flat_map(|networks| networks.values())
         .flat_map(|ep| {
@@ -201,6 +207,7 @@ fn parse_container(body: &Value) -> Result<Container> {
         } else {
             0
         },
+        networks: network_names,
         addresses,
         published,
     })
@@ -224,6 +231,7 @@ mod tests {
         let c = parse_container(&body).unwrap();
         assert_eq!(c.name, "radius");
         assert_eq!(c.pid, 4242);
+        assert_eq!(c.networks, ["infranet"]);
         assert_eq!(c.addresses, ["172.20.0.2".parse::<IpAddr>().unwrap()]);
         assert_eq!(
             c.published,

@@ -43,6 +43,8 @@ pub struct Target {
     pub interfaces: Vec<Interface>,
     pub addresses: Vec<IpAddr>,
     pub published: Vec<docker::PublishedPort>,
+    /// A container's Docker networks.
+    pub networks: Vec<String>,
     /// The container's network namespace, labelled with its name, for interface names.
     pub netns: Option<(String, PathBuf)>,
 }
@@ -71,6 +73,7 @@ pub fn resolve_container(name: &str) -> Result<Target> {
         label: format!("container {}", container.name),
         interfaces,
         addresses: container.addresses,
+        networks: container.networks,
         published: container.published,
         netns: Some((container.name.clone(), ns_path)),
     })
@@ -99,8 +102,8 @@ pub fn resolve_netns(name_or_path: &str) -> Result<Target> {
         label: format!("netns {name_or_path}"),
         interfaces,
         addresses,
-        published: Vec::new(),
         netns: Some((label, ns_path)),
+        ..Target::default()
     })
 }
 

@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: what dockflow costs, as figures from one run (no timed assertions).
 //!
-//! 0. The pipeline under a flood (pipeline.rs; alone: `cargo xtask bench pipeline`).
+//! 0. The pipeline under a flood (pipeline.rs; alone: `cargo xtask bench pipeline`), and what
+//!    packet bytes cost (capture.rs; alone: `cargo xtask bench capture`).
 //! 1. Drain rate: a UDP flood at the radius container's published port while dockflow follows
 //!    `radius`; how many events per second reach the terminal pipeline and how many were lost.
 //! 2. Kernel cost: with the default probes attached and the kernel's BPF statistics switched on
@@ -56,6 +57,7 @@ const SECONDS: f64 = 3.0;
 /// Length of one bulk TCP run.
 const BULK_SECONDS: f64 = 2.0;
 
+mod capture;
 mod pipeline;
 
 /// Which part of the bench to run.
@@ -65,13 +67,20 @@ pub enum Part {
     All,
     /// dockflow's own pipeline under a flood (about two minutes).
     Pipeline,
+    /// What packet bytes (--snaplen) cost, and converting a recording to pcapng (a minute).
+    Capture,
 }
 
 pub fn run(part: Part) -> Result<()> {
     xlab::with_lab(|| {
         let dockflow = build::dockflow()?;
         let responder = build::lab_responder()?;
-        pipeline::measure(&dockflow, &responder)?;
+        if part != Part::Capture {
+            pipeline::measure(&dockflow, &responder)?;
+        }
+        if part != Part::Pipeline {
+            capture::measure(&dockflow, &responder)?;
+        }
         if part == Part::All {
             measure(&dockflow, &responder)?;
         }

@@ -24,8 +24,8 @@ use dockflow_lab::lab;
 use crate::tracer::Tracer;
 
 /// The flood the issue measures: requests per second, for this long.
-const RATE: u64 = 20_000;
-const SECONDS: f64 = 5.0;
+pub(super) const RATE: u64 = 20_000;
+pub(super) const SECONDS: f64 = 5.0;
 /// Client sockets for the many-connection flood.
 const MANY: usize = 1_000;
 
@@ -95,19 +95,19 @@ pub fn measure(dockflow: &Path, responder: &Path) -> Result<()> {
     Ok(())
 }
 
-struct Live {
-    sent: u64,
-    events: u64,
-    lost: u64,
-    not_shown: u64,
-    cpu_seconds: f64,
+pub(super) struct Live {
+    pub(super) sent: u64,
+    pub(super) events: u64,
+    pub(super) lost: u64,
+    pub(super) not_shown: u64,
+    pub(super) cpu_seconds: f64,
     /// The drain thread's own CPU time: the ring buffer to disk.
-    drain_seconds: f64,
-    peak_kib: u64,
+    pub(super) drain_seconds: f64,
+    pub(super) peak_kib: u64,
 }
 
 /// One flood while `dockflow ARGS` follows; its figures, taken just before it is stopped.
-fn live_flood(
+pub(super) fn live_flood(
     dockflow: &Path,
     responder: &Path,
     args: &[&str],
@@ -153,14 +153,14 @@ fn live_flood(
     })
 }
 
-struct Replayed {
-    events: u64,
-    seconds: f64,
-    peak_kib: u64,
+pub(super) struct Replayed {
+    pub(super) events: u64,
+    pub(super) seconds: f64,
+    pub(super) peak_kib: u64,
 }
 
 /// `dockflow --replay FILE ARGS > /dev/null`, timed, with its peak memory.
-fn replayed(dockflow: &Path, file: &Path, args: &[&str]) -> Result<Replayed> {
+pub(super) fn replayed(dockflow: &Path, file: &Path, args: &[&str]) -> Result<Replayed> {
     let started = Instant::now();
     let child = Command::new(dockflow)
         .args(["--replay", file.to_str().unwrap()])

@@ -1,16 +1,25 @@
 //! The command line: what to watch or replay, how to show it, and the limits that keep a busy
 //! host's trace within bounds.
 
-use std::{io::Write, path::PathBuf, time::Duration};
+use std::{
+    fs::File,
+    io::{BufWriter, Write},
+    path::PathBuf,
+    time::{Duration, SystemTime},
+};
 
+use anyhow::Result;
 use clap::Parser;
 use dockflow::{
     model::topology::Topology,
     output::{Mode, Output},
     path::correlate::Limits,
+    pcapng::{PcapngWriter, Section},
     probes::Family,
+    record::Origin,
     render::Style,
 };
+use dockflow_common::MAX_SNAPLEN;
 
 /// Show where a Docker container's packets go, hop by hop, live: which hops the bridge (L2)
 /// handles and which the IP stack (L3), NAT rewrites, conntrack state, drops with their reason,
@@ -42,7 +51,7 @@ pub struct Cli {
     #[arg(long, num_args = 1.., group = "target")]
     pub iface: Vec<String>,
     /// Show a recording made with --record instead of tracing.
-    #[arg(long, group = "target", conflicts_with_all = ["record", "probes", "duration", "debug_kernel"])]
+    #[arg(long, group = "target", conflicts_with_all = ["record", "probes", "duration", "debug_kernel", "snaplen"])]
     pub replay: Option<PathBuf>,
     /// JSON lines instead of text.
     #[arg(long)]
@@ -66,8 +75,21 @@ pub struct Cli {
     /// Also write every event to this file (see --replay).
     #[arg(long)]
     pub record: Option<PathBuf>,
-    /// Print nothing but the summary; with --record, events go to the file undecoded (the
-    /// fastest way to capture a busy target).
+    /// Also write what is shown to this pcapng file, for Wireshark and tshark: one frame per
+    /// hop with the bytes captured there (--snaplen) and the hop line as its comment. With
+    /// --replay, converts the recording.
+    #[arg(long, conflicts_with = "raw")]
+    pub pcapng: Option<PathBuf>,
+    /// Bytes of each packet captured at every hop, from its MAC header (0: none, at most 256).
+    /// Kept in --record files too.
+    #[arg(
+        long,
+        default_value = "128",
+        value_parser = clap::value_parser!(u32).range(0..=MAX_SNAPLEN as i64)
+    )]
+    pub snaplen: u32,
+    /// Print nothing but the summary; with --record (and no --pcapng), events go to the file
+    /// undecoded (the fastest way to capture a busy target).
     #[arg(long, short)]
     pub quiet: bool,
     /// Size of the kernel's event ring buffer in MiB, or KiB with a K suffix (a power of two).
@@ -116,7 +138,17 @@ impl Cli {
         }
     }
 
-    pub fn output<W: Write>(&self, topology: Topology, writer: W) -> Output<W> {
+    /// The consuming end: standard output, or nothing with --quiet (which still decodes when
+    /// --pcapng needs the packets).
+    pub fn output(&self, topology: Topology) -> Output<Box<dyn Write>> {
+        let writer: Box<dyn Write> = if self.quiet {
+            Box::new(std::io::sink())
+        } else {
+            Box::new(std::io::BufWriter::with_capacity(
+                1 << 16,
+                std::io::stdout().lock(),
+            ))
+        };
         Output::with_limits(
             mode(self),
             self.json,
@@ -125,6 +157,24 @@ impl Cli {
             writer,
             self.limits(),
         )
+    }
+
+    /// The --pcapng file, created with `origin`'s section header.
+    pub fn pcapng(
+        &self,
+        target: &str,
+        origin: &Origin,
+    ) -> Result<Option<PcapngWriter<BufWriter<File>>>> {
+        let Some(path) = &self.pcapng else {
+            return Ok(None);
+        };
+        let section = Section {
+            target: target.to_string(),
+            networks: origin.networks.clone(),
+            kernel: origin.kernel.clone(),
+            started: SystemTime::UNIX_EPOCH + Duration::from_secs(origin.started_unix_s),
+        };
+        PcapngWriter::create(path, &section, origin.snaplen, origin.clock_offset_ns).map(Some)
     }
 }
 
@@ -165,9 +215,9 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
 
 fn mode(cli: &Cli) -> Mode {
     match (cli.quiet, cli.raw) {
-        (true, _) => Mode::Quiet,
-        (false, true) => Mode::Raw,
-        (false, false) => Mode::Paths,
+        (true, _) if cli.pcapng.is_none() => Mode::Quiet,
+        (_, true) => Mode::Raw,
+        _ => Mode::Paths,
     }
 }
 

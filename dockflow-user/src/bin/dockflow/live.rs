@@ -4,7 +4,7 @@
 use std::{
     io::{IsTerminal as _, Write},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use anyhow::{Result, bail};
@@ -15,17 +15,14 @@ use dockflow::{
     kernel::{self, btf::KernelBtf, monotonic_now},
     nftrace::TraceBatch,
     output::Output,
+    pcapng,
     probes::{LoadOptions, ProbeError, Probes, RuleTraces},
-    record::{Header, Recorder},
+    record::{Header, Origin, Recorder},
     watch::{self, Target},
 };
-use dockflow_common::PACKET_EVENT_SIZE;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{
-    cli::{Cli, reached_count, report_evictions},
-    stdout,
-};
+use crate::cli::{Cli, reached_count, report_evictions};
 
 /// Resolves the target, attaches the probes and streams until a signal, --duration or --count.
 pub async fn run(cli: &Cli) -> Result<()> {
@@ -43,6 +40,17 @@ pub async fn run(cli: &Cli) -> Result<()> {
         ring_bytes: cli.ring_size,
         per_connection: cli.per_connection.unwrap_or(0),
         debug_kernel: cli.debug_kernel,
+        snaplen: cli.snaplen,
+    };
+    let origin = Origin {
+        networks: target.networks.clone(),
+        kernel: pcapng::kernel_release(),
+        clock_offset_ns: pcapng::clock_offset_now(),
+        started_unix_s: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs(),
+        snaplen: cli.snaplen,
     };
     let mut probes = Probes::attach(&target, &offsets, &cli.probes, options)?;
     report_attachments(&probes, &target);
@@ -51,19 +59,24 @@ pub async fn run(cli: &Cli) -> Result<()> {
         Some(path) => {
             let header = Header {
                 target: target.label.clone(),
-                record_size: PACKET_EVENT_SIZE,
+                record_size: options.record_size(),
                 decoder: decoder.clone(),
                 topology: topology.clone(),
+                origin: origin.clone(),
             };
             Some(Arc::new(Mutex::new(Recorder::create(path, &header)?)))
         }
         None => None,
     };
-    let mut output = cli.output(topology, stdout());
+    let mut output = cli.output(topology);
+    if let Some(pcapng) = cli.pcapng(&target.label, &origin)? {
+        output = output.with_pcapng(pcapng);
+    }
     // The ring buffer is emptied on a thread of its own; the display gets what it has time for.
     let (to_display, mut drained) = tokio::sync::mpsc::channel(drain::QUEUE_BATCHES);
     let drain = Drain::start(
         probes.take_events()?,
+        options.record_size(),
         recorder.clone(),
         output.shows_events().then_some(to_display),
     );
@@ -92,7 +105,7 @@ pub async fn run(cli: &Cli) -> Result<()> {
                 if done && reached_count(cli, &output) {
                     continue;
                 }
-                show(batch, &decoder, &mut output)?;
+                show(batch, &decoder, options.record_size(), &mut output)?;
                 if reached_count(cli, &output) {
                     done = true;
                     drain.request_stop();
@@ -148,9 +161,13 @@ pub async fn run(cli: &Cli) -> Result<()> {
         output.stats.events = drained;
     }
     output.finish()?;
+    let lost = probes.lost();
+    output.finish_pcapng(&lost)?;
     if let Some(recorder) = recorder {
         let recorder = Arc::into_inner(recorder).expect("the drain thread has ended");
-        recorder.into_inner().expect("recorder lock").finish()?;
+        let mut recorder = recorder.into_inner().expect("recorder lock");
+        recorder.record_losses(&lost)?;
+        recorder.finish()?;
     }
     status.clear();
     report_summary(cli, &target, &probes, &output, traces_dropped);
@@ -262,10 +279,15 @@ fn note_losses(probes: &Probes, output: &mut Output<impl Write>, check: &mut Los
 }
 
 /// Decodes a batch from the drain thread into the output, or marks what it skipped.
-fn show(batch: Drained, decoder: &Decoder, output: &mut Output<impl Write>) -> Result<()> {
+fn show(
+    batch: Drained,
+    decoder: &Decoder,
+    record_size: usize,
+    output: &mut Output<impl Write>,
+) -> Result<()> {
     match batch {
         Drained::Records(records) => {
-            for record in records.chunks_exact(PACKET_EVENT_SIZE) {
+            for record in records.chunks_exact(record_size) {
                 match decoder.decode(record) {
                     Ok(event) => output.event(event)?,
                     Err(e) => eprintln!("dockflow: skipped a malformed event: {e}"),

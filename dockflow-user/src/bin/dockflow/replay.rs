@@ -5,10 +5,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 use dockflow::record::{ReadError, Record, Replay};
 
-use crate::{
-    cli::{Cli, reached_count, report_evictions},
-    stdout,
-};
+use crate::cli::{Cli, reached_count, report_evictions};
 
 /// How often replay finishes idle packets, in recorded time.
 const REPLAY_TICK_NS: u64 = 10_000_000;
@@ -18,7 +15,11 @@ pub fn run(cli: &Cli, path: &Path) -> Result<()> {
     let mut replay = Replay::open(path)?;
     let header = replay.header.clone();
     eprintln!("dockflow: replaying {} ({})", path.display(), header.target);
-    let mut output = cli.output(header.topology.clone(), stdout());
+    let mut output = cli.output(header.topology.clone());
+    if let Some(pcapng) = cli.pcapng(&header.target, &header.origin)? {
+        output = output.with_pcapng(pcapng);
+    }
+    let mut lost = Vec::new();
     let mut cut = None;
     let mut next_tick = 0;
     loop {
@@ -45,6 +46,10 @@ pub fn run(cli: &Cli, path: &Path) -> Result<()> {
                 output.set_topology(*topology);
                 continue;
             }
+            Record::Losses(counts) => {
+                lost = counts;
+                continue;
+            }
             Record::Trace(trace) => {
                 let ts = trace.ts_ns;
                 output.trace(trace)?;
@@ -62,6 +67,7 @@ pub fn run(cli: &Cli, path: &Path) -> Result<()> {
         }
     }
     output.finish()?;
+    output.finish_pcapng(&lost)?;
     eprintln!(
         "dockflow: {} packets, {} events from {}",
         output.stats.packets, output.stats.events, header.target

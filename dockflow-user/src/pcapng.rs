@@ -1,0 +1,448 @@
+//! Capture files Wireshark and tshark open (--pcapng): the same packet at every hop, before and
+//! after NAT, each frame carrying the hop line the terminal shows.
+//!
+//! One interface per probe point and place ("tc ingress veth1a2b (radius)", "ipv4 prerouting
+//! -99 (after nat)"), Ethernet, nanosecond timestamps. One enhanced packet block per hop of a
+//! finished packet: the bytes captured there (--snaplen), a comment "dockflow packet 17 hop 3/9
+//! (connection 2, request): <hop line>" that display filters can pick a packet by
+//! (`frame.comment contains "dockflow packet 17 "`), and the hop as JSON in a custom option
+//! under [`PEN`]. At the end, per interface, the events the kernel lost at its probe point.
+//!
+//! Written from the packets the correlator finishes, so a file converted from a recording
+//! (`--replay REC --pcapng OUT`) holds the same frames and comments as one written live.
+
+use std::{
+    borrow::Cow,
+    collections::HashMap,
+    fs::File,
+    io::{self, BufWriter, Write},
+    path::Path,
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{Context as _, Result};
+use pcap_file::{
+    DataLink, Endianness,
+    pcapng::{
+        PcapNgWriter,
+        blocks::{
+            custom::CustomUtf8Option,
+            enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption},
+            interface_description::{
+                InterfaceDescriptionBlock, InterfaceDescriptionOption, InterfaceTsResolution,
+            },
+            interface_statistics::{InterfaceStatisticsBlock, InterfaceStatisticsOption},
+            opt_common::CommonOption,
+            section_header::{SectionHeaderBlock, SectionHeaderOption},
+        },
+    },
+};
+use serde::Serialize;
+
+use crate::{
+    model::{Event, ProbePoint, priority_words, topology::Topology},
+    path::correlate::{Direction, Hop, PacketPath},
+    record,
+    render::paths::hop_lines,
+};
+
+/// RFC 5612's private enterprise number for documentation and examples: dockflow has none of
+/// its own, and its custom options are for dockflow to read back, not for others to interpret.
+pub const PEN: u32 = 32473;
+
+/// What the section header says about the capture.
+#[derive(Clone, Debug)]
+pub struct Section {
+    /// "container radius", ...
+    pub target: String,
+    /// The target's Docker networks, if any.
+    pub networks: Vec<String>,
+    /// `uname -r` of the host that captured.
+    pub kernel: String,
+    /// When the capture started.
+    pub started: SystemTime,
+}
+
+/// Where an event was taken, as an interface of the capture.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Place {
+    probe: ProbePoint,
+    ifindex: u32,
+    netns: Option<u32>,
+    /// Family, hook and priority for netfilter events.
+    hook: Option<(String, String, Option<i32>)>,
+}
+
+impl Place {
+    fn of(event: &Event) -> Self {
+        Self {
+            probe: event.probe,
+            ifindex: event.ifindex,
+            netns: event.netns,
+            hook: event.netfilter.as_ref().map(|nf| {
+                (
+                    nf.family.word().to_string(),
+                    nf.hook.word().to_string(),
+                    nf.priority,
+                )
+            }),
+        }
+    }
+}
+
+/// The pcapng writer; interfaces are declared as events first come from them.
+pub struct PcapngWriter<W: Write> {
+    writer: PcapNgWriter<W>,
+    interfaces: HashMap<Place, u32>,
+    /// Each interface's probe point, in interface id order (for the statistics at the end).
+    points: Vec<ProbePoint>,
+    snaplen: u32,
+    /// Added to the kernel's monotonic event times to make them wall-clock times.
+    clock_offset_ns: i64,
+    last_ts: u64,
+}
+
+/// A hop's frame as JSON, in the custom option.
+#[derive(Serialize)]
+struct FrameJson<'a> {
+    packet: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connection: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    direction: Option<Direction>,
+    hop: usize,
+    hops: usize,
+    #[serde(flatten)]
+    detail: &'a Hop,
+}
+
+impl PcapngWriter<BufWriter<File>> {
+    /// Creates `path` (readable by its owner only: it holds packet bytes).
+    pub fn create(
+        path: &Path,
+        section: &Section,
+        snaplen: u32,
+        clock_offset_ns: i64,
+    ) -> Result<Self> {
+        let file = record::create_private(path)?;
+        Self::new(BufWriter::new(file), section, snaplen, clock_offset_ns)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+impl<W: Write> PcapngWriter<W> {
+    pub fn new(writer: W, section: &Section, snaplen: u32, clock_offset_ns: i64) -> Result<Self> {
+        let started = humantime::format_rfc3339_seconds(section.started);
+        let networks = if section.networks.is_empty() {
+            String::new()
+        } else {
+            format!(" on {}", section.networks.join(", "))
+        };
+        let header = SectionHeaderBlock {
+            endianness: Endianness::native(),
+            major_version: 1,
+            minor_version: 0,
+            section_length: -1,
+            options: vec![
+                SectionHeaderOption::UserApplication(Cow::Owned(format!(
+                    "dockflow {}",
+                    env!("CARGO_PKG_VERSION")
+                ))),
+                SectionHeaderOption::OS(Cow::Owned(format!("Linux {}", section.kernel))),
+                SectionHeaderOption::Common(CommonOption::Comment(Cow::Owned(format!(
+                    "dockflow watching {}{networks}, started {started}; one interface per probe point, one frame per hop",
+                    section.target
+                )))),
+            ],
+        };
+        Ok(Self {
+            writer: PcapNgWriter::with_section_header(writer, header)?,
+            interfaces: HashMap::new(),
+            points: Vec::new(),
+            snaplen,
+            clock_offset_ns,
+            last_ts: 0,
+        })
+    }
+
+    /// One frame per hop of a finished packet.
+    pub fn write_path(&mut self, path: &PacketPath, topology: &Topology) -> io::Result<()> {
+        let lines = hop_lines(path, topology);
+        let role = match (path.connection, path.direction) {
+            (Some(c), Some(Direction::Request)) => format!(" (connection {c}, request)"),
+            (Some(c), Some(Direction::Reply)) => format!(" (connection {c}, reply)"),
+            _ => String::new(),
+        };
+        for (i, (hop, line)) in path.hops.iter().zip(&lines).enumerate() {
+            let interface_id = self.interface(&hop.event, topology)?;
+            let json = serde_json::to_string(&FrameJson {
+                packet: path.id,
+                connection: path.connection,
+                direction: path.direction,
+                hop: i + 1,
+                hops: path.hops.len(),
+                detail: hop,
+            })
+            .expect("hops serialize");
+            let (data, original_len) = match &hop.event.capture {
+                Some(capture) => (capture.bytes.as_slice(), capture.wire_len),
+                None => (&[][..], 0),
+            };
+            self.last_ts = self.last_ts.max(hop.event.ts_ns);
+            let block = EnhancedPacketBlock {
+                interface_id,
+                timestamp: self.wall_clock(hop.event.ts_ns),
+                original_len,
+                data: Cow::Borrowed(data),
+                options: vec![
+                    EnhancedPacketOption::Common(CommonOption::Comment(Cow::Owned(format!(
+                        "dockflow packet {} hop {}/{}{role}: {line}",
+                        path.id,
+                        i + 1,
+                        path.hops.len()
+                    )))),
+                    EnhancedPacketOption::Common(CommonOption::CustomUtf8Copiable(
+                        CustomUtf8Option {
+                            pen: PEN,
+                            value: Cow::Owned(json),
+                        },
+                    )),
+                ],
+            };
+            self.writer
+                .write_pcapng_block(block)
+                .map_err(io::Error::other)?;
+        }
+        Ok(())
+    }
+
+    /// Statistics per interface (the events lost at its probe point: the kernel counts losses
+    /// per probe point, not per interface), then everything out to the file.
+    pub fn finish(mut self, lost: &[(ProbePoint, u64)]) -> io::Result<W> {
+        let end = self.wall_clock(self.last_ts);
+        for (interface_id, point) in self.points.clone().into_iter().enumerate() {
+            let dropped = lost
+                .iter()
+                .find(|(p, _)| *p == point)
+                .map_or(0, |(_, n)| *n);
+            let block = InterfaceStatisticsBlock {
+                interface_id: interface_id as u32,
+                timestamp: end,
+                options: vec![
+                    InterfaceStatisticsOption::IsbIfDrop(dropped),
+                    InterfaceStatisticsOption::Common(CommonOption::Comment(Cow::Owned(format!(
+                        "isb_ifdrop: events the kernel could not deliver at {} (ring buffer full), counted for the probe point as a whole",
+                        point.attach_point()
+                    )))),
+                ],
+            };
+            self.writer
+                .write_pcapng_block(block)
+                .map_err(io::Error::other)?;
+        }
+        let mut inner = self.writer.into_inner();
+        inner.flush()?;
+        Ok(inner)
+    }
+
+    fn wall_clock(&self, ts_ns: u64) -> Duration {
+        Duration::from_nanos((ts_ns as i64).saturating_add(self.clock_offset_ns).max(0) as u64)
+    }
+
+    /// The interface id for where `event` was taken, declared on first use.
+    fn interface(&mut self, event: &Event, topology: &Topology) -> io::Result<u32> {
+        let place = Place::of(event);
+        if let Some(id) = self.interfaces.get(&place) {
+            return Ok(*id);
+        }
+        let block = InterfaceDescriptionBlock {
+            linktype: DataLink::ETHERNET,
+            snaplen: self.snaplen,
+            options: vec![
+                InterfaceDescriptionOption::IfName(Cow::Owned(interface_name(event, topology))),
+                InterfaceDescriptionOption::IfDescription(Cow::Borrowed(
+                    event.probe.attach_point(),
+                )),
+                InterfaceDescriptionOption::IfTsResol(InterfaceTsResolution::NANO),
+            ],
+        };
+        self.writer
+            .write_pcapng_block(block)
+            .map_err(io::Error::other)?;
+        let id = self.points.len() as u32;
+        self.points.push(event.probe);
+        self.interfaces.insert(place, id);
+        Ok(id)
+    }
+}
+
+/// "tc ingress vethc (radius)", "ipv4 prerouting -99 (after nat)", "bridge pass up docker1",
+/// "receive radius:eth0".
+fn interface_name(event: &Event, topology: &Topology) -> String {
+    match (&event.netfilter, event.probe) {
+        (Some(nf), _) => {
+            let place = match nf.priority.map(priority_words) {
+                // "first" and "last" say it all; a number needs its side of NAT.
+                Some(words) if words == nf.slot => words,
+                Some(words) => format!("{words} ({})", nf.slot),
+                None => format!("({})", nf.slot),
+            };
+            format!("{} {} {place}", nf.family.word(), nf.hook.word())
+        }
+        (None, ProbePoint::TcIngress | ProbePoint::TcEgress) => {
+            format!(
+                "{} {}",
+                event.probe.name(),
+                topology.port_label(event.ifindex)
+            )
+        }
+        (None, point) => format!(
+            "{} {}",
+            point.name(),
+            topology.name(event.netns, event.ifindex)
+        ),
+    }
+}
+
+/// Wall-clock time minus the kernel's monotonic clock, now: what turns event times into dates.
+pub fn clock_offset_now() -> i64 {
+    let wall = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as i64;
+    wall - crate::kernel::monotonic_now() as i64
+}
+
+/// The running kernel's release (`uname -r`).
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|r| r.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use pcap_file::pcapng::{Block, PcapNgReader};
+
+    use super::*;
+    use crate::{
+        model::{Capture, Packet, topology::InterfaceNames},
+        path::correlate::Correlator,
+    };
+
+    fn udp(dst: &str) -> Packet {
+        Packet {
+            src: "10.199.0.2".parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            protocol: 17,
+            sport: Some(40000),
+            dport: Some(1812),
+            ttl: 64,
+            ip_id: 7,
+            len: 60,
+            tcp_flags: None,
+            arp: None,
+        }
+    }
+
+    fn hop(ts: u64, probe: ProbePoint, ifindex: u32, packet: Packet, byte: u8) -> Event {
+        Event {
+            ts_ns: ts,
+            skb_id: None,
+            probe,
+            ifindex,
+            netns: None,
+            packet: Some(packet),
+            netfilter: None,
+            conntrack: None,
+            drop: None,
+            capture: Some(Capture {
+                bytes: vec![byte; 74],
+                wire_len: 74,
+                synthetic_ethernet: false,
+            }),
+        }
+    }
+
+    fn section() -> Section {
+        Section {
+            target: "container ledger".into(),
+            networks: vec!["dfcat".into()],
+            kernel: "6.1.0-test".into(),
+            started: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        }
+    }
+
+    #[test]
+    fn writes_one_frame_per_hop_with_its_line_and_reads_back() {
+        let names = InterfaceNames::from_entries(
+            1,
+            [((1, 2), "dfext0".to_string()), ((1, 4), "vethc".into())],
+        );
+        let topology = Topology::from_links(names, &[], HashMap::from([(4, "ledger".into())]));
+        let mut correlator = Correlator::new(topology.clone());
+        correlator.push(hop(
+            1_000,
+            ProbePoint::NetifReceive,
+            2,
+            udp("10.199.0.1"),
+            1,
+        ));
+        correlator.push(hop(2_000, ProbePoint::TcEgress, 4, udp("10.213.5.10"), 2));
+        let paths = correlator.finish();
+        assert_eq!(paths.len(), 1);
+
+        let mut writer = PcapngWriter::new(Vec::new(), &section(), 128, 5_000_000_000).unwrap();
+        writer.write_path(&paths[0], &topology).unwrap();
+        let bytes = writer.finish(&[(ProbePoint::TcEgress, 3)]).unwrap();
+
+        let mut reader = PcapNgReader::new(bytes.as_slice()).unwrap();
+        let header = format!("{:?}", reader.section().options);
+        assert!(
+            header.contains("dockflow watching container ledger on dfcat"),
+            "{header}"
+        );
+        assert!(header.contains("Linux 6.1.0-test"), "{header}");
+        let mut frames = Vec::new();
+        let mut drops = Vec::new();
+        while let Some(block) = reader.next_block() {
+            match block.unwrap().0 {
+                Block::EnhancedPacket(epb) => frames.push(epb.into_owned()),
+                Block::InterfaceStatistics(isb) => drops.push(format!("{:?}", isb.options)),
+                _ => {}
+            }
+        }
+        let interfaces: Vec<String> = reader
+            .interfaces()
+            .iter()
+            .map(|i| format!("{:?}", i.options))
+            .collect();
+        assert_eq!(interfaces.len(), 2, "{interfaces:?}");
+        assert!(interfaces[0].contains("receive dfext0"), "{interfaces:?}");
+        assert!(
+            interfaces[1].contains("tc egress vethc (ledger)"),
+            "{interfaces:?}"
+        );
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[1].data.as_ref(), &[2u8; 74][..]);
+        // Event time plus the clock offset.
+        assert_eq!(frames[0].timestamp, Duration::from_nanos(5_000_001_000));
+        let options = format!("{:?}", frames[1].options);
+        assert!(
+            options.contains("dockflow packet 1 hop 2/2 (connection 1, request): dev   transmit"),
+            "{options}"
+        );
+        assert!(
+            options.contains("dst 10.199.0.1:1812 -> 10.213.5.10:1812"),
+            "{options}"
+        );
+        assert!(options.contains(r#"\"packet\":1,"#), "{options}");
+        assert!(options.contains(&format!("pen: {PEN}")), "{options}");
+        assert!(
+            drops.iter().any(|d| d.contains("IsbIfDrop(3)")),
+            "{drops:?}"
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! Capture files Wireshark opens: the lab's RADIUS exchange written with --pcapng, read back
+//! with tshark (Wireshark's own dissectors), and the same file made from a recording.
+
+use std::{os::unix::fs::PermissionsExt as _, path::Path, process::Command, time::Duration};
+
+use dockflow_lab::lab;
+use dockflow_tests::{Dockflow, dockflow_bin, json_events, lab_bin, lab_lock, packets};
+use serde_json::Value;
+
+/// `tshark -r FILE ARGS`, its standard output.
+fn tshark(file: &Path, args: &[&str]) -> String {
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(file)
+        .args(args)
+        .output()
+        .expect("running tshark (cargo xtask setup installs it)");
+    assert!(out.status.success(), "tshark {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every frame as (interface name, IP destination, comment), from tshark's JSON.
+fn frames(file: &Path) -> Vec<(String, String, String)> {
+    let json: Value = serde_json::from_str(&tshark(
+        file,
+        &[
+            "-T",
+            "json",
+            "-e",
+            "frame.interface_name",
+            "-e",
+            "ip.dst",
+            "-e",
+            "frame.comment",
+        ],
+    ))
+    .unwrap();
+    json.as_array()
+        .unwrap()
+        .iter()
+        .map(|frame| {
+            let field = |name: &str| {
+                frame["_source"]["layers"][name]
+                    .as_array()
+                    .and_then(|v| v.first())
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            (
+                field("frame.interface_name"),
+                field("ip.dst"),
+                field("frame.comment"),
+            )
+        })
+        .collect()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn the_radius_exchange_opens_in_tshark_one_frame_per_hop_and_a_recording_converts_the_same() {
+    let _lock = lab_lock();
+    lab::up(&lab_bin()).unwrap();
+    let dir = std::env::temp_dir().join(format!("dockflow-pcapng-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (live, recording, converted) = (
+        dir.join("live.pcapng"),
+        dir.join("run.dfl"),
+        dir.join("converted.pcapng"),
+    );
+    let dockflow = Dockflow::start(&[
+        "--container",
+        "radius",
+        "--json",
+        "--pcapng",
+        live.to_str().unwrap(),
+        "--record",
+        recording.to_str().unwrap(),
+    ]);
+    let answer = lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]).unwrap();
+    assert!(answer.starts_with("Access-Accept"), "{answer}");
+    std::thread::sleep(Duration::from_millis(400));
+    let (ok, stdout) = dockflow.stop_with(libc::SIGINT);
+    assert!(ok);
+    // Packet bytes on disk: for their owner only.
+    assert_eq!(mode(&live), 0o600);
+    assert_eq!(mode(&recording), 0o600);
+
+    // One frame per hop of every packet shown.
+    let lines = json_events(&stdout);
+    let hops: usize = packets(&lines)
+        .iter()
+        .map(|p| p["hops"].as_array().unwrap().len())
+        .sum();
+    let live_frames = frames(&live);
+    assert_eq!(live_frames.len(), hops, "{live_frames:#?}");
+
+    // Wireshark's RADIUS dissector reads the request and the answer from the bytes.
+    let codes = tshark(
+        &live,
+        &["-Y", "radius", "-T", "fields", "-e", "radius.code"],
+    );
+    assert!(
+        codes.lines().any(|c| c == "1") && codes.lines().any(|c| c == "2"),
+        "Access-Request (1) and Access-Accept (2) expected: {codes}"
+    );
+
+    // The comments carry the hop lines; around the DNAT slot of prerouting the destination
+    // changes from the host's published address to the container's.
+    assert!(
+        live_frames
+            .iter()
+            .all(|(_, _, comment)| comment.starts_with("dockflow packet ")),
+        "{live_frames:#?}"
+    );
+    let at = |interface: &str| {
+        live_frames
+            .iter()
+            .filter(|(name, _, comment)| name == interface && comment.contains("request"))
+            .map(|(_, dst, _)| dst.clone())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        at("ipv4 prerouting -101 (before nat)").contains(&lab::HOST_ADDRESS.to_string()),
+        "{live_frames:#?}"
+    );
+    assert!(
+        at("ipv4 prerouting -99 (after nat)").contains(&"172.20.0.2".to_string()),
+        "{live_frames:#?}"
+    );
+
+    // The recording converts to the same frames with the same comments.
+    let out = Command::new(dockflow_bin())
+        .args([
+            "--replay",
+            recording.to_str().unwrap(),
+            "--quiet",
+            "--pcapng",
+        ])
+        .arg(&converted)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(mode(&converted), 0o600);
+    let sorted = |file: &Path| {
+        let mut lines: Vec<String> = tshark(
+            file,
+            &[
+                "-T",
+                "fields",
+                "-e",
+                "frame.time_epoch",
+                "-e",
+                "frame.len",
+                "-e",
+                "frame.interface_name",
+            ],
+        )
+        .lines()
+        .map(str::to_string)
+        .collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(sorted(&converted), sorted(&live));
+    let mut live_comments: Vec<_> = live_frames.into_iter().map(|f| f.2).collect();
+    let mut converted_comments: Vec<_> = frames(&converted).into_iter().map(|f| f.2).collect();
+    live_comments.sort();
+    converted_comments.sort();
+    assert_eq!(converted_comments, live_comments);
+    std::fs::remove_dir_all(&dir).unwrap();
+    lab::down().unwrap();
+}
