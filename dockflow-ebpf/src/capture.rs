@@ -29,14 +29,13 @@ impl PacketBytes for TcBytes<'_> {
     #[inline(always)]
     fn capture(&self, out: &mut [u8], snaplen: u32, event: &mut PacketEvent) {
         let len = self.0.len();
-        let mut n = if len < snaplen { len } else { snaplen };
-        // Bounded by the record for the verifier, whatever it knows of snaplen.
-        if n > out.len() as u32 {
-            n = out.len() as u32;
-        }
+        let n = if len < snaplen { len } else { snaplen };
         if n == 0 {
             return;
         }
+        // Within 1..=out.len() in a form older verifiers (6.1) can follow: a non-zero test
+        // does not raise their lower bound, a mask does (out.len() is a power of two).
+        let n = ((n - 1) & (out.len() as u32 - 1)) + 1;
         let loaded = unsafe {
             bpf_skb_load_bytes(self.0.skb.skb as *const _, 0, out.as_mut_ptr() as *mut _, n)
         };
