@@ -11,6 +11,7 @@
 
 pub mod decode;
 pub mod drain;
+pub mod filter;
 pub mod follow;
 pub mod kernel;
 pub mod model;

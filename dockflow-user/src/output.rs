@@ -9,6 +9,7 @@ use std::{
 use serde::Serialize;
 
 use crate::{
+    filter::{Filter, Form},
     model::{Event, ProbePoint, RuleTrace, topology::Topology},
     path::{
         correlate::{Correlator, Evictions, Limits, PacketPath},
@@ -39,6 +40,8 @@ pub struct Stats {
     pub latest_ts: u64,
     /// Events the display skipped because it was behind.
     pub not_shown: u64,
+    /// Packets (events with --raw) the filter expression left out.
+    pub filtered_out: u64,
 }
 
 /// JSON lines in path mode carry a type tag, so tools can tell them apart.
@@ -57,6 +60,8 @@ pub struct Output<W: Write> {
     correlator: Correlator,
     explainer: Explainer,
     writer: W,
+    /// The filter expression: packets (events with --raw) it does not match are left out.
+    filter: Option<Filter>,
     /// --pcapng: every finished packet's hops as frames too.
     pcapng: Option<PcapngWriter<BufWriter<File>>>,
     pub stats: Stats,
@@ -84,8 +89,15 @@ impl<W: Write> Output<W> {
             explainer: Explainer::with_limit(limits.connections),
             writer,
             pcapng: None,
+            filter: None,
             stats: Stats::default(),
         }
+    }
+
+    /// Shows only what `filter` matches.
+    pub fn with_filter(mut self, filter: Option<Filter>) -> Self {
+        self.filter = filter;
+        self
     }
 
     /// Also writes every finished packet to `pcapng`.
@@ -128,6 +140,15 @@ impl<W: Write> Output<W> {
         self.stats.latest_ts = self.stats.latest_ts.max(event.ts_ns);
         match self.mode {
             Mode::Quiet => Ok(()),
+            Mode::Raw
+                if self
+                    .filter
+                    .as_ref()
+                    .is_some_and(|f| !f.matches_events([&event])) =>
+            {
+                self.stats.filtered_out += 1;
+                Ok(())
+            }
             Mode::Raw => self.renderer.write_line(&event, &mut self.writer),
             Mode::Paths => {
                 self.correlator.push(event);
@@ -138,7 +159,15 @@ impl<W: Write> Output<W> {
 
     /// An nftables rule evaluation (from the trace collector).
     pub fn trace(&mut self, trace: RuleTrace) -> io::Result<()> {
+        // Raw lines stand alone: a trace whose packet the filter leaves out goes too.
+        let left_out = self.filter.as_ref().is_some_and(|f| {
+            trace
+                .packet
+                .as_ref()
+                .is_some_and(|p| !f.matches_any([Form::of_packet(p)]))
+        });
         match self.mode {
+            Mode::Raw if left_out => Ok(()),
             Mode::Raw if self.json => writeln!(
                 self.writer,
                 "{}",
@@ -209,6 +238,13 @@ impl<W: Write> Output<W> {
 
     fn write_paths(&mut self, paths: Vec<PacketPath>) -> io::Result<()> {
         for path in paths {
+            if let Some(filter) = &self.filter
+                && !filter.matches_events(path.hops.iter().map(|h| &h.event))
+                && !filter.matches_any([Form::of_packet(&path.packet)])
+            {
+                self.stats.filtered_out += 1;
+                continue;
+            }
             self.stats.packets += 1;
             if let Some(pcapng) = &mut self.pcapng {
                 pcapng.write_path(&path, self.correlator.topology())?;

@@ -5,7 +5,7 @@
 use std::{process::Command, time::Duration};
 
 use dockflow_lab::{lab, shell::run};
-use dockflow_tests::{Dockflow, hop_kinds, json_events, lab_bin, lab_lock};
+use dockflow_tests::{Dockflow, hop_kinds, json_events, lab_bin, lab_lock, packets};
 use serde_json::Value;
 
 const NETWORK: &str = "dfcat";
@@ -303,6 +303,51 @@ fn a_host_process_to_a_published_port_is_sent_by_the_host_and_the_reply_delivere
         assert!(
             !steps.iter().any(|s| s["outcome"] == "routed"),
             "{steps:#?}"
+        );
+    }
+}
+
+/// Follows `ledger` with a filter expression while the host asks its published port and
+/// billing sends a datagram to another port of ledger; the packets shown, and the summary.
+fn filtered(filter: &str) -> (Vec<Value>, Vec<String>) {
+    let dockflow = Dockflow::start(&["--container", "ledger", "--json", filter]);
+    from_host(&["udp", &format!("{GATEWAY}:{PUBLISHED}")]);
+    assert!(!from_container("billing", &format!("{LEDGER}:9999")));
+    std::thread::sleep(Duration::from_millis(400));
+    let (ok, stdout, stderr) = dockflow.stop_with_stderr(libc::SIGINT);
+    assert!(ok, "dockflow failed: {stderr:?}");
+    (json_events(&stdout), stderr)
+}
+
+#[test]
+fn a_filter_matches_a_nated_exchange_by_either_port_and_leaves_out_the_rest() {
+    let _lock = lab_lock();
+    let _catalogue = Catalogue::up();
+    // The container's port (after DNAT) and the published one (before it) select the same
+    // exchange: request and reply each took both forms.
+    for filter in [
+        format!("udp port {PORT}"),
+        format!("udp and port {PUBLISHED}"),
+    ] {
+        let (lines, stderr) = filtered(&filter);
+        let shown = packets(&lines);
+        let directions: Vec<&str> = shown
+            .iter()
+            .filter_map(|p| p["direction"].as_str())
+            .collect();
+        assert!(
+            directions.contains(&"request") && directions.contains(&"reply"),
+            "{filter}: {shown:#?}"
+        );
+        assert!(
+            shown.iter().all(|p| p["packet"]["protocol"] == 17
+                && p["packet"]["dport"] != 9999
+                && p["packet"]["sport"] != 9999),
+            "{filter}: {shown:#?}"
+        );
+        assert!(
+            stderr.iter().any(|l| l.contains("left out by the filter")),
+            "{filter}: {stderr:?}"
         );
     }
 }

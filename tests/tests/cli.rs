@@ -142,3 +142,17 @@ fn bad_numbers_are_refused_by_the_parser_before_anything_attaches() {
         assert!(our_bpf_programs().is_empty());
     }
 }
+
+#[test]
+fn a_filter_syntax_error_is_one_line_naming_the_word_exit_2() {
+    let out = Command::new(dockflow_bin())
+        .args(["--container", "radius", "udp", "prot", "1812"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "dockflow: error: bad filter at word 2 (`prot`): expected `port`, `portrange`, `and`, `or` or the end"
+    );
+    assert!(our_bpf_programs().is_empty());
+}

@@ -11,6 +11,7 @@ use std::{
 use anyhow::Result;
 use clap::Parser;
 use dockflow::{
+    filter::{Filter, FilterError},
     model::topology::Topology,
     output::{Mode, Output},
     path::correlate::Limits,
@@ -43,6 +44,17 @@ pub struct Cli {
     /// Container (name or id) whose traffic to follow.
     #[arg(long, group = "target")]
     pub container: Option<String>,
+    /// Show only packets this expression matches, in pcap-filter's words (as for tcpdump):
+    /// host, net, port, portrange (each with src or dst), tcp, udp, icmp, icmp6, arp, ip,
+    /// ip6, and, or, not, parentheses. A packet matches when any of its forms does: its headers
+    /// at every hop, before or after NAT, and its conntrack tuples; so `udp port 1812` also
+    /// matches a reply whose source port the reverse NAT rewrote.
+    #[arg(
+        value_name = "FILTER",
+        trailing_var_arg = true,
+        allow_hyphen_values = false
+    )]
+    pub filter: Vec<String>,
     /// Network namespace (name under /run/netns, or a path like /proc/PID/ns/net) whose
     /// traffic to follow, for targets outside Docker.
     #[arg(long, group = "target")]
@@ -140,7 +152,7 @@ impl Cli {
 
     /// The consuming end: standard output, or nothing with --quiet (which still decodes when
     /// --pcapng needs the packets).
-    pub fn output(&self, topology: Topology) -> Output<Box<dyn Write>> {
+    pub fn output(&self, topology: Topology, filter: Option<Filter>) -> Output<Box<dyn Write>> {
         let writer: Box<dyn Write> = if self.quiet {
             Box::new(std::io::sink())
         } else {
@@ -157,6 +169,15 @@ impl Cli {
             writer,
             self.limits(),
         )
+        .with_filter(filter)
+    }
+
+    /// The filter expression, if one was given.
+    pub fn filter(&self) -> Result<Option<Filter>, FilterError> {
+        if self.filter.is_empty() {
+            return Ok(None);
+        }
+        Filter::parse(&self.filter.join(" ")).map(Some)
     }
 
     /// The --pcapng file, created with `origin`'s section header.
@@ -231,8 +252,15 @@ pub fn reached_count(cli: &Cli, output: &Output<impl Write>) -> bool {
     cli.count.is_some_and(|n| seen >= n)
 }
 
-/// What the memory limits cost, if anything.
+/// What the filter left out and what the memory limits cost, if anything.
 pub fn report_evictions(output: &Output<impl Write>, cli: &Cli) {
+    if output.stats.filtered_out > 0 {
+        eprintln!(
+            "dockflow: {} {} left out by the filter",
+            output.stats.filtered_out,
+            if cli.raw { "events" } else { "packets" }
+        );
+    }
     let evicted = output.evictions();
     if evicted.packets > 0 {
         eprintln!(

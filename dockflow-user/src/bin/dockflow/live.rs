@@ -11,6 +11,7 @@ use anyhow::{Result, bail};
 use dockflow::{
     decode::Decoder,
     drain::{self, Drain, Drained},
+    filter::Filter,
     follow::Follower,
     kernel::{self, btf::KernelBtf, monotonic_now},
     nftrace::TraceBatch,
@@ -25,7 +26,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::cli::{Cli, reached_count, report_evictions};
 
 /// Resolves the target, attaches the probes and streams until a signal, --duration or --count.
-pub async fn run(cli: &Cli) -> Result<()> {
+pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!(
             "dockflow must run as root (it loads eBPF programs and reads other network namespaces)"
@@ -68,7 +69,7 @@ pub async fn run(cli: &Cli) -> Result<()> {
         }
         None => None,
     };
-    let mut output = cli.output(topology);
+    let mut output = cli.output(topology, filter);
     if let Some(pcapng) = cli.pcapng(&target.label, &origin)? {
         output = output.with_pcapng(pcapng);
     }

@@ -13,13 +13,21 @@ use self::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A bad filter is a usage error, like clap's own: one line, exit status 2.
+    let filter = match cli.filter() {
+        Ok(filter) => filter,
+        Err(e) => {
+            eprintln!("dockflow: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let result = match &cli.replay {
-        Some(path) => replay::run(&cli, path),
+        Some(path) => replay::run(&cli, path, filter),
         None => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|runtime| runtime.block_on(live::run(&cli))),
+            .and_then(|runtime| runtime.block_on(live::run(&cli, filter))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

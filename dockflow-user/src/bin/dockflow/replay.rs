@@ -3,7 +3,10 @@
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
-use dockflow::record::{ReadError, Record, Replay};
+use dockflow::{
+    filter::Filter,
+    record::{ReadError, Record, Replay},
+};
 
 use crate::cli::{Cli, reached_count, report_evictions};
 
@@ -11,11 +14,11 @@ use crate::cli::{Cli, reached_count, report_evictions};
 const REPLAY_TICK_NS: u64 = 10_000_000;
 
 /// Shows a recording as the live run showed it, recorded time driving packet completion.
-pub fn run(cli: &Cli, path: &Path) -> Result<()> {
+pub fn run(cli: &Cli, path: &Path, filter: Option<Filter>) -> Result<()> {
     let mut replay = Replay::open(path)?;
     let header = replay.header.clone();
     eprintln!("dockflow: replaying {} ({})", path.display(), header.target);
-    let mut output = cli.output(header.topology.clone());
+    let mut output = cli.output(header.topology.clone(), filter);
     if let Some(pcapng) = cli.pcapng(&header.target, &header.origin)? {
         output = output.with_pcapng(pcapng);
     }
