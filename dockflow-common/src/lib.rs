@@ -475,8 +475,8 @@ pub struct KernelOffsets {
 
 pub const MAX_TARGET_ADDRESSES: usize = 8;
 pub const MAX_TARGET_PORTS: usize = 16;
-/// Two: the host's and the target's (the kernel side compares both by hand).
-pub const MAX_TARGET_NETNS: usize = 2;
+/// The host's and up to seven targets' (the kernel side compares them one by one, unrolled).
+pub const MAX_TARGET_NETNS: usize = 8;
 
 /// What the in-kernel filter lets through: packets from or to these addresses or ports.
 ///

@@ -115,10 +115,12 @@ pub fn watches_netns(inum: u32) -> bool {
     let Some(targets) = targets() else {
         return true;
     };
-    // Unrolled by hand: the loop form compiles to a count-down older verifiers (6.1) cannot
-    // bound.
+    // Unrolled: the loop form compiles to a count-down older verifiers (6.1) cannot bound.
     let n = targets.n_netns;
-    n == 0 || inum == 0 || targets.netns[0] == inum || (n > 1 && targets.netns[1] == inum)
+    macro_rules! watched {
+        ($($i:literal)*) => { false $(|| (n > $i && targets.netns[$i] == inum))* };
+    }
+    n == 0 || inum == 0 || watched!(0 1 2 3 4 5 6 7)
 }
 
 /// Why [`wants`] keeps or skips a frame at tc (no conntrack there), for --debug-kernel; only

@@ -1,6 +1,7 @@
 //! Keeping up with the host while tracing: a followed container that restarts gets a new veth
-//! and maybe a new address, and containers that come and go change which container is behind
-//! each bridge port. Neither should end the trace or leave names stale.
+//! and maybe a new address, containers join and leave a followed network, and containers that
+//! come and go change which container is behind each bridge port. None of it should end the
+//! trace or leave names stale.
 
 use std::time::{Duration, Instant};
 
@@ -9,14 +10,14 @@ use anyhow::Result;
 use crate::{
     model::topology::Topology,
     probes::Probes,
-    watch::{self, Target},
+    watch::{self, Target, Watch},
 };
 
-/// Re-checks the host now and then: re-resolves a followed container (moving the probes when it
-/// moved) and refreshes interface names and port owners when containers or links changed.
+/// Re-checks the host now and then: re-resolves what is watched (moving the probes when it
+/// moved: a restarted container, one that joined or left a watched network) and refreshes
+/// interface names and port owners when containers or links changed.
 pub struct Follower {
-    /// The container followed by name, if the target is one.
-    name: Option<String>,
+    watch: Watch,
     current: Target,
     fingerprint: (Vec<String>, Vec<u32>),
     last_check: Instant,
@@ -26,9 +27,9 @@ pub struct Follower {
 impl Follower {
     const INTERVAL: Duration = Duration::from_secs(1);
 
-    pub fn new(name: Option<&str>, current: Target) -> Self {
+    pub fn new(watch: Watch, current: Target) -> Self {
         Self {
-            name: name.map(str::to_string),
+            watch,
             current,
             fingerprint: watch::topology_fingerprint(),
             last_check: Instant::now(),
@@ -43,7 +44,7 @@ impl Follower {
         }
         self.last_check = Instant::now();
         probes.forget_ended_connections()?;
-        let moved = self.follow_container(probes)?;
+        let moved = self.follow(probes)?;
         let fingerprint = watch::topology_fingerprint();
         if moved || fingerprint != self.fingerprint {
             self.fingerprint = fingerprint;
@@ -52,12 +53,13 @@ impl Follower {
         Ok(None)
     }
 
-    /// Re-resolves the followed container; true when it moved (the probes were moved with it).
-    fn follow_container(&mut self, probes: &mut Probes) -> Result<bool> {
-        let Some(name) = &self.name else {
+    /// Re-resolves the watched containers; true when they moved (the probes were moved with
+    /// them).
+    fn follow(&mut self, probes: &mut Probes) -> Result<bool> {
+        if !self.watch.follows_docker() {
             return Ok(false);
-        };
-        let new = match watch::resolve_container(name) {
+        }
+        let new = match self.watch.resolve() {
             Ok(new) => new,
             Err(e) => {
                 if !self.stopped {
@@ -68,13 +70,16 @@ impl Follower {
             }
         };
         self.stopped = false;
-        if new.interfaces == self.current.interfaces && new.addresses == self.current.addresses {
+        if new.interfaces == self.current.interfaces
+            && new.addresses == self.current.addresses
+            && new.published == self.current.published
+        {
             return Ok(false);
         }
         for a in probes.retarget(&self.current, &new)? {
             match &a.result {
-                Ok(()) => eprintln!("dockflow: {} is back: attached {}", new.label, a.point),
-                Err(e) => eprintln!("dockflow: {} is back: refused {}: {e}", new.label, a.point),
+                Ok(()) => eprintln!("dockflow: {} moved: attached {}", new.label, a.point),
+                Err(e) => eprintln!("dockflow: {} moved: refused {}: {e}", new.label, a.point),
             }
         }
         self.current = new;

@@ -3,7 +3,7 @@
 //! namespaces. Collected at start (and again when it changes) by [`crate::watch`], and stored in
 //! recordings, so replay names and classifies hops as the live run did at that moment.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +17,10 @@ pub struct Topology {
     pub ports: HashMap<u32, u32>,
     /// Host ifindex of a bridge port -> the container behind it (when known).
     pub port_owner: HashMap<u32, String>,
+    /// A container's address -> its name (every running container's; absent in recordings of
+    /// older versions).
+    #[serde(default)]
+    pub address_owner: HashMap<IpAddr, String>,
 }
 
 /// Where an interface sits.
@@ -57,7 +61,13 @@ impl Topology {
             bridges,
             ports,
             port_owner: owners,
+            address_owner: HashMap::new(),
         }
+    }
+
+    /// The container `address` belongs to, if any.
+    pub fn container_at(&self, address: &IpAddr) -> Option<&str> {
+        self.address_owner.get(address).map(String::as_str)
     }
 
     pub fn place(&self, netns: Option<u32>, ifindex: u32) -> Place {

@@ -36,6 +36,21 @@ pub struct Hop {
     pub event: Event,
 }
 
+/// Containers at a packet's ends, by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Ends {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst: Option<String>,
+}
+
+impl Ends {
+    pub fn is_empty(&self) -> bool {
+        self.src.is_none() && self.dst.is_none()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Rewrite {
     pub field: RewriteField,
@@ -70,6 +85,10 @@ pub struct PacketPath {
     pub direction: Option<Direction>,
     /// Headers as first seen.
     pub packet: Packet,
+    /// The containers at either end, where an address of the packet (before or after NAT)
+    /// is one of theirs.
+    #[serde(skip_serializing_if = "Ends::is_empty")]
+    pub ends: Ends,
     pub hops: Vec<Hop>,
     /// nftables rules that evaluated the packet, in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -457,14 +476,35 @@ impl Correlator {
         );
         let incomplete = !self.gaps.is_empty() && self.touches_gap(span.0, span.1);
         self.incomplete += u64::from(incomplete);
+        let ends = self.ends_of(&packet, &hops);
         PacketPath {
             id,
             connection,
             direction,
             packet,
+            ends,
             hops,
             rules,
             incomplete,
+        }
+    }
+
+    /// The containers behind the packet's source and destination, as first seen or, after NAT,
+    /// as last seen (a request DNATed to a container, a reply masqueraded from one).
+    fn ends_of(&self, packet: &Packet, hops: &[Hop]) -> Ends {
+        let last = hops
+            .last()
+            .and_then(|h| h.event.packet.as_ref())
+            .unwrap_or(packet);
+        let owner = |a: &IpAddr, b: &IpAddr| {
+            self.topology
+                .container_at(a)
+                .or_else(|| self.topology.container_at(b))
+                .map(str::to_string)
+        };
+        Ends {
+            src: owner(&packet.src, &last.src),
+            dst: owner(&packet.dst, &last.dst),
         }
     }
 

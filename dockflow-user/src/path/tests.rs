@@ -318,6 +318,29 @@ fn packets_with_ip_id_0_are_told_apart_by_their_skb() {
 }
 
 #[test]
+fn names_the_container_at_each_end_before_or_after_nat() {
+    let mut topology = topology();
+    topology
+        .address_owner
+        .insert("172.20.0.2".parse().unwrap(), "radius".into());
+    let mut c = Correlator::new(topology);
+    for e in seed_events() {
+        c.push(e);
+    }
+    let paths = c.finish();
+    // The request is addressed to the host and DNATed to radius; the reply leaves radius and
+    // is un-NATed to the host's address: radius is named at the far end of both.
+    assert_eq!(
+        (paths[0].ends.src.as_deref(), paths[0].ends.dst.as_deref()),
+        (None, Some("radius"))
+    );
+    assert_eq!(
+        (paths[1].ends.src.as_deref(), paths[1].ends.dst.as_deref()),
+        (Some("radius"), None)
+    );
+}
+
+#[test]
 fn a_packet_seen_only_by_tc_joins_its_connection_by_its_headers() {
     let mut events = seed_events();
     let later = packet("172.20.0.2", 1812, "10.199.0.2", 40000, 7);
@@ -634,6 +657,7 @@ fn a_packet_known_only_from_the_nftables_trace_is_explained_without_hops() {
         connection: Some(1),
         direction: Some(Direction::Request),
         packet: packet("10.199.0.2", 40000, "10.199.0.1", 1812, 9),
+        ends: Default::default(),
         hops: Vec::new(),
         rules: Vec::new(),
         incomplete: false,

@@ -23,8 +23,9 @@ use aya::{
 };
 use dockflow_common::{
     EVENTS_MAP, FILTER_GLOBAL, HIDDEN_EVENTS, HIDDEN_MAP, HIDDEN_PACKETS, KernelOffsets, LOST_MAP,
-    MAX_TARGET_ADDRESSES, MAX_TARGET_PORTS, OFFSETS_GLOBAL, PACKET_EVENT_SIZE, ProbePoint,
-    SETTINGS_MAP, SNAPLEN_GLOBAL, Settings, TARGETS_MAP, TargetSet, port_key, snap_reserve,
+    MAX_TARGET_ADDRESSES, MAX_TARGET_NETNS, MAX_TARGET_PORTS, OFFSETS_GLOBAL, PACKET_EVENT_SIZE,
+    ProbePoint, SETTINGS_MAP, SNAPLEN_GLOBAL, Settings, TARGETS_MAP, TargetSet, port_key,
+    snap_reserve,
 };
 
 pub use self::nftables::RuleTraces;
@@ -373,12 +374,22 @@ fn fill_filter(ebpf: &mut Ebpf, target: &Target) -> Result<()> {
         *slot = *key;
     }
     set.n_ports = keys.len() as u32;
-    // Device hops: the host's namespace and the target's (a container's own eth0).
+    // Device hops: the host's namespace and the targets' (a container's own eth0).
     let mut namespaces = vec![netns::own_netns_inode()?];
-    if let Some((_, path)) = &target.netns {
-        namespaces.push(netns::netns_inode(path)?);
+    for (_, path) in &target.namespaces {
+        let inode = netns::netns_inode(path)?;
+        if !namespaces.contains(&inode) {
+            namespaces.push(inode);
+        }
     }
-    namespaces.dedup();
+    if namespaces.len() > MAX_TARGET_NETNS {
+        bail!(
+            "{} spans {} network namespaces; dockflow follows at most {}",
+            target.label,
+            namespaces.len() - 1,
+            MAX_TARGET_NETNS - 1
+        );
+    }
     for (slot, inode) in set.netns.iter_mut().zip(&namespaces) {
         *slot = *inode as u32;
     }

@@ -27,11 +27,19 @@ pub fn packet_block(path: &PacketPath, topology: &Topology, style: &Style) -> St
     } else {
         ""
     };
+    let ends = match (&path.ends.src, &path.ends.dst) {
+        (None, None) => String::new(),
+        (src, dst) => format!(
+            " · {} -> {}",
+            src.as_deref().unwrap_or("-"),
+            dst.as_deref().unwrap_or("-")
+        ),
+    };
     let _ = writeln!(
         out,
         "{}",
         style.bold(&format!(
-            "packet {} · {}{role}{incomplete}",
+            "packet {} · {}{ends}{role}{incomplete}",
             path.id,
             packet_summary(&path.packet)
         ))

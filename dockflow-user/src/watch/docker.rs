@@ -30,6 +30,14 @@ pub struct Container {
     pub published: Vec<PublishedPort>,
 }
 
+/// A Docker network and the containers on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Network {
+    pub name: String,
+    /// Names of the containers attached to it (running ones: Docker lists no others).
+    pub containers: Vec<String>,
+}
+
 /// A `-p HOST:CONTAINER/PROTO` mapping.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PublishedPort {
@@ -70,6 +78,18 @@ impl Docker {
             bail!("container {name} is not running");
         }
         Ok(container)
+    }
+
+    pub fn network(&self, name: &str) -> Result<Network> {
+        let (status, body) = self.get(&format!("/networks/{}", encode_path(name)))?;
+        match status {
+            200 => Ok(parse_network(&body)),
+            404 => bail!("no such Docker network: {name}"),
+            _ => bail!(
+                "Docker could not inspect network {name}: {}",
+                api_message(&body)
+            ),
+        }
     }
 
     /// The ids of the running containers, in the daemon's order (cheap: one list call).
@@ -159,6 +179,20 @@ fn encode_path(segment: &str) -> String {
         .collect()
 }
 
+fn parse_network(body: &Value) -> Network {
+    let mut containers: Vec<String> = body["Containers"]
+        .as_object()
+        .into_iter()
+        .flat_map(|c| c.values())
+        .filter_map(|c| c["Name"].as_str().map(str::to_string))
+        .collect();
+    containers.sort();
+    Network {
+        name: body["Name"].as_str().unwrap_or_default().to_string(),
+        containers,
+    }
+}
+
 fn parse_container(body: &Value) -> Result<Container> {
     let networks = body["NetworkSettings"]["Networks"].as_object();
     let network_names = networks
@@ -240,6 +274,24 @@ mod tests {
                 protocol: "udp".into(),
                 host_port: 1812
             }]
+        );
+    }
+
+    #[test]
+    fn lists_a_networks_containers_by_name() {
+        let body = json!({
+            "Name": "infranet",
+            "Containers": {
+                "7249": {"Name": "radius", "IPv4Address": "172.20.0.2/16"},
+                "81aa": {"Name": "proxy", "IPv4Address": "172.20.0.5/16"}
+            }
+        });
+        assert_eq!(
+            parse_network(&body),
+            Network {
+                name: "infranet".into(),
+                containers: vec!["proxy".into(), "radius".into()]
+            }
         );
     }
 

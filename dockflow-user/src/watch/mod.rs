@@ -43,10 +43,11 @@ pub struct Target {
     pub interfaces: Vec<Interface>,
     pub addresses: Vec<IpAddr>,
     pub published: Vec<docker::PublishedPort>,
-    /// A container's Docker networks.
+    /// The containers' Docker networks.
     pub networks: Vec<String>,
-    /// The container's network namespace, labelled with its name, for interface names.
-    pub netns: Option<(String, PathBuf)>,
+    /// The targets' network namespaces, each labelled with its name (for interface names, and
+    /// for the device hops inside them).
+    pub namespaces: Vec<(String, PathBuf)>,
 }
 
 impl Target {
@@ -55,6 +56,98 @@ impl Target {
     pub fn filtered(&self) -> bool {
         !self.addresses.is_empty() || !self.published.is_empty()
     }
+
+    /// One target of several: everything either watches (a bridge two containers share once).
+    fn merge(mut self, other: Target) -> Self {
+        for interface in other.interfaces {
+            if !self.interfaces.iter().any(|i| i.index == interface.index) {
+                self.interfaces.push(interface);
+            }
+        }
+        extend_unique(&mut self.addresses, other.addresses);
+        extend_unique(&mut self.published, other.published);
+        extend_unique(&mut self.networks, other.networks);
+        extend_unique(&mut self.namespaces, other.namespaces);
+        self
+    }
+}
+
+fn extend_unique<T: PartialEq>(into: &mut Vec<T>, from: Vec<T>) {
+    for item in from {
+        if !into.contains(&item) {
+            into.push(item);
+        }
+    }
+}
+
+/// What the user asked to watch, resolved again whenever the host changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Watch {
+    /// --container, once or more.
+    Containers(Vec<String>),
+    /// --network: every container on it.
+    Network(String),
+    /// --netns.
+    Netns(String),
+    /// --iface.
+    Interfaces(Vec<String>),
+}
+
+impl Watch {
+    pub fn resolve(&self) -> Result<Target> {
+        match self {
+            Watch::Containers(names) => resolve_containers(names),
+            Watch::Network(name) => resolve_network(name),
+            Watch::Netns(netns) => resolve_netns(netns),
+            Watch::Interfaces(names) => resolve_interfaces(names),
+        }
+    }
+
+    /// Whether the target can move (containers restart, join and leave networks).
+    pub fn follows_docker(&self) -> bool {
+        matches!(self, Watch::Containers(_) | Watch::Network(_))
+    }
+}
+
+/// Several containers as one target.
+pub fn resolve_containers(names: &[String]) -> Result<Target> {
+    let mut targets = names.iter().map(|name| resolve_container(name));
+    let first = targets.next().context("no container named")??;
+    let merged = targets.try_fold(first, |all, next| Ok::<_, anyhow::Error>(all.merge(next?)))?;
+    Ok(Target {
+        label: if names.len() == 1 {
+            merged.label.clone()
+        } else {
+            format!("containers {}", names.join(", "))
+        },
+        ..merged
+    })
+}
+
+/// Every running container on Docker network `name`, as one target.
+pub fn resolve_network(name: &str) -> Result<Target> {
+    let docker = docker::Docker::from_env()?;
+    let network = docker.network(name)?;
+    if network.containers.is_empty() {
+        bail!("Docker network {name} has no running containers");
+    }
+    let merged = network
+        .containers
+        .iter()
+        .map(|c| resolve_container(c))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .reduce(Target::merge)
+        .expect("at least one container");
+    Ok(Target {
+        label: format!(
+            "network {name} ({} containers: {})",
+            network.containers.len(),
+            network.containers.join(", ")
+        ),
+        networks: vec![network.name],
+        ..merged
+    })
 }
 
 /// Resolves a running container to its host-side veth ports and their bridges.
@@ -75,7 +168,7 @@ pub fn resolve_container(name: &str) -> Result<Target> {
         addresses: container.addresses,
         networks: container.networks,
         published: container.published,
-        netns: Some((container.name.clone(), ns_path)),
+        namespaces: vec![(container.name.clone(), ns_path)],
     })
 }
 
@@ -102,7 +195,7 @@ pub fn resolve_netns(name_or_path: &str) -> Result<Target> {
         label: format!("netns {name_or_path}"),
         interfaces,
         addresses,
-        netns: Some((label, ns_path)),
+        namespaces: vec![(label, ns_path)],
         ..Target::default()
     })
 }
@@ -165,9 +258,11 @@ pub fn topology_of(target: &Target) -> Result<Topology> {
         .and_then(|d| d.running_containers())
         .unwrap_or_default();
     let host = list_links().context("listing the host's interfaces")?;
-    let mut namespaces: Vec<(String, PathBuf)> = target.netns.iter().cloned().collect();
+    let mut namespaces: Vec<(String, PathBuf)> = target.namespaces.clone();
     let mut owners: HashMap<u32, String> = HashMap::new();
-    if let Some((owner, _)) = &target.netns {
+    let mut addresses: HashMap<IpAddr, String> = HashMap::new();
+    // One namespace (a --netns target): its bridge ports are its own.
+    if let [(owner, _)] = target.namespaces.as_slice() {
         for i in target
             .interfaces
             .iter()
@@ -177,6 +272,9 @@ pub fn topology_of(target: &Target) -> Result<Topology> {
         }
     }
     for container in containers {
+        for address in &container.addresses {
+            addresses.insert(*address, container.name.clone());
+        }
         let ns_path = PathBuf::from(format!("/proc/{}/ns/net", container.pid));
         // A container that went away meanwhile only loses its names.
         let Ok(inside) = netns::in_netns(&ns_path, list_links) else {
@@ -190,7 +288,10 @@ pub fn topology_of(target: &Target) -> Result<Topology> {
         }
     }
     let names = names::collect(&namespaces)?;
-    Ok(Topology::from_links(names, &host, owners))
+    Ok(Topology {
+        address_owner: addresses,
+        ..Topology::from_links(names, &host, owners)
+    })
 }
 
 /// A fingerprint of what [`topology_of`] depends on (the running containers and the host's

@@ -42,8 +42,13 @@ br_netfilter runs for a frame still inside the bridge, dev = a device receives/s
 )]
 pub struct Cli {
     /// Container (name or id) whose traffic to follow.
+    /// Container (name or id) whose traffic to follow; give it more than once for several.
+    #[arg(long, group = "target", action = clap::ArgAction::Append)]
+    pub container: Vec<String>,
+    /// Docker network whose containers to follow, all of them (kept current as containers
+    /// join, leave and restart).
     #[arg(long, group = "target")]
-    pub container: Option<String>,
+    pub network: Option<String>,
     /// Show only packets this expression matches, in pcap-filter's words (as for tcpdump):
     /// host, net, port, portrange (each with src or dst), tcp, udp, icmp, icmp6, arp, ip,
     /// ip6, and, or, not, parentheses. A packet matches when any of its forms does: its headers

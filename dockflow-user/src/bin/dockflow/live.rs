@@ -19,7 +19,7 @@ use dockflow::{
     pcapng,
     probes::{LoadOptions, ProbeError, Probes, RuleTraces},
     record::{Header, Origin, Recorder},
-    watch::{self, Target},
+    watch::{self, Target, Watch},
 };
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -32,7 +32,7 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
             "dockflow must run as root (it loads eBPF programs and reads other network namespaces)"
         );
     }
-    let target = resolve_target(cli)?;
+    let target = watch_of(cli)?.resolve()?;
     let btf = KernelBtf::load(&["nf_conntrack", "bridge", "br_netfilter"])?;
     let offsets = kernel::resolve_offsets(&btf)?;
     let decoder = decoder(&btf)?;
@@ -89,7 +89,7 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
     tokio::pin!(deadline);
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let status = StatusLine::new();
-    let mut follower = Follower::new(cli.container.as_deref(), target.clone());
+    let mut follower = Follower::new(watch_of(cli)?, target.clone());
     let mut losses = LossCheck {
         lost: 0,
         checked_at: monotonic_now(),
@@ -176,16 +176,21 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
     Ok(())
 }
 
-/// --container, --netns or --iface, resolved to interfaces and addresses.
-fn resolve_target(cli: &Cli) -> Result<Target> {
-    match (&cli.container, &cli.netns) {
-        (Some(name), _) => watch::resolve_container(name),
-        (_, Some(netns)) => watch::resolve_netns(netns),
-        _ if !cli.iface.is_empty() => watch::resolve_interfaces(&cli.iface),
-        _ => bail!(
-            "say what to watch: --container NAME, --netns NS, --iface IFACE or --replay FILE (see --help)"
-        ),
-    }
+/// What the command line asks to watch.
+fn watch_of(cli: &Cli) -> Result<Watch> {
+    Ok(if !cli.container.is_empty() {
+        Watch::Containers(cli.container.clone())
+    } else if let Some(network) = &cli.network {
+        Watch::Network(network.clone())
+    } else if let Some(netns) = &cli.netns {
+        Watch::Netns(netns.clone())
+    } else if !cli.iface.is_empty() {
+        Watch::Interfaces(cli.iface.clone())
+    } else {
+        bail!(
+            "say what to watch: --container NAME, --network NAME, --netns NS, --iface IFACE or --replay FILE (see --help)"
+        )
+    })
 }
 
 /// What decoding needs from this kernel: drop reason names and hook continuation symbols.
