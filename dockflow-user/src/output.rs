@@ -14,6 +14,7 @@ use crate::{
     path::{
         correlate::{Correlator, Evictions, Limits, PacketPath},
         explain::{Explainer, Explanation},
+        summary::Summary,
     },
     pcapng::PcapngWriter,
     render::{Renderer, Style, paths},
@@ -62,6 +63,8 @@ pub struct Output<W: Write> {
     writer: W,
     /// The filter expression: packets (events with --raw) it does not match are left out.
     filter: Option<Filter>,
+    /// --summary: the connections seen.
+    summary: Option<Summary>,
     /// --pcapng: every finished packet's hops as frames too.
     pcapng: Option<PcapngWriter<BufWriter<File>>>,
     pub stats: Stats,
@@ -90,8 +93,20 @@ impl<W: Write> Output<W> {
             writer,
             pcapng: None,
             filter: None,
+            summary: None,
             stats: Stats::default(),
         }
+    }
+
+    /// Keeps a table of the connections seen (see [`Output::summary`]).
+    pub fn with_summary(mut self, on: bool) -> Self {
+        self.summary = on.then(Summary::default);
+        self
+    }
+
+    /// The connections seen so far, with --summary.
+    pub fn summary(&self) -> Option<&Summary> {
+        self.summary.as_ref()
     }
 
     /// Shows only what `filter` matches.
@@ -249,6 +264,9 @@ impl<W: Write> Output<W> {
             if let Some(pcapng) = &mut self.pcapng {
                 pcapng.write_path(&path, self.correlator.topology())?;
             }
+            if let Some(summary) = &mut self.summary {
+                summary.packet(&path);
+            }
             if self.json {
                 serde_json::to_writer(&mut self.writer, &JsonLine::Packet(&path))?;
                 self.writer.write_all(b"\n")?;
@@ -267,6 +285,9 @@ impl<W: Write> Output<W> {
     }
 
     fn write_explanation(&mut self, explanation: &Explanation) -> io::Result<()> {
+        if let Some(summary) = &mut self.summary {
+            summary.explanation(explanation);
+        }
         if self.json {
             writeln!(
                 self.writer,

@@ -639,3 +639,65 @@ fn a_drop_is_explained_with_the_rule_that_dropped_it() {
     );
     lab::down().unwrap();
 }
+
+#[test]
+fn a_whole_network_is_followed_with_both_ends_named_and_a_table_of_its_connections() {
+    let _lock = lab_lock();
+    lab::up(&lab_bin()).unwrap();
+    let dockflow = Dockflow::start(&["--network", lab::NETWORK, "--json", "--summary"]);
+    assert!(
+        dockflow
+            .startup
+            .iter()
+            .any(|l| l.contains("watching network infranet (4 containers")),
+        "{:?}",
+        dockflow.startup
+    );
+    lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]).unwrap();
+    lab::client(&lab_bin(), lab::service("syslog").unwrap(), &[]).unwrap();
+    // Container to container on the same bridge: proxy asks syslog.
+    let syslog = lab::service("syslog").unwrap();
+    let inside = Command::new("docker")
+        .args(["exec", "proxy", "/dockflow-lab", "client", "udp"])
+        .arg(format!("{}:{}", syslog.address, syslog.port))
+        .output()
+        .unwrap();
+    assert!(inside.status.success(), "{inside:?}");
+    std::thread::sleep(Duration::from_millis(400));
+    let (ok, stdout, stderr) = dockflow.stop_with_stderr(libc::SIGINT);
+    assert!(ok, "{stderr:?}");
+    let lines = json_events(&stdout);
+    let requests: Vec<&Value> = packets(&lines)
+        .into_iter()
+        .filter(|p| p["direction"] == "request" && p["packet"]["protocol"] == 17)
+        .collect();
+    let ends = |p: &Value| {
+        (
+            p["ends"]["src"].as_str().unwrap_or("-").to_string(),
+            p["ends"]["dst"].as_str().unwrap_or("-").to_string(),
+        )
+    };
+    let seen: Vec<(String, String)> = requests.iter().map(|p| ends(p)).collect();
+    for expected in [("-", "radius"), ("-", "syslog"), ("proxy", "syslog")] {
+        assert!(
+            seen.contains(&(expected.0.to_string(), expected.1.to_string())),
+            "{expected:?} not in {seen:?}"
+        );
+    }
+    // The table: each connection with its path kind.
+    let table: Vec<&String> = stderr
+        .iter()
+        .skip_while(|l| !l.starts_with("connections seen:"))
+        .collect();
+    let row = |client: &str, server: &str| {
+        table
+            .iter()
+            .find(|l| l.contains(client) && l.contains(server))
+            .unwrap_or_else(|| panic!("no row {client} -> {server}: {table:#?}"))
+            .to_string()
+    };
+    assert!(row("10.199.0.2", "radius (172.20.0.2:1812)").contains("routed with DNAT"));
+    assert!(row("10.199.0.2", "syslog (172.20.0.3:514)").contains("routed with DNAT"));
+    assert!(row("proxy (172.20.0.5", "syslog (172.20.0.3:514)").contains("bridged only"));
+    lab::down().unwrap();
+}

@@ -7,6 +7,7 @@ pub mod classify;
 pub mod correlate;
 pub mod explain;
 pub mod rules;
+pub mod summary;
 
 #[cfg(test)]
 mod tests;

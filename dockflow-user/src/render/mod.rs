@@ -2,6 +2,7 @@
 //! line). Rendering never touches the kernel.
 
 pub mod paths;
+pub mod summary;
 
 use std::{fmt::Write as _, io::IsTerminal as _};
 

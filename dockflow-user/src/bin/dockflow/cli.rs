@@ -105,6 +105,11 @@ pub struct Cli {
         value_parser = clap::value_parser!(u32).range(0..=MAX_SNAPLEN as i64)
     )]
     pub snaplen: u32,
+    /// At exit, a table of the connections seen: client, server, service, the way the request
+    /// went (bridged only, routed with DNAT, masqueraded out, delivered to the host, dropped),
+    /// packets each way; every few seconds too while stderr is a terminal.
+    #[arg(long)]
+    pub summary: bool,
     /// Print nothing but the summary; with --record (and no --pcapng), events go to the file
     /// undecoded (the fastest way to capture a busy target).
     #[arg(long, short)]
@@ -175,6 +180,7 @@ impl Cli {
             self.limits(),
         )
         .with_filter(filter)
+        .with_summary(self.summary)
     }
 
     /// The filter expression, if one was given.
@@ -244,6 +250,13 @@ fn mode(cli: &Cli) -> Mode {
         (true, _) if cli.pcapng.is_none() => Mode::Quiet,
         (_, true) => Mode::Raw,
         _ => Mode::Paths,
+    }
+}
+
+/// The --summary table on stderr, if asked for and anything was seen.
+pub fn print_summary(output: &Output<impl Write>) {
+    if let Some(summary) = output.summary().filter(|s| !s.is_empty()) {
+        eprint!("{}", dockflow::render::summary::table(summary));
     }
 }
 

@@ -23,7 +23,7 @@ use dockflow::{
 };
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::{Cli, reached_count, report_evictions};
+use crate::cli::{Cli, print_summary, reached_count, report_evictions};
 
 /// Resolves the target, attaches the probes and streams until a signal, --duration or --count.
 pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
@@ -89,6 +89,9 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
     tokio::pin!(deadline);
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let status = StatusLine::new();
+    // --summary on a terminal: the table again every few seconds while it runs.
+    let mut table_due = (cli.summary && std::io::stderr().is_terminal())
+        .then(|| std::time::Instant::now() + TABLE_EVERY);
     let mut follower = Follower::new(watch_of(cli)?, target.clone());
     let mut losses = LossCheck {
         lost: 0,
@@ -145,6 +148,11 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
                     drain.request_stop();
                 }
                 status.show(&output, &probes);
+                if let Some(due) = table_due.as_mut().filter(|due| **due <= std::time::Instant::now()) {
+                    *due += TABLE_EVERY;
+                    status.clear();
+                    print_summary(&output);
+                }
             }
             _ = interrupt.recv(), if !done => { done = true; drain.request_stop(); }
             _ = terminate.recv(), if !done => { done = true; drain.request_stop(); }
@@ -172,9 +180,13 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
     }
     status.clear();
     report_summary(cli, &target, &probes, &output, traces_dropped);
+    print_summary(&output);
     drop(probes);
     Ok(())
 }
+
+/// How often --summary reprints its table on a terminal.
+const TABLE_EVERY: Duration = Duration::from_secs(5);
 
 /// What the command line asks to watch.
 fn watch_of(cli: &Cli) -> Result<Watch> {
