@@ -69,12 +69,18 @@ pub enum Part {
     Pipeline,
     /// What packet bytes (--snaplen) cost, and converting a recording to pcapng (a minute).
     Capture,
+    /// Bulk TCP throughput following the whole lab network against one container (about
+    /// ten minutes).
+    Network,
 }
 
 pub fn run(part: Part) -> Result<()> {
     xlab::with_lab(|| {
         let dockflow = build::dockflow()?;
         let responder = build::lab_responder()?;
+        if part == Part::Network {
+            return network(&dockflow, &responder);
+        }
         if part != Part::Capture {
             pipeline::measure(&dockflow, &responder)?;
         }
@@ -172,6 +178,48 @@ fn measure(dockflow: &Path, responder: &Path) -> Result<()> {
         "control (nothing attached):"
     );
     println!("target for the default set: ratio >= 0.97");
+    Ok(())
+}
+
+/// Rounds for the network comparison, per target.
+const ROUNDS_NETWORK: usize = 8;
+
+/// Bulk TCP to `proxy` with dockflow following `--network infranet` (proxy among the targets:
+/// every packet is emitted and shown) against `--container radius` (every packet filtered out
+/// in the kernel), each against runs without dockflow, in the same rounds' scheme.
+fn network(dockflow: &Path, responder: &Path) -> Result<()> {
+    let proxy = lab::service("proxy")?;
+    let to = format!("{}:{}", lab::HOST_ADDRESS, proxy.port);
+    let bulk = || -> Result<f64> {
+        std::thread::sleep(SETTLE);
+        run_external(
+            responder,
+            &[
+                "client",
+                "tcp-bulk",
+                &to,
+                "--seconds",
+                &BULK_SECONDS.to_string(),
+            ],
+        )?
+        .parse::<f64>()
+        .context("parsing the bulk client's rate")
+    };
+    let network = format!("--network={}", lab::NETWORK);
+    for (label, args) in [
+        ("--container radius:", &["--container", "radius"][..]),
+        ("--network infranet:", &[network.as_str()][..]),
+    ] {
+        let mut lost = 0;
+        let mut traced = || -> Result<f64> {
+            let tracer = Tracer::start(dockflow, args, Stdio::null(), false)?;
+            let rate = bulk()?;
+            lost += tracer.stop()?.lost;
+            Ok(rate)
+        };
+        let figures = throughput_rounds(ROUNDS_NETWORK, &bulk, &mut traced)?;
+        println!("network, {label:<22} {figures}; {lost} events lost");
+    }
     Ok(())
 }
 
