@@ -29,11 +29,9 @@ pub fn packet_block(path: &PacketPath, topology: &Topology, style: &Style) -> St
     };
     let ends = match (&path.ends.src, &path.ends.dst) {
         (None, None) => String::new(),
-        (src, dst) => format!(
-            " · {} -> {}",
-            src.as_deref().unwrap_or("-"),
-            dst.as_deref().unwrap_or("-")
-        ),
+        (Some(src), None) => format!(" · from {src}"),
+        (None, Some(dst)) => format!(" · to {dst}"),
+        (Some(src), Some(dst)) => format!(" · {src} -> {dst}"),
     };
     let _ = writeln!(
         out,
