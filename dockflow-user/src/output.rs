@@ -14,7 +14,7 @@ use crate::{
     path::{
         correlate::{Correlator, Evictions, Limits, PacketPath},
         explain::{Explainer, Explanation},
-        summary::Summary,
+        summary::{Row, Summary},
     },
     pcapng::PcapngWriter,
     render::{Renderer, Style, paths},
@@ -51,6 +51,8 @@ pub struct Stats {
 enum JsonLine<'a> {
     Packet(&'a PacketPath),
     Explanation(&'a Explanation),
+    /// A --summary row, at the end.
+    Connection(&'a Row),
 }
 
 pub struct Output<W: Write> {
@@ -246,6 +248,13 @@ impl<W: Write> Output<W> {
         if self.mode == Mode::Paths {
             for explanation in self.explainer.finish() {
                 self.write_explanation(&explanation)?;
+            }
+        }
+        // --summary --json: the table's rows close the stream (the table itself goes to stderr).
+        if let (true, Some(summary)) = (self.json, &self.summary) {
+            for row in summary.rows() {
+                serde_json::to_writer(&mut self.writer, &JsonLine::Connection(row))?;
+                self.writer.write_all(b"\n")?;
             }
         }
         self.writer.flush()

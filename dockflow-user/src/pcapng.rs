@@ -40,7 +40,10 @@ use pcap_file::{
 use serde::Serialize;
 
 use crate::{
-    model::{Event, ProbePoint, priority_words, topology::Topology},
+    model::{
+        Event, ProbePoint, priority_words,
+        topology::{Place, Topology},
+    },
     path::correlate::{Direction, Hop, PacketPath},
     record,
     render::paths::hop_lines,
@@ -65,7 +68,7 @@ pub struct Section {
 
 /// Where an event was taken, as an interface of the capture.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct Place {
+struct InterfaceKey {
     probe: ProbePoint,
     ifindex: u32,
     netns: Option<u32>,
@@ -73,7 +76,7 @@ struct Place {
     hook: Option<(String, String, Option<i32>)>,
 }
 
-impl Place {
+impl InterfaceKey {
     fn of(event: &Event) -> Self {
         Self {
             probe: event.probe,
@@ -93,7 +96,7 @@ impl Place {
 /// The pcapng writer; interfaces are declared as events first come from them.
 pub struct PcapngWriter<W: Write> {
     writer: PcapNgWriter<W>,
-    interfaces: HashMap<Place, u32>,
+    interfaces: HashMap<InterfaceKey, u32>,
     /// Each interface's probe point, in interface id order (for the statistics at the end).
     points: Vec<ProbePoint>,
     snaplen: u32,
@@ -251,8 +254,8 @@ impl<W: Write> PcapngWriter<W> {
 
     /// The interface id for where `event` was taken, declared on first use.
     fn interface(&mut self, event: &Event, topology: &Topology) -> io::Result<u32> {
-        let place = Place::of(event);
-        if let Some(id) = self.interfaces.get(&place) {
+        let key = InterfaceKey::of(event);
+        if let Some(id) = self.interfaces.get(&key) {
             return Ok(*id);
         }
         let block = InterfaceDescriptionBlock {
@@ -271,7 +274,7 @@ impl<W: Write> PcapngWriter<W> {
             .map_err(io::Error::other)?;
         let id = self.points.len() as u32;
         self.points.push(event.probe);
-        self.interfaces.insert(place, id);
+        self.interfaces.insert(key, id);
         Ok(id)
     }
 }
@@ -289,12 +292,16 @@ fn interface_name(event: &Event, topology: &Topology) -> String {
             };
             format!("{} {} {place}", nf.family.word(), nf.hook.word())
         }
-        (None, ProbePoint::TcIngress | ProbePoint::TcEgress) => {
-            format!(
-                "{} {}",
-                event.probe.name(),
-                topology.port_label(event.ifindex)
-            )
+        (None, probe @ (ProbePoint::TcIngress | ProbePoint::TcEgress)) => {
+            let label = topology.port_label(event.ifindex);
+            // On the bridge device, tc sees the frames crossing between the bridge and the IP
+            // stack: what the bridge passes up (ingress) and what the stack sends in (egress).
+            let role = match (topology.place(None, event.ifindex), probe) {
+                (Place::Bridge, ProbePoint::TcIngress) => " (passed up by the bridge)",
+                (Place::Bridge, _) => " (sent into the bridge)",
+                _ => "",
+            };
+            format!("{} {label}{role}", probe.name())
         }
         (None, point) => format!(
             "{} {}",

@@ -699,5 +699,14 @@ fn a_whole_network_is_followed_with_both_ends_named_and_a_table_of_its_connectio
     assert!(row("10.199.0.2", "radius (172.20.0.2:1812)").contains("routed with DNAT"));
     assert!(row("10.199.0.2", "syslog (172.20.0.3:514)").contains("routed with DNAT"));
     assert!(row("proxy (172.20.0.5", "syslog (172.20.0.3:514)").contains("bridged only"));
+    // With --json the rows also close the stream, as typed lines.
+    assert!(
+        lines.iter().any(|l| l["type"] == "connection"
+            && l["client"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("proxy ("))
+            && l["path"] == "bridged only"),
+        "{lines:#?}"
+    );
     lab::down().unwrap();
 }

@@ -132,6 +132,14 @@ fn the_radius_exchange_opens_in_tshark_one_frame_per_hop_and_a_recording_convert
         "{live_frames:#?}"
     );
 
+    // On the bridge device, tc's interfaces say which way the frames cross.
+    assert!(
+        live_frames
+            .iter()
+            .any(|(name, _, _)| name == "tc ingress docker1 (passed up by the bridge)"),
+        "{live_frames:#?}"
+    );
+
     // The recording converts to the same frames with the same comments.
     let out = Command::new(dockflow_bin())
         .args([

@@ -341,6 +341,25 @@ fn names_the_container_at_each_end_before_or_after_nat() {
 }
 
 #[test]
+fn the_summary_row_names_client_server_and_the_requests_way() {
+    let paths = correlate(seed_events());
+    let mut summary = super::summary::Summary::default();
+    for path in &paths {
+        summary.packet(path);
+    }
+    summary.explanation(&explain(1, Some(&paths[0]), Some(&paths[1])));
+    let rows: Vec<_> = summary.rows().cloned().collect();
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(row.client, "10.199.0.2:40000");
+    // The server as the request reached it, after DNAT.
+    assert_eq!(row.server, "172.20.0.2:1812");
+    assert_eq!(row.service, "udp 1812");
+    assert_eq!(row.path, "routed with DNAT");
+    assert_eq!((row.requests, row.replies), (1, 1));
+}
+
+#[test]
 fn a_packet_seen_only_by_tc_joins_its_connection_by_its_headers() {
     let mut events = seed_events();
     let later = packet("172.20.0.2", 1812, "10.199.0.2", 40000, 7);
