@@ -2,6 +2,7 @@
 //! text or JSON out, either per event (--raw) or per packet with explanations.
 
 use std::{
+    collections::BTreeMap,
     fs::File,
     io::{self, BufWriter, Write},
 };
@@ -12,13 +13,16 @@ use crate::{
     filter::{Filter, Form},
     model::{Event, ProbePoint, RuleTrace, topology::Topology},
     path::{
-        correlate::{Correlator, Evictions, Limits, PacketPath},
+        correlate::{Correlator, Direction, Evictions, Limits, PacketPath},
         explain::{Explainer, Explanation},
         summary::{Row, Summary},
     },
     pcapng::PcapngWriter,
-    render::{Renderer, Style, paths},
+    render::{Renderer, Style, paths, svg},
 };
+
+/// A connection's first request and reply, as kept for --svg.
+type Drawn = (Option<PacketPath>, Option<PacketPath>);
 
 /// A packet is finished once no probe has seen it for this long.
 pub const PACKET_IDLE_NS: u64 = 100_000_000;
@@ -67,6 +71,10 @@ pub struct Output<W: Write> {
     filter: Option<Filter>,
     /// --summary: the connections seen.
     summary: Option<Summary>,
+    /// --svg: each connection's first request and reply, to draw at the end.
+    drawn: Option<BTreeMap<u64, Drawn>>,
+    /// Connections remembered at most (--max-connections), for what is kept to draw.
+    max_connections: usize,
     /// --pcapng: every finished packet's hops as frames too.
     pcapng: Option<PcapngWriter<BufWriter<File>>>,
     pub stats: Stats,
@@ -96,6 +104,8 @@ impl<W: Write> Output<W> {
             pcapng: None,
             filter: None,
             summary: None,
+            drawn: None,
+            max_connections: limits.connections,
             stats: Stats::default(),
         }
     }
@@ -109,6 +119,27 @@ impl<W: Write> Output<W> {
     /// The connections seen so far, with --summary.
     pub fn summary(&self) -> Option<&Summary> {
         self.summary.as_ref()
+    }
+
+    /// Keeps each connection's first request and reply for [`Output::svg`].
+    pub fn with_drawing(mut self, on: bool) -> Self {
+        self.drawn = on.then(BTreeMap::new);
+        self
+    }
+
+    /// The kept connections (or only `connection`) as one SVG document.
+    pub fn svg(&self, connection: Option<u64>) -> Option<String> {
+        let drawn = self.drawn.as_ref()?;
+        let connections: Vec<svg::Connection> = drawn
+            .iter()
+            .filter(|(id, _)| connection.is_none_or(|c| c == **id))
+            .map(|(id, (request, reply))| svg::Connection {
+                id: *id,
+                request: request.as_ref(),
+                reply: reply.as_ref(),
+            })
+            .collect();
+        Some(svg::document(&connections, self.correlator.topology()))
     }
 
     /// Shows only what `filter` matches.
@@ -275,6 +306,20 @@ impl<W: Write> Output<W> {
             }
             if let Some(summary) = &mut self.summary {
                 summary.packet(&path);
+            }
+            if let (Some(drawn), Some(connection)) = (&mut self.drawn, path.connection) {
+                // Bounded like the connections the explainer remembers: the oldest go first.
+                if !drawn.contains_key(&connection) && drawn.len() >= self.max_connections.max(1) {
+                    drawn.pop_first();
+                }
+                let entry = drawn.entry(connection).or_default();
+                let slot = match path.direction {
+                    Some(Direction::Reply) => &mut entry.1,
+                    _ => &mut entry.0,
+                };
+                if slot.is_none() {
+                    *slot = Some(path.clone());
+                }
             }
             if self.json {
                 serde_json::to_writer(&mut self.writer, &JsonLine::Packet(&path))?;

@@ -66,10 +66,11 @@ fn the_radius_exchange_opens_in_tshark_one_frame_per_hop_and_a_recording_convert
     lab::up(&lab_bin()).unwrap();
     let dir = std::env::temp_dir().join(format!("dockflow-pcapng-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (live, recording, converted) = (
+    let (live, recording, converted, picture) = (
         dir.join("live.pcapng"),
         dir.join("run.dfl"),
         dir.join("converted.pcapng"),
+        dir.join("paths.svg"),
     );
     let dockflow = Dockflow::start(&[
         "--container",
@@ -79,6 +80,8 @@ fn the_radius_exchange_opens_in_tshark_one_frame_per_hop_and_a_recording_convert
         live.to_str().unwrap(),
         "--record",
         recording.to_str().unwrap(),
+        "--svg",
+        picture.to_str().unwrap(),
     ]);
     let answer = lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]).unwrap();
     assert!(answer.starts_with("Access-Accept"), "{answer}");
@@ -139,6 +142,22 @@ fn the_radius_exchange_opens_in_tshark_one_frame_per_hop_and_a_recording_convert
             .any(|(name, _, _)| name == "tc ingress docker1 (passed up by the bridge)"),
         "{live_frames:#?}"
     );
+
+    // The picture: the exchange's request and reply drawn, with the DNAT beside its hop.
+    let svg = std::fs::read_to_string(&picture).unwrap();
+    assert!(
+        svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+        "{svg}"
+    );
+    assert!(svg.contains("class=\"path request\"") && svg.contains("class=\"path reply\""));
+    assert!(
+        svg.contains(&format!(
+            "[dst {}:1812 -&gt; 172.20.0.2:1812]",
+            lab::HOST_ADDRESS
+        )),
+        "{svg}"
+    );
+    assert!(svg.matches("class=\"hop\"").count() >= hops / 2, "{svg}");
 
     // The recording converts to the same frames with the same comments.
     let out = Command::new(dockflow_bin())

@@ -11,3 +11,8 @@ pub mod summary;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub mod tests_support {
+    //! The seed's exchange as correlated paths, for other modules' tests.
+    pub use super::tests::seed_paths;
+}

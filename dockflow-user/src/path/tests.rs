@@ -192,6 +192,11 @@ fn seed_events() -> Vec<Event> {
     ]
 }
 
+/// The seed's request and reply, correlated, with the topology they were classified in.
+pub fn seed_paths() -> (Topology, Vec<PacketPath>) {
+    (topology(), correlate(seed_events()))
+}
+
 fn correlate(events: Vec<Event>) -> Vec<PacketPath> {
     let mut c = Correlator::new(topology());
     for e in events {

@@ -3,6 +3,7 @@
 
 pub mod paths;
 pub mod summary;
+pub mod svg;
 
 use std::{fmt::Write as _, io::IsTerminal as _};
 

@@ -105,6 +105,14 @@ pub struct Cli {
         value_parser = clap::value_parser!(u32).range(0..=MAX_SNAPLEN as i64)
     )]
     pub snaplen: u32,
+    /// At exit, write a picture of each connection's path to this SVG file: lanes for the host's
+    /// links, its IP stack, the bridge and the containers, the request and the reply as two
+    /// coloured paths, NAT rewrites and deciding rules beside their hops.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// With --svg, draw only this connection (its number in the stream).
+    #[arg(long, requires = "svg")]
+    pub connection: Option<u64>,
     /// At exit, a table of the connections seen: client, server, service, the way the request
     /// went (bridged only, routed with DNAT, masqueraded out, delivered to the host, dropped),
     /// packets each way; every few seconds too while stderr is a terminal.
@@ -181,6 +189,7 @@ impl Cli {
         )
         .with_filter(filter)
         .with_summary(self.summary)
+        .with_drawing(self.svg.is_some())
     }
 
     /// The filter expression, if one was given.
@@ -258,6 +267,16 @@ pub fn print_summary(output: &Output<impl Write>) {
     if let Some(summary) = output.summary().filter(|s| !s.is_empty()) {
         eprint!("{}", dockflow::render::summary::table(summary));
     }
+}
+
+/// Writes the --svg picture, if asked for.
+pub fn write_svg(cli: &Cli, output: &Output<impl Write>) -> Result<()> {
+    let (Some(path), Some(svg)) = (&cli.svg, output.svg(cli.connection)) else {
+        return Ok(());
+    };
+    dockflow::record::create_private(path)?.write_all(svg.as_bytes())?;
+    eprintln!("dockflow: wrote {}", path.display());
+    Ok(())
 }
 
 /// Whether --count is reached (packets, or events with --raw).

@@ -23,7 +23,7 @@ use dockflow::{
 };
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::{Cli, print_summary, reached_count, report_evictions};
+use crate::cli::{Cli, print_summary, reached_count, report_evictions, write_svg};
 
 /// Resolves the target, attaches the probes and streams until a signal, --duration or --count.
 pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
@@ -181,6 +181,7 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
     status.clear();
     report_summary(cli, &target, &probes, &output, traces_dropped);
     print_summary(&output);
+    write_svg(cli, &output)?;
     drop(probes);
     Ok(())
 }

@@ -8,7 +8,7 @@ use dockflow::{
     record::{ReadError, Record, Replay},
 };
 
-use crate::cli::{Cli, print_summary, reached_count, report_evictions};
+use crate::cli::{Cli, print_summary, reached_count, report_evictions, write_svg};
 
 /// How often replay finishes idle packets, in recorded time.
 const REPLAY_TICK_NS: u64 = 10_000_000;
@@ -77,6 +77,7 @@ pub fn run(cli: &Cli, path: &Path, filter: Option<Filter>) -> Result<()> {
     );
     report_evictions(&output, cli);
     print_summary(&output);
+    write_svg(cli, &output)?;
     // What was whole has been shown; the cut itself is not an error of this run.
     if let Some(cut) = cut {
         eprintln!(
