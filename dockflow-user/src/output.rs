@@ -21,8 +21,13 @@ use crate::{
     render::{Renderer, Style, paths, svg},
 };
 
-/// A connection's first request and reply, as kept for --svg.
-type Drawn = (Option<PacketPath>, Option<PacketPath>);
+/// A connection's first request and reply and its explanation, as kept for --svg and --html.
+#[derive(Default)]
+struct Drawn {
+    request: Option<PacketPath>,
+    reply: Option<PacketPath>,
+    explanation: Option<Explanation>,
+}
 
 /// A packet is finished once no probe has seen it for this long.
 pub const PACKET_IDLE_NS: u64 = 100_000_000;
@@ -129,17 +134,38 @@ impl<W: Write> Output<W> {
 
     /// The kept connections (or only `connection`) as one SVG document.
     pub fn svg(&self, connection: Option<u64>) -> Option<String> {
-        let drawn = self.drawn.as_ref()?;
-        let connections: Vec<svg::Connection> = drawn
-            .iter()
-            .filter(|(id, _)| connection.is_none_or(|c| c == **id))
-            .map(|(id, (request, reply))| svg::Connection {
-                id: *id,
-                request: request.as_ref(),
-                reply: reply.as_ref(),
-            })
-            .collect();
+        let connections = self.drawn_connections(connection)?;
         Some(svg::document(&connections, self.correlator.topology()))
+    }
+
+    /// The same diagrams as one HTML page, each beside its explanation and its hop lists.
+    pub fn html(&self, connection: Option<u64>) -> Option<String> {
+        let connections = self.drawn_connections(connection)?;
+        let drawn = self.drawn.as_ref()?;
+        let explanations: Vec<Option<&Explanation>> = connections
+            .iter()
+            .map(|c| drawn.get(&c.id).and_then(|d| d.explanation.as_ref()))
+            .collect();
+        Some(svg::page(
+            &connections,
+            &explanations,
+            self.correlator.topology(),
+        ))
+    }
+
+    fn drawn_connections(&self, connection: Option<u64>) -> Option<Vec<svg::Connection<'_>>> {
+        let drawn = self.drawn.as_ref()?;
+        Some(
+            drawn
+                .iter()
+                .filter(|(id, _)| connection.is_none_or(|c| c == **id))
+                .map(|(id, d)| svg::Connection {
+                    id: *id,
+                    request: d.request.as_ref(),
+                    reply: d.reply.as_ref(),
+                })
+                .collect(),
+        )
     }
 
     /// Shows only what `filter` matches.
@@ -314,8 +340,8 @@ impl<W: Write> Output<W> {
                 }
                 let entry = drawn.entry(connection).or_default();
                 let slot = match path.direction {
-                    Some(Direction::Reply) => &mut entry.1,
-                    _ => &mut entry.0,
+                    Some(Direction::Reply) => &mut entry.reply,
+                    _ => &mut entry.request,
                 };
                 if slot.is_none() {
                     *slot = Some(path.clone());
@@ -341,6 +367,13 @@ impl<W: Write> Output<W> {
     fn write_explanation(&mut self, explanation: &Explanation) -> io::Result<()> {
         if let Some(summary) = &mut self.summary {
             summary.explanation(explanation);
+        }
+        if let Some(drawn) = self
+            .drawn
+            .as_mut()
+            .and_then(|d| d.get_mut(&explanation.connection))
+        {
+            drawn.explanation = Some(explanation.clone());
         }
         if self.json {
             writeln!(

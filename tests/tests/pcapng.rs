@@ -66,11 +66,12 @@ fn the_radius_exchange_opens_in_tshark_one_frame_per_hop_and_a_recording_convert
     lab::up(&lab_bin()).unwrap();
     let dir = std::env::temp_dir().join(format!("dockflow-pcapng-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (live, recording, converted, picture) = (
+    let (live, recording, converted, picture, page) = (
         dir.join("live.pcapng"),
         dir.join("run.dfl"),
         dir.join("converted.pcapng"),
         dir.join("paths.svg"),
+        dir.join("paths.html"),
     );
     let dockflow = Dockflow::start(&[
         "--container",
@@ -82,6 +83,8 @@ fn the_radius_exchange_opens_in_tshark_one_frame_per_hop_and_a_recording_convert
         recording.to_str().unwrap(),
         "--svg",
         picture.to_str().unwrap(),
+        "--html",
+        page.to_str().unwrap(),
     ]);
     let answer = lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]).unwrap();
     assert!(answer.starts_with("Access-Accept"), "{answer}");
@@ -158,6 +161,13 @@ fn the_radius_exchange_opens_in_tshark_one_frame_per_hop_and_a_recording_convert
         "{svg}"
     );
     assert!(svg.matches("class=\"hop\"").count() >= hops / 2, "{svg}");
+    // The page: the same diagrams, each beside its explanation.
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>") && html.contains("<svg ") && html.contains("<li>"));
+    assert!(
+        html.contains("nat chains are consulted only for a connection"),
+        "{html}"
+    );
 
     // The recording converts to the same frames with the same comments.
     let out = Command::new(dockflow_bin())

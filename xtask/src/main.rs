@@ -37,7 +37,11 @@ enum Command {
         command: lab::LabCommand,
     },
     /// Lab up, dockflow on `radius`, one RADIUS exchange from the external namespace, lab down.
-    Demo,
+    Demo {
+        /// Also draw the exchange into docs/demo.svg (the README's picture).
+        #[arg(long)]
+        svg: bool,
+    },
     /// Figures: the pipeline under a flood, event drain rate, and bulk TCP throughput with
     /// dockflow attached vs not.
     Bench {
@@ -60,7 +64,7 @@ fn main() -> ExitCode {
         Command::Build => build::dockflow().map(drop),
         Command::Run { args } => build::run_dockflow(&args),
         Command::Lab { command } => lab::run(command),
-        Command::Demo => demo::run(),
+        Command::Demo { svg } => demo::run(svg),
         Command::Bench { part } => bench::run(part),
         Command::Vmtest => vmtest::run(),
         Command::Test { args } => test::run(&args),

@@ -14,9 +14,10 @@ use crate::{
     path::{
         classify::{HopKind, Layer},
         correlate::{Direction, Hop, PacketPath, RewriteField},
+        explain::Explanation,
         rules,
     },
-    render::packet_summary,
+    render::{Style, packet_summary, paths},
 };
 
 /// The lanes, left to right.
@@ -57,6 +58,50 @@ pub fn document(connections: &[Connection], topology: &Topology) -> String {
         y.max(1)
     )
 }
+
+/// --html: one page, each connection's diagram beside its explanation, with its packets' hop
+/// lists folded underneath; styles inline, no scripts or outside files, so it opens offline.
+pub fn page(
+    connections: &[Connection],
+    explanations: &[Option<&Explanation>],
+    topology: &Topology,
+) -> String {
+    let plain = Style { color: false };
+    let mut body = String::new();
+    for (connection, explanation) in connections.iter().zip(explanations) {
+        let _ = writeln!(
+            body,
+            "<section id=\"connection-{id}\"><h2>connection {id}</h2><div class=\"row\">",
+            id = connection.id
+        );
+        body.push_str(&document(std::slice::from_ref(connection), topology));
+        body.push_str("<div class=\"text\">");
+        match explanation {
+            Some(explanation) => {
+                body.push_str("<ol>");
+                for step in &explanation.steps {
+                    let _ = write!(body, "<li>{}</li>", escape(&step.text));
+                }
+                body.push_str("</ol>");
+            }
+            None => body.push_str("<p>(no explanation: the connection was not complete)</p>"),
+        }
+        for path in [connection.request, connection.reply].into_iter().flatten() {
+            let _ = write!(
+                body,
+                "<details><summary>packet {} hops</summary><pre>{}</pre></details>",
+                path.id,
+                escape(&paths::packet_block(path, topology, &plain))
+            );
+        }
+        body.push_str("</div></div></section>\n");
+    }
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>dockflow: packet paths</title><style>{STYLE}</style></head><body><h1>dockflow: packet paths</h1>\n{body}</body></html>\n"
+    )
+}
+
+const STYLE: &str = "body{font-family:sans-serif;margin:1em}section{margin-bottom:2em}.row{display:flex;gap:1em;align-items:flex-start}.text{max-width:48em}li{margin:.3em 0}pre{font-size:11px;overflow-x:auto}";
 
 /// One connection's diagram from height `top`; returns it and its height.
 fn diagram(connection: &Connection, topology: &Topology, top: usize) -> (String, usize) {
@@ -324,6 +369,30 @@ mod tests {
                 lane
             })
             .collect()
+    }
+
+    #[test]
+    fn the_page_holds_the_diagram_the_explanation_and_the_hops() {
+        let (topology, paths) = seed_paths();
+        let explanation = crate::path::explain::explain(1, Some(&paths[0]), Some(&paths[1]));
+        let html = page(
+            &[Connection {
+                id: 1,
+                request: Some(&paths[0]),
+                reply: Some(&paths[1]),
+            }],
+            &[Some(&explanation)],
+            &topology,
+        );
+        assert!(html.starts_with("<!DOCTYPE html>"));
+        assert_eq!(html.matches("<svg ").count(), 1);
+        assert_eq!(html.matches("<li>").count(), explanation.steps.len());
+        assert_eq!(html.matches("<details>").count(), 2);
+        assert!(
+            !html.contains("<script") && !html.contains("http://")
+                || html.contains("http://www.w3.org/2000/svg")
+        );
+        assert!(!html.contains("src=") && !html.contains("href="));
     }
 
     #[test]

@@ -110,8 +110,12 @@ pub struct Cli {
     /// coloured paths, NAT rewrites and deciding rules beside their hops.
     #[arg(long)]
     pub svg: Option<PathBuf>,
-    /// With --svg, draw only this connection (its number in the stream).
-    #[arg(long, requires = "svg")]
+    /// At exit, the same pictures in one HTML page, each beside its connection's explanation,
+    /// with the hop lists folded underneath (no outside files: it opens offline).
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// With --svg or --html, draw only this connection (its number in the stream).
+    #[arg(long)]
     pub connection: Option<u64>,
     /// At exit, a table of the connections seen: client, server, service, the way the request
     /// went (bridged only, routed with DNAT, masqueraded out, delivered to the host, dropped),
@@ -189,7 +193,7 @@ impl Cli {
         )
         .with_filter(filter)
         .with_summary(self.summary)
-        .with_drawing(self.svg.is_some())
+        .with_drawing(self.svg.is_some() || self.html.is_some())
     }
 
     /// The filter expression, if one was given.
@@ -256,7 +260,8 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
 
 fn mode(cli: &Cli) -> Mode {
     match (cli.quiet, cli.raw) {
-        (true, _) if cli.pcapng.is_none() => Mode::Quiet,
+        // Files made from the packets (capture, pictures) need them decoded.
+        (true, _) if cli.pcapng.is_none() && cli.svg.is_none() && cli.html.is_none() => Mode::Quiet,
         (_, true) => Mode::Raw,
         _ => Mode::Paths,
     }
@@ -269,13 +274,18 @@ pub fn print_summary(output: &Output<impl Write>) {
     }
 }
 
-/// Writes the --svg picture, if asked for.
+/// Writes the --svg and --html pictures, if asked for.
 pub fn write_svg(cli: &Cli, output: &Output<impl Write>) -> Result<()> {
-    let (Some(path), Some(svg)) = (&cli.svg, output.svg(cli.connection)) else {
-        return Ok(());
-    };
-    dockflow::record::create_private(path)?.write_all(svg.as_bytes())?;
-    eprintln!("dockflow: wrote {}", path.display());
+    let pictures = [
+        (&cli.svg, output.svg(cli.connection)),
+        (&cli.html, output.html(cli.connection)),
+    ];
+    for (path, text) in pictures {
+        if let (Some(path), Some(text)) = (path, text) {
+            dockflow::record::create_private(path)?.write_all(text.as_bytes())?;
+            eprintln!("dockflow: wrote {}", path.display());
+        }
+    }
     Ok(())
 }
 
