@@ -56,6 +56,46 @@ fn frames(file: &Path) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// Width and height of the browser window the pictures are rendered in.
+const WINDOW: (u32, u32) = (1200, 900);
+
+/// Renders `file` with headless Chromium (Debian's, installed by setup) into a PNG and returns
+/// its size and the share of its pixels that are not white-ish.
+fn rendered(file: &Path) -> ((u32, u32), f64) {
+    let png = file.with_extension("png");
+    let profile = file.with_extension("chromium");
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--window-size={},{}", WINDOW.0, WINDOW.1))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", file.display()))
+        .output()
+        .expect("running chromium (cargo xtask setup installs it)");
+    assert!(out.status.success(), "{out:?}");
+    let decoder = png::Decoder::new(std::fs::File::open(&png).unwrap());
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    let channels = info.color_type.samples();
+    let inked = pixels[..info.buffer_size()]
+        .chunks(channels)
+        .filter(|p| p.iter().take(3).any(|c| *c < 200))
+        .count();
+    let total = (info.width * info.height) as f64;
+    ((info.width, info.height), inked as f64 / total)
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -168,6 +208,18 @@ fn the_radius_exchange_opens_in_tshark_one_frame_per_hop_and_a_recording_convert
         html.contains("nat chains are consulted only for a connection"),
         "{html}"
     );
+
+    // As a browser shows them: the window's size, with the lanes and paths drawn on it.
+    for file in [&picture, &page] {
+        let (size, inked) = rendered(file);
+        assert_eq!(size, WINDOW, "{}", file.display());
+        assert!(
+            inked > 0.01,
+            "{}: only {:.4} of the pixels drawn",
+            file.display(),
+            inked
+        );
+    }
 
     // The recording converts to the same frames with the same comments.
     let out = Command::new(dockflow_bin())

@@ -26,6 +26,8 @@ const PACKAGES: &[&str] = &[
     // The tests read --pcapng files back with Wireshark's dissectors (wireshark-common's
     // setuid question takes its default, no, without a prompt).
     "tshark",
+    // The tests render the --svg and --html pictures headless, as a browser shows them.
+    "chromium",
 ];
 
 const DOCKERD_LOG: &str = "/var/log/dockflow-dockerd.log";
