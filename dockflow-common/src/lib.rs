@@ -322,6 +322,9 @@ pub const SNAPLEN_GLOBAL: &str = "SNAPLEN";
 /// The most bytes a record carries.
 pub const MAX_SNAPLEN: u32 = 256;
 
+/// The byte counts a record may reserve after its [`PacketEvent`] (see [`snap_reserve`]).
+pub const SNAP_RESERVES: [usize; 4] = [0, 64, 128, 256];
+
 /// The bytes reserved after each [`PacketEvent`] for a snaplen: the programs reserve one of a
 /// few fixed record sizes (the ring buffer wants a constant size), the smallest that fits.
 pub const fn snap_reserve(snaplen: u32) -> usize {

@@ -110,7 +110,7 @@ impl Filter {
     pub fn matches_events<'a>(&self, events: impl IntoIterator<Item = &'a Event>) -> bool {
         events
             .into_iter()
-            .any(|e| forms_of(e).into_iter().any(|f| self.matches(&f)))
+            .any(|e| forms_of(e).any(|f| self.matches(&f)))
     }
 }
 
@@ -158,17 +158,15 @@ impl<'a> Form<'a> {
 
 /// An event's forms: its headers, and its connection's tuples as seen in its direction (the
 /// tuple of its direction is the packet before NAT, the other turned around the packet after).
-fn forms_of(event: &Event) -> Vec<Form<'_>> {
-    let mut forms: Vec<Form> = event.packet.iter().map(Form::of_packet).collect();
-    if let Some(ct) = &event.conntrack {
+fn forms_of(event: &Event) -> impl Iterator<Item = Form<'_>> {
+    let tuples = event.conntrack.iter().flat_map(|ct| {
         let (own, other) = match ct.direction {
             CtDirection::Reply => (&ct.reply, &ct.original),
             _ => (&ct.original, &ct.reply),
         };
-        forms.push(Form::of_tuple(own, false));
-        forms.push(Form::of_tuple(other, true));
-    }
-    forms
+        [Form::of_tuple(own, false), Form::of_tuple(other, true)]
+    });
+    event.packet.iter().map(Form::of_packet).chain(tuples)
 }
 
 impl Predicate {

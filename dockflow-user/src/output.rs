@@ -233,15 +233,9 @@ impl<W: Write> Output<W> {
 
     /// An nftables rule evaluation (from the trace collector).
     pub fn trace(&mut self, trace: RuleTrace) -> io::Result<()> {
-        // Raw lines stand alone: a trace whose packet the filter leaves out goes too.
-        let left_out = self.filter.as_ref().is_some_and(|f| {
-            trace
-                .packet
-                .as_ref()
-                .is_some_and(|p| !f.matches_any([Form::of_packet(p)]))
-        });
         match self.mode {
-            Mode::Raw if left_out => Ok(()),
+            // Raw lines stand alone: a trace whose packet the filter leaves out goes too.
+            Mode::Raw if self.leaves_out(&trace) => Ok(()),
             Mode::Raw if self.json => writeln!(
                 self.writer,
                 "{}",
@@ -263,6 +257,13 @@ impl<W: Write> Output<W> {
             }
             Mode::Quiet => Ok(()),
         }
+    }
+
+    fn leaves_out(&self, trace: &RuleTrace) -> bool {
+        let (Some(filter), Some(packet)) = (&self.filter, &trace.packet) else {
+            return false;
+        };
+        !filter.matches_any([Form::of_packet(packet)])
     }
 
     /// The kernel lost events between these times (the ring buffer was full).

@@ -20,7 +20,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use bytes::{BufMut as _, BytesMut};
-use dockflow_common::{MAX_SNAPLEN, PACKET_EVENT_SIZE, snap_reserve};
+use dockflow_common::{MAX_SNAPLEN, PACKET_EVENT_SIZE, SNAP_RESERVES};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -314,7 +314,7 @@ impl<R: Read> Replay<R> {
 /// A kernel record's size: the event, and the bytes reserved for some --snaplen.
 fn is_record_size(size: usize) -> bool {
     size.checked_sub(PACKET_EVENT_SIZE)
-        .is_some_and(|bytes| (0..=MAX_SNAPLEN).any(|n| snap_reserve(n) == bytes))
+        .is_some_and(|bytes| SNAP_RESERVES.contains(&bytes))
 }
 
 /// Creates (or truncates) `path` readable by its owner only: recordings hold packet headers.

@@ -30,6 +30,10 @@ pub struct Decoder {
     pub drop_reasons: HashMap<u32, String>,
     /// Kernel functions that netfilter hooks continue into.
     pub symbols: KernelSymbols,
+    /// Whether events keep the packet bytes behind them (only --pcapng uses them): otherwise
+    /// decoding copies none.
+    #[serde(skip)]
+    pub keep_bytes: bool,
 }
 
 const IPPROTO_TCP: u8 = 6;
@@ -75,7 +79,7 @@ impl Decoder {
                 reason: self.drop_reason_name(raw.drop_reason),
                 code: raw.drop_reason,
             }),
-            capture: if has(SECTION_BYTES) {
+            capture: if self.keep_bytes && has(SECTION_BYTES) {
                 decode_capture(&raw, &record[PACKET_EVENT_SIZE..])
             } else {
                 None
@@ -333,7 +337,11 @@ mod tests {
         };
         let mut record = bytes_of(&raw);
         record.extend([1, 2, 3, 4, 5, 6, 7, 8]);
-        let capture = Decoder::default().decode(&record).unwrap().capture.unwrap();
+        let keeping = Decoder {
+            keep_bytes: true,
+            ..Decoder::default()
+        };
+        let capture = keeping.decode(&record).unwrap().capture.unwrap();
         assert_eq!(capture.bytes, [1, 2, 3]);
         assert_eq!(capture.wire_len, 74);
         assert!(capture.synthetic_ethernet);
@@ -344,10 +352,10 @@ mod tests {
         };
         let mut record = bytes_of(&liar);
         record.extend([0; 64]);
-        assert_eq!(Decoder::default().decode(&record).unwrap().capture, None);
+        assert_eq!(keeping.decode(&record).unwrap().capture, None);
         // Without the section, no bytes.
         assert_eq!(
-            Decoder::default()
+            keeping
                 .decode(&bytes_of(&request_before_dnat()))
                 .unwrap()
                 .capture,

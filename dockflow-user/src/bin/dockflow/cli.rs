@@ -97,8 +97,8 @@ pub struct Cli {
     /// --replay, converts the recording.
     #[arg(long, conflicts_with = "raw")]
     pub pcapng: Option<PathBuf>,
-    /// Bytes of each packet captured at every hop, from its MAC header (0: none, at most 256).
-    /// Kept in --record files too.
+    /// Bytes of each packet captured at every hop, from its MAC header (0: none, at most 256),
+    /// for --pcapng and --record files (without either, none are captured).
     #[arg(
         long,
         default_value = "128",

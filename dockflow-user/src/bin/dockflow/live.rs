@@ -35,13 +35,19 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
     let target = watch_of(cli)?.resolve()?;
     let btf = KernelBtf::load(&["nf_conntrack", "bridge", "br_netfilter"])?;
     let offsets = kernel::resolve_offsets(&btf)?;
-    let decoder = decoder(&btf)?;
+    let decoder = decoder(&btf, cli.pcapng.is_some())?;
+    // Packet bytes cost ring-buffer space: captured only where a file keeps them.
+    let snaplen = if cli.record.is_some() || cli.pcapng.is_some() {
+        cli.snaplen
+    } else {
+        0
+    };
     let topology = watch::topology_of(&target)?;
     let options = LoadOptions {
         ring_bytes: cli.ring_size,
         per_connection: cli.per_connection.unwrap_or(0),
         debug_kernel: cli.debug_kernel,
-        snaplen: cli.snaplen,
+        snaplen,
     };
     let origin = Origin {
         networks: target.networks.clone(),
@@ -51,7 +57,7 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs(),
-        snaplen: cli.snaplen,
+        snaplen,
     };
     let mut probes = Probes::attach(&target, &offsets, &cli.probes, options)?;
     report_attachments(&probes, &target);
@@ -206,11 +212,13 @@ fn watch_of(cli: &Cli) -> Result<Watch> {
     })
 }
 
-/// What decoding needs from this kernel: drop reason names and hook continuation symbols.
-fn decoder(btf: &KernelBtf) -> Result<Decoder> {
+/// What decoding needs from this kernel: drop reason names and hook continuation symbols;
+/// `keep_bytes` when the packet bytes are written out (--pcapng).
+fn decoder(btf: &KernelBtf, keep_bytes: bool) -> Result<Decoder> {
     Ok(Decoder {
         drop_reasons: btf.enum_names("skb_drop_reason").unwrap_or_default(),
         symbols: kernel::load_symbols(is_hook_continuation)?,
+        keep_bytes,
     })
 }
 

@@ -16,7 +16,8 @@ const REPLAY_TICK_NS: u64 = 10_000_000;
 /// Shows a recording as the live run showed it, recorded time driving packet completion.
 pub fn run(cli: &Cli, path: &Path, filter: Option<Filter>) -> Result<()> {
     let mut replay = Replay::open(path)?;
-    let header = replay.header.clone();
+    let mut header = replay.header.clone();
+    header.decoder.keep_bytes = cli.pcapng.is_some();
     eprintln!("dockflow: replaying {} ({})", path.display(), header.target);
     let mut output = cli.output(header.topology.clone(), filter);
     if let Some(pcapng) = cli.pcapng(&header.target, &header.origin)? {
