@@ -63,6 +63,17 @@ pub const CONNECTION_PACKETS_MAP: &str = "CONN_PACKETS";
 /// [`TUPLE_INVERTED`] for the reverses), so that hops without a conntrack entry (tc, device
 /// hops, before conntrack or after NAT) are held back too.
 pub const HIDDEN_TUPLES_MAP: &str = "HIDDEN_TUPLES";
+/// The filter expression's verdicts on connections, by every form their packets take
+/// ([`CtTuple`] with `family` set -> [`VERDICT_MATCHES`] or [`VERDICT_LEFT_OUT`]). Userspace
+/// decides and writes; programs drop events of packets whose headers spell a left-out form.
+pub const EXPRESSION_VERDICTS_MAP: &str = "EXPRESSION_VERDICTS";
+pub const MAX_EXPRESSION_VERDICTS: u32 = 16384;
+pub const VERDICT_MATCHES: u8 = 1;
+pub const VERDICT_LEFT_OUT: u8 = 2;
+/// Per-CPU count of the events those verdicts dropped in the kernel.
+pub const EXPRESSION_LEFT_OUT_MAP: &str = "EXPRESSION_LEFT_OUT";
+/// Name of the read-only global that turns the verdict lookups on (1) or off (0).
+pub const EXPRESSION_GLOBAL: &str = "EXPRESSION_ON";
 /// Per-CPU counts of what --per-connection held back: [`HIDDEN_EVENTS`] and [`HIDDEN_PACKETS`].
 pub const HIDDEN_MAP: &str = "HIDDEN";
 pub const HIDDEN_EVENTS: u32 = 0;

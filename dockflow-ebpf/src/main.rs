@@ -6,6 +6,7 @@
 
 mod bridge;
 mod capture;
+mod expression;
 mod filter;
 mod headers;
 mod kmem;

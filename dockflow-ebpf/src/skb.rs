@@ -9,7 +9,7 @@ use dockflow_common::{PacketEvent, ProbePoint, SECTION_CONNTRACK, SECTION_PACKET
 
 use crate::{
     capture::SkbBytes,
-    emit, filter,
+    emit, expression, filter,
     headers::{NetworkHeaderReader, parse_ip},
     kmem::{offset, read, read_tuple, trusted_field},
     per_connection,
@@ -93,7 +93,7 @@ pub fn observe<S: SkbFields>(
     };
     let nfct = nfct(skb);
     let ct = nfct & !NFCT_INFOMASK;
-    if !filter::wants(headers, ct) {
+    if !filter::wants(headers, ct) || !expression::keeps(headers) {
         return false;
     }
     // --per-connection decides at the device hops (and tc), which carry the conntrack entry on

@@ -15,7 +15,7 @@ use dockflow_common::{ProbePoint, SECTION_PACKET};
 
 use crate::{
     capture::TcBytes,
-    emit, filter,
+    emit, expression, filter,
     headers::{NetworkHeaderReader, parse_ip},
     per_connection,
 };
@@ -101,7 +101,7 @@ fn observe(ctx: &TcContext, probe: ProbePoint) -> i32 {
     );
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // tc sees no conntrack; on these interfaces the headers always show the target's addresses.
-    let wanted = filter::wants(headers, 0);
+    let wanted = filter::wants(headers, 0) && expression::keeps(headers);
     let held_back = wanted && per_connection::holds_back(headers, 0, 0);
     // --debug-kernel only: the level is a load-time constant, so the verifier drops this
     // (and the work of its arguments) from the program when kernel logging is off.

@@ -176,6 +176,12 @@ impl CtStatus {
         self.0 & Self::DST_NAT != 0
     }
 
+    /// Both NAT bindings (or null bindings) are made: the tuples are final.
+    pub fn nat_done(self) -> bool {
+        const NAT_DONE: u64 = 1 << 7 | 1 << 8;
+        self.0 & NAT_DONE == NAT_DONE
+    }
+
     pub fn names(self) -> Vec<&'static str> {
         CT_STATUS_BITS
             .iter()

@@ -149,7 +149,7 @@ pub struct Conntrack {
     pub reply: Tuple,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Tuple {
     pub src: IpAddr,
     pub sport: u16,

@@ -13,6 +13,7 @@ mod nftables;
 mod tc;
 mod tracepoints;
 mod tuples;
+mod verdicts;
 
 use std::{mem::ManuallyDrop, net::IpAddr, os::fd::OwnedFd};
 
@@ -22,14 +23,17 @@ use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
 };
 use dockflow_common::{
-    EVENTS_MAP, FILTER_GLOBAL, HIDDEN_EVENTS, HIDDEN_MAP, HIDDEN_PACKETS, KernelOffsets, LOST_MAP,
-    MAX_TARGET_ADDRESSES, MAX_TARGET_NETNS, MAX_TARGET_PORTS, OFFSETS_GLOBAL, PACKET_EVENT_SIZE,
-    ProbePoint, SETTINGS_MAP, SNAPLEN_GLOBAL, Settings, TARGETS_MAP, TargetSet, port_key,
-    snap_reserve,
+    EVENTS_MAP, EXPRESSION_GLOBAL, FILTER_GLOBAL, HIDDEN_EVENTS, HIDDEN_MAP, HIDDEN_PACKETS,
+    KernelOffsets, LOST_MAP, MAX_TARGET_ADDRESSES, MAX_TARGET_NETNS, MAX_TARGET_PORTS,
+    OFFSETS_GLOBAL, PACKET_EVENT_SIZE, ProbePoint, SETTINGS_MAP, SNAPLEN_GLOBAL, Settings,
+    TARGETS_MAP, TargetSet, port_key, snap_reserve,
 };
 
-pub use self::nftables::RuleTraces;
-use crate::watch::{Target, netns};
+pub use self::{nftables::RuleTraces, verdicts::Verdicts};
+use crate::{
+    filter::Filter,
+    watch::{Target, netns},
+};
 
 /// The compiled kernel programs, embedded so the binary is self-contained.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dockflow-ebpf"));
@@ -45,6 +49,8 @@ pub struct LoadOptions {
     pub debug_kernel: bool,
     /// Bytes of each packet captured behind its event (--snaplen; 0: none).
     pub snaplen: u32,
+    /// A filter expression was given: the programs look up its verdicts ([`Verdicts`]).
+    pub expression: bool,
 }
 
 impl LoadOptions {
@@ -191,6 +197,7 @@ impl Probes {
             .override_global(OFFSETS_GLOBAL, offsets, true)
             .override_global(FILTER_GLOBAL, &filter, true)
             .override_global(SNAPLEN_GLOBAL, &options.snaplen, true)
+            .override_global(EXPRESSION_GLOBAL, &u32::from(options.expression), true)
             .override_global(
                 kernel_log::LEVEL_GLOBAL,
                 &if options.debug_kernel {
@@ -293,6 +300,11 @@ impl Probes {
                 .unwrap_or(0)
         };
         (total(HIDDEN_EVENTS), total(HIDDEN_PACKETS))
+    }
+
+    /// Where `filter`'s verdicts go to the kernel (loaded with [`LoadOptions::expression`]).
+    pub fn take_verdicts(&mut self, filter: Filter) -> Result<Verdicts> {
+        Verdicts::take(&mut self.ebpf, filter)
     }
 
     /// The ring buffer every program writes into.

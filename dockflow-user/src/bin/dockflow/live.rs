@@ -17,7 +17,7 @@ use dockflow::{
     nftrace::TraceBatch,
     output::Output,
     pcapng,
-    probes::{LoadOptions, ProbeError, Probes, RuleTraces},
+    probes::{LoadOptions, ProbeError, Probes, RuleTraces, Verdicts},
     record::{Header, Origin, Recorder},
     watch::{self, Target, Watch},
 };
@@ -48,6 +48,7 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
         per_connection: cli.per_connection.unwrap_or(0),
         debug_kernel: cli.debug_kernel,
         snaplen,
+        expression: filter.is_some(),
     };
     let origin = Origin {
         networks: target.networks.clone(),
@@ -75,6 +76,12 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
         }
         None => None,
     };
+    // The filter's verdicts on connections go back to the kernel, which then drops the events
+    // of a left-out connection's later packets itself.
+    let mut verdicts = filter
+        .clone()
+        .map(|filter| probes.take_verdicts(filter))
+        .transpose()?;
     let mut output = cli.output(topology, filter);
     if let Some(pcapng) = cli.pcapng(&target.label, &origin)? {
         output = output.with_pcapng(pcapng);
@@ -115,7 +122,7 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
                 if done && reached_count(cli, &output) {
                     continue;
                 }
-                show(batch, &decoder, options.record_size(), &mut output)?;
+                show(batch, &decoder, options.record_size(), &mut output, verdicts.as_mut())?;
                 if reached_count(cli, &output) {
                     done = true;
                     drain.request_stop();
@@ -185,7 +192,14 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
         recorder.finish()?;
     }
     status.clear();
-    report_summary(cli, &target, &probes, &output, traces_dropped);
+    report_summary(
+        cli,
+        &target,
+        &probes,
+        verdicts.as_ref(),
+        &output,
+        traces_dropped,
+    );
     print_summary(&output);
     write_svg(cli, &output)?;
     drop(probes);
@@ -227,6 +241,7 @@ fn report_summary(
     cli: &Cli,
     target: &Target,
     probes: &Probes,
+    verdicts: Option<&Verdicts>,
     output: &Output<impl Write>,
     traces_dropped: u64,
 ) {
@@ -236,6 +251,12 @@ fn report_summary(
         output.stats.packets, output.stats.events, target.label
     );
     report_evictions(output, cli);
+    let kernel_left_out = verdicts.map_or(0, Verdicts::left_out_in_kernel);
+    if kernel_left_out > 0 {
+        eprintln!(
+            "dockflow: {kernel_left_out} events of connections the filter leaves out dropped in the kernel"
+        );
+    }
     if output.stats.not_shown > 0 {
         eprintln!(
             "dockflow: {} events not shown: the display fell behind the kernel{}",
@@ -311,12 +332,18 @@ fn show(
     decoder: &Decoder,
     record_size: usize,
     output: &mut Output<impl Write>,
+    mut verdicts: Option<&mut Verdicts>,
 ) -> Result<()> {
     match batch {
         Drained::Records(records) => {
             for record in records.chunks_exact(record_size) {
                 match decoder.decode(record) {
-                    Ok(event) => output.event(event)?,
+                    Ok(event) => {
+                        if let Some(verdicts) = verdicts.as_deref_mut() {
+                            verdicts.learn(&event)?;
+                        }
+                        output.event(event)?
+                    }
                     Err(e) => eprintln!("dockflow: skipped a malformed event: {e}"),
                 }
             }

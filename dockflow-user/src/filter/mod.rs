@@ -13,7 +13,7 @@
 
 use std::{fmt, net::IpAddr};
 
-use crate::model::{CtDirection, Event, Packet, Tuple};
+use crate::model::{Conntrack, CtDirection, Event, Packet, Tuple};
 
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
@@ -111,6 +111,63 @@ impl Filter {
         events
             .into_iter()
             .any(|e| forms_of(e).any(|f| self.matches(&f)))
+    }
+}
+
+/// A form a packet of a connection takes at some hop, and whether the expression matches the
+/// packets of its direction (see [`Filter::connection_verdicts`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub form: Tuple,
+    pub matches: bool,
+}
+
+impl Filter {
+    /// The expression's verdict on each direction of a connection whose NAT bindings are
+    /// fixed, under every form its packets take: the tuple of their direction (before NAT),
+    /// the other direction's turned around (after NAT), and the two half-NATed mixes (a
+    /// hairpinned packet between its DNAT and its SNAT). The headers of every packet of the
+    /// connection spell one of them at every hop, so the kernel can decide its later packets
+    /// by their own headers. None for connections without ports (ICMP: its ids and types are
+    /// not ports) and for bindings still open.
+    pub fn connection_verdicts(&self, ct: &Conntrack) -> Option<Vec<Verdict>> {
+        let with_ports = matches!(
+            ct.original.protocol,
+            IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP
+        );
+        if !with_ports || !ct.status.nat_done() {
+            return None;
+        }
+        let mut verdicts = Vec::with_capacity(8);
+        for (own, other) in [(&ct.original, &ct.reply), (&ct.reply, &ct.original)] {
+            let forms = [
+                (&own.src, own.sport, &own.dst, own.dport),
+                (&other.dst, other.dport, &other.src, other.sport),
+                (&own.src, own.sport, &other.src, other.sport),
+                (&other.dst, other.dport, &own.dst, own.dport),
+            ];
+            let matches = forms.iter().any(|&(src, sport, dst, dport)| {
+                self.matches(&Form {
+                    src,
+                    dst,
+                    protocol: own.protocol,
+                    sport: Some(sport),
+                    dport: Some(dport),
+                    arp: false,
+                })
+            });
+            verdicts.extend(forms.iter().map(|&(src, sport, dst, dport)| Verdict {
+                form: Tuple {
+                    src: *src,
+                    sport,
+                    dst: *dst,
+                    dport,
+                    protocol: own.protocol,
+                },
+                matches,
+            }));
+        }
+        Some(verdicts)
     }
 }
 

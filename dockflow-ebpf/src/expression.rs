@@ -1,0 +1,44 @@
+//! The filter expression's verdicts, in the kernel, so that a connection the expression leaves
+//! out costs no ring-buffer space after its first packets. Userspace evaluates the expression
+//! exactly, on every form a packet of the connection can take (its tuple, the other direction's
+//! turned around, the half-NATed mixes of a hairpin) once its NAT bindings are fixed, and
+//! stores the verdict under each form here; a probe then looks up the tuple the packet's own
+//! headers spell, which is one of those forms at every hop, before NAT, after it or between.
+//! Unknown (a connection's first packets, an ICMP error, a forgotten entry): kept, userspace
+//! decides.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{LruHashMap, PerCpuArray},
+};
+use dockflow_common::{CtTuple, MAX_EXPRESSION_VERDICTS, PacketHeaders, VERDICT_LEFT_OUT};
+
+use crate::reply_tuples::tuple_of;
+
+/// 1 when the user gave a filter expression (set before load: without one, the verifier drops
+/// the lookup from every program).
+#[unsafe(no_mangle)]
+static EXPRESSION_ON: u32 = 0;
+
+#[map(name = "EXPRESSION_VERDICTS")]
+static VERDICTS: LruHashMap<CtTuple, u8> = LruHashMap::with_max_entries(MAX_EXPRESSION_VERDICTS, 0);
+
+/// Events the verdicts left out, per CPU.
+#[map(name = "EXPRESSION_LEFT_OUT")]
+static LEFT_OUT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Whether a packet with these headers (None: not IP) may be one the expression matches.
+#[inline(always)]
+pub fn keeps(headers: Option<&PacketHeaders>) -> bool {
+    if unsafe { core::ptr::read_volatile(&EXPRESSION_ON) } == 0 {
+        return true;
+    }
+    let Some(h) = headers else {
+        return true;
+    };
+    let left_out = unsafe { VERDICTS.get(&tuple_of(h)) }.is_some_and(|v| *v == VERDICT_LEFT_OUT);
+    if left_out && let Some(counter) = LEFT_OUT.get_ptr_mut(0) {
+        unsafe { *counter += 1 };
+    }
+    !left_out
+}
