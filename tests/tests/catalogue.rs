@@ -2,7 +2,7 @@
 //! addresses and ports other than the lab's, so nothing is tuned to it). Each test asserts on
 //! the structured path and on the explanation's typed steps (kind and fields), not on prose.
 
-use std::{process::Command, time::Duration};
+use std::{collections::BTreeSet, net::UdpSocket, process::Command, time::Duration};
 
 use dockflow_lab::{lab, shell::run};
 use dockflow_tests::{Dockflow, hop_kinds, json_events, lab_bin, lab_lock, packets};
@@ -350,6 +350,92 @@ fn a_filter_matches_a_nated_exchange_by_either_port_and_leaves_out_the_rest() {
             "{filter}: {stderr:?}"
         );
     }
+}
+
+/// Datagrams in [`burst`]: one connection of many packets.
+const BURST: usize = 60;
+
+/// From one socket of the host to ledger's published port, each echoed before the next.
+fn burst() {
+    let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut echo = [0u8; 64];
+    for _ in 0..BURST {
+        socket
+            .send_to(b"burst", format!("{GATEWAY}:{PUBLISHED}"))
+            .unwrap();
+        socket.recv(&mut echo).unwrap();
+    }
+}
+
+/// dockflow on ledger during a burst: its --json lines, and the events it read from the
+/// kernel with the number the kernel dropped by the filter's verdicts.
+fn burst_traced(filter: &[&str]) -> (Vec<Value>, u64, u64) {
+    let dockflow = Dockflow::start(&[&["--container", "ledger", "--json"], filter].concat());
+    burst();
+    std::thread::sleep(Duration::from_millis(400));
+    let (ok, stdout, stderr) = dockflow.stop_with_stderr(libc::SIGINT);
+    assert!(ok, "dockflow failed: {stderr:?}");
+    let number_before = |words: &str| -> u64 {
+        stderr
+            .iter()
+            .find_map(|l| {
+                let at = l.find(words)?;
+                l[..at].split_whitespace().last()?.parse().ok()
+            })
+            .unwrap_or(0)
+    };
+    let read = number_before(" events from");
+    let dropped =
+        number_before(" events of connections the filter leaves out dropped in the kernel");
+    (json_events(&stdout), read, dropped)
+}
+
+/// The hop sequences of the burst's packets, each direction's first two (ARP, a first
+/// sighting) left aside.
+fn burst_hops(lines: &[Value]) -> BTreeSet<(String, Vec<String>)> {
+    let ports = [PORT, PUBLISHED].map(|p| Value::from(p));
+    let mut seen = std::collections::HashMap::new();
+    packets(lines)
+        .into_iter()
+        .filter(|p| {
+            p["packet"]["protocol"] == 17
+                && (ports.contains(&p["packet"]["sport"]) || ports.contains(&p["packet"]["dport"]))
+        })
+        .filter_map(|p| {
+            let direction = p["direction"].as_str().unwrap_or("").to_string();
+            let n = seen.entry(direction.clone()).or_insert(0);
+            *n += 1;
+            (*n > 2).then(|| (direction, hop_kinds(p)))
+        })
+        .collect()
+}
+
+#[test]
+fn the_kernel_drops_a_left_out_connection_and_keeps_every_hop_of_a_matching_one() {
+    let _lock = lab_lock();
+    let _catalogue = Catalogue::up();
+    let (all, read_all, _) = burst_traced(&[]);
+    let unfiltered = burst_hops(&all);
+    assert!(
+        unfiltered.iter().any(|(d, _)| d == "request")
+            && unfiltered.iter().any(|(d, _)| d == "reply"),
+        "{unfiltered:#?}"
+    );
+    // Only the published port names the connection: the hops where its packets show the
+    // container's port (tc, the container's side) are kept by the verdict, not the headers.
+    let (matching, _, dropped) = burst_traced(&[&format!("udp port {PUBLISHED}")]);
+    assert_eq!(burst_hops(&matching), unfiltered);
+    assert_eq!(dropped, 0);
+    // A filter the burst does not match: after its first packets, the kernel drops its events.
+    let (left_out, read_left_out, dropped) = burst_traced(&["tcp"]);
+    assert!(burst_hops(&left_out).is_empty(), "{left_out:#?}");
+    assert!(
+        dropped as usize > BURST && read_left_out * 4 < read_all,
+        "read {read_left_out} events (unfiltered {read_all}), {dropped} dropped in the kernel"
+    );
 }
 
 #[test]

@@ -122,6 +122,9 @@ pub struct Verdict {
     pub matches: bool,
 }
 
+/// [`Filter::connection_verdicts`] gives this many forms for each direction, original first.
+pub const FORMS_PER_DIRECTION: usize = 4;
+
 impl Filter {
     /// The expression's verdict on each direction of a connection whose NAT bindings are
     /// fixed, under every form its packets take: the tuple of their direction (before NAT),
@@ -138,7 +141,7 @@ impl Filter {
         if !with_ports || !ct.status.nat_done() {
             return None;
         }
-        let mut verdicts = Vec::with_capacity(8);
+        let mut verdicts = Vec::with_capacity(2 * FORMS_PER_DIRECTION);
         for (own, other) in [(&ct.original, &ct.reply), (&ct.reply, &ct.original)] {
             let forms = [
                 (&own.src, own.sport, &own.dst, own.dport),
@@ -568,5 +571,96 @@ mod tests {
         assert!(!filter("dst port 1812").matches_events([&event]));
         assert!(!filter("dst host 172.20.0.2").matches_events([&event]));
         assert!(!filter("port 514").matches_events([&event]));
+    }
+
+    fn tuple(src: &str, sport: u16, dst: &str, dport: u16, protocol: u8) -> Tuple {
+        Tuple {
+            src: src.parse().unwrap(),
+            sport,
+            dst: dst.parse().unwrap(),
+            dport,
+            protocol,
+        }
+    }
+
+    /// A request DNATed from the host's published port 15353 to a container's 5353 (bindings
+    /// fixed: src_nat_done and dst_nat_done).
+    fn dnat_connection(protocol: u8, status: u64) -> Conntrack {
+        Conntrack {
+            state: CtState::Established,
+            direction: CtDirection::Original,
+            status: CtStatus(status),
+            original: tuple("10.1.0.9", 40000, "10.1.0.1", 15353, protocol),
+            reply: tuple("10.2.0.10", 5353, "10.1.0.9", 40000, protocol),
+        }
+    }
+
+    const NAT_DONE: u64 = 1 << 7 | 1 << 8;
+
+    fn verdicts(filter: &str, ct: &Conntrack) -> Vec<(String, bool)> {
+        Filter::parse(filter)
+            .unwrap()
+            .connection_verdicts(ct)
+            .unwrap()
+            .into_iter()
+            .map(|v| {
+                let f = v.form;
+                (
+                    format!("{}:{}>{}:{}", f.src, f.sport, f.dst, f.dport),
+                    v.matches,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_connection_is_decided_under_every_form_its_packets_take() {
+        let ct = dnat_connection(IPPROTO_UDP, NAT_DONE);
+        let forms: Vec<String> = verdicts("udp", &ct).into_iter().map(|(f, _)| f).collect();
+        assert_eq!(
+            forms,
+            [
+                // The request: before DNAT, after it, and the two mixes.
+                "10.1.0.9:40000>10.1.0.1:15353",
+                "10.1.0.9:40000>10.2.0.10:5353",
+                "10.1.0.9:40000>10.2.0.10:5353",
+                "10.1.0.9:40000>10.1.0.1:15353",
+                // The reply: from the container, then from the published port.
+                "10.2.0.10:5353>10.1.0.9:40000",
+                "10.1.0.1:15353>10.1.0.9:40000",
+                "10.2.0.10:5353>10.1.0.9:40000",
+                "10.1.0.1:15353>10.1.0.9:40000",
+            ]
+        );
+        // Either port names both directions, under every form (the container's side of the
+        // request shows only 5353, yet it is the published port's exchange).
+        for filter in ["udp port 15353", "port 5353", "host 10.2.0.10"] {
+            assert!(verdicts(filter, &ct).iter().all(|(_, m)| *m), "{filter}");
+        }
+        // A direction: only the reply comes from port 5353 (before the reverse NAT).
+        let from_5353 = verdicts("src port 5353", &ct);
+        assert!(from_5353[..4].iter().all(|(_, m)| !m), "{from_5353:?}");
+        assert!(from_5353[4..].iter().all(|(_, m)| *m), "{from_5353:?}");
+        assert!(verdicts("tcp or port 53", &ct).iter().all(|(_, m)| !m));
+    }
+
+    #[test]
+    fn open_bindings_and_connections_without_ports_are_left_to_userspace() {
+        let filter = Filter::parse("udp").unwrap();
+        assert!(
+            filter
+                .connection_verdicts(&dnat_connection(IPPROTO_UDP, 0))
+                .is_none()
+        );
+        assert!(
+            filter
+                .connection_verdicts(&dnat_connection(IPPROTO_UDP, 1 << 8))
+                .is_none()
+        );
+        assert!(
+            filter
+                .connection_verdicts(&dnat_connection(IPPROTO_ICMP, NAT_DONE))
+                .is_none()
+        );
     }
 }

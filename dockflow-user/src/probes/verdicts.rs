@@ -3,8 +3,6 @@
 //! packets take, and the verdict stored under each, so that the programs drop the events of
 //! its later packets themselves when it is left out.
 
-use std::collections::HashSet;
-
 use anyhow::{Context as _, Result};
 use aya::{
     Ebpf,
@@ -17,20 +15,20 @@ use dockflow_common::{
 
 use super::address_key;
 use crate::{
-    filter::Filter,
+    filter::{FORMS_PER_DIRECTION, Filter},
     model::{Event, Tuple},
 };
 
-/// Connections remembered as written before the memory is cleared (they are written again
-/// when next seen; the kernel's map is LRU and bounds itself).
-const MAX_DECIDED: usize = 65536;
+/// Forms remembered before the memory is cleared (they are written again when next seen;
+/// the kernel's map is LRU and bounds itself).
+const MAX_KNOWN: usize = 65536;
 
 pub struct Verdicts {
     map: HashMap<MapData, CtTuple, u8>,
     left_out: PerCpuArray<MapData, u64>,
     filter: Filter,
-    /// Connections already written, by both tuples (a reused tuple with other NAT differs).
-    decided: HashSet<(Tuple, Tuple)>,
+    /// What each form was last written as.
+    known: std::collections::HashMap<Tuple, bool>,
 }
 
 impl Verdicts {
@@ -43,37 +41,47 @@ impl Verdicts {
             map: HashMap::try_from(take(EXPRESSION_VERDICTS_MAP)?)?,
             left_out: PerCpuArray::try_from(take(EXPRESSION_LEFT_OUT_MAP)?)?,
             filter,
-            decided: HashSet::new(),
+            known: std::collections::HashMap::new(),
         })
     }
 
-    /// Decides the connection of `event` for the kernel, the first time it is seen with its
-    /// bindings fixed.
+    /// Decides the connection of `event` for the kernel once its bindings are fixed.
+    ///
+    /// A packet that crosses network namespaces has a conntrack entry in each where conntrack
+    /// runs (a container's, for Docker's DNS rules), and each sees only its own NAT: the
+    /// container's entry of a DNATed request knows nothing of the published port. So a
+    /// direction whose forms another entry already found matching matches too, and a match
+    /// overwrites an earlier "left out" under the same form.
     pub fn learn(&mut self, event: &Event) -> Result<()> {
-        let Some(ct) = &event.conntrack else {
+        let Some(verdicts) = event
+            .conntrack
+            .as_ref()
+            .and_then(|ct| self.filter.connection_verdicts(ct))
+        else {
             return Ok(());
         };
-        let connection = (ct.original.clone(), ct.reply.clone());
-        if self.decided.contains(&connection) {
-            return Ok(());
+        for direction in verdicts.chunks(FORMS_PER_DIRECTION) {
+            let matches = direction
+                .iter()
+                .any(|v| v.matches || self.known.get(&v.form) == Some(&true));
+            for verdict in direction {
+                if self.known.get(&verdict.form) == Some(&matches) {
+                    continue;
+                }
+                let value = if matches {
+                    VERDICT_MATCHES
+                } else {
+                    VERDICT_LEFT_OUT
+                };
+                self.map
+                    .insert(kernel_key(&verdict.form), value, 0)
+                    .context("storing a filter verdict for the kernel")?;
+                if self.known.len() >= MAX_KNOWN {
+                    self.known.clear();
+                }
+                self.known.insert(verdict.form.clone(), matches);
+            }
         }
-        let Some(verdicts) = self.filter.connection_verdicts(ct) else {
-            return Ok(());
-        };
-        for verdict in verdicts {
-            let value = if verdict.matches {
-                VERDICT_MATCHES
-            } else {
-                VERDICT_LEFT_OUT
-            };
-            self.map
-                .insert(kernel_key(&verdict.form), value, 0)
-                .context("storing a filter verdict for the kernel")?;
-        }
-        if self.decided.len() >= MAX_DECIDED {
-            self.decided.clear();
-        }
-        self.decided.insert(connection);
         Ok(())
     }
 

@@ -186,7 +186,9 @@ const ROUNDS_NETWORK: usize = 8;
 
 /// Bulk TCP to `proxy` with dockflow following `--network infranet` (proxy among the targets:
 /// every packet is emitted and shown) against `--container radius` (every packet filtered out
-/// in the kernel), each against runs without dockflow, in the same rounds' scheme.
+/// in the kernel) and against `--network infranet udp` (a filter expression that leaves the
+/// bulk connection out: after its first packets, the kernel drops its events by the verdict
+/// userspace stored), each against runs without dockflow, in the same rounds' scheme.
 fn network(dockflow: &Path, responder: &Path) -> Result<()> {
     let proxy = lab::service("proxy")?;
     let to = format!("{}:{}", lab::HOST_ADDRESS, proxy.port);
@@ -209,6 +211,7 @@ fn network(dockflow: &Path, responder: &Path) -> Result<()> {
     for (label, args) in [
         ("--container radius:", &["--container", "radius"][..]),
         ("--network infranet:", &[network.as_str()][..]),
+        ("--network infranet udp:", &[network.as_str(), "udp"][..]),
     ] {
         let mut lost = 0;
         let mut traced = || -> Result<f64> {

@@ -41,7 +41,6 @@ Layers: L2 = the bridge, L3 = the host's IP stack, L3* = an IP netfilter hook th
 br_netfilter runs for a frame still inside the bridge, dev = a device receives/sends."
 )]
 pub struct Cli {
-    /// Container (name or id) whose traffic to follow.
     /// Container (name or id) whose traffic to follow; give it more than once for several.
     #[arg(long, group = "target", action = clap::ArgAction::Append)]
     pub container: Vec<String>,
@@ -53,7 +52,9 @@ pub struct Cli {
     /// host, net, port, portrange (each with src or dst), tcp, udp, icmp, icmp6, arp, ip,
     /// ip6, and, or, not, parentheses. A packet matches when any of its forms does: its headers
     /// at every hop, before or after NAT, and its conntrack tuples; so `udp port 1812` also
-    /// matches a reply whose source port the reverse NAT rewrote.
+    /// matches a reply whose source port the reverse NAT rewrote. The first packets of each
+    /// connection are decided here; once its NAT is fixed, the verdict goes to the kernel,
+    /// which drops the events of a left-out connection's later packets itself.
     #[arg(
         value_name = "FILTER",
         trailing_var_arg = true,
