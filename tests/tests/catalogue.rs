@@ -396,7 +396,7 @@ fn burst_traced(filter: &[&str]) -> (Vec<Value>, u64, u64) {
 /// The hop sequences of the burst's packets, each direction's first two (ARP, a first
 /// sighting) left aside.
 fn burst_hops(lines: &[Value]) -> BTreeSet<(String, Vec<String>)> {
-    let ports = [PORT, PUBLISHED].map(|p| Value::from(p));
+    let ports = [PORT, PUBLISHED].map(Value::from);
     let mut seen = std::collections::HashMap::new();
     packets(lines)
         .into_iter()

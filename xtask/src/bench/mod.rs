@@ -69,8 +69,8 @@ pub enum Part {
     Pipeline,
     /// What packet bytes (--snaplen) cost, and converting a recording to pcapng (a minute).
     Capture,
-    /// Bulk TCP throughput following the whole lab network against one container (about
-    /// ten minutes).
+    /// Bulk TCP throughput following the whole lab network, with and without a filter that
+    /// leaves the flow out, against one container (about fifteen minutes).
     Network,
 }
 
