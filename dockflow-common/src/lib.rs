@@ -491,6 +491,14 @@ pub const MAX_TARGET_ADDRESSES: usize = 8;
 pub const MAX_TARGET_PORTS: usize = 16;
 /// The host's and up to seven targets' (the kernel side compares them one by one, unrolled).
 pub const MAX_TARGET_NETNS: usize = 8;
+/// Sets larger than [`TargetSet`]'s arrays (a Docker network of many containers) go into these
+/// hash maps instead, whole: the kernel looks there when a count in [`TargetSet`] is past its
+/// array's size. Keys: a 16-byte address, a [`port_key`], a namespace inode; values unused.
+pub const TARGET_ADDRESSES_MAP: &str = "TARGET_ADDRESSES";
+pub const TARGET_PORTS_MAP: &str = "TARGET_PORTS";
+pub const TARGET_NETNS_MAP: &str = "TARGET_NETNS";
+/// Entries of each of those maps at most.
+pub const MAX_LARGE_TARGET: u32 = 4096;
 
 /// What the in-kernel filter lets through: packets from or to these addresses or ports.
 ///

@@ -2,8 +2,10 @@
 //! target's costs little and never reaches the ring buffer. Probes ask with the packet's own
 //! headers; conntrack is read only when those do not decide.
 
+use aya_ebpf::{macros::map, maps::HashMap};
 use dockflow_common::{
-    FilterReason, MAX_TARGET_ADDRESSES, MAX_TARGET_PORTS, PacketHeaders, TargetSet, port_key,
+    FilterReason, MAX_LARGE_TARGET, MAX_TARGET_ADDRESSES, MAX_TARGET_NETNS, MAX_TARGET_PORTS,
+    PacketHeaders, TargetSet, port_key,
 };
 
 use crate::{
@@ -11,6 +13,14 @@ use crate::{
     kmem::{offset, read},
     reply_tuples,
 };
+
+/// A target's sets past [`TargetSet`]'s arrays (see dockflow_common::TARGET_ADDRESSES_MAP).
+#[map(name = "TARGET_ADDRESSES")]
+static LARGE_ADDRESSES: HashMap<[u8; 16], u8> = HashMap::with_max_entries(MAX_LARGE_TARGET, 0);
+#[map(name = "TARGET_PORTS")]
+static LARGE_PORTS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_LARGE_TARGET, 0);
+#[map(name = "TARGET_NETNS")]
+static LARGE_NETNS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_LARGE_TARGET, 0);
 
 /// The target set when userspace asked for filtering (a bare --iface trace wants everything);
 /// an inlined array lookup, no helper call.
@@ -37,6 +47,9 @@ fn same_address(a: &[u8; 16], b: &[u8; 16]) -> bool {
 
 #[inline(always)]
 fn is_target_address(targets: &TargetSet, addr: &[u8; 16]) -> bool {
+    if targets.n_addresses as usize > MAX_TARGET_ADDRESSES {
+        return unsafe { LARGE_ADDRESSES.get(addr) }.is_some();
+    }
     for i in 0..MAX_TARGET_ADDRESSES {
         if i as u32 >= targets.n_addresses {
             return false;
@@ -51,6 +64,9 @@ fn is_target_address(targets: &TargetSet, addr: &[u8; 16]) -> bool {
 #[inline(always)]
 fn is_target_port(targets: &TargetSet, l4_proto: u8, port: u16) -> bool {
     let key = port_key(l4_proto, port);
+    if targets.n_ports as usize > MAX_TARGET_PORTS {
+        return unsafe { LARGE_PORTS.get(&key) }.is_some();
+    }
     for i in 0..MAX_TARGET_PORTS {
         if i as u32 >= targets.n_ports {
             return false;
@@ -117,6 +133,9 @@ pub fn watches_netns(inum: u32) -> bool {
     };
     // Unrolled: the loop form compiles to a count-down older verifiers (6.1) cannot bound.
     let n = targets.n_netns;
+    if n as usize > MAX_TARGET_NETNS {
+        return inum == 0 || unsafe { LARGE_NETNS.get(&inum) }.is_some();
+    }
     macro_rules! watched {
         ($($i:literal)*) => { false $(|| (n > $i && targets.netns[$i] == inum))* };
     }

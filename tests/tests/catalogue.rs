@@ -741,3 +741,145 @@ fn ipv6_container_to_container_and_host_to_container_cross_the_same_hooks() {
         "{steps:#?}"
     );
 }
+
+/// A network with more containers than the kernel filter's arrays hold (8 addresses, 16
+/// published port keys, 8 namespaces with the host's): its sets go to hash maps instead.
+const WIDE_NETWORK: &str = "dfwide";
+const WIDE_CONTAINERS: u16 = 9;
+
+fn wide_address(n: u16) -> String {
+    format!("10.216.8.{}", 10 + n)
+}
+
+fn wide_published(n: u16) -> u16 {
+    16000 + n
+}
+
+/// `dfwide` and its containers `wide1`..`wide9`, each an echo on PORT published at 1600N.
+struct Wide;
+
+impl Wide {
+    fn up() -> Self {
+        lab::up(&lab_bin()).unwrap();
+        let wide = Wide;
+        wide.remove();
+        run(
+            "docker",
+            &[
+                "network",
+                "create",
+                "--subnet",
+                "10.216.8.0/24",
+                "-o",
+                "com.docker.network.bridge.name=dfwide0",
+                "--label",
+                &format!("{}=1", lab::LABEL),
+                WIDE_NETWORK,
+            ],
+        )
+        .unwrap();
+        for n in 1..=WIDE_CONTAINERS {
+            let (name, address) = (format!("wide{n}"), wide_address(n));
+            let publish = format!("{}:{PORT}/udp", wide_published(n));
+            let port = PORT.to_string();
+            run(
+                "docker",
+                &[
+                    "run",
+                    "-d",
+                    "--name",
+                    &name,
+                    "--label",
+                    "dockflow.lab=1",
+                    "--network",
+                    WIDE_NETWORK,
+                    "--ip",
+                    &address,
+                    "-p",
+                    &publish,
+                    lab::IMAGE,
+                    "serve",
+                    "udp-echo",
+                    "--port",
+                    &port,
+                ],
+            )
+            .unwrap();
+        }
+        wide
+    }
+
+    fn remove(&self) {
+        let names: Vec<String> = (1..=WIDE_CONTAINERS).map(|n| format!("wide{n}")).collect();
+        let _ = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&names)
+            .output();
+        let _ = Command::new("docker")
+            .args(["network", "rm", WIDE_NETWORK])
+            .output();
+    }
+}
+
+impl Drop for Wide {
+    fn drop(&mut self) {
+        self.remove();
+        let _ = lab::down();
+    }
+}
+
+#[test]
+fn a_network_larger_than_the_kernel_arrays_is_followed_whole() {
+    let _lock = lab_lock();
+    let _wide = Wide::up();
+    let dockflow = Dockflow::start(&["--network", WIDE_NETWORK, "--json"]);
+    assert!(
+        dockflow.startup.iter().any(|l| l.contains(&format!(
+            "watching network {WIDE_NETWORK} ({WIDE_CONTAINERS} containers"
+        ))),
+        "{:?}",
+        dockflow.startup
+    );
+    // The last container to the first (their addresses and namespaces past the arrays), and
+    // the host to the last one's published port (its port keys too).
+    let last = format!("wide{WIDE_CONTAINERS}");
+    assert!(from_container(
+        &last,
+        &format!("{}:{PORT}", wide_address(1))
+    ));
+    from_host(&[
+        "udp",
+        &format!("10.216.8.1:{}", wide_published(WIDE_CONTAINERS)),
+    ]);
+    // Only the addresses name this one (a port nobody publishes or listens on).
+    assert!(!from_container(&last, &format!("{}:9999", wide_address(1))));
+    std::thread::sleep(Duration::from_millis(400));
+    let (ok, stdout, stderr) = dockflow.stop_with_stderr(libc::SIGINT);
+    assert!(ok, "dockflow failed: {stderr:?}");
+    let lines = json_events(&stdout);
+    let request = |src: &str, dst: &str| {
+        packets(&lines)
+            .into_iter()
+            .find(|p| {
+                p["direction"] == "request"
+                    && p["ends"]["src"].as_str().unwrap_or("-") == src
+                    && p["ends"]["dst"] == dst
+            })
+            .unwrap_or_else(|| panic!("no request {src} -> {dst}: {lines:#?}"))
+    };
+    let bridged = request(&last, "wide1");
+    // Its device hops in both containers' namespaces: sent from one, received in the other.
+    let kinds = hop_kinds(bridged);
+    assert!(
+        kinds.contains(&"device:transmit".to_string())
+            && kinds.contains(&"device:receive".to_string()),
+        "{kinds:?}"
+    );
+    request("-", &last);
+    let unpublished = packets(&lines)
+        .into_iter()
+        .find(|p| p["direction"] == "request" && p["packet"]["dport"] == 9999)
+        .unwrap_or_else(|| panic!("no request to port 9999: {lines:#?}"));
+    let kinds = hop_kinds(unpublished);
+    assert!(kinds.contains(&"device:transmit".to_string()), "{kinds:?}");
+}

@@ -20,13 +20,13 @@ use std::{mem::ManuallyDrop, net::IpAddr, os::fd::OwnedFd};
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
 };
 use dockflow_common::{
     EVENTS_MAP, EXPRESSION_GLOBAL, FILTER_GLOBAL, HIDDEN_EVENTS, HIDDEN_MAP, HIDDEN_PACKETS,
-    KernelOffsets, LOST_MAP, MAX_TARGET_ADDRESSES, MAX_TARGET_NETNS, MAX_TARGET_PORTS,
-    OFFSETS_GLOBAL, PACKET_EVENT_SIZE, ProbePoint, SETTINGS_MAP, SNAPLEN_GLOBAL, Settings,
-    TARGETS_MAP, TargetSet, port_key, snap_reserve,
+    KernelOffsets, LOST_MAP, MAX_LARGE_TARGET, OFFSETS_GLOBAL, PACKET_EVENT_SIZE, ProbePoint,
+    SETTINGS_MAP, SNAPLEN_GLOBAL, Settings, TARGET_ADDRESSES_MAP, TARGET_NETNS_MAP,
+    TARGET_PORTS_MAP, TARGETS_MAP, TargetSet, port_key, snap_reserve,
 };
 
 pub use self::{nftables::RuleTraces, verdicts::Verdicts};
@@ -342,21 +342,18 @@ impl Drop for Probes {
     }
 }
 
-/// Loads the target's addresses and published ports into the in-kernel filter.
+/// Loads the target's addresses, published ports and namespaces into the in-kernel filter.
 fn fill_filter(ebpf: &mut Ebpf, target: &Target) -> Result<()> {
     let mut set = TargetSet::default();
-    if target.addresses.len() > MAX_TARGET_ADDRESSES {
-        bail!(
-            "{} has {} addresses; dockflow follows at most {MAX_TARGET_ADDRESSES}",
-            target.label,
-            target.addresses.len()
-        );
-    }
-    for (slot, address) in set.addresses.iter_mut().zip(&target.addresses) {
-        *slot = address_key(address);
-    }
-    set.n_addresses = target.addresses.len() as u32;
-    let mut keys: Vec<u32> = target
+    let addresses: Vec<[u8; 16]> = target.addresses.iter().map(address_key).collect();
+    set.n_addresses = fill_set(
+        ebpf,
+        TARGET_ADDRESSES_MAP,
+        &addresses,
+        &mut set.addresses,
+        || format!("{} has {} addresses", target.label, addresses.len()),
+    )?;
+    let mut ports: Vec<u32> = target
         .published
         .iter()
         .filter_map(|p| {
@@ -373,43 +370,69 @@ fn fill_filter(ebpf: &mut Ebpf, target: &Target) -> Result<()> {
         })
         .flatten()
         .collect();
-    keys.sort_unstable();
-    keys.dedup();
-    if keys.len() > MAX_TARGET_PORTS {
-        bail!(
-            "{} publishes {} ports; dockflow follows at most {MAX_TARGET_PORTS}",
-            target.label,
-            keys.len()
-        );
-    }
-    for (slot, key) in set.ports.iter_mut().zip(&keys) {
-        *slot = *key;
-    }
-    set.n_ports = keys.len() as u32;
+    ports.sort_unstable();
+    ports.dedup();
+    set.n_ports = fill_set(ebpf, TARGET_PORTS_MAP, &ports, &mut set.ports, || {
+        format!("{} publishes {} ports", target.label, ports.len())
+    })?;
     // Device hops: the host's namespace and the targets' (a container's own eth0).
-    let mut namespaces = vec![netns::own_netns_inode()?];
+    let mut namespaces = vec![netns::own_netns_inode()? as u32];
     for (_, path) in &target.namespaces {
-        let inode = netns::netns_inode(path)?;
+        let inode = netns::netns_inode(path)? as u32;
         if !namespaces.contains(&inode) {
             namespaces.push(inode);
         }
     }
-    if namespaces.len() > MAX_TARGET_NETNS {
-        bail!(
-            "{} spans {} network namespaces; dockflow follows at most {}",
+    set.n_netns = fill_set(ebpf, TARGET_NETNS_MAP, &namespaces, &mut set.netns, || {
+        format!(
+            "{} spans {} network namespaces",
             target.label,
-            namespaces.len() - 1,
-            MAX_TARGET_NETNS - 1
-        );
-    }
-    for (slot, inode) in set.netns.iter_mut().zip(&namespaces) {
-        *slot = *inode as u32;
-    }
-    set.n_netns = namespaces.len() as u32;
+            namespaces.len()
+        )
+    })?;
     let mut targets: Array<_, TargetSet> =
         Array::try_from(ebpf.map_mut(TARGETS_MAP).context("no target map")?)?;
     targets.set(0, set, 0)?;
     Ok(())
+}
+
+/// Puts `keys` into `array` when they fit, else, all of them, into the hash map `name` (which
+/// keeps no other key either way); returns the count the kernel reads: past the array's size,
+/// it looks in the map. `too_many` says what was refused past the map's size.
+fn fill_set<K: aya::Pod + PartialEq>(
+    ebpf: &mut Ebpf,
+    name: &str,
+    keys: &[K],
+    array: &mut [K],
+    too_many: impl Fn() -> String,
+) -> Result<u32> {
+    if keys.len() > MAX_LARGE_TARGET as usize {
+        bail!(
+            "{}; dockflow follows at most {MAX_LARGE_TARGET}",
+            too_many()
+        );
+    }
+    let fits = keys.len() <= array.len();
+    let mut map: HashMap<_, K, u8> = HashMap::try_from(
+        ebpf.map_mut(name)
+            .with_context(|| format!("no {name} map"))?,
+    )?;
+    let stale: Vec<K> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| fits || !keys.contains(k))
+        .collect();
+    for key in stale {
+        map.remove(&key)?;
+    }
+    if fits {
+        array[..keys.len()].copy_from_slice(keys);
+    } else {
+        for key in keys {
+            map.insert(key, 1, 0)?;
+        }
+    }
+    Ok(keys.len() as u32)
 }
 
 /// The 16-byte form the kernel compares addresses in (IPv4 in the first four bytes).
