@@ -29,6 +29,8 @@ pub struct Verdicts {
     filter: Filter,
     /// What each form was last written as.
     known: std::collections::HashMap<Tuple, bool>,
+    /// A write failed: said once, then no more are tried.
+    failed: bool,
 }
 
 impl Verdicts {
@@ -42,6 +44,7 @@ impl Verdicts {
             left_out: PerCpuArray::try_from(take(EXPRESSION_LEFT_OUT_MAP)?)?,
             filter,
             known: std::collections::HashMap::new(),
+            failed: false,
         })
     }
 
@@ -52,13 +55,16 @@ impl Verdicts {
     /// container's entry of a DNATed request knows nothing of the published port. So a
     /// direction whose forms another entry already found matching matches too, and a match
     /// overwrites an earlier "left out" under the same form.
-    pub fn learn(&mut self, event: &Event) -> Result<()> {
+    pub fn learn(&mut self, event: &Event) {
+        if self.failed {
+            return;
+        }
         let Some(verdicts) = event
             .conntrack
             .as_ref()
             .and_then(|ct| self.filter.connection_verdicts(ct))
         else {
-            return Ok(());
+            return;
         };
         for direction in verdicts.chunks(FORMS_PER_DIRECTION) {
             let matches = direction
@@ -73,16 +79,20 @@ impl Verdicts {
                 } else {
                     VERDICT_LEFT_OUT
                 };
-                self.map
-                    .insert(kernel_key(&verdict.form), value, 0)
-                    .context("storing a filter verdict for the kernel")?;
+                if let Err(e) = self.map.insert(kernel_key(&verdict.form), value, 0) {
+                    // Only a saving is lost: the kernel keeps what it has no verdict for.
+                    eprintln!(
+                        "dockflow: storing a filter verdict for the kernel failed ({e}); the filter now works in userspace only"
+                    );
+                    self.failed = true;
+                    return;
+                }
                 if self.known.len() >= MAX_KNOWN {
                     self.known.clear();
                 }
                 self.known.insert(verdict.form.clone(), matches);
             }
         }
-        Ok(())
     }
 
     /// Events the kernel dropped by these verdicts.

@@ -340,7 +340,7 @@ fn show(
                 match decoder.decode(record) {
                     Ok(event) => {
                         if let Some(verdicts) = verdicts.as_deref_mut() {
-                            verdicts.learn(&event)?;
+                            verdicts.learn(&event);
                         }
                         output.event(event)?
                     }
