@@ -207,16 +207,19 @@ pub enum FilterReason {
     ReplyTuple = 4,
     /// None of these: skipped.
     NotTarget = 5,
+    /// The target's, but of a connection the filter expression leaves out: skipped.
+    LeftOut = 6,
 }
 
 impl FilterReason {
-    pub const ALL: [FilterReason; 6] = [
+    pub const ALL: [FilterReason; 7] = [
         FilterReason::NoFilter,
         FilterReason::NotIp,
         FilterReason::Address,
         FilterReason::Port,
         FilterReason::ReplyTuple,
         FilterReason::NotTarget,
+        FilterReason::LeftOut,
     ];
 
     pub fn from_u8(raw: u8) -> Option<Self> {
@@ -232,6 +235,9 @@ impl FilterReason {
             FilterReason::ReplyTuple => "kept: a learned reply tuple of a NATed connection",
             FilterReason::NotTarget => {
                 "skipped: neither the target's addresses, nor its ports, nor a learned reply"
+            }
+            FilterReason::LeftOut => {
+                "skipped: its connection is one the filter expression leaves out"
             }
         }
     }

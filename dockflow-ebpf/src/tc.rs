@@ -11,7 +11,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use aya_log_ebpf::debug;
-use dockflow_common::{ProbePoint, SECTION_PACKET};
+use dockflow_common::{FilterReason, ProbePoint, SECTION_PACKET};
 
 use crate::{
     capture::TcBytes,
@@ -101,7 +101,8 @@ fn observe(ctx: &TcContext, probe: ProbePoint) -> i32 {
     );
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // tc sees no conntrack; on these interfaces the headers always show the target's addresses.
-    let wanted = filter::wants(headers, 0) && expression::keeps(headers);
+    let targeted = filter::wants(headers, 0);
+    let wanted = targeted && expression::keeps(headers);
     let held_back = wanted && per_connection::holds_back(headers, 0, 0);
     // --debug-kernel only: the level is a load-time constant, so the verifier drops this
     // (and the work of its arguments) from the program when kernel logging is off.
@@ -110,7 +111,11 @@ fn observe(ctx: &TcContext, probe: ProbePoint) -> i32 {
         "tc probe={} if={} why={} held={}",
         probe as u8,
         ifindex,
-        filter::why(headers) as u8,
+        if targeted && !wanted {
+            FilterReason::LeftOut
+        } else {
+            filter::why(headers)
+        } as u8,
         u8::from(held_back)
     );
     if wanted && !held_back {
