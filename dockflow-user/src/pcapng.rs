@@ -64,6 +64,8 @@ pub struct Section {
     pub kernel: String,
     /// When the capture started.
     pub started: SystemTime,
+    /// The filter expression of what is written (each interface's if_filter).
+    pub filter: Option<String>,
 }
 
 /// Where an event was taken, as an interface of the capture.
@@ -100,6 +102,8 @@ pub struct PcapngWriter<W: Write> {
     /// Each interface's probe point, in interface id order (for the statistics at the end).
     points: Vec<ProbePoint>,
     snaplen: u32,
+    /// if_filter's value: a libpcap filter string (code 0), then the text.
+    filter: Option<Vec<u8>>,
     /// Added to the kernel's monotonic event times to make them wall-clock times.
     clock_offset_ns: i64,
     last_ts: u64,
@@ -163,6 +167,10 @@ impl<W: Write> PcapngWriter<W> {
             interfaces: HashMap::new(),
             points: Vec::new(),
             snaplen,
+            filter: section
+                .filter
+                .as_ref()
+                .map(|text| [&[0u8][..], text.as_bytes()].concat()),
             clock_offset_ns,
             last_ts: 0,
         })
@@ -267,7 +275,14 @@ impl<W: Write> PcapngWriter<W> {
                     event.probe.attach_point(),
                 )),
                 InterfaceDescriptionOption::IfTsResol(InterfaceTsResolution::NANO),
-            ],
+            ]
+            .into_iter()
+            .chain(
+                self.filter
+                    .as_deref()
+                    .map(|f| InterfaceDescriptionOption::IfFilter(Cow::Borrowed(f))),
+            )
+            .collect(),
         };
         self.writer
             .write_pcapng_block(block)
@@ -379,6 +394,7 @@ mod tests {
             networks: vec!["dfcat".into()],
             kernel: "6.1.0-test".into(),
             started: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            filter: Some("udp port 1812".into()),
         }
     }
 
@@ -428,6 +444,10 @@ mod tests {
             .collect();
         assert_eq!(interfaces.len(), 2, "{interfaces:?}");
         assert!(interfaces[0].contains("receive dfext0"), "{interfaces:?}");
+        assert!(
+            interfaces[0].contains(&format!("IfFilter({:?})", b"\0udp port 1812")),
+            "{interfaces:?}"
+        );
         assert!(
             interfaces[1].contains("tc egress vethc (ledger)"),
             "{interfaces:?}"

@@ -67,6 +67,9 @@ pub struct Origin {
     pub started_unix_s: u64,
     /// --snaplen of the run.
     pub snaplen: u32,
+    /// The run's filter expression: the kernel kept only packets it might match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
 }
 
 /// Writes records to a file through one batch buffer: records are appended to memory as the

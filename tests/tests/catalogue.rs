@@ -2,10 +2,10 @@
 //! addresses and ports other than the lab's, so nothing is tuned to it). Each test asserts on
 //! the structured path and on the explanation's typed steps (kind and fields), not on prose.
 
-use std::{collections::BTreeSet, net::UdpSocket, process::Command, time::Duration};
+use std::{collections::BTreeSet, net::UdpSocket, path::Path, process::Command, time::Duration};
 
 use dockflow_lab::{lab, shell::run};
-use dockflow_tests::{Dockflow, hop_kinds, json_events, lab_bin, lab_lock, packets};
+use dockflow_tests::{Dockflow, dockflow_bin, hop_kinds, json_events, lab_bin, lab_lock, packets};
 use serde_json::Value;
 
 const NETWORK: &str = "dfcat";
@@ -309,8 +309,16 @@ fn a_host_process_to_a_published_port_is_sent_by_the_host_and_the_reply_delivere
 
 /// Follows `ledger` with a filter expression while the host asks its published port and
 /// billing sends a datagram to another port of ledger; the packets shown, and the summary.
-fn filtered(filter: &str) -> (Vec<Value>, Vec<String>) {
-    let dockflow = Dockflow::start(&["--container", "ledger", "--json", filter]);
+fn filtered(filter: &str, record: &Path) -> (Vec<Value>, Vec<String>) {
+    let record = record.to_str().unwrap();
+    let dockflow = Dockflow::start(&[
+        "--container",
+        "ledger",
+        "--json",
+        "--record",
+        record,
+        filter,
+    ]);
     from_host(&["udp", &format!("{GATEWAY}:{PUBLISHED}")]);
     assert!(!from_container("billing", &format!("{LEDGER}:9999")));
     std::thread::sleep(Duration::from_millis(400));
@@ -329,7 +337,9 @@ fn a_filter_matches_a_nated_exchange_by_either_port_and_leaves_out_the_rest() {
         format!("udp port {PORT}"),
         format!("udp and port {PUBLISHED}"),
     ] {
-        let (lines, stderr) = filtered(&filter);
+        let record =
+            std::env::temp_dir().join(format!("dockflow-filtered-{}.dfl", std::process::id()));
+        let (lines, stderr) = filtered(&filter, &record);
         let shown = packets(&lines);
         let directions: Vec<&str> = shown
             .iter()
@@ -348,6 +358,24 @@ fn a_filter_matches_a_nated_exchange_by_either_port_and_leaves_out_the_rest() {
         assert!(
             stderr.iter().any(|l| l.contains("left out by the filter")),
             "{filter}: {stderr:?}"
+        );
+        // The recording carries its filter: replayed without one, it shows what the filter
+        // matches, as the live run did, and says so.
+        let replayed = Command::new(dockflow_bin())
+            .args(["--replay", record.to_str().unwrap(), "--json"])
+            .output()
+            .unwrap();
+        std::fs::remove_file(&record).unwrap();
+        let replay_stderr = String::from_utf8_lossy(&replayed.stderr);
+        assert!(replayed.status.success(), "{replay_stderr}");
+        assert!(
+            replay_stderr.contains(&format!("recorded with the filter `{filter}`")),
+            "{replay_stderr}"
+        );
+        assert_eq!(
+            packets(&json_events(&String::from_utf8_lossy(&replayed.stdout))),
+            shown,
+            "{filter}"
         );
     }
 }

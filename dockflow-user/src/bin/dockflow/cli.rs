@@ -198,6 +198,11 @@ impl Cli {
     }
 
     /// The filter expression, if one was given.
+    /// The filter expression as given (None: none).
+    pub fn filter_text(&self) -> Option<String> {
+        (!self.filter.is_empty()).then(|| self.filter.join(" "))
+    }
+
     pub fn filter(&self) -> Result<Option<Filter>, FilterError> {
         if self.filter.is_empty() {
             return Ok(None);
@@ -219,6 +224,7 @@ impl Cli {
             networks: origin.networks.clone(),
             kernel: origin.kernel.clone(),
             started: SystemTime::UNIX_EPOCH + Duration::from_secs(origin.started_unix_s),
+            filter: origin.filter.clone(),
         };
         PcapngWriter::create(path, &section, origin.snaplen, origin.clock_offset_ns).map(Some)
     }

@@ -59,6 +59,7 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
             .unwrap_or_default()
             .as_secs(),
         snaplen,
+        filter: cli.filter_text(),
     };
     let mut probes = Probes::attach(&target, &offsets, &cli.probes, options)?;
     report_attachments(&probes, &target);

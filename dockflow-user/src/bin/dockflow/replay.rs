@@ -19,6 +19,26 @@ pub fn run(cli: &Cli, path: &Path, filter: Option<Filter>) -> Result<()> {
     let mut header = replay.header.clone();
     header.decoder.keep_bytes = cli.pcapng.is_some();
     eprintln!("dockflow: replaying {} ({})", path.display(), header.target);
+    let filter = match (filter, header.origin.filter.take()) {
+        // The kernel kept little else than what the recorded filter matches: show that.
+        (None, Some(recorded)) => {
+            eprintln!("dockflow: recorded with the filter `{recorded}`; showing what it matches");
+            let parsed = Filter::parse(&recorded)
+                .with_context(|| format!("{} holds a bad filter", path.display()))?;
+            header.origin.filter = Some(recorded);
+            Some(parsed)
+        }
+        (Some(given), recorded) => {
+            if let Some(recorded) = recorded {
+                eprintln!(
+                    "dockflow: recorded with the filter `{recorded}`: what it left out is not in the recording"
+                );
+            }
+            header.origin.filter = cli.filter_text();
+            Some(given)
+        }
+        (None, None) => None,
+    };
     let mut output = cli.output(header.topology.clone(), filter);
     if let Some(pcapng) = cli.pcapng(&header.target, &header.origin)? {
         output = output.with_pcapng(pcapng);
