@@ -74,6 +74,9 @@ pub const VERDICT_LEFT_OUT: u8 = 2;
 pub const EXPRESSION_LEFT_OUT_MAP: &str = "EXPRESSION_LEFT_OUT";
 /// Name of the read-only global that turns the verdict lookups on (1) or off (0).
 pub const EXPRESSION_GLOBAL: &str = "EXPRESSION_ON";
+/// Name of the read-only global of the IP protocols the expression may match: bit `p % 64` of
+/// word `p / 64` for IPv4, of word `4 + p / 64` for IPv6 (`[u64; 8]`).
+pub const EXPRESSION_PROTOCOLS_GLOBAL: &str = "EXPRESSION_PROTOCOLS";
 /// Per-CPU counts of what --per-connection held back: [`HIDDEN_EVENTS`] and [`HIDDEN_PACKETS`].
 pub const HIDDEN_MAP: &str = "HIDDEN";
 pub const HIDDEN_EVENTS: u32 = 0;

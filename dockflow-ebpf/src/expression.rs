@@ -11,7 +11,9 @@ use aya_ebpf::{
     macros::map,
     maps::{LruHashMap, PerCpuArray},
 };
-use dockflow_common::{CtTuple, MAX_EXPRESSION_VERDICTS, PacketHeaders, VERDICT_LEFT_OUT};
+use dockflow_common::{
+    AF_INET, AF_INET6, CtTuple, MAX_EXPRESSION_VERDICTS, PacketHeaders, VERDICT_LEFT_OUT,
+};
 
 use crate::reply_tuples::tuple_of;
 
@@ -19,6 +21,11 @@ use crate::reply_tuples::tuple_of;
 /// the lookup from every program).
 #[unsafe(no_mangle)]
 static EXPRESSION_ON: u32 = 0;
+
+/// The IP protocols the expression may match at all, per family (see dockflow_common's
+/// EXPRESSION_PROTOCOLS_GLOBAL): NAT never changes them, so these decide from the first hop.
+#[unsafe(no_mangle)]
+static EXPRESSION_PROTOCOLS: [u64; 8] = [0; 8];
 
 #[map(name = "EXPRESSION_VERDICTS")]
 static VERDICTS: LruHashMap<CtTuple, u8> = LruHashMap::with_max_entries(MAX_EXPRESSION_VERDICTS, 0);
@@ -36,9 +43,22 @@ pub fn keeps(headers: Option<&PacketHeaders>) -> bool {
     let Some(h) = headers else {
         return true;
     };
-    let left_out = unsafe { VERDICTS.get(&tuple_of(h)) }.is_some_and(|v| *v == VERDICT_LEFT_OUT);
+    // ARP (and anything else not IP): userspace decides.
+    if h.family != AF_INET && h.family != AF_INET6 {
+        return true;
+    }
+    let left_out = !possible_protocol(h)
+        || unsafe { VERDICTS.get(&tuple_of(h)) }.is_some_and(|v| *v == VERDICT_LEFT_OUT);
     if left_out && let Some(counter) = LEFT_OUT.get_ptr_mut(0) {
         unsafe { *counter += 1 };
     }
     !left_out
+}
+
+/// Whether the expression may match a packet of this family and IP protocol.
+#[inline(always)]
+fn possible_protocol(h: &PacketHeaders) -> bool {
+    let word = usize::from(h.family == AF_INET6) * 4 + usize::from(h.l4_proto >> 6);
+    let bits = unsafe { core::ptr::read_volatile(&EXPRESSION_PROTOCOLS) };
+    bits[word & 7] & (1 << (h.l4_proto & 63)) != 0
 }

@@ -416,8 +416,7 @@ fn burst_traced(filter: &[&str]) -> (Vec<Value>, u64, u64) {
             .unwrap_or(0)
     };
     let read = number_before(" events from");
-    let dropped =
-        number_before(" events of connections the filter leaves out dropped in the kernel");
+    let dropped = number_before(" events left out by the filter in the kernel");
     (json_events(&stdout), read, dropped)
 }
 

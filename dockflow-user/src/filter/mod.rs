@@ -11,6 +11,8 @@
 //! after). So `udp port 1812` matches a RADIUS reply whether its source port is 1812 (in the
 //! container) or the published one (after the reverse NAT).
 
+mod protocols;
+
 use std::{fmt, net::IpAddr};
 
 use crate::model::{Conntrack, CtDirection, Event, Packet, Tuple};

@@ -23,10 +23,10 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
 };
 use dockflow_common::{
-    EVENTS_MAP, EXPRESSION_GLOBAL, FILTER_GLOBAL, HIDDEN_EVENTS, HIDDEN_MAP, HIDDEN_PACKETS,
-    KernelOffsets, LOST_MAP, MAX_LARGE_TARGET, OFFSETS_GLOBAL, PACKET_EVENT_SIZE, ProbePoint,
-    SETTINGS_MAP, SNAPLEN_GLOBAL, Settings, TARGET_ADDRESSES_MAP, TARGET_NETNS_MAP,
-    TARGET_PORTS_MAP, TARGETS_MAP, TargetSet, port_key, snap_reserve,
+    EVENTS_MAP, EXPRESSION_GLOBAL, EXPRESSION_PROTOCOLS_GLOBAL, FILTER_GLOBAL, HIDDEN_EVENTS,
+    HIDDEN_MAP, HIDDEN_PACKETS, KernelOffsets, LOST_MAP, MAX_LARGE_TARGET, OFFSETS_GLOBAL,
+    PACKET_EVENT_SIZE, ProbePoint, SETTINGS_MAP, SNAPLEN_GLOBAL, Settings, TARGET_ADDRESSES_MAP,
+    TARGET_NETNS_MAP, TARGET_PORTS_MAP, TARGETS_MAP, TargetSet, port_key, snap_reserve,
 };
 
 pub use self::{nftables::RuleTraces, verdicts::Verdicts};
@@ -49,8 +49,10 @@ pub struct LoadOptions {
     pub debug_kernel: bool,
     /// Bytes of each packet captured behind its event (--snaplen; 0: none).
     pub snaplen: u32,
-    /// A filter expression was given: the programs look up its verdicts ([`Verdicts`]).
-    pub expression: bool,
+    /// A filter expression was given: the IP protocols it may match (see
+    /// [`Filter::possible_protocols`]); the programs drop the others and look up the verdicts
+    /// on the rest ([`Verdicts`]).
+    pub expression: Option<[u64; 8]>,
 }
 
 impl LoadOptions {
@@ -197,7 +199,16 @@ impl Probes {
             .override_global(OFFSETS_GLOBAL, offsets, true)
             .override_global(FILTER_GLOBAL, &filter, true)
             .override_global(SNAPLEN_GLOBAL, &options.snaplen, true)
-            .override_global(EXPRESSION_GLOBAL, &u32::from(options.expression), true)
+            .override_global(
+                EXPRESSION_GLOBAL,
+                &u32::from(options.expression.is_some()),
+                true,
+            )
+            .override_global(
+                EXPRESSION_PROTOCOLS_GLOBAL,
+                &options.expression.unwrap_or_default(),
+                true,
+            )
             .override_global(
                 kernel_log::LEVEL_GLOBAL,
                 &if options.debug_kernel {

@@ -48,7 +48,7 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
         per_connection: cli.per_connection.unwrap_or(0),
         debug_kernel: cli.debug_kernel,
         snaplen,
-        expression: filter.is_some(),
+        expression: filter.as_ref().map(Filter::possible_protocols),
     };
     let origin = Origin {
         networks: target.networks.clone(),
@@ -254,9 +254,7 @@ fn report_summary(
     report_evictions(output, cli);
     let kernel_left_out = verdicts.map_or(0, Verdicts::left_out_in_kernel);
     if kernel_left_out > 0 {
-        eprintln!(
-            "dockflow: {kernel_left_out} events of connections the filter leaves out dropped in the kernel"
-        );
+        eprintln!("dockflow: {kernel_left_out} events left out by the filter in the kernel");
     }
     if output.stats.not_shown > 0 {
         eprintln!(
