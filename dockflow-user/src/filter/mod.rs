@@ -13,6 +13,8 @@
 
 mod protocols;
 
+pub use self::protocols::Possible;
+
 use std::{fmt, net::IpAddr};
 
 use crate::model::{Conntrack, CtDirection, Event, Packet, Tuple};

@@ -30,7 +30,37 @@ impl Maybe {
     }
 }
 
+/// What the expression may match at all, knowing only what NAT never changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Possible {
+    /// Bit `p % 64` of word `p / 64` (IPv4) or `4 + p / 64` (IPv6): IP protocol `p` may match.
+    pub protocols: [u64; 8],
+    /// ARP frames may match.
+    pub arp: bool,
+}
+
+impl Possible {
+    /// The IP protocols either family may match; None when every one may (or ARP may: marking
+    /// by IP protocol would leave ARP frames out).
+    pub fn ip_protocols(&self) -> Option<Vec<u8>> {
+        let any = |p: u8| {
+            let (word, bit) = (usize::from(p / 64), 1u64 << (p % 64));
+            self.protocols[word] & bit != 0 || self.protocols[4 + word] & bit != 0
+        };
+        let list: Vec<u8> = (0..=u8::MAX).filter(|p| any(*p)).collect();
+        (!self.arp && list.len() < 256).then_some(list)
+    }
+}
+
 impl Filter {
+    /// The protocols ([`Filter::possible_protocols`]) and whether ARP may match.
+    pub fn possible(&self) -> Possible {
+        Possible {
+            protocols: self.possible_protocols(),
+            arp: self.maybe_arp() != Maybe::No,
+        }
+    }
+
     /// Bit `p % 64` of word `p / 64` (IPv4) or `4 + p / 64` (IPv6): whether a packet of that
     /// family and IP protocol `p` may match. ICMP and ICMPv6 always may: an error message
     /// belongs to the connection it reports on, whatever that connection's protocol.
@@ -48,11 +78,25 @@ impl Filter {
     }
 
     fn maybe(&self, ipv6: bool, protocol: u8) -> Maybe {
+        self.three_valued(&|p| p.maybe(ipv6, protocol))
+    }
+
+    /// As [`Predicate::matches`] decides for an ARP frame (its addresses are IPv4, it has no
+    /// ports).
+    fn maybe_arp(&self) -> Maybe {
+        self.three_valued(&|p| match p {
+            Predicate::Host(_, a) | Predicate::Net(_, a, _) if a.is_ipv4() => Maybe::Unknown,
+            Predicate::Protocol(Protocol::Arp) => Maybe::Yes,
+            _ => Maybe::No,
+        })
+    }
+
+    fn three_valued(&self, predicate: &dyn Fn(&Predicate) -> Maybe) -> Maybe {
         match self {
-            Filter::And(a, b) => a.maybe(ipv6, protocol).min(b.maybe(ipv6, protocol)),
-            Filter::Or(a, b) => a.maybe(ipv6, protocol).max(b.maybe(ipv6, protocol)),
-            Filter::Not(a) => a.maybe(ipv6, protocol).not(),
-            Filter::Is(p) => p.maybe(ipv6, protocol),
+            Filter::And(a, b) => a.three_valued(predicate).min(b.three_valued(predicate)),
+            Filter::Or(a, b) => a.three_valued(predicate).max(b.three_valued(predicate)),
+            Filter::Not(a) => a.three_valued(predicate).not(),
+            Filter::Is(p) => predicate(p),
         }
     }
 }
@@ -124,6 +168,19 @@ mod tests {
         assert!(!possible("not tcp", false).contains(&IPPROTO_TCP));
         assert_eq!(possible("not host 10.0.0.1", false).len(), 254);
         assert!(possible("arp", false).is_empty());
+    }
+
+    #[test]
+    fn nftables_marks_by_ip_protocol_only_when_arp_cannot_match() {
+        let list = |f: &str| Filter::parse(f).unwrap().possible().ip_protocols();
+        assert_eq!(
+            list("udp port 1812"),
+            Some(vec![IPPROTO_ICMP, IPPROTO_UDP, IPPROTO_ICMPV6])
+        );
+        assert_eq!(list("host 10.0.0.1"), None);
+        assert_eq!(list("udp or arp"), None);
+        assert_eq!(list("not tcp"), None);
+        assert!(list("ip6 and tcp").is_some());
     }
 
     #[test]

@@ -20,15 +20,18 @@ const FAMILIES: [&str; 2] = ["inet", "bridge"];
 /// Our tables, removed when dropped.
 pub struct TraceTable {
     name: String,
+    /// The IP protocols to mark (the filter expression's possible ones); None: all.
+    protocols: Option<Vec<u8>>,
 }
 
 impl TraceTable {
     /// Removes tables killed runs left, then creates ours for `target`. Returns the table and
     /// the names of the leftovers removed.
-    pub fn create(target: &Target) -> Result<(Self, Vec<String>)> {
+    pub fn create(target: &Target, protocols: Option<Vec<u8>>) -> Result<(Self, Vec<String>)> {
         let removed = remove_leftovers();
         let table = Self {
             name: format!("{TABLE_PREFIX}_{}", std::process::id()),
+            protocols,
         };
         // Dropped (the tables removed) if the script fails half way.
         table.update(target)?;
@@ -37,7 +40,7 @@ impl TraceTable {
 
     /// Creates the tables, or replaces their rules with `target`'s in one transaction.
     pub fn update(&self, target: &Target) -> Result<()> {
-        let mut script = script(&self.name, target);
+        let mut script = script(&self.name, target, self.protocols.as_deref());
         for family in FAMILIES {
             // Declaring a table that exists is no error; flushing it empties its chains first.
             script.insert_str(
@@ -135,8 +138,9 @@ fn is_running_dockflow(pid: u32) -> bool {
 }
 
 /// The nft script: in each family, [`chains`] at an early priority whose rules mark packets
-/// from/to the target's addresses or to/from its published ports.
-fn script(table: &str, target: &Target) -> String {
+/// from/to the target's addresses or to/from its published ports, of `protocols` only when
+/// given (a filter expression can match no others, and tracing costs every packet marked).
+fn script(table: &str, target: &Target, protocols: Option<&[u8]>) -> String {
     let mut matches: Vec<String> = Vec::new();
     for address in &target.addresses {
         let ip = match address {
@@ -157,9 +161,16 @@ fn script(table: &str, target: &Target) -> String {
     matches.sort();
     matches.dedup();
     // A target with nothing to match (bare interfaces) traces nothing rather than everything.
+    let only = match protocols {
+        Some(list) => {
+            let list: Vec<String> = list.iter().map(u8::to_string).collect();
+            format!("meta l4proto {{ {} }} ", list.join(", "))
+        }
+        None => String::new(),
+    };
     let rules: String = matches
         .iter()
-        .map(|m| format!("    {m} meta nftrace set 1\n"))
+        .map(|m| format!("    {only}{m} meta nftrace set 1\n"))
         .collect();
     let mut script = String::new();
     for family in FAMILIES {
@@ -206,7 +217,7 @@ mod tests {
             }],
             ..Target::default()
         };
-        let s = script("dockflow_trace_42", &target);
+        let s = script("dockflow_trace_42", &target, None);
         assert!(
             s.contains("table inet dockflow_trace_42 {")
                 && s.contains("table bridge dockflow_trace_42 {"),
@@ -233,6 +244,19 @@ mod tests {
         assert_eq!(
             s.matches("type filter hook output priority -350").count(),
             1
+        );
+    }
+
+    #[test]
+    fn marks_only_the_protocols_a_filter_can_match() {
+        let target = Target {
+            addresses: vec!["172.20.0.2".parse().unwrap()],
+            ..Target::default()
+        };
+        let s = script("dockflow_trace_42", &target, Some(&[1, 17, 58]));
+        assert!(
+            s.contains("    meta l4proto { 1, 17, 58 } ip saddr 172.20.0.2 meta nftrace set 1\n"),
+            "{s}"
         );
     }
 }

@@ -31,7 +31,7 @@ use dockflow_common::{
 
 pub use self::{nftables::RuleTraces, verdicts::Verdicts};
 use crate::{
-    filter::Filter,
+    filter::{Filter, Possible},
     watch::{Target, netns},
 };
 
@@ -49,10 +49,10 @@ pub struct LoadOptions {
     pub debug_kernel: bool,
     /// Bytes of each packet captured behind its event (--snaplen; 0: none).
     pub snaplen: u32,
-    /// A filter expression was given: the IP protocols it may match (see
-    /// [`Filter::possible_protocols`]); the programs drop the others and look up the verdicts
-    /// on the rest ([`Verdicts`]).
-    pub expression: Option<[u64; 8]>,
+    /// A filter expression was given: what it may match at all ([`Filter::possible`]); the
+    /// programs drop other IP protocols, look up the verdicts on the rest ([`Verdicts`]), and
+    /// nftables marks only those protocols.
+    pub expression: Option<Possible>,
 }
 
 impl LoadOptions {
@@ -137,14 +137,16 @@ pub enum Family {
 }
 
 impl Family {
-    fn collector(self) -> Box<dyn Collector> {
+    fn collector(self, options: &LoadOptions) -> Box<dyn Collector> {
         match self {
             Family::Tc => Box::new(tc::Tc),
             Family::Netfilter => Box::new(netfilter::Netfilter),
             Family::Drops => Box::new(tracepoints::DROPS),
             Family::Devices => Box::new(tracepoints::DEVICES),
             Family::Bridge => Box::new(bridge::Bridge),
-            Family::Nftables => Box::new(nftables::Nftables::default()),
+            Family::Nftables => Box::new(nftables::Nftables::marking(
+                options.expression.and_then(|e| e.ip_protocols()),
+            )),
         }
     }
 }
@@ -206,7 +208,7 @@ impl Probes {
             )
             .override_global(
                 EXPRESSION_PROTOCOLS_GLOBAL,
-                &options.expression.unwrap_or_default(),
+                &options.expression.map(|e| e.protocols).unwrap_or_default(),
                 true,
             )
             .override_global(
@@ -226,7 +228,7 @@ impl Probes {
         let mut notes = Vec::new();
         let mut collectors = Vec::new();
         for family in families {
-            let mut collector = family.collector();
+            let mut collector = family.collector(&options);
             let attached = collector.attach(&mut ebpf, target);
             attachments.extend(attached.attachments);
             held.extend(attached.held);

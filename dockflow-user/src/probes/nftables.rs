@@ -17,9 +17,19 @@ pub type RuleTraces = tokio::sync::mpsc::Receiver<TraceBatch>;
 pub struct Nftables {
     table: Option<TraceTable>,
     traces: Option<RuleTraces>,
+    /// The IP protocols to mark; None: all.
+    protocols: Option<Vec<u8>>,
 }
 
 impl Nftables {
+    /// Marks only packets of `protocols` (those a filter expression may match), or all.
+    pub fn marking(protocols: Option<Vec<u8>>) -> Self {
+        Self {
+            protocols,
+            ..Self::default()
+        }
+    }
+
     fn point(table: &str) -> String {
         format!("nftables trace (table {table} in inet and bridge, rule verdicts)")
     }
@@ -40,7 +50,8 @@ impl Collector for Nftables {
         }
         // The reader first: a table marking packets nobody reads would only cost the host.
         let reader = TraceSocket::open().and_then(|socket| Ok(socket.spawn_reader(Tracer::new()?)));
-        let started = reader.and_then(|traces| Ok((traces, TraceTable::create(target)?)));
+        let started = reader
+            .and_then(|traces| Ok((traces, TraceTable::create(target, self.protocols.clone())?)));
         match started {
             Ok((traces, (table, removed))) => {
                 if !removed.is_empty() {

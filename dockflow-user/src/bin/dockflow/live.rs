@@ -48,7 +48,7 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
         per_connection: cli.per_connection.unwrap_or(0),
         debug_kernel: cli.debug_kernel,
         snaplen,
-        expression: filter.as_ref().map(Filter::possible_protocols),
+        expression: filter.as_ref().map(Filter::possible),
     };
     let origin = Origin {
         networks: target.networks.clone(),
