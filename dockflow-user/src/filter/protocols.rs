@@ -53,7 +53,7 @@ impl Possible {
 }
 
 impl Filter {
-    /// The protocols ([`Filter::possible_protocols`]) and whether ARP may match.
+    /// The IP protocols (see `possible_protocols`) and whether ARP frames may match.
     pub fn possible(&self) -> Possible {
         Possible {
             protocols: self.possible_protocols(),
@@ -64,7 +64,7 @@ impl Filter {
     /// Bit `p % 64` of word `p / 64` (IPv4) or `4 + p / 64` (IPv6): whether a packet of that
     /// family and IP protocol `p` may match. ICMP and ICMPv6 always may: an error message
     /// belongs to the connection it reports on, whatever that connection's protocol.
-    pub fn possible_protocols(&self) -> [u64; 8] {
+    fn possible_protocols(&self) -> [u64; 8] {
         let mut bits = [0u64; 8];
         for (words, ipv6) in [(0, false), (4, true)] {
             for protocol in 0..=u8::MAX {

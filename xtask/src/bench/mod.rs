@@ -70,7 +70,7 @@ pub enum Part {
     /// What packet bytes (--snaplen) cost, and converting a recording to pcapng (a minute).
     Capture,
     /// Bulk TCP throughput following the whole lab network, with and without filters that
-    /// leave the flow out, against one container (about twenty minutes).
+    /// leave the flow out, against one container (about ten minutes).
     Network,
 }
 
