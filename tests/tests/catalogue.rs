@@ -38,28 +38,7 @@ impl Catalogue {
             (NETWORK, BRIDGE, SUBNET, Some(SUBNET6)),
             (OTHER_NETWORK, "dfiso0", OTHER_SUBNET, None),
         ] {
-            let mut v6 = Vec::new();
-            if let Some(subnet6) = ipv6 {
-                v6 = vec!["--ipv6", "--subnet", subnet6];
-            }
-            run(
-                "docker",
-                &[
-                    &["network", "create"],
-                    &v6[..],
-                    &[
-                        "--subnet",
-                        subnet,
-                        "-o",
-                        &format!("com.docker.network.bridge.name={bridge}"),
-                        "--label",
-                        &format!("{}=1", lab::LABEL),
-                        name,
-                    ],
-                ]
-                .concat(),
-            )
-            .unwrap();
+            create_network(name, bridge, subnet, ipv6);
         }
         let publish = format!("{PUBLISHED}:{PORT}/udp");
         for (name, network, address, address6, publish) in [
@@ -74,27 +53,7 @@ impl Catalogue {
             ("auditor", NETWORK, AUDITOR, None, None),
             ("outsider", OTHER_NETWORK, OUTSIDER, None, None),
         ] {
-            let port = PORT.to_string();
-            let mut args = vec![
-                "run",
-                "-d",
-                "--name",
-                name,
-                "--label",
-                "dockflow.lab=1",
-                "--network",
-                network,
-                "--ip",
-                address,
-            ];
-            if let Some(p) = publish {
-                args.extend(["-p", p]);
-            }
-            if let Some(a) = address6 {
-                args.extend(["--ip6", a]);
-            }
-            args.extend([lab::IMAGE, "serve", "udp-echo", "--port", &port]);
-            run("docker", &args).unwrap();
+            run_echo(name, network, address, address6, publish);
         }
         catalogue
     }
@@ -107,6 +66,51 @@ impl Catalogue {
             .args(["network", "rm", NETWORK, OTHER_NETWORK])
             .output();
     }
+}
+
+/// A Docker network of the tests' own (labelled, so `lab down` finds it after a crash).
+fn create_network(name: &str, bridge: &str, subnet: &str, ipv6: Option<&str>) {
+    let v6 = match ipv6 {
+        Some(subnet6) => vec!["--ipv6", "--subnet", subnet6],
+        None => vec![],
+    };
+    let bridge = format!("com.docker.network.bridge.name={bridge}");
+    let label = format!("{}=1", lab::LABEL);
+    let args = [
+        "network", "create", "--subnet", subnet, "-o", &bridge, "--label", &label,
+    ];
+    run("docker", &[&args[..], &v6, &[name]].concat()).unwrap();
+}
+
+/// A container `name` on `network` echoing UDP on [`PORT`], maybe published (`HOST:PORT/udp`).
+fn run_echo(
+    name: &str,
+    network: &str,
+    address: &str,
+    address6: Option<&str>,
+    publish: Option<&str>,
+) {
+    let port = PORT.to_string();
+    let mut args = vec![
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--label",
+        "dockflow.lab=1",
+        "--network",
+        network,
+        "--ip",
+        address,
+    ];
+    if let Some(p) = publish {
+        args.extend(["-p", p]);
+    }
+    if let Some(a) = address6 {
+        args.extend(["--ip6", a]);
+    }
+    args.extend([lab::IMAGE, "serve", "udp-echo", "--port", &port]);
+    run("docker", &args).unwrap();
 }
 
 impl Drop for Catalogue {
@@ -790,48 +794,16 @@ impl Wide {
         lab::up(&lab_bin()).unwrap();
         let wide = Wide;
         wide.remove();
-        run(
-            "docker",
-            &[
-                "network",
-                "create",
-                "--subnet",
-                "10.216.8.0/24",
-                "-o",
-                "com.docker.network.bridge.name=dfwide0",
-                "--label",
-                &format!("{}=1", lab::LABEL),
-                WIDE_NETWORK,
-            ],
-        )
-        .unwrap();
+        create_network(WIDE_NETWORK, "dfwide0", "10.216.8.0/24", None);
         for n in 1..=WIDE_CONTAINERS {
-            let (name, address) = (format!("wide{n}"), wide_address(n));
             let publish = format!("{}:{PORT}/udp", wide_published(n));
-            let port = PORT.to_string();
-            run(
-                "docker",
-                &[
-                    "run",
-                    "-d",
-                    "--name",
-                    &name,
-                    "--label",
-                    "dockflow.lab=1",
-                    "--network",
-                    WIDE_NETWORK,
-                    "--ip",
-                    &address,
-                    "-p",
-                    &publish,
-                    lab::IMAGE,
-                    "serve",
-                    "udp-echo",
-                    "--port",
-                    &port,
-                ],
-            )
-            .unwrap();
+            run_echo(
+                &format!("wide{n}"),
+                WIDE_NETWORK,
+                &wide_address(n),
+                None,
+                Some(&publish),
+            );
         }
         wide
     }
