@@ -19,8 +19,8 @@ use crate::{
     model::{Event, Tuple},
 };
 
-/// Forms remembered before the memory is cleared (they are written again when next seen;
-/// the kernel's map is LRU and bounds itself).
+/// Forms remembered before the memory (and that of evaluated connections) is cleared: they
+/// are written again when next seen; the kernel's map is LRU and bounds itself.
 const MAX_KNOWN: usize = 65536;
 
 pub struct Verdicts {
@@ -29,6 +29,11 @@ pub struct Verdicts {
     filter: Filter,
     /// What each form was last written as.
     known: std::collections::HashMap<Tuple, bool>,
+    /// Bumped whenever `known` changes: a connection's verdicts depend on nothing else.
+    generation: u64,
+    /// Each connection (both tuples) with the generation it was last evaluated at, so that
+    /// the events of a busy connection are not evaluated again while nothing changed.
+    evaluated: std::collections::HashMap<(Tuple, Tuple), u64>,
     /// A write failed: said once, then no more are tried.
     failed: bool,
 }
@@ -44,6 +49,8 @@ impl Verdicts {
             left_out: PerCpuArray::try_from(take(EXPRESSION_LEFT_OUT_MAP)?)?,
             filter,
             known: std::collections::HashMap::new(),
+            generation: 0,
+            evaluated: std::collections::HashMap::new(),
             failed: false,
         })
     }
@@ -59,13 +66,17 @@ impl Verdicts {
         if self.failed {
             return;
         }
-        let Some(verdicts) = event
-            .conntrack
-            .as_ref()
-            .and_then(|ct| self.filter.connection_verdicts(ct))
-        else {
+        let Some(ct) = &event.conntrack else {
             return;
         };
+        let connection = (ct.original.clone(), ct.reply.clone());
+        if self.evaluated.get(&connection) == Some(&self.generation) {
+            return;
+        }
+        let Some(verdicts) = self.filter.connection_verdicts(ct) else {
+            return;
+        };
+        let before = self.generation;
         for direction in verdicts.chunks(FORMS_PER_DIRECTION) {
             let matches = direction
                 .iter()
@@ -89,9 +100,18 @@ impl Verdicts {
                 }
                 if self.known.len() >= MAX_KNOWN {
                     self.known.clear();
+                    self.evaluated.clear();
                 }
                 self.known.insert(verdict.form.clone(), matches);
+                self.generation += 1;
             }
+        }
+        // Settled only when this evaluation wrote nothing (its own writes could change it).
+        if self.generation == before {
+            if self.evaluated.len() >= MAX_KNOWN {
+                self.evaluated.clear();
+            }
+            self.evaluated.insert(connection, self.generation);
         }
     }
 

@@ -197,12 +197,12 @@ impl Cli {
         .with_drawing(self.svg.is_some() || self.html.is_some())
     }
 
-    /// The filter expression, if one was given.
     /// The filter expression as given (None: none).
     pub fn filter_text(&self) -> Option<String> {
         (!self.filter.is_empty()).then(|| self.filter.join(" "))
     }
 
+    /// The filter expression, if one was given.
     pub fn filter(&self) -> Result<Option<Filter>, FilterError> {
         if self.filter.is_empty() {
             return Ok(None);
