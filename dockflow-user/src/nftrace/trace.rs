@@ -197,7 +197,7 @@ fn verdict_words(code: Option<i32>, chain: Option<&str>) -> String {
 pub struct Tracer {
     ruleset: Ruleset,
     /// Per trace id (one hook traversal): the base chain's hook, and the packet, which the
-    /// kernel dumps only in the first message of a trace.
+    /// kernel dumps only in the first message of each base chain it runs.
     traces: HashMap<u32, (Option<Hook>, Option<Packet>)>,
 }
 
@@ -206,10 +206,14 @@ const MAX_TRACES: usize = 4096;
 
 impl Tracer {
     pub fn new() -> Result<Self> {
-        Ok(Self {
-            ruleset: Ruleset::load()?,
+        Ok(Self::with_ruleset(Ruleset::load()?))
+    }
+
+    pub fn with_ruleset(ruleset: Ruleset) -> Self {
+        Self {
+            ruleset,
             traces: HashMap::new(),
-        })
+        }
     }
 
     /// Remembers what this message tells about its trace id (hook, packet).
@@ -230,9 +234,12 @@ impl Tracer {
         if hook.is_some() {
             entry.0 = hook;
         }
-        if entry.1.is_none() {
-            entry.1 =
-                super::headers::packet_from_headers(&raw.network_header, &raw.transport_header);
+        // The kernel derives a trace id from the skb's address, so a later packet in a reused
+        // skb gets the same id: a fresh dump always names the packet now being traced.
+        if let Some(packet) =
+            super::headers::packet_from_headers(&raw.network_header, &raw.transport_header)
+        {
+            entry.1 = Some(packet);
         }
     }
 
@@ -329,6 +336,44 @@ mod tests {
             verdict_words(t.verdict, t.verdict_chain.as_deref()),
             "jump DOCKER"
         );
+    }
+
+    /// An IPv4 + UDP header dump with this IP id.
+    fn udp_headers(ip_id: u16) -> (Vec<u8>, Vec<u8>) {
+        let mut ip = vec![0x45, 0, 0, 28];
+        ip.extend(ip_id.to_be_bytes());
+        ip.extend([0, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1]);
+        let udp = [0x30, 0x39, 0x07, 0x14, 0, 8, 0, 0].to_vec();
+        (ip, udp)
+    }
+
+    #[test]
+    fn a_reused_trace_id_names_the_packet_of_its_latest_dump() {
+        let mut tracer = Tracer::with_ruleset(Ruleset::parse(
+            "table ip raw {\n\tchain PREROUTING {\n\t\ttype filter hook prerouting priority raw; policy accept;\n\t}\n}\n",
+        ));
+        let policy = |ip_id: Option<u16>| {
+            let (network_header, transport_header) =
+                ip_id.map(udp_headers).unwrap_or_default();
+            RawTrace {
+                family: 2,
+                id: 7,
+                table: "raw".into(),
+                chain: "PREROUTING".into(),
+                trace_type: 1,
+                verdict: Some(1),
+                network_header,
+                transport_header,
+                ..RawTrace::default()
+            }
+        };
+        let first = tracer.name(policy(Some(100)), 1).unwrap();
+        let again = tracer.name(policy(None), 2).unwrap();
+        let reused = tracer.name(policy(Some(101)), 3).unwrap();
+        assert_eq!(first.packet.unwrap().ip_id, 100);
+        assert_eq!(again.packet.unwrap().ip_id, 100, "no dump: the trace's packet");
+        assert_eq!(reused.packet.unwrap().ip_id, 101, "a new dump: the new packet");
+        assert_eq!(reused.hook, Some(Hook::Prerouting));
     }
 
     #[test]
