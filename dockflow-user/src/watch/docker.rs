@@ -1,5 +1,6 @@
-//! A minimal Docker Engine API client over the unix socket: two GET endpoints, the container
-//! list and container inspection. It speaks HTTP/1.0 (no chunking, the server closes the
+//! A minimal Docker Engine API client over the unix socket: a few GET endpoints (version,
+//! container list, container and network inspection), on the API version it negotiated with
+//! the engine (`GET /version`), as Docker's own clients do. It speaks HTTP/1.0 (no chunking, the server closes the
 //! connection after the body) instead of pulling in an HTTP stack, and gives up on a daemon
 //! that does not answer within [`TIMEOUT`] rather than hang.
 
@@ -46,8 +47,52 @@ pub struct PublishedPort {
     pub host_port: u16,
 }
 
+/// The API versions this client speaks: every endpoint and field it reads exists in both and
+/// in between (addresses only from `NetworkSettings.Networks`, which 1.44 kept).
+pub const OLDEST_API: ApiVersion = ApiVersion(1, 24);
+pub const NEWEST_API: ApiVersion = ApiVersion(1, 51);
+
+/// A Docker Engine API version, `1.41` say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ApiVersion(pub u32, pub u32);
+
+impl std::str::FromStr for ApiVersion {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let (major, minor) = s
+            .split_once('.')
+            .ok_or_else(|| anyhow!("not an API version: {s}"))?;
+        Ok(Self(major.parse()?, minor.parse()?))
+    }
+}
+
+impl std::fmt::Display for ApiVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)
+    }
+}
+
+/// The version to speak with an engine that speaks `engine_min..=engine_max` (from its
+/// `/version`): the newest both know, or a one-line error naming both ranges.
+pub fn negotiate(engine_min: ApiVersion, engine_max: ApiVersion) -> Result<ApiVersion> {
+    let version = engine_max.min(NEWEST_API);
+    if version < OLDEST_API || version < engine_min {
+        bail!(
+            "the Docker engine speaks API {engine_min} to {engine_max}, dockflow speaks {OLDEST_API} to {NEWEST_API}: {}",
+            if engine_max < OLDEST_API {
+                "upgrade Docker"
+            } else {
+                "upgrade dockflow"
+            }
+        );
+    }
+    Ok(version)
+}
+
 pub struct Docker {
     socket: PathBuf,
+    /// Negotiated on first use (`/vX.Y` before every path).
+    version: std::sync::OnceLock<ApiVersion>,
 }
 
 impl Docker {
@@ -60,7 +105,32 @@ impl Docker {
             ),
             _ => PathBuf::from(DEFAULT_SOCKET),
         };
-        Ok(Self { socket })
+        Ok(Self {
+            socket,
+            version: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The API version both sides speak, asked of the engine once.
+    pub fn api_version(&self) -> Result<ApiVersion> {
+        if let Some(version) = self.version.get() {
+            return Ok(*version);
+        }
+        let (status, body) = self.request("/version")?;
+        if status != 200 {
+            bail!("Docker did not say its version: {}", api_message(&body));
+        }
+        let field = |name: &str| -> Result<ApiVersion> {
+            body[name]
+                .as_str()
+                .ok_or_else(|| anyhow!("Docker's /version has no {name}"))?
+                .parse()
+        };
+        // Engines before 1.25 do not say their minimum: they speak everything up to theirs.
+        let max = field("ApiVersion")?;
+        let min = field("MinAPIVersion").unwrap_or(ApiVersion(1, 12));
+        let version = negotiate(min, max)?;
+        Ok(*self.version.get_or_init(|| version))
     }
 
     pub fn container(&self, name: &str) -> Result<Container> {
@@ -116,6 +186,11 @@ impl Docker {
     }
 
     fn get(&self, path: &str) -> Result<(u16, Value)> {
+        let version = self.api_version()?;
+        self.request(&format!("/v{version}{path}"))
+    }
+
+    fn request(&self, path: &str) -> Result<(u16, Value)> {
         let mut stream = UnixStream::connect(&self.socket).map_err(|e| {
             let hint = match e.kind() {
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
@@ -306,6 +381,22 @@ mod tests {
         let (status, body) = parse_response(b"HTTP/1.0 404 Not Found\r\nContent-Type: application/json\r\n\r\n{\"message\":\"No such container: nope\"}").unwrap();
         assert_eq!(status, 404);
         assert_eq!(api_message(&body), "No such container: nope");
+    }
+
+    #[test]
+    fn negotiates_the_newest_version_both_speak() {
+        let v = |s: &str| s.parse::<ApiVersion>().unwrap();
+        // Docker 20.10 and 28.5: their own newest.
+        assert_eq!(negotiate(v("1.12"), v("1.41")).unwrap(), v("1.41"));
+        assert_eq!(negotiate(v("1.24"), v("1.51")).unwrap(), v("1.51"));
+        // A newer engine that still speaks ours.
+        assert_eq!(negotiate(v("1.44"), v("1.53")).unwrap(), NEWEST_API);
+        let old = negotiate(v("1.12"), v("1.23")).unwrap_err().to_string();
+        assert!(old.contains("1.12 to 1.23") && old.contains("1.24 to 1.51"), "{old}");
+        assert!(old.ends_with("upgrade Docker"), "{old}");
+        let new = negotiate(v("1.52"), v("1.60")).unwrap_err().to_string();
+        assert!(new.ends_with("upgrade dockflow"), "{new}");
+        assert!(v("1.9") < v("1.10"), "compared as numbers");
     }
 
     #[test]
