@@ -3,6 +3,7 @@
 mod bench;
 mod build;
 mod demo;
+mod engine;
 mod lab;
 mod setup;
 mod test;
@@ -52,6 +53,10 @@ enum Command {
     Vmtest,
     /// Everything the README promises: setup, unit tests, and end-to-end tests on the lab.
     Test {
+        /// The Docker engine to run the end-to-end tests on (default: a whole run tests both,
+        /// a filtered one the engine running now).
+        #[arg(long, value_enum)]
+        engine: Option<engine::Engine>,
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -67,7 +72,7 @@ fn main() -> ExitCode {
         Command::Demo { svg } => demo::run(svg),
         Command::Bench { part } => bench::run(part),
         Command::Vmtest => vmtest::run(),
-        Command::Test { args } => test::run(&args),
+        Command::Test { engine, args } => test::run(engine, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,13 +3,14 @@
 
 use std::{
     fs,
-    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use anyhow::{Context as _, Result, bail};
+
+use crate::engine;
 
 /// Debian packages the build, the lab and the tests use.
 const PACKAGES: &[&str] = &[
@@ -30,9 +31,6 @@ const PACKAGES: &[&str] = &[
     "chromium",
 ];
 
-const DOCKERD_LOG: &str = "/var/log/dockflow-dockerd.log";
-const DOCKER_SOCKET: &str = "/var/run/docker.sock";
-
 pub fn run() -> Result<()> {
     /// One named, idempotent setup step.
     type Step = fn() -> Result<()>;
@@ -41,11 +39,12 @@ pub fn run() -> Result<()> {
     if DONE.swap(true, std::sync::atomic::Ordering::SeqCst) {
         return Ok(());
     }
-    let steps: [(&str, Step); 5] = [
+    let steps: [(&str, Step); 6] = [
         ("debian packages", packages),
         ("nightly toolchain", nightly_toolchain),
         ("bpf-linker", bpf_linker),
         ("kernel filesystems", kernel_filesystems),
+        ("current docker engine", engine::install_current),
         ("dockerd", dockerd),
     ];
     for (name, step) in steps {
@@ -242,43 +241,10 @@ pub fn docker_running() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Starts dockerd (userland proxy off, as in the seed) when none answers. It keeps running after
-/// xtask exits; nothing here ever stops a daemon it did not start.
+/// Starts Debian's engine with the seed's settings when no daemon answers. It keeps running
+/// after xtask exits; nothing here ever stops a daemon it did not start.
 fn dockerd() -> Result<()> {
-    if docker_running() {
-        return Ok(());
-    }
-    if !is_root() {
-        bail!("no Docker daemon answers and starting one needs root");
-    }
-    let log = fs::File::create(DOCKERD_LOG).with_context(|| format!("creating {DOCKERD_LOG}"))?;
-    let mut cmd = Command::new("dockerd");
-    cmd.arg("--userland-proxy=false")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    // Its own session, so it survives this process and the terminal's signals.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let child = cmd.spawn().context("starting dockerd")?;
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(60) {
-        if Path::new(DOCKER_SOCKET).exists() && docker_running() {
-            eprintln!(
-                "setup: started dockerd (pid {}, log {DOCKERD_LOG})",
-                child.id()
-            );
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    let tail = fs::read_to_string(DOCKERD_LOG).unwrap_or_default();
-    let last = tail.lines().last().unwrap_or("no output");
-    bail!("dockerd did not answer within 60 s: {last}")
+    engine::ensure_running(engine::Engine::Debian)
 }
 
 pub fn is_root() -> bool {

@@ -118,6 +118,32 @@ pub struct InterfaceNames {
     /// in memory, so that a lookup (one per hop shown) builds no string.
     #[serde(with = "string_keys")]
     names: HashMap<(u32, u32), String>,
+    /// netns inode -> its label (a container's name, a namespace under /run/netns), for an
+    /// interface whose name is not known (absent in recordings of older versions).
+    #[serde(default)]
+    namespaces: HashMap<u32, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_interface_is_said_plainly() {
+        let mut names = InterfaceNames::from_entries(1, [((7, 2), "ledger:eth0".into())]);
+        names.label_namespace(7, "ledger".into());
+        assert_eq!(names.name(Some(7), 2), "ledger:eth0");
+        assert_eq!(names.name(Some(7), 0), "no device");
+        assert_eq!(
+            names.name(Some(7), 9),
+            "an interface in ledger's namespace (index 9)"
+        );
+        assert_eq!(
+            names.name(Some(8), 9),
+            "an interface in namespace 8 (index 9)"
+        );
+        assert_eq!(names.name(None, 9), "a host interface (index 9)");
+    }
 }
 
 fn key(netns: u32, ifindex: u32) -> (u32, u32) {
@@ -157,7 +183,13 @@ impl InterfaceNames {
         Self {
             host_netns,
             names: HashMap::new(),
+            namespaces: HashMap::new(),
         }
+    }
+
+    /// Labels the namespace `netns` (the first label wins).
+    pub fn label_namespace(&mut self, netns: u32, label: String) {
+        self.namespaces.entry(netns).or_insert(label);
     }
 
     /// Names `ifindex` in `netns` unless it already has a name (the first source wins: the
@@ -176,16 +208,25 @@ impl InterfaceNames {
                 .into_iter()
                 .map(|((ns, i), n)| (key(ns, i), n))
                 .collect(),
+            namespaces: HashMap::new(),
         }
     }
 
-    /// Name of `ifindex` in `netns` (None: the host's, as tc events carry no namespace).
+    /// Name of `ifindex` in `netns` (None: the host's, as tc events carry no namespace); an
+    /// interface it does not know is said plainly, with its index and namespace.
     pub fn name(&self, netns: Option<u32>, ifindex: u32) -> String {
         let ns = netns.unwrap_or(self.host_netns);
-        match self.names.get(&key(ns, ifindex)) {
-            Some(name) => name.clone(),
-            None if ns == self.host_netns => format!("if{ifindex}"),
-            None => format!("if{ifindex}@netns:{ns}"),
+        if let Some(name) = self.names.get(&key(ns, ifindex)) {
+            return name.clone();
+        }
+        // A socket's packet (a TCP retransmit queue purged, say) no longer has a device.
+        if ifindex == 0 {
+            return "no device".into();
+        }
+        match self.namespaces.get(&ns) {
+            _ if ns == self.host_netns => format!("a host interface (index {ifindex})"),
+            Some(label) => format!("an interface in {label}'s namespace (index {ifindex})"),
+            None => format!("an interface in namespace {ns} (index {ifindex})"),
         }
     }
 }

@@ -353,8 +353,7 @@ mod tests {
             "table ip raw {\n\tchain PREROUTING {\n\t\ttype filter hook prerouting priority raw; policy accept;\n\t}\n}\n",
         ));
         let policy = |ip_id: Option<u16>| {
-            let (network_header, transport_header) =
-                ip_id.map(udp_headers).unwrap_or_default();
+            let (network_header, transport_header) = ip_id.map(udp_headers).unwrap_or_default();
             RawTrace {
                 family: 2,
                 id: 7,
@@ -371,8 +370,16 @@ mod tests {
         let again = tracer.name(policy(None), 2).unwrap();
         let reused = tracer.name(policy(Some(101)), 3).unwrap();
         assert_eq!(first.packet.unwrap().ip_id, 100);
-        assert_eq!(again.packet.unwrap().ip_id, 100, "no dump: the trace's packet");
-        assert_eq!(reused.packet.unwrap().ip_id, 101, "a new dump: the new packet");
+        assert_eq!(
+            again.packet.unwrap().ip_id,
+            100,
+            "no dump: the trace's packet"
+        );
+        assert_eq!(
+            reused.packet.unwrap().ip_id,
+            101,
+            "a new dump: the new packet"
+        );
         assert_eq!(reused.hook, Some(Hook::Prerouting));
     }
 

@@ -234,8 +234,8 @@ mod tests {
         assert_eq!(n.name(None, 12), "vethcccc");
         assert_eq!(n.name(Some(1), 3), "docker1");
         assert_eq!(n.name(Some(9), 2), "radius:eth0");
-        assert_eq!(n.name(Some(9), 3), "if3@netns:9");
-        assert_eq!(n.name(Some(1), 77), "if77");
+        assert_eq!(n.name(Some(9), 3), "an interface in namespace 9 (index 3)");
+        assert_eq!(n.name(Some(1), 77), "a host interface (index 77)");
     }
 
     #[test]

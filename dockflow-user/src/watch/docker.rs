@@ -392,7 +392,10 @@ mod tests {
         // A newer engine that still speaks ours.
         assert_eq!(negotiate(v("1.44"), v("1.53")).unwrap(), NEWEST_API);
         let old = negotiate(v("1.12"), v("1.23")).unwrap_err().to_string();
-        assert!(old.contains("1.12 to 1.23") && old.contains("1.24 to 1.51"), "{old}");
+        assert!(
+            old.contains("1.12 to 1.23") && old.contains("1.24 to 1.51"),
+            "{old}"
+        );
         assert!(old.ends_with("upgrade Docker"), "{old}");
         let new = negotiate(v("1.52"), v("1.60")).unwrap_err().to_string();
         assert!(new.ends_with("upgrade dockflow"), "{new}");

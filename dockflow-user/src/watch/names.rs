@@ -23,6 +23,7 @@ pub fn collect(extra: &[(String, std::path::PathBuf)]) -> Result<InterfaceNames>
         let Ok(inode) = netns::netns_inode(&path) else {
             continue;
         };
+        out.label_namespace(inode as u32, label.clone());
         let Ok(links) = netns::in_netns(&path, list_links) else {
             continue;
         };
