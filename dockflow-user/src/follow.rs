@@ -19,7 +19,7 @@ use crate::{
 pub struct Follower {
     watch: Watch,
     current: Target,
-    fingerprint: (Vec<String>, Vec<u32>),
+    fingerprint: watch::TopologyFingerprint,
     last_check: Instant,
     stopped: bool,
 }

@@ -15,6 +15,7 @@ use crate::{
     path::{
         correlate::{Correlator, Direction, Evictions, Limits, PacketPath},
         explain::{Explainer, Explanation},
+        proxy::ProxyLinker,
         summary::{Row, Summary},
     },
     pcapng::PcapngWriter,
@@ -71,6 +72,8 @@ pub struct Output<W: Write> {
     renderer: Renderer,
     correlator: Correlator,
     explainer: Explainer,
+    /// Links the two connections of an exchange through dockerd's userland proxy.
+    proxies: ProxyLinker,
     writer: W,
     /// The filter expression: packets (events with --raw) it does not match are left out.
     filter: Option<Filter>,
@@ -105,6 +108,7 @@ impl<W: Write> Output<W> {
             renderer: Renderer::new(json, topology.names.clone()),
             correlator: Correlator::with_limits(topology, limits),
             explainer: Explainer::with_limit(limits.connections),
+            proxies: ProxyLinker::with_limit(limits.connections),
             writer,
             pcapng: None,
             filter: None,
@@ -319,7 +323,9 @@ impl<W: Write> Output<W> {
     }
 
     fn write_paths(&mut self, paths: Vec<PacketPath>) -> io::Result<()> {
-        for path in paths {
+        for mut path in paths {
+            // Before the filter: a proxied exchange's legs are linked whichever is shown.
+            self.proxies.annotate(&mut path, self.correlator.topology());
             if let Some(filter) = &self.filter
                 && !filter.matches_events(path.hops.iter().map(|h| &h.event))
                 && !filter.matches_any([Form::of_packet(&path.packet)])

@@ -274,6 +274,15 @@ pub fn running() -> Option<Engine> {
     }
 }
 
+/// Leaves `engine` answering on the socket (`cargo xtask engine NAME`).
+pub fn switch(engine: Engine) -> Result<()> {
+    if running() == Some(engine) && docker_running() {
+        return Ok(());
+    }
+    stop_recorded()?;
+    start(engine)
+}
+
 /// Runs `work` with `engine` answering on the socket, then brings back the engine that ran
 /// before (also when `work` fails).
 pub fn with<T>(engine: Engine, work: impl FnOnce() -> Result<T>) -> Result<T> {

@@ -43,6 +43,11 @@ enum Command {
         #[arg(long)]
         svg: bool,
     },
+    /// Switch the Docker daemon setup started to another engine (it stays running).
+    Engine {
+        #[arg(value_enum)]
+        engine: engine::Engine,
+    },
     /// Figures: the pipeline under a flood, event drain rate, and bulk TCP throughput with
     /// dockflow attached vs not.
     Bench {
@@ -70,6 +75,7 @@ fn main() -> ExitCode {
         Command::Run { args } => build::run_dockflow(&args),
         Command::Lab { command } => lab::run(command),
         Command::Demo { svg } => demo::run(svg),
+        Command::Engine { engine } => setup::run().and_then(|()| engine::switch(engine)),
         Command::Bench { part } => bench::run(part),
         Command::Vmtest => vmtest::run(),
         Command::Test { engine, args } => test::run(engine, &args),

@@ -21,6 +21,44 @@ pub struct Topology {
     /// older versions).
     #[serde(default)]
     pub address_owner: HashMap<IpAddr, String>,
+    /// dockerd's userland proxies (docker-proxy processes) running then (absent in recordings
+    /// of older versions).
+    #[serde(default)]
+    pub proxies: Vec<UserlandProxy>,
+}
+
+/// One docker-proxy process: dockerd's userland proxy for a published port. It listens on
+/// the host's `host_ip:host_port` and relays each connection it accepts over a connection of
+/// its own to the container's `container_ip:container_port`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserlandProxy {
+    pub pid: u32,
+    /// IP protocol number (tcp 6, udp 17, sctp 132).
+    pub protocol: u8,
+    pub host_ip: IpAddr,
+    pub host_port: u16,
+    pub container_ip: IpAddr,
+    pub container_port: u16,
+}
+
+impl UserlandProxy {
+    /// Whether it listens where a packet to `dst:dport` of `protocol` arrives.
+    pub fn listens_at(&self, protocol: u8, dst: IpAddr, dport: Option<u16>) -> bool {
+        protocol == self.protocol
+            && dport == Some(self.host_port)
+            && dst.is_ipv4() == self.host_ip.is_ipv4()
+            && (self.host_ip.is_unspecified() || self.host_ip == dst)
+    }
+
+    /// Whether a packet to `dst:dport` of `protocol` goes where it relays to.
+    pub fn relays_to(&self, protocol: u8, dst: IpAddr, dport: Option<u16>) -> bool {
+        protocol == self.protocol && dst == self.container_ip && dport == Some(self.container_port)
+    }
+
+    /// "0.0.0.0:18080", "[::]:18080".
+    pub fn listen_words(&self) -> String {
+        super::endpoint(self.host_ip, Some(self.host_port))
+    }
 }
 
 /// Where an interface sits.
@@ -62,7 +100,32 @@ impl Topology {
             ports,
             port_owner: owners,
             address_owner: HashMap::new(),
+            proxies: Vec::new(),
         }
+    }
+
+    /// The userland proxy that receives a packet delivered to the host at `dst:dport`.
+    pub fn proxy_listening(
+        &self,
+        protocol: u8,
+        dst: IpAddr,
+        dport: Option<u16>,
+    ) -> Option<&UserlandProxy> {
+        self.proxies
+            .iter()
+            .find(|p| p.listens_at(protocol, dst, dport))
+    }
+
+    /// The userland proxies that relay to `dst:dport` (one per address family it listens on).
+    pub fn proxies_relaying_to(
+        &self,
+        protocol: u8,
+        dst: IpAddr,
+        dport: Option<u16>,
+    ) -> impl Iterator<Item = &UserlandProxy> {
+        self.proxies
+            .iter()
+            .filter(move |p| p.relays_to(protocol, dst, dport))
     }
 
     /// The container `address` belongs to, if any.

@@ -97,6 +97,10 @@ pub struct PacketPath {
     /// or the display fell behind and skipped some): its hops may be missing some.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub incomplete: bool,
+    /// Its connection is one leg of an exchange through dockerd's userland proxy (set by
+    /// [`super::proxy::ProxyLinker`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<super::proxy::ProxyLeg>,
 }
 
 impl PacketPath {
@@ -486,6 +490,7 @@ impl Correlator {
             hops,
             rules,
             incomplete,
+            proxy: None,
         }
     }
 

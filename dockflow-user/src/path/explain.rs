@@ -14,6 +14,7 @@ use serde::Serialize;
 use super::{
     classify::{HopKind, Layer, flooded_ports},
     correlate::{Direction, Hop, Limits, PacketPath, RewriteField},
+    proxy::{LegRole, ProxyLeg},
     rules,
 };
 use crate::model::{
@@ -292,6 +293,19 @@ pub enum Fact {
         #[serde(skip_serializing_if = "Option::is_none")]
         passed_up: Option<String>,
     },
+    /// The connection ends at a docker-proxy's listening socket (the front leg of an exchange
+    /// through dockerd's userland proxy).
+    ProxyAccepts {
+        role: Role,
+        #[serde(flatten)]
+        proxy: ProxyLeg,
+    },
+    /// docker-proxy opened this connection to relay another (the back leg).
+    ProxyOpens {
+        role: Role,
+        #[serde(flatten)]
+        proxy: ProxyLeg,
+    },
     /// Events of this packet were lost: what is said of it may miss hops.
     Incomplete {
         role: Role,
@@ -400,6 +414,7 @@ pub fn explain(
     let mut facts = Vec::new();
     if let Some(request) = request {
         facts.extend(narrate(request, Role::Request));
+        facts.extend(proxy_fact(request));
     }
     let is_arp = request.or(reply).is_some_and(|p| p.packet.arp.is_some());
     match reply {
@@ -416,6 +431,16 @@ pub fn explain(
         connection,
         steps: facts.into_iter().map(Step::new).collect(),
     }
+}
+
+/// What dockerd's userland proxy has to do with the request's connection, if anything.
+fn proxy_fact(request: &PacketPath) -> Option<Fact> {
+    let proxy = request.proxy.clone()?;
+    let role = Role::Request;
+    Some(match proxy.leg {
+        LegRole::Front => Fact::ProxyAccepts { role, proxy },
+        LegRole::Back => Fact::ProxyOpens { role, proxy },
+    })
 }
 
 /// The hop's netfilter hook, if it is one.
@@ -938,6 +963,14 @@ fn reply_sees_no_nat(request: &PacketPath, reply: &PacketPath) -> Option<Fact> {
     Some(Fact::ReplySeesNoNat { chains })
 }
 
+/// "ledger (10.213.5.10:5353)", or the bare address.
+fn proxy_target(proxy: &ProxyLeg) -> String {
+    match &proxy.container {
+        Some(name) => format!("{name} ({})", proxy.relays_to),
+        None => proxy.relays_to.clone(),
+    }
+}
+
 fn list<T: ToString>(items: &[T]) -> String {
     let items: Vec<String> = items.iter().map(T::to_string).collect();
     match items.as_slice() {
@@ -1231,6 +1264,24 @@ impl Fact {
                 "Some events of the {} were lost (the kernel's ring buffer overflowed, or the display fell behind): the steps above may miss hops, so this account cannot be complete.",
                 role.word()
             ),
+            Fact::ProxyAccepts { proxy, .. } => format!(
+                "The socket that takes it is docker-proxy's (pid {}), dockerd's userland proxy for {}: no nat rule sent it on to the container (Docker's rules leave out loopback destinations and traffic from the container's own bridge while the proxy is on), so the proxy accepts it on the host and relays it over a connection of its own to {}; the container sees the proxy's connection, not this one.",
+                proxy.pid,
+                proxy.listen,
+                proxy_target(proxy)
+            ),
+            Fact::ProxyOpens { proxy, .. } => {
+                let of = match proxy.group {
+                    Some(front) => format!("to relay connection {front}, which it accepted"),
+                    None => "to relay a connection it accepted (not seen by this trace)".into(),
+                };
+                format!(
+                    "The process that sends it is docker-proxy (pid {}), dockerd's userland proxy for {}: it opens this connection {of}; together they are one exchange, and {} sees the proxy's address on the bridge as the client, not the original one.",
+                    proxy.pid,
+                    proxy.listen,
+                    proxy_target(proxy)
+                )
+            }
             Fact::NoReply => "No reply was seen.".to_string(),
             Fact::Crossing {
                 request,
@@ -1283,7 +1334,9 @@ impl Fact {
             | Fact::FreedAfterDelivery { role, .. }
             | Fact::Incomplete { role }
             | Fact::ArpAsked { role, .. }
-            | Fact::ArpAnswered { role, .. } => Some(*role),
+            | Fact::ArpAnswered { role, .. }
+            | Fact::ProxyAccepts { role, .. }
+            | Fact::ProxyOpens { role, .. } => Some(*role),
             Fact::NoReply | Fact::Crossing { .. } | Fact::ReplySeesNoNat { .. } => None,
         }
     }

@@ -1,11 +1,13 @@
 //! From events to paths: [`correlate`] groups events into packets and connections,
 //! [`classify`] says which layer handled each hop and what happened there, [`explain`] puts a
-//! connection's request and reply into words. What they know about the host is the
+//! connection's request and reply into words, [`proxy`] links the two connections of an
+//! exchange through dockerd's userland proxy. What they know about the host is the
 //! [`crate::model::topology`]. Nothing here does I/O, so replay uses it unchanged.
 
 pub mod classify;
 pub mod correlate;
 pub mod explain;
+pub mod proxy;
 pub mod rules;
 pub mod summary;
 

@@ -27,6 +27,10 @@ pub struct Row {
     pub path: String,
     pub requests: u64,
     pub replies: u64,
+    /// The exchange through dockerd's userland proxy this connection is a leg of: its front
+    /// leg's connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<u64>,
 }
 
 /// The table, filled as packets are shown and connections explained.
@@ -45,6 +49,9 @@ impl Summary {
             connection,
             ..Row::default()
         });
+        if let Some(leg) = &path.proxy {
+            row.group = leg.group;
+        }
         let request = path.direction != Some(Direction::Reply);
         if request {
             row.requests += 1;
@@ -142,6 +149,20 @@ fn path_kind(facts: &[&Fact]) -> String {
         } => Some(*outcome),
         _ => None,
     });
+    for fact in facts {
+        match fact {
+            Fact::ProxyAccepts { proxy, .. } => {
+                return format!("to docker-proxy (pid {}), relayed", proxy.pid);
+            }
+            Fact::ProxyOpens { proxy, .. } => {
+                return match proxy.group {
+                    Some(front) => format!("docker-proxy (pid {}) relaying {front}", proxy.pid),
+                    None => format!("docker-proxy (pid {}) relaying", proxy.pid),
+                };
+            }
+            _ => {}
+        }
+    }
     if facts.iter().any(|f| matches!(f, Fact::ArpAsked { .. })) {
         return "bridged only (arp)".into();
     }

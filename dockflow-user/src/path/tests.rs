@@ -685,6 +685,7 @@ fn a_packet_known_only_from_the_nftables_trace_is_explained_without_hops() {
         hops: Vec::new(),
         rules: Vec::new(),
         incomplete: false,
+        proxy: None,
     };
     let facts = facts(Some(&path), None);
     assert!(matches!(
@@ -934,4 +935,184 @@ fn past_the_per_connection_limit_fragments_the_kernel_let_through_are_folded() {
     let shown = c.finish();
     assert_eq!(shown.len(), 2);
     assert_eq!(c.folded, 2);
+}
+
+/// A docker-proxy for 0.0.0.0:1812 and [::]:1812, relaying to radius (172.20.0.2:1812).
+fn proxied_topology() -> Topology {
+    let proxy = |pid, host_ip: &str| crate::model::topology::UserlandProxy {
+        pid,
+        protocol: 17,
+        host_ip: host_ip.parse().unwrap(),
+        host_port: 1812,
+        container_ip: "172.20.0.2".parse().unwrap(),
+        container_port: 1812,
+    };
+    let mut topology = topology();
+    topology.proxies = vec![proxy(700, "0.0.0.0"), proxy(701, "::")];
+    topology
+        .address_owner
+        .insert("172.20.0.2".parse().unwrap(), "radius".into());
+    topology
+}
+
+/// A host process's UDP exchange to 127.0.0.1:1812 through docker-proxy: the client's leg,
+/// delivered to the proxy's socket, then the proxy's own leg from the gateway to radius.
+fn proxied_events(client_port: u16, proxy_port: u16, t: u64) -> Vec<Event> {
+    let front = packet("127.0.0.1", client_port, "127.0.0.1", 1812, 1);
+    let front_reply = packet("127.0.0.1", 1812, "127.0.0.1", client_port, 4);
+    let back = packet("172.20.0.1", proxy_port, "172.20.0.2", 1812, 2);
+    let back_reply = packet("172.20.0.2", 1812, "172.20.0.1", proxy_port, 3);
+    let ct = |original: Tuple, reply: Tuple, state, direction| Conntrack {
+        state,
+        direction,
+        status: CtStatus(CONFIRMED),
+        original,
+        reply,
+    };
+    let front_ct = |state, direction| {
+        Some(ct(
+            tuple("127.0.0.1", client_port, "127.0.0.1", 1812),
+            tuple("127.0.0.1", 1812, "127.0.0.1", client_port),
+            state,
+            direction,
+        ))
+    };
+    let back_ct = |state, direction| {
+        Some(ct(
+            tuple("172.20.0.1", proxy_port, "172.20.0.2", 1812),
+            tuple("172.20.0.2", 1812, "172.20.0.1", proxy_port),
+            state,
+            direction,
+        ))
+    };
+    use CtDirection::{Original, Reply};
+    use CtState::{Established, New};
+    vec![
+        hook(
+            t,
+            Hook::Output,
+            -99,
+            front.clone(),
+            front_ct(New, Original),
+            false,
+        ),
+        hook(
+            t + 100,
+            Hook::Input,
+            101,
+            front,
+            front_ct(New, Original),
+            false,
+        ),
+        hook(
+            t + 1_000,
+            Hook::Output,
+            -99,
+            back.clone(),
+            back_ct(New, Original),
+            false,
+        ),
+        event(t + 1_100, ProbePoint::TcEgress, VETH, back),
+        event(t + 2_000, ProbePoint::TcIngress, VETH, back_reply.clone()),
+        hook(
+            t + 2_100,
+            Hook::Input,
+            101,
+            back_reply,
+            back_ct(Established, Reply),
+            false,
+        ),
+        hook(
+            t + 3_000,
+            Hook::Output,
+            -99,
+            front_reply.clone(),
+            front_ct(Established, Reply),
+            false,
+        ),
+        hook(
+            t + 3_100,
+            Hook::Input,
+            101,
+            front_reply,
+            front_ct(Established, Reply),
+            false,
+        ),
+    ]
+}
+
+#[test]
+fn the_two_connections_through_docker_proxy_are_linked_as_one_exchange() {
+    use super::proxy::{LegRole, ProxyLinker};
+    let topology = proxied_topology();
+    let mut events = proxied_events(40000, 50000, 1_000);
+    // A second exchange, later, through the same proxy.
+    events.extend(proxied_events(40001, 50001, 1_000_000_000));
+    let mut c = Correlator::new(topology.clone());
+    for e in events {
+        c.push(e);
+    }
+    let mut paths = c.finish();
+    let mut linker = ProxyLinker::with_limit(16);
+    for path in &mut paths {
+        linker.annotate(path, &topology);
+    }
+    let legs: Vec<(u64, LegRole, Option<u64>, u32)> = paths
+        .iter()
+        .map(|p| {
+            let leg = p.proxy.as_ref().expect("every packet is a leg");
+            (p.connection.unwrap(), leg.leg, leg.group, leg.pid)
+        })
+        .collect();
+    let front = legs[0].0;
+    let back = legs[1].0;
+    let later = legs[4].0;
+    assert_eq!(
+        legs[..4],
+        [
+            (front, LegRole::Front, Some(front), 700),
+            (back, LegRole::Back, Some(front), 700),
+            (back, LegRole::Back, Some(front), 700),
+            (front, LegRole::Front, Some(front), 700),
+        ],
+        "the IPv4 proxy, not the one on [::]"
+    );
+    assert_eq!(
+        legs[5].2,
+        Some(later),
+        "the later exchange is a group of its own"
+    );
+    assert_eq!(
+        paths[1].proxy.as_ref().unwrap().container.as_deref(),
+        Some("radius")
+    );
+    let front_facts = facts(Some(&paths[0]), Some(&paths[3]));
+    assert!(
+        front_facts
+            .iter()
+            .any(|f| matches!(f, Fact::ProxyAccepts { .. }))
+    );
+    let back_facts = facts(Some(&paths[1]), Some(&paths[2]));
+    let opens = back_facts
+        .iter()
+        .find(|f| matches!(f, Fact::ProxyOpens { .. }))
+        .expect("the back leg says who opened it");
+    assert!(
+        opens
+            .sentence()
+            .contains(&format!("to relay connection {front}")),
+        "{}",
+        opens.sentence()
+    );
+}
+
+#[test]
+fn without_a_proxy_a_host_process_connection_is_no_leg() {
+    use super::proxy::ProxyLinker;
+    let mut paths = correlate(proxied_events(40000, 50000, 1_000));
+    let mut linker = ProxyLinker::with_limit(16);
+    for path in &mut paths {
+        linker.annotate(path, &topology());
+        assert!(path.proxy.is_none());
+    }
 }

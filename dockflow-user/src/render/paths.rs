@@ -11,9 +11,29 @@ use crate::{
         classify::{HopKind, Layer},
         correlate::{Direction, Hop, PacketPath, RewriteField},
         explain::Explanation,
+        proxy::LegRole,
         rules,
     },
 };
+
+/// "to docker-proxy (pid 812, 0.0.0.0:18080)" on a front leg's packets, "docker-proxy (pid
+/// 812) relaying connection 3" on a back leg's.
+pub fn proxy_words(path: &PacketPath) -> Option<String> {
+    let leg = path.proxy.as_ref()?;
+    Some(match (leg.leg, leg.group) {
+        (LegRole::Front, _) => {
+            let way = match path.direction {
+                Some(Direction::Reply) => "from",
+                _ => "to",
+            };
+            format!("{way} docker-proxy (pid {}, {})", leg.pid, leg.listen)
+        }
+        (LegRole::Back, Some(front)) => {
+            format!("docker-proxy (pid {}) relaying connection {front}", leg.pid)
+        }
+        (LegRole::Back, None) => format!("docker-proxy (pid {}) relaying", leg.pid),
+    })
+}
 
 pub fn packet_block(path: &PacketPath, topology: &Topology, style: &Style) -> String {
     let mut out = String::new();
@@ -22,6 +42,9 @@ pub fn packet_block(path: &PacketPath, topology: &Topology, style: &Style) -> St
         (Some(c), Some(Direction::Reply)) => format!(" · connection {c}, reply"),
         _ => String::new(),
     };
+    let proxy = proxy_words(path)
+        .map(|w| format!(" · {w}"))
+        .unwrap_or_default();
     let incomplete = if path.incomplete {
         " · INCOMPLETE: events were lost on its way"
     } else {
@@ -37,7 +60,7 @@ pub fn packet_block(path: &PacketPath, topology: &Topology, style: &Style) -> St
         out,
         "{}",
         style.bold(&format!(
-            "packet {} · {}{ends}{role}{incomplete}",
+            "packet {} · {}{ends}{role}{proxy}{incomplete}",
             path.id,
             packet_summary(&path.packet)
         ))

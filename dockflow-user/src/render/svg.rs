@@ -115,9 +115,12 @@ fn diagram(connection: &Connection, topology: &Topology, top: usize) -> (String,
         "<g class=\"connection\" data-connection=\"{}\" transform=\"translate(0,{top})\">\n",
         connection.id
     );
-    let title = paths
-        .first()
-        .map_or(String::new(), |p| packet_summary(&p.packet));
+    let title = paths.first().map_or(String::new(), |p| {
+        let proxy = super::paths::proxy_words(p)
+            .map(|w| format!(" · {w}"))
+            .unwrap_or_default();
+        format!("{}{proxy}", packet_summary(&p.packet))
+    });
     let _ = writeln!(
         out,
         "<text x=\"{LEFT}\" y=\"20\" font-size=\"15\" font-weight=\"bold\">connection {}: {}</text>",

@@ -5,6 +5,7 @@ pub mod docker;
 pub mod links;
 pub mod names;
 pub mod netns;
+pub mod proxies;
 
 use std::{
     collections::HashMap,
@@ -290,20 +291,30 @@ pub fn topology_of(target: &Target) -> Result<Topology> {
     let names = names::collect(&namespaces)?;
     Ok(Topology {
         address_owner: addresses,
+        proxies: proxies::running(),
         ..Topology::from_links(names, &host, owners)
     })
 }
 
-/// A fingerprint of what [`topology_of`] depends on (the running containers and the host's
-/// interfaces): when it changes, names and port owners may have.
-pub fn topology_fingerprint() -> (Vec<String>, Vec<u32>) {
-    let containers = docker::Docker::from_env()
-        .and_then(|d| d.running_ids())
-        .unwrap_or_default();
-    let links = list_links()
-        .map(|links| links.iter().map(|l| l.index).collect())
-        .unwrap_or_default();
-    (containers, links)
+/// A fingerprint of what [`topology_of`] depends on (the running containers, the host's
+/// interfaces, dockerd's userland proxies): when it changes, names and port owners may have.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopologyFingerprint {
+    containers: Vec<String>,
+    links: Vec<u32>,
+    proxies: Vec<u32>,
+}
+
+pub fn topology_fingerprint() -> TopologyFingerprint {
+    TopologyFingerprint {
+        containers: docker::Docker::from_env()
+            .and_then(|d| d.running_ids())
+            .unwrap_or_default(),
+        links: list_links()
+            .map(|links| links.iter().map(|l| l.index).collect())
+            .unwrap_or_default(),
+        proxies: proxies::running().iter().map(|p| p.pid).collect(),
+    }
 }
 
 /// Targets host interfaces by name, for traffic outside Docker.
