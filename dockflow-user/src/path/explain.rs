@@ -14,6 +14,7 @@ use serde::Serialize;
 use super::{
     classify::{HopKind, Layer, flooded_ports},
     correlate::{Direction, Hop, Limits, PacketPath, RewriteField},
+    docker::DockerDrop,
     proxy::{LegRole, ProxyLeg},
     rules,
 };
@@ -292,6 +293,14 @@ pub enum Fact {
         /// The bridge that passed the answer up to the host (when the host asked).
         #[serde(skip_serializing_if = "Option::is_none")]
         passed_up: Option<String>,
+    },
+    /// The rule that dropped it is one of Docker's own: what it protects, and how to allow.
+    DockerRule {
+        role: Role,
+        why: DockerDrop,
+        /// The container the packet was for.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        container: Option<String>,
     },
     /// The connection ends at a docker-proxy's listening socket (the front leg of an exchange
     /// through dockerd's userland proxy).
@@ -619,16 +628,25 @@ fn narrate_path(path: &PacketPath, role: Role) -> Vec<Fact> {
                     ..
                 },
                 _,
-            ) => facts.push(Fact::Dropped {
-                role,
-                reason: reason.clone(),
-                rule: path
+            ) => {
+                let rule = path
                     .rules
                     .iter()
                     .find(|r| r.verdict == Verdict::Drop)
-                    .map(RuleRef::of),
-                after: hops[..i].iter().rev().find_map(hook_of),
-            }),
+                    .map(RuleRef::of);
+                let docker = rule.as_ref().and_then(|r| DockerDrop::of(r, path));
+                facts.push(Fact::Dropped {
+                    role,
+                    reason: reason.clone(),
+                    rule,
+                    after: hops[..i].iter().rev().find_map(hook_of),
+                });
+                facts.extend(docker.map(|why| Fact::DockerRule {
+                    role,
+                    why,
+                    container: path.ends.dst.clone(),
+                }));
+            }
             _ => {}
         }
         facts.extend(accepted_in(path, &rule_at, i..end, role, &facts));
@@ -1264,6 +1282,7 @@ impl Fact {
                 "Some events of the {} were lost (the kernel's ring buffer overflowed, or the display fell behind): the steps above may miss hops, so this account cannot be complete.",
                 role.word()
             ),
+            Fact::DockerRule { why, container, .. } => why.sentence(container.as_deref()),
             Fact::ProxyAccepts { proxy, .. } => format!(
                 "The socket that takes it is docker-proxy's (pid {}), dockerd's userland proxy for {}: no nat rule sent it on to the container (Docker's rules leave out loopback destinations and traffic from the container's own bridge while the proxy is on), so the proxy accepts it on the host and relays it over a connection of its own to {}; the container sees the proxy's connection, not this one.",
                 proxy.pid,
@@ -1335,6 +1354,7 @@ impl Fact {
             | Fact::Incomplete { role }
             | Fact::ArpAsked { role, .. }
             | Fact::ArpAnswered { role, .. }
+            | Fact::DockerRule { role, .. }
             | Fact::ProxyAccepts { role, .. }
             | Fact::ProxyOpens { role, .. } => Some(*role),
             Fact::NoReply | Fact::Crossing { .. } | Fact::ReplySeesNoNat { .. } => None,

@@ -6,6 +6,7 @@
 
 pub mod classify;
 pub mod correlate;
+pub mod docker;
 pub mod explain;
 pub mod proxy;
 pub mod rules;

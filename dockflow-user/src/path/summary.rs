@@ -129,15 +129,25 @@ fn path_kind(facts: &[&Fact]) -> String {
             ..
         } = fact
         {
-            return match rule {
-                Some(rule) => format!(
+            let docker = facts.iter().find_map(|f| match f {
+                Fact::DockerRule { why, .. } => Some(why.words()),
+                _ => None,
+            });
+            return match (rule, docker) {
+                (Some(rule), Some(docker)) => {
+                    format!(
+                        "dropped: {docker} ({} {} {})",
+                        rule.family, rule.table, rule.chain
+                    )
+                }
+                (Some(rule), None) => format!(
                     "dropped: {reason} ({} {} {}: {})",
                     rule.family,
                     rule.table,
                     rule.chain,
                     rule.rule.as_deref().unwrap_or("policy")
                 ),
-                None => format!("dropped: {reason}"),
+                (None, _) => format!("dropped: {reason}"),
             };
         }
     }

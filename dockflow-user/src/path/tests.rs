@@ -1116,3 +1116,179 @@ fn without_a_proxy_a_host_process_connection_is_no_leg() {
         assert!(path.proxy.is_none());
     }
 }
+
+/// An nftables rule evaluation of `packet`, as the trace names it.
+fn rule(
+    ts: u64,
+    (table, chain, hook): (&str, &str, Hook),
+    text: &str,
+    verdict: crate::model::Verdict,
+    packet: Packet,
+) -> crate::model::RuleTrace {
+    crate::model::RuleTrace {
+        ts_ns: ts,
+        trace_id: 1,
+        family: "ip".into(),
+        table: table.into(),
+        chain: chain.into(),
+        hook: Some(hook),
+        kind: crate::model::TraceKind::Rule,
+        handle: Some(7),
+        rule: Some(text.into()),
+        verdict,
+        packet: Some(packet),
+    }
+}
+
+/// A packet from the external link straight to radius's address (10.199.0.2 -> 172.20.0.2),
+/// dropped at raw prerouting by `drop_rule`, and what the explanation makes of it.
+fn direct_access_facts(
+    from: &str,
+    drop_rule: (&str, &str, Hook),
+    text: &str,
+) -> (Vec<Fact>, PacketPath) {
+    let mut topology = topology();
+    topology
+        .address_owner
+        .insert("172.20.0.2".parse().unwrap(), "radius".into());
+    topology
+        .address_owner
+        .insert("10.214.6.5".parse().unwrap(), "outsider".into());
+    let direct = packet(from, 40000, "172.20.0.2", 1812, 900);
+    let mut c = Correlator::new(topology);
+    c.push(event(
+        1_000,
+        ProbePoint::NetifReceive,
+        DFEXT0,
+        direct.clone(),
+    ));
+    c.push(hook(
+        1_100,
+        Hook::Prerouting,
+        i32::MIN + 1,
+        direct.clone(),
+        None,
+        false,
+    ));
+    c.push_trace(rule(
+        1_150,
+        drop_rule,
+        text,
+        crate::model::Verdict::Drop,
+        direct.clone(),
+    ));
+    c.push(Event {
+        drop: Some(crate::model::Drop {
+            reason: "NETFILTER_DROP".into(),
+            code: 6,
+        }),
+        ..event(1_200, ProbePoint::KfreeSkb, DFEXT0, direct)
+    });
+    let paths = c.finish();
+    assert_eq!(paths.len(), 1, "{paths:#?}");
+    (facts(Some(&paths[0]), None), paths[0].clone())
+}
+
+fn docker_drop(facts: &[Fact]) -> Option<super::docker::DockerDrop> {
+    facts.iter().find_map(|f| match f {
+        Fact::DockerRule { why, .. } => Some(*why),
+        _ => None,
+    })
+}
+
+#[test]
+fn docker_drops_are_told_by_what_they_protect_on_every_engine() {
+    use super::docker::DockerDrop;
+    // Docker 28 (iptables-nft): raw PREROUTING, matched by place and destination.
+    let (facts, _) = direct_access_facts(
+        "10.199.0.2",
+        ("raw", "PREROUTING", Hook::Prerouting),
+        "iifname != \"docker1\" ip daddr 172.20.0.2 counter drop",
+    );
+    assert_eq!(docker_drop(&facts), Some(DockerDrop::DirectAccess));
+    let said = facts
+        .iter()
+        .find(|f| matches!(f, Fact::DockerRule { .. }))
+        .unwrap()
+        .sentence();
+    assert!(said.contains("container radius's address"), "{said}");
+    assert!(said.contains("allow-direct-routing"), "{said}");
+    // Docker 29's nftables backend: its own table and chain names, and the rule's comment.
+    let (facts, _) = direct_access_facts(
+        "10.199.0.2",
+        ("docker-bridges", "raw-PREROUTING", Hook::Prerouting),
+        "ip daddr 172.20.0.2 iifname != \"docker1\" counter drop comment \"DROP DIRECT ACCESS\"",
+    );
+    assert_eq!(docker_drop(&facts), Some(DockerDrop::DirectAccess));
+    let dropped = facts
+        .iter()
+        .find(|f| matches!(f, Fact::Dropped { .. }))
+        .unwrap()
+        .sentence();
+    assert!(
+        dropped.contains("ip docker-bridges chain raw-PREROUTING"),
+        "names the table and chain the trace named: {dropped}"
+    );
+    // From a container of another Docker network: isolation.
+    let (facts, _) = direct_access_facts(
+        "10.214.6.5",
+        ("raw", "PREROUTING", Hook::Prerouting),
+        "iifname != \"docker1\" ip daddr 172.20.0.2 counter drop",
+    );
+    assert_eq!(docker_drop(&facts), Some(DockerDrop::NetworkIsolation));
+    // Docker 20.10's isolation chain.
+    let (facts, _) = direct_access_facts(
+        "10.214.6.5",
+        ("filter", "DOCKER-ISOLATION-STAGE-2", Hook::Forward),
+        "oifname \"docker1\" counter drop",
+    );
+    assert_eq!(docker_drop(&facts), Some(DockerDrop::NetworkIsolation));
+    // A user's own rule is not Docker's.
+    let (facts, _) = direct_access_facts(
+        "10.199.0.2",
+        ("filter", "INPUT", Hook::Input),
+        "tcp dport 22 drop",
+    );
+    assert_eq!(docker_drop(&facts), None);
+}
+
+#[test]
+fn docker_29_rule_lines_are_named_as_the_trace_names_them() {
+    let (_, mut seed) = seed_paths();
+    let request = &mut seed[0];
+    let before = request.packet.clone();
+    request.rules = vec![
+        rule(
+            1_110,
+            ("docker-bridges", "nat-PREROUTING", Hook::Prerouting),
+            "fib daddr type local counter jump nat-prerouting-and-output",
+            crate::model::Verdict::Jump("nat-prerouting-and-output".into()),
+            before.clone(),
+        ),
+        rule(
+            1_120,
+            (
+                "docker-bridges",
+                "nat-prerouting-and-output",
+                Hook::Prerouting,
+            ),
+            "iifname != \"docker1\" udp dport 1812 counter dnat to 172.20.0.2:1812 comment \"DNAT\"",
+            crate::model::Verdict::Accept,
+            before,
+        ),
+    ];
+    let facts = facts(Some(&seed[0]), Some(&seed[1]));
+    let accepted: Vec<String> = facts
+        .iter()
+        .filter(|f| matches!(f, Fact::Accepted { .. }))
+        .map(Fact::sentence)
+        .collect();
+    assert!(
+        accepted.iter().any(
+            |s| s.contains("ip docker-bridges chain nat-prerouting-and-output")
+                && s.contains("comment \"DNAT\"")
+        ),
+        "{accepted:#?}"
+    );
+    assert!(docker_drop(&facts).is_none());
+}
