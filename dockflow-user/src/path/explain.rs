@@ -280,6 +280,15 @@ pub enum Fact {
         #[serde(skip_serializing_if = "Option::is_none")]
         passed_up: Option<String>,
     },
+    /// A gratuitous ARP: `address` announces itself (the question is about the asker's own
+    /// address, so nobody answers); neighbours update their caches.
+    ArpAnnounced {
+        role: Role,
+        address: String,
+        ports: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        passed_up: Option<String>,
+    },
     /// An ARP answer: `sender` is at the answerer's MAC.
     ArpAnswered {
         role: Role,
@@ -433,13 +442,20 @@ pub fn explain(
             facts.extend(request.and_then(|request| crossing(request, reply)));
             facts.extend(request.and_then(|request| reply_sees_no_nat(request, reply)));
         }
-        None if request.is_some_and(|r| r.dropped().is_none()) => facts.push(Fact::NoReply),
+        None if request.is_some_and(|r| r.dropped().is_none() && !is_announcement(r)) => {
+            facts.push(Fact::NoReply)
+        }
         None => {}
     }
     Explanation {
         connection,
         steps: facts.into_iter().map(Step::new).collect(),
     }
+}
+
+/// A gratuitous ARP, which expects no answer.
+fn is_announcement(path: &PacketPath) -> bool {
+    path.packet.arp.is_some() && path.packet.src == path.packet.dst
 }
 
 /// What dockerd's userland proxy has to do with the request's connection, if anything.
@@ -695,6 +711,13 @@ fn narrate_arp(path: &PacketPath, role: Role, op: ArpOp) -> Vec<Fact> {
         _ => ArpDelivery::Unicast,
     };
     facts.push(match op {
+        // Asking for one's own address: an announcement, whichever opcode carries it.
+        _ if sender == target => Fact::ArpAnnounced {
+            role,
+            address: sender,
+            ports,
+            passed_up,
+        },
         ArpOp::Request => Fact::ArpAsked {
             role,
             delivery,
@@ -1243,6 +1266,28 @@ impl Fact {
                 }
                 s
             }
+            Fact::ArpAnnounced {
+                address,
+                ports,
+                passed_up,
+                ..
+            } => {
+                let mut way = Vec::new();
+                if !ports.is_empty() {
+                    way.push(format!("out of every port ({})", list(ports)));
+                }
+                if let Some(bridge) = passed_up {
+                    way.push(format!("up to the host through {bridge}"));
+                }
+                let way = if way.is_empty() {
+                    String::new()
+                } else {
+                    format!(" The bridge floods it {}.", way.join(" and "))
+                };
+                format!(
+                    "Gratuitous ARP: the owner of {address} announces that {address} is at its MAC. It asks for its own address, so nobody answers; hosts and containers that hear it update their neighbour caches. Docker 28 and later send a few for every new endpoint, as container MACs are random now.{way}"
+                )
+            }
             Fact::ArpAnswered {
                 sender,
                 target,
@@ -1354,6 +1399,7 @@ impl Fact {
             | Fact::Incomplete { role }
             | Fact::ArpAsked { role, .. }
             | Fact::ArpAnswered { role, .. }
+            | Fact::ArpAnnounced { role, .. }
             | Fact::DockerRule { role, .. }
             | Fact::ProxyAccepts { role, .. }
             | Fact::ProxyOpens { role, .. } => Some(*role),

@@ -173,6 +173,9 @@ fn path_kind(facts: &[&Fact]) -> String {
             _ => {}
         }
     }
+    if facts.iter().any(|f| matches!(f, Fact::ArpAnnounced { .. })) {
+        return "bridged only (arp announcement)".into();
+    }
     if facts.iter().any(|f| matches!(f, Fact::ArpAsked { .. })) {
         return "bridged only (arp)".into();
     }

@@ -1292,3 +1292,36 @@ fn docker_29_rule_lines_are_named_as_the_trace_names_them() {
     );
     assert!(docker_drop(&facts).is_none());
 }
+
+#[test]
+fn a_gratuitous_arp_is_an_announcement_that_expects_no_answer() {
+    use crate::model::ArpOp;
+    let announcement = arp(ArpOp::Request, "172.20.0.3", "172.20.0.3");
+    let paths = correlate(vec![
+        event(1_000, ProbePoint::TcIngress, VETH_B, announcement.clone()),
+        event(2_000, ProbePoint::NetDevQueue, VETH, announcement.clone()),
+        event(3_000, ProbePoint::TcIngress, DOCKER1, announcement),
+    ]);
+    assert_eq!(paths.len(), 1);
+    let facts = facts(Some(&paths[0]), None);
+    let said = facts
+        .iter()
+        .find(|f| matches!(f, Fact::ArpAnnounced { .. }))
+        .unwrap_or_else(|| panic!("{facts:#?}"))
+        .sentence();
+    assert!(
+        said.starts_with("Gratuitous ARP: the owner of 172.20.0.3 announces"),
+        "{said}"
+    );
+    assert!(said.contains("up to the host through docker1"), "{said}");
+    assert!(
+        !facts
+            .iter()
+            .any(|f| matches!(f, Fact::NoReply | Fact::ArpAsked { .. })),
+        "not a question left unanswered: {facts:#?}"
+    );
+    assert_eq!(
+        crate::render::packet_summary(&paths[0].packet),
+        "arp announcement 172.20.0.3 (gratuitous)"
+    );
+}

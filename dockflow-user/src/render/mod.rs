@@ -127,6 +127,7 @@ impl Renderer {
 /// "udp 10.199.0.2:40000 -> 172.20.0.2:1812 ttl 63 id 10848 len 42"; ARP as tcpdump says it.
 pub fn packet_summary(p: &Packet) -> String {
     match p.arp {
+        Some(_) if p.src == p.dst => return format!("arp announcement {} (gratuitous)", p.src),
         Some(ArpOp::Request) => return format!("arp who-has {} tell {}", p.dst, p.src),
         Some(ArpOp::Reply) => return format!("arp reply {} is-at its MAC, to {}", p.src, p.dst),
         None => {}
