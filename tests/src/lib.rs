@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: the binaries `cargo xtask test` built, a serialising lock
 //! for tests that share the lab, and a running dockflow whose output the test reads.
 
+pub mod catalogue;
+
 use std::{
     io::{BufRead as _, BufReader, Read as _},
     path::PathBuf,

@@ -14,7 +14,14 @@ use crate::{
 };
 
 /// The end-to-end tests whose paths and rules differ between engines: they run on each.
-const PER_ENGINE: &[&str] = &["--test", "catalogue", "--test", "paths"];
+const PER_ENGINE: &[&str] = &[
+    "--test",
+    "catalogue",
+    "--test",
+    "engines",
+    "--test",
+    "paths",
+];
 
 pub fn run(engine: Option<Engine>, extra: &[String]) -> Result<()> {
     if !setup::is_root() {

@@ -17,18 +17,18 @@ pub struct Ruleset {
 }
 
 impl Ruleset {
+    /// The live ruleset, one table at a time: nft 1.0.6 leaves an ip6 table's NAT statements
+    /// out of a whole-ruleset listing (`dnat to [addr]:port` vanishes), not out of its table's.
     pub fn load() -> Result<Self> {
-        let out = std::process::Command::new("nft")
-            .args(["-a", "list", "ruleset"])
-            .output()
-            .context("running nft (is nftables installed?)")?;
-        if !out.status.success() {
-            bail!(
-                "nft list ruleset failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+        let tables = nft(&["list", "tables"])?;
+        let mut text = String::new();
+        for line in tables.lines() {
+            if let ["table", family, name] = line.split_whitespace().collect::<Vec<_>>()[..] {
+                // A table deleted since the list has nothing to name.
+                text.push_str(&nft(&["-a", "list", "table", family, name]).unwrap_or_default());
+            }
         }
-        Ok(Self::parse(&String::from_utf8_lossy(&out.stdout)))
+        Ok(Self::parse(&text))
     }
 
     pub fn parse(text: &str) -> Self {
@@ -73,6 +73,22 @@ impl Ruleset {
     pub fn hook(&self, chain: &ChainKey) -> Option<&(String, String)> {
         self.hooks.get(chain)
     }
+}
+
+/// What `nft ARGS` prints.
+fn nft(args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new("nft")
+        .args(args)
+        .output()
+        .context("running nft (is nftables installed?)")?;
+    if !out.status.success() {
+        bail!(
+            "nft {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// "counter packets 3 bytes 180 accept" -> "counter accept": counters change, rules do not.

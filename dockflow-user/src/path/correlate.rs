@@ -149,7 +149,9 @@ impl PacketKey {
 }
 
 struct OpenPacket {
-    key: PacketKey,
+    /// Every key it is indexed under: one, or for an IPv6 packet whose ports NAT rewrote,
+    /// one per port pair it showed.
+    keys: Vec<PacketKey>,
     skb_ids: Vec<u64>,
     last_ts: u64,
     events: Vec<Event>,
@@ -295,8 +297,41 @@ impl Correlator {
             let o = &self.open[id];
             event.ts_ns.abs_diff(o.last_ts) < SAME_PACKET_WINDOW_NS
                 && skb_compatible(o, key, event.skb_id)
-                && !answers(o, packet)
+                && !answers(o, event, packet)
         })
+    }
+
+    /// An IPv6 packet's key holds its ports (it has no IP id), so a NAT rewrite of a port
+    /// changes it: the event's conntrack tuples say which port pairs the packet may have shown
+    /// before, and a packet found under one of them is indexed under this key too.
+    fn continued_across_nat(
+        &mut self,
+        key: &PacketKey,
+        event: &Event,
+        packet: &Packet,
+    ) -> Option<u64> {
+        let ct = event.conntrack.as_ref().filter(|_| packet.src.is_ipv6())?;
+        let (o, r) = (&ct.original, &ct.reply);
+        let id = [
+            (o.sport, o.dport),
+            (r.sport, r.dport),
+            (o.sport, r.sport),
+            (r.dport, o.dport),
+        ]
+        .into_iter()
+        .map(|(a, b)| PacketKey {
+            ports: (a.min(b), a.max(b)),
+            ..key.clone()
+        })
+        .filter(|alt| alt != key)
+        .find_map(|alt| self.continued(&alt, event, packet))?;
+        self.by_key.entry(key.clone()).or_default().push_back(id);
+        self.open
+            .get_mut(&id)
+            .expect("open packet")
+            .keys
+            .push(key.clone());
+        Some(id)
     }
 
     /// Opens a packet for `key`, first making room under the limit.
@@ -316,7 +351,7 @@ impl Correlator {
         self.open.insert(
             id,
             OpenPacket {
-                key,
+                keys: vec![key],
                 skb_ids: Vec::new(),
                 last_ts: ts,
                 events: Vec::new(),
@@ -330,13 +365,15 @@ impl Correlator {
     fn close(&mut self, id: u64) -> OpenPacket {
         let packet = self.open.remove(&id).expect("open packet");
         self.by_idle.remove(&(packet.last_ts, id));
-        if let Some(ids) = self.by_key.get_mut(&packet.key) {
-            // Packets finish roughly in the order they opened: the id is at the front.
-            if let Some(at) = ids.iter().position(|i| *i == id) {
-                ids.remove(at);
-            }
-            if ids.is_empty() {
-                self.by_key.remove(&packet.key);
+        for key in &packet.keys {
+            if let Some(ids) = self.by_key.get_mut(key) {
+                // Packets finish roughly in the order they opened: the id is at the front.
+                if let Some(at) = ids.iter().position(|i| *i == id) {
+                    ids.remove(at);
+                }
+                if ids.is_empty() {
+                    self.by_key.remove(key);
+                }
             }
         }
         packet
@@ -357,7 +394,10 @@ impl Correlator {
         let Some(packet) = &event.packet else { return };
         let key = PacketKey::of(packet);
         let ts = event.ts_ns;
-        let id = match self.continued(&key, &event, packet) {
+        let found = self
+            .continued(&key, &event, packet)
+            .or_else(|| self.continued_across_nat(&key, &event, packet));
+        let id = match found {
             Some(id) => id,
             None => self.open_packet(key, ts),
         };
@@ -374,11 +414,27 @@ impl Correlator {
         let Some(packet) = &trace.packet else { return };
         let key = PacketKey::of(packet);
         let ts = trace.ts_ns;
+        // Of the recent packets with its key, the one that showed exactly these headers (a
+        // reply whose NAT was undone can share an IPv6 request's key), else the latest.
         let recent = self.by_key.get(&key).and_then(|ids| {
-            ids.iter()
+            let mut recent = ids
+                .iter()
                 .rev()
                 .copied()
-                .find(|id| ts.abs_diff(self.open[id].last_ts) < SAME_PACKET_WINDOW_NS)
+                .filter(|id| ts.abs_diff(self.open[id].last_ts) < SAME_PACKET_WINDOW_NS);
+            let latest = recent.next()?;
+            let showed = |id: &u64| {
+                self.open[id]
+                    .events
+                    .iter()
+                    .any(|e| e.packet.as_ref().is_some_and(|p| same_headers(p, packet)))
+            };
+            Some(
+                std::iter::once(latest)
+                    .chain(recent)
+                    .find(showed)
+                    .unwrap_or(latest),
+            )
         });
         // Trace messages can overtake the ring buffer: hold the rule until the events come.
         let id = recent.unwrap_or_else(|| self.open_packet(key, ts));
@@ -598,13 +654,28 @@ impl Correlator {
 /// Whether `packet` is the exact reverse of the open packet's latest headers: an answer to it,
 /// not the same packet further on (no NAT swaps both ends). Without this, an IPv6 echo (no IP
 /// id) whose reply reuses the request's freed buffer would be taken for one packet.
-fn answers(open: &OpenPacket, packet: &Packet) -> bool {
+fn answers(open: &OpenPacket, event: &Event, packet: &Packet) -> bool {
+    // conntrack knows: a packet keeps its direction, and NAT may have changed the addresses
+    // the comparison below looks at (an IPv6 reply, without an IP id to tell it apart).
+    let direction = |e: &Event| e.conntrack.as_ref().map(|c| c.direction);
+    if let (Some(now), Some(before)) = (
+        direction(event),
+        open.events.iter().rev().find_map(direction),
+    ) && now != before
+    {
+        return true;
+    }
     let Some(last) = open.events.last().and_then(|e| e.packet.as_ref()) else {
         return false;
     };
     last.src != last.dst
         && (packet.src, packet.sport, packet.dst, packet.dport)
             == (last.dst, last.dport, last.src, last.sport)
+}
+
+/// The same addresses and ports, the same way.
+fn same_headers(a: &Packet, b: &Packet) -> bool {
+    (a.src, a.sport, a.dst, a.dport) == (b.src, b.sport, b.dst, b.dport)
 }
 
 fn skb_compatible(open: &OpenPacket, key: &PacketKey, skb_id: Option<u64>) -> bool {

@@ -18,6 +18,8 @@ pub enum DockerDrop {
     DirectAccess,
     /// Into a network from outside it, to a port that is not published.
     UnpublishedPort,
+    /// Into or out of an `--internal` network: it has no way out and none in.
+    InternalNetwork,
 }
 
 impl DockerDrop {
@@ -32,7 +34,14 @@ impl DockerDrop {
         let to_container = path.ends.dst.is_some();
         let from_container = path.ends.src.is_some();
         if rule.chain.starts_with("DOCKER-ISOLATION") {
-            return Some(Self::NetworkIsolation);
+            // An internal network's rules name its own subnet: anything not from it (or not
+            // to it) is dropped at its bridge.
+            let internal = text.contains("saddr != ") || text.contains("daddr != ");
+            return Some(if internal {
+                Self::InternalNetwork
+            } else {
+                Self::NetworkIsolation
+            });
         }
         if text.contains("DROP DIRECT ACCESS") || (in_raw_prerouting && to_container) {
             // From a container on another Docker network: that is isolation, done here.
@@ -60,6 +69,7 @@ impl DockerDrop {
             DockerDrop::NetworkIsolation => "Docker's network isolation",
             DockerDrop::DirectAccess => "Docker's direct-access protection",
             DockerDrop::UnpublishedPort => "Docker's unpublished-port filter",
+            DockerDrop::InternalNetwork => "Docker's internal network",
         }
     }
 
@@ -71,6 +81,7 @@ impl DockerDrop {
             DockerDrop::DirectAccess => format!(
                 "This is Docker's protection of container addresses (Docker 28 and later): a packet addressed straight to {target}'s address is dropped unless it comes in through the container's own bridge, so that nothing from other hosts reaches a container except through a published port on the host's addresses. To allow it: publish the port (`-p`) and use the host's address; or give the network gateway mode `nat-unprotected` or `routed` (`-o com.docker.network.bridge.gateway_mode_ipv4=routed`); or name the host interface as trusted (`-o com.docker.network.bridge.trusted_host_interfaces=IF`); or set `\"allow-direct-routing\": true` in daemon.json."
             ),
+            DockerDrop::InternalNetwork => "This is an internal Docker network (`docker network create --internal`): Docker drops every packet that would leave it or enter it from elsewhere; only its own containers talk to each other. To reach the outside, connect the container to a second, non-internal network.".to_string(),
             DockerDrop::UnpublishedPort => format!(
                 "This is Docker's filter for {target}'s network: from outside the network, only its published ports are let in (`-p` when the container is created), or every port with gateway mode `nat-unprotected`."
             ),

@@ -1243,6 +1243,13 @@ fn docker_drops_are_told_by_what_they_protect_on_every_engine() {
         "oifname \"docker1\" counter drop",
     );
     assert_eq!(docker_drop(&facts), Some(DockerDrop::NetworkIsolation));
+    // An internal network's rule: anything not for its own subnet.
+    let (facts, _) = direct_access_facts(
+        "10.199.0.2",
+        ("filter", "DOCKER-ISOLATION-STAGE-1", Hook::Forward),
+        "oifname \"dfint0\" ip saddr != 10.218.10.0/24 counter drop",
+    );
+    assert_eq!(docker_drop(&facts), Some(DockerDrop::InternalNetwork));
     // A user's own rule is not Docker's.
     let (facts, _) = direct_access_facts(
         "10.199.0.2",
@@ -1324,4 +1331,70 @@ fn a_gratuitous_arp_is_an_announcement_that_expects_no_answer() {
         crate::render::packet_summary(&paths[0].packet),
         "arp announcement 172.20.0.3 (gratuitous)"
     );
+}
+
+#[test]
+fn an_ipv6_packet_stays_one_packet_when_nat66_rewrites_its_port() {
+    // [fd00:199::2]:40000 -> [fd00:199::1]:15353, DNATed to [fd00:213:5::10]:5353, and back.
+    let v6 = |src: &str, sport, dst: &str, dport| Packet {
+        ip_id: 0,
+        ..packet(src, sport, dst, dport, 0)
+    };
+    let before = v6("fd00:199::2", 40000, "fd00:199::1", 15353);
+    let after = v6("fd00:199::2", 40000, "fd00:213:5::10", 5353);
+    let reply = v6("fd00:213:5::10", 5353, "fd00:199::2", 40000);
+    let undone = v6("fd00:199::1", 15353, "fd00:199::2", 40000);
+    let ct = |state, direction| {
+        Some(Conntrack {
+            state,
+            direction,
+            status: CtStatus(CONFIRMED | CtStatus::DST_NAT),
+            original: tuple("fd00:199::2", 40000, "fd00:199::1", 15353),
+            reply: tuple("fd00:213:5::10", 5353, "fd00:199::2", 40000),
+        })
+    };
+    let paths = correlate(vec![
+        event(1_000, ProbePoint::NetifReceive, DFEXT0, before.clone()),
+        hook(
+            1_100,
+            Hook::Prerouting,
+            -101,
+            before,
+            ct(CtState::New, CtDirection::Original),
+            false,
+        ),
+        hook(
+            1_200,
+            Hook::Prerouting,
+            -99,
+            after.clone(),
+            ct(CtState::New, CtDirection::Original),
+            false,
+        ),
+        event(1_300, ProbePoint::TcEgress, VETH, after),
+        event(5_000, ProbePoint::TcIngress, VETH, reply.clone()),
+        hook(
+            5_100,
+            Hook::Postrouting,
+            99,
+            reply,
+            ct(CtState::Established, CtDirection::Reply),
+            false,
+        ),
+        hook(
+            5_200,
+            Hook::Postrouting,
+            101,
+            undone.clone(),
+            ct(CtState::Established, CtDirection::Reply),
+            false,
+        ),
+        event(5_300, ProbePoint::NetDevQueue, DFEXT0, undone),
+    ]);
+    assert_eq!(paths.len(), 2, "one request and one reply: {paths:#?}");
+    assert_eq!(paths[0].hops.len(), 4);
+    assert_eq!(paths[1].hops.len(), 4);
+    let facts = facts(Some(&paths[0]), Some(&paths[1]));
+    nat(&facts, NatKind::Dnat);
+    nat(&facts, NatKind::UndoDnat);
 }

@@ -47,7 +47,7 @@ impl Collector for Netfilter {
                     let Some(priority) = nf_slot_priority(*slot, hook) else {
                         continue;
                     };
-                    match bpf_sys::attach_netfilter(prog, pf, hook, priority) {
+                    match attach_slot(prog, pf, hook, *slot, priority) {
                         Ok(link) => {
                             attached.held.push(link);
                             links += 1;
@@ -69,6 +69,37 @@ impl Collector for Netfilter {
         }
         attached.held.extend(programs.into_iter().map(|(_, fd)| fd));
         attached
+    }
+}
+
+/// Attaches one slot. The kernel refuses a BPF hook at a priority any other hook of the family
+/// already holds: IPv6 conntrack confirms at LOCAL_IN at INT_MAX - 1 once anything on the host
+/// uses IPv6 conntrack (Docker with ip6tables on), so the first and last slots step inward
+/// past such a hook; they still run before (after) every rule chain.
+fn attach_slot(
+    prog: &OwnedFd,
+    pf: u8,
+    hook: u8,
+    slot: NfSlot,
+    priority: i32,
+) -> std::io::Result<OwnedFd> {
+    let step = match slot {
+        NfSlot::First => 1,
+        NfSlot::Last => -1,
+        NfSlot::BeforeNat | NfSlot::AfterNat | NfSlot::Entry => 0,
+    };
+    let mut at = priority;
+    loop {
+        match bpf_sys::attach_netfilter(prog, pf, hook, at) {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EBUSY)
+                    && step != 0
+                    && at.abs_diff(priority) < 4 =>
+            {
+                at += step;
+            }
+            result => return result,
+        }
     }
 }
 

@@ -1,0 +1,303 @@
+//! Paths whose story depends on the Docker engine and its settings, end to end on the
+//! catalogue's networks: direct access to a container's address (routed by 20.10, dropped by
+//! 28's raw-table rule), an IPv6 published port (NAT66 with ip6tables, docker-proxy from the
+//! host), gateway mode `routed`, an `--internal` network, and Docker 28's gratuitous ARP.
+//! `cargo xtask test` runs them on each engine; each test asserts what that engine does.
+
+use std::process::Command;
+
+use dockflow_lab::{lab, shell::run};
+use dockflow_tests::{catalogue::*, lab_bin, lab_lock};
+
+/// `client udp ADDR` from the lab's external namespace; whether an echo came back.
+fn from_outside(to: &str) -> bool {
+    lab::external_command(&lab_bin(), &["client", "udp", to])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[test]
+fn direct_access_to_a_container_address_is_told_as_each_engine_handles_it() {
+    let _lock = lab_lock();
+    let _catalogue = Catalogue::up();
+    let to = format!("{LEDGER}:{PORT}");
+    let engine = engine_major();
+    let lines = traced("ledger", || {
+        // 28 protects container addresses from other hosts; 20.10 lets a published port in.
+        assert_eq!(
+            from_outside(&to),
+            engine < 28,
+            "answered on Docker {engine}"
+        );
+    });
+    let request = request_from(&lines, &lab::EXTERNAL_ADDRESS.to_string(), PORT);
+    let steps = steps(&lines, request);
+    if engine >= 28 {
+        let drop = step(steps, "request", "dropped");
+        assert_eq!(drop["rule"]["table"], "raw", "{drop}");
+        assert_eq!(drop["rule"]["chain"], "PREROUTING", "{drop}");
+        let docker = step(steps, "request", "docker_rule");
+        assert_eq!(docker["why"], "direct_access", "{docker}");
+        assert_eq!(docker["container"], "ledger", "{docker}");
+        let text = docker["text"].as_str().unwrap();
+        assert!(
+            text.contains("allow-direct-routing") && text.contains("routed"),
+            "{text}"
+        );
+        assert!(!steps.iter().any(|s| s["kind"] == "no_reply"), "{steps:#?}");
+    } else {
+        assert_eq!(outcome(steps, "request").as_deref(), Some("routed"));
+        assert!(
+            !steps.iter().any(|s| s["kind"] == "nat"),
+            "no NAT either way: {steps:#?}"
+        );
+    }
+}
+
+/// The lab's external link with IPv6 addresses too, removed again when dropped.
+struct ExternalIpv6;
+
+const HOST6: &str = "fd00:199::1";
+const EXTERNAL6: &str = "fd00:199::2";
+
+impl ExternalIpv6 {
+    fn up() -> Self {
+        run(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{HOST6}/64"),
+                "dev",
+                lab::HOST_LINK,
+                "nodad",
+            ],
+        )
+        .unwrap();
+        let netns = ["netns", "exec", lab::EXTERNAL_NETNS, "ip"];
+        let ext = |args: &[&str]| run("ip", &[&netns[..], args].concat()).unwrap();
+        ext(&[
+            "addr",
+            "add",
+            &format!("{EXTERNAL6}/64"),
+            "dev",
+            lab::EXTERNAL_LINK,
+            "nodad",
+        ]);
+        ext(&["-6", "route", "add", "default", "via", HOST6]);
+        ExternalIpv6
+    }
+}
+
+impl Drop for ExternalIpv6 {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["addr", "del", &format!("{HOST6}/64"), "dev", lab::HOST_LINK])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "exec", lab::EXTERNAL_NETNS, "ip", "addr", "del"])
+            .args([&format!("{EXTERNAL6}/64"), "dev", lab::EXTERNAL_LINK])
+            .status();
+    }
+}
+
+#[test]
+fn an_ipv6_published_port_is_nated_from_outside_and_proxied_from_the_host() {
+    let _lock = lab_lock();
+    let _catalogue = Catalogue::up();
+    // Docker 27 and later write IPv6 NAT rules by default; 20.10 only with ip6tables and
+    // experimental on, which the seed's settings leave off.
+    if engine_major() < 27 {
+        // 20.10 with the seed's settings publishes no IPv6 port: nothing to tell.
+        eprintln!(
+            "engines: Docker {} has ip6tables off: no IPv6 published ports",
+            engine_major()
+        );
+        return;
+    }
+    let _link = ExternalIpv6::up();
+    let to = format!("[{HOST6}]:{PUBLISHED}");
+    let lines = traced("ledger", || {
+        assert!(from_outside(&to), "an answer over IPv6")
+    });
+    let request = request_from(&lines, EXTERNAL6, PUBLISHED);
+    let steps = steps(&lines, request);
+    let dnat = step(steps, "request", "nat");
+    assert_eq!(dnat["nat"], "dnat", "{dnat}");
+    assert_eq!(dnat["after"], format!("[{LEDGER6}]:{PORT}"));
+    assert_eq!(dnat["at"]["family"], "ipv6");
+    assert_eq!(outcome(steps, "request").as_deref(), Some("routed"));
+    let undo = step(steps, "reply", "nat");
+    assert_eq!(undo["nat"], "undo_dnat", "{undo}");
+    assert_eq!(undo["after"], format!("[{HOST6}]:{PUBLISHED}"));
+    // From the host's own loopback: docker-proxy on [::], relaying to ledger's IPv6 address.
+    if let Some(pid) = userland_proxy_for("::", PUBLISHED) {
+        let lines = traced("ledger", || {
+            from_host(&["udp", &format!("[::1]:{PUBLISHED}")])
+        });
+        assert_proxied(&lines, "::1", PUBLISHED, (GATEWAY6, LEDGER6, PORT), pid);
+    }
+}
+
+const ROUTED_NETWORK: &str = "dfroute";
+const ROUTED_SUBNET: &str = "10.217.9.0/24";
+const COURIER: &str = "10.217.9.10";
+
+#[test]
+fn a_routed_network_sends_its_containers_address_out_unmasqueraded() {
+    let _lock = lab_lock();
+    if engine_major() < 28 {
+        eprintln!("engines: gateway mode routed came with Docker 27");
+        return;
+    }
+    let _catalogue = Catalogue::up();
+    let _network = ExtraNetwork::create(
+        ROUTED_NETWORK,
+        ROUTED_SUBNET,
+        &["-o", "com.docker.network.bridge.gateway_mode_ipv4=routed"],
+        ("courier", COURIER),
+    );
+    let outside = OutsideEcho::start(5455);
+    let lines = traced("courier", || {
+        assert!(from_container("courier", &outside.address))
+    });
+    drop(outside);
+    let request = request_from(&lines, COURIER, 5455);
+    let steps = steps(&lines, request);
+    assert_eq!(outcome(steps, "request").as_deref(), Some("routed"));
+    assert!(
+        !steps.iter().any(|s| s["kind"] == "nat"),
+        "no masquerade either way: {steps:#?}"
+    );
+    let reply = reply_of(&lines, request);
+    assert_eq!(
+        reply["packet"]["dst"], COURIER,
+        "the reply comes back to the container's own address"
+    );
+}
+
+const INTERNAL_NETWORK: &str = "dfvault";
+const INTERNAL_SUBNET: &str = "10.218.10.0/24";
+const VAULT: &str = "10.218.10.10";
+
+#[test]
+fn an_internal_network_has_no_way_out_and_the_drop_says_so() {
+    let _lock = lab_lock();
+    let _catalogue = Catalogue::up();
+    let _network = ExtraNetwork::create(
+        INTERNAL_NETWORK,
+        INTERNAL_SUBNET,
+        &["--internal"],
+        ("vault", VAULT),
+    );
+    // Docker gives an internal network's containers no default route: give vault one, as a
+    // container with NET_ADMIN could, so that its packet reaches the host's rules.
+    let pid = run("docker", &["inspect", "-f", "{{.State.Pid}}", "vault"]).unwrap();
+    let gateway = INTERNAL_SUBNET.replace(".0/24", ".1");
+    run(
+        "nsenter",
+        &[
+            "-t",
+            pid.trim(),
+            "-n",
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            &gateway,
+        ],
+    )
+    .unwrap();
+    let outside = OutsideEcho::start(5456);
+    let lines = traced("vault", || {
+        assert!(!from_container("vault", &outside.address))
+    });
+    drop(outside);
+    let request = request_from(&lines, VAULT, 5456);
+    let steps = steps(&lines, request);
+    let drop = step(steps, "request", "dropped");
+    assert_eq!(drop["rule"]["verdict"], "drop", "{drop}");
+    let docker = step(steps, "request", "docker_rule");
+    assert_eq!(docker["why"], "internal_network", "{docker}");
+}
+
+#[test]
+fn a_new_endpoint_announced_by_gratuitous_arp_is_told_as_an_announcement() {
+    let _lock = lab_lock();
+    if engine_major() < 28 {
+        eprintln!(
+            "engines: Docker {} sends no gratuitous ARP for new endpoints",
+            engine_major()
+        );
+        return;
+    }
+    let _catalogue = Catalogue::up();
+    let newcomer = "10.213.5.40";
+    let lines = traced_network(NETWORK, || {
+        run_echo("clerk", NETWORK, newcomer, None, None);
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+    });
+    let announcement = lines
+        .iter()
+        .find(|l| {
+            l["type"] == "packet"
+                && l["packet"]["arp"].is_string()
+                && l["packet"]["src"] == newcomer
+                && l["packet"]["dst"] == newcomer
+        })
+        .unwrap_or_else(|| panic!("no announcement from {newcomer}: {lines:#?}"));
+    let steps = steps(&lines, announcement);
+    let announced = step(steps, "request", "arp_announced");
+    assert_eq!(announced["address"], newcomer);
+    assert!(
+        !steps
+            .iter()
+            .any(|s| s["kind"] == "no_reply" || s["kind"] == "arp_asked"),
+        "{steps:#?}"
+    );
+}
+
+/// A Docker network of its own with one echo container, both removed when dropped.
+struct ExtraNetwork(&'static str, &'static str);
+
+impl ExtraNetwork {
+    fn create(
+        name: &'static str,
+        subnet: &str,
+        options: &[&str],
+        (container, address): (&'static str, &str),
+    ) -> Self {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", container])
+            .output();
+        let _ = Command::new("docker")
+            .args(["network", "rm", name])
+            .output();
+        let label = format!("{}=1", lab::LABEL);
+        let bridge = format!("com.docker.network.bridge.name={name}0");
+        let args = [
+            &[
+                "network", "create", "--subnet", subnet, "-o", &bridge, "--label", &label,
+            ][..],
+            options,
+            &[name],
+        ]
+        .concat();
+        run("docker", &args).unwrap();
+        let network = ExtraNetwork(name, container);
+        run_echo(container, name, address, None, None);
+        network
+    }
+}
+
+impl Drop for ExtraNetwork {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", self.1]).output();
+        let _ = Command::new("docker")
+            .args(["network", "rm", self.0])
+            .output();
+    }
+}
