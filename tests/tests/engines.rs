@@ -1,7 +1,8 @@
 //! Paths whose story depends on the Docker engine and its settings, end to end on the
 //! catalogue's networks: direct access to a container's address (routed by 20.10, dropped by
 //! 28's raw-table rule), an IPv6 published port (NAT66 with ip6tables, docker-proxy from the
-//! host), gateway mode `routed`, an `--internal` network, and Docker 28's gratuitous ARP.
+//! host), gateway modes `routed` and `nat-unprotected`, an `--internal` network, and Docker 28's
+//! gratuitous ARP.
 //! `cargo xtask test` runs them on each engine; each test asserts what that engine does.
 
 use std::process::Command;
@@ -182,6 +183,42 @@ fn a_routed_network_sends_its_containers_address_out_unmasqueraded() {
         reply["packet"]["dst"], COURIER,
         "the reply comes back to the container's own address"
     );
+}
+
+const UNPROTECTED_NETWORK: &str = "dfkiosk";
+const UNPROTECTED_SUBNET: &str = "10.219.11.0/24";
+const KIOSK: &str = "10.219.11.10";
+
+#[test]
+fn a_nat_unprotected_network_lets_outside_hosts_reach_an_unpublished_port() {
+    let _lock = lab_lock();
+    if engine_major() < 28 {
+        eprintln!("engines: gateway mode nat-unprotected came with Docker 28");
+        return;
+    }
+    let _catalogue = Catalogue::up();
+    let _network = ExtraNetwork::create(
+        UNPROTECTED_NETWORK,
+        UNPROTECTED_SUBNET,
+        &[
+            "-o",
+            "com.docker.network.bridge.gateway_mode_ipv4=nat-unprotected",
+        ],
+        ("kiosk", KIOSK),
+    );
+    let to = format!("{KIOSK}:{PORT}");
+    // No port is published: in the default gateway mode (nat) this is dropped, as in the
+    // direct-access test above.
+    let lines = traced("kiosk", || {
+        assert!(from_outside(&to), "an answer from kiosk")
+    });
+    let request = request_from(&lines, &lab::EXTERNAL_ADDRESS.to_string(), PORT);
+    let steps = steps(&lines, request);
+    assert_eq!(outcome(steps, "request").as_deref(), Some("routed"));
+    for wrong in ["dropped", "docker_rule", "nat"] {
+        assert!(!steps.iter().any(|s| s["kind"] == wrong), "{steps:#?}");
+    }
+    assert_eq!(reply_of(&lines, request)["packet"]["src"], KIOSK);
 }
 
 const INTERNAL_NETWORK: &str = "dfvault";
