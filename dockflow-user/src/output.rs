@@ -2,7 +2,7 @@
 //! text or JSON out, either per event (--raw) or per packet with explanations.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     fs::File,
     io::{self, BufWriter, Write},
 };
@@ -74,6 +74,9 @@ pub struct Output<W: Write> {
     explainer: Explainer,
     /// Links the two connections of an exchange through dockerd's userland proxy.
     proxies: ProxyLinker,
+    /// With nftables tracing each flow's first packets only: the latest traced packet of each
+    /// (connection, direction), for the later ones that share its rules.
+    traced: Option<HashMap<(u64, Direction), u64>>,
     writer: W,
     /// The filter expression: packets (events with --raw) it does not match are left out.
     filter: Option<Filter>,
@@ -109,6 +112,7 @@ impl<W: Write> Output<W> {
             correlator: Correlator::with_limits(topology, limits),
             explainer: Explainer::with_limit(limits.connections),
             proxies: ProxyLinker::with_limit(limits.connections),
+            traced: None,
             writer,
             pcapng: None,
             filter: None,
@@ -128,6 +132,31 @@ impl<W: Write> Output<W> {
     /// The connections seen so far, with --summary.
     pub fn summary(&self) -> Option<&Summary> {
         self.summary.as_ref()
+    }
+
+    /// nftables traced each flow's first packets only (--trace-rules first): a later packet
+    /// says whose rules it shares.
+    pub fn with_shared_rules(mut self, on: bool) -> Self {
+        self.traced = on.then(HashMap::new);
+        self
+    }
+
+    /// Notes the packet's rules, or the earlier packet whose rules it shares.
+    fn share_rules(&mut self, path: &mut PacketPath) {
+        let (Some(traced), Some(connection), Some(direction)) =
+            (&mut self.traced, path.connection, path.direction)
+        else {
+            return;
+        };
+        if !path.rules.is_empty() {
+            // Bounded like the other per-connection tables; a forgotten flow is traced anew.
+            if traced.len() >= self.max_connections.max(1) * 2 {
+                traced.clear();
+            }
+            traced.insert((connection, direction), path.id);
+        } else if path.packet.arp.is_none() {
+            path.rules_as = traced.get(&(connection, direction)).copied();
+        }
     }
 
     /// Keeps each connection's first request and reply for [`Output::svg`].
@@ -326,6 +355,7 @@ impl<W: Write> Output<W> {
         for mut path in paths {
             // Before the filter: a proxied exchange's legs are linked whichever is shown.
             self.proxies.annotate(&mut path, self.correlator.topology());
+            self.share_rules(&mut path);
             if let Some(filter) = &self.filter
                 && !filter.matches_events(path.hops.iter().map(|h| &h.event))
                 && !filter.matches_any([Form::of_packet(&path.packet)])
@@ -396,5 +426,72 @@ impl<W: Write> Output<W> {
                 paths::explanation_block(explanation, &self.style)
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::path::tests_support::seed_paths;
+
+    #[test]
+    fn a_later_untraced_packet_shares_the_rules_of_its_flows_traced_one() {
+        let (topology, paths) = seed_paths();
+        let mut output = Output::new(
+            Mode::Paths,
+            true,
+            Style { color: false },
+            topology,
+            Vec::new(),
+        )
+        .with_shared_rules(true);
+        let mut first = paths[0].clone();
+        first.rules = vec![crate::model::RuleTrace {
+            ts_ns: 1,
+            trace_id: 1,
+            family: "ip".into(),
+            table: "nat".into(),
+            chain: "DOCKER".into(),
+            hook: None,
+            kind: crate::model::TraceKind::Rule,
+            handle: Some(14),
+            rule: Some("udp dport 1812 dnat to 172.20.0.2:1812".into()),
+            verdict: crate::model::Verdict::Accept,
+            packet: Some(first.packet.clone()),
+        }];
+        output.share_rules(&mut first);
+        assert_eq!(first.rules_as, None, "traced itself");
+        let mut later = paths[0].clone();
+        later.id = 7;
+        output.share_rules(&mut later);
+        assert_eq!(later.rules_as, Some(first.id));
+        let mut reply = paths[1].clone();
+        output.share_rules(&mut reply);
+        assert_eq!(
+            reply.rules_as, None,
+            "no traced packet in the reply's direction"
+        );
+        let block = paths::packet_block(
+            &later,
+            output.correlator.topology(),
+            &Style { color: false },
+        );
+        assert!(
+            block.contains(&format!("rules as packet {}", first.id)),
+            "{block}"
+        );
+        // Without --trace-rules first nothing is said.
+        let mut all = Output::new(
+            Mode::Paths,
+            true,
+            Style { color: false },
+            seed_paths().0,
+            Vec::new(),
+        );
+        all.share_rules(&mut first);
+        all.share_rules(&mut later.clone());
+        let mut again = paths[0].clone();
+        all.share_rules(&mut again);
+        assert_eq!(again.rules_as, None);
     }
 }

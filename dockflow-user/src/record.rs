@@ -70,6 +70,9 @@ pub struct Origin {
     /// The run's filter expression: the kernel kept only packets it might match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
+    /// --trace-rules of the run (absent in recordings of older versions: every packet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_rules: Option<crate::nftrace::TraceRules>,
 }
 
 /// Writes records to a file through one batch buffer: records are appended to memory as the

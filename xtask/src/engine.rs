@@ -194,6 +194,9 @@ fn start(engine: Engine) -> Result<()> {
     if !is_root() {
         bail!("no Docker daemon answers and starting one needs root");
     }
+    if engine == Engine::Current {
+        save_firewall()?;
+    }
     let log_path = engine.log();
     let log = fs::File::create(&log_path).with_context(|| format!("creating {log_path}"))?;
     let mut cmd = engine.command()?;
@@ -262,6 +265,9 @@ fn stop_recorded() -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     let _ = fs::remove_file(STARTED);
+    if engine == Engine::Current.name() {
+        restore_firewall()?;
+    }
     Ok(())
 }
 
@@ -281,6 +287,56 @@ pub fn switch(engine: Engine) -> Result<()> {
     }
     stop_recorded()?;
     start(engine)
+}
+
+/// Where the host's iptables state is kept while the current engine runs.
+const FIREWALL_BEFORE: &str = "/run/dockflow-firewall-before-current";
+/// The tables Docker's engines write, in both IP families.
+const DOCKER_TABLES: [&str; 4] = ["filter", "nat", "raw", "mangle"];
+
+/// Saves the host's iptables rules (both families) before the current engine starts: it turns
+/// ip6tables on and leaves chains, rules and an IPv6 FORWARD policy of drop behind when it
+/// stops, which Debian's engine (ip6tables off) never clears.
+fn save_firewall() -> Result<()> {
+    for (save, family) in [("iptables-save", "v4"), ("ip6tables-save", "v6")] {
+        let path = format!("{FIREWALL_BEFORE}.{family}");
+        // A run that never restored it kept the state from before: that one stays.
+        if Path::new(&path).exists() {
+            continue;
+        }
+        let rules = output(&mut Command::new(save))?;
+        fs::write(path, rules)?;
+    }
+    Ok(())
+}
+
+/// Puts back what [`save_firewall`] saved, once the current engine has stopped.
+fn restore_firewall() -> Result<()> {
+    for (restore, family, nft_family) in [
+        ("iptables-restore", "v4", "ip"),
+        ("ip6tables-restore", "v6", "ip6"),
+    ] {
+        let path = format!("{FIREWALL_BEFORE}.{family}");
+        let Ok(rules) = fs::read_to_string(&path) else {
+            continue;
+        };
+        for table in DOCKER_TABLES {
+            let _ = Command::new("nft")
+                .args(["delete", "table", nft_family, table])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let mut child = Command::new(restore)
+            .stdin(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("running {restore}"))?;
+        std::io::Write::write_all(&mut child.stdin.take().expect("piped"), rules.as_bytes())?;
+        if !child.wait()?.success() {
+            bail!("{restore} could not put back the rules saved in {path}");
+        }
+        fs::remove_file(&path)?;
+    }
+    Ok(())
 }
 
 /// Runs `work` with `engine` answering on the socket, then brings back the engine that ran

@@ -10,6 +10,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+use super::TraceRules;
 use crate::watch::Target;
 
 /// Every table of ours starts with this (older versions used it alone).
@@ -22,16 +23,23 @@ pub struct TraceTable {
     name: String,
     /// The IP protocols to mark (the filter expression's possible ones); None: all.
     protocols: Option<Vec<u8>>,
+    /// Every packet, or each flow's first ones.
+    mode: TraceRules,
 }
 
 impl TraceTable {
     /// Removes tables killed runs left, then creates ours for `target`. Returns the table and
     /// the names of the leftovers removed.
-    pub fn create(target: &Target, protocols: Option<Vec<u8>>) -> Result<(Self, Vec<String>)> {
+    pub fn create(
+        target: &Target,
+        protocols: Option<Vec<u8>>,
+        mode: TraceRules,
+    ) -> Result<(Self, Vec<String>)> {
         let removed = remove_leftovers();
         let table = Self {
             name: format!("{TABLE_PREFIX}_{}", std::process::id()),
             protocols,
+            mode,
         };
         // Dropped (the tables removed) if the script fails half way.
         table.update(target)?;
@@ -40,7 +48,7 @@ impl TraceTable {
 
     /// Creates the tables, or replaces their rules with `target`'s in one transaction.
     pub fn update(&self, target: &Target) -> Result<()> {
-        let mut script = script(&self.name, target, self.protocols.as_deref());
+        let mut script = script(&self.name, target, self.protocols.as_deref(), self.mode);
         for family in FAMILIES {
             // Declaring a table that exists is no error; flushing it empties its chains first.
             script.insert_str(
@@ -140,7 +148,9 @@ fn is_running_dockflow(pid: u32) -> bool {
 /// The nft script: in each family, [`chains`] at an early priority whose rules mark packets
 /// from/to the target's addresses or to/from its published ports, of `protocols` only when
 /// given (a filter expression can match no others, and tracing costs every packet marked).
-fn script(table: &str, target: &Target, protocols: Option<&[u8]>) -> String {
+/// With [`TraceRules::First`] a match goes through [`ONCE_CHAIN`] instead, which marks a flow's
+/// packet only when its key is not in the table's sets yet.
+fn script(table: &str, target: &Target, protocols: Option<&[u8]>, mode: TraceRules) -> String {
     let mut matches: Vec<String> = Vec::new();
     for address in &target.addresses {
         let ip = match address {
@@ -168,19 +178,69 @@ fn script(table: &str, target: &Target, protocols: Option<&[u8]>) -> String {
         }
         None => String::new(),
     };
+    let action = match mode {
+        TraceRules::First => format!("jump {ONCE_CHAIN}"),
+        TraceRules::All | TraceRules::None => "meta nftrace set 1".to_string(),
+    };
     let rules: String = matches
         .iter()
-        .map(|m| format!("    {only}{m} meta nftrace set 1\n"))
+        .map(|m| format!("    {only}{m} {action}\n"))
         .collect();
     let mut script = String::new();
     for family in FAMILIES {
         script.push_str(&format!("table {family} {table} {{\n"));
+        if mode == TraceRules::First {
+            script.push_str(&once_chain());
+        }
         for (chain, hook) in chains(family) {
             script.push_str(&format!("  chain {chain} {{\n    type filter hook {hook} priority -350; policy accept;\n{rules}  }}\n"));
         }
         script.push_str("}\n");
     }
     script
+}
+
+/// The chain a match jumps to with [`TraceRules::First`].
+const ONCE_CHAIN: &str = "dfonce";
+/// How long a flow's key stays in a set: its next packet after that is traced again, a sample.
+const SAMPLE_EVERY: &str = "1s";
+/// Keys a set holds at most; a flow past that is traced whole (an add that fails marks
+/// nothing, so the next rule marks it).
+const SET_SIZE: u32 = 65536;
+
+/// Sets of the flows traced recently, by their headers as this hook sees them (NAT may have
+/// rewritten them since an earlier hook: each hook's keys are its own), and the chain that
+/// marks a packet whose key is new. TCP keys hold the SYN, FIN and RST flags, so that a
+/// connection's opening, closing and reset are traced too. A packet of another protocol (ICMP,
+/// an error about any flow) is always marked. Both families' tables hold their own sets,
+/// each key added on the first packet either sees.
+fn once_chain() -> String {
+    let flags = "tcp flags & (fin | syn | rst)";
+    let mut sets = String::new();
+    let mut rules = String::new();
+    for (ip, proto, extra) in [
+        ("ip", "tcp", Some(flags)),
+        ("ip6", "tcp", Some(flags)),
+        ("ip", "udp", None),
+        ("ip6", "udp", None),
+    ] {
+        let name = format!("{proto}{}", if ip == "ip" { 4 } else { 6 });
+        let mut key = format!("{ip} saddr . {ip} daddr . th sport . th dport");
+        let mut typeof_key = key.clone();
+        if let Some(extra) = extra {
+            key.push_str(&format!(" . {extra}"));
+            typeof_key.push_str(" . tcp flags");
+        }
+        sets.push_str(&format!(
+            "  set {name} {{ typeof {typeof_key}; flags dynamic,timeout; timeout {SAMPLE_EVERY}; size {SET_SIZE}; }}\n"
+        ));
+        rules.push_str(&format!(
+            "    meta l4proto {proto} {key} != @{name} add @{name} {{ {key} }} meta nftrace set 1 return\n"
+        ));
+    }
+    format!(
+        "{sets}  chain {ONCE_CHAIN} {{\n{rules}    meta l4proto {{ tcp, udp }} return\n    meta nftrace set 1\n  }}\n"
+    )
 }
 
 /// Where a packet of the target's is marked first; the mark stays with the packet. inet:
@@ -217,7 +277,7 @@ mod tests {
             }],
             ..Target::default()
         };
-        let s = script("dockflow_trace_42", &target, None);
+        let s = script("dockflow_trace_42", &target, None, TraceRules::All);
         assert!(
             s.contains("table inet dockflow_trace_42 {")
                 && s.contains("table bridge dockflow_trace_42 {"),
@@ -248,12 +308,38 @@ mod tests {
     }
 
     #[test]
+    fn by_default_marks_a_flows_first_packets_through_the_once_chain() {
+        let target = Target {
+            addresses: vec!["172.20.0.2".parse().unwrap()],
+            ..Target::default()
+        };
+        let s = script("dockflow_trace_42", &target, None, TraceRules::First);
+        assert!(s.contains("    ip daddr 172.20.0.2 jump dfonce\n"), "{s}");
+        assert!(!s.contains("daddr 172.20.0.2 meta nftrace set 1"), "{s}");
+        assert_eq!(
+            s.matches("  chain dfonce {").count(),
+            2,
+            "in both families: {s}"
+        );
+        assert!(
+            s.contains("    meta l4proto udp ip saddr . ip daddr . th sport . th dport != @udp4 add @udp4 { ip saddr . ip daddr . th sport . th dport } meta nftrace set 1 return\n"),
+            "{s}"
+        );
+        assert!(s.contains("timeout 1s; size 65536;"), "{s}");
+    }
+
+    #[test]
     fn marks_only_the_protocols_a_filter_can_match() {
         let target = Target {
             addresses: vec!["172.20.0.2".parse().unwrap()],
             ..Target::default()
         };
-        let s = script("dockflow_trace_42", &target, Some(&[1, 17, 58]));
+        let s = script(
+            "dockflow_trace_42",
+            &target,
+            Some(&[1, 17, 58]),
+            TraceRules::All,
+        );
         assert!(
             s.contains("    meta l4proto { 1, 17, 58 } ip saddr 172.20.0.2 meta nftrace set 1\n"),
             "{s}"

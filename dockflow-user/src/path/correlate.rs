@@ -66,7 +66,7 @@ pub enum RewriteField {
     Destination,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// The connection's original direction (the request).
@@ -101,6 +101,10 @@ pub struct PacketPath {
     /// [`super::proxy::ProxyLinker`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy: Option<super::proxy::ProxyLeg>,
+    /// nftables traced only its flow's first packets (--trace-rules first): this one was not
+    /// traced, and shares the rules of this earlier packet of its connection and direction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules_as: Option<u64>,
 }
 
 impl PacketPath {
@@ -547,6 +551,7 @@ impl Correlator {
             rules,
             incomplete,
             proxy: None,
+            rules_as: None,
         }
     }
 

@@ -686,6 +686,7 @@ fn a_packet_known_only_from_the_nftables_trace_is_explained_without_hops() {
         rules: Vec::new(),
         incomplete: false,
         proxy: None,
+        rules_as: None,
     };
     let facts = facts(Some(&path), None);
     assert!(matches!(

@@ -53,6 +53,8 @@ pub struct LoadOptions {
     /// programs drop other IP protocols, look up the verdicts on the rest ([`Verdicts`]), and
     /// nftables marks only those protocols.
     pub expression: Option<Possible>,
+    /// Which packets nftables traces (--trace-rules).
+    pub trace_rules: crate::nftrace::TraceRules,
 }
 
 impl LoadOptions {
@@ -146,6 +148,7 @@ impl Family {
             Family::Bridge => Box::new(bridge::Bridge),
             Family::Nftables => Box::new(nftables::Nftables::marking(
                 options.expression.and_then(|e| e.ip_protocols()),
+                options.trace_rules,
             )),
         }
     }

@@ -6,7 +6,7 @@ use aya::Ebpf;
 
 use super::{Attached, Collector, Family, ProbeError};
 use crate::{
-    nftrace::{TraceBatch, TraceSocket, TraceTable, Tracer},
+    nftrace::{TraceBatch, TraceRules, TraceSocket, TraceTable, Tracer},
     watch::Target,
 };
 
@@ -19,13 +19,16 @@ pub struct Nftables {
     traces: Option<RuleTraces>,
     /// The IP protocols to mark; None: all.
     protocols: Option<Vec<u8>>,
+    mode: TraceRules,
 }
 
 impl Nftables {
-    /// Marks only packets of `protocols` (those a filter expression may match), or all.
-    pub fn marking(protocols: Option<Vec<u8>>) -> Self {
+    /// Marks only packets of `protocols` (those a filter expression may match), or all, and
+    /// of those every packet or each flow's first ones (`mode`).
+    pub fn marking(protocols: Option<Vec<u8>>, mode: TraceRules) -> Self {
         Self {
             protocols,
+            mode,
             ..Self::default()
         }
     }
@@ -50,8 +53,10 @@ impl Collector for Nftables {
         }
         // The reader first: a table marking packets nobody reads would only cost the host.
         let reader = TraceSocket::open().and_then(|socket| Ok(socket.spawn_reader(Tracer::new()?)));
-        let started = reader
-            .and_then(|traces| Ok((traces, TraceTable::create(target, self.protocols.clone())?)));
+        let started = reader.and_then(|traces| {
+            let table = TraceTable::create(target, self.protocols.clone(), self.mode)?;
+            Ok((traces, table))
+        });
         match started {
             Ok((traces, (table, removed))) => {
                 if !removed.is_empty() {

@@ -95,6 +95,12 @@ pub fn packet_block(path: &PacketPath, topology: &Topology, style: &Style) -> St
             let _ = writeln!(out, "        {line}");
         }
     }
+    if let Some(earlier) = path.rules_as {
+        let _ = writeln!(
+            out,
+            "  nft   rules as packet {earlier} (each flow's first packets are traced: --trace-rules first)"
+        );
+    }
     out
 }
 

@@ -14,7 +14,7 @@ use dockflow::{
     filter::Filter,
     follow::Follower,
     kernel::{self, btf::KernelBtf, monotonic_now},
-    nftrace::TraceBatch,
+    nftrace::{TraceBatch, TraceRules},
     output::Output,
     pcapng,
     probes::{LoadOptions, ProbeError, Probes, RuleTraces, Verdicts},
@@ -49,6 +49,7 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
         debug_kernel: cli.debug_kernel,
         snaplen,
         expression: filter.as_ref().map(Filter::possible),
+        trace_rules: cli.trace_rules,
     };
     let origin = Origin {
         networks: target.networks.clone(),
@@ -60,8 +61,9 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
             .as_secs(),
         snaplen,
         filter: cli.filter_text(),
+        trace_rules: Some(cli.trace_rules),
     };
-    let mut probes = Probes::attach(&target, &offsets, &cli.probes, options)?;
+    let mut probes = Probes::attach(&target, &offsets, &cli.families(), options)?;
     report_attachments(&probes, &target);
     let mut rule_traces = probes.take_rule_traces();
     let recorder = match &cli.record {
@@ -83,7 +85,9 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
         .clone()
         .map(|filter| probes.take_verdicts(filter))
         .transpose()?;
-    let mut output = cli.output(topology, filter);
+    let mut output = cli
+        .output(topology, filter)
+        .with_shared_rules(cli.trace_rules == TraceRules::First);
     if let Some(pcapng) = cli.pcapng(&target.label, &origin)? {
         output = output.with_pcapng(pcapng);
     }

@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 use dockflow::{
     filter::Filter,
+    nftrace::TraceRules,
     record::{ReadError, Record, Replay},
 };
 
@@ -39,7 +40,9 @@ pub fn run(cli: &Cli, path: &Path, filter: Option<Filter>) -> Result<()> {
         }
         (None, None) => None,
     };
-    let mut output = cli.output(header.topology.clone(), filter);
+    let mut output = cli
+        .output(header.topology.clone(), filter)
+        .with_shared_rules(header.origin.trace_rules == Some(TraceRules::First));
     if let Some(pcapng) = cli.pcapng(&header.target, &header.origin)? {
         output = output.with_pcapng(pcapng);
     }
