@@ -185,11 +185,12 @@ fn measure(dockflow: &Path, responder: &Path) -> Result<()> {
 const ROUNDS_NETWORK: usize = 8;
 
 /// Bulk TCP to `proxy` with dockflow following `--network infranet` (proxy among the targets:
-/// every packet is emitted and shown) against `--container radius` (every packet filtered out
-/// in the kernel) and against two filter expressions that leave the bulk connection out:
-/// `tcp port 9` (after its first packets, the kernel drops its events by the verdict userspace
-/// stored) and `udp` (the kernel drops every TCP packet from its first hop by protocol), each
-/// against runs without dockflow, in the same rounds' scheme.
+/// every packet is emitted and shown) in each --trace-rules mode (first, the default: nftables
+/// traces the flow's first packets; all: every packet; none: no nftables trace), against
+/// `--container radius` (every packet filtered out in the kernel) and against a filter
+/// expression that leaves the bulk connection out, `udp` (the kernel drops every TCP packet
+/// from its first hop by protocol), each against runs without dockflow, in the same rounds'
+/// scheme.
 fn network(dockflow: &Path, responder: &Path) -> Result<()> {
     let proxy = lab::service("proxy")?;
     let to = format!("{}:{}", lab::HOST_ADDRESS, proxy.port);
@@ -213,8 +214,12 @@ fn network(dockflow: &Path, responder: &Path) -> Result<()> {
         ("--container radius:", &["--container", "radius"][..]),
         ("--network infranet:", &[network.as_str()][..]),
         (
-            "--network infranet 'tcp port 9':",
-            &[network.as_str(), "tcp port 9"][..],
+            "--network infranet --trace-rules all:",
+            &[network.as_str(), "--trace-rules", "all"][..],
+        ),
+        (
+            "--network infranet --trace-rules none:",
+            &[network.as_str(), "--trace-rules", "none"][..],
         ),
         ("--network infranet udp:", &[network.as_str(), "udp"][..]),
     ] {
@@ -226,7 +231,7 @@ fn network(dockflow: &Path, responder: &Path) -> Result<()> {
             Ok(rate)
         };
         let figures = throughput_rounds(ROUNDS_NETWORK, &bulk, &mut traced)?;
-        println!("network, {label:<33} {figures}; {lost} events lost");
+        println!("network, {label:<38} {figures}; {lost} events lost");
     }
     Ok(())
 }
