@@ -230,3 +230,19 @@ pub fn json_events(stdout: &str) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
         .collect()
 }
+
+/// Asserts that a replay printed the live run's lines, naming the first line that differs.
+pub fn assert_same_lines(replayed: &[serde_json::Value], live: &[serde_json::Value]) {
+    let first = replayed.iter().zip(live).position(|(r, l)| r != l);
+    if let Some(i) = first {
+        panic!(
+            "replay line {i} differs from the live run's:\nreplayed: {}\nlive:     {}",
+            replayed[i], live[i]
+        );
+    }
+    assert_eq!(
+        replayed.len(),
+        live.len(),
+        "replay printed another number of lines"
+    );
+}

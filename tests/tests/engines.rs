@@ -235,8 +235,9 @@ fn an_internal_network_has_no_way_out_and_the_drop_says_so() {
         &["--internal"],
         ("vault", VAULT),
     );
-    // Docker gives an internal network's containers no default route: give vault one, as a
-    // container with NET_ADMIN could, so that its packet reaches the host's rules.
+    // Docker 28 gives an internal network's containers no default route (20.10 does): give
+    // vault one, as a container with NET_ADMIN could, so that its packet reaches the host's
+    // rules.
     let pid = run("docker", &["inspect", "-f", "{{.State.Pid}}", "vault"]).unwrap();
     let gateway = INTERNAL_SUBNET.replace(".0/24", ".1");
     run(
@@ -247,7 +248,7 @@ fn an_internal_network_has_no_way_out_and_the_drop_says_so() {
             "-n",
             "ip",
             "route",
-            "add",
+            "replace",
             "default",
             "via",
             &gateway,

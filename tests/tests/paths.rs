@@ -6,7 +6,8 @@ use std::{process::Command, time::Duration};
 
 use dockflow_lab::lab;
 use dockflow_tests::{
-    Dockflow, IptablesRule, dockflow_bin, hop_kinds, json_events, lab_bin, lab_lock, packets,
+    Dockflow, IptablesRule, assert_same_lines, dockflow_bin, hop_kinds, json_events, lab_bin,
+    lab_lock, packets,
 };
 use serde_json::Value;
 
@@ -234,9 +235,9 @@ fn the_seed_request_is_routed_then_bridged_and_its_reply_bridged_then_routed() {
         "{}",
         String::from_utf8_lossy(&replayed.stderr)
     );
-    assert_eq!(
-        json_events(&String::from_utf8_lossy(&replayed.stdout)),
-        lines
+    assert_same_lines(
+        &json_events(&String::from_utf8_lossy(&replayed.stdout)),
+        &lines,
     );
     let _ = std::fs::remove_file(&record);
     lab::down().unwrap();

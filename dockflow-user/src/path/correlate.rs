@@ -656,9 +656,10 @@ impl Correlator {
     }
 }
 
-/// Whether `packet` is the exact reverse of the open packet's latest headers: an answer to it,
-/// not the same packet further on (no NAT swaps both ends). Without this, an IPv6 echo (no IP
-/// id) whose reply reuses the request's freed buffer would be taken for one packet.
+/// Whether `packet` cannot continue the open packet: it is the exact reverse of the open
+/// packet's latest headers (an answer to it: no NAT swaps both ends; without this, an IPv6 echo,
+/// no IP id, whose reply reuses the request's freed buffer would be taken for one packet), it
+/// goes the other conntrack direction, or it is another ARP frame.
 fn answers(open: &OpenPacket, event: &Event, packet: &Packet) -> bool {
     // conntrack knows: a packet keeps its direction, and NAT may have changed the addresses
     // the comparison below looks at (an IPv6 reply, without an IP id to tell it apart).
@@ -673,6 +674,11 @@ fn answers(open: &OpenPacket, event: &Event, packet: &Packet) -> bool {
     let Some(last) = open.events.last().and_then(|e| e.packet.as_ref()) else {
         return false;
     };
+    // Nothing rewrites an ARP frame: another sender or target is another frame (a host's
+    // question soon after a container's announcement has the same key).
+    if packet.arp.is_some() && !same_headers(last, packet) {
+        return true;
+    }
     last.src != last.dst
         && (packet.src, packet.sport, packet.dst, packet.dport)
             == (last.dst, last.dport, last.src, last.sport)

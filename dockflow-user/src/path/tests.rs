@@ -1399,3 +1399,19 @@ fn an_ipv6_packet_stays_one_packet_when_nat66_rewrites_its_port() {
     nat(&facts, NatKind::Dnat);
     nat(&facts, NatKind::UndoDnat);
 }
+
+#[test]
+fn the_hosts_arp_question_soon_after_an_announcement_is_another_frame() {
+    use crate::model::ArpOp;
+    let announcement = arp(ArpOp::Request, "172.20.0.2", "172.20.0.2");
+    let question = arp(ArpOp::Request, "172.20.0.1", "172.20.0.2");
+    let paths = correlate(vec![
+        event(1_000, ProbePoint::TcIngress, VETH, announcement.clone()),
+        event(2_000, ProbePoint::TcIngress, DOCKER1, announcement),
+        // 150 ms later, within the window one packet's events may span.
+        event(150_000_000, ProbePoint::TcEgress, DOCKER1, question.clone()),
+        event(150_001_000, ProbePoint::NetDevQueue, VETH, question),
+    ]);
+    assert_eq!(paths.len(), 2, "{paths:#?}");
+    assert!(paths.iter().all(|p| p.hops.len() == 2));
+}
