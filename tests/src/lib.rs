@@ -246,3 +246,13 @@ pub fn assert_same_lines(replayed: &[serde_json::Value], live: &[serde_json::Val
         "replay printed another number of lines"
     );
 }
+
+/// Waits up to 5 s for `condition` (something the kernel or Docker finishes after the command
+/// that asked for it returned), polling; panics naming `what` if it never holds.
+pub fn eventually(what: &str, condition: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use dockflow_lab::lab;
-use dockflow_tests::{lab_bin, lab_lock};
+use dockflow_tests::{eventually, lab_bin, lab_lock};
 
 fn docker(args: &[&str]) -> String {
     let out = Command::new("docker")
@@ -37,22 +37,20 @@ fn assert_nothing_left() {
         !String::from_utf8_lossy(&netns.stdout).contains(lab::EXTERNAL_NETNS),
         "namespace left"
     );
-    assert!(
-        !Command::new("ip")
-            .args(["link", "show", lab::HOST_LINK])
-            .status()
-            .unwrap()
-            .success(),
-        "host link left"
-    );
-    assert!(
-        !Command::new("ip")
-            .args(["link", "show", lab::BRIDGE])
-            .status()
-            .unwrap()
-            .success(),
-        "bridge left"
-    );
+    // Links go with their namespace and network, which the kernel may finish a moment later.
+    for (link, what) in [
+        (lab::HOST_LINK, "host link left"),
+        (lab::BRIDGE, "bridge left"),
+    ] {
+        eventually(what, || {
+            !Command::new("ip")
+                .args(["link", "show", link])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap()
+                .success()
+        });
+    }
 }
 
 #[test]

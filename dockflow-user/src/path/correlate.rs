@@ -679,7 +679,9 @@ fn answers(open: &OpenPacket, event: &Event, packet: &Packet) -> bool {
     if packet.arp.is_some() && !same_headers(last, packet) {
         return true;
     }
-    last.src != last.dst
+    // A packet to its own address and port is its own reverse; one from ::1:59424 to
+    // ::1:15353 is not, and its answer is the reverse.
+    (last.src, last.sport) != (last.dst, last.dport)
         && (packet.src, packet.sport, packet.dst, packet.dport)
             == (last.dst, last.dport, last.src, last.sport)
 }

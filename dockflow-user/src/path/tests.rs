@@ -1415,3 +1415,49 @@ fn the_hosts_arp_question_soon_after_an_announcement_is_another_frame() {
     assert_eq!(paths.len(), 2, "{paths:#?}");
     assert!(paths.iter().all(|p| p.hops.len() == 2));
 }
+
+#[test]
+fn an_ipv6_loopback_answer_is_not_taken_for_its_request() {
+    // ::1:59424 -> ::1:15353 and its answer: the same addresses, the same key (no IP id).
+    let v6 = |sport, dport| Packet {
+        ip_id: 0,
+        ..packet("::1", sport, "::1", dport, 0)
+    };
+    let paths = correlate(vec![
+        hook(
+            1_000,
+            Hook::Output,
+            i32::MIN + 1,
+            v6(59424, 15353),
+            None,
+            false,
+        ),
+        hook(
+            1_100,
+            Hook::Input,
+            i32::MAX - 1,
+            v6(59424, 15353),
+            None,
+            false,
+        ),
+        // The answer's first hop comes before conntrack has named it.
+        hook(
+            50_000,
+            Hook::Output,
+            i32::MIN + 1,
+            v6(15353, 59424),
+            None,
+            false,
+        ),
+        hook(
+            50_100,
+            Hook::Input,
+            i32::MAX - 1,
+            v6(15353, 59424),
+            None,
+            false,
+        ),
+    ]);
+    assert_eq!(paths.len(), 2, "{paths:#?}");
+    assert_eq!(paths[0].hops.len(), 2);
+}
