@@ -204,6 +204,7 @@ fn start(engine: Engine) -> Result<()> {
         .stdout(log.try_clone()?)
         .stderr(log);
     // Its own session, so it survives this process and the terminal's signals.
+    // SAFETY: setsid is async-signal-safe, the one call allowed between fork and exec here.
     unsafe {
         cmd.pre_exec(|| {
             libc::setsid();
@@ -253,9 +254,11 @@ fn stop_recorded() -> Result<()> {
         return Ok(());
     };
     eprintln!("engine: stopping the {engine} Docker engine (pid {pid})");
+    // SAFETY: a plain syscall on the pid setup recorded and checked to be a dockerd.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let started = Instant::now();
     // When this process started it, it is our child: reap it, or it lingers as a zombie.
+    // SAFETY: waitpid with a null status pointer writes nothing.
     while unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) } == 0
         || Path::new(&format!("/proc/{pid}")).exists()
     {
