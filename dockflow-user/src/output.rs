@@ -276,13 +276,16 @@ impl<W: Write> Output<W> {
             ),
             Mode::Raw => writeln!(
                 self.writer,
-                "nft {} {} {} {}: {} => {}",
-                trace.family,
-                trace.table,
-                trace.chain,
-                trace.kind,
-                trace.rule.as_deref().unwrap_or("-"),
-                trace.verdict
+                "{}",
+                crate::render::visible(&format!(
+                    "nft {} {} {} {}: {} => {}",
+                    trace.family,
+                    trace.table,
+                    trace.chain,
+                    trace.kind,
+                    trace.rule.as_deref().unwrap_or("-"),
+                    trace.verdict
+                ))
             ),
             Mode::Paths => {
                 self.correlator.push_trace(trace);

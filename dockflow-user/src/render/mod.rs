@@ -62,7 +62,7 @@ impl Renderer {
         out: &mut impl std::io::Write,
     ) -> std::io::Result<()> {
         if !self.json {
-            return writeln!(out, "{}", self.render(event));
+            return writeln!(out, "{}", visible(&self.render(event)));
         }
         // The interface name goes in as the first member, spliced before the event's own.
         self.scratch.clear();
@@ -122,6 +122,25 @@ impl Renderer {
             nf.priority.map_or_else(String::new, priority_words),
         )
     }
+}
+
+/// Text from outside dockflow (nft rule text and comments, container, network and interface
+/// names) as a terminal may show it: control characters (an ESC sequence in a rule's comment,
+/// say) made visible as escapes instead of reaching the terminal. JSON escapes them itself.
+pub fn visible(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// "udp 10.199.0.2:40000 -> 172.20.0.2:1812 ttl 63 id 10848 len 42"; ARP as tcpdump says it.
@@ -288,5 +307,51 @@ mod tests {
     #[test]
     fn tcp_flags_are_named() {
         assert_eq!(tcp_flag_names(0x12), "SYN,ACK");
+    }
+}
+
+#[cfg(test)]
+mod visible_tests {
+    use super::*;
+    use crate::path::tests_support::seed_paths;
+
+    /// An nft rule whose comment holds an ESC sequence, and a container name with one: the
+    /// text output shows escapes, never the raw control characters; JSON keeps them escaped.
+    #[test]
+    fn text_from_outside_reaches_the_terminal_with_control_characters_made_visible() {
+        assert_eq!(visible("plain"), "plain");
+        assert_eq!(visible("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
+        let (topology, mut paths) = seed_paths();
+        let request = &mut paths[0];
+        request.ends.dst = Some("evil\u{1b}]0;owned\u{7}".into());
+        request.rules = vec![crate::model::RuleTrace {
+            ts_ns: 1_150,
+            trace_id: 1,
+            family: "ip".into(),
+            table: "nat".into(),
+            chain: "DOCKER".into(),
+            hook: Some(crate::model::Hook::Prerouting),
+            kind: crate::model::TraceKind::Rule,
+            handle: Some(14),
+            rule: Some("udp dport 1812 dnat to 172.20.0.2:1812 comment \"\u{1b}[31mred\"".into()),
+            verdict: crate::model::Verdict::Accept,
+            packet: Some(request.packet.clone()),
+        }];
+        let plain = Style { color: false };
+        let block = paths::packet_block(request, &topology, &plain);
+        assert!(
+            !block.contains('\u{1b}') && !block.contains('\u{7}'),
+            "{block:?}"
+        );
+        assert!(block.contains("comment \"\\u{1b}[31mred\""), "{block}");
+        let explanation = crate::path::explain::explain(1, Some(request), None);
+        let told = paths::explanation_block(&explanation, &plain);
+        assert!(!told.contains('\u{1b}'), "{told:?}");
+        assert!(told.contains("\\u{1b}[31mred"), "{told}");
+        let json = serde_json::to_string(&*request).unwrap();
+        assert!(
+            !json.contains('\u{1b}') && json.contains("\\u001b[31mred"),
+            "{json}"
+        );
     }
 }

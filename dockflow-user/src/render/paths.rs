@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Style, packet_summary};
+use super::{Style, packet_summary, visible};
 use crate::{
     model::{RuleTrace, TraceKind, Verdict, priority_words, topology::Topology},
     path::{
@@ -59,11 +59,11 @@ pub fn packet_block(path: &PacketPath, topology: &Topology, style: &Style) -> St
     let _ = writeln!(
         out,
         "{}",
-        style.bold(&format!(
+        style.bold(&visible(&format!(
             "packet {} · {}{ends}{role}{proxy}{incomplete}",
             path.id,
             packet_summary(&path.packet)
-        ))
+        )))
     );
     let rule_at = rules::placed(&path.rules, &path.hops, &path.packet);
     let mut start = 0;
@@ -143,11 +143,12 @@ fn rule_line(rule: &RuleTrace, style: &Style) -> Option<String> {
         (TraceKind::Rule, None) => format!("rule {}", rule.handle.unwrap_or(0)),
     };
     Some(format!(
-        "{} {what}  => {}",
-        style.dim(&format!(
+        "{} {}  => {}",
+        style.dim(&visible(&format!(
             "nft {} {} {}:",
             rule.family, rule.table, rule.chain
-        )),
+        ))),
+        visible(&what),
         style.verdict(&rule.verdict)
     ))
 }
@@ -161,7 +162,7 @@ pub fn explanation_block(explanation: &Explanation, style: &Style) -> String {
         ))
     );
     for (i, step) in explanation.steps.iter().enumerate() {
-        let _ = writeln!(out, "  {}. {}", i + 1, step.text);
+        let _ = writeln!(out, "  {}. {}", i + 1, visible(&step.text));
     }
     out
 }
@@ -262,6 +263,7 @@ fn group_line(group: &[Hop], topology: &Topology, style: &Style) -> String {
             },
         ),
     };
+    let place = visible(&place);
     let mut line = format!(
         "{}  {label:<17} {place:<26} {detail}",
         style.layer(first.layer)

@@ -1,5 +1,6 @@
 //! The --summary table: one line per connection, columns padded to their widest cell.
 
+use super::visible;
 use crate::path::summary::Summary;
 
 const HEADERS: [&str; 6] = ["conn", "client", "server", "service", "path", "packets"];
@@ -10,13 +11,13 @@ pub fn table(summary: &Summary) -> String {
         .map(|r| {
             [
                 r.connection.to_string(),
-                r.client.clone(),
-                r.server.clone(),
+                visible(&r.client).into_owned(),
+                visible(&r.server).into_owned(),
                 r.service.clone(),
                 if r.path.is_empty() {
                     "(not explained yet)".into()
                 } else {
-                    r.path.clone()
+                    visible(&r.path).into_owned()
                 },
                 format!("{} -> / {} <-", r.requests, r.replies),
             ]

@@ -315,8 +315,11 @@ fn shorten(text: &str, max: usize) -> String {
 }
 
 /// Text for SVG: the five characters XML reserves.
+/// XML's reserved characters as entities, and control characters (which XML 1.0 does not allow
+/// at all) made visible as escapes.
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
+    super::visible(text)
+        .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
@@ -401,5 +404,6 @@ mod tests {
     #[test]
     fn escapes_what_xml_reserves() {
         assert_eq!(escape("a<b & \"c\">"), "a&lt;b &amp; &quot;c&quot;&gt;");
+        assert_eq!(escape("x\u{1b}[31m"), "x\\u{1b}[31m");
     }
 }
