@@ -194,6 +194,12 @@ fn loaded_programs() -> Vec<String> {
         .args(["prog", "show"])
         .output()
         .expect("running bpftool");
+    // A bpftool that fails lists nothing: that must not read as "nothing left".
+    assert!(
+        out.status.success(),
+        "bpftool prog show failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "name").nth(1))
