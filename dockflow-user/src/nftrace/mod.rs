@@ -14,8 +14,8 @@ mod trace;
 pub use table::TraceTable;
 
 /// Which packets nftables traces (--trace-rules). Tracing costs the kernel a netlink message
-/// per rule evaluated per packet marked, so a busy flow traced whole runs at a third of its
-/// speed; its first packets tell the rules that decide it.
+/// per rule evaluated per packet marked, for every packet of a busy flow traced whole; its
+/// first packets tell the rules that decide it.
 #[derive(
     Clone,
     Copy,

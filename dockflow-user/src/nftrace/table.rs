@@ -204,8 +204,8 @@ fn script(table: &str, target: &Target, protocols: Option<&[u8]>, mode: TraceRul
 const ONCE_CHAIN: &str = "dfonce";
 /// How long a flow's key stays in a set: its next packet after that is traced again, a sample.
 const SAMPLE_EVERY: &str = "1s";
-/// Keys a set holds at most; a flow past that is traced whole (an add that fails marks
-/// nothing, so the next rule marks it).
+/// Keys a set holds at most; a flow past that is traced whole (the mark comes before the add,
+/// and an add to a full set ends the rule before its `return`).
 const SET_SIZE: u32 = 65536;
 
 /// Sets of the flows traced recently, by their headers as this hook sees them (NAT may have
@@ -235,7 +235,7 @@ fn once_chain() -> String {
             "  set {name} {{ typeof {typeof_key}; flags dynamic,timeout; timeout {SAMPLE_EVERY}; size {SET_SIZE}; }}\n"
         ));
         rules.push_str(&format!(
-            "    meta l4proto {proto} {key} != @{name} add @{name} {{ {key} }} meta nftrace set 1 return\n"
+            "    meta l4proto {proto} {key} != @{name} meta nftrace set 1 add @{name} {{ {key} }} return\n"
         ));
     }
     format!(
@@ -322,7 +322,7 @@ mod tests {
             "in both families: {s}"
         );
         assert!(
-            s.contains("    meta l4proto udp ip saddr . ip daddr . th sport . th dport != @udp4 add @udp4 { ip saddr . ip daddr . th sport . th dport } meta nftrace set 1 return\n"),
+            s.contains("    meta l4proto udp ip saddr . ip daddr . th sport . th dport != @udp4 meta nftrace set 1 add @udp4 { ip saddr . ip daddr . th sport . th dport } return\n"),
             "{s}"
         );
         assert!(s.contains("timeout 1s; size 65536;"), "{s}");

@@ -153,9 +153,10 @@ impl PacketKey {
 }
 
 struct OpenPacket {
-    /// Every key it is indexed under: one, or for an IPv6 packet whose ports NAT rewrote,
-    /// one per port pair it showed.
-    keys: Vec<PacketKey>,
+    key: PacketKey,
+    /// Further keys it is indexed under: an IPv6 packet whose ports NAT rewrote, one per
+    /// further port pair it showed (empty, so no allocation, for nearly every packet).
+    more_keys: Vec<PacketKey>,
     skb_ids: Vec<u64>,
     last_ts: u64,
     events: Vec<Event>,
@@ -301,7 +302,7 @@ impl Correlator {
             let o = &self.open[id];
             event.ts_ns.abs_diff(o.last_ts) < SAME_PACKET_WINDOW_NS
                 && skb_compatible(o, key, event.skb_id)
-                && !answers(o, event, packet)
+                && !cannot_continue(o, event, packet)
         })
     }
 
@@ -333,7 +334,7 @@ impl Correlator {
         self.open
             .get_mut(&id)
             .expect("open packet")
-            .keys
+            .more_keys
             .push(key.clone());
         Some(id)
     }
@@ -355,7 +356,8 @@ impl Correlator {
         self.open.insert(
             id,
             OpenPacket {
-                keys: vec![key],
+                key,
+                more_keys: Vec::new(),
                 skb_ids: Vec::new(),
                 last_ts: ts,
                 events: Vec::new(),
@@ -369,7 +371,7 @@ impl Correlator {
     fn close(&mut self, id: u64) -> OpenPacket {
         let packet = self.open.remove(&id).expect("open packet");
         self.by_idle.remove(&(packet.last_ts, id));
-        for key in &packet.keys {
+        for key in std::iter::once(&packet.key).chain(&packet.more_keys) {
             if let Some(ids) = self.by_key.get_mut(key) {
                 // Packets finish roughly in the order they opened: the id is at the front.
                 if let Some(at) = ids.iter().position(|i| *i == id) {
@@ -660,7 +662,7 @@ impl Correlator {
 /// packet's latest headers (an answer to it: no NAT swaps both ends; without this, an IPv6 echo,
 /// no IP id, whose reply reuses the request's freed buffer would be taken for one packet), it
 /// goes the other conntrack direction, or it is another ARP frame.
-fn answers(open: &OpenPacket, event: &Event, packet: &Packet) -> bool {
+fn cannot_continue(open: &OpenPacket, event: &Event, packet: &Packet) -> bool {
     // conntrack knows: a packet keeps its direction, and NAT may have changed the addresses
     // the comparison below looks at (an IPv6 reply, without an IP id to tell it apart).
     let direction = |e: &Event| e.conntrack.as_ref().map(|c| c.direction);
