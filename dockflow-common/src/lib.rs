@@ -14,7 +14,7 @@ pub const LOST_MAP: &str = "LOST";
 pub const TARGETS_MAP: &str = "TARGETS";
 /// Switches userspace flips after attaching ([`Settings`], one entry).
 pub const SETTINGS_MAP: &str = "SETTINGS";
-/// Reply tuples of the target's NATed connections ([`CtTuple`] -> [`TUPLE_REPLY`]), learned
+/// Reply tuples of the target's NATed connections ([`CtTuple`] -> [`TUPLE_LEARNED`]), learned
 /// by the kernel.
 pub const REPLY_TUPLES_MAP: &str = "REPLY_TUPLES";
 /// How many connections [`REPLY_TUPLES_MAP`] remembers at most (least recently used go first).
@@ -38,13 +38,9 @@ pub struct Settings {
 pub const TUPLE_FLAGS_MAP: &str = "TUPLE_FLAGS";
 pub const TUPLE_FLAG_REPLY: u32 = 0;
 pub const TUPLE_FLAG_HIDDEN: u32 = 1;
-/// The value stored with a tuple: which direction of its connection it is (how conntrack is
-/// asked about it), and whether the key is that tuple turned around ([`TUPLE_INVERTED`]: what
-/// a packet looks like after NAT rewrote it, e.g. a request after DNAT is the reply tuple's
-/// reverse).
-pub const TUPLE_ORIGINAL: u8 = 1;
-pub const TUPLE_REPLY: u8 = 2;
-pub const TUPLE_INVERTED: u8 = 4;
+/// The value of a [`REPLY_TUPLES_MAP`] entry (both tuple maps hold u64 values, so that
+/// userspace handles them alike).
+pub const TUPLE_LEARNED: u64 = 1;
 
 impl CtTuple {
     /// Turns the tuple around: the connection seen from its other end (in place, so the kernel
@@ -58,10 +54,10 @@ impl CtTuple {
 /// Per conntrack entry (its address), how many of its packets the kernel has seen
 /// ([`ConnectionPackets`]), for --per-connection.
 pub const CONNECTION_PACKETS_MAP: &str = "CONN_PACKETS";
-/// The tuples of connections at their --per-connection limit, both directions and their
-/// reverses ([`CtTuple`] with `family` set -> [`TUPLE_ORIGINAL`] or [`TUPLE_REPLY`], with
-/// [`TUPLE_INVERTED`] for the reverses), so that hops without a conntrack entry (tc, device
-/// hops, before conntrack or after NAT) are held back too.
+/// The tuples of connections past their --per-connection limit, both directions and their
+/// reverses ([`CtTuple`] with `family` set -> the connection's key in
+/// [`CONNECTION_PACKETS_MAP`]), so that every hop, whatever NAT made of the headers and whether
+/// conntrack has run yet, finds the connection's count from the headers alone.
 pub const HIDDEN_TUPLES_MAP: &str = "HIDDEN_TUPLES";
 /// The filter expression's verdicts on connections, by every form their packets take
 /// ([`CtTuple`] with `family` set -> [`VERDICT_MATCHES`] or [`VERDICT_LEFT_OUT`]). Userspace
@@ -96,11 +92,30 @@ pub struct ConnectionPackets {
     pub original_source: u64,
     pub original_ports: u32,
     pub packets: u32,
+    /// When the last sample past the limit was shown (or the limit was passed).
+    pub sampled_at_ns: u64,
+    /// What was decided for `last_packet`: [`PACKET_SHOWN`], [`PACKET_SAMPLED`] or
+    /// [`PACKET_HELD`], so every later hop of the same packet takes the same decision.
+    pub last_decision: u32,
+    pub _pad: u32,
 }
+
+/// A packet within its connection's first --per-connection packets: shown.
+pub const PACKET_SHOWN: u32 = 0;
+/// A packet past the limit shown as its connection's sample (its events carry
+/// [`SECTION_SAMPLE`]).
+pub const PACKET_SAMPLED: u32 = 1;
+/// A packet past the limit, only counted.
+pub const PACKET_HELD: u32 = 2;
+/// Past its --per-connection limit, a connection still shows one packet this often.
+pub const SAMPLE_INTERVAL_NS: u64 = 1_000_000_000;
 /// Name of the read-only global holding [`KernelOffsets`].
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 /// Name of the read-only global that turns the in-kernel filter on (1) or off (0).
 pub const FILTER_GLOBAL: &str = "FILTER";
+/// Name of the read-only global that makes every program return at once (1; the benchmark's
+/// floor) or work (0).
+pub const EMPTY_GLOBAL: &str = "EMPTY";
 /// Every program of ours starts with this, so leftovers can be found by name.
 pub const NAME_PREFIX: &str = "df_";
 
@@ -336,6 +351,9 @@ pub const SECTION_BYTES: u8 = 32;
 /// Those bytes start with an Ethernet header the program wrote (zero MACs, the IP version's
 /// ethertype): the skb had no MAC header (a packet the host itself sent, say).
 pub const SECTION_SYNTHETIC_ETHERNET: u8 = 64;
+/// The packet is past its connection's --per-connection limit and shown as its sample (one a
+/// second), or it is a drop of a packet held back until then.
+pub const SECTION_SAMPLE: u8 = 128;
 
 /// Name of the read-only global holding how many bytes of each packet to capture (--snaplen).
 pub const SNAPLEN_GLOBAL: &str = "SNAPLEN";

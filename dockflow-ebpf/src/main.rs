@@ -106,6 +106,17 @@ static SNAPLEN: u32 = 0;
 #[unsafe(no_mangle)]
 static FILTER: u32 = 0;
 
+/// 1: every program returns at once (the benchmark's floor: what attaching alone costs).
+#[unsafe(no_mangle)]
+static EMPTY: u32 = 0;
+
+/// Whether the programs were loaded empty; a load-time constant, so the verifier drops the
+/// rest of each program when they were.
+#[inline(always)]
+fn empty() -> bool {
+    unsafe { core::ptr::read_volatile(&EMPTY) != 0 }
+}
+
 /// Zeroes `slot` in place with 8-byte stores. A `Default` value would compile to byte-wise
 /// memset loops (BPF has no inline memset), which cost more than a whole filtered-out run.
 #[inline(always)]

@@ -25,7 +25,9 @@ macro_rules! netfilter_slot {
         #[unsafe(no_mangle)]
         #[unsafe(link_section = $section)]
         pub fn $name(ctx: *mut BpfNfCtx) -> i32 {
-            observe(ctx, $slot);
+            if !crate::empty() {
+                observe(ctx, $slot);
+            }
             NF_ACCEPT
         }
     };

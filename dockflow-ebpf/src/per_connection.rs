@@ -1,17 +1,27 @@
-//! --per-connection N: the first N packets of each connection are emitted in full; the rest
-//! are held back and only counted, so a busy connection costs the ring buffer little once it
-//! has been shown. A connection is its conntrack entry; a packet is an IPv4 id (or skb head)
-//! new to that entry. The device hops decide (see skb::observe); tc and hops without an entry
-//! go by the connection's stored tuples once it is past its limit.
+//! --per-connection N (default 64): the first N packets of each connection are emitted in
+//! full; after that one packet a second (a sample) and every TCP SYN, FIN or RST, and the rest
+//! are held back and only counted, so a busy connection costs the ring buffer and userspace
+//! almost nothing once it has been shown. A connection is its conntrack entry; a packet is an
+//! IPv4 id (or skb head) new to that entry.
+//!
+//! Two ways in, so that every probe of one packet takes the same decision:
+//! - below the limit, the device hops (which see the conntrack entry on the host's side) count
+//!   the connection's packets by entry (`count_by_entry`); the packet that passes the limit
+//!   stores the connection's four tuple forms in HIDDEN_TUPLES;
+//! - from then on every probe (netfilter, tc, device hops, before conntrack or after NAT) finds
+//!   the connection from the packet's headers alone (`decide_by_tuple`: two lookups, no kernel
+//!   reads, cheap enough for the netfilter programs' verifier). The first probe to see a new
+//!   packet decides for it; later probes of the same packet find the decision stored with it.
 
 use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
     macros::map,
     maps::{LruHashMap, PerCpuArray},
 };
 use dockflow_common::{
     ConnectionPackets, CtTuple, HIDDEN_EVENTS, HIDDEN_PACKETS, MAX_COUNTED_CONNECTIONS,
-    MAX_REPLY_TUPLES, PacketHeaders, TUPLE_FLAG_HIDDEN, TUPLE_INVERTED, TUPLE_ORIGINAL,
-    TUPLE_REPLY,
+    MAX_REPLY_TUPLES, PACKET_HELD, PACKET_SAMPLED, PACKET_SHOWN, PacketHeaders, SAMPLE_INTERVAL_NS,
+    TUPLE_FLAG_HIDDEN,
 };
 
 use crate::{
@@ -25,38 +35,113 @@ use crate::{
 static CONN_PACKETS: LruHashMap<u64, ConnectionPackets> =
     LruHashMap::with_max_entries(MAX_COUNTED_CONNECTIONS, 0);
 
+/// Tuple form -> the connection's conntrack entry (its key in CONN_PACKETS).
 #[map(name = "HIDDEN_TUPLES")]
-static HIDDEN_TUPLES: LruHashMap<CtTuple, u8> = LruHashMap::with_max_entries(MAX_REPLY_TUPLES, 0);
+static HIDDEN_TUPLES: LruHashMap<CtTuple, u64> = LruHashMap::with_max_entries(MAX_REPLY_TUPLES, 0);
 
 #[map(name = "HIDDEN")]
 static HIDDEN: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
 
-/// Whether this event of a wanted packet is held back: its connection (`ct`, 0 before
-/// conntrack) is past the limit. `head` is the skb's head (0 where unknown, as in tc).
+/// What happens to one event of a wanted packet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Show,
+    /// Shown as its connection's sample past the limit.
+    Sample,
+    Hold,
+}
+
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+
+/// The decision for this event of a wanted packet. `ct` is the conntrack entry (0 before
+/// conntrack); `head` the skb's head (0 where unknown, as in tc). `counts`: this probe may
+/// count packets by their conntrack entry (the device hops; see the module comment).
 #[inline(always)]
-pub fn holds_back(headers: Option<&PacketHeaders>, ct: u64, head: u64) -> bool {
+pub fn decide(headers: Option<&PacketHeaders>, ct: u64, head: u64, counts: bool) -> Decision {
     let Some(settings) = SETTINGS.get(0) else {
-        return false;
+        return Decision::Show;
     };
     let limit = unsafe { core::ptr::read_volatile(&settings.per_connection) };
     if limit == 0 {
-        return false;
+        return Decision::Show;
     }
-    let hidden = if ct == 0 {
-        tuple_flag_on(TUPLE_FLAG_HIDDEN)
-            && headers.is_some_and(|h| unsafe { HIDDEN_TUPLES.get(&tuple_of(h)) }.is_some())
-    } else {
-        past_limit(ct, head, limit, headers)
+    let Some(headers) = headers else {
+        return Decision::Show;
     };
-    if hidden {
-        count(HIDDEN_EVENTS);
+    // A connection's opening and closing are always shown.
+    if headers.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0 {
+        return Decision::Show;
     }
-    hidden
+    let packet = packet_id(headers, head);
+    match decide_by_tuple(headers, packet, limit) {
+        Some(decision) => decision,
+        None if counts && ct != 0 => count_by_entry(ct, packet, limit, headers),
+        None => Decision::Show,
+    }
 }
 
-/// Counts the packet if it is new to `ct`; true when the connection is past `limit`.
+/// Counts one event held back.
 #[inline(always)]
-fn past_limit(ct: u64, head: u64, limit: u32, headers: Option<&PacketHeaders>) -> bool {
+pub fn count_held_event() {
+    count(HIDDEN_EVENTS);
+}
+
+/// The IPv4 id names a packet along its whole way (NAT keeps it); the skb head may change (a
+/// copy, a reallocation), so it stands in only where there is no id. 0: unknown.
+#[inline(always)]
+fn packet_id(headers: &PacketHeaders, head: u64) -> u64 {
+    if headers.ip_id != 0 {
+        u64::from(headers.ip_id) | 1 << 63
+    } else {
+        head
+    }
+}
+
+/// For a connection past its limit (its tuples stored): the decision for this packet.
+#[inline(always)]
+fn decide_by_tuple(headers: &PacketHeaders, packet: u64, limit: u32) -> Option<Decision> {
+    if !tuple_flag_on(TUPLE_FLAG_HIDDEN) {
+        return None;
+    }
+    let ct = unsafe { HIDDEN_TUPLES.get(&tuple_of(headers)) }.copied()?;
+    let entry = unsafe { &mut *CONN_PACKETS.get_ptr_mut(&ct)? };
+    Some(next_packet(entry, packet, limit))
+}
+
+/// Counts `packet` if it is new to the connection and decides for it; an unknown packet (0)
+/// or one seen before takes the last decision.
+#[inline(always)]
+fn next_packet(entry: &mut ConnectionPackets, packet: u64, limit: u32) -> Decision {
+    if packet != 0 && entry.last_packet != packet {
+        entry.last_packet = packet;
+        entry.packets = entry.packets.saturating_add(1);
+        entry.last_decision = if entry.packets <= limit {
+            PACKET_SHOWN
+        } else {
+            let now = unsafe { bpf_ktime_get_ns() };
+            if now.wrapping_sub(entry.sampled_at_ns) >= SAMPLE_INTERVAL_NS {
+                entry.sampled_at_ns = now;
+                PACKET_SAMPLED
+            } else {
+                count(HIDDEN_PACKETS);
+                PACKET_HELD
+            }
+        };
+    }
+    match entry.last_decision {
+        PACKET_SHOWN => Decision::Show,
+        PACKET_SAMPLED => Decision::Sample,
+        _ => Decision::Hold,
+    }
+}
+
+/// Below the limit: counts the packet by the connection's conntrack entry; the packet that
+/// passes the limit stores the connection's tuples, so from then on [`decide_by_tuple`] finds
+/// it (the first sample comes a whole interval later).
+#[inline(always)]
+fn count_by_entry(ct: u64, packet: u64, limit: u32, headers: &PacketHeaders) -> Decision {
     // Who the entry belongs to, in two small reads (the stack is small on older kernels).
     let original = ct + offset!(ct_tuple_original) as u64;
     let source: u64 = kmem::read(original, offset!(tuple_src_addr)).unwrap_or(0);
@@ -68,67 +153,42 @@ fn past_limit(ct: u64, head: u64, limit: u32, headers: Option<&PacketHeaders>) -
     };
     if fresh {
         let start = ConnectionPackets {
-            last_packet: 0,
             original_source: source,
             original_ports: ports,
-            packets: 0,
+            ..ConnectionPackets::default()
         };
         let _ = CONN_PACKETS.insert(&ct, &start, 0);
     }
     let Some(entry) = CONN_PACKETS.get_ptr_mut(&ct) else {
-        return false;
+        return Decision::Show;
     };
     let entry = unsafe { &mut *entry };
-    // The IPv4 id names a packet along its whole way (NAT keeps it); the skb head may change
-    // (a copy, a reallocation), so it stands in only where there is no id.
-    let packet = match headers {
-        Some(h) if h.ip_id != 0 => u64::from(h.ip_id) | 1 << 63,
-        Some(_) => head,
-        // Without headers the packet cannot be told apart: decide by the count so far.
-        None => entry.last_packet,
-    };
-    if entry.last_packet != packet {
-        entry.last_packet = packet;
-        entry.packets = entry.packets.saturating_add(1);
-        if entry.packets > limit {
-            count(HIDDEN_PACKETS);
-        }
-        // The first packet held back: from here on, hops without an entry are held back too.
-        // (This packet's hops before conntrack were already emitted; userspace folds them.)
-        if entry.packets == limit + 1 {
-            hide_tuples(ct, headers);
-        }
+    if packet == 0 || entry.last_packet == packet || entry.packets < limit {
+        return next_packet(entry, packet, limit);
     }
-    entry.packets > limit
+    // The first packet past the limit: held back from here (its hops before this one were
+    // emitted; userspace folds them), and so are the connection's hops without an entry.
+    entry.last_packet = packet;
+    entry.packets = entry.packets.saturating_add(1);
+    entry.last_decision = PACKET_HELD;
+    entry.sampled_at_ns = unsafe { bpf_ktime_get_ns() };
+    count(HIDDEN_PACKETS);
+    hide_tuples(ct, headers.family);
+    Decision::Hold
 }
 
-/// Stores one tuple with its direction. The value goes through the stack: a constant's address
-/// would point into a read-only data section the netfilter programs' loader does not relocate
-/// the same way.
+/// Stores both tuples of `ct`'s connection and their reverses, each naming `ct`. One tuple
+/// buffer, turned around in place.
 #[inline(always)]
-fn store(tuple: &CtTuple, direction: u8) -> bool {
-    let value = unsafe { core::ptr::read_volatile(&direction) };
-    HIDDEN_TUPLES.insert(tuple, &value, 0).is_ok()
-}
-
-/// Stores both tuples of `ct`'s connection and their reverses, so that its hops without an
-/// entry are held back too. One tuple buffer, turned around in place.
-#[inline(always)]
-fn hide_tuples(ct: u64, headers: Option<&PacketHeaders>) {
-    let Some(family) = headers.map(|h| h.family) else {
-        return;
-    };
+fn hide_tuples(ct: u64, family: u8) {
     let mut stored = false;
     let mut tuple = CtTuple::default();
-    for (at, direction) in [
-        (offset!(ct_tuple_original), TUPLE_ORIGINAL),
-        (offset!(ct_tuple_reply), TUPLE_REPLY),
-    ] {
+    for at in [offset!(ct_tuple_original), offset!(ct_tuple_reply)] {
         kmem::read_tuple(ct + at as u64, &mut tuple);
         tuple.family = family;
-        stored |= store(&tuple, direction);
+        stored |= HIDDEN_TUPLES.insert(&tuple, &ct, 0).is_ok();
         tuple.invert();
-        stored |= store(&tuple, direction | TUPLE_INVERTED);
+        stored |= HIDDEN_TUPLES.insert(&tuple, &ct, 0).is_ok();
     }
     if stored {
         tuple_flag_set(TUPLE_FLAG_HIDDEN);

@@ -8,7 +8,7 @@
 
 use aya_ebpf::{macros::map, maps::LruHashMap};
 use dockflow_common::{
-    CtTuple, MAX_REPLY_TUPLES, NF_INET_POST_ROUTING, PacketHeaders, TUPLE_FLAG_REPLY, TUPLE_REPLY,
+    CtTuple, MAX_REPLY_TUPLES, NF_INET_POST_ROUTING, PacketHeaders, TUPLE_FLAG_REPLY, TUPLE_LEARNED,
 };
 
 use crate::{
@@ -17,7 +17,7 @@ use crate::{
 };
 
 #[map(name = "REPLY_TUPLES")]
-static REPLY_TUPLES: LruHashMap<CtTuple, u8> = LruHashMap::with_max_entries(MAX_REPLY_TUPLES, 0);
+static REPLY_TUPLES: LruHashMap<CtTuple, u64> = LruHashMap::with_max_entries(MAX_REPLY_TUPLES, 0);
 
 /// enum ip_conntrack_status: IPS_SRC_NAT_BIT 4.
 const IPS_SRC_NAT: u64 = 1 << 4;
@@ -42,9 +42,7 @@ pub fn learn(hook: u8, family: u8, nfct: u64) {
     if unsafe { REPLY_TUPLES.get(&key) }.is_some() {
         return;
     }
-    // The value through the stack (see per_connection::store).
-    let value = unsafe { core::ptr::read_volatile(&TUPLE_REPLY) };
-    if REPLY_TUPLES.insert(&key, &value, 0).is_ok() {
+    if REPLY_TUPLES.insert(&key, &TUPLE_LEARNED, 0).is_ok() {
         tuple_flag_set(TUPLE_FLAG_REPLY);
     }
 }

@@ -5,14 +5,16 @@
 use core::mem::MaybeUninit;
 
 use aya_ebpf::helpers::bpf_probe_read_kernel_buf;
-use dockflow_common::{PacketEvent, ProbePoint, SECTION_CONNTRACK, SECTION_PACKET, SECTION_SKB};
+use dockflow_common::{
+    PacketEvent, ProbePoint, SECTION_CONNTRACK, SECTION_PACKET, SECTION_SAMPLE, SECTION_SKB,
+};
 
 use crate::{
     capture::SkbBytes,
     emit, expression, filter,
     headers::{NetworkHeaderReader, parse_ip},
     kmem::{offset, read, read_tuple, trusted_field},
-    per_connection,
+    per_connection::{self, Decision},
 };
 
 /// How a probe reads fields of its `struct sk_buff`.
@@ -96,17 +98,23 @@ pub fn observe<S: SkbFields>(
     if !filter::wants(headers, ct) || !expression::keeps(headers) {
         return false;
     }
-    // --per-connection decides at the device hops (and tc), which carry the conntrack entry on
-    // the host's side: in the netfilter programs the same code makes the verifier's work
-    // explode past its limit, so their events of held-back packets still come (userspace
-    // folds them).
-    let decides = matches!(
+    // Below the --per-connection limit the device hops count packets (they carry the
+    // conntrack entry on the host's side; in the netfilter programs that code makes the
+    // verifier's work explode); past it every probe decides from the headers.
+    let counts = matches!(
         probe,
         ProbePoint::NetifReceive | ProbePoint::NetDevQueue | ProbePoint::KfreeSkb
     );
-    if decides && per_connection::holds_back(headers, ct, head) {
-        return false;
-    }
+    let sampled = match per_connection::decide(headers, ct, head, counts) {
+        Decision::Show => false,
+        Decision::Sample => true,
+        // A drop is always shown, even of a packet held back until then.
+        Decision::Hold if probe == ProbePoint::KfreeSkb => true,
+        Decision::Hold => {
+            per_connection::count_held_event();
+            return false;
+        }
+    };
     emit(probe, &SkbBytes(skb), |event| {
         if head != 0 {
             event.skb_id = head;
@@ -115,6 +123,9 @@ pub fn observe<S: SkbFields>(
         if let Some(headers) = headers {
             event.packet = *headers;
             event.sections |= SECTION_PACKET;
+        }
+        if sampled {
+            event.sections |= SECTION_SAMPLE;
         }
         conntrack(nfct, event);
         device(skb, event);
@@ -172,7 +183,7 @@ pub fn trusted_netns(skb: TrustedSkb) -> u32 {
 /// [`observe`] for an skb pointer a kprobe or tracepoint got.
 #[inline(always)]
 pub fn observe_untrusted(skb_ptr: u64, probe: ProbePoint, fill: impl FnOnce(&mut PacketEvent)) {
-    if skb_ptr != 0 {
+    if skb_ptr != 0 && !crate::empty() {
         observe(UntrustedSkb(skb_ptr), probe, fill);
     }
 }

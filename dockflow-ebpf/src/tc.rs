@@ -11,13 +11,13 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use aya_log_ebpf::debug;
-use dockflow_common::{FilterReason, ProbePoint, SECTION_PACKET};
+use dockflow_common::{FilterReason, ProbePoint, SECTION_PACKET, SECTION_SAMPLE};
 
 use crate::{
     capture::TcBytes,
     emit, expression, filter,
     headers::{NetworkHeaderReader, parse_ip},
-    per_connection,
+    per_connection::{self, Decision},
 };
 
 const ETH_HLEN: usize = 14;
@@ -81,6 +81,9 @@ fn ethertype_at(ctx: &TcContext, offset: usize) -> u16 {
 /// Emits one event for an IP frame; never changes the packet's fate.
 #[inline(always)]
 fn observe(ctx: &TcContext, probe: ProbePoint) -> i32 {
+    if crate::empty() {
+        return TC_ACT_UNSPEC;
+    }
     let mut network_offset = ETH_HLEN;
     let mut ethertype = ethertype_at(ctx, 12);
     if ethertype == ETH_P_8021Q {
@@ -103,7 +106,12 @@ fn observe(ctx: &TcContext, probe: ProbePoint) -> i32 {
     // tc sees no conntrack; on these interfaces the headers always show the target's addresses.
     let targeted = filter::wants(headers, 0);
     let wanted = targeted && expression::keeps(headers);
-    let held_back = wanted && per_connection::holds_back(headers, 0, 0);
+    let decision = if wanted {
+        per_connection::decide(headers, 0, 0, false)
+    } else {
+        Decision::Show
+    };
+    let held_back = decision == Decision::Hold;
     // --debug-kernel only: the level is a load-time constant, so the verifier drops this
     // (and the work of its arguments) from the program when kernel logging is off.
     debug!(
@@ -118,9 +126,14 @@ fn observe(ctx: &TcContext, probe: ProbePoint) -> i32 {
         } as u8,
         u8::from(held_back)
     );
-    if wanted && !held_back {
+    if held_back {
+        per_connection::count_held_event();
+    } else if wanted {
         emit(probe, &TcBytes(ctx), |event| {
             event.ifindex = ifindex;
+            if decision == Decision::Sample {
+                event.sections |= SECTION_SAMPLE;
+            }
             if let Some(headers) = headers {
                 event.packet = *headers;
                 event.sections |= SECTION_PACKET;

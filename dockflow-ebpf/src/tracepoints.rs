@@ -20,6 +20,9 @@ use crate::{
 /// TP_PROTO(struct sk_buff *skb, void *location, enum skb_drop_reason reason, ...)
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn df_kfree_skb(ctx: BtfTracePointContext) -> i32 {
+    if crate::empty() {
+        return 0;
+    }
     let reason = if offset!(kfree_skb_has_reason) != 0 {
         ctx.arg::<u64>(2) as u32
     } else {
@@ -56,6 +59,9 @@ pub fn df_dev_queue(ctx: BtfTracePointContext) -> i32 {
 /// shape.
 #[inline(always)]
 fn device_hop(skb_ptr: u64, probe: ProbePoint, transmit: bool) {
+    if crate::empty() {
+        return;
+    }
     let skb = TrustedSkb(skb_ptr);
     if !filter::watches_netns(skb::trusted_netns(skb)) {
         return;

@@ -385,6 +385,7 @@ mod tests {
                 wire_len: 74,
                 synthetic_ethernet: false,
             }),
+            sample: false,
         }
     }
 

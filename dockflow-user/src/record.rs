@@ -73,6 +73,9 @@ pub struct Origin {
     /// --trace-rules of the run (absent in recordings of older versions: every packet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_rules: Option<crate::nftrace::TraceRules>,
+    /// --per-connection of the run (absent: every packet, as in older versions' recordings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_connection: Option<u32>,
 }
 
 /// Writes records to a file through one batch buffer: records are appended to memory as the

@@ -126,6 +126,9 @@ fn bad_numbers_are_refused_by_the_parser_before_anything_attaches() {
         ["--ring-size", "3"],
         ["--max-open-packets", "0"],
         ["--max-connections", "-1"],
+        ["--per-connection", "0"],
+        ["--per-connection", "-2"],
+        ["--per-connection", "every"],
     ] {
         let out = Command::new(dockflow_bin())
             .args(["--iface", "lo"])

@@ -56,9 +56,12 @@ fn an_overflowing_run_marks_incomplete_packets_and_counts_what_it_lost() {
     lab::up(&lab_bin()).unwrap();
     let record = std::env::temp_dir().join(format!("dockflow-flood-{}.dfl", std::process::id()));
     // A 64 KiB ring buffer (about 330 events) cannot hold a 20,000 requests/s flood's bursts.
+    // Every packet: the flood is one connection.
     let dockflow = Dockflow::start(&[
         "--container",
         "syslog",
+        "--per-connection",
+        "all",
         "--ring-size",
         "64K",
         "--json",

@@ -14,7 +14,7 @@ use anyhow::{Result, bail};
 use dockflow_common::{
     AF_INET, AF_INET6, CtTuple, FAMILY_ARP, NFPROTO_IPV6, NfSlot, PACKET_EVENT_SIZE, PacketEvent,
     ProbePoint, SECTION_BYTES, SECTION_CONNTRACK, SECTION_DROP, SECTION_NETFILTER, SECTION_PACKET,
-    SECTION_SKB, SECTION_SYNTHETIC_ETHERNET, nf_slot_priority,
+    SECTION_SAMPLE, SECTION_SKB, SECTION_SYNTHETIC_ETHERNET, nf_slot_priority,
 };
 use serde::Serialize;
 
@@ -84,6 +84,7 @@ impl Decoder {
             } else {
                 None
             },
+            sample: has(SECTION_SAMPLE),
         })
     }
 

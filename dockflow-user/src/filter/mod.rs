@@ -565,6 +565,7 @@ mod tests {
             }),
             drop: None,
             capture: None,
+            sample: false,
         };
         let filter = |text: &str| Filter::parse(text).unwrap();
         // Its headers say 11812; its reply tuple (before the reverse NAT) says 1812.

@@ -36,6 +36,10 @@ pub struct Event {
     /// The packet's first bytes here (--snaplen); for capture files, not for the JSON stream.
     #[serde(skip)]
     pub capture: Option<Capture>,
+    /// The kernel showed this packet as its connection's sample past --per-connection (or it
+    /// is the drop of a packet held back until then).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sample: bool,
 }
 
 /// The first bytes of a packet as a probe saw them, Ethernet header first.

@@ -105,6 +105,11 @@ pub struct PacketPath {
     /// traced, and shares the rules of this earlier packet of its connection and direction.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rules_as: Option<u64>,
+    /// Past its connection's first --per-connection packets, the kernel showed it as the
+    /// connection's sample (one a second; the others only counted), or it is a drop of a
+    /// packet held back until then.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sample: bool,
 }
 
 impl PacketPath {
@@ -498,7 +503,8 @@ impl Correlator {
                 };
                 let count = self.shown.entry(connection).or_default();
                 *count += 1;
-                let keep = *count <= limit;
+                // The kernel's samples past the limit are shown; so are fragments before it.
+                let keep = *count <= limit || p.sample;
                 self.folded += u64::from(!keep);
                 keep
             })
@@ -541,6 +547,7 @@ impl Correlator {
             hops.last().map_or(0, |h| h.event.ts_ns),
         );
         let incomplete = !self.gaps.is_empty() && self.touches_gap(span.0, span.1);
+        let sample = hops.iter().any(|h| h.event.sample);
         self.incomplete += u64::from(incomplete);
         let ends = self.ends_of(&packet, &hops);
         PacketPath {
@@ -554,6 +561,7 @@ impl Correlator {
             incomplete,
             proxy: None,
             rules_as: None,
+            sample,
         }
     }
 

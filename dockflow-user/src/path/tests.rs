@@ -119,6 +119,7 @@ fn event(ts: u64, probe: ProbePoint, ifindex: u32, packet: Packet) -> Event {
         conntrack: None,
         drop: None,
         capture: None,
+        sample: false,
     }
 }
 
@@ -687,6 +688,7 @@ fn a_packet_known_only_from_the_nftables_trace_is_explained_without_hops() {
         incomplete: false,
         proxy: None,
         rules_as: None,
+        sample: false,
     };
     let facts = facts(Some(&path), None);
     assert!(matches!(
@@ -936,6 +938,46 @@ fn past_the_per_connection_limit_fragments_the_kernel_let_through_are_folded() {
     let shown = c.finish();
     assert_eq!(shown.len(), 2);
     assert_eq!(c.folded, 2);
+}
+
+#[test]
+fn past_the_per_connection_limit_the_kernels_sample_is_shown_and_marked() {
+    use super::correlate::Limits;
+    let mut c = Correlator::with_limits(
+        topology(),
+        Limits {
+            per_connection: Some(2),
+            ..Limits::default()
+        },
+    );
+    for i in 0..4u16 {
+        let mut hop = event(
+            u64::from(i) * 1_000,
+            ProbePoint::TcIngress,
+            VETH,
+            packet("10.0.0.1", 1000, "10.0.0.2", 2, i + 1),
+        );
+        // The fourth is the kernel's sample; the third a fragment it let through.
+        hop.sample = i == 3;
+        c.push(hop);
+    }
+    let shown = c.finish();
+    assert_eq!(shown.len(), 3);
+    assert_eq!(c.folded, 1);
+    assert!(shown[2].sample && !shown[1].sample);
+    let block = crate::render::paths::packet_block(&shown[2], &topology(), &Default::default());
+    assert!(
+        block.lines().next().unwrap().contains(" · sample: "),
+        "{block}"
+    );
+    let json = serde_json::to_value(&shown[2]).unwrap();
+    assert_eq!(json["sample"], true);
+    assert!(
+        serde_json::to_value(&shown[1])
+            .unwrap()
+            .get("sample")
+            .is_none()
+    );
 }
 
 /// A docker-proxy for 0.0.0.0:1812 and [::]:1812, relaying to radius (172.20.0.2:1812).

@@ -23,10 +23,11 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
 };
 use dockflow_common::{
-    EVENTS_MAP, EXPRESSION_GLOBAL, EXPRESSION_PROTOCOLS_GLOBAL, FILTER_GLOBAL, HIDDEN_EVENTS,
-    HIDDEN_MAP, HIDDEN_PACKETS, KernelOffsets, LOST_MAP, MAX_LARGE_TARGET, OFFSETS_GLOBAL,
-    PACKET_EVENT_SIZE, ProbePoint, SETTINGS_MAP, SNAPLEN_GLOBAL, Settings, TARGET_ADDRESSES_MAP,
-    TARGET_NETNS_MAP, TARGET_PORTS_MAP, TARGETS_MAP, TargetSet, port_key, snap_reserve,
+    EMPTY_GLOBAL, EVENTS_MAP, EXPRESSION_GLOBAL, EXPRESSION_PROTOCOLS_GLOBAL, FILTER_GLOBAL,
+    HIDDEN_EVENTS, HIDDEN_MAP, HIDDEN_PACKETS, KernelOffsets, LOST_MAP, MAX_LARGE_TARGET,
+    OFFSETS_GLOBAL, PACKET_EVENT_SIZE, ProbePoint, SETTINGS_MAP, SNAPLEN_GLOBAL, Settings,
+    TARGET_ADDRESSES_MAP, TARGET_NETNS_MAP, TARGET_PORTS_MAP, TARGETS_MAP, TargetSet, port_key,
+    snap_reserve,
 };
 
 pub use self::{nftables::RuleTraces, verdicts::Verdicts};
@@ -55,6 +56,8 @@ pub struct LoadOptions {
     pub expression: Option<Possible>,
     /// Which packets nftables traces (--trace-rules).
     pub trace_rules: crate::nftrace::TraceRules,
+    /// Every program returns at once (the benchmark's floor: attaching alone).
+    pub empty: bool,
 }
 
 impl LoadOptions {
@@ -203,6 +206,7 @@ impl Probes {
             .map_max_entries(EVENTS_MAP, options.ring_bytes)
             .override_global(OFFSETS_GLOBAL, offsets, true)
             .override_global(FILTER_GLOBAL, &filter, true)
+            .override_global(EMPTY_GLOBAL, &u32::from(options.empty), true)
             .override_global(SNAPLEN_GLOBAL, &options.snaplen, true)
             .override_global(
                 EXPRESSION_GLOBAL,

@@ -32,7 +32,7 @@ fn connection_exists(conntrack: &Conntrack, key: &CtTuple) -> bool {
 pub struct TupleMaps {
     flags: Array<MapData, u32>,
     /// Each map with its switch in `flags`.
-    maps: Vec<(u32, HashMap<MapData, CtTuple, u8>)>,
+    maps: Vec<(u32, HashMap<MapData, CtTuple, u64>)>,
     /// None where ctnetlink is unavailable: the maps' LRU order alone bounds them then.
     conntrack: Option<Conntrack>,
 }
@@ -66,7 +66,7 @@ impl TupleMaps {
             return Ok(());
         };
         for (flag, map) in &mut self.maps {
-            let stored: Vec<(CtTuple, u8)> = map.iter().filter_map(Result::ok).collect();
+            let stored: Vec<(CtTuple, u64)> = map.iter().filter_map(Result::ok).collect();
             if stored.is_empty() {
                 continue;
             }

@@ -234,6 +234,7 @@ mod tests {
             conntrack: None,
             drop: None,
             capture: None,
+            sample: false,
         }
     }
 

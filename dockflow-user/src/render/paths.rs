@@ -45,6 +45,11 @@ pub fn packet_block(path: &PacketPath, topology: &Topology, style: &Style) -> St
     let proxy = proxy_words(path)
         .map(|w| format!(" · {w}"))
         .unwrap_or_default();
+    let sample = if path.sample {
+        " · sample: past its connection's first packets one a second is shown (--per-connection)"
+    } else {
+        ""
+    };
     let incomplete = if path.incomplete {
         " · INCOMPLETE: events were lost on its way"
     } else {
@@ -60,7 +65,7 @@ pub fn packet_block(path: &PacketPath, topology: &Topology, style: &Style) -> St
         out,
         "{}",
         style.bold(&visible(&format!(
-            "packet {} · {}{ends}{role}{proxy}{incomplete}",
+            "packet {} · {}{ends}{role}{proxy}{sample}{incomplete}",
             path.id,
             packet_summary(&path.packet)
         )))

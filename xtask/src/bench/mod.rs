@@ -107,7 +107,8 @@ fn measure(dockflow: &Path, responder: &Path) -> Result<()> {
         for rate in DRAIN_RATES {
             let tracer = Tracer::start(
                 &dockflow,
-                &[&["--container", "radius"], args].concat(),
+                // Every packet: the flood is one connection.
+                &[&["--container", "radius", "--per-connection", "all"], args].concat(),
                 Stdio::null(),
                 false,
             )?;
@@ -169,10 +170,10 @@ fn measure(dockflow: &Path, responder: &Path) -> Result<()> {
             lost += tracer.stop()?.lost;
             Ok(rate)
         };
-        let figures = throughput_rounds(ROUNDS[i.min(ROUNDS.len() - 1)], &bulk, &mut traced)?;
+        let (figures, _) = throughput_rounds(ROUNDS[i.min(ROUNDS.len() - 1)], &bulk, &mut traced)?;
         println!("throughput, {label:<24} {figures}; {lost} events lost");
     }
-    let figures = throughput_rounds(ROUNDS_CONTROL, &bulk, &mut || bulk())?;
+    let (figures, _) = throughput_rounds(ROUNDS_CONTROL, &bulk, &mut || bulk())?;
     println!(
         "throughput, {:<24} {figures}",
         "control (nothing attached):"
@@ -184,13 +185,14 @@ fn measure(dockflow: &Path, responder: &Path) -> Result<()> {
 /// Rounds for the network comparison, per target.
 const ROUNDS_NETWORK: usize = 8;
 
-/// Bulk TCP to `proxy` with dockflow following `--network infranet` (proxy among the targets:
-/// every packet is emitted and shown) in each --trace-rules mode (first, the default: nftables
-/// traces the flow's first packets; all: every packet; none: no nftables trace), against
-/// `--container radius` (every packet filtered out in the kernel) and against a filter
+/// Bulk TCP to `proxy` with dockflow following `--network infranet` (proxy among the targets)
+/// against runs without dockflow, in the same rounds' scheme: first the floor, programs that
+/// return at once at the same attach points (`--empty-programs`, no nftables trace); then
+/// `--container radius` (every packet filtered out in the kernel); the default (the flow's
+/// first 64 packets in full, then one a second, nftables tracing each flow's first packets);
+/// the default without the nftables trace; every packet (`--per-connection all`); and a filter
 /// expression that leaves the bulk connection out, `udp` (the kernel drops every TCP packet
-/// from its first hop by protocol), each against runs without dockflow, in the same rounds'
-/// scheme.
+/// from its first hop by protocol). Each ratio is also given as a share of the floor's.
 fn network(dockflow: &Path, responder: &Path) -> Result<()> {
     let proxy = lab::service("proxy")?;
     let to = format!("{}:{}", lab::HOST_ADDRESS, proxy.port);
@@ -210,18 +212,24 @@ fn network(dockflow: &Path, responder: &Path) -> Result<()> {
         .context("parsing the bulk client's rate")
     };
     let network = format!("--network={}", lab::NETWORK);
+    let net = network.as_str();
+    let mut floor = None;
     for (label, args) in [
-        ("--container radius:", &["--container", "radius"][..]),
-        ("--network infranet:", &[network.as_str()][..]),
         (
-            "--network infranet --trace-rules all:",
-            &[network.as_str(), "--trace-rules", "all"][..],
+            "floor (empty programs, same attach points):",
+            &[net, "--empty-programs", "--trace-rules", "none"][..],
         ),
+        ("--container radius:", &["--container", "radius"][..]),
+        ("--network infranet (default):", &[net][..]),
         (
             "--network infranet --trace-rules none:",
-            &[network.as_str(), "--trace-rules", "none"][..],
+            &[net, "--trace-rules", "none"][..],
         ),
-        ("--network infranet udp:", &[network.as_str(), "udp"][..]),
+        (
+            "--network infranet --per-connection all:",
+            &[net, "--per-connection", "all"][..],
+        ),
+        ("--network infranet udp:", &[net, "udp"][..]),
     ] {
         let mut lost = 0;
         let mut traced = || -> Result<f64> {
@@ -230,8 +238,13 @@ fn network(dockflow: &Path, responder: &Path) -> Result<()> {
             lost += tracer.stop()?.lost;
             Ok(rate)
         };
-        let figures = throughput_rounds(ROUNDS_NETWORK, &bulk, &mut traced)?;
-        println!("network, {label:<38} {figures}; {lost} events lost");
+        let (figures, ratio) = throughput_rounds(ROUNDS_NETWORK, &bulk, &mut traced)?;
+        let of_floor = match floor {
+            Some(floor) => format!("; {:.3} of the floor", ratio / floor),
+            None => String::new(),
+        };
+        floor.get_or_insert(ratio);
+        println!("network, {label:<45} {figures}; {lost} events lost{of_floor}");
     }
     Ok(())
 }
@@ -306,12 +319,12 @@ fn df_program_stats() -> Result<std::collections::BTreeMap<String, (u64, u64)>> 
 }
 
 /// Rounds of without-with-with-without bulk runs; each round gives one ratio. Returns the
-/// figures as one line.
+/// figures as one line, and the median ratio.
 fn throughput_rounds(
     rounds: usize,
     without: &dyn Fn() -> Result<f64>,
     with: &mut dyn FnMut() -> Result<f64>,
-) -> Result<String> {
+) -> Result<(String, f64)> {
     let (mut ratios, mut rates_without, mut rates_with) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         let (a, b, c, d) = (without()?, with()?, with()?, without()?);
@@ -320,12 +333,13 @@ fn throughput_rounds(
         rates_with.extend([b, c]);
     }
     let (mean, half_width) = mean_and_interval(&ratios);
-    Ok(format!(
-        "ratio {:.3} (median of {rounds} rounds; mean {mean:.3} +- {half_width:.3}, 95%); without {:.2} Gbit/s, with {:.2} Gbit/s (medians)",
-        median(&mut ratios),
+    let ratio = median(&mut ratios);
+    let line = format!(
+        "ratio {ratio:.3} (median of {rounds} rounds; mean {mean:.3} +- {half_width:.3}, 95%); without {:.2} Gbit/s, with {:.2} Gbit/s (medians)",
         median(&mut rates_without) / 1e9,
         median(&mut rates_with) / 1e9,
-    ))
+    );
+    Ok((line, ratio))
 }
 
 /// The mean and the half-width of its 95% confidence interval (normal approximation; with few

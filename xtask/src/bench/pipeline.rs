@@ -106,7 +106,8 @@ pub(super) struct Live {
     pub(super) peak_kib: u64,
 }
 
-/// One flood while `dockflow ARGS` follows; its figures, taken just before it is stopped.
+/// One flood while `dockflow ARGS` follows, every packet of it (`--per-connection all`: the
+/// flood is one busy connection per socket); its figures, taken just before it is stopped.
 pub(super) fn live_flood(
     dockflow: &Path,
     responder: &Path,
@@ -114,7 +115,8 @@ pub(super) fn live_flood(
     to: &str,
     sockets: usize,
 ) -> Result<Live> {
-    let tracer = Tracer::start(dockflow, args, Stdio::null(), false)?;
+    let args = [args, &["--per-connection", "all"]].concat();
+    let tracer = Tracer::start(dockflow, &args, Stdio::null(), false)?;
     let flood = [
         "client",
         "udp-flood",

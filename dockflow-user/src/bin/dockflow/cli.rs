@@ -143,14 +143,17 @@ pub struct Cli {
     /// not overflow it.
     #[arg(long, default_value = "64", allow_negative_numbers = true, value_parser = parse_ring_size)]
     pub ring_size: u32,
-    /// Show the first N packets of each connection in full and only count the rest. Decided
-    /// in the kernel, so a busy connection costs the ring buffer nothing once it was shown.
-    #[arg(
-        long,
-        allow_negative_numbers = true,
-        value_parser = clap::value_parser!(u32).range(1..)
-    )]
-    pub per_connection: Option<u32>,
+    /// Show the first N packets of each connection in full; after that one packet a second
+    /// (marked "sample"), every TCP SYN, FIN or RST and every drop, and only count the rest.
+    /// Decided in the kernel, so following a busy connection costs little once it was shown
+    /// (every packet in full costs a bulk flow about half its throughput). `all`: every
+    /// packet.
+    #[arg(long, default_value = "64", value_parser = parse_packet_limit)]
+    pub per_connection: PacketLimit,
+    /// Benchmarks only: attach programs that return at once, to measure what attaching alone
+    /// costs (the floor every other figure is judged against). Shows nothing.
+    #[arg(long, hide = true)]
+    pub empty_programs: bool,
     /// Packets followed at once; past this the oldest is shown early (and counted). Each holds
     /// a few KiB while open.
     #[arg(
@@ -185,17 +188,24 @@ impl Cli {
             .collect()
     }
 
-    pub fn limits(&self) -> Limits {
+    /// The memory limits, and the packets per connection the kernel showed in full (live:
+    /// --per-connection; replay: the recording's).
+    pub fn limits(&self, per_connection: Option<u32>) -> Limits {
         Limits {
             open_packets: self.max_open_packets as usize,
             connections: self.max_connections as usize,
-            per_connection: self.per_connection,
+            per_connection,
         }
     }
 
     /// The consuming end: standard output, or nothing with --quiet (which still decodes when
     /// --pcapng needs the packets).
-    pub fn output(&self, topology: Topology, filter: Option<Filter>) -> Output<Box<dyn Write>> {
+    pub fn output(
+        &self,
+        topology: Topology,
+        filter: Option<Filter>,
+        per_connection: Option<u32>,
+    ) -> Output<Box<dyn Write>> {
         let writer: Box<dyn Write> = if self.quiet {
             Box::new(std::io::sink())
         } else {
@@ -210,7 +220,7 @@ impl Cli {
             Style::for_stdout(),
             topology,
             writer,
-            self.limits(),
+            self.limits(per_connection),
         )
         .with_filter(filter)
         .with_summary(self.summary)
@@ -252,6 +262,29 @@ impl Cli {
 
 /// --ring-size: MiB, or KiB with a K suffix ("256K"); a power of two from 4 KiB (a page) to
 /// 1 GiB. Returned in bytes.
+/// --per-connection: a number of packets, or none (`all`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PacketLimit(pub Option<u32>);
+
+impl PacketLimit {
+    /// The kernel's setting: 0 for all.
+    pub fn kernel(self) -> u32 {
+        self.0.unwrap_or(0)
+    }
+}
+
+fn parse_packet_limit(text: &str) -> Result<PacketLimit, String> {
+    if text == "all" {
+        return Ok(PacketLimit(None));
+    }
+    match text.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(PacketLimit(Some(n))),
+        _ => Err(format!(
+            "{text:?} is not a number of packets from 1 (or `all`)"
+        )),
+    }
+}
+
 fn parse_ring_size(text: &str) -> Result<u32, String> {
     let (number, unit) = match text.strip_suffix(['K', 'k']) {
         Some(kib) => (kib, 10),

@@ -45,11 +45,12 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
     let topology = watch::topology_of(&target)?;
     let options = LoadOptions {
         ring_bytes: cli.ring_size,
-        per_connection: cli.per_connection.unwrap_or(0),
+        per_connection: cli.per_connection.kernel(),
         debug_kernel: cli.debug_kernel,
         snaplen,
         expression: filter.as_ref().map(Filter::possible),
         trace_rules: cli.trace_rules,
+        empty: cli.empty_programs,
     };
     let origin = Origin {
         networks: target.networks.clone(),
@@ -62,6 +63,7 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
         snaplen,
         filter: cli.filter_text(),
         trace_rules: Some(cli.trace_rules),
+        per_connection: cli.per_connection.0,
     };
     let mut probes = Probes::attach(&target, &offsets, &cli.families(), options)?;
     report_attachments(&probes, &target);
@@ -86,7 +88,7 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
         .map(|filter| probes.take_verdicts(filter))
         .transpose()?;
     let mut output = cli
-        .output(topology, filter)
+        .output(topology, filter, cli.per_connection.0)
         .with_shared_rules(cli.trace_rules == TraceRules::First);
     if let Some(pcapng) = cli.pcapng(&target.label, &origin)? {
         output = output.with_pcapng(pcapng);
@@ -274,13 +276,13 @@ fn report_summary(
     let (held_events, held_packets) = probes.held_back();
     if held_packets > 0 || held_events > 0 {
         eprintln!(
-            "dockflow: {held_events} events held back in the kernel, of about {held_packets} packets past the first {} of their connection (--per-connection)",
-            cli.per_connection.unwrap_or(0)
+            "dockflow: {held_events} events held back in the kernel, of about {held_packets} packets past the first {} of their connection (--per-connection; `all` shows every packet)",
+            cli.per_connection.kernel()
         );
     }
     if output.folded() > 0 {
         eprintln!(
-            "dockflow: {} more packets of connections past --per-connection not shown (their netfilter hooks and nftables trace, which the kernel does not hold back)",
+            "dockflow: {} more packets of connections past --per-connection not shown (hops the kernel emitted before it could tell)",
             output.folded()
         );
     }

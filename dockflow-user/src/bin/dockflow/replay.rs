@@ -41,7 +41,11 @@ pub fn run(cli: &Cli, path: &Path, filter: Option<Filter>) -> Result<()> {
         (None, None) => None,
     };
     let mut output = cli
-        .output(header.topology.clone(), filter)
+        .output(
+            header.topology.clone(),
+            filter,
+            header.origin.per_connection,
+        )
         .with_shared_rules(header.origin.trace_rules == Some(TraceRules::First));
     if let Some(pcapng) = cli.pcapng(&header.target, &header.origin)? {
         output = output.with_pcapng(pcapng);
