@@ -208,6 +208,36 @@ fn loaded_programs() -> Vec<String> {
         .collect()
 }
 
+/// The values of a BPF map of ours, by name, read as little-endian u64s (bpftool).
+pub fn bpf_map_values(name: &str) -> Vec<u64> {
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "dump", "name", name])
+        .output()
+        .expect("running bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool map dump name {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let entries: Vec<serde_json::Value> =
+        serde_json::from_slice(&out.stdout).expect("bpftool's JSON");
+    entries
+        .iter()
+        .map(|entry| {
+            let bytes: Vec<u8> = entry["value"]
+                .as_array()
+                .unwrap_or_else(|| panic!("no value in {entry}"))
+                .iter()
+                .map(|b| {
+                    let hex = b.as_str().unwrap().trim_start_matches("0x");
+                    u8::from_str_radix(hex, 16).unwrap()
+                })
+                .collect();
+            u64::from_le_bytes(bytes.try_into().expect("an 8-byte value"))
+        })
+        .collect()
+}
+
 /// The packet objects among --json lines.
 pub fn packets(lines: &[serde_json::Value]) -> Vec<&serde_json::Value> {
     lines.iter().filter(|l| l["type"] == "packet").collect()

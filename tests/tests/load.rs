@@ -5,13 +5,25 @@
 use std::{process::Command, time::Duration};
 
 use dockflow_lab::lab;
-use dockflow_tests::{Dockflow, dockflow_bin, json_events, lab_bin, lab_lock};
+use dockflow_tests::{Dockflow, bpf_map_values, dockflow_bin, json_events, lab_bin, lab_lock};
 use serde_json::Value;
 
 /// Floods `syslog`'s published port from the external namespace (SECONDS at RATE requests a
 /// second, one client socket) while `dockflow` follows it; then stops it and returns its JSON
 /// lines and the stderr lines after startup.
 fn flood_syslog(dockflow: Dockflow, seconds: &str, rate: &str) -> (Vec<Value>, Vec<String>) {
+    send_flood(seconds, rate);
+    stop(dockflow)
+}
+
+fn stop(dockflow: Dockflow) -> (Vec<Value>, Vec<String>) {
+    let (ok, stdout, stderr) = dockflow.stop_with_stderr(libc::SIGINT);
+    assert!(ok, "{stderr:#?}");
+    (json_events(&stdout), stderr)
+}
+
+/// The flood of [`flood_syslog`], then half a second for its last events.
+fn send_flood(seconds: &str, rate: &str) {
     let syslog = lab::service("syslog").unwrap();
     let to = format!("{}:{}", lab::HOST_ADDRESS, syslog.port);
     let flood = lab::external_command(
@@ -30,9 +42,6 @@ fn flood_syslog(dockflow: Dockflow, seconds: &str, rate: &str) -> (Vec<Value>, V
     .unwrap();
     assert!(flood.status.success());
     std::thread::sleep(Duration::from_millis(500));
-    let (ok, stdout, stderr) = dockflow.stop_with_stderr(libc::SIGINT);
-    assert!(ok, "{stderr:#?}");
-    (json_events(&stdout), stderr)
 }
 
 /// The first number in the summary line that contains `marker`, e.g. "events not shown".
@@ -174,6 +183,52 @@ fn per_connection_shows_the_first_packets_and_the_kernel_holds_back_the_rest() {
         .collect();
     assert_eq!(exchange.len(), 3, "{exchange:#?}");
     // 37 packets past the limit, about 10 events each, held back in the kernel.
+    let held = number_before(&stderr, "held back in the kernel");
+    assert!(held >= 100, "{stderr:#?}");
+}
+
+#[test]
+fn past_the_limit_a_connection_shows_a_sample_a_second_and_its_tuples_name_its_entry() {
+    let _lock = lab_lock();
+    lab::up(&lab_bin()).unwrap();
+    let syslog = lab::service("syslog").unwrap();
+    let dockflow = Dockflow::start(&["--container", "syslog", "--per-connection", "3", "--json"]);
+    // 2.5 s of 20 datagrams a second from one socket, each echoed: 100 packets of one
+    // connection, past its limit from about 0.1 s on.
+    send_flood("2.5", "20");
+    // Every form the connection's packets take (before and after DNAT, either way) names
+    // the one conntrack entry whose count the kernel keeps.
+    let hidden = bpf_map_values("HIDDEN_TUPLES");
+    assert_eq!(hidden.len(), 4, "{hidden:x?}");
+    assert!(
+        hidden[0] != 0 && hidden.iter().all(|v| *v == hidden[0]),
+        "{hidden:x?}"
+    );
+    assert!(bpf_map_values("REPLY_TUPLES").iter().all(|v| *v == 1));
+    let (lines, stderr) = stop(dockflow);
+    let exchange: Vec<_> = lines
+        .iter()
+        .filter(|l| {
+            l["type"] == "packet"
+                && (l["packet"]["dport"] == syslog.port || l["packet"]["sport"] == syslog.port)
+        })
+        .collect();
+    let (samples, first): (Vec<_>, Vec<_>) = exchange.iter().partition(|p| p["sample"] == true);
+    assert_eq!(first.len(), 3, "{exchange:#?}");
+    // About one a second: at 1.1 s and 2.1 s after the limit, give or take the flood's end.
+    assert!((1..=3).contains(&samples.len()), "{samples:#?}");
+    for sample in &samples {
+        // A sample is shown whole: every hop, as the first packets were.
+        assert!(sample["hops"].as_array().unwrap().len() >= 3, "{sample:#}");
+    }
+    let times: Vec<u64> = samples
+        .iter()
+        .map(|p| p["hops"][0]["event"]["ts_ns"].as_u64().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|t| t[1] - t[0] >= 1_000_000_000),
+        "{times:?}"
+    );
     let held = number_before(&stderr, "held back in the kernel");
     assert!(held >= 100, "{stderr:#?}");
 }
