@@ -6,7 +6,8 @@ use std::{collections::BTreeSet, net::UdpSocket, path::Path, process::Command, t
 
 use dockflow_lab::{lab, shell::run};
 use dockflow_tests::{
-    Dockflow, catalogue::*, dockflow_bin, hop_kinds, json_events, lab_bin, lab_lock, packets,
+    Dockflow, bpf_map_values, catalogue::*, dockflow_bin, eventually, hop_kinds, json_events,
+    lab_bin, lab_lock, packets,
 };
 use serde_json::Value;
 
@@ -399,21 +400,16 @@ fn a_masqueraded_reply_is_shown_from_its_arrival_on_the_hosts_link() {
     assert_eq!(reply_start["origin"], "host_interface", "{steps:#?}");
 }
 
-/// Entries of the kernel's map of learned reply tuples, as bpftool dumps them.
-fn learned_reply_tuples() -> usize {
-    let dump = run("bpftool", &["map", "dump", "name", "REPLY_TUPLES"]).unwrap_or_default();
-    dump.lines().filter(|l| l.starts_with("key")).count()
-}
-
 #[test]
 fn a_learned_reply_tuple_is_forgotten_with_its_connection() {
     let _lock = lab_lock();
     let _catalogue = Catalogue::up();
     let outside = OutsideEcho::start(5455);
-    let (mut learned, mut forgotten) = (0, usize::MAX);
+    let mut learned = Vec::new();
     traced("ledger", || {
         assert!(from_container("ledger", &outside.address));
-        learned = learned_reply_tuples();
+        // The value the kernel wrote with it reads back as written.
+        learned = bpf_map_values("REPLY_TUPLES");
         // The connection ends (as if it timed out): conntrack deletes it.
         run(
             "conntrack",
@@ -428,12 +424,13 @@ fn a_learned_reply_tuple_is_forgotten_with_its_connection() {
             ],
         )
         .unwrap();
-        std::thread::sleep(Duration::from_millis(1500));
-        forgotten = learned_reply_tuples();
+        // Userspace asks conntrack about the tuples once a second.
+        eventually("the reply tuple is forgotten", || {
+            bpf_map_values("REPLY_TUPLES").is_empty()
+        });
     });
     drop(outside);
-    assert_eq!(learned, 1);
-    assert_eq!(forgotten, 0);
+    assert_eq!(learned, [1]);
 }
 
 #[test]

@@ -213,7 +213,8 @@ fn past_the_limit_a_connection_shows_a_sample_a_second_and_its_tuples_name_its_e
                 && (l["packet"]["dport"] == syslog.port || l["packet"]["sport"] == syslog.port)
         })
         .collect();
-    let (samples, first): (Vec<_>, Vec<_>) = exchange.iter().partition(|p| p["sample"] == true);
+    let (samples, first): (Vec<&Value>, Vec<&Value>) =
+        exchange.iter().copied().partition(|p| p["sample"] == true);
     assert_eq!(first.len(), 3, "{exchange:#?}");
     // About one a second: at 1.1 s and 2.1 s after the limit, give or take the flood's end.
     assert!((1..=3).contains(&samples.len()), "{samples:#?}");

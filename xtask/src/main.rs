@@ -53,6 +53,9 @@ enum Command {
     Bench {
         #[arg(value_enum, default_value = "all")]
         part: bench::Part,
+        /// How long the soak runs.
+        #[arg(long, default_value = "30")]
+        minutes: f64,
     },
     /// The stock-kernel probes (kprobes on the bridge functions) in a Debian kernel under qemu.
     Vmtest,
@@ -76,7 +79,7 @@ fn main() -> ExitCode {
         Command::Lab { command } => lab::run(command),
         Command::Demo { svg } => demo::run(svg),
         Command::Engine { engine } => setup::run().and_then(|()| engine::switch(engine)),
-        Command::Bench { part } => bench::run(part),
+        Command::Bench { part, minutes } => bench::run(part, minutes),
         Command::Vmtest => vmtest::run(),
         Command::Test { engine, args } => test::run(engine, &args),
     };

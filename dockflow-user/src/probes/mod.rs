@@ -144,7 +144,7 @@ pub enum Family {
 impl Family {
     fn collector(self, options: &LoadOptions) -> Box<dyn Collector> {
         match self {
-            Family::Tc => Box::new(tc::Tc),
+            Family::Tc => Box::<tc::Tc>::default(),
             Family::Netfilter => Box::new(netfilter::Netfilter),
             Family::Drops => Box::new(tracepoints::DROPS),
             Family::Devices => Box::new(tracepoints::DEVICES),
@@ -398,7 +398,11 @@ fn fill_filter(ebpf: &mut Ebpf, target: &Target) -> Result<()> {
     // Device hops: the host's namespace and the targets' (a container's own eth0).
     let mut namespaces = vec![netns::own_netns_inode()? as u32];
     for (_, path) in &target.namespaces {
-        let inode = netns::netns_inode(path)? as u32;
+        // A container that stopped since it was resolved has no namespace left to watch; the
+        // next re-resolve (a second later) sees it gone or back with its new one.
+        let Ok(inode) = netns::netns_inode(path).map(|i| i as u32) else {
+            continue;
+        };
         if !namespaces.contains(&inode) {
             namespaces.push(inode);
         }

@@ -4,7 +4,7 @@ use aya::{
     Ebpf,
     programs::{
         SchedClassifier, TcAttachType,
-        tc::{self, NlOptions, TcAttachOptions},
+        tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions},
     },
     util::KernelVersion,
 };
@@ -12,7 +12,13 @@ use aya::{
 use super::{Attached, Collector, Family, loaded_program, refused};
 use crate::watch::Target;
 
-pub struct Tc;
+/// The tc collector keeps each attachment's link by interface, so that the links of an
+/// interface the target left (a removed or restarted container's veth) are closed then, not
+/// at exit: on a network whose containers come and go they would pile up.
+#[derive(Default)]
+pub struct Tc {
+    links: Vec<(String, &'static str, SchedClassifierLinkId)>,
+}
 
 const PROGRAMS: [(&str, TcAttachType, &str); 2] = [
     ("df_tc_ingress", TcAttachType::Ingress, "ingress"),
@@ -44,17 +50,16 @@ impl Collector for Tc {
                 let point = format!("tc {direction} on {}", iface.name);
                 let result =
                     loaded_program(ebpf, program, SchedClassifier::load).and_then(|prog| {
-                        if netlink {
+                        let link = if netlink {
                             ensure_clsact(&iface.name);
                             let options = TcAttachOptions::Netlink(NlOptions::default());
                             prog.attach_with_options(&iface.name, attach_type, options)
-                                .map(drop)
-                                .map_err(refused)
                         } else {
                             prog.attach(&iface.name, attach_type)
-                                .map(drop)
-                                .map_err(refused)
-                        }
+                        };
+                        let link = link.map_err(refused)?;
+                        self.links.push((iface.name.clone(), program, link));
+                        Ok(())
                     });
                 out.point(Family::Tc, point, result);
             }
@@ -62,8 +67,18 @@ impl Collector for Tc {
         out
     }
 
-    /// A restarted container has a new veth; the old one went with the old container.
+    /// A restarted container has a new veth; the old one went with the old container: its
+    /// links are closed (detaching fails quietly where the device is gone already).
     fn retarget(&mut self, ebpf: &mut Ebpf, old: &Target, new: &Target) -> Attached {
+        let (kept, left): (Vec<_>, Vec<_>) = std::mem::take(&mut self.links)
+            .into_iter()
+            .partition(|(iface, _, _)| new.interfaces.iter().any(|i| i.name == *iface));
+        self.links = kept;
+        for (_, program, link) in left {
+            if let Ok(prog) = loaded_program(ebpf, program, SchedClassifier::load) {
+                let _ = prog.detach(link);
+            }
+        }
         let added = Target {
             interfaces: new
                 .interfaces

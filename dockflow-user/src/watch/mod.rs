@@ -132,20 +132,34 @@ pub fn resolve_network(name: &str) -> Result<Target> {
     if network.containers.is_empty() {
         bail!("Docker network {name} has no running containers");
     }
-    let merged = network
-        .containers
-        .iter()
-        .map(|c| resolve_container(c))
-        .collect::<Result<Vec<_>>>()?
+    // A container that stops or restarts between the listing and its resolution is left out
+    // this time (the next re-resolve, a second later, finds it again); only when none is left
+    // does the network fail to resolve.
+    let mut first_error = None;
+    let mut resolved: Vec<(&String, Target)> = Vec::new();
+    for container in &network.containers {
+        match resolve_container(container) {
+            Ok(target) => resolved.push((container, target)),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let names: Vec<&str> = resolved.iter().map(|(name, _)| name.as_str()).collect();
+    let label = format!(
+        "network {name} ({} containers: {})",
+        names.len(),
+        names.join(", ")
+    );
+    let Some(merged) = resolved
         .into_iter()
+        .map(|(_, target)| target)
         .reduce(Target::merge)
-        .expect("at least one container");
+    else {
+        return Err(first_error.expect("a container failed to resolve"));
+    };
     Ok(Target {
-        label: format!(
-            "network {name} ({} containers: {})",
-            network.containers.len(),
-            network.containers.join(", ")
-        ),
+        label,
         networks: vec![network.name],
         ..merged
     })

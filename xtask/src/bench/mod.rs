@@ -59,6 +59,7 @@ const BULK_SECONDS: f64 = 2.0;
 
 mod capture;
 mod pipeline;
+mod soak;
 
 /// Which part of the bench to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -72,14 +73,18 @@ pub enum Part {
     /// Bulk TCP throughput following the whole lab network, with and without filters that
     /// leave the flow out, against one container (about ten minutes).
     Network,
+    /// dockflow following a network whose containers come and go, for --minutes.
+    Soak,
 }
 
-pub fn run(part: Part) -> Result<()> {
+pub fn run(part: Part, minutes: f64) -> Result<()> {
     xlab::with_lab(|| {
         let dockflow = build::dockflow()?;
         let responder = build::lab_responder()?;
-        if part == Part::Network {
-            return network(&dockflow, &responder);
+        match part {
+            Part::Network => return network(&dockflow, &responder),
+            Part::Soak => return soak::measure(&dockflow, &responder, minutes),
+            _ => {}
         }
         if part != Part::Capture {
             pipeline::measure(&dockflow, &responder)?;

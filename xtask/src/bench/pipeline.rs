@@ -238,7 +238,7 @@ fn cpu_seconds(stat_file: &str) -> Result<f64> {
 }
 
 /// A "Name: N kB" line of /proc/PID/status.
-fn status_kib(pid: i32, name: &str) -> Result<u64> {
+pub(super) fn status_kib(pid: i32, name: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
