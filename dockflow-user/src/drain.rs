@@ -104,6 +104,20 @@ impl Drop for Drain {
     }
 }
 
+/// Nice value of the drain thread: ahead of the display and of ordinary processes for the CPU,
+/// so that a busy moment makes the display fall behind (and say so), never the ring buffer.
+const DRAIN_NICE: i32 = -5;
+
+/// Gives the calling thread [`DRAIN_NICE`]. Best effort: without CAP_SYS_NICE it stays as it
+/// was, and only loses the head start.
+fn favour_this_thread() {
+    // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, DRAIN_NICE);
+    }
+}
+
 fn drain(
     mut ring: RingBuf<MapData>,
     record_size: usize,
@@ -112,6 +126,7 @@ fn drain(
     stop: &AtomicBool,
     drained: &AtomicU64,
 ) -> Result<()> {
+    favour_this_thread();
     let mut handover = Handover {
         to_display,
         record_size,

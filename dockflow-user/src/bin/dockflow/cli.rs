@@ -148,7 +148,12 @@ pub struct Cli {
     /// Decided in the kernel, so following a busy connection costs little once it was shown
     /// (every packet in full costs a bulk flow about half its throughput). `all`: every
     /// packet.
-    #[arg(long, default_value = "64", value_parser = parse_packet_limit)]
+    #[arg(
+        long,
+        default_value = "64",
+        allow_negative_numbers = true,
+        value_parser = parse_packet_limit
+    )]
     pub per_connection: PacketLimit,
     /// Benchmarks only: attach programs that return at once, to measure what attaching alone
     /// costs (the floor every other figure is judged against). Shows nothing.
