@@ -29,7 +29,14 @@ pub struct Settings {
     pub nf_hook_slow_bridge_only: u32,
     /// Packets of each connection shown in full (--per-connection); 0: all.
     pub per_connection: u32,
+    /// Drop reasons (enum skb_drop_reason) that are no packet's own drop: the kernel's unnamed
+    /// frees (clones among them) and flooded copies for another host. A free with another
+    /// reason is shown even for a packet past --per-connection. Unused slots hold `u32::MAX`.
+    pub plain_frees: [u32; PLAIN_FREES],
 }
+
+/// Slots in [`Settings::plain_frees`].
+pub const PLAIN_FREES: usize = 3;
 
 /// One switch per tuple map ([`TUPLE_FLAG_REPLY`], [`TUPLE_FLAG_HIDDEN`]): 1 while the map
 /// may hold entries. The kernel sets it when it stores a tuple, userspace clears it when the

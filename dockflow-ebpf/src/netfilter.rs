@@ -70,7 +70,7 @@ fn observe(ctx: *mut BpfNfCtx, slot: NfSlot) {
         return;
     }
     let mut hook = (0, 0);
-    let wanted = skb::observe(skb, ProbePoint::Netfilter, |event| {
+    let wanted = skb::observe(skb, ProbePoint::Netfilter, false, |event| {
         describe_hook(state, slot, event);
         hook = (event.nf_hook, event.nf_pf);
     });

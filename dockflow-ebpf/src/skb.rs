@@ -73,11 +73,13 @@ pub fn nfct<S: SkbFields>(skb: S) -> u64 {
 }
 
 /// Emits an event for `skb` at `probe` if the filter wants the packet; `fill` adds what only
-/// the probe knows (hook, drop reason). Returns whether it was wanted.
+/// the probe knows (hook, drop reason). `telling`: shown even past --per-connection (a drop
+/// with a reason of its own). Returns whether it was wanted.
 #[inline(always)]
 pub fn observe<S: SkbFields>(
     skb: S,
     probe: ProbePoint,
+    telling: bool,
     fill: impl FnOnce(&mut PacketEvent),
 ) -> bool {
     let head: u64 = skb.field(offset!(skb_head)).unwrap_or(0);
@@ -108,8 +110,8 @@ pub fn observe<S: SkbFields>(
     let sampled = match per_connection::decide(headers, ct, head, counts) {
         Decision::Show => false,
         Decision::Sample => true,
-        // A drop is always shown, even of a packet held back until then.
-        Decision::Hold if probe == ProbePoint::KfreeSkb => true,
+        // A telling drop is shown, even of a packet held back until then.
+        Decision::Hold if telling => true,
         Decision::Hold => {
             per_connection::count_held_event();
             return false;
@@ -184,6 +186,6 @@ pub fn trusted_netns(skb: TrustedSkb) -> u32 {
 #[inline(always)]
 pub fn observe_untrusted(skb_ptr: u64, probe: ProbePoint, fill: impl FnOnce(&mut PacketEvent)) {
     if skb_ptr != 0 && !crate::empty() {
-        observe(UntrustedSkb(skb_ptr), probe, fill);
+        observe(UntrustedSkb(skb_ptr), probe, false, fill);
     }
 }

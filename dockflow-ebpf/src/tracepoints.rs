@@ -11,7 +11,7 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use dockflow_common::{ProbePoint, SECTION_DROP};
 
 use crate::{
-    filter,
+    SETTINGS, filter,
     kmem::offset,
     skb::{self, TrustedSkb},
     skipped,
@@ -28,10 +28,18 @@ pub fn df_kfree_skb(ctx: BtfTracePointContext) -> i32 {
     } else {
         0
     };
-    skb::observe(TrustedSkb(ctx.arg(0)), ProbePoint::KfreeSkb, |event| {
-        event.sections |= SECTION_DROP;
-        event.drop_reason = reason;
-    });
+    let telling = !SETTINGS
+        .get(0)
+        .is_some_and(|s| s.plain_frees.contains(&reason));
+    skb::observe(
+        TrustedSkb(ctx.arg(0)),
+        ProbePoint::KfreeSkb,
+        telling,
+        |event| {
+            event.sections |= SECTION_DROP;
+            event.drop_reason = reason;
+        },
+    );
     0
 }
 
@@ -74,6 +82,6 @@ fn device_hop(skb_ptr: u64, probe: ProbePoint, transmit: bool) {
     if reuses && skipped.holds(skb_ptr, nfct) {
         return;
     }
-    let wanted = skb::observe(skb, probe, |_| ());
+    let wanted = skb::observe(skb, probe, false, |_| ());
     skipped.record(skb_ptr, nfct, wanted);
 }

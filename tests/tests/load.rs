@@ -44,6 +44,16 @@ fn send_flood(seconds: &str, rate: &str) {
     std::thread::sleep(Duration::from_millis(500));
 }
 
+/// The packets to or from `port` among --json lines.
+fn packets_of_port(lines: &[Value], port: u16) -> Vec<&Value> {
+    lines
+        .iter()
+        .filter(|l| {
+            l["type"] == "packet" && (l["packet"]["dport"] == port || l["packet"]["sport"] == port)
+        })
+        .collect()
+}
+
 /// The first number in the summary line that contains `marker`, e.g. "events not shown".
 fn number_before(lines: &[String], marker: &str) -> u64 {
     lines
@@ -174,13 +184,7 @@ fn per_connection_shows_the_first_packets_and_the_kernel_holds_back_the_rest() {
     let dockflow = Dockflow::start(&["--container", "syslog", "--per-connection", "3", "--json"]);
     // 20 datagrams from one socket, each echoed: 40 packets of one connection.
     let (lines, stderr) = flood_syslog(dockflow, "0.5", "40");
-    let exchange: Vec<_> = lines
-        .iter()
-        .filter(|l| {
-            l["type"] == "packet"
-                && (l["packet"]["dport"] == syslog.port || l["packet"]["sport"] == syslog.port)
-        })
-        .collect();
+    let exchange = packets_of_port(&lines, syslog.port);
     assert_eq!(exchange.len(), 3, "{exchange:#?}");
     // 37 packets past the limit, about 10 events each, held back in the kernel.
     let held = number_before(&stderr, "held back in the kernel");
@@ -206,13 +210,7 @@ fn past_the_limit_a_connection_shows_a_sample_a_second_and_its_tuples_name_its_e
     );
     assert!(bpf_map_values("REPLY_TUPLES").iter().all(|v| *v == 1));
     let (lines, stderr) = stop(dockflow);
-    let exchange: Vec<_> = lines
-        .iter()
-        .filter(|l| {
-            l["type"] == "packet"
-                && (l["packet"]["dport"] == syslog.port || l["packet"]["sport"] == syslog.port)
-        })
-        .collect();
+    let exchange = packets_of_port(&lines, syslog.port);
     let (samples, first): (Vec<&Value>, Vec<&Value>) =
         exchange.iter().copied().partition(|p| p["sample"] == true);
     assert_eq!(first.len(), 3, "{exchange:#?}");

@@ -498,6 +498,12 @@ impl Correlator {
         paths
             .into_iter()
             .filter(|p| {
+                // Known from the nftables trace alone: the kernel held its events back (nftables
+                // samples a flow once a second too, not in step with the kernel's sample).
+                if p.hops.is_empty() {
+                    self.folded += 1;
+                    return false;
+                }
                 let Some(connection) = p.connection else {
                     return true;
                 };

@@ -916,32 +916,9 @@ fn packets_on_their_way_while_events_were_lost_are_marked_and_explained_as_incom
     )));
 }
 
-#[test]
-fn past_the_per_connection_limit_fragments_the_kernel_let_through_are_folded() {
-    use super::correlate::Limits;
-    let mut c = Correlator::with_limits(
-        topology(),
-        Limits {
-            per_connection: Some(2),
-            ..Limits::default()
-        },
-    );
-    // Four requests of one connection (no conntrack: the connection is the headers').
-    for i in 0..4u16 {
-        c.push(event(
-            u64::from(i) * 1_000,
-            ProbePoint::TcIngress,
-            VETH,
-            packet("10.0.0.1", 1000, "10.0.0.2", 2, i + 1),
-        ));
-    }
-    let shown = c.finish();
-    assert_eq!(shown.len(), 2);
-    assert_eq!(c.folded, 2);
-}
-
-#[test]
-fn past_the_per_connection_limit_the_kernels_sample_is_shown_and_marked() {
+/// Four requests of one connection (no conntrack: the connection is the headers') through a
+/// correlator that shows two per connection; the kernel marked the one numbered `sample`.
+fn four_requests_past_a_limit_of_two(sample: Option<u16>) -> (Vec<PacketPath>, u64) {
     use super::correlate::Limits;
     let mut c = Correlator::with_limits(
         topology(),
@@ -957,13 +934,26 @@ fn past_the_per_connection_limit_the_kernels_sample_is_shown_and_marked() {
             VETH,
             packet("10.0.0.1", 1000, "10.0.0.2", 2, i + 1),
         );
-        // The fourth is the kernel's sample; the third a fragment it let through.
-        hop.sample = i == 3;
+        hop.sample = sample == Some(i);
         c.push(hop);
     }
     let shown = c.finish();
+    (shown, c.folded)
+}
+
+#[test]
+fn past_the_per_connection_limit_fragments_the_kernel_let_through_are_folded() {
+    let (shown, folded) = four_requests_past_a_limit_of_two(None);
+    assert_eq!(shown.len(), 2);
+    assert_eq!(folded, 2);
+}
+
+#[test]
+fn past_the_per_connection_limit_the_kernels_sample_is_shown_and_marked() {
+    // The fourth is the kernel's sample; the third a fragment it let through.
+    let (shown, folded) = four_requests_past_a_limit_of_two(Some(3));
     assert_eq!(shown.len(), 3);
-    assert_eq!(c.folded, 1);
+    assert_eq!(folded, 1);
     assert!(shown[2].sample && !shown[1].sample);
     let block = crate::render::paths::packet_block(&shown[2], &topology(), &Default::default());
     assert!(

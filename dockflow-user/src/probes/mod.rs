@@ -25,9 +25,9 @@ use aya::{
 use dockflow_common::{
     EMPTY_GLOBAL, EVENTS_MAP, EXPRESSION_GLOBAL, EXPRESSION_PROTOCOLS_GLOBAL, FILTER_GLOBAL,
     HIDDEN_EVENTS, HIDDEN_MAP, HIDDEN_PACKETS, KernelOffsets, LOST_MAP, MAX_LARGE_TARGET,
-    OFFSETS_GLOBAL, PACKET_EVENT_SIZE, ProbePoint, SETTINGS_MAP, SNAPLEN_GLOBAL, Settings,
-    TARGET_ADDRESSES_MAP, TARGET_NETNS_MAP, TARGET_PORTS_MAP, TARGETS_MAP, TargetSet, port_key,
-    snap_reserve,
+    OFFSETS_GLOBAL, PACKET_EVENT_SIZE, PLAIN_FREES, ProbePoint, SETTINGS_MAP, SNAPLEN_GLOBAL,
+    Settings, TARGET_ADDRESSES_MAP, TARGET_NETNS_MAP, TARGET_PORTS_MAP, TARGETS_MAP, TargetSet,
+    port_key, snap_reserve,
 };
 
 pub use self::{nftables::RuleTraces, verdicts::Verdicts};
@@ -58,6 +58,8 @@ pub struct LoadOptions {
     pub trace_rules: crate::nftrace::TraceRules,
     /// Every program returns at once (the benchmark's floor: attaching alone).
     pub empty: bool,
+    /// Drop reasons that are no packet's own drop (see [`Settings::plain_frees`]).
+    pub plain_frees: [u32; PLAIN_FREES],
 }
 
 impl LoadOptions {
@@ -248,6 +250,7 @@ impl Probes {
         let settings = Settings {
             nf_hook_slow_bridge_only: u32::from(netfilter_links),
             per_connection: options.per_connection,
+            plain_frees: options.plain_frees,
         };
         Array::try_from(ebpf.map_mut(SETTINGS_MAP).context("no settings map")?)?
             .set(0, settings, 0)?;

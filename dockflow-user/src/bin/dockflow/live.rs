@@ -21,6 +21,7 @@ use dockflow::{
     record::{Header, Origin, Recorder},
     watch::{self, Target, Watch},
 };
+use dockflow_common::PLAIN_FREES;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{Cli, print_summary, reached_count, report_evictions, write_svg};
@@ -45,12 +46,13 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
     let topology = watch::topology_of(&target)?;
     let options = LoadOptions {
         ring_bytes: cli.ring_size,
-        per_connection: cli.per_connection.kernel(),
+        per_connection: cli.per_connection().unwrap_or(0),
         debug_kernel: cli.debug_kernel,
         snaplen,
         expression: filter.as_ref().map(Filter::possible),
         trace_rules: cli.trace_rules,
         empty: cli.empty_programs,
+        plain_frees: plain_frees(&decoder),
     };
     let origin = Origin {
         networks: target.networks.clone(),
@@ -63,7 +65,7 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
         snaplen,
         filter: cli.filter_text(),
         trace_rules: Some(cli.trace_rules),
-        per_connection: cli.per_connection.0,
+        per_connection: cli.per_connection(),
     };
     let mut probes = Probes::attach(&target, &offsets, &cli.families(), options)?;
     report_attachments(&probes, &target);
@@ -88,7 +90,7 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
         .map(|filter| probes.take_verdicts(filter))
         .transpose()?;
     let mut output = cli
-        .output(topology, filter, cli.per_connection.0)
+        .output(topology, filter, cli.per_connection())
         .with_shared_rules(cli.trace_rules == TraceRules::First);
     if let Some(pcapng) = cli.pcapng(&target.label, &origin)? {
         output = output.with_pcapng(pcapng);
@@ -233,6 +235,24 @@ fn watch_of(cli: &Cli) -> Result<Watch> {
     })
 }
 
+/// The drop reasons that are no packet's own drop on this kernel: NOT_SPECIFIED (unnamed
+/// frees, clones among them), OTHERHOST (a flooded copy for another host), and 0 (every free
+/// on a kernel without reasons).
+fn plain_frees(decoder: &Decoder) -> [u32; PLAIN_FREES] {
+    let code = |name: &str| {
+        decoder
+            .drop_reasons
+            .iter()
+            .find(|(_, n)| n.as_str() == name)
+            .map_or(u32::MAX, |(code, _)| *code)
+    };
+    [
+        code("SKB_DROP_REASON_NOT_SPECIFIED"),
+        code("SKB_DROP_REASON_OTHERHOST"),
+        0,
+    ]
+}
+
 /// What decoding needs from this kernel: drop reason names and hook continuation symbols;
 /// `keep_bytes` when the packet bytes are written out (--pcapng).
 fn decoder(btf: &KernelBtf, keep_bytes: bool) -> Result<Decoder> {
@@ -277,7 +297,7 @@ fn report_summary(
     if held_packets > 0 || held_events > 0 {
         eprintln!(
             "dockflow: {held_events} events held back in the kernel, of about {held_packets} packets past the first {} of their connection (--per-connection; `all` shows every packet)",
-            cli.per_connection.kernel()
+            cli.per_connection().unwrap_or(0)
         );
     }
     if output.folded() > 0 {
