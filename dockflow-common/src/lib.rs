@@ -336,6 +336,13 @@ pub const fn nf_slot_priority(slot: NfSlot, hook: u8) -> Option<i32> {
     }
 }
 
+/// IP protocol numbers (IANA), one definition for the kernel programs and userspace.
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+pub const IPPROTO_SCTP: u8 = 132;
+
 /// Address families as the kernel numbers them (AF_INET, AF_INET6).
 pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;

@@ -5,7 +5,7 @@
 
 use core::mem::MaybeUninit;
 
-use dockflow_common::{AF_INET, AF_INET6, FAMILY_ARP, PacketHeaders};
+use dockflow_common::{AF_INET, AF_INET6, FAMILY_ARP, IPPROTO_TCP, IPPROTO_UDP, PacketHeaders};
 
 use crate::zeroed;
 
@@ -16,8 +16,6 @@ pub trait NetworkHeaderReader {
     fn read_bytes(&self, offset: usize, out: &mut [u8]) -> bool;
 }
 
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
 /// An IPv4 header without options; the IPv6 header.
 const IPV4_MIN_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;

@@ -37,6 +37,11 @@ impl Follower {
         }
     }
 
+    /// What is watched, as last resolved.
+    pub fn current(&self) -> &Target {
+        &self.current
+    }
+
     /// Checks at most once per interval; returns the host's topology when it changed.
     pub fn check(&mut self, probes: &mut Probes) -> Result<Option<Topology>> {
         if self.last_check.elapsed() < Self::INTERVAL {

@@ -12,9 +12,10 @@ use std::{
 
 use anyhow::{Result, bail};
 use dockflow_common::{
-    AF_INET, AF_INET6, CtTuple, FAMILY_ARP, NFPROTO_IPV6, NfSlot, PACKET_EVENT_SIZE, PacketEvent,
-    ProbePoint, SECTION_BYTES, SECTION_CONNTRACK, SECTION_DROP, SECTION_NETFILTER, SECTION_PACKET,
-    SECTION_SAMPLE, SECTION_SKB, SECTION_SYNTHETIC_ETHERNET, nf_slot_priority,
+    AF_INET, AF_INET6, CtTuple, FAMILY_ARP, IPPROTO_TCP, IPPROTO_UDP, NFPROTO_IPV6, NfSlot,
+    PACKET_EVENT_SIZE, PacketEvent, ProbePoint, SECTION_BYTES, SECTION_CONNTRACK, SECTION_DROP,
+    SECTION_NETFILTER, SECTION_PACKET, SECTION_SAMPLE, SECTION_SKB, SECTION_SYNTHETIC_ETHERNET,
+    nf_slot_priority,
 };
 use serde::Serialize;
 
@@ -35,9 +36,6 @@ pub struct Decoder {
     #[serde(skip)]
     pub keep_bytes: bool,
 }
-
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
 
 impl Decoder {
     /// Decodes one ring-buffer record.

@@ -17,13 +17,9 @@ pub use self::protocols::Possible;
 
 use std::{fmt, net::IpAddr};
 
-use crate::model::{Conntrack, CtDirection, Event, Packet, Tuple};
+use dockflow_common::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
 
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_ICMPV6: u8 = 58;
-const IPPROTO_SCTP: u8 = 132;
+use crate::model::{Conntrack, CtDirection, Event, Packet, Tuple};
 
 /// A parsed expression.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -2,10 +2,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::model::Packet;
+use dockflow_common::{IPPROTO_TCP, IPPROTO_UDP};
 
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
+use crate::model::Packet;
 
 /// The packet a trace message carries (its IP and transport headers).
 pub fn packet_from_headers(network: &[u8], transport: &[u8]) -> Option<Packet> {

@@ -2,6 +2,7 @@
 //! stack at L3, or an IP hook that br_netfilter runs while the frame is still being bridged),
 //! and what happened there, in words.
 
+use dockflow_common::{IPPROTO_ICMP, IPPROTO_ICMPV6};
 use serde::Serialize;
 
 use super::correlate::Hop;
@@ -315,9 +316,6 @@ pub fn refine(hops: &mut [Hop]) {
         }
     }
 }
-
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_ICMPV6: u8 = 58;
 
 /// The ports a flooded frame was sent out of (empty when it was not flooded).
 pub fn flooded_ports(hops: &[Hop]) -> Vec<&str> {

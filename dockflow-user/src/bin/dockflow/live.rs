@@ -201,9 +201,10 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
         recorder.finish()?;
     }
     status.clear();
+    // The target as it is now: containers may have come and gone since the start.
     report_summary(
         cli,
-        &target,
+        follower.current(),
         &probes,
         verdicts.as_ref(),
         &output,
