@@ -9,11 +9,13 @@ use aya_ebpf::{
 };
 use dockflow_common::{PacketEvent, SECTION_BYTES, SECTION_SYNTHETIC_ETHERNET};
 
-use crate::{kmem::offset, skb::SkbFields};
+use crate::{
+    headers::{self, HEADER_UNSET},
+    kmem::offset,
+    skb::SkbFields,
+};
 
-const ETH_HLEN: u32 = 14;
-/// skb->mac_header and skb->network_header are "unset" at this value (~0U as u16).
-const HEADER_UNSET: u16 = 0xffff;
+const ETH_HLEN: u32 = headers::ETH_HLEN as u32;
 
 /// Where a probe's packet bytes come from.
 pub trait PacketBytes {

@@ -16,6 +16,10 @@ pub trait NetworkHeaderReader {
     fn read_bytes(&self, offset: usize, out: &mut [u8]) -> bool;
 }
 
+/// An Ethernet header (without VLAN tag).
+pub const ETH_HLEN: usize = 14;
+/// skb->mac_header and skb->network_header are "unset" at this value (~0U as u16).
+pub const HEADER_UNSET: u16 = 0xffff;
 /// An IPv4 header without options; the IPv6 header.
 const IPV4_MIN_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;

@@ -21,8 +21,6 @@ static REPLY_TUPLES: LruHashMap<CtTuple, u64> = LruHashMap::with_max_entries(MAX
 
 /// enum ip_conntrack_status: IPS_SRC_NAT_BIT 4.
 const IPS_SRC_NAT: u64 = 1 << 4;
-/// enum ip_conntrack_info: values from IP_CT_IS_REPLY (3) on are reply-direction packets.
-const IP_CT_IS_REPLY: u64 = 3;
 
 /// Remembers the reply tuple of `nfct`'s connection if this target packet, at the last slot of
 /// `hook`, is an original-direction packet whose source was NATed. One lookup per such packet;
@@ -30,7 +28,7 @@ const IP_CT_IS_REPLY: u64 = 3;
 #[inline(always)]
 pub fn learn(hook: u8, family: u8, nfct: u64) {
     let ct = nfct & !skb::NFCT_INFOMASK;
-    if hook != NF_INET_POST_ROUTING || ct == 0 || nfct & skb::NFCT_INFOMASK >= IP_CT_IS_REPLY {
+    if hook != NF_INET_POST_ROUTING || ct == 0 || nfct & skb::NFCT_INFOMASK >= skb::IP_CT_IS_REPLY {
         return;
     }
     if kmem::read::<u64>(ct, offset!(ct_status)).unwrap_or(0) & IPS_SRC_NAT == 0 {

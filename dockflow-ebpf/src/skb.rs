@@ -12,7 +12,7 @@ use dockflow_common::{
 use crate::{
     capture::SkbBytes,
     emit, expression, filter,
-    headers::{NetworkHeaderReader, parse_ip},
+    headers::{HEADER_UNSET, NetworkHeaderReader, parse_ip},
     kmem::{offset, read, read_tuple, trusted_field},
     per_connection::{self, Decision},
 };
@@ -57,10 +57,12 @@ impl NetworkHeaderReader for SkbNetworkHeader {
     }
 }
 
-/// skb->network_header is "unset" at this value (~0U as u16).
-const HEADER_UNSET: u16 = 0xffff;
 /// skb->_nfct holds the nf_conn pointer with ip_conntrack_info in its low 3 bits.
 pub const NFCT_INFOMASK: u64 = 7;
+/// enum ip_conntrack_info: an established connection's original direction; from
+/// IP_CT_IS_REPLY on, reply-direction packets (IP_CT_ESTABLISHED_REPLY is the same value).
+pub const IP_CT_ESTABLISHED: u64 = 0;
+pub const IP_CT_IS_REPLY: u64 = 3;
 
 /// skb->_nfct: the conntrack entry with ip_conntrack_info in its low bits (0: none, or a kernel
 /// without conntrack).

@@ -65,12 +65,10 @@ const IPS_NAT_DONE_MASK: u64 = 1 << 7 | 1 << 8;
 /// headers to the entry's tuples, which the filter looked at along with the headers.
 #[inline(always)]
 pub fn settled(nfct: u64) -> bool {
-    const IP_CT_ESTABLISHED: u64 = 0;
-    const IP_CT_ESTABLISHED_REPLY: u64 = 3;
     let ct = nfct & !skb::NFCT_INFOMASK;
     let info = nfct & skb::NFCT_INFOMASK;
     ct != 0
-        && (info == IP_CT_ESTABLISHED || info == IP_CT_ESTABLISHED_REPLY)
+        && (info == skb::IP_CT_ESTABLISHED || info == skb::IP_CT_IS_REPLY)
         && kmem::read::<u64>(ct, offset!(ct_status))
             .is_some_and(|status| status & IPS_NAT_DONE_MASK == IPS_NAT_DONE_MASK)
 }

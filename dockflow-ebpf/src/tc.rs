@@ -16,11 +16,10 @@ use dockflow_common::{FilterReason, ProbePoint, SECTION_PACKET, SECTION_SAMPLE};
 use crate::{
     capture::TcBytes,
     emit, expression, filter,
-    headers::{NetworkHeaderReader, parse_ip},
+    headers::{ETH_HLEN, NetworkHeaderReader, parse_ip},
     per_connection::{self, Decision},
 };
 
-const ETH_HLEN: usize = 14;
 const ETH_P_8021Q: u16 = 0x8100;
 const VLAN_HLEN: usize = 4;
 
