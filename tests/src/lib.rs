@@ -5,7 +5,7 @@ pub mod catalogue;
 
 use std::{
     io::{BufRead as _, BufReader, Read as _},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{Mutex, MutexGuard, mpsc},
     time::Duration,
@@ -26,6 +26,11 @@ fn binary(var: &str) -> PathBuf {
 /// The release `dockflow` binary.
 pub fn dockflow_bin() -> PathBuf {
     binary("DOCKFLOW_BIN")
+}
+
+/// The static `dockflow` of the release tarball (`cargo xtask dist`, unpacked).
+pub fn dist_bin() -> PathBuf {
+    binary("DOCKFLOW_DIST_BIN")
 }
 
 /// The static lab responder/client binary.
@@ -53,7 +58,12 @@ impl Dockflow {
 
     /// [`Dockflow::start`] with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(dockflow_bin())
+        Self::start_binary(&dockflow_bin(), args, env)
+    }
+
+    /// [`Dockflow::start_with_env`] with another build of dockflow (the release tarball's).
+    pub fn start_binary(binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(binary)
             .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())

@@ -3,6 +3,7 @@
 mod bench;
 mod build;
 mod demo;
+mod dist;
 mod engine;
 mod lab;
 mod setup;
@@ -32,6 +33,8 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// A release tarball in target/dist: a static dockflow, its man page and completions.
+    Dist,
     /// The seed's lab on the real Docker engine.
     Lab {
         #[command(subcommand)]
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Setup => setup::run(),
         Command::Build => build::dockflow().map(drop),
+        Command::Dist => setup::run().and_then(|()| dist::run()),
         Command::Run { args } => build::run_dockflow(&args),
         Command::Lab { command } => lab::run(command),
         Command::Demo { svg } => demo::run(svg),

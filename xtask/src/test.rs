@@ -29,12 +29,14 @@ pub fn run(engine: Option<Engine>, extra: &[String]) -> Result<()> {
     }
     let dockflow = build::dockflow()?;
     let responder = build::lab_responder()?;
+    let released = crate::dist::build()?;
     let cargo_test = |args: &[&str]| -> Result<bool> {
         eprintln!("test: on {}", engine_words());
         let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
             .current_dir(build::workspace_root())
             .env("DOCKFLOW_BIN", &dockflow)
             .env("DOCKFLOW_LAB_BIN", &responder)
+            .env("DOCKFLOW_DIST_BIN", &released)
             .args(["test", "--release"])
             .args(args)
             .status()?;

@@ -28,6 +28,7 @@ use dockflow_common::MAX_SNAPLEN;
 /// and a plain-language account of each connection's request and reply.
 #[derive(Parser, Debug)]
 #[command(
+    name = "dockflow",
     version,
     after_help = "Examples:
   dockflow --container radius                  follow a container's packets, explained
@@ -159,6 +160,9 @@ pub struct Cli {
     /// costs (the floor every other figure is judged against). Shows nothing.
     #[arg(long, hide = true)]
     pub empty_programs: bool,
+    /// Packaging only: print the man page or a shell's completions and exit.
+    #[arg(long, hide = true, value_enum)]
+    pub generate: Option<Generated>,
     /// Packets followed at once; past this the oldest is shown early (and counted). Each holds
     /// a few KiB while open.
     #[arg(
@@ -274,6 +278,31 @@ impl Cli {
 
 /// --ring-size: MiB, or KiB with a K suffix ("256K"); a power of two from 4 KiB (a page) to
 /// 1 GiB. Returned in bytes.
+/// What `--generate` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generated {
+    Man,
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl Generated {
+    /// Writes the man page or the completions for this command line to `out`.
+    pub fn write(self, out: &mut dyn Write) -> std::io::Result<()> {
+        use clap::CommandFactory as _;
+        let mut command = Cli::command();
+        let shell = match self {
+            Generated::Man => return clap_mangen::Man::new(command).render(out),
+            Generated::Bash => clap_complete::Shell::Bash,
+            Generated::Zsh => clap_complete::Shell::Zsh,
+            Generated::Fish => clap_complete::Shell::Fish,
+        };
+        clap_complete::generate(shell, &mut command, "dockflow", out);
+        Ok(())
+    }
+}
+
 /// --per-connection: a number of packets, or none (`all`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PacketLimit(pub Option<u32>);

@@ -13,6 +13,15 @@ use self::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(generated) = cli.generate {
+        return match generated.write(&mut std::io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("dockflow: error: writing the {generated:?} output: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // A bad filter is a usage error, like clap's own: one line, exit status 2.
     let filter = match cli.filter() {
         Ok(filter) => filter,
