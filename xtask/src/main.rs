@@ -5,6 +5,7 @@ mod build;
 mod demo;
 mod dist;
 mod engine;
+mod image;
 mod lab;
 mod setup;
 mod test;
@@ -35,6 +36,8 @@ enum Command {
     },
     /// A release tarball in target/dist: a static dockflow, its man page and completions.
     Dist,
+    /// A container image (docker import, offline) of the release binary: `dockflow:VERSION`.
+    Image,
     /// The seed's lab on the real Docker engine.
     Lab {
         #[command(subcommand)]
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Command::Setup => setup::run(),
         Command::Build => build::dockflow().map(drop),
         Command::Dist => setup::run().and_then(|()| dist::run()),
+        Command::Image => setup::run().and_then(|()| image::run()),
         Command::Run { args } => build::run_dockflow(&args),
         Command::Lab { command } => lab::run(command),
         Command::Demo { svg } => demo::run(svg),

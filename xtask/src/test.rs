@@ -30,6 +30,7 @@ pub fn run(engine: Option<Engine>, extra: &[String]) -> Result<()> {
     let dockflow = build::dockflow()?;
     let responder = build::lab_responder()?;
     let released = crate::dist::build()?;
+    let image = crate::image::build()?;
     let cargo_test = |args: &[&str]| -> Result<bool> {
         eprintln!("test: on {}", engine_words());
         let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
@@ -37,6 +38,8 @@ pub fn run(engine: Option<Engine>, extra: &[String]) -> Result<()> {
             .env("DOCKFLOW_BIN", &dockflow)
             .env("DOCKFLOW_LAB_BIN", &responder)
             .env("DOCKFLOW_DIST_BIN", &released)
+            .env("DOCKFLOW_IMAGE", image)
+            .env("DOCKFLOW_IMAGE_RUN", crate::image::RUN_OPTIONS.join(" "))
             .args(["test", "--release"])
             .args(args)
             .status()?;
