@@ -1,7 +1,7 @@
 //! The release tarball (`cargo xtask dist`) and the container image (`cargo xtask image`):
 //! each follows the seed's RADIUS exchange on the lab exactly as the host build does.
 
-use std::path::Path;
+use std::{path::Path, process::Command};
 
 use dockflow_lab::lab;
 use dockflow_tests::{
@@ -59,4 +59,51 @@ fn the_image_follows_the_seeds_exchange_as_the_host_build_does() {
     let imaged = radius_hops(Path::new("docker"), &run);
     assert_eq!(host.len(), 2, "request and reply: {host:#?}");
     assert_eq!(imaged, host);
+}
+
+/// The package installed for one test, purged again when dropped (also when it fails).
+struct Installed;
+
+impl Installed {
+    fn install(deb: &str) -> Self {
+        let out = Command::new("dpkg").args(["-i", deb]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "dpkg -i {deb}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Installed
+    }
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let _ = Command::new("dpkg").args(["--purge", "dockflow"]).output();
+    }
+}
+
+#[test]
+fn the_debian_package_installs_the_binary_page_and_completions_and_purges_clean() {
+    let _lock = lab_lock();
+    lab::up(&lab_bin()).unwrap();
+    let deb = std::env::var("DOCKFLOW_DEB").expect("DOCKFLOW_DEB: run through cargo xtask test");
+    let installed = Installed::install(&deb);
+    let files = [
+        "/usr/bin/dockflow",
+        "/usr/share/man/man1/dockflow.1.gz",
+        "/usr/share/bash-completion/completions/dockflow",
+        "/usr/share/zsh/vendor-completions/_dockflow",
+        "/usr/share/fish/vendor_completions.d/dockflow.fish",
+    ];
+    for file in files {
+        assert!(Path::new(file).exists(), "{file} not installed");
+    }
+    let host = radius_hops(&dockflow_bin(), &[]);
+    let packaged = radius_hops(Path::new("/usr/bin/dockflow"), &[]);
+    assert_eq!(host.len(), 2, "request and reply: {host:#?}");
+    assert_eq!(packaged, host);
+    drop(installed);
+    for file in files {
+        assert!(!Path::new(file).exists(), "{file} left after purge");
+    }
 }

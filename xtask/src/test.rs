@@ -38,6 +38,7 @@ pub fn run(engine: Option<Engine>, extra: &[String]) -> Result<()> {
             .env("DOCKFLOW_BIN", &dockflow)
             .env("DOCKFLOW_LAB_BIN", &responder)
             .env("DOCKFLOW_DIST_BIN", &released)
+            .env("DOCKFLOW_DEB", crate::dist::deb_path())
             .env("DOCKFLOW_IMAGE", image)
             .env("DOCKFLOW_IMAGE_RUN", crate::image::RUN_OPTIONS.join(" "))
             .args(["test", "--release"])
