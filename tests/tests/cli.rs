@@ -102,6 +102,27 @@ fn without_root_it_says_so_in_one_line() {
 }
 
 #[test]
+fn root_without_cap_net_admin_is_told_which_capability_is_missing() {
+    // Root, with every capability dockflow documents but CAP_NET_ADMIN.
+    let out = Command::new("setpriv")
+        .args([
+            "--inh-caps=-all",
+            "--bounding-set=-all,+sys_admin,+bpf,+perfmon,+sys_ptrace,+syslog",
+        ])
+        .arg(dockflow_bin())
+        .args(["--container", "radius"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim(),
+        "dockflow: error: dockflow runs without CAP_NET_ADMIN (tc, netfilter links, nftables); it needs CAP_SYS_ADMIN and CAP_NET_ADMIN"
+    );
+    assert!(our_bpf_programs().is_empty());
+}
+
+#[test]
 fn no_target_is_a_one_line_error() {
     let (ok, stderr) = run(&[]);
     assert!(!ok);

@@ -107,3 +107,19 @@ fn the_debian_package_installs_the_binary_page_and_completions_and_purges_clean(
         assert!(!Path::new(file).exists(), "{file} left after purge");
     }
 }
+
+#[test]
+fn with_only_the_documented_capabilities_it_follows_the_exchange_as_full_root_does() {
+    let _lock = lab_lock();
+    lab::up(&lab_bin()).unwrap();
+    let dockflow = dockflow_bin();
+    let reduced = [
+        "--inh-caps=-all",
+        "--bounding-set=-all,+sys_admin,+net_admin,+bpf,+perfmon,+sys_ptrace,+syslog",
+        dockflow.to_str().unwrap(),
+    ];
+    let host = radius_hops(&dockflow, &[]);
+    let limited = radius_hops(Path::new("setpriv"), &reduced);
+    assert_eq!(host.len(), 2, "request and reply: {host:#?}");
+    assert_eq!(limited, host);
+}

@@ -2,6 +2,7 @@
 //! names, tracepoint prototypes, kernel symbols, conntrack entries.
 
 pub mod btf;
+pub mod capabilities;
 pub mod conntrack;
 
 use anyhow::{Context as _, Result};

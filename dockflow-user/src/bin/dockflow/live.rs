@@ -33,6 +33,7 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
             "dockflow must run as root (it loads eBPF programs and reads other network namespaces)"
         );
     }
+    kernel::capabilities::check()?;
     let target = watch_of(cli)?.resolve()?;
     let btf = KernelBtf::load(&["nf_conntrack", "bridge", "br_netfilter"])?;
     let offsets = kernel::resolve_offsets(&btf)?;
