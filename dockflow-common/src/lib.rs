@@ -583,9 +583,17 @@ pub const fn port_key(l4_proto: u8, port: u16) -> u32 {
 
 #[cfg(feature = "user")]
 mod pod {
+    // SAFETY (each): #[repr(C)] structs of integers and integer arrays, Copy, with explicit
+    // padding fields where alignment needs them: every bit pattern is a valid value, and the
+    // kernel programs read and write the same layout.
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::PacketEvent {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::KernelOffsets {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::TargetSet {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::Settings {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::CtTuple {}
 }

@@ -58,6 +58,7 @@ struct RawIcmp(std::os::fd::OwnedFd);
 impl RawIcmp {
     fn open() -> io::Result<Self> {
         use std::os::fd::{AsRawFd as _, FromRawFd as _};
+        // SAFETY: socket takes plain integers and touches no memory.
         let fd = unsafe {
             libc::socket(
                 libc::AF_INET,
@@ -68,11 +69,13 @@ impl RawIcmp {
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
+        // SAFETY: the fd was just returned by the kernel, checked non-negative, and nothing else owns it.
         let socket = Self(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
         let timeout = libc::timeval {
             tv_sec: Duration::from_secs(3).as_secs() as libc::time_t,
             tv_usec: 0,
         };
+        // SAFETY: the option value points to a live local of the size passed, and the fd is open (owned by self).
         let rc = unsafe {
             libc::setsockopt(
                 socket.0.as_raw_fd(),
@@ -90,9 +93,11 @@ impl RawIcmp {
 
     fn send_to(&self, packet: &[u8], target: Ipv4Addr) -> Result<()> {
         use std::os::fd::AsRawFd as _;
+        // SAFETY: a plain C struct of integers, for which all zeroes is a valid value.
         let mut address: libc::sockaddr_in = unsafe { mem::zeroed() };
         address.sin_family = libc::AF_INET as u16;
         address.sin_addr.s_addr = u32::from_ne_bytes(target.octets());
+        // SAFETY: the message and the address are live buffers of the lengths passed, and the fd is open (owned by self).
         let sent = unsafe {
             libc::sendto(
                 self.0.as_raw_fd(),
@@ -111,6 +116,7 @@ impl RawIcmp {
 
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         use std::os::fd::AsRawFd as _;
+        // SAFETY: `buf` is valid and writable for `buf.len()` bytes, and the fd is open (owned by self).
         let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n < 0 {
             Err(io::Error::last_os_error())

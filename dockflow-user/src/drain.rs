@@ -224,5 +224,6 @@ fn wait_readable(ring: &RingBuf<MapData>, timeout: Duration) {
         events: libc::POLLIN,
         revents: 0,
     };
+    // SAFETY: `pollfd` is one valid pollfd, and the count passed is 1.
     unsafe { libc::poll(&mut pollfd, 1, timeout.as_millis() as i32) };
 }

@@ -48,6 +48,7 @@ pub struct NetlinkSocket(std::os::fd::OwnedFd);
 impl NetlinkSocket {
     pub fn open(protocol: i32) -> io::Result<Self> {
         use std::os::fd::FromRawFd as _;
+        // SAFETY: socket takes plain integers and touches no memory.
         let fd = unsafe {
             libc::socket(
                 libc::AF_NETLINK,
@@ -58,13 +59,16 @@ impl NetlinkSocket {
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
+        // SAFETY: the fd was just returned by the kernel, checked non-negative, and nothing else owns it.
         Ok(Self(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
     }
 
     pub fn send(&self, msg: &[u8]) -> io::Result<()> {
         use std::os::fd::AsRawFd as _;
+        // SAFETY: a plain C struct of integers, for which all zeroes is a valid value.
         let mut kernel: libc::sockaddr_nl = unsafe { mem::zeroed() };
         kernel.nl_family = libc::AF_NETLINK as u16;
+        // SAFETY: the message and the address are live buffers of the lengths passed, and the fd is open (owned by self).
         let sent = unsafe {
             libc::sendto(
                 self.0.as_raw_fd(),
@@ -84,6 +88,7 @@ impl NetlinkSocket {
 
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         use std::os::fd::AsRawFd as _;
+        // SAFETY: `buf` is valid and writable for `buf.len()` bytes, and the fd is open (owned by self).
         let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n < 0 {
             Err(io::Error::last_os_error())
@@ -98,8 +103,10 @@ impl NetlinkSocket {
     /// socket is not on the kernel's multicast lists and receives nothing.
     pub fn join_group(&self, group: u32) -> io::Result<()> {
         use std::os::fd::AsRawFd as _;
+        // SAFETY: a plain C struct of integers, for which all zeroes is a valid value.
         let mut local: libc::sockaddr_nl = unsafe { mem::zeroed() };
         local.nl_family = libc::AF_NETLINK as u16;
+        // SAFETY: `local` is a live sockaddr_nl of the size passed, and the fd is open (owned by self).
         let bound = unsafe {
             libc::bind(
                 self.0.as_raw_fd(),
@@ -110,6 +117,7 @@ impl NetlinkSocket {
         if bound < 0 {
             return Err(io::Error::last_os_error());
         }
+        // SAFETY: the option value points to a live local of the size passed, and the fd is open (owned by self).
         let rc = unsafe {
             libc::setsockopt(
                 self.0.as_raw_fd(),

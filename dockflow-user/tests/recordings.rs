@@ -28,16 +28,21 @@ fn note(size: usize) {
     let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
 }
 
+// SAFETY: every method forwards to the system allocator with the same arguments; it only
+// counts sizes on the side.
 unsafe impl GlobalAlloc for Tracking {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         note(layout.size());
+        // SAFETY: forwards the caller's own GlobalAlloc contract to the system allocator unchanged.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwards the caller's own GlobalAlloc contract to the system allocator unchanged.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         note(new_size);
+        // SAFETY: forwards the caller's own GlobalAlloc contract to the system allocator unchanged.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }

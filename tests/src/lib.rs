@@ -132,6 +132,7 @@ impl Dockflow {
     /// [`Dockflow::stop_with`], also returning the stderr lines after startup (the summary).
     pub fn stop_with_stderr(mut self, signal: i32) -> (bool, String, Vec<String>) {
         if signal != 0 {
+            // SAFETY: kill takes plain integers; the pid is a child this code started.
             unsafe { libc::kill(self.pid(), signal) };
         }
         let status = self.child.take().unwrap().wait().unwrap();
@@ -148,6 +149,7 @@ impl Drop for Dockflow {
         let Some(mut child) = self.child.take() else {
             return;
         };
+        // SAFETY: kill takes plain integers; the pid is a child this code started.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         for _ in 0..100 {
             if let Ok(Some(_)) = child.try_wait() {

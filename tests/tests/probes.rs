@@ -311,6 +311,7 @@ fn nothing_survives_sigkill_and_a_restart_removes_legacy_tc_leftovers() {
     // tcx and netfilter links are owned by file descriptors: SIGKILL leaves nothing.
     let dockflow = Dockflow::start(&["--container", "radius"]);
     let veth = dockflow.veth();
+    // SAFETY: kill takes plain integers; the pid is a child this code started.
     unsafe { libc::kill(dockflow.pid(), libc::SIGKILL) };
     let _ = dockflow.stop_with(0);
     std::thread::sleep(Duration::from_millis(500));
@@ -345,6 +346,7 @@ fn nothing_survives_sigkill_and_a_restart_removes_legacy_tc_leftovers() {
         "netlink filters not attached: {}",
         tc_filters(&veth)
     );
+    // SAFETY: kill takes plain integers; the pid is a child this code started.
     unsafe { libc::kill(legacy.pid(), libc::SIGKILL) };
     let _ = legacy.stop_with(0);
     assert!(

@@ -248,6 +248,7 @@ fn dockerd() -> Result<()> {
 }
 
 pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and touches no memory.
     unsafe { libc::geteuid() == 0 }
 }
 

@@ -42,7 +42,13 @@ pub fn run(engine: Option<Engine>, extra: &[String]) -> Result<()> {
             .env("DOCKFLOW_IMAGE", image)
             .env("DOCKFLOW_IMAGE_RUN", crate::image::RUN_OPTIONS.join(" "))
             // Every host crate, the end-to-end tests (not a default member) included.
-            .args(["test", "--release", "--workspace", "--exclude", "dockflow-ebpf"])
+            .args([
+                "test",
+                "--release",
+                "--workspace",
+                "--exclude",
+                "dockflow-ebpf",
+            ])
             .args(args)
             .status()?;
         Ok(status.success())

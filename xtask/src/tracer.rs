@@ -64,6 +64,7 @@ impl Tracer {
 
     /// Stops it with SIGINT and reads its exit summary.
     pub fn stop(mut self) -> Result<Summary> {
+        // SAFETY: kill takes plain integers; the pid is a child this code started.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let status = self.child.wait()?;
         let (mut events, mut lost, mut not_shown) = (0, 0, 0);

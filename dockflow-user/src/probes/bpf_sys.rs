@@ -19,6 +19,7 @@ fn zeroed_attr() -> bpf_attr {
 }
 
 fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<OwnedFd> {
+    // SAFETY: `attr` is a valid, exclusively borrowed bpf_attr of the size passed, and every pointer the caller put in it outlives the call.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -30,6 +31,7 @@ fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<OwnedFd> {
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
+    // SAFETY: the fd was just returned by the kernel, checked non-negative, and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 

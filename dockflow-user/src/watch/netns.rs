@@ -26,6 +26,7 @@ pub fn in_netns<T: Send + 'static>(
     let ns = File::open(path)
         .with_context(|| format!("opening network namespace {}", path.display()))?;
     std::thread::spawn(move || {
+        // SAFETY: the fd is an open namespace file, and setns changes only this fresh thread.
         if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             bail!(
                 "entering network namespace: {}",

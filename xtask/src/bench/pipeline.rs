@@ -202,7 +202,9 @@ pub(super) fn replayed(dockflow: &Path, file: &Path, args: &[&str]) -> Result<Re
 /// Waits for `pid` (our child) and returns (success, peak resident memory in KiB).
 fn wait_with_peak(pid: i32) -> Result<(bool, u64)> {
     let mut status = 0;
+    // SAFETY: a plain C struct of integers, for which all zeroes is a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `status` and `usage` are valid, writable locals; the pid is our own child.
     let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     if rc != pid {
         bail!("waiting for dockflow: {}", std::io::Error::last_os_error());
@@ -233,6 +235,7 @@ fn cpu_seconds(stat_file: &str) -> Result<f64> {
         .split_whitespace()
         .collect();
     let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // SAFETY: sysconf takes a constant and touches no memory.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Ok(ticks as f64 / hz)
 }

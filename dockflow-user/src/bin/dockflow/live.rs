@@ -28,6 +28,7 @@ use crate::cli::{Cli, print_summary, reached_count, report_evictions, write_svg}
 
 /// Resolves the target, attaches the probes and streams until a signal, --duration or --count.
 pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
+    // SAFETY: geteuid has no preconditions and touches no memory.
     if unsafe { libc::geteuid() } != 0 {
         bail!(
             "dockflow must run as root (it loads eBPF programs and reads other network namespaces)"
