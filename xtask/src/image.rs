@@ -44,7 +44,7 @@ const XTABLES: &str = "/usr/lib/x86_64-linux-gnu/xtables";
 pub const IMAGE: &str = concat!("dockflow:", env!("CARGO_PKG_VERSION"));
 
 pub fn run() -> Result<()> {
-    build()?;
+    build(&dist::build()?)?;
     println!("image: {IMAGE} (also dockflow:latest)");
     println!(
         "image: docker run --rm {} {IMAGE} --container NAME",
@@ -53,12 +53,11 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-/// Builds the tarball's binary, then the image from it; returns the image's name.
-pub fn build() -> Result<&'static str> {
-    let dockflow = dist::build()?;
+/// Builds the image from the tarball's binary `dockflow`; returns the image's name.
+pub fn build(dockflow: &Path) -> Result<&'static str> {
     let staging = std::env::temp_dir().join(format!("dockflow-image-{}", std::process::id()));
     let result = (|| {
-        place(&dockflow, &staging.join("dockflow"))?;
+        place(dockflow, &staging.join("dockflow"))?;
         for tool in ["/usr/sbin/nft", "/usr/sbin/tc"] {
             place(Path::new(tool), &staging.join(&tool[1..]))?;
             for library in libraries(tool)? {

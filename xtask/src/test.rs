@@ -30,7 +30,7 @@ pub fn run(engine: Option<Engine>, extra: &[String]) -> Result<()> {
     let dockflow = build::dockflow()?;
     let responder = build::lab_responder()?;
     let released = crate::dist::build()?;
-    let image = crate::image::build()?;
+    let image = crate::image::build(&released)?;
     let cargo_test = |args: &[&str]| -> Result<bool> {
         eprintln!("test: on {}", engine_words());
         let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
