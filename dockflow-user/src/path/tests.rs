@@ -968,6 +968,19 @@ fn past_the_per_connection_limit_the_kernels_sample_is_shown_and_marked() {
             .get("sample")
             .is_none()
     );
+    // A held-back packet's drop comes alone, and says why it has no other hops.
+    let mut drop_only = shown[2].clone();
+    drop_only.hops.truncate(1);
+    drop_only.hops[0].event.drop = Some(crate::model::Drop {
+        reason: "TCP_OLD_DATA".into(),
+        code: 99,
+    });
+    let block = crate::render::paths::packet_block(&drop_only, &topology(), &Default::default());
+    let first = block.lines().next().unwrap();
+    assert!(
+        first.ends_with(" · dropped past --per-connection: its earlier hops were held back"),
+        "{block}"
+    );
 }
 
 /// A docker-proxy for 0.0.0.0:1812 and [::]:1812, relaying to radius (172.20.0.2:1812).

@@ -45,10 +45,15 @@ pub fn packet_block(path: &PacketPath, topology: &Topology, style: &Style) -> St
     let proxy = proxy_words(path)
         .map(|w| format!(" · {w}"))
         .unwrap_or_default();
-    let sample = if path.sample {
-        " · sample: past its connection's first packets one a second is shown (--per-connection)"
-    } else {
-        ""
+    let sample = match (path.sample, path.hops.as_slice()) {
+        (false, _) => "",
+        // The kernel shows a held-back packet's drop, not the hops before it.
+        (true, [hop]) if hop.event.drop.is_some() => {
+            " · dropped past --per-connection: its earlier hops were held back"
+        }
+        (true, _) => {
+            " · sample: past its connection's first packets one a second is shown (--per-connection)"
+        }
     };
     let incomplete = if path.incomplete {
         " · INCOMPLETE: events were lost on its way"
