@@ -236,6 +236,29 @@ fn ensure_docker() -> Result<()> {
     Ok(())
 }
 
+/// `docker import` of the folder `root` as the image `name`, with Dockerfile-style `changes`.
+pub fn import_image(root: &Path, changes: &[&str], name: &str) -> Result<()> {
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(root)
+        .args(["-c", "."])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running tar")?;
+    let status = Command::new("docker")
+        .arg("import")
+        .args(changes.iter().flat_map(|change| ["--change", change]))
+        .args(["-", name])
+        .stdin(tar.stdout.context("tar's output")?)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running docker import")?;
+    if !status.success() {
+        bail!("docker import of {name} failed");
+    }
+    Ok(())
+}
+
 fn build_image(responder: &Path) -> Result<()> {
     let staging = std::env::temp_dir().join(format!("dockflow-lab-image-{}", std::process::id()));
     std::fs::create_dir_all(&staging)?;
@@ -244,30 +267,14 @@ fn build_image(responder: &Path) -> Result<()> {
         std::fs::copy(responder, &dest)
             .with_context(|| format!("copying {}", responder.display()))?;
         // `docker import` takes a root filesystem tarball: here, one static binary.
-        let tar = Command::new("tar")
-            .args(["-C"])
-            .arg(&staging)
-            .args(["-c", "."])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .context("running tar")?;
-        let status = Command::new("docker")
-            .args([
-                "import",
-                "--change",
+        import_image(
+            &staging,
+            &[
                 &format!("ENTRYPOINT [\"{IMAGE_BINARY}\"]"),
-                "--change",
                 &format!("LABEL {LABEL}=1"),
-                "-",
-                IMAGE,
-            ])
-            .stdin(tar.stdout.context("tar stdout")?)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .context("running docker import")?;
-        if !status.success() {
-            bail!("docker import failed");
-        }
+            ],
+            IMAGE,
+        )?;
         Ok(())
     })();
     let _ = std::fs::remove_dir_all(&staging);

@@ -7,10 +7,11 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
 };
 
 use anyhow::{Context as _, Result, bail};
+use dockflow_lab::lab;
 
 use crate::dist;
 
@@ -112,32 +113,16 @@ fn libraries(binary: &str) -> Result<Vec<PathBuf>> {
         .collect())
 }
 
-/// `docker import` of the staged root, with dockflow as its entry point.
+/// `docker import` of the staged root, with dockflow as its entry point, tagged `latest` too.
 fn import(staging: &Path) -> Result<()> {
-    let tar = Command::new("tar")
-        .arg("-C")
-        .arg(staging)
-        .args(["-c", "."])
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("running tar")?;
-    let status = Command::new("docker")
-        .args([
-            "import",
-            "--change",
+    lab::import_image(
+        staging,
+        &[
             "ENTRYPOINT [\"/dockflow\"]",
-            "--change",
             "ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-            "-",
-            IMAGE,
-        ])
-        .stdin(tar.stdout.context("tar's output")?)
-        .stdout(Stdio::null())
-        .status()
-        .context("running docker import")?;
-    if !status.success() {
-        bail!("docker import failed");
-    }
+        ],
+        IMAGE,
+    )?;
     let tagged = Command::new("docker")
         .args(["tag", IMAGE, "dockflow:latest"])
         .status()
