@@ -201,18 +201,24 @@ pub fn our_bpf_programs() -> Vec<String> {
     left
 }
 
-fn loaded_programs() -> Vec<String> {
+/// `bpftool ARGS`'s output. A bpftool that fails prints nothing: that must not read as "nothing
+/// there", so it fails the test.
+fn bpftool(args: &[&str]) -> Vec<u8> {
     let out = Command::new("bpftool")
-        .args(["prog", "show"])
+        .args(args)
         .output()
         .expect("running bpftool");
-    // A bpftool that fails lists nothing: that must not read as "nothing left".
     assert!(
         out.status.success(),
-        "bpftool prog show failed: {}",
+        "bpftool {} failed: {}",
+        args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
+    out.stdout
+}
+
+fn loaded_programs() -> Vec<String> {
+    String::from_utf8_lossy(&bpftool(&["prog", "show"]))
         .lines()
         .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "name").nth(1))
         .filter(|name| name.starts_with("df_"))
@@ -222,17 +228,9 @@ fn loaded_programs() -> Vec<String> {
 
 /// The values of a BPF map of ours, by name, read as little-endian u64s (bpftool).
 pub fn bpf_map_values(name: &str) -> Vec<u64> {
-    let out = Command::new("bpftool")
-        .args(["-j", "map", "dump", "name", name])
-        .output()
-        .expect("running bpftool");
-    assert!(
-        out.status.success(),
-        "bpftool map dump name {name} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let entries: Vec<serde_json::Value> =
-        serde_json::from_slice(&out.stdout).expect("bpftool's JSON");
+        serde_json::from_slice(&bpftool(&["-j", "map", "dump", "name", name]))
+            .expect("bpftool's JSON");
     entries
         .iter()
         .map(|entry| {
