@@ -175,10 +175,10 @@ fn measure(dockflow: &Path, responder: &Path) -> Result<()> {
             lost += tracer.stop()?.lost;
             Ok(rate)
         };
-        let (figures, _) = throughput_rounds(ROUNDS[i.min(ROUNDS.len() - 1)], &bulk, &mut traced)?;
+        let figures = throughput_rounds(ROUNDS[i.min(ROUNDS.len() - 1)], &bulk, &mut traced)?;
         println!("throughput, {label:<24} {figures}; {lost} events lost");
     }
-    let (figures, _) = throughput_rounds(ROUNDS_CONTROL, &bulk, &mut || bulk())?;
+    let figures = throughput_rounds(ROUNDS_CONTROL, &bulk, &mut || bulk())?;
     println!(
         "throughput, {:<24} {figures}",
         "control (nothing attached):"
@@ -187,17 +187,21 @@ fn measure(dockflow: &Path, responder: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Rounds for the network comparison, per target.
-const ROUNDS_NETWORK: usize = 8;
+/// Rounds for the network comparison. Every round runs each setting once, between two runs
+/// without dockflow, in an order that turns from round to round; one run's ratio varies by
+/// about 0.08 on this project's 2-vCPU VM, so 16 rounds give a 95% interval of about +-0.04.
+const ROUNDS_NETWORK: usize = 16;
 
 /// Bulk TCP to `proxy` with dockflow following `--network infranet` (proxy among the targets)
-/// against runs without dockflow, in the same rounds' scheme: first the floor, programs that
-/// return at once at the same attach points (`--empty-programs`, no nftables trace); then
-/// `--container radius` (every packet filtered out in the kernel); the default (the flow's
-/// first 64 packets in full, then one a second, nftables tracing each flow's first packets);
-/// the default without the nftables trace; every packet (`--per-connection all`); and a filter
-/// expression that leaves the bulk connection out, `udp` (the kernel drops every TCP packet
-/// from its first hop by protocol). Each ratio is also given as a share of the floor's.
+/// against runs without dockflow. The settings: the floor, programs that return at once at the
+/// same attach points (`--empty-programs`, no nftables trace); `--container radius` (every
+/// packet filtered out in the kernel); the default (the flow's first 64 packets in full, then
+/// one a second, nftables tracing each flow's first packets); the default without the nftables
+/// trace; every packet (`--per-connection all`); and a filter expression that leaves the bulk
+/// connection out, `udp` (the kernel drops every TCP packet from its first hop by protocol).
+/// The settings are interleaved within each round, so that the machine's drift over minutes
+/// (the larger part of the noise on a shared VM) falls on all of them alike; each ratio is also
+/// given as a share of the floor's, per round.
 fn network(dockflow: &Path, responder: &Path) -> Result<()> {
     let proxy = lab::service("proxy")?;
     let to = format!("{}:{}", lab::HOST_ADDRESS, proxy.port);
@@ -218,40 +222,60 @@ fn network(dockflow: &Path, responder: &Path) -> Result<()> {
     };
     let network = format!("--network={}", lab::NETWORK);
     let net = network.as_str();
-    let mut floor = None;
-    for (label, args) in [
+    let settings: [(&str, &[&str]); 6] = [
         (
             "floor (empty programs, same attach points):",
-            &[net, "--empty-programs", "--trace-rules", "none"][..],
+            &[net, "--empty-programs", "--trace-rules", "none"],
         ),
-        ("--container radius:", &["--container", "radius"][..]),
-        ("--network infranet (default):", &[net][..]),
+        ("--container radius:", &["--container", "radius"]),
+        ("--network infranet (default):", &[net]),
         (
             "--network infranet --trace-rules none:",
-            &[net, "--trace-rules", "none"][..],
+            &[net, "--trace-rules", "none"],
         ),
         (
             "--network infranet --per-connection all:",
-            &[net, "--per-connection", "all"][..],
+            &[net, "--per-connection", "all"],
         ),
-        ("--network infranet udp:", &[net, "udp"][..]),
-    ] {
-        let mut lost = 0;
-        let mut traced = || -> Result<f64> {
-            let tracer = Tracer::start(dockflow, args, Stdio::null(), false)?;
-            let rate = bulk()?;
-            lost += tracer.stop()?.lost;
-            Ok(rate)
-        };
-        let (figures, ratio) = throughput_rounds(ROUNDS_NETWORK, &bulk, &mut traced)?;
-        let of_floor = match floor {
-            Some(floor) => format!("; {:.3} of the floor", ratio / floor),
-            None => String::new(),
-        };
-        floor.get_or_insert(ratio);
-        println!("network, {label:<45} {figures}; {lost} events lost{of_floor}");
+        ("--network infranet udp:", &[net, "udp"]),
+    ];
+    let mut ratios = vec![Vec::new(); settings.len()];
+    let mut lost = vec![0; settings.len()];
+    for round in 0..ROUNDS_NETWORK {
+        let before = bulk()?;
+        let mut rates = vec![0.0; settings.len()];
+        for turn in 0..settings.len() {
+            let i = (turn + round) % settings.len();
+            let tracer = Tracer::start(dockflow, settings[i].1, Stdio::null(), false)?;
+            rates[i] = bulk()?;
+            lost[i] += tracer.stop()?.lost;
+        }
+        let without = (before + bulk()?) / 2.0;
+        for (i, rate) in rates.iter().enumerate() {
+            ratios[i].push(rate / without);
+        }
+    }
+    let floor = ratios[0].clone();
+    for (i, (label, _)) in settings.iter().enumerate() {
+        let of_floor: Vec<f64> = ratios[i].iter().zip(&floor).map(|(r, f)| r / f).collect();
+        println!(
+            "network, {label:<45} {}; {} events lost; {} of the floor",
+            ratio_figures(&ratios[i]),
+            lost[i],
+            ratio_figures(&of_floor)
+        );
     }
     Ok(())
+}
+
+/// A list of per-round ratios as its median and mean with a 95% interval.
+fn ratio_figures(ratios: &[f64]) -> String {
+    let (mean, half_width) = mean_and_interval(ratios);
+    let median = median(&mut ratios.to_vec());
+    format!(
+        "ratio {median:.3} (median of {} rounds; mean {mean:.3} +- {half_width:.3}, 95%)",
+        ratios.len()
+    )
 }
 
 /// Section 2: per-program runs and time from the kernel's BPF statistics during one bulk run.
@@ -324,12 +348,12 @@ fn df_program_stats() -> Result<std::collections::BTreeMap<String, (u64, u64)>> 
 }
 
 /// Rounds of without-with-with-without bulk runs; each round gives one ratio. Returns the
-/// figures as one line, and the median ratio.
+/// figures as one line.
 fn throughput_rounds(
     rounds: usize,
     without: &dyn Fn() -> Result<f64>,
     with: &mut dyn FnMut() -> Result<f64>,
-) -> Result<(String, f64)> {
+) -> Result<String> {
     let (mut ratios, mut rates_without, mut rates_with) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         let (a, b, c, d) = (without()?, with()?, with()?, without()?);
@@ -337,14 +361,13 @@ fn throughput_rounds(
         rates_without.extend([a, d]);
         rates_with.extend([b, c]);
     }
-    let (mean, half_width) = mean_and_interval(&ratios);
-    let ratio = median(&mut ratios);
     let line = format!(
-        "ratio {ratio:.3} (median of {rounds} rounds; mean {mean:.3} +- {half_width:.3}, 95%); without {:.2} Gbit/s, with {:.2} Gbit/s (medians)",
+        "{}; without {:.2} Gbit/s, with {:.2} Gbit/s (medians)",
+        ratio_figures(&ratios),
         median(&mut rates_without) / 1e9,
         median(&mut rates_with) / 1e9,
     );
-    Ok((line, ratio))
+    Ok(line)
 }
 
 /// The mean and the half-width of its 95% confidence interval (normal approximation; with few
