@@ -130,7 +130,7 @@ pub const NAME_PREFIX: &str = "df_";
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(
-    feature = "user",
+    feature = "serde",
     derive(serde::Serialize),
     serde(rename_all = "snake_case")
 )]
@@ -581,7 +581,7 @@ pub const fn port_key(l4_proto: u8, port: u16) -> u32 {
     ((l4_proto as u32) << 16) | port as u32
 }
 
-#[cfg(feature = "user")]
+#[cfg(feature = "aya")]
 mod pod {
     // SAFETY (each): #[repr(C)] structs of integers and integer arrays, Copy, with explicit
     // padding fields where alignment needs them: every bit pattern is a valid value, and the

@@ -326,22 +326,6 @@ fn interface_name(event: &Event, topology: &Topology) -> String {
     }
 }
 
-/// Wall-clock time minus the kernel's monotonic clock, now: what turns event times into dates.
-pub fn clock_offset_now() -> i64 {
-    let wall = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos() as i64;
-    wall - crate::kernel::monotonic_now() as i64
-}
-
-/// The running kernel's release (`uname -r`).
-pub fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|r| r.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;

@@ -72,7 +72,7 @@ pub struct Origin {
     pub filter: Option<String>,
     /// --trace-rules of the run (absent in recordings of older versions: every packet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trace_rules: Option<crate::nftrace::TraceRules>,
+    pub trace_rules: Option<crate::model::TraceRules>,
     /// --per-connection of the run (absent: every packet, as in older versions' recordings).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_connection: Option<u32>,

@@ -8,12 +8,12 @@ use std::{
     cell::Cell,
 };
 
-use dockflow::{
+use dockflow_common::PACKET_EVENT_SIZE;
+use dockflow_core::{
     decode::Decoder,
     model::topology::Topology,
     record::{Header, ReadError, Record, Recorder, Replay},
 };
-use dockflow_common::PACKET_EVENT_SIZE;
 use proptest::prelude::*;
 
 /// The largest single allocation this thread made since the last reset (tests run in

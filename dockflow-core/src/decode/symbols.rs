@@ -1,5 +1,5 @@
 //! Kernel function addresses to names, parsed from /proc/kallsyms' text (which
-//! [`crate::kernel::load_symbols`] reads; root sees real addresses).
+//! `dockflow::kernel::load_symbols` reads; root sees real addresses).
 
 use std::collections::BTreeMap;
 

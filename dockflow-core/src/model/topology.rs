@@ -1,7 +1,8 @@
 //! What the host's interfaces are, as far as a packet's path is concerned: bridges, their
 //! ports (and which container is behind a port), everything else, and their names across
-//! namespaces. Collected at start (and again when it changes) by [`crate::watch`], and stored in
-//! recordings, so replay names and classifies hops as the live run did at that moment.
+//! namespaces. Collected at start (and again when it changes) by the `dockflow` crate's `watch`
+//! module, and stored in recordings, so replay names and classifies hops as the live run did at
+//! that moment.
 
 use std::{collections::HashMap, net::IpAddr};
 

@@ -5,6 +5,8 @@ pub mod btf;
 pub mod capabilities;
 pub mod conntrack;
 
+use std::time::SystemTime;
+
 use anyhow::{Context as _, Result};
 use dockflow_common::KernelOffsets;
 
@@ -21,6 +23,22 @@ pub fn monotonic_now() -> u64 {
     // SAFETY: `ts` is a valid, writable timespec for the call's duration.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Wall-clock time minus the kernel's monotonic clock, now: what turns event times into dates.
+pub fn clock_offset_now() -> i64 {
+    let wall = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as i64;
+    wall - monotonic_now() as i64
+}
+
+/// The running kernel's release (`uname -r`).
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|r| r.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// The kernel's text symbols whose names satisfy `keep`, from /proc/kallsyms.

@@ -16,7 +16,6 @@ use dockflow::{
     kernel::{self, btf::KernelBtf, monotonic_now},
     nftrace::{TraceBatch, TraceRules},
     output::Output,
-    pcapng,
     probes::{LoadOptions, ProbeError, Probes, RuleTraces, Verdicts},
     record::{Header, Origin, Recorder},
     watch::{self, Target, Watch},
@@ -58,8 +57,8 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
     };
     let origin = Origin {
         networks: target.networks.clone(),
-        kernel: pcapng::kernel_release(),
-        clock_offset_ns: pcapng::clock_offset_now(),
+        kernel: kernel::kernel_release(),
+        clock_offset_ns: kernel::clock_offset_now(),
         started_unix_s: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
