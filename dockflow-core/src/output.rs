@@ -78,6 +78,8 @@ pub struct Output<W: Write> {
     /// (connection, direction), for the later ones that share its rules.
     traced: Option<HashMap<(u64, Direction), u64>>,
     writer: W,
+    /// Reused for each JSON line, written whole (serde_json writes token by token).
+    json_line: Vec<u8>,
     /// The filter expression: packets (events with --raw) it does not match are left out.
     filter: Option<Filter>,
     /// --summary: the connections seen.
@@ -114,6 +116,7 @@ impl<W: Write> Output<W> {
             proxies: ProxyLinker::with_limit(limits.connections),
             traced: None,
             writer,
+            json_line: Vec::new(),
             pcapng: None,
             filter: None,
             summary: None,
@@ -347,8 +350,11 @@ impl<W: Write> Output<W> {
         // --summary --json: the table's rows close the stream (the table itself goes to stderr).
         if let (true, Some(summary)) = (self.json, &self.summary) {
             for row in summary.rows() {
-                serde_json::to_writer(&mut self.writer, &JsonLine::Connection(row))?;
-                self.writer.write_all(b"\n")?;
+                write_json_line(
+                    &mut self.writer,
+                    &mut self.json_line,
+                    &JsonLine::Connection(row),
+                )?;
             }
         }
         self.writer.flush()
@@ -388,8 +394,11 @@ impl<W: Write> Output<W> {
                 }
             }
             if self.json {
-                serde_json::to_writer(&mut self.writer, &JsonLine::Packet(&path))?;
-                self.writer.write_all(b"\n")?;
+                write_json_line(
+                    &mut self.writer,
+                    &mut self.json_line,
+                    &JsonLine::Packet(&path),
+                )?;
             } else {
                 writeln!(
                     self.writer,
@@ -416,11 +425,10 @@ impl<W: Write> Output<W> {
             drawn.explanation = Some(explanation.clone());
         }
         if self.json {
-            writeln!(
-                self.writer,
-                "{}",
-                serde_json::to_string(&JsonLine::Explanation(explanation))
-                    .expect("explanations serialize")
+            write_json_line(
+                &mut self.writer,
+                &mut self.json_line,
+                &JsonLine::Explanation(explanation),
             )
         } else {
             writeln!(
@@ -430,6 +438,18 @@ impl<W: Write> Output<W> {
             )
         }
     }
+}
+
+/// `value` as one JSON line, serialized into `line` (reused) and written in one call.
+fn write_json_line(
+    writer: &mut impl Write,
+    line: &mut Vec<u8>,
+    value: &impl Serialize,
+) -> io::Result<()> {
+    line.clear();
+    serde_json::to_writer(&mut *line, value)?;
+    line.push(b'\n');
+    writer.write_all(line)
 }
 
 #[cfg(test)]

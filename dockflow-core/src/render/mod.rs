@@ -40,7 +40,7 @@ pub struct Renderer {
     json: bool,
     first_ts: Option<u64>,
     interfaces: InterfaceNames,
-    /// Reused for each event's JSON body.
+    /// Reused for each event's JSON line.
     scratch: Vec<u8>,
 }
 
@@ -64,14 +64,22 @@ impl Renderer {
         if !self.json {
             return writeln!(out, "{}", visible(&self.render(event)));
         }
-        // The interface name goes in as the first member, spliced before the event's own.
-        self.scratch.clear();
-        serde_json::to_writer(&mut self.scratch, event).expect("events serialize");
-        out.write_all(b"{\"interface\":")?;
-        serde_json::to_writer(&mut *out, &self.interfaces.name(event.netns, event.ifindex))?;
-        out.write_all(b",")?;
-        out.write_all(&self.scratch[1..])?;
-        out.write_all(b"\n")
+        // The whole line in memory, handed over in one write (the writer may be a trait object,
+        // and serde_json writes token by token). The interface name goes in as the first member,
+        // the event's own opening brace overwritten by the comma after it.
+        let line = &mut self.scratch;
+        line.clear();
+        line.extend_from_slice(b"{\"interface\":");
+        serde_json::to_writer(
+            &mut *line,
+            &self.interfaces.name(event.netns, event.ifindex),
+        )
+        .expect("strings serialize");
+        let body = line.len();
+        serde_json::to_writer(&mut *line, event).expect("events serialize");
+        line[body] = b',';
+        line.push(b'\n');
+        out.write_all(line)
     }
 
     pub fn render(&mut self, event: &Event) -> String {
