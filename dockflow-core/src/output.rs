@@ -80,6 +80,9 @@ pub struct Output<W: Write> {
     writer: W,
     /// Reused for each JSON line, written whole (serde_json writes token by token).
     json_line: Vec<u8>,
+    /// False with --quiet while packets are still needed (--pcapng, pictures, --summary):
+    /// nothing is rendered for the stream.
+    stream: bool,
     /// The filter expression: packets (events with --raw) it does not match are left out.
     filter: Option<Filter>,
     /// --summary: the connections seen.
@@ -117,6 +120,7 @@ impl<W: Write> Output<W> {
             traced: None,
             writer,
             json_line: Vec::new(),
+            stream: true,
             pcapng: None,
             filter: None,
             summary: None,
@@ -210,6 +214,13 @@ impl<W: Write> Output<W> {
         self
     }
 
+    /// Whether packets and explanations are rendered for the stream (false: only the files,
+    /// the summary and the pictures get them).
+    pub fn with_stream(mut self, on: bool) -> Self {
+        self.stream = on;
+        self
+    }
+
     /// Also writes every finished packet to `pcapng`.
     pub fn with_pcapng(mut self, pcapng: PcapngWriter<BufWriter<File>>) -> Self {
         self.pcapng = Some(pcapng);
@@ -272,11 +283,9 @@ impl<W: Write> Output<W> {
         match self.mode {
             // Raw lines stand alone: a trace whose packet the filter leaves out goes too.
             Mode::Raw if self.leaves_out(&trace) => Ok(()),
-            Mode::Raw if self.json => writeln!(
-                self.writer,
-                "{}",
-                serde_json::to_string(&trace).expect("traces serialize")
-            ),
+            Mode::Raw if self.json => {
+                write_json_line(&mut self.writer, &mut self.json_line, &trace)
+            }
             Mode::Raw => writeln!(
                 self.writer,
                 "{}",
@@ -393,24 +402,29 @@ impl<W: Write> Output<W> {
                     *slot = Some(path.clone());
                 }
             }
-            if self.json {
-                write_json_line(
-                    &mut self.writer,
-                    &mut self.json_line,
-                    &JsonLine::Packet(&path),
-                )?;
-            } else {
-                writeln!(
-                    self.writer,
-                    "{}",
-                    paths::packet_block(&path, self.correlator.topology(), &self.style)
-                )?;
-            }
+            self.show_packet(&path)?;
             for explanation in self.explainer.observe(&path) {
                 self.write_explanation(&explanation)?;
             }
         }
         Ok(())
+    }
+
+    /// A finished packet on the stream, as JSON or as its text block.
+    fn show_packet(&mut self, path: &PacketPath) -> io::Result<()> {
+        if !self.stream {
+            return Ok(());
+        }
+        if self.json {
+            write_json_line(
+                &mut self.writer,
+                &mut self.json_line,
+                &JsonLine::Packet(path),
+            )
+        } else {
+            let block = paths::packet_block(path, self.correlator.topology(), &self.style);
+            writeln!(self.writer, "{block}")
+        }
     }
 
     fn write_explanation(&mut self, explanation: &Explanation) -> io::Result<()> {
@@ -424,7 +438,9 @@ impl<W: Write> Output<W> {
         {
             drawn.explanation = Some(explanation.clone());
         }
-        if self.json {
+        if !self.stream {
+            Ok(())
+        } else if self.json {
             write_json_line(
                 &mut self.writer,
                 &mut self.json_line,

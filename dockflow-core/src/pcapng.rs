@@ -13,7 +13,7 @@
 
 use std::{
     borrow::Cow,
-    collections::HashMap,
+    fmt::Write as _,
     fs::File,
     io::{self, BufWriter, Write},
     path::Path,
@@ -37,11 +37,12 @@ use pcap_file::{
         },
     },
 };
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::{
     model::{
-        Event, ProbePoint, priority_words,
+        Event, Family, Hook, ProbePoint, priority_words,
         topology::{Place, Topology},
     },
     path::correlate::{Direction, Hop, PacketPath},
@@ -75,7 +76,7 @@ struct InterfaceKey {
     ifindex: u32,
     netns: Option<u32>,
     /// Family, hook and priority for netfilter events.
-    hook: Option<(String, String, Option<i32>)>,
+    hook: Option<(Family, Hook, Option<i32>)>,
 }
 
 impl InterfaceKey {
@@ -84,13 +85,10 @@ impl InterfaceKey {
             probe: event.probe,
             ifindex: event.ifindex,
             netns: event.netns,
-            hook: event.netfilter.as_ref().map(|nf| {
-                (
-                    nf.family.word().to_string(),
-                    nf.hook.word().to_string(),
-                    nf.priority,
-                )
-            }),
+            hook: event
+                .netfilter
+                .as_ref()
+                .map(|nf| (nf.family, nf.hook, nf.priority)),
         }
     }
 }
@@ -98,7 +96,7 @@ impl InterfaceKey {
 /// The pcapng writer; interfaces are declared as events first come from them.
 pub struct PcapngWriter<W: Write> {
     writer: PcapNgWriter<W>,
-    interfaces: HashMap<InterfaceKey, u32>,
+    interfaces: FxHashMap<InterfaceKey, u32>,
     /// Each interface's probe point, in interface id order (for the statistics at the end).
     points: Vec<ProbePoint>,
     snaplen: u32,
@@ -107,6 +105,9 @@ pub struct PcapngWriter<W: Write> {
     /// Added to the kernel's monotonic event times to make them wall-clock times.
     clock_offset_ns: i64,
     last_ts: u64,
+    /// Reused for each frame's comment and JSON option (millions of frames in a conversion).
+    comment: String,
+    json: Vec<u8>,
 }
 
 /// A hop's frame as JSON, in the custom option.
@@ -164,7 +165,7 @@ impl<W: Write> PcapngWriter<W> {
         };
         Ok(Self {
             writer: PcapNgWriter::with_section_header(writer, header)?,
-            interfaces: HashMap::new(),
+            interfaces: FxHashMap::default(),
             points: Vec::new(),
             snaplen,
             filter: section
@@ -173,6 +174,8 @@ impl<W: Write> PcapngWriter<W> {
                 .map(|text| [&[0u8][..], text.as_bytes()].concat()),
             clock_offset_ns,
             last_ts: 0,
+            comment: String::new(),
+            json: Vec::new(),
         })
     }
 
@@ -186,15 +189,28 @@ impl<W: Write> PcapngWriter<W> {
         };
         for (i, (hop, line)) in path.hops.iter().zip(&lines).enumerate() {
             let interface_id = self.interface(&hop.event, topology)?;
-            let json = serde_json::to_string(&FrameJson {
-                packet: path.id,
-                connection: path.connection,
-                direction: path.direction,
-                hop: i + 1,
-                hops: path.hops.len(),
-                detail: hop,
-            })
+            self.json.clear();
+            serde_json::to_writer(
+                &mut self.json,
+                &FrameJson {
+                    packet: path.id,
+                    connection: path.connection,
+                    direction: path.direction,
+                    hop: i + 1,
+                    hops: path.hops.len(),
+                    detail: hop,
+                },
+            )
             .expect("hops serialize");
+            let json = std::str::from_utf8(&self.json).expect("JSON is UTF-8");
+            self.comment.clear();
+            let _ = write!(
+                self.comment,
+                "dockflow packet {} hop {}/{}{role}: {line}",
+                path.id,
+                i + 1,
+                path.hops.len()
+            );
             let (data, original_len) = match &hop.event.capture {
                 Some(capture) => (capture.bytes.as_slice(), capture.wire_len),
                 None => (&[][..], 0),
@@ -202,20 +218,17 @@ impl<W: Write> PcapngWriter<W> {
             self.last_ts = self.last_ts.max(hop.event.ts_ns);
             let block = EnhancedPacketBlock {
                 interface_id,
-                timestamp: self.wall_clock(hop.event.ts_ns),
+                timestamp: wall_clock(self.clock_offset_ns, hop.event.ts_ns),
                 original_len,
                 data: Cow::Borrowed(data),
                 options: vec![
-                    EnhancedPacketOption::Common(CommonOption::Comment(Cow::Owned(format!(
-                        "dockflow packet {} hop {}/{}{role}: {line}",
-                        path.id,
-                        i + 1,
-                        path.hops.len()
-                    )))),
+                    EnhancedPacketOption::Common(CommonOption::Comment(Cow::Borrowed(
+                        &self.comment,
+                    ))),
                     EnhancedPacketOption::Common(CommonOption::CustomUtf8Copiable(
                         CustomUtf8Option {
                             pen: PEN,
-                            value: Cow::Owned(json),
+                            value: Cow::Borrowed(json),
                         },
                     )),
                 ],
@@ -230,7 +243,7 @@ impl<W: Write> PcapngWriter<W> {
     /// Statistics per interface (the events lost at its probe point: the kernel counts losses
     /// per probe point, not per interface), then everything out to the file.
     pub fn finish(mut self, lost: &[(ProbePoint, u64)]) -> io::Result<W> {
-        let end = self.wall_clock(self.last_ts);
+        let end = wall_clock(self.clock_offset_ns, self.last_ts);
         for (interface_id, point) in self.points.clone().into_iter().enumerate() {
             let dropped = lost
                 .iter()
@@ -254,10 +267,6 @@ impl<W: Write> PcapngWriter<W> {
         let mut inner = self.writer.into_inner();
         inner.flush()?;
         Ok(inner)
-    }
-
-    fn wall_clock(&self, ts_ns: u64) -> Duration {
-        Duration::from_nanos((ts_ns as i64).saturating_add(self.clock_offset_ns).max(0) as u64)
     }
 
     /// The interface id for where `event` was taken, declared on first use.
@@ -292,6 +301,11 @@ impl<W: Write> PcapngWriter<W> {
         self.interfaces.insert(key, id);
         Ok(id)
     }
+}
+
+/// A kernel monotonic time as a wall-clock time, by the capture's offset.
+fn wall_clock(clock_offset_ns: i64, ts_ns: u64) -> Duration {
+    Duration::from_nanos((ts_ns as i64).saturating_add(clock_offset_ns).max(0) as u64)
 }
 
 /// "tc ingress vethc (radius)", "ipv4 prerouting -99 (after nat)", "bridge pass up docker1",

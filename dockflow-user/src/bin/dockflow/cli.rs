@@ -238,6 +238,7 @@ impl Cli {
             writer,
             self.limits(per_connection),
         )
+        .with_stream(!self.quiet)
         .with_filter(filter)
         .with_summary(self.summary)
         .with_drawing(self.svg.is_some() || self.html.is_some())
