@@ -13,8 +13,9 @@ use crate::{
     filter::{Filter, Form},
     model::{Event, ProbePoint, RuleTrace, topology::Topology},
     path::{
-        correlate::{Correlator, Direction, Evictions, Limits, PacketPath},
+        correlate::{Correlator, Evictions, Limits},
         explain::{Explainer, Explanation},
+        hop::{Direction, PacketPath},
         proxy::ProxyLinker,
         summary::{Row, Summary},
     },
@@ -498,6 +499,7 @@ mod tests {
             verdict: crate::model::Verdict::Accept,
             packet: Some(first.packet.clone()),
         }];
+        crate::path::rules::place(&mut first);
         output.share_rules(&mut first);
         assert_eq!(first.rules_as, None, "traced itself");
         let mut later = paths[0].clone();

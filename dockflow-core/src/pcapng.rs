@@ -45,7 +45,7 @@ use crate::{
         Event, Family, Hook, ProbePoint, priority_words,
         topology::{Place, Topology},
     },
-    path::correlate::{Direction, Hop, PacketPath},
+    path::hop::{Direction, Hop, PacketPath},
     record,
     render::paths::hop_lines,
 };

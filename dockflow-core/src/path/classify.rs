@@ -5,7 +5,7 @@
 use dockflow_common::{IPPROTO_ICMP, IPPROTO_ICMPV6};
 use serde::Serialize;
 
-use super::correlate::Hop;
+use super::hop::Hop;
 use crate::model::{
     Event, Family, Hook, ProbePoint,
     topology::{Place, Topology},

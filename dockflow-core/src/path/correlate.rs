@@ -13,121 +13,17 @@ use std::{
 
 use rustc_hash::FxHashMap as HashMap;
 
-use serde::Serialize;
-
-use super::classify::{HopKind, Layer, classify, refine};
+use super::{
+    classify::{classify, refine},
+    hop::{Direction, Ends, Hop, PacketPath, Rewrite, RewriteField},
+    rules,
+};
 use crate::model::{ArpOp, CtDirection, Event, Packet, RuleTrace, endpoint, topology::Topology};
 
 /// Events further apart than this are never the same packet.
 const SAME_PACKET_WINDOW_NS: u64 = 200_000_000;
 /// How long a gap in the events is remembered.
 const GAP_MEMORY_NS: u64 = 10_000_000_000;
-
-/// One hop of a packet's path.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Hop {
-    pub layer: Layer,
-    #[serde(flatten)]
-    pub kind: HopKind,
-    /// NAT rewrites visible at this hop, compared with the previous hop ("dst 10.199.0.1:1812 ->
-    /// 172.20.0.2:1812").
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub rewrites: Vec<Rewrite>,
-    pub event: Event,
-}
-
-/// Containers at a packet's ends, by name.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Ends {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub src: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dst: Option<String>,
-}
-
-impl Ends {
-    pub fn is_empty(&self) -> bool {
-        self.src.is_none() && self.dst.is_none()
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Rewrite {
-    pub field: RewriteField,
-    pub before: String,
-    pub after: String,
-}
-
-/// Which end of a packet NAT rewrote.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RewriteField {
-    Source,
-    Destination,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    /// The connection's original direction (the request).
-    Request,
-    /// The reply direction.
-    Reply,
-}
-
-/// A packet's whole observed path.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct PacketPath {
-    pub id: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub connection: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub direction: Option<Direction>,
-    /// Headers as first seen.
-    pub packet: Packet,
-    /// The containers at either end, where an address of the packet (before or after NAT)
-    /// is one of theirs.
-    #[serde(skip_serializing_if = "Ends::is_empty")]
-    pub ends: Ends,
-    pub hops: Vec<Hop>,
-    /// nftables rules that evaluated the packet, in order.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub rules: Vec<RuleTrace>,
-    /// Events were lost while this packet was on its way (the kernel's ring buffer overflowed,
-    /// or the display fell behind and skipped some): its hops may be missing some.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub incomplete: bool,
-    /// Its connection is one leg of an exchange through dockerd's userland proxy (set by
-    /// [`super::proxy::ProxyLinker`]).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub proxy: Option<super::proxy::ProxyLeg>,
-    /// nftables traced only its flow's first packets (--trace-rules first): this one was not
-    /// traced, and shares the rules of this earlier packet of its connection and direction.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rules_as: Option<u64>,
-    /// Past its connection's first --per-connection packets, the kernel showed it as the
-    /// connection's sample (one a second; the others only counted), or it is a drop of a
-    /// packet held back until then.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub sample: bool,
-}
-
-impl PacketPath {
-    /// Where the packet itself was dropped (not a flooded copy of it, nor an ICMP message freed
-    /// after delivery).
-    pub fn dropped(&self) -> Option<&Hop> {
-        self.hops.iter().find(|h| {
-            matches!(
-                h.kind,
-                HopKind::Dropped {
-                    flood_copy: false,
-                    after_delivery: false,
-                    ..
-                }
-            )
-        })
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct PacketKey {
@@ -556,6 +452,7 @@ impl Correlator {
         let sample = hops.iter().any(|h| h.event.sample);
         self.incomplete += u64::from(incomplete);
         let ends = self.ends_of(&packet, &hops);
+        let rule_at = rules::placed(&rules, &hops, &packet);
         PacketPath {
             id,
             connection,
@@ -564,6 +461,7 @@ impl Correlator {
             ends,
             hops,
             rules,
+            rule_at,
             incomplete,
             proxy: None,
             rules_as: None,

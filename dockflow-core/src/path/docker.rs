@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::{correlate::PacketPath, explain::RuleRef};
+use super::{explain::RuleRef, hop::PacketPath};
 
 /// Why a Docker rule dropped a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -1,4 +1,5 @@
-//! From events to paths: [`correlate`] groups events into packets and connections,
+//! From events to paths: [`correlate`] groups events into packets and connections, each a
+//! [`hop::PacketPath`],
 //! [`classify`] says which layer handled each hop and what happened there, [`explain`] puts a
 //! connection's request and reply into words, [`proxy`] links the two connections of an
 //! exchange through dockerd's userland proxy. What they know about the host is the
@@ -8,6 +9,7 @@ pub mod classify;
 pub mod correlate;
 pub mod docker;
 pub mod explain;
+pub mod hop;
 pub mod proxy;
 pub mod rules;
 pub mod summary;

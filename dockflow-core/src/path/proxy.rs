@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use super::{
     classify::{HopKind, Layer},
-    correlate::{Direction, Hop, PacketPath},
+    hop::{Direction, Hop, PacketPath},
 };
 use crate::model::{
     Hook,

@@ -1,7 +1,10 @@
 //! Which hop an nftables rule evaluation belongs to: the hop at the same family and hook. IP
 //! families map onto netfilter hops; bridge-family chains onto the bridge's own hops.
 
-use super::{classify::HopKind, correlate::Hop};
+use super::{
+    classify::HopKind,
+    hop::{Hop, PacketPath},
+};
 use crate::model::{Family, Hook, Packet, RuleTrace};
 
 /// Whether `rule` was evaluated at the place `hop` stands for.
@@ -34,4 +37,9 @@ pub fn placed(rules: &[RuleTrace], hops: &[Hop], packet: &Packet) -> Vec<Option<
         .iter()
         .map(|rule| hops.iter().position(|hop| ran_at(rule, &hop.kind, packet)))
         .collect()
+}
+
+/// Places `path`'s rules anew, after its rules or hops were changed (tests build such paths).
+pub fn place(path: &mut PacketPath) {
+    path.rule_at = placed(&path.rules, &path.hops, &path.packet);
 }

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{
-    correlate::{Direction, PacketPath},
     explain::{Explanation, Fact, NatKind, Outcome, Role},
+    hop::{Direction, PacketPath},
 };
 use crate::model::endpoint;
 

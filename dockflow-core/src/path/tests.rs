@@ -5,8 +5,9 @@ use std::collections::HashMap;
 
 use super::{
     classify::Layer,
-    correlate::{Correlator, Direction, PacketPath, RewriteField},
+    correlate::Correlator,
     explain::{Fact, NatKind, Origin, Outcome, Role, explain},
+    hop::{Direction, PacketPath, RewriteField},
 };
 use crate::model::{
     Conntrack, CtDirection, CtState, CtStatus, Event, Family, Hook, NetfilterHop, Packet,
@@ -685,6 +686,7 @@ fn a_packet_known_only_from_the_nftables_trace_is_explained_without_hops() {
         ends: Default::default(),
         hops: Vec::new(),
         rules: Vec::new(),
+        rule_at: Vec::new(),
         incomplete: false,
         proxy: None,
         rules_as: None,
@@ -971,6 +973,7 @@ fn past_the_per_connection_limit_the_kernels_sample_is_shown_and_marked() {
     // A held-back packet's drop comes alone, and says why it has no other hops.
     let mut drop_only = shown[2].clone();
     drop_only.hops.truncate(1);
+    crate::path::rules::place(&mut drop_only);
     drop_only.hops[0].event.drop = Some(crate::model::Drop {
         reason: "TCP_OLD_DATA".into(),
         code: 99,
@@ -1330,6 +1333,7 @@ fn docker_29_rule_lines_are_named_as_the_trace_names_them() {
             before,
         ),
     ];
+    crate::path::rules::place(request);
     let facts = facts(Some(&seed[0]), Some(&seed[1]));
     let accepted: Vec<String> = facts
         .iter()

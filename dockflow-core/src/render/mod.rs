@@ -346,6 +346,7 @@ mod visible_tests {
             verdict: crate::model::Verdict::Accept,
             packet: Some(request.packet.clone()),
         }];
+        crate::path::rules::place(request);
         let plain = Style { color: false };
         let block = paths::packet_block(request, &topology, &plain);
         assert!(

@@ -9,10 +9,9 @@ use crate::{
     model::{RuleTrace, TraceKind, Verdict, priority_words, topology::Topology},
     path::{
         classify::{HopKind, Layer},
-        correlate::{Direction, Hop, PacketPath, RewriteField},
         explain::Explanation,
+        hop::{Direction, Hop, PacketPath, RewriteField},
         proxy::LegRole,
-        rules,
     },
 };
 
@@ -75,7 +74,7 @@ pub fn packet_block(path: &PacketPath, topology: &Topology, style: &Style) -> St
             packet_summary(&path.packet)
         )))
     );
-    let rule_at = rules::placed(&path.rules, &path.hops, &path.packet);
+    let rule_at = path.rule_at.as_slice();
     let mut start = 0;
     for group in groups(&path.hops) {
         let _ = writeln!(out, "  {}", group_line(group, topology, style));
@@ -84,7 +83,7 @@ pub fn packet_block(path: &PacketPath, topology: &Topology, style: &Style) -> St
         for (rule, _) in path
             .rules
             .iter()
-            .zip(&rule_at)
+            .zip(rule_at)
             .filter(|(_, at)| at.is_some_and(|at| range.contains(&at)))
         {
             if let Some(line) = rule_line(rule, style) {
@@ -95,7 +94,7 @@ pub fn packet_block(path: &PacketPath, topology: &Topology, style: &Style) -> St
     let rest: Vec<String> = path
         .rules
         .iter()
-        .zip(&rule_at)
+        .zip(rule_at)
         .filter(|(_, at)| at.is_none())
         .filter_map(|(r, _)| rule_line(r, style))
         .collect();
@@ -119,7 +118,7 @@ pub fn packet_block(path: &PacketPath, topology: &Topology, style: &Style) -> St
 /// file.
 pub fn hop_lines(path: &PacketPath, topology: &Topology) -> Vec<String> {
     let plain = Style { color: false };
-    let rule_at = rules::placed(&path.rules, &path.hops, &path.packet);
+    let rule_at = path.rule_at.as_slice();
     path.hops
         .iter()
         .enumerate()
@@ -128,7 +127,7 @@ pub fn hop_lines(path: &PacketPath, topology: &Topology) -> Vec<String> {
             for (rule, _) in path
                 .rules
                 .iter()
-                .zip(&rule_at)
+                .zip(rule_at)
                 .filter(|(_, at)| **at == Some(i))
             {
                 if let Some(text) = rule_line(rule, &plain) {

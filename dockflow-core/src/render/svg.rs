@@ -13,9 +13,8 @@ use crate::{
     model::{priority_words, topology::Topology},
     path::{
         classify::{HopKind, Layer},
-        correlate::{Direction, Hop, PacketPath, RewriteField},
         explain::Explanation,
-        rules,
+        hop::{Direction, Hop, PacketPath, RewriteField},
     },
     render::{Style, packet_summary, paths},
 };
@@ -178,7 +177,7 @@ fn path_group(
     row: &mut usize,
 ) -> String {
     let mut out = format!("<g class=\"path {role}\" data-packet=\"{}\">\n", path.id);
-    let rule_at = rules::placed(&path.rules, &path.hops, &path.packet);
+    let rule_at = path.rule_at.as_slice();
     let mut points = Vec::new();
     let mut lane = 0;
     for (i, hop) in path.hops.iter().enumerate() {
@@ -225,7 +224,7 @@ fn path_group(
         let decided: Vec<String> = path
             .rules
             .iter()
-            .zip(&rule_at)
+            .zip(rule_at)
             .filter(|(r, at)| **at == Some(i) && r.verdict.to_string() != "continue")
             .map(|(r, _)| {
                 format!(

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::super::{classify::Layer, correlate::RewriteField, docker::DockerDrop, proxy::ProxyLeg};
+use super::super::{classify::Layer, docker::DockerDrop, hop::RewriteField, proxy::ProxyLeg};
 use crate::model::{CtDirection, CtState, Family, Hook, RuleTrace, Verdict};
 
 /// A netfilter hook of one family ("ipv4 prerouting").

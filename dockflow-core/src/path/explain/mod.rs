@@ -17,7 +17,10 @@ use serde::Serialize;
 
 pub use self::facts::*;
 use self::narrate::{crossing, is_announcement, narrate, proxy_fact, reply_sees_no_nat};
-use super::correlate::{Direction, Limits, PacketPath};
+use super::{
+    correlate::Limits,
+    hop::{Direction, PacketPath},
+};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Explanation {

@@ -3,10 +3,9 @@
 use super::{
     super::{
         classify::{HopKind, Layer, flooded_ports},
-        correlate::{Hop, PacketPath, RewriteField},
         docker::DockerDrop,
+        hop::{Hop, PacketPath, RewriteField},
         proxy::LegRole,
-        rules,
     },
     facts::{Answerer, ArpDelivery, Fact, HookRef, NatKind, Origin, Outcome, Role, RuleRef},
 };
@@ -64,7 +63,7 @@ fn narrate_path(path: &PacketPath, role: Role) -> Vec<Fact> {
         return narrate_arp(path, role, op);
     }
     let hops = &path.hops;
-    let rule_at = rules::placed(&path.rules, hops, &path.packet);
+    let rule_at = path.rule_at.as_slice();
     let mut facts = vec![start(path, role)];
     let flood = flooded_ports(hops);
     let mut bridge_hooks_told: Vec<HookRef> = Vec::new();
@@ -224,13 +223,13 @@ fn narrate_path(path: &PacketPath, role: Role) -> Vec<Fact> {
             }
             _ => {}
         }
-        facts.extend(accepted_in(path, &rule_at, i..end, role, &facts));
+        facts.extend(accepted_in(path, rule_at, i..end, role, &facts));
         i = end;
     }
     // Rules whose hook no probe saw (a packet known only from the trace).
     facts.extend(accepted_in(
         path,
-        &rule_at,
+        rule_at,
         usize::MAX..usize::MAX,
         role,
         &facts,

@@ -1,7 +1,7 @@
 //! Each fact as one sentence.
 
 use super::{
-    super::{classify::Layer, correlate::RewriteField, proxy::ProxyLeg},
+    super::{classify::Layer, hop::RewriteField, proxy::ProxyLeg},
     facts::{Answerer, ArpDelivery, Fact, HookRef, NatKind, Origin, Outcome, Role, RuleRef},
 };
 use crate::model::{CtState, Family, priority_words};
