@@ -6,9 +6,10 @@ use aya_ebpf::{macros::kprobe, programs::ProbeContext};
 use dockflow_common::{NFPROTO_BRIDGE, NfSlot, ProbePoint};
 
 use crate::{
-    SETTINGS,
+    globals::SETTINGS,
     kmem::{self, offset},
-    netfilter, skb,
+    netfilter,
+    observe::observe_untrusted,
 };
 
 /// rx_handler_result_t br_handle_frame(struct sk_buff **pskb)
@@ -16,7 +17,7 @@ use crate::{
 pub fn df_br_handle_frame(ctx: ProbeContext) -> u32 {
     let pskb: u64 = ctx.arg(0).unwrap_or(0);
     if let Some(skb_ptr) = kmem::read::<u64>(pskb, 0) {
-        skb::observe_untrusted(skb_ptr, ProbePoint::BrHandleFrame, |_| ());
+        observe_untrusted(skb_ptr, ProbePoint::BrHandleFrame, |_| ());
     }
     0
 }
@@ -24,21 +25,21 @@ pub fn df_br_handle_frame(ctx: ProbeContext) -> u32 {
 /// void br_forward(const struct net_bridge_port *to, struct sk_buff *skb, bool local_rcv, bool local_orig)
 #[kprobe]
 pub fn df_br_forward(ctx: ProbeContext) -> u32 {
-    skb::observe_untrusted(ctx.arg(1).unwrap_or(0), ProbePoint::BrForward, |_| ());
+    observe_untrusted(ctx.arg(1).unwrap_or(0), ProbePoint::BrForward, |_| ());
     0
 }
 
 /// int br_pass_frame_up(struct sk_buff *skb, bool promisc)
 #[kprobe]
 pub fn df_br_pass_up(ctx: ProbeContext) -> u32 {
-    skb::observe_untrusted(ctx.arg(0).unwrap_or(0), ProbePoint::BrPassFrameUp, |_| ());
+    observe_untrusted(ctx.arg(0).unwrap_or(0), ProbePoint::BrPassFrameUp, |_| ());
     0
 }
 
 /// netdev_tx_t br_dev_xmit(struct sk_buff *skb, struct net_device *dev)
 #[kprobe]
 pub fn df_br_dev_xmit(ctx: ProbeContext) -> u32 {
-    skb::observe_untrusted(ctx.arg(0).unwrap_or(0), ProbePoint::BrDevXmit, |_| ());
+    observe_untrusted(ctx.arg(0).unwrap_or(0), ProbePoint::BrDevXmit, |_| ());
     0
 }
 
@@ -52,7 +53,7 @@ pub fn df_nf_hook_slow(ctx: ProbeContext) -> u32 {
     if bridge_only && kmem::read::<u8>(state, offset!(state_pf)) != Some(NFPROTO_BRIDGE) {
         return 0;
     }
-    skb::observe_untrusted(ctx.arg(0).unwrap_or(0), ProbePoint::NfHookSlow, |event| {
+    observe_untrusted(ctx.arg(0).unwrap_or(0), ProbePoint::NfHookSlow, |event| {
         netfilter::describe_hook(state, NfSlot::Entry, event)
     });
     0

@@ -12,17 +12,11 @@ use dockflow_common::{PacketEvent, SECTION_BYTES, SECTION_SYNTHETIC_ETHERNET};
 use crate::{
     headers::{self, HEADER_UNSET},
     kmem::offset,
+    ring::PacketBytes,
     skb::SkbFields,
 };
 
 const ETH_HLEN: u32 = headers::ETH_HLEN as u32;
-
-/// Where a probe's packet bytes come from.
-pub trait PacketBytes {
-    /// Copies the packet's first bytes, at most `snaplen` and `out.len()`, into `out`, and notes
-    /// in `event` how many, the packet's length and how its bytes start.
-    fn capture(&self, out: &mut [u8], snaplen: u32, event: &mut PacketEvent);
-}
 
 /// tc: the frame as the device has it, MAC header first.
 pub struct TcBytes<'a>(pub &'a TcContext);

@@ -15,7 +15,7 @@ use dockflow_common::{
     AF_INET, AF_INET6, CtTuple, MAX_EXPRESSION_VERDICTS, PacketHeaders, VERDICT_LEFT_OUT,
 };
 
-use crate::reply_tuples::tuple_of;
+use crate::conntrack::tuple_of;
 
 /// 1 when the user gave a filter expression (set before load: without one, the verifier drops
 /// the lookup from every program).

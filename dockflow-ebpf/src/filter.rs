@@ -9,7 +9,7 @@ use dockflow_common::{
 };
 
 use crate::{
-    FILTER, TARGETS,
+    globals::{FILTER, TARGETS},
     kmem::{offset, read},
     reply_tuples,
 };

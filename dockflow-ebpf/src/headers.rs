@@ -7,7 +7,7 @@ use core::mem::MaybeUninit;
 
 use dockflow_common::{AF_INET, AF_INET6, FAMILY_ARP, IPPROTO_TCP, IPPROTO_UDP, PacketHeaders};
 
-use crate::zeroed;
+use crate::kmem::zeroed;
 
 /// Reads bytes at `offset` from the start of the network header.
 pub trait NetworkHeaderReader {

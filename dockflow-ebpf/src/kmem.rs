@@ -1,16 +1,19 @@
 //! Reading kernel memory: the offsets userspace resolved from BTF (Rust eBPF has no CO-RE),
 //! plain loads through BTF-typed pointers, probe reads through the rest, and conntrack tuples
-//! read field by field. Every probe family reads through this; nothing here knows packets.
+//! read field by field; and zeroing the programs' own memory. Every probe family reads through
+//! this; nothing here knows packets.
+
+use core::mem::MaybeUninit;
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 use dockflow_common::CtTuple;
 
-/// One field of [`crate::OFFSETS`], read from the read-only global where it is used: the compiler
+/// One field of [`crate::globals::OFFSETS`], read from the read-only global where it is used: the compiler
 /// cannot fold the zero initialiser, the verifier sees a known constant (BTF-typed loads need
 /// one), and no program copies the whole table onto its small stack.
 macro_rules! offset {
     ($field:ident) => {
-        unsafe { core::ptr::read_volatile(&$crate::OFFSETS.$field) }
+        unsafe { core::ptr::read_volatile(&$crate::globals::OFFSETS.$field) }
     };
 }
 pub(crate) use offset;
@@ -35,4 +38,16 @@ pub fn read_tuple(tuple: u64, out: &mut CtTuple) {
     out.sport = u16::from_be(read(tuple, offset!(tuple_src_port)).unwrap_or(0));
     out.dport = u16::from_be(read(tuple, offset!(tuple_dst_port)).unwrap_or(0));
     out.l4_proto = read(tuple, offset!(tuple_dst_protonum)).unwrap_or(0);
+}
+
+/// Zeroes `slot` in place with 8-byte stores. A `Default` value would compile to byte-wise
+/// memset loops (BPF has no inline memset), which cost more than a whole filtered-out run.
+#[inline(always)]
+pub fn zeroed<T>(slot: &mut MaybeUninit<T>) -> &mut T {
+    const { assert!(core::mem::size_of::<T>() % 8 == 0) };
+    let words = slot.as_mut_ptr() as *mut u64;
+    for i in 0..core::mem::size_of::<T>() / 8 {
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+    }
+    unsafe { slot.assume_init_mut() }
 }

@@ -7,8 +7,12 @@
 use dockflow_common::{NfSlot, PacketEvent, ProbePoint, SECTION_NETFILTER};
 
 use crate::{
+    conntrack::nfct,
+    globals::empty,
     kmem::{self, offset},
-    reply_tuples, skb, skipped,
+    observe, reply_tuples,
+    skb::TrustedSkb,
+    skipped,
 };
 
 /// struct bpf_nf_ctx { const struct nf_hook_state *state; struct sk_buff *skb; }
@@ -25,7 +29,7 @@ macro_rules! netfilter_slot {
         #[unsafe(no_mangle)]
         #[unsafe(link_section = $section)]
         pub fn $name(ctx: *mut BpfNfCtx) -> i32 {
-            if !crate::empty() {
+            if !empty() {
                 observe(ctx, $slot);
             }
             NF_ACCEPT
@@ -56,8 +60,8 @@ netfilter_slot!(df_nf_last, "classifier/df_nf_last", NfSlot::Last);
 #[inline(always)]
 fn observe(ctx: *mut BpfNfCtx, slot: NfSlot) {
     let (state, skb_ptr) = unsafe { ((*ctx).state, (*ctx).skb) };
-    let skb = skb::TrustedSkb(skb_ptr);
-    let nfct = skb::nfct(skb);
+    let skb = TrustedSkb(skb_ptr);
+    let nfct = nfct(skb);
     let Some(skipped) = skipped::entry() else {
         return;
     };
@@ -70,7 +74,7 @@ fn observe(ctx: *mut BpfNfCtx, slot: NfSlot) {
         return;
     }
     let mut hook = (0, 0);
-    let wanted = skb::observe(skb, ProbePoint::Netfilter, false, |event| {
+    let wanted = observe::observe(skb, ProbePoint::Netfilter, false, |event| {
         describe_hook(state, slot, event);
         hook = (event.nf_hook, event.nf_pf);
     });

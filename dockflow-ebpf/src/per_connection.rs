@@ -25,10 +25,9 @@ use dockflow_common::{
 };
 
 use crate::{
-    SETTINGS,
+    conntrack::tuple_of,
+    globals::{SETTINGS, tuple_flag_on, tuple_flag_set},
     kmem::{self, offset},
-    reply_tuples::tuple_of,
-    tuple_flag_on, tuple_flag_set,
 };
 
 #[map(name = "CONN_PACKETS")]

@@ -12,8 +12,9 @@ use dockflow_common::{
 };
 
 use crate::{
+    conntrack::{IP_CT_IS_REPLY, NFCT_INFOMASK, tuple_of},
+    globals::{tuple_flag_on, tuple_flag_set},
     kmem::{self, offset},
-    skb, tuple_flag_on, tuple_flag_set,
 };
 
 #[map(name = "REPLY_TUPLES")]
@@ -27,8 +28,8 @@ const IPS_SRC_NAT: u64 = 1 << 4;
 /// the tuple is written once per connection.
 #[inline(always)]
 pub fn learn(hook: u8, family: u8, nfct: u64) {
-    let ct = nfct & !skb::NFCT_INFOMASK;
-    if hook != NF_INET_POST_ROUTING || ct == 0 || nfct & skb::NFCT_INFOMASK >= skb::IP_CT_IS_REPLY {
+    let ct = nfct & !NFCT_INFOMASK;
+    if hook != NF_INET_POST_ROUTING || ct == 0 || nfct & NFCT_INFOMASK >= IP_CT_IS_REPLY {
         return;
     }
     if kmem::read::<u64>(ct, offset!(ct_status)).unwrap_or(0) & IPS_SRC_NAT == 0 {
@@ -52,18 +53,4 @@ pub fn is_learned_reply(h: &PacketHeaders) -> bool {
         return false;
     }
     unsafe { REPLY_TUPLES.get(&tuple_of(h)) }.is_some()
-}
-
-/// The tuple a packet's own headers spell, as conntrack would key it.
-#[inline(always)]
-pub fn tuple_of(h: &PacketHeaders) -> CtTuple {
-    CtTuple {
-        src: h.saddr,
-        dst: h.daddr,
-        sport: h.sport,
-        dport: h.dport,
-        l4_proto: h.l4_proto,
-        family: h.family,
-        _pad: [0; 2],
-    }
 }

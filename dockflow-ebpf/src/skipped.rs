@@ -11,8 +11,8 @@
 use aya_ebpf::{macros::map, maps::PerCpuArray};
 
 use crate::{
+    conntrack::{IP_CT_ESTABLISHED, IP_CT_IS_REPLY, NFCT_INFOMASK},
     kmem::{self, offset},
-    skb,
 };
 
 #[repr(C)]
@@ -65,10 +65,10 @@ const IPS_NAT_DONE_MASK: u64 = 1 << 7 | 1 << 8;
 /// headers to the entry's tuples, which the filter looked at along with the headers.
 #[inline(always)]
 pub fn settled(nfct: u64) -> bool {
-    let ct = nfct & !skb::NFCT_INFOMASK;
-    let info = nfct & skb::NFCT_INFOMASK;
+    let ct = nfct & !NFCT_INFOMASK;
+    let info = nfct & NFCT_INFOMASK;
     ct != 0
-        && (info == skb::IP_CT_ESTABLISHED || info == skb::IP_CT_IS_REPLY)
+        && (info == IP_CT_ESTABLISHED || info == IP_CT_IS_REPLY)
         && kmem::read::<u64>(ct, offset!(ct_status))
             .is_some_and(|status| status & IPS_NAT_DONE_MASK == IPS_NAT_DONE_MASK)
 }

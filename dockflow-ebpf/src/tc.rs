@@ -15,9 +15,11 @@ use dockflow_common::{FilterReason, ProbePoint, SECTION_PACKET, SECTION_SAMPLE};
 
 use crate::{
     capture::TcBytes,
-    emit, expression, filter,
+    expression, filter,
+    globals::empty,
     headers::{ETH_HLEN, NetworkHeaderReader, parse_ip},
     per_connection::{self, Decision},
+    ring::emit,
 };
 
 const ETH_P_8021Q: u16 = 0x8100;
@@ -80,7 +82,7 @@ fn ethertype_at(ctx: &TcContext, offset: usize) -> u16 {
 /// Emits one event for an IP frame; never changes the packet's fate.
 #[inline(always)]
 fn observe(ctx: &TcContext, probe: ProbePoint) -> i32 {
-    if crate::empty() {
+    if empty() {
         return TC_ACT_UNSPEC;
     }
     let mut network_offset = ETH_HLEN;

@@ -11,16 +11,19 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use dockflow_common::{ProbePoint, SECTION_DROP};
 
 use crate::{
-    SETTINGS, filter,
+    conntrack::nfct,
+    filter,
+    globals::{SETTINGS, empty},
     kmem::offset,
-    skb::{self, TrustedSkb},
+    observe::observe,
+    skb::{TrustedSkb, trusted_netns},
     skipped,
 };
 
 /// TP_PROTO(struct sk_buff *skb, void *location, enum skb_drop_reason reason, ...)
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn df_kfree_skb(ctx: BtfTracePointContext) -> i32 {
-    if crate::empty() {
+    if empty() {
         return 0;
     }
     let reason = if offset!(kfree_skb_has_reason) != 0 {
@@ -31,7 +34,7 @@ pub fn df_kfree_skb(ctx: BtfTracePointContext) -> i32 {
     let telling = !SETTINGS
         .get(0)
         .is_some_and(|s| s.plain_frees.contains(&reason));
-    skb::observe(
+    observe(
         TrustedSkb(ctx.arg(0)),
         ProbePoint::KfreeSkb,
         telling,
@@ -67,14 +70,14 @@ pub fn df_dev_queue(ctx: BtfTracePointContext) -> i32 {
 /// shape.
 #[inline(always)]
 fn device_hop(skb_ptr: u64, probe: ProbePoint, transmit: bool) {
-    if crate::empty() {
+    if empty() {
         return;
     }
     let skb = TrustedSkb(skb_ptr);
-    if !filter::watches_netns(skb::trusted_netns(skb)) {
+    if !filter::watches_netns(trusted_netns(skb)) {
         return;
     }
-    let nfct = skb::nfct(skb);
+    let nfct = nfct(skb);
     let Some(skipped) = skipped::entry() else {
         return;
     };
@@ -82,6 +85,6 @@ fn device_hop(skb_ptr: u64, probe: ProbePoint, transmit: bool) {
     if reuses && skipped.holds(skb_ptr, nfct) {
         return;
     }
-    let wanted = skb::observe(skb, probe, false, |_| ());
+    let wanted = observe(skb, probe, false, |_| ());
     skipped.record(skb_ptr, nfct, wanted);
 }

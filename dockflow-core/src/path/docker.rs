@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::{explain::RuleRef, hop::PacketPath};
+use super::{hop::PacketPath, rules::RuleRef};
 
 /// Why a Docker rule dropped a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -15,44 +15,11 @@ use std::{
     net::IpAddr,
 };
 
-use serde::Serialize;
-
-use super::{
-    classify::{HopKind, Layer},
-    hop::{Direction, Hop, PacketPath},
-};
+use super::hop::{Direction, Hop, HopKind, Layer, LegRole, PacketPath, ProxyLeg};
 use crate::model::{
     Hook,
     topology::{Topology, UserlandProxy},
 };
-
-/// Which half of a proxied exchange a connection is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LegRole {
-    /// From the client to the proxy's listening socket.
-    Front,
-    /// From the proxy to the container.
-    Back,
-}
-
-/// A connection's place in a proxied exchange, on each of its packets.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ProxyLeg {
-    pub leg: LegRole,
-    /// The docker-proxy process.
-    pub pid: u32,
-    /// Where it listens: "0.0.0.0:18080".
-    pub listen: String,
-    /// Where it relays to: "10.213.5.10:5353", and the container there.
-    pub relays_to: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<String>,
-    /// The exchange: its front leg's connection (None for a back leg whose front leg was not
-    /// seen: a client outside what is followed, or one from before the trace began).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub group: Option<u64>,
-}
 
 impl ProxyLeg {
     fn new(proxy: &UserlandProxy, leg: LegRole, group: Option<u64>, topology: &Topology) -> Self {

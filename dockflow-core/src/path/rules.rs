@@ -1,11 +1,11 @@
-//! Which hop an nftables rule evaluation belongs to: the hop at the same family and hook. IP
-//! families map onto netfilter hops; bridge-family chains onto the bridge's own hops.
+//! The nftables rules that judged a packet: which hop each evaluation belongs to (the hop at the
+//! same family and hook: IP families map onto netfilter hops, bridge-family chains onto the
+//! bridge's own hops), and a rule as an explanation cites it.
 
-use super::{
-    classify::HopKind,
-    hop::{Hop, PacketPath},
-};
-use crate::model::{Family, Hook, Packet, RuleTrace};
+use serde::Serialize;
+
+use super::hop::{Hop, HopKind, PacketPath};
+use crate::model::{Family, Hook, Packet, RuleTrace, Verdict};
 
 /// Whether `rule` was evaluated at the place `hop` stands for.
 pub fn ran_at(rule: &RuleTrace, hop: &HopKind, packet: &Packet) -> bool {
@@ -42,4 +42,31 @@ pub fn placed(rules: &[RuleTrace], hops: &[Hop], packet: &Packet) -> Vec<Option<
 /// Places `path`'s rules anew, after its rules or hops were changed (tests build such paths).
 pub fn place(path: &mut PacketPath) {
     path.rule_at = placed(&path.rules, &path.hops, &path.packet);
+}
+
+/// An nftables rule that judged the packet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RuleRef {
+    /// nft table family (ip, ip6, inet, bridge).
+    pub family: String,
+    pub table: String,
+    pub chain: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hook: Option<Hook>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    pub verdict: Verdict,
+}
+
+impl RuleRef {
+    pub fn of(r: &RuleTrace) -> Self {
+        Self {
+            family: r.family.clone(),
+            table: r.table.clone(),
+            chain: r.chain.clone(),
+            hook: r.hook,
+            rule: r.rule.clone(),
+            verdict: r.verdict.clone(),
+        }
+    }
 }

@@ -4,10 +4,9 @@
 use std::collections::HashMap;
 
 use super::{
-    classify::Layer,
     correlate::Correlator,
     explain::{Fact, NatKind, Origin, Outcome, Role, explain},
-    hop::{Direction, PacketPath, RewriteField},
+    hop::{Direction, Layer, PacketPath, RewriteField},
 };
 use crate::model::{
     Conntrack, CtDirection, CtState, CtStatus, Event, Family, Hook, NetfilterHop, Packet,
@@ -1092,7 +1091,7 @@ fn proxied_events(client_port: u16, proxy_port: u16, t: u64) -> Vec<Event> {
 
 #[test]
 fn the_two_connections_through_docker_proxy_are_linked_as_one_exchange() {
-    use super::proxy::{LegRole, ProxyLinker};
+    use super::{hop::LegRole, proxy::ProxyLinker};
     let topology = proxied_topology();
     let mut events = proxied_events(40000, 50000, 1_000);
     // A second exchange, later, through the same proxy.

@@ -8,10 +8,8 @@ use super::{Style, packet_summary, visible};
 use crate::{
     model::{RuleTrace, TraceKind, Verdict, priority_words, topology::Topology},
     path::{
-        classify::{HopKind, Layer},
         explain::Explanation,
-        hop::{Direction, Hop, PacketPath, RewriteField},
-        proxy::LegRole,
+        hop::{Direction, Hop, HopKind, Layer, LegRole, PacketPath, RewriteField},
     },
 };
 

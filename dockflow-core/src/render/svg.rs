@@ -12,9 +12,8 @@ use std::fmt::Write as _;
 use crate::{
     model::{priority_words, topology::Topology},
     path::{
-        classify::{HopKind, Layer},
         explain::Explanation,
-        hop::{Direction, Hop, PacketPath, RewriteField},
+        hop::{Direction, Hop, HopKind, Layer, PacketPath, RewriteField},
     },
     render::{Style, packet_summary, paths},
 };

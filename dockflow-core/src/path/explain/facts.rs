@@ -1,43 +1,20 @@
-//! What an explanation can say: typed facts, each one sentence ([`super::sentences`]), and the
+//! What an explanation can say: typed facts, each one sentence (sentences.rs), and the
 //! small types they carry.
 
 use serde::Serialize;
 
-use super::super::{classify::Layer, docker::DockerDrop, hop::RewriteField, proxy::ProxyLeg};
-use crate::model::{CtDirection, CtState, Family, Hook, RuleTrace, Verdict};
+use super::super::{
+    docker::DockerDrop,
+    hop::{Layer, ProxyLeg, RewriteField},
+    rules::RuleRef,
+};
+use crate::model::{CtDirection, CtState, Family, Hook};
 
 /// A netfilter hook of one family ("ipv4 prerouting").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct HookRef {
     pub family: Family,
     pub hook: Hook,
-}
-
-/// An nftables rule that judged the packet.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct RuleRef {
-    /// nft table family (ip, ip6, inet, bridge).
-    pub family: String,
-    pub table: String,
-    pub chain: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hook: Option<Hook>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
-    pub verdict: Verdict,
-}
-
-impl RuleRef {
-    pub(super) fn of(r: &RuleTrace) -> Self {
-        Self {
-            family: r.family.clone(),
-            table: r.table.clone(),
-            chain: r.chain.clone(),
-            hook: r.hook,
-            rule: r.rule.clone(),
-            verdict: r.verdict.clone(),
-        }
-    }
 }
 
 /// Where a packet was first seen.

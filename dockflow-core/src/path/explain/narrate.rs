@@ -2,12 +2,12 @@
 
 use super::{
     super::{
-        classify::{HopKind, Layer, flooded_ports},
+        classify::flooded_ports,
         docker::DockerDrop,
-        hop::{Hop, PacketPath, RewriteField},
-        proxy::LegRole,
+        hop::{Hop, HopKind, Layer, LegRole, PacketPath, RewriteField},
+        rules::RuleRef,
     },
-    facts::{Answerer, ArpDelivery, Fact, HookRef, NatKind, Origin, Outcome, Role, RuleRef},
+    facts::{Answerer, ArpDelivery, Fact, HookRef, NatKind, Origin, Outcome, Role},
 };
 use crate::model::{ArpOp, CtState, Hook, RuleTrace, TraceKind, Verdict, endpoint};
 

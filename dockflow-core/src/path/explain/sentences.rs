@@ -1,8 +1,11 @@
 //! Each fact as one sentence.
 
 use super::{
-    super::{classify::Layer, hop::RewriteField, proxy::ProxyLeg},
-    facts::{Answerer, ArpDelivery, Fact, HookRef, NatKind, Origin, Outcome, Role, RuleRef},
+    super::{
+        hop::{Layer, ProxyLeg, RewriteField},
+        rules::RuleRef,
+    },
+    facts::{Answerer, ArpDelivery, Fact, HookRef, NatKind, Origin, Outcome, Role},
 };
 use crate::model::{CtState, Family, priority_words};
 
