@@ -1,5 +1,7 @@
 //! The hot end of the pipeline, on a thread of its own: it empties the kernel's ring buffer in
-//! batches, appends every record to the recording, and hands the batches to the display. The
+//! batches, appends every record to the recording, and hands the batches to the display. It is
+//! the recording's only writer: what else goes into it (nftables traces, topology changes)
+//! comes to it as [`Note`]s, so nothing on the hot path waits for a lock. The
 //! display may fall behind under a flood; the ring buffer never waits for it. When the queue to
 //! the display is full, a batch is not shown (the recording still has it) and the display is
 //! told exactly which records it missed, so the packets they belonged to are marked incomplete.
@@ -7,8 +9,9 @@
 use std::{
     os::fd::{AsFd as _, AsRawFd as _},
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc as std_mpsc,
     },
     thread::JoinHandle,
     time::Duration,
@@ -19,7 +22,10 @@ use aya::maps::{MapData, RingBuf};
 use bytes::{BufMut as _, Bytes, BytesMut};
 use tokio::sync::mpsc;
 
-use crate::record::Recorder;
+use crate::{
+    model::{RuleTrace, topology::Topology},
+    record::Recorder,
+};
 
 /// What the display receives.
 pub enum Drained {
@@ -32,6 +38,12 @@ pub enum Drained {
         from_ns: u64,
         to_ns: u64,
     },
+}
+
+/// What the main thread adds to the recording, written by the drain thread in its next pass.
+pub enum Note {
+    Trace(RuleTrace),
+    Topology(Topology),
 }
 
 /// Records per batch handed over: small enough to keep latency low, large enough that the
@@ -48,7 +60,10 @@ pub struct Drain {
     stop: Arc<AtomicBool>,
     /// Records taken from the ring buffer so far.
     drained: Arc<AtomicU64>,
-    thread: Option<JoinHandle<Result<()>>>,
+    /// To the recording, when there is one.
+    notes: Option<std_mpsc::Sender<Note>>,
+    /// Gives the recording back when it ends, for its closing records.
+    thread: Option<JoinHandle<Result<Option<Recorder>>>>,
 }
 
 impl Drain {
@@ -57,23 +72,44 @@ impl Drain {
     pub fn start(
         ring: RingBuf<MapData>,
         record_size: usize,
-        recorder: Option<Arc<Mutex<Recorder>>>,
+        recorder: Option<Recorder>,
         to_display: Option<mpsc::Sender<Drained>>,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let drained = Arc::new(AtomicU64::new(0));
+        let (notes, noted) = std_mpsc::channel();
+        let notes = recorder.is_some().then_some(notes);
         let thread = {
             let (stop, drained) = (stop.clone(), drained.clone());
+            let to = Destinations {
+                recorder,
+                noted,
+                to_display,
+            };
             std::thread::Builder::new()
                 .name("dockflow-drain".into())
-                .spawn(move || drain(ring, record_size, recorder, to_display, &stop, &drained))
+                .spawn(move || drain(ring, record_size, to, &stop, &drained))
                 .expect("spawning the drain thread")
         };
         Self {
             stop,
             drained,
+            notes,
             thread: Some(thread),
         }
+    }
+
+    /// Adds `note` to the recording, if there is one.
+    pub fn record(&self, note: Note) {
+        if let Some(notes) = &self.notes {
+            // Fails only once the thread has ended; join tells why.
+            let _ = notes.send(note);
+        }
+    }
+
+    /// Whether the thread has ended before it was asked to (writing the recording failed).
+    pub fn has_ended(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
     /// Records taken from the ring buffer so far (shown or not).
@@ -84,24 +120,25 @@ impl Drain {
     /// Asks the thread to empty the ring one last time, hand the rest over and end (closing
     /// the queue to the display).
     pub fn request_stop(&self) {
-        self.stop.store(true, Ordering::Relaxed);
+        // Release: the notes sent before are seen by the pass that sees the stop.
+        self.stop.store(true, Ordering::Release);
     }
 
     /// Waits for the thread (asking it to stop first); returns how many records it took from
-    /// the ring buffer in all.
-    pub fn join(mut self) -> Result<u64> {
+    /// the ring buffer in all, and the recording, for its closing records.
+    pub fn join(mut self) -> Result<(u64, Option<Recorder>)> {
         self.request_stop();
         match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(result)) => result.map(|()| self.drained()),
+            Some(Ok(result)) => result.map(|recorder| (self.drained(), recorder)),
             Some(Err(_)) => anyhow::bail!("the drain thread panicked"),
-            None => Ok(self.drained()),
+            None => Ok((self.drained(), None)),
         }
     }
 }
 
 impl Drop for Drain {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Release);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -122,15 +159,27 @@ fn favour_this_thread() {
     }
 }
 
+/// Where the drain thread puts what it takes.
+struct Destinations {
+    recorder: Option<Recorder>,
+    /// The main thread's notes for the recording.
+    noted: std_mpsc::Receiver<Note>,
+    to_display: Option<mpsc::Sender<Drained>>,
+}
+
 fn drain(
     mut ring: RingBuf<MapData>,
     record_size: usize,
-    recorder: Option<Arc<Mutex<Recorder>>>,
-    to_display: Option<mpsc::Sender<Drained>>,
+    to: Destinations,
     stop: &AtomicBool,
     drained: &AtomicU64,
-) -> Result<()> {
+) -> Result<Option<Recorder>> {
     favour_this_thread();
+    let Destinations {
+        mut recorder,
+        noted,
+        to_display,
+    } = to;
     let mut handover = Handover {
         to_display,
         record_size,
@@ -139,7 +188,7 @@ fn drain(
     };
     let mut taken = 0;
     loop {
-        let stopping = stop.load(Ordering::Relaxed);
+        let stopping = stop.load(Ordering::Acquire);
         if !stopping {
             wait_readable(&ring, Duration::from_millis(50));
             if taken < BATCH_RECORDS as u64 {
@@ -148,7 +197,6 @@ fn drain(
                 std::thread::sleep(GATHER);
             }
         }
-        let mut recorder = recorder.as_ref().map(|r| r.lock().expect("recorder lock"));
         taken = 0;
         while let Some(record) = ring.next() {
             taken += 1;
@@ -160,10 +208,17 @@ fn drain(
         drained.fetch_add(taken, Ordering::Relaxed);
         handover.hand_over(stopping);
         if let Some(recorder) = recorder.as_mut() {
+            for note in noted.try_iter() {
+                match note {
+                    Note::Trace(trace) => recorder.record_trace(&trace),
+                    Note::Topology(topology) => recorder.record_topology(&topology),
+                }
+                .context("writing the recording")?;
+            }
             recorder.flush_if_due().context("writing the recording")?;
         }
         if stopping {
-            return Ok(());
+            return Ok(recorder);
         }
     }
 }

@@ -3,14 +3,13 @@
 
 use std::{
     io::{IsTerminal as _, Write},
-    sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
 
 use anyhow::{Result, bail};
 use dockflow::{
     decode::Decoder,
-    drain::{self, Drain, Drained},
+    drain::{self, Drain, Drained, Note},
     filter::Filter,
     follow::Follower,
     kernel::{self, btf::KernelBtf, monotonic_now},
@@ -80,7 +79,7 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
                 topology: topology.clone(),
                 origin: origin.clone(),
             };
-            Some(Arc::new(Mutex::new(Recorder::create(path, &header)?)))
+            Some(Recorder::create(path, &header)?)
         }
         None => None,
     };
@@ -101,7 +100,7 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
     let drain = Drain::start(
         probes.take_events()?,
         options.record_size(),
-        recorder.clone(),
+        recorder,
         output.shows_events().then_some(to_display),
     );
     eprintln!("dockflow: streaming (Ctrl-C to stop)");
@@ -147,8 +146,8 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
             Some(batch) = next_traces(&mut rule_traces), if !done => {
                 traces_dropped += batch.dropped;
                 for trace in batch.traces {
-                    if let Some(recorder) = &recorder {
-                        recorder.lock().expect("recorder lock").record_trace(&trace)?;
+                    if cli.record.is_some() {
+                        drain.record(Note::Trace(trace.clone()));
                     }
                     output.trace(trace)?;
                 }
@@ -161,10 +160,12 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
                     output.tick(monotonic_now())?;
                 }
                 if let Some(topology) = follower.check(&mut probes)? {
-                    if let Some(recorder) = &recorder {
-                        recorder.lock().expect("recorder lock").record_topology(&topology)?;
-                    }
+                    drain.record(Note::Topology(topology.clone()));
                     output.set_topology(topology);
+                }
+                // Writing the recording failed: join says why.
+                if drain.has_ended() {
+                    done = true;
                 }
                 if reached_count(cli, &output) {
                     done = true;
@@ -185,7 +186,7 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
             break;
         }
     }
-    let drained = drain.join()?;
+    let (drained, recorder) = drain.join()?;
     note_losses(&probes, &mut output, &mut losses);
     probes.print_kernel_log();
     if !showing {
@@ -195,9 +196,7 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
     output.finish()?;
     let lost = probes.lost();
     output.finish_pcapng(&lost)?;
-    if let Some(recorder) = recorder {
-        let recorder = Arc::into_inner(recorder).expect("the drain thread has ended");
-        let mut recorder = recorder.into_inner().expect("recorder lock");
+    if let Some(mut recorder) = recorder {
         recorder.record_losses(&lost)?;
         recorder.finish()?;
     }
