@@ -489,7 +489,7 @@ mod tests {
         first.rules = vec![crate::model::RuleTrace {
             ts_ns: 1,
             trace_id: 1,
-            family: "ip".into(),
+            family: crate::model::NftFamily::Ip,
             table: "nat".into(),
             chain: "DOCKER".into(),
             hook: None,

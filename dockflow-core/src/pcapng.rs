@@ -42,7 +42,7 @@ use serde::Serialize;
 
 use crate::{
     model::{
-        Event, Family, Hook, ProbePoint, priority_words,
+        Event, Family, Hook, ProbePoint, priority_words, slot_word,
         topology::{Place, Topology},
     },
     path::hop::{Direction, Hop, PacketPath},
@@ -315,9 +315,9 @@ fn interface_name(event: &Event, topology: &Topology) -> String {
         (Some(nf), _) => {
             let place = match nf.priority.map(priority_words) {
                 // "first" and "last" say it all; a number needs its side of NAT.
-                Some(words) if words == nf.slot => words,
-                Some(words) => format!("{words} ({})", nf.slot),
-                None => format!("({})", nf.slot),
+                Some(words) if words == slot_word(nf.slot) => words,
+                Some(words) => format!("{words} ({})", slot_word(nf.slot)),
+                None => format!("({})", slot_word(nf.slot)),
             };
             format!("{} {} {place}", nf.family.word(), nf.hook.word())
         }

@@ -437,7 +437,7 @@ mod tests {
         let trace = RuleTrace {
             ts_ns: 7,
             trace_id: 1,
-            family: "ip".into(),
+            family: crate::model::NftFamily::Ip,
             table: "nat".into(),
             chain: "DOCKER".into(),
             hook: Some(Hook::Prerouting),

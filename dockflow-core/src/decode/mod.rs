@@ -21,7 +21,7 @@ use serde::Serialize;
 
 pub use self::symbols::KernelSymbols;
 use crate::model::{
-    ArpOp, Capture, Conntrack, CtStatus, Drop, Event, Hook, NetfilterHop, Packet, Tuple,
+    ArpOp, Capture, Conntrack, CtStatus, Drop, DropReason, Event, Hook, NetfilterHop, Packet, Tuple,
 };
 
 /// Turns raw records into [`Event`]s, naming kernel numbers with what was learnt at start.
@@ -94,7 +94,7 @@ impl Decoder {
             hook: Hook::from_number(raw.nf_hook),
             hook_number: raw.nf_hook,
             priority: nf_slot_priority(slot, raw.nf_hook),
-            slot: names::slot_name(slot),
+            slot,
             in_ifindex: (raw.nf_in_ifindex != 0).then_some(raw.nf_in_ifindex),
             out_ifindex: (raw.nf_out_ifindex != 0).then_some(raw.nf_out_ifindex),
             from_bridge: okfn.as_deref().is_some_and(|f| f.starts_with("br_nf_")),
@@ -102,10 +102,10 @@ impl Decoder {
         })
     }
 
-    fn drop_reason_name(&self, code: u32) -> String {
+    fn drop_reason_name(&self, code: u32) -> DropReason {
         match self.drop_reasons.get(&code) {
-            Some(name) => name.trim_start_matches("SKB_DROP_REASON_").to_string(),
-            None => format!("reason {code}"),
+            Some(name) => DropReason::from_name(name.trim_start_matches("SKB_DROP_REASON_")),
+            None => DropReason::Unnamed(code),
         }
     }
 }
@@ -312,7 +312,7 @@ mod tests {
         let nf = event.netfilter.unwrap();
         assert_eq!(
             (nf.family, nf.hook, nf.priority, nf.slot),
-            (Family::Ipv4, Hook::Prerouting, Some(-99), "after nat")
+            (Family::Ipv4, Hook::Prerouting, Some(-99), NfSlot::AfterNat)
         );
         assert_eq!(nf.in_ifindex, Some(3));
         assert!(nf.from_bridge);
@@ -378,7 +378,7 @@ mod tests {
         assert_eq!(
             event.drop,
             Some(Drop {
-                reason: "NETFILTER_DROP".into(),
+                reason: DropReason::NetfilterDrop,
                 code: 6
             })
         );
@@ -392,7 +392,8 @@ mod tests {
                 .unwrap()
                 .drop
                 .unwrap()
-                .reason,
+                .reason
+                .to_string(),
             "reason 999"
         );
     }

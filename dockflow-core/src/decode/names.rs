@@ -1,6 +1,6 @@
 //! Names for the kernel's numbers (uapi values, stable across kernels).
 
-use dockflow_common::{NFPROTO_IPV4, NFPROTO_IPV6, NfSlot};
+use dockflow_common::{NFPROTO_IPV4, NFPROTO_IPV6};
 
 use crate::model::{CtDirection, CtState, Family};
 
@@ -10,16 +10,6 @@ pub fn family(pf: u8) -> Family {
         NFPROTO_IPV6 => Family::Ipv6,
         7 => Family::Bridge,
         _ => Family::Unknown,
-    }
-}
-
-pub fn slot_name(slot: NfSlot) -> &'static str {
-    match slot {
-        NfSlot::First => "first",
-        NfSlot::BeforeNat => "before nat",
-        NfSlot::AfterNat => "after nat",
-        NfSlot::Last => "last",
-        NfSlot::Entry => "hook entry",
     }
 }
 

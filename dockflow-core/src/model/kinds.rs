@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use dockflow_common::NfSlot;
 use serde::{Deserialize, Serialize};
 
 /// A netfilter protocol family as dockflow names it.
@@ -26,17 +27,62 @@ impl Family {
         }
     }
 
-    /// The family an nftables table family ("ip", "ip6", "inet", "bridge") evaluates for a
-    /// packet of this IP version.
-    pub fn of_nft_table(table_family: &str, ipv4: bool) -> Self {
+    /// The family an nftables table family evaluates for a packet of this IP version.
+    pub fn of_nft_table(table_family: NftFamily, ipv4: bool) -> Self {
         match table_family {
-            "ip" => Family::Ipv4,
-            "ip6" => Family::Ipv6,
-            "inet" if ipv4 => Family::Ipv4,
-            "inet" => Family::Ipv6,
-            "bridge" => Family::Bridge,
+            NftFamily::Ip => Family::Ipv4,
+            NftFamily::Ip6 => Family::Ipv6,
+            NftFamily::Inet if ipv4 => Family::Ipv4,
+            NftFamily::Inet => Family::Ipv6,
+            NftFamily::Bridge => Family::Bridge,
             _ => Family::Unknown,
         }
+    }
+}
+
+/// An nftables table family, named as nft names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NftFamily {
+    Ip,
+    Ip6,
+    Inet,
+    Arp,
+    Bridge,
+    Netdev,
+    Unknown,
+}
+
+impl NftFamily {
+    /// From the number nf_tables messages carry (NFPROTO_*).
+    pub fn from_number(family: u8) -> Self {
+        match family {
+            1 => NftFamily::Inet,
+            2 => NftFamily::Ip,
+            3 => NftFamily::Arp,
+            5 => NftFamily::Netdev,
+            7 => NftFamily::Bridge,
+            10 => NftFamily::Ip6,
+            _ => NftFamily::Unknown,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NftFamily::Ip => "ip",
+            NftFamily::Ip6 => "ip6",
+            NftFamily::Inet => "inet",
+            NftFamily::Arp => "arp",
+            NftFamily::Bridge => "bridge",
+            NftFamily::Netdev => "netdev",
+            NftFamily::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for NftFamily {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -323,6 +369,76 @@ pub fn protocol_name(protocol: u8) -> String {
     }
 }
 
+/// Why the kernel freed a packet (enum skb_drop_reason), named as the running kernel's BTF names
+/// it, without the SKB_DROP_REASON_ prefix. The reasons path reasoning tells apart are variants;
+/// every other keeps its kernel name. Serialised as that name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The kernel gave no reason (also every free on a kernel without reasons).
+    NotSpecified,
+    /// No socket wanted it (an ICMP echo reply nobody pings for, say).
+    NoSocket,
+    /// Addressed to another host's MAC: a flooded copy.
+    OtherHost,
+    /// A netfilter rule dropped it.
+    NetfilterDrop,
+    /// Any other reason, by its kernel name ("TCP_OLD_DATA").
+    Named(String),
+    /// A code this kernel's BTF does not name.
+    Unnamed(u32),
+}
+
+impl DropReason {
+    /// From the name BTF gives (prefix already stripped).
+    pub fn from_name(name: &str) -> Self {
+        match name {
+            "NOT_SPECIFIED" => DropReason::NotSpecified,
+            "NO_SOCKET" => DropReason::NoSocket,
+            "OTHERHOST" => DropReason::OtherHost,
+            "NETFILTER_DROP" => DropReason::NetfilterDrop,
+            other => DropReason::Named(other.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DropReason::NotSpecified => f.write_str("NOT_SPECIFIED"),
+            DropReason::NoSocket => f.write_str("NO_SOCKET"),
+            DropReason::OtherHost => f.write_str("OTHERHOST"),
+            DropReason::NetfilterDrop => f.write_str("NETFILTER_DROP"),
+            DropReason::Named(name) => f.write_str(name),
+            DropReason::Unnamed(code) => write!(f, "reason {code}"),
+        }
+    }
+}
+
+impl Serialize for DropReason {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// A netfilter program's place on its hook, in words ("before nat").
+pub fn slot_word(slot: NfSlot) -> &'static str {
+    match slot {
+        NfSlot::First => "first",
+        NfSlot::BeforeNat => "before nat",
+        NfSlot::AfterNat => "after nat",
+        NfSlot::Last => "last",
+        NfSlot::Entry => "hook entry",
+    }
+}
+
+/// [`slot_word`] for serde (the JSON has always carried the words).
+pub(crate) fn serialize_slot<S: serde::Serializer>(
+    slot: &NfSlot,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(slot_word(*slot))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,5 +470,45 @@ mod tests {
             vec!["seen_reply", "confirmed", "dst_nat", "dst_nat_done"]
         );
         assert!(status.dst_nat() && !status.src_nat());
+    }
+
+    #[test]
+    fn drop_reasons_keep_their_kernel_names_in_text_and_json() {
+        for name in [
+            "NOT_SPECIFIED",
+            "NO_SOCKET",
+            "OTHERHOST",
+            "NETFILTER_DROP",
+            "TCP_OLD_DATA",
+        ] {
+            let reason = DropReason::from_name(name);
+            assert_eq!(reason.to_string(), name);
+            assert_eq!(
+                serde_json::to_string(&reason).unwrap(),
+                format!("\"{name}\"")
+            );
+        }
+        assert_eq!(DropReason::from_name("NO_SOCKET"), DropReason::NoSocket);
+        assert_eq!(DropReason::Unnamed(999).to_string(), "reason 999");
+    }
+
+    #[test]
+    fn nft_families_read_back_as_nft_names_them() {
+        for (number, name) in [
+            (1, "inet"),
+            (2, "ip"),
+            (3, "arp"),
+            (5, "netdev"),
+            (7, "bridge"),
+            (10, "ip6"),
+        ] {
+            let family = NftFamily::from_number(number);
+            assert_eq!(family.to_string(), name);
+            let json = serde_json::to_string(&family).unwrap();
+            assert_eq!(json, format!("\"{name}\""));
+            assert_eq!(serde_json::from_str::<NftFamily>(&json).unwrap(), family);
+        }
+        assert_eq!(NftFamily::from_number(99), NftFamily::Unknown);
+        assert_eq!(Family::of_nft_table(NftFamily::Inet, false), Family::Ipv6);
     }
 }

@@ -7,11 +7,12 @@ pub mod topology;
 
 use std::net::IpAddr;
 
-pub use dockflow_common::ProbePoint;
+pub use dockflow_common::{NfSlot, ProbePoint};
 use serde::Serialize;
 
 pub use self::kinds::{
-    ArpOp, CtDirection, CtState, CtStatus, Family, Hook, TraceKind, Verdict, priority_words,
+    ArpOp, CtDirection, CtState, CtStatus, DropReason, Family, Hook, NftFamily, TraceKind, Verdict,
+    priority_words, slot_word,
 };
 
 /// A decoded event: one packet at one probe point.
@@ -88,8 +89,8 @@ pub struct RuleTrace {
     /// When dockflow received it (CLOCK_MONOTONIC, like probe events).
     pub ts_ns: u64,
     pub trace_id: u32,
-    /// nft family: ip, ip6, inet, bridge, ...
-    pub family: String,
+    /// The table's family: ip, ip6, inet, bridge, ...
+    pub family: NftFamily,
     pub table: String,
     pub chain: String,
     /// The hook of the base chain this evaluation started from.
@@ -109,7 +110,7 @@ pub struct RuleTrace {
 impl RuleTrace {
     /// The netfilter family this evaluation ran in ("inet" tables run in both IP families).
     pub fn netfilter_family(&self, packet: &Packet) -> Family {
-        Family::of_nft_table(&self.family, packet.src.is_ipv4())
+        Family::of_nft_table(self.family, packet.src.is_ipv4())
     }
 }
 
@@ -131,7 +132,8 @@ pub struct NetfilterHop {
     /// Absent for nf_hook_slow events, which see the whole hook rather than one priority.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
-    pub slot: &'static str,
+    #[serde(serialize_with = "kinds::serialize_slot")]
+    pub slot: NfSlot,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub in_ifindex: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -164,7 +166,7 @@ pub struct Tuple {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Drop {
-    pub reason: String,
+    pub reason: DropReason,
     pub code: u32,
 }
 

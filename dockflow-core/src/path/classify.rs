@@ -6,7 +6,7 @@ use dockflow_common::{IPPROTO_ICMP, IPPROTO_ICMPV6};
 
 use super::hop::{Hop, HopKind, Layer};
 use crate::model::{
-    Event, Family, Hook, ProbePoint,
+    DropReason, Event, Family, Hook, ProbePoint,
     topology::{Place, Topology},
 };
 
@@ -20,7 +20,7 @@ pub fn classify(event: &Event, topology: &Topology) -> (Layer, HopKind) {
             let reason = event
                 .drop
                 .as_ref()
-                .map_or("unknown".to_string(), |d| d.reason.clone());
+                .map_or(DropReason::NotSpecified, |d| d.reason.clone());
             let interface = name;
             (
                 Layer::Drop,
@@ -141,7 +141,7 @@ pub fn refine(hops: &mut [Hop]) {
             ..
         } = &mut hops[i].kind
         {
-            *after_delivery = delivered && icmp && reason == "NO_SOCKET";
+            *after_delivery = delivered && icmp && *reason == DropReason::NoSocket;
         }
     }
     if !flooded_ports(hops).is_empty() {
@@ -150,7 +150,7 @@ pub fn refine(hops: &mut [Hop]) {
                 reason, flood_copy, ..
             } = &mut hop.kind
             {
-                *flood_copy = reason == "OTHERHOST";
+                *flood_copy = *reason == DropReason::OtherHost;
             }
         }
     }

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::model::{Event, Family, Hook, Packet, RuleTrace};
+use crate::model::{DropReason, Event, Family, Hook, Packet, RuleTrace};
 
 /// One hop of a packet's path.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -183,7 +183,7 @@ pub enum HopKind {
     /// (NO_SOCKET) after local input, when raw sockets (ping run as root) have already been
     /// handed their copies. Not the end of the packet's way.
     Dropped {
-        reason: String,
+        reason: DropReason,
         interface: String,
         flood_copy: bool,
         after_delivery: bool,
@@ -220,7 +220,7 @@ impl HopKind {
                 interface.clone()
             }
             HopKind::Hook { family, hook, .. } => format!("{family} {hook}"),
-            HopKind::Dropped { reason, .. } => reason.clone(),
+            HopKind::Dropped { reason, .. } => reason.to_string(),
         }
     }
 

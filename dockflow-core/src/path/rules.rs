@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::hop::{Hop, HopKind, PacketPath};
-use crate::model::{Family, Hook, Packet, RuleTrace, Verdict};
+use crate::model::{Family, Hook, NftFamily, Packet, RuleTrace, Verdict};
 
 /// Whether `rule` was evaluated at the place `hop` stands for.
 pub fn ran_at(rule: &RuleTrace, hop: &HopKind, packet: &Packet) -> bool {
@@ -48,7 +48,7 @@ pub fn place(path: &mut PacketPath) {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RuleRef {
     /// nft table family (ip, ip6, inet, bridge).
-    pub family: String,
+    pub family: NftFamily,
     pub table: String,
     pub chain: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -61,7 +61,7 @@ pub struct RuleRef {
 impl RuleRef {
     pub fn of(r: &RuleTrace) -> Self {
         Self {
-            family: r.family.clone(),
+            family: r.family,
             table: r.table.clone(),
             chain: r.chain.clone(),
             hook: r.hook,

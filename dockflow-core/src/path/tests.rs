@@ -139,7 +139,7 @@ fn hook(
             hook,
             hook_number: 0,
             priority: Some(priority),
-            slot: "",
+            slot: crate::model::NfSlot::First,
             in_ifindex: None,
             out_ifindex: None,
             okfn: None,
@@ -623,7 +623,7 @@ fn a_flooded_first_frame_reaches_its_container_and_only_its_copies_are_dropped()
     let new = || Some(conntrack(CtState::New, CtDirection::Original));
     let copy_dropped = Event {
         drop: Some(crate::model::Drop {
-            reason: "OTHERHOST".into(),
+            reason: crate::model::DropReason::from_name("OTHERHOST"),
             code: 2,
         }),
         netns: Some(CONTAINER_NS),
@@ -707,7 +707,7 @@ fn explains_a_drop_and_expects_no_reply() {
     events.truncate(4);
     events.push(Event {
         drop: Some(crate::model::Drop {
-            reason: "NETFILTER_DROP".into(),
+            reason: crate::model::DropReason::from_name("NETFILTER_DROP"),
             code: 6,
         }),
         ..event(
@@ -974,7 +974,7 @@ fn past_the_per_connection_limit_the_kernels_sample_is_shown_and_marked() {
     drop_only.hops.truncate(1);
     crate::path::rules::place(&mut drop_only);
     drop_only.hops[0].event.drop = Some(crate::model::Drop {
-        reason: "TCP_OLD_DATA".into(),
+        reason: crate::model::DropReason::from_name("TCP_OLD_DATA"),
         code: 99,
     });
     let block = crate::render::paths::packet_block(&drop_only, &topology(), &Default::default());
@@ -1176,7 +1176,7 @@ fn rule(
     crate::model::RuleTrace {
         ts_ns: ts,
         trace_id: 1,
-        family: "ip".into(),
+        family: crate::model::NftFamily::Ip,
         table: table.into(),
         chain: chain.into(),
         hook: Some(hook),
@@ -1227,7 +1227,7 @@ fn direct_access_facts(
     ));
     c.push(Event {
         drop: Some(crate::model::Drop {
-            reason: "NETFILTER_DROP".into(),
+            reason: crate::model::DropReason::from_name("NETFILTER_DROP"),
             code: 6,
         }),
         ..event(1_200, ProbePoint::KfreeSkb, DFEXT0, direct)

@@ -287,7 +287,7 @@ mod tests {
             hook: crate::model::Hook::Prerouting,
             hook_number: 0,
             priority: Some(i32::MIN + 1),
-            slot: "first",
+            slot: crate::model::NfSlot::First,
             in_ifindex: Some(3),
             out_ifindex: None,
             okfn: Some("br_nf_pre_routing_finish".into()),
@@ -336,7 +336,7 @@ mod visible_tests {
         request.rules = vec![crate::model::RuleTrace {
             ts_ns: 1_150,
             trace_id: 1,
-            family: "ip".into(),
+            family: crate::model::NftFamily::Ip,
             table: "nat".into(),
             chain: "DOCKER".into(),
             hook: Some(crate::model::Hook::Prerouting),

@@ -266,7 +266,7 @@ fn group_line(group: &[Hop], topology: &Topology, style: &Style) -> String {
             if *flood_copy || *after_delivery {
                 format!("{reason}: {}", first.kind.words())
             } else {
-                reason.clone()
+                reason.to_string()
             },
         ),
     };

@@ -9,7 +9,7 @@ use super::{
     table::TABLE_PREFIX,
 };
 use crate::{
-    model::{Hook, Packet, RuleTrace, TraceKind, Verdict},
+    model::{Hook, NftFamily, Packet, RuleTrace, TraceKind, Verdict},
     netlink::{NetlinkSocket, attributes, messages},
 };
 
@@ -164,19 +164,6 @@ fn parse_trace(payload: &[u8]) -> Option<RawTrace> {
     Some(t)
 }
 
-/// nftables family numbers to the names nft prints.
-fn family_name(family: u8) -> &'static str {
-    match family {
-        1 => "inet",
-        2 => "ip",
-        3 => "arp",
-        5 => "netdev",
-        7 => "bridge",
-        10 => "ip6",
-        _ => "unknown",
-    }
-}
-
 fn verdict_words(code: Option<i32>, chain: Option<&str>) -> String {
     let chain = chain.unwrap_or("?");
     match code {
@@ -222,7 +209,7 @@ impl Tracer {
             self.traces.clear();
         }
         let chain: ChainKey = (
-            family_name(raw.family).to_string(),
+            NftFamily::from_number(raw.family).name().to_string(),
             raw.table.clone(),
             raw.chain.clone(),
         );
@@ -252,8 +239,12 @@ impl Tracer {
         {
             return None;
         }
-        let family = family_name(raw.family).to_string();
-        let chain: ChainKey = (family.clone(), raw.table.clone(), raw.chain.clone());
+        let family = NftFamily::from_number(raw.family);
+        let chain: ChainKey = (
+            family.name().to_string(),
+            raw.table.clone(),
+            raw.chain.clone(),
+        );
         let mut rule = raw
             .handle
             .and_then(|h| self.ruleset.rule(&chain, h).map(str::to_string));

@@ -8,7 +8,7 @@ use super::super::{
     hop::{Layer, ProxyLeg, RewriteField},
     rules::RuleRef,
 };
-use crate::model::{CtDirection, CtState, Family, Hook};
+use crate::model::{CtDirection, CtState, DropReason, Family, Hook};
 
 /// A netfilter hook of one family ("ipv4 prerouting").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -185,7 +185,7 @@ pub enum Fact {
     },
     Dropped {
         role: Role,
-        reason: String,
+        reason: DropReason,
         #[serde(skip_serializing_if = "Option::is_none")]
         rule: Option<RuleRef>,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -195,7 +195,7 @@ pub enum Fact {
     /// raw sockets got their copies.
     FreedAfterDelivery {
         role: Role,
-        reason: String,
+        reason: DropReason,
     },
     Outcome {
         role: Role,
