@@ -41,6 +41,7 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::{
+    model::PointNames as _,
     model::{
         Event, Family, Hook, ProbePoint, priority_words, slot_word,
         topology::{Place, Topology},

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use dockflow_common::NfSlot;
+use dockflow_common::{NfSlot, ProbePoint};
 use serde::{Deserialize, Serialize};
 
 /// A netfilter protocol family as dockflow names it.
@@ -437,6 +437,49 @@ pub(crate) fn serialize_slot<S: serde::Serializer>(
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(slot_word(*slot))
+}
+
+/// A probe point in words: the display side of [`ProbePoint`], which the kernel programs share
+/// as a bare number.
+pub trait PointNames {
+    /// The point as a hop line names it ("tc ingress", "bridge pass up", ...).
+    fn name(self) -> &'static str;
+    /// The attach point as dockflow's startup lines name it ("tracepoint net:netif_receive_skb").
+    fn attach_point(self) -> &'static str;
+}
+
+impl PointNames for ProbePoint {
+    fn name(self) -> &'static str {
+        match self {
+            ProbePoint::TcIngress => "tc ingress",
+            ProbePoint::TcEgress => "tc egress",
+            ProbePoint::Netfilter => "netfilter",
+            ProbePoint::KfreeSkb => "drop",
+            ProbePoint::NetifReceive => "receive",
+            ProbePoint::NetDevQueue => "transmit",
+            ProbePoint::BrHandleFrame => "bridge port in",
+            ProbePoint::BrForward => "bridge forward",
+            ProbePoint::BrPassFrameUp => "bridge pass up",
+            ProbePoint::BrDevXmit => "bridge dev xmit",
+            ProbePoint::NfHookSlow => "nf hook",
+        }
+    }
+
+    fn attach_point(self) -> &'static str {
+        match self {
+            ProbePoint::TcIngress => "tc ingress",
+            ProbePoint::TcEgress => "tc egress",
+            ProbePoint::Netfilter => "netfilter hooks",
+            ProbePoint::KfreeSkb => "tracepoint skb:kfree_skb",
+            ProbePoint::NetifReceive => "tracepoint net:netif_receive_skb",
+            ProbePoint::NetDevQueue => "tracepoint net:net_dev_queue",
+            ProbePoint::BrHandleFrame => "kprobe br_handle_frame",
+            ProbePoint::BrForward => "kprobe br_forward",
+            ProbePoint::BrPassFrameUp => "kprobe br_pass_frame_up",
+            ProbePoint::BrDevXmit => "kprobe br_dev_xmit",
+            ProbePoint::NfHookSlow => "kprobe nf_hook_slow",
+        }
+    }
 }
 
 #[cfg(test)]

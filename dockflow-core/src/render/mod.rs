@@ -31,8 +31,8 @@ impl Style {
 }
 
 use crate::model::{
-    ArpOp, Conntrack, Event, NetfilterHop, Packet, Tuple, endpoint, priority_words,
-    topology::InterfaceNames,
+    ArpOp, Conntrack, Event, NetfilterHop, Packet, PointNames as _, Tuple, endpoint,
+    priority_words, topology::InterfaceNames,
 };
 
 /// Renders single events (--raw) relative to the first timestamp seen, with interface names.

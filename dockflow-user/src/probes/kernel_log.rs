@@ -7,6 +7,8 @@ use aya::Ebpf;
 use aya_log::EbpfLogger;
 use dockflow_common::{FilterReason, ProbePoint};
 
+use crate::model::PointNames;
+
 /// aya-log's load-time constant in the programs: the most verbose level that is logged.
 pub const LEVEL_GLOBAL: &str = "AYA_LOG_LEVEL";
 /// aya_log_common::Level::Debug; 0 logs nothing.
@@ -44,13 +46,28 @@ fn in_words(text: &str) -> Option<String> {
     Some(format!(
         "{} if{ifindex}: {}{}",
         probe.name(),
-        why.words(),
+        reason_words(why),
         if held {
             ", then held back (--per-connection)"
         } else {
             ""
         }
     ))
+}
+
+/// Why the tc filter kept or skipped a frame, in words.
+fn reason_words(why: FilterReason) -> &'static str {
+    match why {
+        FilterReason::NoFilter => "kept: no filter (bare interfaces)",
+        FilterReason::NotIp => "skipped: not an IP or ARP frame it can read",
+        FilterReason::Address => "kept: to or from a target address",
+        FilterReason::Port => "kept: to or from a published port",
+        FilterReason::ReplyTuple => "kept: a learned reply tuple of a NATed connection",
+        FilterReason::NotTarget => {
+            "skipped: neither the target's addresses, nor its ports, nor a learned reply"
+        }
+        FilterReason::LeftOut => "skipped: its connection is one the filter expression leaves out",
+    }
 }
 
 /// The programs' log messages, read when asked.

@@ -13,6 +13,7 @@ use dockflow::{
     filter::Filter,
     follow::Follower,
     kernel::{self, btf::KernelBtf, monotonic_now},
+    model::PointNames as _,
     nftrace::{TraceBatch, TraceRules},
     output::Output,
     probes::{LoadOptions, ProbeError, Probes, RuleTraces, Verdicts},
