@@ -124,10 +124,13 @@ impl Drain {
         self.stop.store(true, Ordering::Release);
     }
 
-    /// Waits for the thread (asking it to stop first); returns how many records it took from
-    /// the ring buffer in all, and the recording, for its closing records.
+    /// Waits for the thread (asking it to stop first, and writing the notes still coming);
+    /// returns how many records it took from the ring buffer in all, and the recording, for its
+    /// closing records.
     pub fn join(mut self) -> Result<(u64, Option<Recorder>)> {
         self.request_stop();
+        // The last notes are in: the thread writes what is queued and ends.
+        self.notes = None;
         match self.thread.take().map(JoinHandle::join) {
             Some(Ok(result)) => result.map(|recorder| (self.drained(), recorder)),
             Some(Err(_)) => anyhow::bail!("the drain thread panicked"),
@@ -139,6 +142,7 @@ impl Drain {
 impl Drop for Drain {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
+        self.notes = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -209,18 +213,32 @@ fn drain(
         handover.hand_over(stopping);
         if let Some(recorder) = recorder.as_mut() {
             for note in noted.try_iter() {
-                match note {
-                    Note::Trace(trace) => recorder.record_trace(&trace),
-                    Note::Topology(topology) => recorder.record_topology(&topology),
-                }
-                .context("writing the recording")?;
+                write_note(recorder, note)?;
             }
             recorder.flush_if_due().context("writing the recording")?;
         }
         if stopping {
+            // The display has everything: its queue closes, so it can finish (and the main
+            // thread send its last notes and join).
+            drop(handover);
+            // Notes may still come after the stop (traces of the last packets): they are
+            // written until join closes the channel.
+            if let Some(recorder) = recorder.as_mut() {
+                for note in noted.iter() {
+                    write_note(recorder, note)?;
+                }
+            }
             return Ok(recorder);
         }
     }
+}
+
+fn write_note(recorder: &mut Recorder, note: Note) -> Result<()> {
+    match note {
+        Note::Trace(trace) => recorder.record_trace(&trace),
+        Note::Topology(topology) => recorder.record_topology(&topology),
+    }
+    .context("writing the recording")
 }
 
 /// Batches on their way to the display.

@@ -244,7 +244,15 @@ impl OutsideEcho {
         )
         .spawn()
         .unwrap();
-        std::thread::sleep(Duration::from_millis(300));
+        // Listening once its socket shows in the namespace's UDP table.
+        crate::eventually("the outside echo server listens", || {
+            std::process::Command::new("ip")
+                .args(["netns", "exec", lab::EXTERNAL_NETNS, "ss", "-Hlun"])
+                .output()
+                .is_ok_and(|out| {
+                    String::from_utf8_lossy(&out.stdout).contains(&format!(":{port} "))
+                })
+        });
         Self {
             server,
             port,

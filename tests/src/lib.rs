@@ -48,6 +48,8 @@ pub struct Dockflow {
     pub startup: Vec<String>,
     /// The stderr lines after those.
     rest: mpsc::Receiver<String>,
+    /// Lines of `rest` already read by [`Dockflow::wait_for_stderr`].
+    seen: Vec<String>,
 }
 
 impl Dockflow {
@@ -104,6 +106,7 @@ impl Dockflow {
             stdout: Some(stdout),
             startup,
             rest: rx,
+            seen: Vec::new(),
         }
     }
 
@@ -135,10 +138,43 @@ impl Dockflow {
             // SAFETY: kill takes plain integers; the pid is a child this code started.
             unsafe { libc::kill(self.pid(), signal) };
         }
-        let status = self.child.take().unwrap().wait().unwrap();
+        let mut child = self.child.take().unwrap();
+        // A run that does not end after its signal is a bug (a hang at exit), not a wait.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("dockflow did not exit within 30 s of signal {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         let stdout = self.stdout.take().unwrap().join().unwrap();
         // The reader thread ends with the process's stderr.
-        (status.success(), stdout, self.rest.iter().collect())
+        let mut stderr = std::mem::take(&mut self.seen);
+        stderr.extend(self.rest.iter());
+        (status.success(), stdout, stderr)
+    }
+
+    /// Waits up to 10 s for a stderr line containing `what` (dockflow says when it has
+    /// followed a change), and returns it; panics with the lines seen if none comes.
+    pub fn wait_for_stderr(&mut self, what: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rest.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(what) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("dockflow never said {what:?}: {:?}", self.seen),
+            }
+        }
     }
 }
 

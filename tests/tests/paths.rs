@@ -2,12 +2,12 @@
 //! rewrites, conntrack), not on prose: the seed's request and reply, container-to-container
 //! traffic, recording and replay.
 
-use std::{process::Command, time::Duration};
+use std::process::Command;
 
 use dockflow_lab::lab;
 use dockflow_tests::{
-    Dockflow, IptablesRule, assert_same_lines, dockflow_bin, hop_kinds, json_events, lab_bin,
-    lab_lock, packets,
+    Dockflow, IptablesRule, assert_same_lines, dockflow_bin, eventually, hop_kinds, json_events,
+    lab_bin, lab_lock, packets,
 };
 use serde_json::Value;
 
@@ -28,7 +28,6 @@ fn trace_radius_exchange(args: &[&str]) -> (Vec<String>, Vec<Value>) {
     let startup = dockflow.startup.clone();
     let answer = lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]).unwrap();
     assert!(answer.starts_with("Access-Accept"), "{answer}");
-    std::thread::sleep(Duration::from_millis(400));
     let (ok, stdout) = dockflow.stop_with(libc::SIGINT);
     assert!(ok, "dockflow failed after SIGINT");
     (startup, json_events(&stdout))
@@ -265,7 +264,6 @@ fn container_to_container_traffic_is_bridged_at_l2_only() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    std::thread::sleep(Duration::from_millis(400));
     let (ok, stdout) = dockflow.stop_with(libc::SIGINT);
     assert!(ok);
     let lines = json_events(&stdout);
@@ -317,8 +315,6 @@ fn a_killed_recording_keeps_all_but_its_last_second_and_a_cut_file_replays_what_
     ]);
     let answer = lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]).unwrap();
     assert!(answer.starts_with("Access-Accept"), "{answer}");
-    std::thread::sleep(Duration::from_millis(1500));
-    dockflow.stop_with(libc::SIGKILL);
     let replay = |path: &std::path::Path| {
         let out = Command::new(dockflow_bin())
             .args(["--replay", path.to_str().unwrap(), "--json"])
@@ -328,6 +324,13 @@ fn a_killed_recording_keeps_all_but_its_last_second_and_a_cut_file_replays_what_
         assert!(out.status.success(), "{stderr}");
         (json_events(&String::from_utf8_lossy(&out.stdout)), stderr)
     };
+    // The recording is written once a second: the exchange is in it within a second or two.
+    eventually("the running recording holds the exchange's reply", || {
+        packets(&replay(&record).0)
+            .iter()
+            .any(|p| p["direction"] == "reply" && p["packet"]["sport"] == 1812)
+    });
+    dockflow.stop_with(libc::SIGKILL);
     let (lines, _) = replay(&record);
     let (request, reply) = request_and_reply(&lines);
     assert_eq!(request["connection"], reply["connection"]);
@@ -407,7 +410,7 @@ fn a_container_restarted_during_the_trace_is_followed_to_its_new_veth() {
     lab::up(&lab_bin()).unwrap();
     let recording =
         std::env::temp_dir().join(format!("dockflow-restart-{}.dfl", std::process::id()));
-    let dockflow = Dockflow::start(&[
+    let mut dockflow = Dockflow::start(&[
         "--container",
         "radius",
         "--json",
@@ -420,10 +423,9 @@ fn a_container_restarted_during_the_trace_is_followed_to_its_new_veth() {
         .output()
         .unwrap();
     assert!(restarted.status.success());
-    // dockflow re-resolves once a second; give it a few.
-    std::thread::sleep(Duration::from_secs(3));
+    // dockflow re-resolves once a second, and says when it has moved its probes.
+    dockflow.wait_for_stderr("radius moved: attached");
     lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]).unwrap();
-    std::thread::sleep(Duration::from_millis(400));
     let (ok, stdout) = dockflow.stop_with(libc::SIGINT);
     assert!(ok);
     let lines = json_events(&stdout);
@@ -480,13 +482,18 @@ fn a_container_given_a_new_address_is_marked_for_nftables_at_it() {
     };
     docker(&["network", "disconnect", lab::NETWORK, "radius"]);
     docker(&["network", "connect", "--ip", moved, lab::NETWORK, "radius"]);
-    // dockflow re-resolves once a second.
-    std::thread::sleep(Duration::from_secs(3));
-    let rules = Command::new("nft")
-        .args(["list", "table", "inet", &table])
-        .output()
-        .unwrap();
-    let rules = String::from_utf8_lossy(&rules.stdout);
+    // dockflow re-resolves once a second, and rewrites its table with the new address.
+    let table_rules = || {
+        let rules = Command::new("nft")
+            .args(["list", "table", "inet", &table])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&rules.stdout).into_owned()
+    };
+    eventually("dockflow's table names the moved address", || {
+        table_rules().contains(&format!("ip daddr {moved}"))
+    });
+    let rules = table_rules();
     assert!(
         rules.contains(&format!("ip daddr {moved}")) && !rules.contains("ip daddr 172.20.0.2 "),
         "{rules}"
@@ -498,7 +505,6 @@ fn a_container_given_a_new_address_is_marked_for_nftables_at_it() {
         .output()
         .unwrap();
     assert!(answer.status.success(), "{answer:?}");
-    std::thread::sleep(Duration::from_millis(400));
     let (ok, stdout) = dockflow.stop_with(libc::SIGINT);
     assert!(ok);
     let lines = json_events(&stdout);
@@ -598,7 +604,6 @@ fn a_drop_is_explained_with_the_rule_that_dropped_it() {
     let drop_rule = IptablesRule::insert(rule[0], &rule[1..]);
     let dockflow = Dockflow::start(&["--container", "radius", "--json"]);
     let answer = lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]);
-    std::thread::sleep(Duration::from_millis(400));
     let (ok, stdout) = dockflow.stop_with(libc::SIGINT);
     drop(drop_rule);
     assert!(answer.is_err() && ok);
@@ -664,7 +669,6 @@ fn a_whole_network_is_followed_with_both_ends_named_and_a_table_of_its_connectio
         .output()
         .unwrap();
     assert!(inside.status.success(), "{inside:?}");
-    std::thread::sleep(Duration::from_millis(400));
     let (ok, stdout, stderr) = dockflow.stop_with_stderr(libc::SIGINT);
     assert!(ok, "{stderr:?}");
     let lines = json_events(&stdout);

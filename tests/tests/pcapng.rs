@@ -1,7 +1,7 @@
 //! Capture files Wireshark opens: the lab's RADIUS exchange written with --pcapng, read back
 //! with tshark (Wireshark's own dissectors), and the same file made from a recording.
 
-use std::{os::unix::fs::PermissionsExt as _, path::Path, process::Command, time::Duration};
+use std::{os::unix::fs::PermissionsExt as _, path::Path, process::Command};
 
 use dockflow_lab::lab;
 use dockflow_tests::{Dockflow, dockflow_bin, json_events, lab_bin, lab_lock, packets};
@@ -128,7 +128,6 @@ fn the_radius_exchange_opens_in_tshark_one_frame_per_hop_and_a_recording_convert
     ]);
     let answer = lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]).unwrap();
     assert!(answer.starts_with("Access-Accept"), "{answer}");
-    std::thread::sleep(Duration::from_millis(400));
     let (ok, stdout) = dockflow.stop_with(libc::SIGINT);
     assert!(ok);
     // Packet bytes on disk: for their owner only.

@@ -2,10 +2,12 @@
 //! on docker1, BPF netfilter programs around the NAT priorities, skb:kfree_skb, and nothing left
 //! attached after any kind of exit.
 
-use std::{process::Command, time::Duration};
+use std::process::Command;
 
 use dockflow_lab::lab;
-use dockflow_tests::{Dockflow, IptablesRule, json_events, lab_bin, lab_lock, our_bpf_programs};
+use dockflow_tests::{
+    Dockflow, IptablesRule, eventually, json_events, lab_bin, lab_lock, our_bpf_programs,
+};
 use serde_json::Value;
 
 const CONTAINER: &str = "172.20.0.2";
@@ -38,7 +40,6 @@ fn trace_one_exchange() -> (Vec<Value>, String) {
     }
     let answer = lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]).unwrap();
     assert!(answer.starts_with("Access-Accept"), "{answer}");
-    std::thread::sleep(Duration::from_millis(300));
     let (ok, stdout) = dockflow.stop_with(libc::SIGINT);
     assert!(ok, "dockflow failed after SIGINT");
     (json_events(&stdout), veth)
@@ -251,7 +252,6 @@ fn debug_kernel_says_why_the_filter_kept_or_skipped_each_frame_and_is_silent_wit
         // radius is the target; syslog shares its bridge (docker1), where tc sees it too.
         lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]).unwrap();
         lab::client(&lab_bin(), lab::service("syslog").unwrap(), &[]).unwrap();
-        std::thread::sleep(Duration::from_millis(400));
         let (ok, _, stderr) = dockflow.stop_with_stderr(libc::SIGINT);
         assert!(ok);
         stderr
@@ -314,12 +314,10 @@ fn nothing_survives_sigkill_and_a_restart_removes_legacy_tc_leftovers() {
     // SAFETY: kill takes plain integers; the pid is a child this code started.
     unsafe { libc::kill(dockflow.pid(), libc::SIGKILL) };
     let _ = dockflow.stop_with(0);
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        our_bpf_programs(),
-        Vec::<String>::new(),
-        "programs left after SIGKILL"
-    );
+    // The kernel releases a dead process's links and programs shortly after it is reaped.
+    eventually("no programs left after SIGKILL", || {
+        our_bpf_programs().is_empty()
+    });
 
     // Our nft table is not owned by a file descriptor: SIGKILL leaves it, the next start removes it.
     assert!(
@@ -396,7 +394,6 @@ fn the_in_kernel_filter_keeps_other_containers_traffic_out() {
     let syslog = lab::service("syslog").unwrap();
     lab::client(&lab_bin(), syslog, &[]).unwrap();
     lab::client(&lab_bin(), lab::service("radius").unwrap(), &[]).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
     let (ok, stdout) = dockflow.stop_with(libc::SIGINT);
     assert!(ok);
     let events = json_events(&stdout);

@@ -145,13 +145,7 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
                 }
             }
             Some(batch) = next_traces(&mut rule_traces), if !done => {
-                traces_dropped += batch.dropped;
-                for trace in batch.traces {
-                    if cli.record.is_some() {
-                        drain.record(Note::Trace(trace.clone()));
-                    }
-                    output.trace(trace)?;
-                }
+                traces_dropped += take_traces(batch, cli, &drain, &mut output)?;
             }
             _ = tick.tick(), if !done => {
                 // Losses in the kernel: the packets open around them are incomplete.
@@ -186,6 +180,10 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
         if done && !showing {
             break;
         }
+    }
+    // The trace messages of the last packets may still be on their way from the reader thread.
+    if let Some(traces) = rule_traces.as_mut() {
+        traces_dropped += take_last_traces(traces, cli, &drain, &mut output).await?;
     }
     let (drained, recorder) = drain.join()?;
     note_losses(&probes, &mut output, &mut losses);
@@ -328,6 +326,50 @@ fn report_summary(
 }
 
 /// The next batch of nftables traces; never ready when tracing nftables is off.
+/// How long the trace reader may stay silent before the last trace is taken to be in.
+const TRACES_SETTLE: Duration = Duration::from_millis(100);
+/// The longest the end of a run waits for trace messages.
+const TRACES_WAIT_MAX: Duration = Duration::from_secs(1);
+
+/// Takes the trace messages that arrive until the reader has been silent for [`TRACES_SETTLE`]
+/// (at most [`TRACES_WAIT_MAX`]): a run stopped right after its last packet still names that
+/// packet's rules. Returns the count the reader dropped.
+async fn take_last_traces(
+    traces: &mut RuleTraces,
+    cli: &Cli,
+    drain: &Drain,
+    output: &mut Output<Box<dyn Write>>,
+) -> Result<u64> {
+    let mut dropped = 0;
+    let until = tokio::time::Instant::now() + TRACES_WAIT_MAX;
+    while let Ok(Some(batch)) = tokio::time::timeout_at(
+        until.min(tokio::time::Instant::now() + TRACES_SETTLE),
+        traces.recv(),
+    )
+    .await
+    {
+        dropped += take_traces(batch, cli, drain, output)?;
+    }
+    Ok(dropped)
+}
+
+/// Hands a batch of rule traces to the recording and the output; returns how many messages
+/// the reader had to drop before it.
+fn take_traces(
+    batch: TraceBatch,
+    cli: &Cli,
+    drain: &Drain,
+    output: &mut Output<Box<dyn Write>>,
+) -> Result<u64> {
+    for trace in batch.traces {
+        if cli.record.is_some() {
+            drain.record(Note::Trace(trace.clone()));
+        }
+        output.trace(trace)?;
+    }
+    Ok(batch.dropped)
+}
+
 async fn next_traces(traces: &mut Option<RuleTraces>) -> Option<TraceBatch> {
     match traces {
         Some(rx) => rx.recv().await,
