@@ -328,7 +328,7 @@ impl<W: Write> Output<W> {
 
     /// Packets past --per-connection whose first hops the kernel emitted, not shown.
     pub fn folded(&self) -> u64 {
-        self.correlator.folded
+        self.correlator.folded()
     }
 
     /// Packets shown as incomplete so far.

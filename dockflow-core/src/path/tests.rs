@@ -848,11 +848,11 @@ fn finishing_idle_packets_costs_the_finished_not_the_open() {
             packet("10.0.0.1", 1, "10.0.0.2", 2, i as u16 + 1),
         ));
     }
-    let before = c.flush_work;
+    let before = c.flush_work();
     let done = c.flush_idle(recent, 100_000_000);
     assert_eq!(done.len() as u64, IDLE);
     // One look per finished packet, and one at the first that is not idle.
-    assert_eq!(c.flush_work - before, IDLE + 1);
+    assert_eq!(c.flush_work() - before, IDLE + 1);
     assert_eq!(c.open_packets() as u64, OPEN - IDLE);
 }
 
@@ -939,7 +939,7 @@ fn four_requests_past_a_limit_of_two(sample: Option<u16>) -> (Vec<PacketPath>, u
         c.push(hop);
     }
     let shown = c.finish();
-    (shown, c.folded)
+    (shown, c.folded())
 }
 
 #[test]
