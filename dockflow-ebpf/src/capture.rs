@@ -32,6 +32,8 @@ impl PacketBytes for TcBytes<'_> {
         // Within 1..=out.len() in a form older verifiers (6.1) can follow: a non-zero test
         // does not raise their lower bound, a mask does (out.len() is a power of two).
         let n = ((n - 1) & (out.len() as u32 - 1)) + 1;
+        // SAFETY: a BPF helper on this program's own skb; it checks offset and length against the
+        // packet and fails (handled) past its end; `out` holds at least the length asked for.
         let loaded = unsafe {
             bpf_skb_load_bytes(self.0.skb.skb as *const _, 0, out.as_mut_ptr() as *mut _, n)
         };
@@ -70,6 +72,8 @@ impl<S: SkbFields> PacketBytes for SkbBytes<S> {
         }
         let mut wire = (end - start) as u32;
         if has_mac {
+            // SAFETY: a BPF helper that checks the kernel address itself and fails (handled) where
+            // nothing can be read; `out` is valid for its length.
             if unsafe { bpf_probe_read_kernel_buf((head + start) as *const u8, out) }.is_err() {
                 return;
             }
@@ -77,6 +81,8 @@ impl<S: SkbFields> PacketBytes for SkbBytes<S> {
             let Some(rest) = out.get_mut(ETH_HLEN as usize..) else {
                 return;
             };
+            // SAFETY: a BPF helper that checks the kernel address itself and fails (handled) where
+            // nothing can be read; `out` is valid for its length.
             if unsafe { bpf_probe_read_kernel_buf((head + start) as *const u8, rest) }.is_err() {
                 return;
             }

@@ -37,6 +37,8 @@ static LEFT_OUT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// Whether a packet with these headers (None: not IP) may be one the expression matches.
 #[inline(always)]
 pub fn keeps(headers: Option<&PacketHeaders>) -> bool {
+    // SAFETY: a read of a plain static (a load-time constant userspace sets before load); volatile
+    // so the compiler cannot fold its zero initialiser.
     if unsafe { core::ptr::read_volatile(&EXPRESSION_ON) } == 0 {
         return true;
     }
@@ -48,8 +50,12 @@ pub fn keeps(headers: Option<&PacketHeaders>) -> bool {
         return true;
     }
     let left_out = !possible_protocol(h)
+        // SAFETY: the value is read at once and never held; a concurrent update or delete gives the
+        // old value or none, both handled.
         || unsafe { VERDICTS.get(&tuple_of(h)) }.is_some_and(|v| *v == VERDICT_LEFT_OUT);
     if left_out && let Some(counter) = LEFT_OUT.get_ptr_mut(0) {
+        // SAFETY: `counter` points to this CPU's slot of a per-CPU array, which nothing else writes
+        // while this program runs.
         unsafe { *counter += 1 };
     }
     !left_out
@@ -59,6 +65,8 @@ pub fn keeps(headers: Option<&PacketHeaders>) -> bool {
 #[inline(always)]
 fn possible_protocol(h: &PacketHeaders) -> bool {
     let word = usize::from(h.family == AF_INET6) * 4 + usize::from(h.l4_proto >> 6);
+    // SAFETY: a read of a plain static (a load-time constant userspace sets before load); volatile
+    // so the compiler cannot fold its zero initialiser.
     let bits = unsafe { core::ptr::read_volatile(&EXPRESSION_PROTOCOLS) };
     bits[word & 7] & (1 << (h.l4_proto & 63)) != 0
 }

@@ -26,6 +26,8 @@ static LARGE_NETNS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_LARGE_TARGE
 /// an inlined array lookup, no helper call.
 #[inline(always)]
 fn targets() -> Option<&'static TargetSet> {
+    // SAFETY: a read of a plain static (a load-time constant userspace sets before load); volatile
+    // so the compiler cannot fold its zero initialiser.
     if unsafe { core::ptr::read_volatile(&FILTER) } == 0 {
         return None;
     }
@@ -36,6 +38,8 @@ fn targets() -> Option<&'static TargetSet> {
 /// Both sides are 8-aligned (a map value, and a field at an 8-aligned offset).
 #[inline(always)]
 fn same_address(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    // SAFETY: both are 16 bytes at 8-aligned addresses (see above): reading them as two u64 is in
+    // bounds and aligned.
     let (a, b) = unsafe {
         (
             &*(a as *const [u8; 16] as *const [u64; 2]),
@@ -48,6 +52,8 @@ fn same_address(a: &[u8; 16], b: &[u8; 16]) -> bool {
 #[inline(always)]
 fn is_target_address(targets: &TargetSet, addr: &[u8; 16]) -> bool {
     if targets.n_addresses as usize > MAX_TARGET_ADDRESSES {
+        // SAFETY: the value is read at once and never held; a concurrent update or delete gives the
+        // old value or none, both handled.
         return unsafe { LARGE_ADDRESSES.get(addr) }.is_some();
     }
     for i in 0..MAX_TARGET_ADDRESSES {
@@ -65,6 +71,8 @@ fn is_target_address(targets: &TargetSet, addr: &[u8; 16]) -> bool {
 fn is_target_port(targets: &TargetSet, l4_proto: u8, port: u16) -> bool {
     let key = port_key(l4_proto, port);
     if targets.n_ports as usize > MAX_TARGET_PORTS {
+        // SAFETY: the value is read at once and never held; a concurrent update or delete gives the
+        // old value or none, both handled.
         return unsafe { LARGE_PORTS.get(&key) }.is_some();
     }
     for i in 0..MAX_TARGET_PORTS {
@@ -122,6 +130,7 @@ const TUPLE_HASH_WORDS: usize = TUPLE_HASH_SIZE as usize / 8;
 /// An address read as two words (so that the comparison's 8-byte loads are aligned).
 #[inline(always)]
 fn is_target_words(targets: &TargetSet, words: &[u64; 2]) -> bool {
+    // SAFETY: 16 bytes of `words`, valid and aligned for u8.
     is_target_address(targets, unsafe { &*(words.as_ptr() as *const [u8; 16]) })
 }
 
@@ -134,6 +143,8 @@ pub fn watches_netns(inum: u32) -> bool {
     // Unrolled: the loop form compiles to a count-down older verifiers (6.1) cannot bound.
     let n = targets.n_netns;
     if n as usize > MAX_TARGET_NETNS {
+        // SAFETY: the value is read at once and never held; a concurrent update or delete gives the
+        // old value or none, both handled.
         return inum == 0 || unsafe { LARGE_NETNS.get(&inum) }.is_some();
     }
     macro_rules! watched {

@@ -22,6 +22,8 @@ static TUPLE_FLAGS: Array<u32> = Array::with_max_entries(2, 0);
 #[inline(always)]
 pub fn tuple_flag_set(flag: u32) {
     if let Some(on) = TUPLE_FLAGS.get_ptr_mut(flag) {
+        // SAFETY: `on` points to this array map's value, valid for the program's run; a racing
+        // writer stores the same 1.
         unsafe { core::ptr::write_volatile(on, 1) };
     }
 }
@@ -31,6 +33,8 @@ pub fn tuple_flag_set(flag: u32) {
 pub fn tuple_flag_on(flag: u32) -> bool {
     TUPLE_FLAGS
         .get(flag)
+        // SAFETY: `on` is a valid reference to this array map's value; volatile so each run reads
+        // the latest switch.
         .is_some_and(|on| unsafe { core::ptr::read_volatile(on) } != 0)
 }
 
@@ -81,11 +85,15 @@ static EMPTY: u32 = 0;
 /// rest of each program when they were.
 #[inline(always)]
 pub fn empty() -> bool {
+    // SAFETY: a read of a plain static (a load-time constant userspace sets before load); volatile
+    // so the compiler cannot fold its zero initialiser.
     unsafe { core::ptr::read_volatile(&EMPTY) != 0 }
 }
 
 /// --snaplen, as set at load.
 #[inline(always)]
 pub fn snaplen() -> u32 {
+    // SAFETY: a read of a plain static (a load-time constant userspace sets before load); volatile
+    // so the compiler cannot fold its zero initialiser.
     unsafe { core::ptr::read_volatile(&SNAPLEN) }
 }

@@ -41,6 +41,8 @@ fn read_into<R: NetworkHeaderReader, const N: usize>(
     offset: usize,
     chunk: &mut MaybeUninit<Chunk<N>>,
 ) -> bool {
+    // SAFETY: `chunk` is N bytes of this stack frame; bytes may be uninitialised for writing, and
+    // the reader fills them (unread bytes read as zero) before anyone reads them.
     let bytes = unsafe { core::slice::from_raw_parts_mut(chunk.as_mut_ptr() as *mut u8, N) };
     reader.read_bytes(offset, bytes)
 }
@@ -74,6 +76,7 @@ fn fill_ip<R: NetworkHeaderReader>(reader: &R, headers: &mut PacketHeaders) -> b
     if !read_into(reader, 0, &mut start) {
         return false;
     }
+    // SAFETY: `read_into` returned true: the reader filled every byte of the chunk.
     let ip = unsafe { &start.assume_init_ref().0 };
     match ip[0] >> 4 {
         4 => {
@@ -136,11 +139,13 @@ fn read_l4<R: NetworkHeaderReader>(reader: &R, l4_offset: usize, headers: &mut P
     if headers.l4_proto == IPPROTO_TCP {
         let mut tcp = MaybeUninit::<Chunk<TCP_PREFIX>>::uninit();
         if read_into(reader, l4_offset, &mut tcp) {
+            // SAFETY: `read_into` returned true: the reader filled every byte of the chunk.
             parse_l4(headers, unsafe { &tcp.assume_init_ref().0 });
         }
     } else if headers.l4_proto == IPPROTO_UDP {
         let mut ports = MaybeUninit::<Chunk<4>>::uninit();
         if read_into(reader, l4_offset, &mut ports) {
+            // SAFETY: `read_into` returned true: the reader filled every byte of the chunk.
             let ports = unsafe { &ports.assume_init_ref().0 };
             headers.sport = be16(ports, 0);
             headers.dport = be16(ports, 2);

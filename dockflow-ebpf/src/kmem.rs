@@ -13,6 +13,8 @@ use dockflow_common::CtTuple;
 /// one), and no program copies the whole table onto its small stack.
 macro_rules! offset {
     ($field:ident) => {
+        // SAFETY: a read of a plain static (a load-time constant userspace sets before load);
+        // volatile so the compiler cannot fold its zero initialiser.
         unsafe { core::ptr::read_volatile(&$crate::globals::OFFSETS.$field) }
     };
 }
@@ -21,12 +23,17 @@ pub(crate) use offset;
 /// Reads kernel memory at `base + offset`.
 #[inline(always)]
 pub fn read<T: Copy>(base: u64, offset: u32) -> Option<T> {
+    // SAFETY: a BPF helper that checks the kernel address itself and fails (handled) where nothing
+    // can be read.
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T).ok() }
 }
 
 /// A field of a BTF-typed kernel pointer (a program's typed context): a plain load.
 #[inline(always)]
 pub fn trusted_field<T: Copy>(base: u64, offset: u32) -> T {
+    // SAFETY: `base` is a BTF-typed kernel pointer from the program's context and `offset` a field
+    // offset of its type resolved from BTF: the verifier checks this load against the kernel's
+    // type.
     unsafe { core::ptr::read_volatile((base as *const u8).add(offset as usize) as *const T) }
 }
 
@@ -47,7 +54,10 @@ pub fn zeroed<T>(slot: &mut MaybeUninit<T>) -> &mut T {
     const { assert!(core::mem::size_of::<T>() % 8 == 0) };
     let words = slot.as_mut_ptr() as *mut u64;
     for i in 0..core::mem::size_of::<T>() / 8 {
+        // SAFETY: `words` points to `slot`, whose size is a multiple of 8 (asserted above), and `i`
+        // stays below size / 8.
         unsafe { core::ptr::write_volatile(words.add(i), 0) };
     }
+    // SAFETY: every byte of `slot` was written (zero) just above.
     unsafe { slot.assume_init_mut() }
 }

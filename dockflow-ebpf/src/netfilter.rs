@@ -59,6 +59,7 @@ netfilter_slot!(df_nf_last, "classifier/df_nf_last", NfSlot::Last);
 /// slot, before conntrack, and before NAT, with the entry) instead of at every hook.
 #[inline(always)]
 fn observe(ctx: *mut BpfNfCtx, slot: NfSlot) {
+    // SAFETY: `ctx` is the program's own context, valid for its run.
     let (state, skb_ptr) = unsafe { ((*ctx).state, (*ctx).skb) };
     let skb = TrustedSkb(skb_ptr);
     let nfct = nfct(skb);

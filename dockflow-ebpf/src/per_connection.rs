@@ -62,6 +62,8 @@ pub fn decide(headers: Option<&PacketHeaders>, ct: u64, head: u64, counts: bool)
     let Some(settings) = SETTINGS.get(0) else {
         return Decision::Show;
     };
+    // SAFETY: `settings` is a valid reference to the map value; volatile so each run reads what
+    // userspace last wrote.
     let limit = unsafe { core::ptr::read_volatile(&settings.per_connection) };
     if limit == 0 {
         return Decision::Show;
@@ -104,7 +106,11 @@ fn decide_by_tuple(headers: &PacketHeaders, packet: u64, limit: u32) -> Option<D
     if !tuple_flag_on(TUPLE_FLAG_HIDDEN) {
         return None;
     }
+    // SAFETY: the value is read at once and never held; a concurrent update or delete gives the old
+    // value or none, both handled.
     let ct = unsafe { HIDDEN_TUPLES.get(&tuple_of(headers)) }.copied()?;
+    // SAFETY: the pointer is to this map's value, valid while the program runs; per-packet counts
+    // tolerate a racing update from another CPU (a count off by one).
     let entry = unsafe { &mut *CONN_PACKETS.get_ptr_mut(&ct)? };
     Some(next_packet(entry, packet, limit))
 }
@@ -119,6 +125,7 @@ fn next_packet(entry: &mut ConnectionPackets, packet: u64, limit: u32) -> Decisi
         entry.last_decision = if entry.packets <= limit {
             PACKET_SHOWN
         } else {
+            // SAFETY: a BPF helper with no arguments and no preconditions.
             let now = unsafe { bpf_ktime_get_ns() };
             if now.wrapping_sub(entry.sampled_at_ns) >= SAMPLE_INTERVAL_NS {
                 entry.sampled_at_ns = now;
@@ -146,6 +153,8 @@ fn count_by_entry(ct: u64, packet: u64, limit: u32, headers: &PacketHeaders) -> 
     let source: u64 = kmem::read(original, offset!(tuple_src_addr)).unwrap_or(0);
     let ports = u32::from(kmem::read::<u16>(original, offset!(tuple_src_port)).unwrap_or(0))
         | u32::from(kmem::read::<u16>(original, offset!(tuple_dst_port)).unwrap_or(0)) << 16;
+    // SAFETY: the value is read at once and never held; a concurrent update or delete gives the old
+    // value or none, both handled.
     let fresh = match unsafe { CONN_PACKETS.get(&ct) } {
         Some(known) => known.original_source != source || known.original_ports != ports,
         None => true,
@@ -161,6 +170,8 @@ fn count_by_entry(ct: u64, packet: u64, limit: u32, headers: &PacketHeaders) -> 
     let Some(entry) = CONN_PACKETS.get_ptr_mut(&ct) else {
         return Decision::Show;
     };
+    // SAFETY: `entry` points to this map's value, valid while the program runs; per-packet counts
+    // tolerate a racing update from another CPU.
     let entry = unsafe { &mut *entry };
     if packet == 0 || entry.last_packet == packet || entry.packets < limit {
         return next_packet(entry, packet, limit);
@@ -170,6 +181,7 @@ fn count_by_entry(ct: u64, packet: u64, limit: u32, headers: &PacketHeaders) -> 
     entry.last_packet = packet;
     entry.packets = entry.packets.saturating_add(1);
     entry.last_decision = PACKET_HELD;
+    // SAFETY: a BPF helper with no arguments and no preconditions.
     entry.sampled_at_ns = unsafe { bpf_ktime_get_ns() };
     count(HIDDEN_PACKETS);
     hide_tuples(ct, headers.family);
@@ -197,6 +209,8 @@ fn hide_tuples(ct: u64, family: u8) {
 #[inline(always)]
 fn count(index: u32) {
     if let Some(counter) = HIDDEN.get_ptr_mut(index) {
+        // SAFETY: `counter` points to this CPU's slot of a per-CPU array, which nothing else writes
+        // while this program runs.
         unsafe { *counter += 1 };
     }
 }

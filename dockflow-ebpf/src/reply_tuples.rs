@@ -38,6 +38,8 @@ pub fn learn(hook: u8, family: u8, nfct: u64) {
     let mut key = CtTuple::default();
     kmem::read_tuple(ct + offset!(ct_tuple_reply) as u64, &mut key);
     key.family = family;
+    // SAFETY: the value is read at once and never held; a concurrent update or delete gives the old
+    // value or none, both handled.
     if unsafe { REPLY_TUPLES.get(&key) }.is_some() {
         return;
     }
@@ -52,5 +54,7 @@ pub fn is_learned_reply(h: &PacketHeaders) -> bool {
     if !tuple_flag_on(TUPLE_FLAG_REPLY) {
         return false;
     }
+    // SAFETY: the value is read at once and never held; a concurrent update or delete gives the old
+    // value or none, both handled.
     unsafe { REPLY_TUPLES.get(&tuple_of(h)) }.is_some()
 }

@@ -58,15 +58,21 @@ fn emit_record<const N: usize>(
 ) {
     let Some(mut entry) = EVENTS.reserve::<Record<N>>(0) else {
         if let Some(counter) = LOST.get_ptr_mut(probe as u32) {
+            // SAFETY: `counter` points to this CPU's slot of a per-CPU array, which nothing else
+            // writes while this program runs.
             unsafe { *counter += 1 };
         }
         return;
     };
     // Only the event is zeroed: the bytes past snap_len are never read.
+    // SAFETY: the reservation is ours until submitted and sized for a whole `Record<N>`.
     let record = unsafe { &mut *entry.as_mut_ptr() };
+    // SAFETY: the same memory as `record.event`, viewed as not yet initialised: `zeroed` writes
+    // every byte before it is read.
     let event = zeroed(unsafe {
         &mut *(&mut record.event as *mut PacketEvent as *mut MaybeUninit<PacketEvent>)
     });
+    // SAFETY: a BPF helper with no arguments and no preconditions.
     event.ts_ns = unsafe { bpf_ktime_get_ns() };
     event.probe = probe as u8;
     fill(event);

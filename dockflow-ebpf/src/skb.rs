@@ -45,6 +45,8 @@ pub struct SkbNetworkHeader(pub u64);
 impl NetworkHeaderReader for SkbNetworkHeader {
     #[inline(always)]
     fn read_bytes(&self, offset: usize, out: &mut [u8]) -> bool {
+        // SAFETY: a BPF helper that checks the kernel address itself and fails (handled) where
+        // nothing can be read; `out` is valid for its length.
         unsafe { bpf_probe_read_kernel_buf((self.0 + offset as u64) as *const u8, out).is_ok() }
     }
 }

@@ -29,6 +29,8 @@ static SKIPPED: PerCpuArray<Skipped> = PerCpuArray::with_max_entries(1, 0);
 /// This CPU's entry (an inlined per-CPU array lookup).
 #[inline(always)]
 pub fn entry() -> Option<&'static mut Skipped> {
+    // SAFETY: `p` points to this CPU's slot of a per-CPU array, valid for the program's run and
+    // written by nothing else meanwhile.
     SKIPPED.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
 

@@ -59,6 +59,8 @@ pub fn df_tc_egress(ctx: TcContext) -> i32 {
 /// bpf_skb_load_bytes of `len` bytes into the start of `out`.
 #[inline(always)]
 fn load_bytes(ctx: &TcContext, offset: usize, out: &mut [u8], len: usize) -> bool {
+    // SAFETY: a BPF helper on this program's own skb; it checks offset and length against the
+    // packet and fails (handled) past its end; `out` holds at least the length asked for.
     unsafe {
         bpf_skb_load_bytes(
             ctx.skb.skb as *const _,
@@ -76,6 +78,8 @@ fn ethertype_at(ctx: &TcContext, offset: usize) -> u16 {
     if at + 2 > ctx.data_end() {
         return 0;
     }
+    // SAFETY: `at..at + 2` lies within the packet's linear data (checked against data_end just
+    // above).
     u16::from_be(unsafe { (at as *const u16).read_unaligned() })
 }
 
@@ -103,6 +107,7 @@ fn observe(ctx: &TcContext, probe: ProbePoint) -> i32 {
         },
         &mut storage,
     );
+    // SAFETY: the program's own __sk_buff context, valid for its run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // tc sees no conntrack; on these interfaces the headers always show the target's addresses.
     let targeted = filter::wants(headers, 0);

@@ -7,3 +7,4 @@ pub mod ping;
 pub mod radius;
 pub mod responder;
 pub mod shell;
+pub mod stream;

@@ -284,26 +284,7 @@ pub fn bpf_map_values(name: &str) -> Vec<u64> {
         .collect()
 }
 
-/// The packet objects among --json lines.
-pub fn packets(lines: &[serde_json::Value]) -> Vec<&serde_json::Value> {
-    lines.iter().filter(|l| l["type"] == "packet").collect()
-}
-
-/// A packet's hops as "layer:kind" ("L3:hook", "L2:to_port", ...).
-pub fn hop_kinds(packet: &serde_json::Value) -> Vec<String> {
-    packet["hops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| {
-            format!(
-                "{}:{}",
-                h["layer"].as_str().unwrap(),
-                h["kind"].as_str().unwrap()
-            )
-        })
-        .collect()
-}
+pub use dockflow_lab::stream::{hop_kinds, packets};
 
 /// Parses dockflow --json output into objects.
 pub fn json_events(stdout: &str) -> Vec<serde_json::Value> {

@@ -16,6 +16,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use dockflow_lab::stream;
 use serde_json::Value;
 
 use crate::{
@@ -281,21 +282,8 @@ fn judge(console: &str) -> Result<()> {
         .iter()
         .filter_map(|l| serde_json::from_str(l.trim()).ok())
         .collect();
-    let packets: Vec<&Value> = lines.iter().filter(|l| l["type"] == "packet").collect();
-    let kinds = |p: &Value| -> Vec<String> {
-        p["hops"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|h| {
-                format!(
-                    "{}:{}",
-                    h["layer"].as_str().unwrap_or(""),
-                    h["kind"].as_str().unwrap_or("")
-                )
-            })
-            .collect()
-    };
+    let packets = stream::packets(&lines);
+    let kinds = stream::hop_kinds;
     let has = |p: &Value, k: &str| kinds(p).iter().any(|x| x == k);
     let first = |p: &Value, k: &str| kinds(p).iter().position(|x| x == k);
     let find = |src: &str, dport: Option<u64>, dst: Option<&str>| {
@@ -314,13 +302,7 @@ fn judge(console: &str) -> Result<()> {
         .copied()
         .filter(|p| p["packet"]["src"] == "10.0.0.3" && p["packet"]["dport"] == 1812)
         .nth(1);
-    let steps_of = |p: &Value| -> Vec<Value> {
-        lines
-            .iter()
-            .filter(|l| l["type"] == "explanation" && l["connection"] == p["connection"])
-            .flat_map(|l| l["steps"].as_array().cloned().unwrap_or_default())
-            .collect()
-    };
+    let steps_of = |p: &Value| stream::explanation_steps(&lines, &p["connection"]);
 
     // Every point in `wanted` has an "attached" line in dockflow's startup.
     let all_attached = |wanted: &[&str]| -> Result<(), String> {

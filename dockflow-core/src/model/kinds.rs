@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use dockflow_common::{NfSlot, ProbePoint};
+use dockflow_common::{IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, NfSlot, ProbePoint};
 use serde::{Deserialize, Serialize};
 
 /// A netfilter protocol family as dockflow names it.
@@ -354,6 +354,34 @@ pub fn priority_words(p: i32) -> String {
         p if p == i32::MIN + 1 => "first".into(),
         p if p == i32::MAX - 1 => "last".into(),
         p => p.to_string(),
+    }
+}
+
+/// An IP protocol number (IANA), named as Docker and nft name the common ones. Serialised as
+/// the number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IpProto(pub u8);
+
+impl IpProto {
+    pub const TCP: IpProto = IpProto(IPPROTO_TCP);
+    pub const UDP: IpProto = IpProto(IPPROTO_UDP);
+    pub const SCTP: IpProto = IpProto(IPPROTO_SCTP);
+
+    /// From a name as Docker writes a published port's ("tcp", "udp", "sctp").
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "tcp" => Some(Self::TCP),
+            "udp" => Some(Self::UDP),
+            "sctp" => Some(Self::SCTP),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for IpProto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&protocol_name(self.0))
     }
 }
 

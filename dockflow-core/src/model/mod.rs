@@ -11,8 +11,8 @@ pub use dockflow_common::{NfSlot, ProbePoint};
 use serde::Serialize;
 
 pub use self::kinds::{
-    ArpOp, CtDirection, CtState, CtStatus, DropReason, Family, Hook, NftFamily, PointNames,
-    TraceKind, Verdict, priority_words, slot_word,
+    ArpOp, CtDirection, CtState, CtStatus, DropReason, Family, Hook, IpProto, NftFamily,
+    PointNames, TraceKind, Verdict, priority_words, slot_word,
 };
 
 /// A decoded event: one packet at one probe point.

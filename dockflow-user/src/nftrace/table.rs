@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use super::TraceRules;
-use crate::watch::Target;
+use crate::{model::IpProto, watch::Target};
 
 /// Every table of ours starts with this (older versions used it alone).
 pub const TABLE_PREFIX: &str = "dockflow_trace";
@@ -171,7 +171,7 @@ fn target_matches(target: &Target) -> Vec<String> {
     let ports: Vec<String> = target
         .published
         .iter()
-        .filter(|port| port.protocol == "tcp" || port.protocol == "udp")
+        .filter(|port| port.protocol == IpProto::TCP || port.protocol == IpProto::UDP)
         .flat_map(|port| {
             [port.host_port, port.container_port].map(|p| format!("{} . {p}", port.protocol))
         })
@@ -324,7 +324,7 @@ mod tests {
             addresses: vec!["172.20.0.2".parse().unwrap()],
             published: vec![PublishedPort {
                 container_port: 1812,
-                protocol: "udp".into(),
+                protocol: IpProto::UDP,
                 host_port: 1812,
             }],
             ..Target::default()
@@ -396,7 +396,7 @@ mod tests {
     fn a_networks_addresses_and_ports_are_one_set_lookup_per_family_and_way() {
         let port = |protocol: &str, host_port, container_port| PublishedPort {
             container_port,
-            protocol: protocol.into(),
+            protocol: IpProto::from_name(protocol).unwrap(),
             host_port,
         };
         let target = Target {

@@ -379,19 +379,12 @@ fn fill_filter(ebpf: &mut Ebpf, target: &Target) -> Result<()> {
     let mut ports: Vec<u32> = target
         .published
         .iter()
-        .filter_map(|p| {
-            let proto = match p.protocol.as_str() {
-                "tcp" => 6,
-                "udp" => 17,
-                "sctp" => 132,
-                _ => return None,
-            };
-            Some([
-                port_key(proto, p.host_port),
-                port_key(proto, p.container_port),
-            ])
+        .flat_map(|p| {
+            [
+                port_key(p.protocol.0, p.host_port),
+                port_key(p.protocol.0, p.container_port),
+            ]
         })
-        .flatten()
         .collect();
     ports.sort_unstable();
     ports.dedup();

@@ -15,6 +15,8 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::Value;
 
+use crate::model::IpProto;
+
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 /// How long one API call may take, connecting, asking and reading the answer each.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,7 +45,7 @@ pub struct Network {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PublishedPort {
     pub container_port: u16,
-    pub protocol: String,
+    pub protocol: IpProto,
     pub host_port: u16,
 }
 
@@ -297,13 +299,14 @@ fn parse_container(body: &Value) -> Result<Container> {
                 .filter_map(move |b| {
                     Some(PublishedPort {
                         container_port,
-                        protocol: protocol.to_string(),
+                        // Docker publishes tcp, udp and sctp: no other to follow.
+                        protocol: IpProto::from_name(protocol)?,
                         host_port: b["HostPort"].as_str()?.parse().ok()?,
                     })
                 })
         })
         .collect();
-    published.sort_by_key(|p| (p.host_port, p.protocol.clone()));
+    published.sort_by_key(|p| (p.host_port, p.protocol));
     published.dedup();
     Ok(Container {
         name: body["Name"]
@@ -346,7 +349,7 @@ mod tests {
             c.published,
             vec![PublishedPort {
                 container_port: 1812,
-                protocol: "udp".into(),
+                protocol: IpProto::UDP,
                 host_port: 1812
             }]
         );

@@ -4,7 +4,7 @@
 
 use std::{fs, net::IpAddr};
 
-use crate::model::topology::UserlandProxy;
+use crate::model::{IpProto, topology::UserlandProxy};
 
 /// The process name dockerd gives its proxies (its `--userland-proxy-path` binary).
 const PROXY_COMM: &str = "docker-proxy";
@@ -43,12 +43,7 @@ fn parse_command_line(pid: u32, args: &[&str]) -> Option<UserlandProxy> {
             .and_then(|i| args.get(i + 1))
             .copied()
     };
-    let protocol = match value("-proto")? {
-        "tcp" => 6,
-        "udp" => 17,
-        "sctp" => 132,
-        _ => return None,
-    };
+    let protocol = IpProto::from_name(value("-proto")?)?.0;
     Some(UserlandProxy {
         pid,
         protocol,
