@@ -50,8 +50,8 @@ pub enum Note {
 /// handover costs nothing per record.
 const BATCH_RECORDS: usize = 1024;
 /// How long records gather in the ring buffer after a wakeup, when the last pass had caught up:
-/// at most a thousand wakeups a second under a flood; the 8 MiB ring holds about 40 ms of the
-/// heaviest flood measured.
+/// at most a thousand wakeups a second under a flood; the default ring (--ring-size 64 MiB)
+/// holds about 100 ms of events at 2 million a second.
 const GATHER: Duration = Duration::from_millis(1);
 /// Batches the display may be behind before batches are skipped (about 50 MiB).
 pub const QUEUE_BATCHES: usize = 256;
