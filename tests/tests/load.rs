@@ -1,6 +1,7 @@
 //! Under a flood: an overflowing run says exactly what it missed. Packets on their way while
 //! events were lost are marked incomplete, the summary's loss counts are the kernel's, and what
-//! the display skipped is still in the recording.
+//! the display skipped is still in the recording. A run whose recording cannot be written (a
+//! full disk) ends at once with its one-line error and leaves nothing behind.
 
 use std::{process::Command, time::Duration};
 
@@ -230,4 +231,71 @@ fn past_the_limit_a_connection_shows_a_sample_a_second_and_its_tuples_name_its_e
     );
     let held = number_before(&stderr, "held back in the kernel");
     assert!(held >= 100, "{stderr:#?}");
+}
+
+/// A small file system of the test's own, mounted for as long as this lives.
+struct SmallFs(std::path::PathBuf);
+
+impl SmallFs {
+    fn mount(size: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("dockflow-full-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "mounting a tmpfs on {}", dir.display());
+        Self(dir)
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn a_recording_that_cannot_be_written_ends_the_run_with_one_line_and_leaves_nothing() {
+    let _lock = lab_lock();
+    lab::up(&lab_bin()).unwrap();
+    let full = SmallFs::mount("256k");
+    let record = full.0.join("flood.dfl");
+    let dockflow = Dockflow::start(&[
+        "--container",
+        "syslog",
+        "--per-connection",
+        "all",
+        "--quiet",
+        "--record",
+        record.to_str().unwrap(),
+    ]);
+    // A second of the flood is far more than 256 KiB of events: the disk fills, and the run
+    // ends on its own, without a signal.
+    send_flood("1", "2000");
+    let (ok, _, stderr) = dockflow.stop_with_stderr(0);
+    assert!(!ok, "a run whose recording failed exited 0: {stderr:#?}");
+    let error = stderr
+        .iter()
+        .find(|l| l.contains("error"))
+        .unwrap_or_else(|| panic!("no error line: {stderr:#?}"));
+    assert!(
+        error.contains("writing the recording") && error.contains("No space left on device"),
+        "{error}"
+    );
+    dockflow_tests::eventually("no programs left after the failed run", || {
+        dockflow_tests::our_bpf_programs().is_empty()
+    });
+    let tables = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&tables.stdout).contains("dockflow_trace"),
+        "{tables:?}"
+    );
+    drop(full);
+    lab::down().unwrap();
 }
