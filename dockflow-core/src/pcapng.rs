@@ -357,7 +357,7 @@ mod tests {
         Packet {
             src: "10.199.0.2".parse().unwrap(),
             dst: dst.parse().unwrap(),
-            protocol: 17,
+            protocol: crate::model::IpProto::UDP,
             sport: Some(40000),
             dport: Some(1812),
             ttl: 64,

@@ -21,7 +21,8 @@ use serde::Serialize;
 
 pub use self::symbols::KernelSymbols;
 use crate::model::{
-    ArpOp, Capture, Conntrack, CtStatus, Drop, DropReason, Event, Hook, NetfilterHop, Packet, Tuple,
+    ArpOp, Capture, Conntrack, CtStatus, Drop, DropReason, Event, Hook, IpProto, NetfilterHop,
+    Packet, Tuple,
 };
 
 /// Turns raw records into [`Event`]s, naming kernel numbers with what was learnt at start.
@@ -126,7 +127,7 @@ fn decode_packet(raw: &PacketEvent) -> Option<Packet> {
     Some(Packet {
         src: address(h.family, &h.saddr)?,
         dst: address(h.family, &h.daddr)?,
-        protocol: h.l4_proto,
+        protocol: IpProto(h.l4_proto),
         sport: has_ports.then_some(h.sport),
         dport: has_ports.then_some(h.dport),
         ttl: h.ttl,
@@ -162,7 +163,7 @@ fn decode_conntrack(raw: &PacketEvent) -> Option<Conntrack> {
             sport: t.sport,
             dst: address(family, &t.dst)?,
             dport: t.dport,
-            protocol: t.l4_proto,
+            protocol: IpProto(t.l4_proto),
         })
     };
     let (state, direction) = names::ct_info(raw.ct_info);

@@ -19,7 +19,7 @@ use std::{fmt, net::IpAddr};
 
 use dockflow_common::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
 
-use crate::model::{Conntrack, CtDirection, Event, Packet, Tuple};
+use crate::model::{Conntrack, CtDirection, Event, IpProto, Packet, Tuple};
 
 /// A parsed expression.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,7 +136,7 @@ impl Filter {
     pub fn connection_verdicts(&self, ct: &Conntrack) -> Option<Vec<Verdict>> {
         let with_ports = matches!(
             ct.original.protocol,
-            IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP
+            IpProto::TCP | IpProto::UDP | IpProto::SCTP
         );
         if !with_ports || !ct.status.nat_done() {
             return None;
@@ -153,7 +153,7 @@ impl Filter {
                 self.matches(&Form {
                     src,
                     dst,
-                    protocol: own.protocol,
+                    protocol: own.protocol.0,
                     sport: Some(sport),
                     dport: Some(dport),
                     arp: false,
@@ -190,7 +190,7 @@ impl<'a> Form<'a> {
         Self {
             src: &p.src,
             dst: &p.dst,
-            protocol: p.protocol,
+            protocol: p.protocol.0,
             sport: p.sport,
             dport: p.dport,
             arp: p.arp.is_some(),
@@ -204,11 +204,11 @@ impl<'a> Form<'a> {
         } else {
             (&t.src, &t.dst, t.sport, t.dport)
         };
-        let ports = matches!(t.protocol, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP);
+        let ports = matches!(t.protocol, IpProto::TCP | IpProto::UDP | IpProto::SCTP);
         Self {
             src,
             dst,
-            protocol: t.protocol,
+            protocol: t.protocol.0,
             sport: ports.then_some(sport),
             dport: ports.then_some(dport),
             arp: false,
@@ -462,7 +462,7 @@ mod tests {
         Packet {
             src: src.parse().unwrap(),
             dst: dst.parse().unwrap(),
-            protocol: IPPROTO_UDP,
+            protocol: IpProto::UDP,
             sport: Some(sport),
             dport: Some(dport),
             ttl: 64,
@@ -542,7 +542,7 @@ mod tests {
             sport,
             dst: dst.parse().unwrap(),
             dport,
-            protocol: IPPROTO_UDP,
+            protocol: IpProto::UDP,
         };
         let event = Event {
             ts_ns: 0,
@@ -580,7 +580,7 @@ mod tests {
             sport,
             dst: dst.parse().unwrap(),
             dport,
-            protocol,
+            protocol: IpProto(protocol),
         }
     }
 

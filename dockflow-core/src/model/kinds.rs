@@ -4,7 +4,9 @@
 
 use std::fmt;
 
-use dockflow_common::{IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, NfSlot, ProbePoint};
+use dockflow_common::{
+    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, NfSlot, ProbePoint,
+};
 use serde::{Deserialize, Serialize};
 
 /// A netfilter protocol family as dockflow names it.
@@ -364,8 +366,10 @@ pub fn priority_words(p: i32) -> String {
 pub struct IpProto(pub u8);
 
 impl IpProto {
+    pub const ICMP: IpProto = IpProto(IPPROTO_ICMP);
     pub const TCP: IpProto = IpProto(IPPROTO_TCP);
     pub const UDP: IpProto = IpProto(IPPROTO_UDP);
+    pub const ICMPV6: IpProto = IpProto(IPPROTO_ICMPV6);
     pub const SCTP: IpProto = IpProto(IPPROTO_SCTP);
 
     /// From a name as Docker writes a published port's ("tcp", "udp", "sctp").

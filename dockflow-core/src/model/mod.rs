@@ -58,7 +58,7 @@ pub struct Capture {
 pub struct Packet {
     pub src: IpAddr,
     pub dst: IpAddr,
-    pub protocol: u8,
+    pub protocol: IpProto,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sport: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -78,7 +78,7 @@ impl Packet {
         if self.arp.is_some() {
             return "arp".into();
         }
-        kinds::protocol_name(self.protocol)
+        self.protocol.to_string()
     }
 }
 
@@ -161,7 +161,7 @@ pub struct Tuple {
     pub sport: u16,
     pub dst: IpAddr,
     pub dport: u16,
-    pub protocol: u8,
+    pub protocol: IpProto,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

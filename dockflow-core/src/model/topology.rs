@@ -8,6 +8,8 @@ use std::{collections::HashMap, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
+use super::IpProto;
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topology {
     /// Interface names across namespaces.
@@ -34,8 +36,8 @@ pub struct Topology {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserlandProxy {
     pub pid: u32,
-    /// IP protocol number (tcp 6, udp 17, sctp 132).
-    pub protocol: u8,
+    /// tcp, udp or sctp.
+    pub protocol: IpProto,
     pub host_ip: IpAddr,
     pub host_port: u16,
     pub container_ip: IpAddr,
@@ -44,7 +46,7 @@ pub struct UserlandProxy {
 
 impl UserlandProxy {
     /// Whether it listens where a packet to `dst:dport` of `protocol` arrives.
-    pub fn listens_at(&self, protocol: u8, dst: IpAddr, dport: Option<u16>) -> bool {
+    pub fn listens_at(&self, protocol: IpProto, dst: IpAddr, dport: Option<u16>) -> bool {
         protocol == self.protocol
             && dport == Some(self.host_port)
             && dst.is_ipv4() == self.host_ip.is_ipv4()
@@ -52,7 +54,7 @@ impl UserlandProxy {
     }
 
     /// Whether a packet to `dst:dport` of `protocol` goes where it relays to.
-    pub fn relays_to(&self, protocol: u8, dst: IpAddr, dport: Option<u16>) -> bool {
+    pub fn relays_to(&self, protocol: IpProto, dst: IpAddr, dport: Option<u16>) -> bool {
         protocol == self.protocol && dst == self.container_ip && dport == Some(self.container_port)
     }
 
@@ -108,7 +110,7 @@ impl Topology {
     /// The userland proxy that receives a packet delivered to the host at `dst:dport`.
     pub fn proxy_listening(
         &self,
-        protocol: u8,
+        protocol: IpProto,
         dst: IpAddr,
         dport: Option<u16>,
     ) -> Option<&UserlandProxy> {
@@ -120,7 +122,7 @@ impl Topology {
     /// The userland proxies that relay to `dst:dport` (one per address family it listens on).
     pub fn proxies_relaying_to(
         &self,
-        protocol: u8,
+        protocol: IpProto,
         dst: IpAddr,
         dport: Option<u16>,
     ) -> impl Iterator<Item = &UserlandProxy> {

@@ -2,11 +2,9 @@
 //! stack at L3, or an IP hook that br_netfilter runs while the frame is still being bridged),
 //! and what happened there, in words.
 
-use dockflow_common::{IPPROTO_ICMP, IPPROTO_ICMPV6};
-
 use super::hop::{Hop, HopKind, Layer};
 use crate::model::{
-    DropReason, Event, Family, Hook, ProbePoint,
+    DropReason, Event, Family, Hook, IpProto, ProbePoint,
     topology::{Place, Topology},
 };
 
@@ -134,7 +132,7 @@ pub fn refine(hops: &mut [Hop]) {
             .event
             .packet
             .as_ref()
-            .is_some_and(|p| p.protocol == IPPROTO_ICMP || p.protocol == IPPROTO_ICMPV6);
+            .is_some_and(|p| p.protocol == IpProto::ICMP || p.protocol == IpProto::ICMPV6);
         if let HopKind::Dropped {
             reason,
             after_delivery,

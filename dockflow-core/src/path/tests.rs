@@ -76,7 +76,7 @@ fn packet(src: &str, sport: u16, dst: &str, dport: u16, ip_id: u16) -> Packet {
     Packet {
         src: src.parse().unwrap(),
         dst: dst.parse().unwrap(),
-        protocol: 17,
+        protocol: crate::model::IpProto::UDP,
         sport: Some(sport),
         dport: Some(dport),
         ttl: 64,
@@ -93,7 +93,7 @@ fn tuple(src: &str, sport: u16, dst: &str, dport: u16) -> Tuple {
         sport,
         dst: dst.parse().unwrap(),
         dport,
-        protocol: 17,
+        protocol: crate::model::IpProto::UDP,
     }
 }
 
@@ -763,7 +763,7 @@ fn arp(op: crate::model::ArpOp, sender: &str, target: &str) -> Packet {
         arp: Some(op),
         len: 28,
         ip_id: 0,
-        protocol: 0,
+        protocol: crate::model::IpProto(0),
         sport: None,
         dport: None,
         ..packet(sender, 0, target, 0, 0)
@@ -989,7 +989,7 @@ fn past_the_per_connection_limit_the_kernels_sample_is_shown_and_marked() {
 fn proxied_topology() -> Topology {
     let proxy = |pid, host_ip: &str| crate::model::topology::UserlandProxy {
         pid,
-        protocol: 17,
+        protocol: crate::model::IpProto::UDP,
         host_ip: host_ip.parse().unwrap(),
         host_port: 1812,
         container_ip: "172.20.0.2".parse().unwrap(),

@@ -229,7 +229,7 @@ mod tests {
             packet: Some(Packet {
                 src: "172.20.0.2".parse().unwrap(),
                 dst: "10.199.0.2".parse().unwrap(),
-                protocol: 17,
+                protocol: crate::model::IpProto::UDP,
                 sport: Some(1812),
                 dport: Some(40000),
                 ttl: 64,

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use dockflow_common::{IPPROTO_TCP, IPPROTO_UDP};
 
-use crate::model::Packet;
+use crate::model::{IpProto, Packet};
 
 /// The packet a trace message carries (its IP and transport headers).
 pub fn packet_from_headers(network: &[u8], transport: &[u8]) -> Option<Packet> {
@@ -43,7 +43,7 @@ pub fn packet_from_headers(network: &[u8], transport: &[u8]) -> Option<Packet> {
     Some(Packet {
         src,
         dst,
-        protocol,
+        protocol: IpProto(protocol),
         sport: has_ports.then(|| port(0)),
         dport: has_ports.then(|| port(2)),
         ttl,

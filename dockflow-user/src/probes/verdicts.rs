@@ -131,7 +131,7 @@ fn kernel_key(form: &Tuple) -> CtTuple {
         dst: address_key(&form.dst),
         sport: form.sport,
         dport: form.dport,
-        l4_proto: form.protocol,
+        l4_proto: form.protocol.0,
         family: if form.src.is_ipv4() {
             AF_INET
         } else {

@@ -43,7 +43,7 @@ fn parse_command_line(pid: u32, args: &[&str]) -> Option<UserlandProxy> {
             .and_then(|i| args.get(i + 1))
             .copied()
     };
-    let protocol = IpProto::from_name(value("-proto")?)?.0;
+    let protocol = IpProto::from_name(value("-proto")?)?;
     Some(UserlandProxy {
         pid,
         protocol,
@@ -65,16 +65,16 @@ mod tests {
         let p = parse_command_line(41, &docker28.split(' ').collect::<Vec<_>>()).unwrap();
         assert_eq!(
             (p.pid, p.protocol, p.host_port, p.container_port),
-            (41, 17, 15353, 5353)
+            (41, IpProto::UDP, 15353, 5353)
         );
         assert_eq!(p.listen_words(), "[::]:15353");
-        assert!(p.listens_at(17, "fd00::1".parse().unwrap(), Some(15353)));
-        assert!(!p.listens_at(17, "127.0.0.1".parse().unwrap(), Some(15353)));
-        assert!(p.relays_to(17, "fd00:213:5::10".parse().unwrap(), Some(5353)));
+        assert!(p.listens_at(IpProto::UDP, "fd00::1".parse().unwrap(), Some(15353)));
+        assert!(!p.listens_at(IpProto::UDP, "127.0.0.1".parse().unwrap(), Some(15353)));
+        assert!(p.relays_to(IpProto::UDP, "fd00:213:5::10".parse().unwrap(), Some(5353)));
         let docker20 = "/usr/bin/docker-proxy -proto tcp -host-ip 0.0.0.0 -host-port 8080 -container-ip 172.20.0.5 -container-port 8080";
         let p = parse_command_line(7, &docker20.split(' ').collect::<Vec<_>>()).unwrap();
-        assert!(p.listens_at(6, "127.0.0.1".parse().unwrap(), Some(8080)));
-        assert!(!p.listens_at(17, "127.0.0.1".parse().unwrap(), Some(8080)));
+        assert!(p.listens_at(IpProto::TCP, "127.0.0.1".parse().unwrap(), Some(8080)));
+        assert!(!p.listens_at(IpProto::UDP, "127.0.0.1".parse().unwrap(), Some(8080)));
         assert!(parse_command_line(8, &["/usr/bin/docker-proxy", "-proto", "tcp"]).is_none());
     }
 }

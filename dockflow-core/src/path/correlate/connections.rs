@@ -131,10 +131,10 @@ fn header_key(p: &Packet) -> ConnectionKey {
         p.sport.unwrap_or(0),
         p.dst,
         p.dport.unwrap_or(0),
-        p.protocol,
+        p.protocol.0,
     )
 }
 
 fn tuple_key(t: &crate::model::Tuple) -> ConnectionKey {
-    (t.src, t.sport, t.dst, t.dport, t.protocol)
+    (t.src, t.sport, t.dst, t.dport, t.protocol.0)
 }

@@ -28,7 +28,7 @@ impl PacketKey {
             (0, 0)
         };
         Self {
-            protocol: p.protocol,
+            protocol: p.protocol.0,
             arp: p.arp,
             ip_id: p.ip_id,
             len: p.len,
