@@ -7,6 +7,7 @@ mod dist;
 mod engine;
 mod image;
 mod lab;
+mod layers;
 mod setup;
 mod test;
 mod tracer;
@@ -65,6 +66,8 @@ enum Command {
     },
     /// The stock-kernel probes (kprobes on the bridge functions) in a Debian kernel under qemu.
     Vmtest,
+    /// Checks that no crate's modules import each other round a circle.
+    Layers,
     /// Everything the README promises: setup, unit tests, and end-to-end tests on the lab.
     Test {
         /// The Docker engine to run the end-to-end tests on (default: a whole run tests both,
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Command::Engine { engine } => setup::run().and_then(|()| engine::switch(engine)),
         Command::Bench { part, minutes } => bench::run(part, minutes),
         Command::Vmtest => vmtest::run(),
+        Command::Layers => layers::run(),
         Command::Test { engine, args } => test::run(engine, &args),
     };
     match result {
