@@ -384,20 +384,16 @@ impl IpProto {
 }
 
 impl fmt::Display for IpProto {
+    /// "udp", "tcp", ..., or "proto N" for the others.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&protocol_name(self.0))
-    }
-}
-
-/// "udp", "tcp", ... for an IP protocol number.
-pub fn protocol_name(protocol: u8) -> String {
-    match protocol {
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        58 => "icmpv6".into(),
-        132 => "sctp".into(),
-        p => format!("proto {p}"),
+        match *self {
+            Self::ICMP => f.write_str("icmp"),
+            Self::TCP => f.write_str("tcp"),
+            Self::UDP => f.write_str("udp"),
+            Self::ICMPV6 => f.write_str("icmpv6"),
+            Self::SCTP => f.write_str("sctp"),
+            Self(p) => write!(f, "proto {p}"),
+        }
     }
 }
 
