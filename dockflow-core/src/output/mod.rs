@@ -4,6 +4,7 @@
 
 pub mod pipeline;
 pub mod sinks;
+pub mod source;
 
 use std::{
     fs::File,

@@ -2,8 +2,10 @@
 //! stop, then say what was seen and what was not.
 
 use std::{
+    collections::VecDeque,
     io::{IsTerminal as _, Write},
-    time::{Duration, SystemTime},
+    pin::Pin,
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Result, bail};
@@ -15,18 +17,26 @@ use dockflow::{
     kernel::{self, btf::KernelBtf, monotonic_now},
     model::PointNames as _,
     nftrace::{TraceBatch, TraceRules},
-    output::Output,
+    output::{
+        Output,
+        source::{self, Input, Source},
+    },
     probes::{LoadOptions, ProbeError, Probes, RuleTraces, Verdicts},
     record::{Header, Origin, Recorder},
     watch::{self, Target, Watch},
 };
 use dockflow_common::PLAIN_FREES;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    runtime::Runtime,
+    signal::unix::{Signal, SignalKind, signal},
+    sync::mpsc,
+    time::{Interval, Sleep},
+};
 
 use crate::cli::{Cli, print_summary, reached_count, report_evictions, write_svg};
 
 /// Resolves the target, attaches the probes and streams until a signal, --duration or --count.
-pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
+pub fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
     // SAFETY: geteuid has no preconditions and touches no memory.
     if unsafe { libc::geteuid() } != 0 {
         bail!(
@@ -70,7 +80,6 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
     };
     let mut probes = Probes::attach(&target, &offsets, &cli.families(), options)?;
     report_attachments(&probes, &target);
-    let mut rule_traces = probes.take_rule_traces();
     let recorder = match &cli.record {
         Some(path) => {
             let header = Header {
@@ -86,7 +95,7 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
     };
     // The filter's verdicts on connections go back to the kernel, which then drops the events
     // of a left-out connection's later packets itself.
-    let mut verdicts = filter
+    let verdicts = filter
         .clone()
         .map(|filter| probes.take_verdicts(filter))
         .transpose()?;
@@ -96,99 +105,69 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
     if let Some(pcapng) = cli.pcapng(&target.label, &origin)? {
         output = output.with_pcapng(pcapng);
     }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Signals, timers and the display queue belong to this runtime.
+    let _context = runtime.enter();
     // The ring buffer is emptied on a thread of its own; the display gets what it has time for.
-    let (to_display, mut drained) = tokio::sync::mpsc::channel(drain::QUEUE_BATCHES);
+    let (to_display, drained) = tokio::sync::mpsc::channel(drain::QUEUE_BATCHES);
     let drain = Drain::start(
         probes.take_events()?,
         options.record_size(),
         recorder,
         output.shows_events().then_some(to_display),
     );
-    eprintln!("dockflow: streaming (Ctrl-C to stop)");
-
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    let deadline = tokio::time::sleep(cli.duration.unwrap_or(Duration::MAX / 4));
-    tokio::pin!(deadline);
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    let status = StatusLine::new();
-    // --summary on a terminal: the table again every few seconds while it runs.
-    let mut table_due = (cli.summary && std::io::stderr().is_terminal())
-        .then(|| std::time::Instant::now() + TABLE_EVERY);
-    let mut follower = Follower::new(watch_of(cli)?, target.clone());
-    let mut losses = LossCheck {
-        lost: 0,
-        checked_at: monotonic_now(),
+    let mut source = Live {
+        runtime: &runtime,
+        cli,
+        rule_traces: probes.take_rule_traces(),
+        follower: Follower::new(watch_of(cli)?, target.clone()),
+        probes,
+        drain,
+        drained,
+        decoder,
+        record_size: options.record_size(),
+        verdicts,
+        stops: Stops::new(cli.duration)?,
+        tick: tokio::time::interval(Duration::from_millis(50)),
+        status: StatusLine::new(),
+        // --summary on a terminal: the table again every few seconds while it runs.
+        table_due: (cli.summary && std::io::stderr().is_terminal())
+            .then(|| Instant::now() + TABLE_EVERY),
+        losses: LossCheck {
+            lost: 0,
+            checked_at: monotonic_now(),
+        },
+        showing: output.shows_events(),
+        traces_dropped: 0,
+        done: false,
+        counted: false,
+        ended: false,
+        pending: VecDeque::new(),
+        latest_ts: 0,
     };
-    let showing = output.shows_events();
-    let mut traces_dropped = 0;
-    // Set once the run should end: the drain thread then empties the ring a last time and
-    // closes the queue, and the loop ends when the display has taken the rest.
-    let mut done = false;
-    loop {
-        tokio::select! {
-            batch = drained.recv(), if showing => {
-                let Some(batch) = batch else { break };
-                if done && reached_count(cli, &output) {
-                    continue;
-                }
-                show(batch, &decoder, options.record_size(), &mut output, verdicts.as_mut())?;
-                if reached_count(cli, &output) {
-                    done = true;
-                    drain.request_stop();
-                } else if !done {
-                    // While batches are waiting, the clock is ahead of them: packets are
-                    // finished by the time of the last event read, so none is cut off before
-                    // its later hops.
-                    let now = if drained.is_empty() { monotonic_now() } else { output.latest_ts() };
-                    output.tick(now)?;
-                }
-            }
-            Some(batch) = next_traces(&mut rule_traces), if !done => {
-                traces_dropped += take_traces(batch, cli, &drain, &mut output)?;
-            }
-            _ = tick.tick(), if !done => {
-                // Losses in the kernel: the packets open around them are incomplete.
-                note_losses(&probes, &mut output, &mut losses);
-                probes.print_kernel_log();
-                if drained.is_empty() {
-                    output.tick(monotonic_now())?;
-                }
-                if let Some(topology) = follower.check(&mut probes)? {
-                    drain.record(Note::Topology(topology.clone()));
-                    output.set_topology(topology);
-                }
-                // Writing the recording failed: join says why.
-                if drain.has_ended() {
-                    done = true;
-                }
-                if reached_count(cli, &output) {
-                    done = true;
-                    drain.request_stop();
-                }
-                status.show(&output, &probes);
-                if let Some(due) = table_due.as_mut().filter(|due| **due <= std::time::Instant::now()) {
-                    *due += TABLE_EVERY;
-                    status.clear();
-                    print_summary(&output);
-                }
-            }
-            _ = interrupt.recv(), if !done => { done = true; drain.request_stop(); }
-            _ = terminate.recv(), if !done => { done = true; drain.request_stop(); }
-            _ = &mut deadline, if !done => { done = true; drain.request_stop(); }
-        }
-        if done && !showing {
-            break;
-        }
-    }
-    // The trace messages of the last packets may still be on their way from the reader thread.
-    if let Some(traces) = rule_traces.as_mut() {
-        traces_dropped += take_last_traces(traces, cli, &drain, &mut output).await?;
-    }
+    eprintln!("dockflow: streaming (Ctrl-C to stop)");
+    source::feed(&mut source, &mut output, |output| {
+        reached_count(cli, output)
+    })?;
+
+    let Live {
+        drain,
+        mut probes,
+        follower,
+        verdicts,
+        traces_dropped,
+        mut losses,
+        status,
+        ..
+    } = source;
     let (drained, recorder) = drain.join()?;
-    note_losses(&probes, &mut output, &mut losses);
+    if let Some(input) = losses.check(&probes) {
+        output.take(input)?;
+    }
     probes.print_kernel_log();
-    if !showing {
+    if !output.shows_events() {
         // Nothing was decoded: the count is what went to the recording.
         output.stats.events = drained;
     }
@@ -213,6 +192,214 @@ pub async fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
     write_svg(cli, &output)?;
     drop(probes);
     Ok(())
+}
+
+/// A live run as a [`Source`]: the drain thread's batches, the nftables trace reader, the
+/// clock, the Docker watcher and the signals that end it.
+struct Live<'a> {
+    runtime: &'a Runtime,
+    cli: &'a Cli,
+    probes: Probes,
+    drain: Drain,
+    /// Batches from the drain thread (closed when nothing is shown).
+    drained: mpsc::Receiver<Drained>,
+    decoder: Decoder,
+    record_size: usize,
+    verdicts: Option<Verdicts>,
+    rule_traces: Option<RuleTraces>,
+    stops: Stops,
+    tick: Interval,
+    status: StatusLine,
+    table_due: Option<Instant>,
+    follower: Follower,
+    losses: LossCheck,
+    showing: bool,
+    traces_dropped: u64,
+    /// The run is ending: the drain thread empties the ring a last time and closes the queue.
+    done: bool,
+    /// --count was reached: what the queue still holds is not shown.
+    counted: bool,
+    /// The queue is closed and the last traces are taken: nothing more will come.
+    ended: bool,
+    pending: VecDeque<Input>,
+    /// The time of the latest event decoded.
+    latest_ts: u64,
+}
+
+impl Source for Live<'_> {
+    fn next_input(&mut self, shown: &Output<impl Write>) -> Result<Option<Input>> {
+        loop {
+            if let Some(input) = self.pending.pop_front() {
+                return Ok(Some(input));
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            let runtime = self.runtime;
+            runtime.block_on(self.step(shown))?;
+        }
+    }
+
+    fn stop(&mut self) {
+        self.pending.clear();
+        self.counted = true;
+        self.end_soon();
+    }
+}
+
+impl Live<'_> {
+    /// Waits for the next thing to happen and queues the inputs it makes.
+    async fn step(&mut self, shown: &Output<impl Write>) -> Result<()> {
+        if self.done && !self.showing {
+            return self.take_last_traces().await;
+        }
+        tokio::select! {
+            batch = self.drained.recv(), if self.showing => match batch {
+                Some(batch) => self.take_batch(batch),
+                None => return self.take_last_traces().await,
+            },
+            Some(batch) = next_traces(&mut self.rule_traces), if !self.done => {
+                self.take_traces(batch);
+            }
+            _ = self.tick.tick(), if !self.done => self.on_tick(shown)?,
+            _ = self.stops.next(), if !self.done => self.end_soon(),
+        }
+        Ok(())
+    }
+
+    /// Asks the drain thread to empty the ring a last time and close the queue.
+    fn end_soon(&mut self) {
+        self.done = true;
+        self.drain.request_stop();
+    }
+
+    /// Decodes a batch from the drain thread, or notes what it skipped.
+    fn take_batch(&mut self, batch: Drained) {
+        if self.counted {
+            return;
+        }
+        match batch {
+            Drained::Records(records) => {
+                for record in records.chunks_exact(self.record_size) {
+                    match self.decoder.decode(record) {
+                        Ok(event) => {
+                            if let Some(verdicts) = self.verdicts.as_mut() {
+                                verdicts.learn(&event);
+                            }
+                            self.latest_ts = self.latest_ts.max(event.ts_ns);
+                            self.pending.push_back(Input::Event(event));
+                        }
+                        Err(e) => eprintln!("dockflow: skipped a malformed event: {e}"),
+                    }
+                }
+            }
+            Drained::Skipped {
+                records,
+                from_ns,
+                to_ns,
+            } => self.pending.push_back(Input::NotShown {
+                records,
+                from_ns,
+                to_ns,
+            }),
+        }
+        if !self.done {
+            // While batches are waiting, the clock is ahead of them: packets are finished by
+            // the time of the last event read, so none is cut off before its later hops.
+            let now = if self.drained.is_empty() {
+                monotonic_now()
+            } else {
+                self.latest_ts
+            };
+            self.pending.push_back(Input::Tick(now));
+        }
+    }
+
+    /// The clock's regular round: losses, the kernel's log, the clock itself, Docker's
+    /// changes, a failed recording, the status line and the --summary table.
+    fn on_tick(&mut self, shown: &Output<impl Write>) -> Result<()> {
+        // Losses in the kernel: the packets open around them are incomplete.
+        self.pending.extend(self.losses.check(&self.probes));
+        self.probes.print_kernel_log();
+        if self.drained.is_empty() {
+            self.pending.push_back(Input::Tick(monotonic_now()));
+        }
+        if let Some(topology) = self.follower.check(&mut self.probes)? {
+            self.drain.record(Note::Topology(topology.clone()));
+            self.pending.push_back(Input::Topology(topology));
+        }
+        // Writing the recording failed: join says why.
+        if self.drain.has_ended() {
+            self.done = true;
+        }
+        self.status.show(shown, &self.probes);
+        if let Some(due) = self
+            .table_due
+            .as_mut()
+            .filter(|due| **due <= Instant::now())
+        {
+            *due += TABLE_EVERY;
+            self.status.clear();
+            print_summary(shown);
+        }
+        Ok(())
+    }
+
+    /// Hands a batch of rule traces to the recording and the output.
+    fn take_traces(&mut self, batch: TraceBatch) {
+        self.traces_dropped += batch.dropped;
+        for trace in batch.traces {
+            if self.cli.record.is_some() {
+                self.drain.record(Note::Trace(trace.clone()));
+            }
+            self.pending.push_back(Input::Trace(trace));
+        }
+    }
+
+    /// Takes the trace messages that arrive until the reader has been silent for
+    /// [`TRACES_SETTLE`] (at most [`TRACES_WAIT_MAX`]): a run stopped right after its last
+    /// packet still names that packet's rules. Then the source has ended.
+    async fn take_last_traces(&mut self) -> Result<()> {
+        self.ended = true;
+        let Some(mut traces) = self.rule_traces.take() else {
+            return Ok(());
+        };
+        let until = tokio::time::Instant::now() + TRACES_WAIT_MAX;
+        while let Ok(Some(batch)) = tokio::time::timeout_at(
+            until.min(tokio::time::Instant::now() + TRACES_SETTLE),
+            traces.recv(),
+        )
+        .await
+        {
+            self.take_traces(batch);
+        }
+        Ok(())
+    }
+}
+
+/// What ends a run besides --count: Ctrl-C, SIGTERM, --duration.
+struct Stops {
+    interrupt: Signal,
+    terminate: Signal,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl Stops {
+    fn new(duration: Option<Duration>) -> Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            deadline: Box::pin(tokio::time::sleep(duration.unwrap_or(Duration::MAX / 4))),
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+            _ = self.deadline.as_mut() => {}
+        }
+    }
 }
 
 /// How often --summary reprints its table on a terminal.
@@ -325,51 +512,12 @@ fn report_summary(
     }
 }
 
-/// The next batch of nftables traces; never ready when tracing nftables is off.
 /// How long the trace reader may stay silent before the last trace is taken to be in.
 const TRACES_SETTLE: Duration = Duration::from_millis(100);
 /// The longest the end of a run waits for trace messages.
 const TRACES_WAIT_MAX: Duration = Duration::from_secs(1);
 
-/// Takes the trace messages that arrive until the reader has been silent for [`TRACES_SETTLE`]
-/// (at most [`TRACES_WAIT_MAX`]): a run stopped right after its last packet still names that
-/// packet's rules. Returns the count the reader dropped.
-async fn take_last_traces(
-    traces: &mut RuleTraces,
-    cli: &Cli,
-    drain: &Drain,
-    output: &mut Output<Box<dyn Write>>,
-) -> Result<u64> {
-    let mut dropped = 0;
-    let until = tokio::time::Instant::now() + TRACES_WAIT_MAX;
-    while let Ok(Some(batch)) = tokio::time::timeout_at(
-        until.min(tokio::time::Instant::now() + TRACES_SETTLE),
-        traces.recv(),
-    )
-    .await
-    {
-        dropped += take_traces(batch, cli, drain, output)?;
-    }
-    Ok(dropped)
-}
-
-/// Hands a batch of rule traces to the recording and the output; returns how many messages
-/// the reader had to drop before it.
-fn take_traces(
-    batch: TraceBatch,
-    cli: &Cli,
-    drain: &Drain,
-    output: &mut Output<Box<dyn Write>>,
-) -> Result<u64> {
-    for trace in batch.traces {
-        if cli.record.is_some() {
-            drain.record(Note::Trace(trace.clone()));
-        }
-        output.trace(trace)?;
-    }
-    Ok(batch.dropped)
-}
-
+/// The next batch of nftables traces; never ready when tracing nftables is off.
 async fn next_traces(traces: &mut Option<RuleTraces>) -> Option<TraceBatch> {
     match traces {
         Some(rx) => rx.recv().await,
@@ -383,47 +531,22 @@ struct LossCheck {
     checked_at: u64,
 }
 
-/// Reads the kernel's loss counters; events lost since the last reading make the packets on
-/// their way in that time incomplete.
-fn note_losses(probes: &Probes, output: &mut Output<impl Write>, check: &mut LossCheck) {
-    let lost: u64 = probes.lost().iter().map(|(_, n)| n).sum();
-    let now = monotonic_now();
-    if lost > check.lost {
-        output.lost_between(check.checked_at, now);
-        check.lost = lost;
-    }
-    check.checked_at = now;
-}
-
-/// Decodes a batch from the drain thread into the output, or marks what it skipped.
-fn show(
-    batch: Drained,
-    decoder: &Decoder,
-    record_size: usize,
-    output: &mut Output<impl Write>,
-    mut verdicts: Option<&mut Verdicts>,
-) -> Result<()> {
-    match batch {
-        Drained::Records(records) => {
-            for record in records.chunks_exact(record_size) {
-                match decoder.decode(record) {
-                    Ok(event) => {
-                        if let Some(verdicts) = verdicts.as_deref_mut() {
-                            verdicts.learn(&event);
-                        }
-                        output.event(event)?
-                    }
-                    Err(e) => eprintln!("dockflow: skipped a malformed event: {e}"),
-                }
+impl LossCheck {
+    /// Reads the kernel's loss counters; events lost since the last reading make the packets
+    /// on their way in that time incomplete.
+    fn check(&mut self, probes: &Probes) -> Option<Input> {
+        let lost: u64 = probes.lost().iter().map(|(_, n)| n).sum();
+        let now = monotonic_now();
+        let from_ns = self.checked_at;
+        self.checked_at = now;
+        (lost > self.lost).then(|| {
+            self.lost = lost;
+            Input::LostBetween {
+                from_ns,
+                to_ns: now,
             }
-        }
-        Drained::Skipped {
-            records,
-            from_ns,
-            to_ns,
-        } => output.not_shown(records, from_ns, to_ns),
+        })
     }
-    Ok(())
 }
 
 /// A one-line status on stderr while the stream goes elsewhere (a file, a pipe).

@@ -32,11 +32,7 @@ fn main() -> ExitCode {
     };
     let result = match &cli.replay {
         Some(path) => replay::run(&cli, path, filter),
-        None => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|runtime| runtime.block_on(live::run(&cli, filter))),
+        None => live::run(&cli, filter),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
