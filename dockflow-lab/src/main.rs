@@ -83,6 +83,10 @@ enum ClientService {
         /// Client sockets to send from in turn: each is a connection of its own.
         #[arg(long, default_value_t = 1)]
         sockets: usize,
+        /// Then wait until every datagram's echo is back (3 s without one end the wait):
+        /// prints "SENT sent, ECHOED echoed".
+        #[arg(long)]
+        await_echoes: bool,
     },
 }
 
@@ -129,7 +133,17 @@ fn main() -> Result<()> {
                     seconds,
                     rate,
                     sockets,
-                } => responder::udp_flood_client(server, seconds, rate, sockets)?.to_string(),
+                    await_echoes,
+                } => {
+                    let (sent, sockets) =
+                        responder::udp_flood_client(server, seconds, rate, sockets)?;
+                    if await_echoes {
+                        let echoed = responder::await_echoes(server, &sockets, sent)?;
+                        format!("{sent} sent, {echoed} echoed")
+                    } else {
+                        sent.to_string()
+                    }
+                }
             };
             println!("{line}");
             Ok(())

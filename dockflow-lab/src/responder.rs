@@ -112,8 +112,6 @@ pub fn tcp_bulk_client(server: SocketAddr, seconds: f64) -> Result<f64> {
     Ok(received as f64 * 8.0 / elapsed)
 }
 
-/// Sends small UDP datagrams for `seconds`, at `rate` per second (0: as fast as possible);
-/// returns how many were sent.
 /// Sends datagrams to `server` for `seconds` at `rate` per second (0: as fast as it can), from
 /// `sockets` sockets in turn; returns how many were sent.
 pub fn udp_flood_client(
@@ -121,7 +119,7 @@ pub fn udp_flood_client(
     seconds: f64,
     rate: u64,
     sockets: usize,
-) -> Result<u64> {
+) -> Result<(u64, Vec<UdpSocket>)> {
     let sockets = (0..sockets.max(1))
         .map(|_| client_udp_socket(server))
         .collect::<Result<Vec<_>>>()?;
@@ -141,7 +139,34 @@ pub fn udp_flood_client(
             sent += 1;
         }
     }
-    Ok(sent)
+    Ok((sent, sockets))
+}
+
+/// How long [`await_echoes`] waits for the last echo at most.
+const ECHO_WAIT: Duration = Duration::from_secs(3);
+
+/// Receives echoes on `sockets` until `sent` have come back (or none came for [`ECHO_WAIT`]):
+/// when it returns, the server has answered everything it got. Returns how many came back.
+pub fn await_echoes(server: SocketAddr, sockets: &[UdpSocket], sent: u64) -> Result<u64> {
+    let mut echoed = 0;
+    let mut buf = [0u8; 2048];
+    let mut last = std::time::Instant::now();
+    while echoed < sent && last.elapsed() < ECHO_WAIT {
+        let mut any = false;
+        for socket in sockets {
+            socket.set_read_timeout(Some(Duration::from_millis(10)))?;
+            while let Ok((_, from)) = socket.recv_from(&mut buf) {
+                if from == server {
+                    echoed += 1;
+                    any = true;
+                }
+            }
+        }
+        if any {
+            last = std::time::Instant::now();
+        }
+    }
+    Ok(echoed)
 }
 
 /// Sends one Access-Request and returns a one-line account of the verified reply.

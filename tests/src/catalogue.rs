@@ -2,7 +2,7 @@
 //! the lab's, so nothing is tuned to it), and the helpers its end-to-end tests share: tracing
 //! a container while some traffic runs, and reading packets and explanation steps back.
 
-use std::{process::Command, time::Duration};
+use std::process::Command;
 
 use dockflow_lab::{lab, shell::run};
 use serde_json::Value;
@@ -158,10 +158,37 @@ pub fn traced_network(network: &str, work: impl FnOnce()) -> Vec<Value> {
     traced_with(&["--network", network], work)
 }
 
+/// [`traced_network`] for work whose packets come on the kernel's or Docker's own time (after
+/// the command that caused them returned): waits until the lines shown satisfy `shown`.
+pub fn traced_network_until(
+    network: &str,
+    work: impl FnOnce(),
+    what: &str,
+    shown: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let dockflow = Dockflow::start(&["--network", network, "--json"]);
+    work();
+    dockflow.wait_for_stdout(what, |stdout| {
+        shown(
+            &stdout
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect::<Vec<_>>(),
+        )
+    });
+    stop_json(dockflow)
+}
+
+/// Work that waits for its own answers (or its client's timeout): when it returns, the
+/// kernel has emitted every event of it, and dockflow takes all of them at its stop.
 fn traced_with(target: &[&str], work: impl FnOnce()) -> Vec<Value> {
     let dockflow = Dockflow::start(&[target, &["--json"]].concat());
     work();
-    std::thread::sleep(Duration::from_millis(400));
+    stop_json(dockflow)
+}
+
+/// Stops dockflow as a user does (Ctrl-C); the JSON lines it printed.
+fn stop_json(dockflow: Dockflow) -> Vec<Value> {
     let (ok, stdout) = dockflow.stop_with(libc::SIGINT);
     assert!(ok, "dockflow failed");
     json_events(&stdout)

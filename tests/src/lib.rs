@@ -44,6 +44,8 @@ pub struct Dockflow {
     child: Option<Child>,
     /// Collects stdout as it comes, so a chatty run never blocks on a full pipe.
     stdout: Option<std::thread::JoinHandle<String>>,
+    /// What stdout has said so far (for [`Dockflow::wait_for_stdout`]).
+    stdout_so_far: std::sync::Arc<std::sync::Mutex<String>>,
     /// Its stderr lines up to and including "streaming".
     pub startup: Vec<String>,
     /// The stderr lines after those.
@@ -80,9 +82,24 @@ impl Dockflow {
             }
         });
         let mut out = child.stdout.take().unwrap();
+        let stdout_so_far = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let so_far = stdout_so_far.clone();
         let stdout = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = out.read_to_string(&mut text);
+            let mut chunk = [0u8; 65536];
+            let mut bytes = Vec::new();
+            while let Ok(n @ 1..) = out.read(&mut chunk) {
+                bytes.extend_from_slice(&chunk[..n]);
+                // Whole lines only: a condition never sees half of one.
+                if let Some(end) = bytes.iter().rposition(|b| *b == b'\n') {
+                    let lines: Vec<u8> = bytes.drain(..=end).collect();
+                    so_far
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&lines));
+                }
+            }
+            let mut text = std::mem::take(&mut *so_far.lock().unwrap());
+            text.push_str(&String::from_utf8_lossy(&bytes));
             text
         });
         let mut startup = Vec::new();
@@ -104,6 +121,7 @@ impl Dockflow {
         Self {
             child: Some(child),
             stdout: Some(stdout),
+            stdout_so_far,
             startup,
             rest: rx,
             seen: Vec::new(),
@@ -157,6 +175,22 @@ impl Dockflow {
         let mut stderr = std::mem::take(&mut self.seen);
         stderr.extend(self.rest.iter());
         (status.success(), stdout, stderr)
+    }
+
+    /// Waits up to 10 s until what dockflow printed on stdout so far satisfies `condition`
+    /// (something the kernel or Docker does on its own time has been shown); panics naming
+    /// `what` with the output if it never does.
+    pub fn wait_for_stdout(&self, what: &str, condition: impl Fn(&str) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !condition(&self.stdout_so_far.lock().unwrap()) {
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "dockflow never showed {what}: {}",
+                    self.stdout_so_far.lock().unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Waits up to 10 s for a stderr line containing `what` (dockflow says when it has

@@ -135,7 +135,6 @@ fn filtered(filter: &str, record: &Path) -> (Vec<Value>, Vec<String>) {
     ]);
     from_host(&["udp", &format!("{GATEWAY}:{PUBLISHED}")]);
     assert!(!from_container("billing", &format!("{LEDGER}:9999")));
-    std::thread::sleep(Duration::from_millis(400));
     let (ok, stdout, stderr) = dockflow.stop_with_stderr(libc::SIGINT);
     assert!(ok, "dockflow failed: {stderr:?}");
     (json_events(&stdout), stderr)
@@ -218,7 +217,6 @@ fn burst() {
 fn burst_traced(filter: &[&str]) -> (Vec<Value>, u64, u64) {
     let dockflow = Dockflow::start(&[&["--container", "ledger", "--json"], filter].concat());
     burst();
-    std::thread::sleep(Duration::from_millis(400));
     let (ok, stdout, stderr) = dockflow.stop_with_stderr(libc::SIGINT);
     assert!(ok, "dockflow failed: {stderr:?}");
     let number_before = |words: &str| -> u64 {
@@ -636,7 +634,6 @@ fn a_network_larger_than_the_kernel_arrays_is_followed_whole() {
     ]);
     // Only the addresses name this one (a port nobody publishes or listens on).
     assert!(!from_container(&last, &format!("{}:9999", wide_address(1))));
-    std::thread::sleep(Duration::from_millis(400));
     let (ok, stdout, stderr) = dockflow.stop_with_stderr(libc::SIGINT);
     assert!(ok, "dockflow failed: {stderr:?}");
     let lines = json_events(&stdout);

@@ -9,6 +9,7 @@ use std::process::Command;
 
 use dockflow_lab::{lab, shell::run};
 use dockflow_tests::{catalogue::*, lab_bin, lab_lock};
+use serde_json::Value;
 
 /// `client udp ADDR` from the lab's external namespace; whether an echo came back.
 fn from_outside(to: &str) -> bool {
@@ -280,22 +281,25 @@ fn a_new_endpoint_announced_by_gratuitous_arp_is_told_as_an_announcement() {
     }
     let _catalogue = Catalogue::up();
     let newcomer = "10.213.5.40";
-    let lines = traced_network(NETWORK, || {
-        run_echo("clerk", NETWORK, newcomer, None, None);
-        std::thread::sleep(std::time::Duration::from_millis(1500));
-    });
     // The newcomer's own announcements may come before the trace follows it; the others'
     // (Docker repeats them for a while after an endpoint comes up) are the same story.
     let subnet = SUBNET.trim_end_matches(".0/24");
+    let is_announcement = |l: &Value| {
+        let p = &l["packet"];
+        l["type"] == "packet"
+            && p["arp"].is_string()
+            && p["src"] == p["dst"]
+            && p["src"].as_str().is_some_and(|a| a.starts_with(subnet))
+    };
+    let lines = traced_network_until(
+        NETWORK,
+        || run_echo("clerk", NETWORK, newcomer, None, None),
+        "an announcement",
+        |lines| lines.iter().any(is_announcement),
+    );
     let announcement = lines
         .iter()
-        .find(|l| {
-            let p = &l["packet"];
-            l["type"] == "packet"
-                && p["arp"].is_string()
-                && p["src"] == p["dst"]
-                && p["src"].as_str().is_some_and(|a| a.starts_with(subnet))
-        })
+        .find(|l| is_announcement(l))
         .unwrap_or_else(|| panic!("no announcement on {NETWORK}: {lines:#?}"));
     let steps = steps(&lines, announcement);
     let announced = step(steps, "request", "arp_announced");

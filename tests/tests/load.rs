@@ -3,7 +3,7 @@
 //! the display skipped is still in the recording. A run whose recording cannot be written (a
 //! full disk) ends at once with its one-line error and leaves nothing behind.
 
-use std::{process::Command, time::Duration};
+use std::process::Command;
 
 use dockflow_lab::lab;
 use dockflow_tests::{Dockflow, bpf_map_values, dockflow_bin, json_events, lab_bin, lab_lock};
@@ -13,7 +13,7 @@ use serde_json::Value;
 /// second, one client socket) while `dockflow` follows it; then stops it and returns its JSON
 /// lines and the stderr lines after startup.
 fn flood_syslog(dockflow: Dockflow, seconds: &str, rate: &str) -> (Vec<Value>, Vec<String>) {
-    send_flood(seconds, rate);
+    send_flood(seconds, rate, false);
     stop(dockflow)
 }
 
@@ -23,26 +23,33 @@ fn stop(dockflow: Dockflow) -> (Vec<Value>, Vec<String>) {
     (json_events(&stdout), stderr)
 }
 
-/// The flood of [`flood_syslog`], then half a second for its last events.
-fn send_flood(seconds: &str, rate: &str) {
+/// The flood of [`flood_syslog`]. `echoed`: then wait until every echo is back (a slow flood
+/// whose last exchanges the test counts), and check that all came.
+fn send_flood(seconds: &str, rate: &str, echoed: bool) {
     let syslog = lab::service("syslog").unwrap();
     let to = format!("{}:{}", lab::HOST_ADDRESS, syslog.port);
-    let flood = lab::external_command(
-        &lab_bin(),
-        &[
-            "client",
-            "udp-flood",
-            &to,
-            "--seconds",
-            seconds,
-            "--rate",
-            rate,
-        ],
-    )
-    .output()
-    .unwrap();
+    let mut args = vec![
+        "client",
+        "udp-flood",
+        &to,
+        "--seconds",
+        seconds,
+        "--rate",
+        rate,
+    ];
+    if echoed {
+        args.push("--await-echoes");
+    }
+    let flood = lab::external_command(&lab_bin(), &args).output().unwrap();
     assert!(flood.status.success());
-    std::thread::sleep(Duration::from_millis(500));
+    if echoed {
+        let said = String::from_utf8_lossy(&flood.stdout);
+        let counts: Vec<&str> = said.split_whitespace().step_by(2).collect();
+        assert!(
+            counts.len() == 2 && counts[0] == counts[1],
+            "not every datagram was echoed: {said}"
+        );
+    }
 }
 
 /// The packets to or from `port` among --json lines.
@@ -184,7 +191,8 @@ fn per_connection_shows_the_first_packets_and_the_kernel_holds_back_the_rest() {
     let syslog = lab::service("syslog").unwrap();
     let dockflow = Dockflow::start(&["--container", "syslog", "--per-connection", "3", "--json"]);
     // 20 datagrams from one socket, each echoed: 40 packets of one connection.
-    let (lines, stderr) = flood_syslog(dockflow, "0.5", "40");
+    send_flood("0.5", "40", true);
+    let (lines, stderr) = stop(dockflow);
     let exchange = packets_of_port(&lines, syslog.port);
     assert_eq!(exchange.len(), 3, "{exchange:#?}");
     // 37 packets past the limit, about 10 events each, held back in the kernel.
@@ -200,7 +208,7 @@ fn past_the_limit_a_connection_shows_a_sample_a_second_and_its_tuples_name_its_e
     let dockflow = Dockflow::start(&["--container", "syslog", "--per-connection", "3", "--json"]);
     // 2.5 s of 20 datagrams a second from one socket, each echoed: 100 packets of one
     // connection, past its limit from about 0.1 s on.
-    send_flood("2.5", "20");
+    send_flood("2.5", "20", true);
     // Every form the connection's packets take (before and after DNAT, either way) names
     // the one conntrack entry whose count the kernel keeps.
     let hidden = bpf_map_values("HIDDEN_TUPLES");
@@ -274,7 +282,7 @@ fn a_recording_that_cannot_be_written_ends_the_run_with_one_line_and_leaves_noth
     ]);
     // A second of the flood is far more than 256 KiB of events: the disk fills, and the run
     // ends on its own, without a signal.
-    send_flood("1", "2000");
+    send_flood("1", "2000", false);
     let (ok, _, stderr) = dockflow.stop_with_stderr(0);
     assert!(!ok, "a run whose recording failed exited 0: {stderr:#?}");
     let error = stderr
