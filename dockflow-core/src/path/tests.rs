@@ -1449,6 +1449,53 @@ fn an_ipv6_packet_stays_one_packet_when_nat66_rewrites_its_port() {
 }
 
 #[test]
+fn an_ipv6_packets_rules_read_before_its_events_after_nat66_stay_with_it() {
+    // The rule trace of the DNATed request (its key now holds port 5353) is read before the
+    // ring buffer's events after the rewrite: it must not start a packet of its own.
+    let v6 = |src: &str, sport, dst: &str, dport| Packet {
+        ip_id: 0,
+        ..packet(src, sport, dst, dport, 0)
+    };
+    let before = v6("fd00:199::2", 40000, "fd00:199::1", 15353);
+    let after = v6("fd00:199::2", 40000, "fd00:213:5::10", 5353);
+    let ct = Some(Conntrack {
+        state: CtState::New,
+        direction: CtDirection::Original,
+        status: CtStatus(CONFIRMED | CtStatus::DST_NAT),
+        original: tuple("fd00:199::2", 40000, "fd00:199::1", 15353),
+        reply: tuple("fd00:213:5::10", 5353, "fd00:199::2", 40000),
+    });
+    let mut c = Correlator::new(topology());
+    c.push(event(
+        1_000,
+        ProbePoint::NetifReceive,
+        DFEXT0,
+        before.clone(),
+    ));
+    c.push(hook(
+        1_100,
+        Hook::Prerouting,
+        -101,
+        before,
+        ct.clone(),
+        false,
+    ));
+    c.push_trace(rule(
+        1_250,
+        ("filter", "FORWARD", Hook::Forward),
+        "ip6 daddr fd00:213:5::10 udp dport 5353 accept",
+        crate::model::Verdict::Accept,
+        after.clone(),
+    ));
+    c.push(hook(1_200, Hook::Prerouting, -99, after.clone(), ct, false));
+    c.push(event(1_300, ProbePoint::TcEgress, VETH, after));
+    let paths = c.finish();
+    assert_eq!(paths.len(), 1, "one request: {paths:#?}");
+    assert_eq!(paths[0].hops.len(), 4);
+    assert_eq!(paths[0].rules.len(), 1);
+}
+
+#[test]
 fn the_hosts_arp_question_soon_after_an_announcement_is_another_frame() {
     use crate::model::ArpOp;
     let announcement = arp(ArpOp::Request, "172.20.0.2", "172.20.0.2");

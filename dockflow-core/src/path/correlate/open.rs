@@ -115,6 +115,29 @@ impl OpenPackets {
         Some(id)
     }
 
+    /// `held` holds only rules that overtook the ring buffer under `key`. When the event
+    /// continues a packet across a NAT rewrite (an IPv6 packet whose port DNAT changed, its
+    /// rules for the hooks after the rewrite read before its events), those rules are that
+    /// packet's: they move there, and the event goes with them.
+    fn rules_overtook(
+        &mut self,
+        held: u64,
+        key: &PacketKey,
+        event: &Event,
+        packet: &Packet,
+    ) -> u64 {
+        match self.continued_across_nat(key, event, packet) {
+            Some(id) if id != held => {
+                let rules = self.close(held).rules;
+                let open = self.open.get_mut(&id).expect("open packet");
+                open.rules.extend(rules);
+                open.rules.sort_by_key(|r| r.ts_ns);
+                id
+            }
+            _ => held,
+        }
+    }
+
     /// Opens a packet for `key`, first making room under `limit` (the oldest is finished
     /// early); returns its id and how many were evicted.
     fn open_packet(&mut self, key: PacketKey, ts: u64, limit: usize) -> (u64, u64) {
@@ -181,9 +204,13 @@ impl OpenPackets {
         };
         let key = PacketKey::of(packet);
         let ts = event.ts_ns;
-        let found = self
-            .continued(&key, &event, packet)
-            .or_else(|| self.continued_across_nat(&key, &event, packet));
+        let found = match self.continued(&key, &event, packet) {
+            Some(id) if self.open[&id].events.is_empty() => {
+                Some(self.rules_overtook(id, &key, &event, packet))
+            }
+            Some(id) => Some(id),
+            None => self.continued_across_nat(&key, &event, packet),
+        };
         let (id, evicted) = match found {
             Some(id) => (id, 0),
             None => self.open_packet(key, ts, limit),
