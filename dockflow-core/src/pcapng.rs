@@ -323,10 +323,10 @@ fn interface_name(event: &Event, topology: &Topology) -> String {
             format!("{} {} {place}", nf.family.word(), nf.hook.word())
         }
         (None, probe @ (ProbePoint::TcIngress | ProbePoint::TcEgress)) => {
-            let label = topology.port_label(event.ifindex);
+            let label = topology.port_label(event.netns, event.ifindex);
             // On the bridge device, tc sees the frames crossing between the bridge and the IP
             // stack: what the bridge passes up (ingress) and what the stack sends in (egress).
-            let role = match (topology.place(None, event.ifindex), probe) {
+            let role = match (topology.place(event.netns, event.ifindex), probe) {
                 (Place::Bridge, ProbePoint::TcIngress) => " (passed up by the bridge)",
                 (Place::Bridge, _) => " (sent into the bridge)",
                 _ => "",

@@ -20,6 +20,7 @@ use crate::{
     headers::{ETH_HLEN, NetworkHeaderReader, parse_ip},
     per_connection::{self, Decision},
     ring::emit,
+    skb::{self, UntrustedSkb},
 };
 
 const ETH_P_8021Q: u16 = 0x8100;
@@ -137,6 +138,9 @@ fn observe(ctx: &TcContext, probe: ProbePoint) -> i32 {
     } else if wanted {
         emit(probe, &TcBytes(ctx), |event| {
             event.ifindex = ifindex;
+            // The device's namespace: an overlay network's bridge and ports live in one of
+            // their own, where ifindexes repeat the host's. The context is the kernel's skb.
+            skb::device(UntrustedSkb(ctx.skb.skb as u64), event);
             if decision == Decision::Sample {
                 event.sections |= SECTION_SAMPLE;
             }

@@ -118,6 +118,9 @@ pub fn up(responder: &Path) -> Result<()> {
 /// Removes everything the lab made, found by label and name; idempotent.
 pub fn down() -> Result<()> {
     if docker_reachable() {
+        // The swarm's tasks carry the image's label too: the swarm goes first, or it would
+        // start them again.
+        crate::swarm::down().context("taking the lab's swarm down")?;
         let ids = run(
             "docker",
             &["ps", "-aq", "--filter", &format!("label={LABEL}")],

@@ -21,6 +21,8 @@ const PER_ENGINE: &[&str] = &[
     "engines",
     "--test",
     "paths",
+    "--test",
+    "swarm",
 ];
 
 pub fn run(engine: Option<Engine>, extra: &[String]) -> Result<()> {

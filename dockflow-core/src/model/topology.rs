@@ -28,6 +28,21 @@ pub struct Topology {
     /// of older versions).
     #[serde(default)]
     pub proxies: Vec<UserlandProxy>,
+    /// Bridges inside other network namespaces (an overlay network's `br0`), with their
+    /// ports; not written when there is none, so other recordings stay as they were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespace_bridges: Vec<NamespaceBridge>,
+}
+
+/// A bridge in a namespace of its own, e.g. the `br0` of an overlay network inside Docker's
+/// `1-<network id>` namespace, which bridges the tasks' veths and the VXLAN device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceBridge {
+    /// The namespace's inode.
+    pub netns: u32,
+    pub ifindex: u32,
+    /// Its ports there: ifindex, and the container behind the port when there is one.
+    pub ports: Vec<(u32, Option<String>)>,
 }
 
 /// One docker-proxy process: dockerd's userland proxy for a published port. It listens on
@@ -104,6 +119,7 @@ impl Topology {
             port_owner: owners,
             address_owner: HashMap::new(),
             proxies: Vec::new(),
+            namespace_bridges: Vec::new(),
         }
     }
 
@@ -137,8 +153,8 @@ impl Topology {
     }
 
     pub fn place(&self, netns: Option<u32>, ifindex: u32) -> Place {
-        if netns.is_some_and(|ns| ns != self.names.host_netns) {
-            return Place::Elsewhere;
+        if let Some(ns) = netns.filter(|ns| *ns != self.names.host_netns) {
+            return self.place_in_namespace(ns, ifindex);
         }
         if self.bridges.contains(&ifindex) {
             return Place::Bridge;
@@ -149,14 +165,39 @@ impl Topology {
         }
     }
 
+    /// A bridge or bridge port inside another namespace, else just elsewhere.
+    fn place_in_namespace(&self, netns: u32, ifindex: u32) -> Place {
+        for bridge in self.namespace_bridges.iter().filter(|b| b.netns == netns) {
+            if bridge.ifindex == ifindex {
+                return Place::Bridge;
+            }
+            if bridge.ports.iter().any(|(port, _)| *port == ifindex) {
+                return Place::BridgePort {
+                    bridge: bridge.ifindex,
+                };
+            }
+        }
+        Place::Elsewhere
+    }
+
     pub fn name(&self, netns: Option<u32>, ifindex: u32) -> String {
         self.names.name(netns, ifindex)
     }
 
     /// "vethcccc (radius)" for a port with a known container, else the name.
-    pub fn port_label(&self, ifindex: u32) -> String {
-        let name = self.names.name(None, ifindex);
-        match self.port_owner.get(&ifindex) {
+    pub fn port_label(&self, netns: Option<u32>, ifindex: u32) -> String {
+        let name = self.names.name(netns, ifindex);
+        let owner = match netns.filter(|ns| *ns != self.names.host_netns) {
+            None => self.port_owner.get(&ifindex),
+            Some(ns) => self
+                .namespace_bridges
+                .iter()
+                .filter(|b| b.netns == ns)
+                .flat_map(|b| &b.ports)
+                .find(|(port, _)| *port == ifindex)
+                .and_then(|(_, owner)| owner.as_ref()),
+        };
+        match owner {
             Some(owner) => format!("{name} ({owner})"),
             None => name,
         }

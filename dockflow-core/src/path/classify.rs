@@ -12,7 +12,7 @@ use crate::model::{
 pub fn classify(event: &Event, topology: &Topology) -> (Layer, HopKind) {
     let place = topology.place(event.netns, event.ifindex);
     let name = topology.name(event.netns, event.ifindex);
-    let port = || topology.port_label(event.ifindex);
+    let port = || topology.port_label(event.netns, event.ifindex);
     match event.probe {
         ProbePoint::KfreeSkb => {
             let reason = event

@@ -9,21 +9,34 @@ use std::{
 
 use dockflow_common::NAME_PREFIX;
 
-static CREATED_CLSACT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+use crate::watch::Interface;
 
-pub(super) fn remember_clsact(iface: &str) {
-    CREATED_CLSACT.lock().unwrap().push(iface.to_string());
+static CREATED_CLSACT: Mutex<Vec<Interface>> = Mutex::new(Vec::new());
+
+pub(super) fn remember_clsact(iface: &Interface) {
+    CREATED_CLSACT.lock().unwrap().push(iface.clone());
 }
 
 /// Removes every clsact qdisc we added (and with it any filter still on it).
 pub(super) fn remove_created_qdiscs() {
     for iface in CREATED_CLSACT.lock().unwrap().drain(..) {
-        tc(&["qdisc", "del", "dev", &iface, "clsact"]);
+        tc(&iface, &["qdisc", "del", "dev", &iface.name, "clsact"]);
     }
 }
 
-fn tc(args: &[&str]) -> Option<String> {
-    let out = Command::new("tc")
+/// `tc ARGS` in the interface's namespace (through nsenter for one not dockflow's own).
+fn tc(iface: &Interface, args: &[&str]) -> Option<String> {
+    let mut command = match &iface.namespace {
+        Some(ns) => {
+            let mut nsenter = Command::new("nsenter");
+            nsenter
+                .arg(format!("--net={}", ns.path.display()))
+                .arg("tc");
+            nsenter
+        }
+        None => Command::new("tc"),
+    };
+    let out = command
         .args(args)
         .stdin(Stdio::null())
         .stderr(Stdio::null())
@@ -36,23 +49,29 @@ fn tc(args: &[&str]) -> Option<String> {
 
 /// Deletes tc filters running our programs on `iface`, left by a run that was killed; returns
 /// how many. When that leaves the clsact qdisc without filters, the qdisc was ours too.
-pub(super) fn remove_stale_tc_filters(iface: &str) -> usize {
+pub(super) fn remove_stale_tc_filters(iface: &Interface) -> usize {
+    let name = iface.name.as_str();
     let mut removed = 0;
     for direction in ["ingress", "egress"] {
-        let Some(listing) = tc(&["filter", "show", "dev", iface, direction]) else {
+        let Some(listing) = tc(iface, &["filter", "show", "dev", name, direction]) else {
             continue;
         };
         for pref in stale_filter_prefs(&listing) {
-            if tc(&["filter", "del", "dev", iface, direction, "pref", &pref]).is_some() {
+            if tc(
+                iface,
+                &["filter", "del", "dev", name, direction, "pref", &pref],
+            )
+            .is_some()
+            {
                 removed += 1;
             }
         }
     }
-    let no_filters_left = ["ingress", "egress"]
-        .iter()
-        .all(|d| tc(&["filter", "show", "dev", iface, d]).is_some_and(|l| l.trim().is_empty()));
+    let no_filters_left = ["ingress", "egress"].iter().all(|d| {
+        tc(iface, &["filter", "show", "dev", name, d]).is_some_and(|l| l.trim().is_empty())
+    });
     if removed > 0 && no_filters_left {
-        tc(&["qdisc", "del", "dev", iface, "clsact"]);
+        tc(iface, &["qdisc", "del", "dev", name, "clsact"]);
     }
     removed
 }

@@ -10,11 +10,12 @@ use aya::{
 };
 
 use super::{Attached, Collector, Family, loaded_program, refused};
-use crate::watch::Target;
+use crate::watch::{Interface, Target, netns};
 
-/// The tc collector keeps each attachment's link by interface, so that the links of an
-/// interface the target left (a removed or restarted container's veth) are closed then, not
-/// at exit: on a network whose containers come and go they would pile up.
+/// The tc collector keeps each attachment's link by interface (its label, which names its
+/// namespace too), so that the links of an interface the target left (a removed or restarted
+/// container's veth) are closed then, not at exit: on a network whose containers come and go
+/// they would pile up.
 #[derive(Default)]
 pub struct Tc {
     links: Vec<(String, &'static str, SchedClassifierLinkId)>,
@@ -36,29 +37,36 @@ impl Collector for Tc {
     fn attach(&mut self, ebpf: &mut Ebpf, target: &Target) -> Attached {
         let mut out = Attached::default();
         for iface in &target.interfaces {
-            let removed = super::cleanup::remove_stale_tc_filters(&iface.name);
+            let removed = super::cleanup::remove_stale_tc_filters(iface);
             if removed > 0 {
                 out.notes.push(format!(
                     "removed {removed} tc filters on {} left by an earlier run",
-                    iface.name
+                    iface.label()
                 ));
             }
         }
         let netlink = use_netlink();
         for (program, attach_type, direction) in PROGRAMS {
             for iface in &target.interfaces {
-                let point = format!("tc {direction} on {}", iface.name);
+                let point = format!("tc {direction} on {}", iface.label());
                 let result =
                     loaded_program(ebpf, program, SchedClassifier::load).and_then(|prog| {
-                        let link = if netlink {
-                            ensure_clsact(&iface.name);
-                            let options = TcAttachOptions::Netlink(NlOptions::default());
-                            prog.attach_with_options(&iface.name, attach_type, options)
-                        } else {
-                            prog.attach(&iface.name, attach_type)
+                        let mut attach = || {
+                            if netlink {
+                                ensure_clsact(iface);
+                                let options = TcAttachOptions::Netlink(NlOptions::default());
+                                prog.attach_with_options(&iface.name, attach_type, options)
+                            } else {
+                                prog.attach(&iface.name, attach_type)
+                            }
+                        };
+                        // A device in another namespace (an overlay's) is found by name there.
+                        let link = match &iface.namespace {
+                            Some(ns) => netns::within(&ns.path, attach).map_err(refused)?,
+                            None => attach(),
                         };
                         let link = link.map_err(refused)?;
-                        self.links.push((iface.name.clone(), program, link));
+                        self.links.push((iface.label(), program, link));
                         Ok(())
                     });
                 out.point(Family::Tc, point, result);
@@ -72,7 +80,7 @@ impl Collector for Tc {
     fn retarget(&mut self, ebpf: &mut Ebpf, old: &Target, new: &Target) -> Attached {
         let (kept, left): (Vec<_>, Vec<_>) = std::mem::take(&mut self.links)
             .into_iter()
-            .partition(|(iface, _, _)| new.interfaces.iter().any(|i| i.name == *iface));
+            .partition(|(iface, _, _)| new.interfaces.iter().any(|i| i.label() == *iface));
         self.links = kept;
         for (_, program, link) in left {
             if let Ok(prog) = loaded_program(ebpf, program, SchedClassifier::load) {
@@ -93,9 +101,9 @@ impl Collector for Tc {
 }
 
 /// Before tcx (kernel < 6.6) filters hang off a clsact qdisc. One we add is ours to remove at exit;
-/// one that was already there (EEXIST) is left alone.
-fn ensure_clsact(iface: &str) {
-    if tc::qdisc_add_clsact(iface).is_ok() {
+/// one that was already there (EEXIST) is left alone. Runs in the interface's namespace.
+fn ensure_clsact(iface: &Interface) {
+    if tc::qdisc_add_clsact(&iface.name).is_ok() {
         super::cleanup::remember_clsact(iface);
     }
 }

@@ -31,13 +31,19 @@ pub struct Container {
     /// On every network it is attached to: IPv4 and, where IPv6 is enabled, IPv6.
     pub addresses: Vec<IpAddr>,
     pub published: Vec<PublishedPort>,
+    /// Its network namespace's file under Docker's exec root (`SandboxKey`): the overlay
+    /// networks' namespaces live beside it.
+    pub sandbox: Option<PathBuf>,
+    /// (network name, network id) of each network it is attached to.
+    pub endpoints: Vec<(String, String)>,
 }
 
 /// A Docker network and the containers on it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Network {
     pub name: String,
-    /// Names of the containers attached to it (running ones: Docker lists no others).
+    /// Names of the containers attached to it (running ones on this node: Docker lists no
+    /// others; a swarm network's load-balancer endpoint is no container and is left out).
     pub containers: Vec<String>,
 }
 
@@ -47,6 +53,15 @@ pub struct PublishedPort {
     pub container_port: u16,
     pub protocol: IpProto,
     pub host_port: u16,
+}
+
+/// A port a swarm service publishes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    pub port: PublishedPort,
+    /// Published through the routing mesh (IPVS in the `ingress_sbox` namespace), not on the
+    /// task's node only.
+    pub mesh: bool,
 }
 
 /// The API versions this client speaks: every endpoint and field it reads exists in both and
@@ -164,6 +179,41 @@ impl Docker {
         }
     }
 
+    /// The running tasks of swarm service `service` on this node, by container name.
+    pub fn service_tasks(&self, service: &str) -> Result<Vec<String>> {
+        let filter = format!(r#"{{"label":["{SERVICE_LABEL}={service}"]}}"#);
+        let (status, body) = self.get(&format!(
+            "/containers/json?filters={}",
+            encode_query(&filter)
+        ))?;
+        if status != 200 {
+            bail!("Docker could not list containers: {}", api_message(&body));
+        }
+        let mut names: Vec<String> = body
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["Names"][0].as_str())
+            .map(|n| n.trim_start_matches('/').to_string())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The ports swarm service `service` publishes through the routing mesh (ingress mode)
+    /// and on each node directly (host mode).
+    pub fn service_ports(&self, service: &str) -> Result<Vec<ServicePort>> {
+        let (status, body) = self.get(&format!("/services/{}", encode_path(service)))?;
+        match status {
+            200 => Ok(parse_service_ports(&body)),
+            404 => bail!("no such swarm service: {service}"),
+            _ => bail!(
+                "Docker could not inspect service {service}: {}",
+                api_message(&body)
+            ),
+        }
+    }
+
     /// The ids of the running containers, in the daemon's order (cheap: one list call).
     pub fn running_ids(&self) -> Result<Vec<String>> {
         let (status, body) = self.get("/containers/json")?;
@@ -245,6 +295,22 @@ fn api_message(body: &Value) -> String {
         .to_string()
 }
 
+/// The label Docker gives a swarm task's container: its service's name.
+const SERVICE_LABEL: &str = "com.docker.swarm.service.name";
+
+/// A query string value, percent-encoded.
+fn encode_query(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// Container names and ids are `[a-zA-Z0-9][a-zA-Z0-9_.-]`; anything else cannot name one.
 fn encode_path(segment: &str) -> String {
     segment
@@ -260,8 +326,9 @@ fn parse_network(body: &Value) -> Network {
     let mut containers: Vec<String> = body["Containers"]
         .as_object()
         .into_iter()
-        .flat_map(|c| c.values())
-        .filter_map(|c| c["Name"].as_str().map(str::to_string))
+        // "lb-NETWORK": a swarm network's load-balancer sandbox, not a container.
+        .flat_map(|c| c.iter().filter(|(key, _)| !key.starts_with("lb-")))
+        .filter_map(|(_, c)| c["Name"].as_str().map(str::to_string))
         .collect();
     containers.sort();
     Network {
@@ -270,11 +337,34 @@ fn parse_network(body: &Value) -> Network {
     }
 }
 
+fn parse_service_ports(body: &Value) -> Vec<ServicePort> {
+    body["Endpoint"]["Ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            Some(ServicePort {
+                port: PublishedPort {
+                    container_port: p["TargetPort"].as_u64()? as u16,
+                    protocol: IpProto::from_name(p["Protocol"].as_str()?)?,
+                    host_port: p["PublishedPort"].as_u64()? as u16,
+                },
+                mesh: p["PublishMode"].as_str() != Some("host"),
+            })
+        })
+        .collect()
+}
+
 fn parse_container(body: &Value) -> Result<Container> {
     let networks = body["NetworkSettings"]["Networks"].as_object();
     let network_names = networks
         .into_iter()
         .flat_map(|n| n.keys().cloned())
+        .collect();
+    let endpoints = networks
+        .into_iter()
+        .flatten()
+        .filter_map(|(name, ep)| Some((name.clone(), ep["NetworkID"].as_str()?.to_string())))
         .collect();
     let addresses = networks
         .into_iter()
@@ -322,6 +412,11 @@ fn parse_container(body: &Value) -> Result<Container> {
         networks: network_names,
         addresses,
         published,
+        sandbox: body["NetworkSettings"]["SandboxKey"]
+            .as_str()
+            .filter(|key| !key.is_empty())
+            .map(PathBuf::from),
+        endpoints,
     })
 }
 
@@ -344,6 +439,7 @@ mod tests {
         assert_eq!(c.name, "radius");
         assert_eq!(c.pid, 4242);
         assert_eq!(c.networks, ["infranet"]);
+        assert_eq!(c.endpoints, [("infranet".into(), "7ed8face".into())]);
         assert_eq!(c.addresses, ["172.20.0.2".parse::<IpAddr>().unwrap()]);
         assert_eq!(
             c.published,
@@ -361,7 +457,8 @@ mod tests {
             "Name": "infranet",
             "Containers": {
                 "7249": {"Name": "radius", "IPv4Address": "172.20.0.2/16"},
-                "81aa": {"Name": "proxy", "IPv4Address": "172.20.0.5/16"}
+                "81aa": {"Name": "proxy", "IPv4Address": "172.20.0.5/16"},
+                "lb-infranet": {"Name": "infranet-endpoint", "IPv4Address": "172.20.0.9/16"}
             }
         });
         assert_eq!(
@@ -403,6 +500,34 @@ mod tests {
         let new = negotiate(v("1.52"), v("1.60")).unwrap_err().to_string();
         assert!(new.ends_with("upgrade dockflow"), "{new}");
         assert!(v("1.9") < v("1.10"), "compared as numbers");
+    }
+
+    #[test]
+    fn reads_a_services_published_ports_and_how() {
+        let body = json!({"Endpoint": {"Ports": [
+            {"Protocol": "udp", "TargetPort": 7300, "PublishedPort": 30777, "PublishMode": "ingress"},
+            {"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8088, "PublishMode": "host"}
+        ]}});
+        let ports = parse_service_ports(&body);
+        assert_eq!(ports.len(), 2);
+        assert_eq!(
+            (
+                ports[0].port.host_port,
+                ports[0].port.container_port,
+                ports[0].mesh
+            ),
+            (30777, 7300, true)
+        );
+        assert_eq!(ports[1].port.protocol, IpProto::TCP);
+        assert!(!ports[1].mesh);
+    }
+
+    #[test]
+    fn encodes_a_label_filter_for_the_query_string() {
+        assert_eq!(
+            encode_query(r#"{"label":["a.b=c d"]}"#),
+            "%7B%22label%22%3A%5B%22a.b%3Dc%20d%22%5D%7D"
+        );
     }
 
     #[test]

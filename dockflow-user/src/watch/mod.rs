@@ -16,7 +16,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 
 use self::links::list_links;
-use crate::model::topology::{Link, Topology};
+use crate::model::topology::{Link, NamespaceBridge, Topology};
 
 /// The role an interface plays in the target's path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +34,25 @@ pub struct Interface {
     pub index: u32,
     pub name: String,
     pub role: InterfaceRole,
+    /// The namespace it is in when that is not dockflow's own (an overlay network's).
+    pub namespace: Option<Namespace>,
+}
+
+impl Interface {
+    /// Its name as hops show it: "vethab12" on the host, "overlay rookery:veth2" elsewhere.
+    pub fn label(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{}:{}", ns.label, self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+/// A network namespace, named by what it is ("overlay rookery", a container's name).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Namespace {
+    pub label: String,
+    pub path: PathBuf,
 }
 
 /// Everything the probes need to know about what to watch.
@@ -49,6 +68,9 @@ pub struct Target {
     /// The targets' network namespaces, each labelled with its name (for interface names, and
     /// for the device hops inside them).
     pub namespaces: Vec<(String, PathBuf)>,
+    /// What the user should know about the target before reading its paths (a routing mesh
+    /// this kernel cannot run, say).
+    pub notes: Vec<String>,
 }
 
 impl Target {
@@ -69,6 +91,7 @@ impl Target {
         extend_unique(&mut self.published, other.published);
         extend_unique(&mut self.networks, other.networks);
         extend_unique(&mut self.namespaces, other.namespaces);
+        extend_unique(&mut self.notes, other.notes);
         self
     }
 }
@@ -88,6 +111,8 @@ pub enum Watch {
     Containers(Vec<String>),
     /// --network: every container on it.
     Network(String),
+    /// --service: every task of a swarm service on this node.
+    Service(String),
     /// --netns.
     Netns(String),
     /// --iface.
@@ -99,6 +124,7 @@ impl Watch {
         match self {
             Watch::Containers(names) => resolve_containers(names),
             Watch::Network(name) => resolve_network(name),
+            Watch::Service(name) => resolve_service(name),
             Watch::Netns(netns) => resolve_netns(netns),
             Watch::Interfaces(names) => resolve_interfaces(names),
         }
@@ -106,7 +132,10 @@ impl Watch {
 
     /// Whether the target can move (containers restart, join and leave networks).
     pub fn follows_docker(&self) -> bool {
-        matches!(self, Watch::Containers(_) | Watch::Network(_))
+        matches!(
+            self,
+            Watch::Containers(_) | Watch::Network(_) | Watch::Service(_)
+        )
     }
 }
 
@@ -132,12 +161,78 @@ pub fn resolve_network(name: &str) -> Result<Target> {
     if network.containers.is_empty() {
         bail!("Docker network {name} has no running containers");
     }
-    // A container that stops or restarts between the listing and its resolution is left out
-    // this time (the next re-resolve, a second later, finds it again); only when none is left
-    // does the network fail to resolve.
+    let target = resolve_group(
+        &format!("network {name}"),
+        "containers",
+        &network.containers,
+    )?;
+    Ok(Target {
+        networks: vec![network.name],
+        ..target
+    })
+}
+
+/// Every task of swarm service `name` running on this node, as one target.
+pub fn resolve_service(name: &str) -> Result<Target> {
+    let docker = docker::Docker::from_env()?;
+    let tasks = docker.service_tasks(name)?;
+    if tasks.is_empty() {
+        bail!(
+            "swarm service {name} has no running task on this node (see `docker service ps {name}`)"
+        );
+    }
+    let mut target = resolve_group(&format!("service {name}"), "tasks", &tasks)?;
+    let ports = docker.service_ports(name)?;
+    let mesh: Vec<&docker::ServicePort> = ports.iter().filter(|p| p.mesh).collect();
+    if !mesh.is_empty() {
+        // The mesh's way in: DNAT on the host to the ingress network's sandbox, IPVS there.
+        if let Some(sandbox) = docker.container(&tasks[0])?.sandbox {
+            let ingress = sandbox.with_file_name("ingress_sbox");
+            if ingress.exists() {
+                extend_unique(
+                    &mut target.namespaces,
+                    vec![("ingress_sbox".into(), ingress)],
+                );
+            }
+        }
+        if !ipvs_available() {
+            let words: Vec<String> = mesh
+                .iter()
+                .map(|p| format!("{}/{}", p.port.host_port, p.port.protocol))
+                .collect();
+            target.notes.push(format!(
+                "service {name} publishes {} through the routing mesh, which needs IPVS: this kernel has none (no ip_vs module), so Docker cannot set the mesh up and requests to {} go unanswered (publish with mode=host, or use a kernel with ip_vs)",
+                words.join(", "),
+                if words.len() == 1 { "that port" } else { "those ports" },
+            ));
+        }
+    }
+    extend_unique(
+        &mut target.published,
+        ports.into_iter().map(|p| p.port).collect(),
+    );
+    Ok(target)
+}
+
+/// Whether this kernel can run IPVS, Swarm's load balancer: loaded, or there to load.
+fn ipvs_available() -> bool {
+    if Path::new("/proc/net/ip_vs").exists() || Path::new("/sys/module/ip_vs").exists() {
+        return true;
+    }
+    let release = crate::kernel::kernel_release();
+    std::fs::read_to_string(format!("/lib/modules/{release}/modules.dep"))
+        .is_ok_and(|deps| deps.lines().any(|l| l.contains("/ip_vs.ko")))
+}
+
+/// Several containers as one target labelled "WHAT (N KIND: a, b)".
+///
+/// A container that stops or restarts between the listing and its resolution is left out
+/// this time (the next re-resolve, a second later, finds it again); only when none is left
+/// does the group fail to resolve.
+fn resolve_group(what: &str, kind: &str, containers: &[String]) -> Result<Target> {
     let mut first_error = None;
     let mut resolved: Vec<(&String, Target)> = Vec::new();
-    for container in &network.containers {
+    for container in containers {
         match resolve_container(container) {
             Ok(target) => resolved.push((container, target)),
             Err(e) => {
@@ -146,11 +241,7 @@ pub fn resolve_network(name: &str) -> Result<Target> {
         }
     }
     let names: Vec<&str> = resolved.iter().map(|(name, _)| name.as_str()).collect();
-    let label = format!(
-        "network {name} ({} containers: {})",
-        names.len(),
-        names.join(", ")
-    );
+    let label = format!("{what} ({} {kind}: {})", names.len(), names.join(", "));
     let Some(merged) = resolved
         .into_iter()
         .map(|(_, target)| target)
@@ -158,23 +249,32 @@ pub fn resolve_network(name: &str) -> Result<Target> {
     else {
         return Err(first_error.expect("a container failed to resolve"));
     };
-    Ok(Target {
-        label,
-        networks: vec![network.name],
-        ..merged
-    })
+    Ok(Target { label, ..merged })
 }
 
-/// Resolves a running container to its host-side veth ports and their bridges.
+/// Resolves a running container to its host-side veth ports and their bridges, and, on an
+/// overlay network, its veth's peer in the overlay's namespace, that namespace's bridge and
+/// the bridge's VXLAN device.
 pub fn resolve_container(name: &str) -> Result<Target> {
     let docker = docker::Docker::from_env()?;
     let container = docker.container(name)?;
     let ns_path = PathBuf::from(format!("/proc/{}/ns/net", container.pid));
-    let (interfaces, _) = interfaces_into(&ns_path)
+    let (mut interfaces, _, inside) = interfaces_into(&ns_path)
         .with_context(|| format!("finding the interfaces of container {name}"))?;
+    let mut namespaces = vec![(container.name.clone(), ns_path)];
+    for overlay in overlays_of(&container) {
+        // An overlay that went away meanwhile is found again at the next re-resolve.
+        let Ok(legs) = overlay_interfaces(&overlay, &inside) else {
+            continue;
+        };
+        if !legs.is_empty() {
+            interfaces.extend(legs);
+            namespaces.push((overlay.label, overlay.path));
+        }
+    }
     if interfaces.is_empty() {
         bail!(
-            "container {name} has no veth into the host (host, none and non-bridge networks are not supported)"
+            "container {name} has no veth into the host or an overlay network (host, none and other networks are not supported)"
         );
     }
     Ok(Target {
@@ -183,8 +283,61 @@ pub fn resolve_container(name: &str) -> Result<Target> {
         addresses: container.addresses,
         networks: container.networks,
         published: container.published,
-        namespaces: vec![(container.name.clone(), ns_path)],
+        namespaces,
+        notes: Vec::new(),
     })
+}
+
+/// The namespaces of the overlay networks `container` is on: Docker keeps each in its exec
+/// root, beside the containers' own, as `1-` and the network id's first ten characters.
+fn overlays_of(container: &docker::Container) -> Vec<Namespace> {
+    let Some(netns_dir) = container.sandbox.as_deref().and_then(Path::parent) else {
+        return Vec::new();
+    };
+    container
+        .endpoints
+        .iter()
+        .filter_map(|(network, id)| {
+            let path = netns_dir.join(format!("1-{}", id.get(..10)?));
+            path.exists().then(|| Namespace {
+                label: format!("overlay {network}"),
+                path,
+            })
+        })
+        .collect()
+}
+
+/// In an overlay's namespace: the peers of the container's veths (ports of the overlay's
+/// bridge), the bridge, and the bridge's VXLAN ports (the way to the other nodes).
+fn overlay_interfaces(overlay: &Namespace, inside: &[Link]) -> Result<Vec<Interface>> {
+    let links = netns::in_netns(&overlay.path, list_links)?;
+    let there = |link: &Link, role| Interface {
+        index: link.index,
+        name: link.name.clone(),
+        role,
+        namespace: Some(overlay.clone()),
+    };
+    let mut interfaces: Vec<Interface> = Vec::new();
+    for peer in host_peers(inside, &links) {
+        interfaces.push(there(peer, InterfaceRole::BridgePort));
+        let Some(bridge) = links
+            .iter()
+            .find(|l| Some(l.index) == peer.master && l.kind.as_deref() == Some("bridge"))
+        else {
+            continue;
+        };
+        let tunnels = links
+            .iter()
+            .filter(|l| l.master == Some(bridge.index) && l.kind.as_deref() == Some("vxlan"));
+        for (link, role) in std::iter::once((bridge, InterfaceRole::Bridge))
+            .chain(tunnels.map(|t| (t, InterfaceRole::BridgePort)))
+        {
+            if !interfaces.iter().any(|i| i.index == link.index) {
+                interfaces.push(there(link, role));
+            }
+        }
+    }
+    Ok(interfaces)
 }
 
 /// Resolves a network namespace (a name under /run/netns, or a path such as
@@ -198,7 +351,7 @@ pub fn resolve_netns(name_or_path: &str) -> Result<Target> {
     if !ns_path.exists() {
         bail!("no network namespace {name_or_path} (see `ip netns list`)");
     }
-    let (interfaces, addresses) = interfaces_into(&ns_path)
+    let (interfaces, addresses, _) = interfaces_into(&ns_path)
         .with_context(|| format!("inspecting network namespace {name_or_path}"))?;
     if interfaces.is_empty() {
         bail!("network namespace {name_or_path} has no veth into the host");
@@ -216,8 +369,8 @@ pub fn resolve_netns(name_or_path: &str) -> Result<Target> {
 }
 
 /// The host ends of the namespace's veths (a bridge port and its bridge, or the bare veth when
-/// it is not bridged), and the namespace's own non-loopback addresses.
-fn interfaces_into(ns_path: &Path) -> Result<(Vec<Interface>, Vec<IpAddr>)> {
+/// it is not bridged), the namespace's own non-loopback addresses, and its interfaces.
+fn interfaces_into(ns_path: &Path) -> Result<(Vec<Interface>, Vec<IpAddr>, Vec<Link>)> {
     let (inside, addresses) =
         netns::in_netns(ns_path, || Ok((list_links()?, links::list_addresses()?)))?;
     let host = list_links().context("listing the host's interfaces")?;
@@ -233,12 +386,14 @@ fn interfaces_into(ns_path: &Path) -> Result<(Vec<Interface>, Vec<IpAddr>)> {
                     index: peer.index,
                     name: peer.name.clone(),
                     role: InterfaceRole::BridgePort,
+                    namespace: None,
                 });
                 if !interfaces.iter().any(|i| i.index == bridge.index) {
                     interfaces.push(Interface {
                         index: bridge.index,
                         name: bridge.name.clone(),
                         role: InterfaceRole::Bridge,
+                        namespace: None,
                     });
                 }
             }
@@ -246,6 +401,7 @@ fn interfaces_into(ns_path: &Path) -> Result<(Vec<Interface>, Vec<IpAddr>)> {
                 index: peer.index,
                 name: peer.name.clone(),
                 role: InterfaceRole::Named,
+                namespace: None,
             }),
         }
     }
@@ -254,7 +410,7 @@ fn interfaces_into(ns_path: &Path) -> Result<(Vec<Interface>, Vec<IpAddr>)> {
         .map(|(_, a)| a)
         .filter(|a| !a.is_loopback() && !is_link_local(a))
         .collect();
-    Ok((interfaces, addresses))
+    Ok((interfaces, addresses, inside))
 }
 
 fn is_link_local(address: &IpAddr) -> bool {
@@ -286,6 +442,8 @@ pub fn topology_of(target: &Target) -> Result<Topology> {
             owners.insert(i.index, owner.clone());
         }
     }
+    // Each container's interfaces, as seen from inside: whose veth a port is.
+    let mut insides: Vec<(String, Vec<Link>)> = Vec::new();
     for container in containers {
         for address in &container.addresses {
             addresses.insert(*address, container.name.clone());
@@ -299,15 +457,55 @@ pub fn topology_of(target: &Target) -> Result<Topology> {
             owners.entry(peer.index).or_insert(container.name.clone());
         }
         if !namespaces.iter().any(|(label, _)| *label == container.name) {
-            namespaces.push((container.name, ns_path));
+            namespaces.push((container.name.clone(), ns_path));
         }
+        insides.push((container.name, inside));
     }
     let names = names::collect(&namespaces)?;
     Ok(Topology {
         address_owner: addresses,
         proxies: proxies::running(),
+        namespace_bridges: namespace_bridges(&target.namespaces, &insides),
         ..Topology::from_links(names, &host, owners)
     })
+}
+
+/// The bridges inside the target's other namespaces (an overlay network's `br0`), each port
+/// named by the container whose veth it is.
+fn namespace_bridges(
+    namespaces: &[(String, PathBuf)],
+    insides: &[(String, Vec<Link>)],
+) -> Vec<NamespaceBridge> {
+    let mut bridges = Vec::new();
+    for (_, path) in namespaces {
+        // A namespace that went away meanwhile has no bridge to tell of.
+        let (Ok(inode), Ok(links)) = (netns::netns_inode(path), netns::in_netns(path, list_links))
+        else {
+            continue;
+        };
+        let owner = |port: &Link| {
+            insides
+                .iter()
+                .find(|(_, inside)| {
+                    host_peers(inside, std::slice::from_ref(port))
+                        .next()
+                        .is_some()
+                })
+                .map(|(name, _)| name.clone())
+        };
+        for bridge in links.iter().filter(|l| l.kind.as_deref() == Some("bridge")) {
+            bridges.push(NamespaceBridge {
+                netns: inode as u32,
+                ifindex: bridge.index,
+                ports: links
+                    .iter()
+                    .filter(|l| l.master == Some(bridge.index))
+                    .map(|port| (port.index, owner(port)))
+                    .collect(),
+            });
+        }
+    }
+    bridges
 }
 
 /// A fingerprint of what [`topology_of`] depends on (the running containers, the host's
@@ -341,6 +539,7 @@ pub fn resolve_interfaces(names: &[String]) -> Result<Target> {
                 index: l.index,
                 name: l.name.clone(),
                 role: InterfaceRole::Named,
+                namespace: None,
             })
         })
         .collect::<Result<_>>()?;

@@ -38,3 +38,31 @@ pub fn in_netns<T: Send + 'static>(
     .join()
     .map_err(|_| anyhow::anyhow!("network namespace worker panicked"))?
 }
+
+/// Runs `work` on this very thread inside the network namespace at `path`, then returns the
+/// thread to the namespace it was in. For work that borrows and so cannot move to another
+/// thread: attaching a program to a device by name there, say (a tcx link stays on its
+/// device whatever namespace the thread is in afterwards).
+pub fn within<T>(path: &Path, work: impl FnOnce() -> T) -> Result<T> {
+    let home = File::open("/proc/thread-self/ns/net").context("opening this thread's netns")?;
+    let there = File::open(path)
+        .with_context(|| format!("opening network namespace {}", path.display()))?;
+    // SAFETY: the fd is an open namespace file; setns changes only the calling thread.
+    if unsafe { libc::setns(there.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!(
+            "entering network namespace {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    let out = work();
+    // SAFETY: as above, with the namespace this thread was in.
+    if unsafe { libc::setns(home.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        // Everything after would run in the wrong namespace: nothing sensible is left to do.
+        panic!(
+            "could not return to dockflow's own network namespace: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(out)
+}

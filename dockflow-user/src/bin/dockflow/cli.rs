@@ -36,6 +36,7 @@ use dockflow_common::MAX_SNAPLEN;
   dockflow --container radius --json           one JSON object per packet/explanation
   dockflow --container radius --record r.dfl   also write the events to a file
   dockflow --replay r.dfl                      show a recording again (no root needed)
+  dockflow --service web                       follow a swarm service's tasks on this node
   dockflow --netns dockflow-ext                follow a network namespace's packets
   dockflow --iface docker1 --duration 10       watch host interfaces, no container
 
@@ -50,6 +51,11 @@ pub struct Cli {
     /// join, leave and restart).
     #[arg(long, group = "target")]
     pub network: Option<String>,
+    /// Swarm service whose tasks on this node to follow, all of them (kept current as tasks
+    /// come and go). A task on an overlay network is followed into the overlay's namespace:
+    /// its bridge and VXLAN device.
+    #[arg(long, group = "target")]
+    pub service: Option<String>,
     /// Show only packets this expression matches, in pcap-filter's words (as for tcpdump):
     /// host, net, port, portrange (each with src or dst), tcp, udp, icmp, icmp6, arp, ip,
     /// ip6, and, or, not, parentheses. A packet matches when any of its forms does: its headers

@@ -411,13 +411,15 @@ fn watch_of(cli: &Cli) -> Result<Watch> {
         Watch::Containers(cli.container.clone())
     } else if let Some(network) = &cli.network {
         Watch::Network(network.clone())
+    } else if let Some(service) = &cli.service {
+        Watch::Service(service.clone())
     } else if let Some(netns) = &cli.netns {
         Watch::Netns(netns.clone())
     } else if !cli.iface.is_empty() {
         Watch::Interfaces(cli.iface.clone())
     } else {
         bail!(
-            "say what to watch: --container NAME, --network NAME, --netns NS, --iface IFACE or --replay FILE (see --help)"
+            "say what to watch: --container NAME, --network NAME, --service NAME, --netns NS, --iface IFACE or --replay FILE (see --help)"
         )
     })
 }
@@ -581,7 +583,7 @@ impl StatusLine {
 
 fn report_attachments(probes: &Probes, target: &Target) {
     eprintln!("dockflow: watching {}", target.label);
-    for note in &probes.notes {
+    for note in target.notes.iter().chain(&probes.notes) {
         eprintln!("  note      {note}");
     }
     for a in &probes.attachments {
