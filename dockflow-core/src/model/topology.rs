@@ -43,6 +43,9 @@ pub struct NamespaceBridge {
     pub ifindex: u32,
     /// Its ports there: ifindex, and the container behind the port when there is one.
     pub ports: Vec<(u32, Option<String>)>,
+    /// Those of its ports that are VXLAN devices (the way to the other nodes): ifindex, VNI.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tunnels: Vec<(u32, u32)>,
 }
 
 /// One docker-proxy process: dockerd's userland proxy for a published port. It listens on
@@ -85,6 +88,12 @@ pub enum Place {
     Bridge,
     BridgePort {
         bridge: u32,
+    },
+    /// A VXLAN port of a bridge: frames through it go to or come from other nodes, wrapped in
+    /// UDP (an overlay network's `vxlan0`).
+    TunnelPort {
+        bridge: u32,
+        vni: u32,
     },
     /// Any other host interface (a physical NIC, the lab's external link, ...).
     Host,
@@ -171,6 +180,12 @@ impl Topology {
             if bridge.ifindex == ifindex {
                 return Place::Bridge;
             }
+            if let Some((_, vni)) = bridge.tunnels.iter().find(|(port, _)| *port == ifindex) {
+                return Place::TunnelPort {
+                    bridge: bridge.ifindex,
+                    vni: *vni,
+                };
+            }
             if bridge.ports.iter().any(|(port, _)| *port == ifindex) {
                 return Place::BridgePort {
                     bridge: bridge.ifindex,
@@ -215,6 +230,8 @@ pub struct Link {
     pub master: Option<u32>,
     /// IFLA_INFO_KIND: "veth", "bridge", ...
     pub kind: Option<String>,
+    /// A VXLAN device's VNI (IFLA_VXLAN_ID).
+    pub vni: Option<u32>,
 }
 
 /// (netns inode, ifindex) -> "name" for the host, "ns:name" elsewhere.

@@ -67,6 +67,7 @@ pub fn classify(event: &Event, topology: &Topology) -> (Layer, HopKind) {
         ProbePoint::BrDevXmit => (Layer::L3, HopKind::IntoBridge { bridge: name }),
         ProbePoint::TcIngress | ProbePoint::NetifReceive => match place {
             Place::BridgePort { .. } => (Layer::L2, HopKind::FromPort { port: port() }),
+            Place::TunnelPort { vni, .. } => (Layer::L2, HopKind::FromTunnel { port: name, vni }),
             // A bridge device "receives" exactly the frames the bridge passes up.
             Place::Bridge => (Layer::L2, HopKind::PassedUp { bridge: name }),
             Place::Host | Place::Elsewhere => (
@@ -79,6 +80,7 @@ pub fn classify(event: &Event, topology: &Topology) -> (Layer, HopKind) {
         },
         ProbePoint::TcEgress | ProbePoint::NetDevQueue => match place {
             Place::BridgePort { .. } => (Layer::L2, HopKind::ToPort { port: port() }),
+            Place::TunnelPort { vni, .. } => (Layer::L2, HopKind::ToTunnel { port: name, vni }),
             Place::Bridge => (Layer::L3, HopKind::IntoBridge { bridge: name }),
             Place::Host | Place::Elsewhere => (
                 Layer::Device,

@@ -157,6 +157,11 @@ pub enum HopKind {
     BridgeForward { port: String },
     /// The bridge sends a frame out of a port (to the container behind it).
     ToPort { port: String },
+    /// A frame from another node enters the bridge through its VXLAN port, unwrapped from
+    /// the UDP packet that carried it (an overlay network).
+    FromTunnel { port: String, vni: u32 },
+    /// The bridge sends a frame to another node through its VXLAN port, to be wrapped in UDP.
+    ToTunnel { port: String, vni: u32 },
     /// The bridge passes the frame up to the host's IP stack (L2 -> L3).
     PassedUp { bridge: String },
     /// The IP stack sends the packet into the bridge device (L3 -> L2).
@@ -197,6 +202,8 @@ impl HopKind {
             HopKind::FromPort { .. } => "from_port",
             HopKind::BridgeForward { .. } => "bridge_forward",
             HopKind::ToPort { .. } => "to_port",
+            HopKind::FromTunnel { .. } => "from_tunnel",
+            HopKind::ToTunnel { .. } => "to_tunnel",
             HopKind::PassedUp { .. } => "passed_up",
             HopKind::IntoBridge { .. } => "into_bridge",
             HopKind::HandedBack { .. } => "handed_back",
@@ -212,7 +219,9 @@ impl HopKind {
         match self {
             HopKind::FromPort { port }
             | HopKind::BridgeForward { port }
-            | HopKind::ToPort { port } => port.clone(),
+            | HopKind::ToPort { port }
+            | HopKind::FromTunnel { port, .. }
+            | HopKind::ToTunnel { port, .. } => port.clone(),
             HopKind::PassedUp { bridge }
             | HopKind::IntoBridge { bridge }
             | HopKind::HandedBack { bridge } => bridge.clone(),
@@ -231,7 +240,9 @@ impl HopKind {
         match (self, other) {
             (FromPort { port: a }, FromPort { port: b })
             | (BridgeForward { port: a }, BridgeForward { port: b })
-            | (ToPort { port: a }, ToPort { port: b }) => a == b,
+            | (ToPort { port: a }, ToPort { port: b })
+            | (FromTunnel { port: a, .. }, FromTunnel { port: b, .. })
+            | (ToTunnel { port: a, .. }, ToTunnel { port: b, .. }) => a == b,
             (PassedUp { bridge: a }, PassedUp { bridge: b })
             | (IntoBridge { bridge: a }, IntoBridge { bridge: b })
             | (HandedBack { bridge: a }, HandedBack { bridge: b }) => a == b,
@@ -260,6 +271,8 @@ impl HopKind {
             HopKind::FromPort { .. } => "frame enters the bridge port",
             HopKind::BridgeForward { .. } => "bridge forwards the frame",
             HopKind::ToPort { .. } => "bridge sends the frame out of the port",
+            HopKind::FromTunnel { .. } => "frame from another node enters the bridge (VXLAN)",
+            HopKind::ToTunnel { .. } => "bridge sends the frame to another node (VXLAN)",
             HopKind::PassedUp { .. } => "bridge passes the frame up to the IP stack",
             HopKind::IntoBridge { .. } => "IP stack sends the packet into the bridge",
             HopKind::HandedBack { .. } => "br_netfilter hands the DNATed frame back to the bridge",

@@ -19,11 +19,11 @@ pub fn ran_at(rule: &RuleTrace, hop: &HopKind, packet: &Packet) -> bool {
             hook,
             ..
         } => return *hop_family == family && *hook == rule_hook,
-        HopKind::FromPort { .. } => &[Hook::Prerouting],
+        HopKind::FromPort { .. } | HopKind::FromTunnel { .. } => &[Hook::Prerouting],
         HopKind::PassedUp { .. } => &[Hook::Input],
         HopKind::IntoBridge { .. } => &[Hook::Output],
         HopKind::HandedBack { .. } => &[Hook::Forward],
-        HopKind::ToPort { .. } | HopKind::BridgeForward { .. } => {
+        HopKind::ToPort { .. } | HopKind::BridgeForward { .. } | HopKind::ToTunnel { .. } => {
             &[Hook::Forward, Hook::Postrouting]
         }
         _ => &[],

@@ -1556,3 +1556,86 @@ fn an_ipv6_loopback_answer_is_not_taken_for_its_request() {
     assert_eq!(paths.len(), 2, "{paths:#?}");
     assert_eq!(paths[0].hops.len(), 2);
 }
+
+#[test]
+fn an_overlay_frame_to_another_node_leaves_through_the_tunnel_and_its_reply_comes_back_in() {
+    // A task's overlay veth and the overlay's VXLAN device, ports of br0 in the overlay's own
+    // namespace, where ifindexes repeat the host's.
+    const OVERLAY_NS: u32 = 40;
+    const BR0: u32 = 2;
+    const VXLAN0: u32 = 3;
+    const TASK_VETH: u32 = 4;
+    let mut topology = topology();
+    for (index, name) in [(BR0, "br0"), (VXLAN0, "vxlan0"), (TASK_VETH, "veth1")] {
+        topology
+            .names
+            .add(OVERLAY_NS, index, format!("overlay skein:{name}"));
+    }
+    topology
+        .namespace_bridges
+        .push(crate::model::topology::NamespaceBridge {
+            netns: OVERLAY_NS,
+            ifindex: BR0,
+            ports: vec![(VXLAN0, None), (TASK_VETH, Some("egret.1".into()))],
+            tunnels: vec![(VXLAN0, 4097)],
+        });
+    let in_overlay = |ts, probe, ifindex, packet| Event {
+        netns: Some(OVERLAY_NS),
+        ..event(ts, probe, ifindex, packet)
+    };
+    let request = packet("10.233.9.2", 34318, "10.233.9.3", 7400, 57059);
+    let reply = packet("10.233.9.3", 7400, "10.233.9.2", 34318, 16147);
+    let mut c = Correlator::new(topology);
+    for e in [
+        in_overlay(1_000, ProbePoint::TcIngress, TASK_VETH, request.clone()),
+        in_overlay(1_100, ProbePoint::TcEgress, VXLAN0, request),
+        in_overlay(9_000, ProbePoint::TcIngress, VXLAN0, reply.clone()),
+        in_overlay(9_100, ProbePoint::TcEgress, TASK_VETH, reply),
+    ] {
+        c.push(e);
+    }
+    let paths = c.finish();
+    assert_eq!(paths.len(), 2, "{paths:#?}");
+    let kinds = |p: &PacketPath| -> Vec<(Layer, &'static str)> { layers_and_kinds(p) };
+    assert_eq!(
+        kinds(&paths[0]),
+        [(Layer::L2, "from_port"), (Layer::L2, "to_tunnel")]
+    );
+    assert_eq!(
+        kinds(&paths[1]),
+        [(Layer::L2, "from_tunnel"), (Layer::L2, "to_port")]
+    );
+    let facts = facts(Some(&paths[0]), Some(&paths[1]));
+    assert!(
+        facts.iter().any(|f| matches!(
+            f,
+            Fact::Outcome {
+                role: Role::Request,
+                outcome: Outcome::ToOtherNode,
+                ..
+            }
+        )),
+        "{facts:#?}"
+    );
+    assert!(
+        facts.iter().any(|f| matches!(
+            f,
+            Fact::Start {
+                role: Role::Reply,
+                origin: Origin::Tunnel,
+                ..
+            }
+        )),
+        "{facts:#?}"
+    );
+    let said: Vec<String> = facts.iter().map(Fact::sentence).collect();
+    assert!(
+        said.iter()
+            .any(|s| s.contains("overlay skein:vxlan0") && s.contains("VNI 4097")),
+        "{said:#?}"
+    );
+    assert!(
+        said.iter().any(|s| s.contains("veth1 (egret.1)")),
+        "the task's port is named with its task: {said:#?}"
+    );
+}

@@ -224,6 +224,16 @@ fn group_line(group: &[Hop], topology: &Topology, style: &Style) -> String {
         }
         HopKind::FromPort { port } => ("from port".into(), port.clone(), first.kind.words().into()),
         HopKind::ToPort { port } => ("to port".into(), port.clone(), first.kind.words().into()),
+        HopKind::FromTunnel { port, vni } => (
+            "from tunnel".into(),
+            port.clone(),
+            format!("{} VNI {vni}", first.kind.words()),
+        ),
+        HopKind::ToTunnel { port, vni } => (
+            "to tunnel".into(),
+            port.clone(),
+            format!("{} VNI {vni}", first.kind.words()),
+        ),
         HopKind::BridgeForward { port } => (
             "bridge forward".into(),
             port.clone(),

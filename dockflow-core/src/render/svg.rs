@@ -288,7 +288,11 @@ fn hop_label(hop: &Hop) -> String {
             "{family} {hook}{}",
             priority.map_or(String::new(), |p| format!(" {}", priority_words(p)))
         ),
-        HopKind::FromPort { port } | HopKind::ToPort { port } | HopKind::BridgeForward { port } => {
+        HopKind::FromPort { port }
+        | HopKind::ToPort { port }
+        | HopKind::BridgeForward { port }
+        | HopKind::FromTunnel { port, .. }
+        | HopKind::ToTunnel { port, .. } => {
             format!("{} {port}", hop.kind.name().replace('_', " "))
         }
         HopKind::PassedUp { bridge }

@@ -15,9 +15,11 @@ use crate::{
 
 // rtnetlink numbers, from libc.
 use libc::{
-    IFA_ADDRESS, IFA_LOCAL, IFLA_IFNAME, IFLA_INFO_KIND, IFLA_LINK, IFLA_LINKINFO, IFLA_MASTER,
-    RTM_GETADDR, RTM_GETLINK, RTM_NEWADDR, RTM_NEWLINK,
+    IFA_ADDRESS, IFA_LOCAL, IFLA_IFNAME, IFLA_INFO_DATA, IFLA_INFO_KIND, IFLA_LINK, IFLA_LINKINFO,
+    IFLA_MASTER, RTM_GETADDR, RTM_GETLINK, RTM_NEWADDR, RTM_NEWLINK,
 };
+/// IFLA_VXLAN_ID in a VXLAN device's IFLA_INFO_DATA (linux/if_link.h).
+const IFLA_VXLAN_ID: u16 = 1;
 /// sizeof(struct ifaddrmsg), which libc does not define.
 const IFADDRMSG_LEN: usize = 8;
 const IFINFOMSG_LEN: usize = size_of::<libc::ifinfomsg>();
@@ -109,18 +111,31 @@ fn parse_link(payload: &[u8]) -> Option<Link> {
         index: i32::from_ne_bytes(header[4..8].try_into().ok()?) as u32,
         ..Link::default()
     };
+    // The kind's own attributes; read once the kind is known (it may come after them).
+    let mut data = None;
     for (attr_type, value) in attributes(&payload[IFINFOMSG_LEN..]) {
         match attr_type {
             IFLA_IFNAME => link.name = c_string(value),
             IFLA_LINK => link.peer_index = read_u32(value),
             IFLA_MASTER => link.master = read_u32(value),
             IFLA_LINKINFO => {
-                link.kind = attributes(value)
-                    .find(|(t, _)| *t == IFLA_INFO_KIND)
-                    .map(|(_, v)| c_string(v));
+                for (info, v) in attributes(value) {
+                    match info {
+                        IFLA_INFO_KIND => link.kind = Some(c_string(v)),
+                        IFLA_INFO_DATA => data = Some(v),
+                        _ => {}
+                    }
+                }
             }
             _ => {}
         }
+    }
+    if link.kind.as_deref() == Some("vxlan") {
+        link.vni = data.and_then(|data| {
+            attributes(data)
+                .find(|(t, _)| *t == IFLA_VXLAN_ID)
+                .and_then(|(_, v)| read_u32(v))
+        });
     }
     Some(link)
 }
@@ -164,7 +179,24 @@ mod tests {
                 peer_index: Some(42),
                 master: Some(3),
                 kind: Some("veth".into()),
+                vni: None,
             }
+        );
+    }
+
+    #[test]
+    fn reads_a_vxlan_devices_vni() {
+        let mut payload = vec![0u8; IFINFOMSG_LEN];
+        payload[4..8].copy_from_slice(&9i32.to_ne_bytes());
+        payload.extend(attr(IFLA_IFNAME, b"vxlan0\0"));
+        // The data before the kind, as nothing in the format forbids.
+        let mut info = attr(IFLA_INFO_DATA, &attr(IFLA_VXLAN_ID, &4097u32.to_ne_bytes()));
+        info.extend(attr(IFLA_INFO_KIND, b"vxlan\0"));
+        payload.extend(attr(IFLA_LINKINFO, &info));
+        let link = parse_link(&payload).unwrap();
+        assert_eq!(
+            (link.kind.as_deref(), link.vni),
+            (Some("vxlan"), Some(4097))
         );
     }
 

@@ -182,7 +182,17 @@ pub fn resolve_service(name: &str) -> Result<Target> {
         );
     }
     let mut target = resolve_group(&format!("service {name}"), "tasks", &tasks)?;
-    let ports = docker.service_ports(name)?;
+    // Only managers know a service's spec: on a worker its ports are not to be had.
+    let ports = match docker.service_ports(name) {
+        Ok(ports) => ports,
+        Err(e) if e.to_string().contains("not a swarm manager") => {
+            target.notes.push(format!(
+                "this node is a swarm worker: service {name}'s published ports are known to managers only, so dockflow follows its tasks' addresses alone"
+            ));
+            Vec::new()
+        }
+        Err(e) => return Err(e),
+    };
     let mesh: Vec<&docker::ServicePort> = ports.iter().filter(|p| p.mesh).collect();
     if !mesh.is_empty() {
         // The mesh's way in: DNAT on the host to the ingress network's sandbox, IPVS there.
@@ -502,6 +512,11 @@ fn namespace_bridges(
                     .filter(|l| l.master == Some(bridge.index))
                     .map(|port| (port.index, owner(port)))
                     .collect(),
+                tunnels: links
+                    .iter()
+                    .filter(|l| l.master == Some(bridge.index))
+                    .filter_map(|port| Some((port.index, port.vni?)))
+                    .collect(),
             });
         }
     }
@@ -582,6 +597,7 @@ mod tests {
             peer_index: peer,
             master,
             kind: None,
+            vni: None,
         }
     }
 

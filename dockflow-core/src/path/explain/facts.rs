@@ -31,6 +31,8 @@ pub enum Origin {
     HostProcess,
     /// The host sends it into a bridge, with no IP hook before (ARP, say).
     HostIntoBridge,
+    /// It comes from another node over VXLAN and enters a bridge through its VXLAN port.
+    Tunnel,
     /// First seen somewhere along the way (a probe point further in).
     Midway,
     /// No probe saw it; only nftables' trace did.
@@ -65,6 +67,8 @@ pub enum Outcome {
     SentByHost,
     /// Never handed to the IP stack: the bridge carried it from port to port.
     BridgedOnly,
+    /// The bridge sent it to another node over VXLAN: the rest of its way is there.
+    ToOtherNode,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -173,6 +177,18 @@ pub enum Fact {
     ToPort {
         role: Role,
         port: String,
+    },
+    /// A frame from another node, unwrapped from VXLAN, enters the bridge.
+    FromTunnel {
+        role: Role,
+        port: String,
+        vni: u32,
+    },
+    /// The bridge sends the frame to another node, to be wrapped in VXLAN.
+    ToTunnel {
+        role: Role,
+        port: String,
+        vni: u32,
     },
     /// A device inside a container's (or another) namespace receives it.
     ReachesNamespace {

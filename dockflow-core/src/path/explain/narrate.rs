@@ -130,6 +130,16 @@ fn narrate_path(path: &PacketPath, role: Role) -> Vec<Fact> {
                 role,
                 port: port.clone(),
             }),
+            (HopKind::FromTunnel { port, vni }, _) => facts.push(Fact::FromTunnel {
+                role,
+                port: port.clone(),
+                vni: *vni,
+            }),
+            (HopKind::ToTunnel { port, vni }, _) => facts.push(Fact::ToTunnel {
+                role,
+                port: port.clone(),
+                vni: *vni,
+            }),
             (HopKind::PassedUp { bridge }, _) => facts.push(Fact::PassedUp {
                 role,
                 bridge: bridge.clone(),
@@ -370,6 +380,7 @@ fn start(path: &PacketPath, role: Role) -> Fact {
     };
     let (origin, place) = match &first.kind {
         HopKind::FromPort { port } => (Origin::BridgePort, port.clone()),
+        HopKind::FromTunnel { port, .. } => (Origin::Tunnel, port.clone()),
         HopKind::Transmit {
             interface,
             host: false,
@@ -459,12 +470,20 @@ fn outcome(path: &PacketPath, role: Role) -> Option<Fact> {
         && hops
             .iter()
             .any(|h| matches!(h.kind, HopKind::ToPort { .. }));
+    let to_other_node = hops.iter().all(|h| h.layer != Layer::L3)
+        && hops
+            .iter()
+            .rev()
+            .find(|h| h.layer == Layer::L2)
+            .is_some_and(|h| matches!(h.kind, HopKind::ToTunnel { .. }));
     let outcome = if local {
         Outcome::DeliveredLocally
     } else if routed {
         Outcome::Routed
     } else if sent_by_host {
         Outcome::SentByHost
+    } else if to_other_node {
+        Outcome::ToOtherNode
     } else if bridged_only {
         Outcome::BridgedOnly
     } else {

@@ -68,6 +68,9 @@ impl Fact {
                     Origin::HostIntoBridge => {
                         format!("The {r} ({packet}) is sent by the host into bridge {place}.")
                     }
+                    Origin::Tunnel => format!(
+                        "The {r} ({packet}) comes from another node over VXLAN: unwrapped from the UDP packet that carried it, it enters the bridge through {place} (L2)."
+                    ),
                     Origin::Midway => format!("The {r} ({packet}) is first seen at {place}."),
                     Origin::TraceOnly => format!(
                         "The {r} ({packet}) is known only from nftables' trace: no probe saw it."
@@ -173,6 +176,12 @@ impl Fact {
                 s
             }
             Fact::ToPort { port, .. } => format!("The bridge sends it out of port {port} (L2)."),
+            Fact::FromTunnel { port, vni, .. } => format!(
+                "It comes from another node over VXLAN (VNI {vni}) and enters the bridge through {port} (L2)."
+            ),
+            Fact::ToTunnel { port, vni, .. } => format!(
+                "The bridge sends it to another node through {port} (L2): the kernel wraps the frame in a UDP packet to port 4789 of the node the destination's MAC address was learned from (VXLAN, VNI {vni})."
+            ),
             Fact::ReachesNamespace { interface, .. } => format!("It arrives on {interface}."),
             Fact::LeavesHost { interface, .. } => format!("It leaves the host on {interface}."),
             Fact::Dropped {
@@ -212,6 +221,9 @@ impl Fact {
                 Outcome::BridgedOnly => format!(
                     "It never leaves the bridge: it is bridged at L2 only, to {destination}, and never routed. The IP hooks it crosses ({}) are run by br_netfilter from inside the bridge.",
                     list(bridge_hooks)
+                ),
+                Outcome::ToOtherNode => format!(
+                    "It leaves this node inside VXLAN, bridged at L2 only: {destination} is on another node, and the rest of its way is there (dockflow on that node shows it)."
                 ),
             },
             Fact::ArpAsked {
@@ -390,6 +402,8 @@ impl Fact {
             | Fact::HandedBack { role, .. }
             | Fact::Flooded { role, .. }
             | Fact::ToPort { role, .. }
+            | Fact::FromTunnel { role, .. }
+            | Fact::ToTunnel { role, .. }
             | Fact::ReachesNamespace { role, .. }
             | Fact::LeavesHost { role, .. }
             | Fact::Dropped { role, .. }
