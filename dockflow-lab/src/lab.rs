@@ -121,6 +121,7 @@ pub fn down() -> Result<()> {
         // The swarm's tasks carry the image's label too: the swarm goes first, or it would
         // start them again.
         crate::swarm::down().context("taking the lab's swarm down")?;
+        crate::cluster::down().context("taking the lab's cluster down")?;
         let ids = run(
             "docker",
             &["ps", "-aq", "--filter", &format!("label={LABEL}")],

@@ -3,6 +3,7 @@
 //! terminal" network namespace linked to the host by a veth pair; and a one-node swarm of its
 //! own for the overlay and Swarm paths.
 
+pub mod cluster;
 pub mod lab;
 pub mod ping;
 pub mod radius;

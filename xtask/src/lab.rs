@@ -1,8 +1,8 @@
-//! `cargo xtask lab up | down | status | client SERVICE`.
+//! `cargo xtask lab up | down | status | client SERVICE | swarm up|down`.
 
 use anyhow::{Result, bail};
 use clap::Subcommand;
-use dockflow_lab::lab;
+use dockflow_lab::{cluster, lab};
 
 use crate::{build, setup};
 
@@ -22,6 +22,23 @@ pub enum LabCommand {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// A swarm of several engines on this machine, each node in a namespace of its own.
+    Swarm {
+        #[command(subcommand)]
+        command: SwarmCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SwarmCommand {
+    /// Start the nodes' engines (with the lab up, for its image) and join them into a swarm.
+    Up {
+        /// How many nodes (2 or 3).
+        #[arg(long, default_value_t = 2)]
+        nodes: usize,
+    },
+    /// Stop the nodes' engines and remove their state and namespaces (also after a crash).
+    Down,
 }
 
 pub fn run(command: LabCommand) -> Result<()> {
@@ -36,6 +53,24 @@ pub fn run(command: LabCommand) -> Result<()> {
             print_status();
             Ok(())
         }
+        LabCommand::Swarm {
+            command: SwarmCommand::Up { nodes },
+        } => {
+            up()?;
+            for node in cluster::up(nodes)? {
+                println!(
+                    "up       {} ({} in netns {}; DOCKER_HOST={})",
+                    node.name,
+                    node.address,
+                    node.netns,
+                    node.docker_host()
+                );
+            }
+            Ok(())
+        }
+        LabCommand::Swarm {
+            command: SwarmCommand::Down,
+        } => cluster::down(),
         LabCommand::Client { service, args } => {
             let service = lab::service(&service)?;
             println!("{}", lab::client(&build::lab_responder()?, service, &args)?);

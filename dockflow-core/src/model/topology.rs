@@ -338,6 +338,22 @@ impl InterfaceNames {
 
     /// Name of `ifindex` in `netns` (None: the host's, as tc events carry no namespace); an
     /// interface it does not know is said plainly, with its index and namespace.
+    /// Whether a drop in `netns` can be on this host's paths: the host's own namespace, or
+    /// one it knows (a container's, a named one, an overlay's). The kernel's drop probe sees
+    /// every namespace, and where several nodes share one kernel (a simulated cluster) another
+    /// node's namespaces are none of this one's business. Every namespace may be ours when
+    /// none is known (a recording from before namespaces were labelled).
+    pub fn may_be_ours(&self, netns: Option<u32>) -> bool {
+        match netns {
+            None => true,
+            Some(ns) => {
+                ns == self.host_netns
+                    || self.namespaces.is_empty()
+                    || self.namespaces.contains_key(&ns)
+            }
+        }
+    }
+
     pub fn name(&self, netns: Option<u32>, ifindex: u32) -> String {
         let ns = netns.unwrap_or(self.host_netns);
         if let Some(name) = self.names.get(&key(ns, ifindex)) {

@@ -24,7 +24,7 @@ use super::{
     hop::{Ends, Hop, PacketPath, Rewrite, RewriteField},
     rules,
 };
-use crate::model::{Event, Packet, RuleTrace, endpoint, topology::Topology};
+use crate::model::{Event, Packet, ProbePoint, RuleTrace, endpoint, topology::Topology};
 
 /// Events further apart than this are never the same packet.
 const SAME_PACKET_WINDOW_NS: u64 = 200_000_000;
@@ -125,6 +125,9 @@ impl Correlator {
 
     /// Adds an event; events without headers are not part of any path.
     pub fn push(&mut self, event: Event) {
+        if event.probe == ProbePoint::KfreeSkb && !self.topology.names.may_be_ours(event.netns) {
+            return;
+        }
         self.evictions.packets += self.packets.push(event, self.limits.open_packets);
     }
 
