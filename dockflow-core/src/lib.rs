@@ -12,6 +12,7 @@
 
 pub mod decode;
 pub mod filter;
+pub mod merge;
 pub mod model;
 pub mod output;
 pub mod path;

@@ -76,6 +76,13 @@ pub struct Origin {
     /// --per-connection of the run (absent: every packet, as in older versions' recordings).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_connection: Option<u32>,
+    /// The node it was recorded on (--node, else the engine's name and swarm address), to
+    /// tell nodes apart when recordings of several are merged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The node's address in its swarm (what VXLAN packets between nodes come from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_address: Option<std::net::IpAddr>,
 }
 
 /// Writes records to a file through one batch buffer: records are appended to memory as the

@@ -2,7 +2,8 @@
 //! namespace, joined into a swarm), one dockflow per node as on a real cluster: a task on one
 //! node asks a task on the other over their overlay network. Each node's dockflow tells its own
 //! side: the request leaving through the VXLAN device on the first node and coming in through
-//! it on the second, the reply the other way.
+//! it on the second, the reply the other way; `dockflow merge` joins the two recordings into
+//! one packet across both nodes.
 
 use std::path::Path;
 
@@ -135,8 +136,28 @@ fn a_request_to_a_task_on_another_node_leaves_in_vxlan_there_and_is_told_on_both
     };
     let (from, to) = (address(a, &asker), address(b, &answerer));
 
-    let on_a = dockflow_on(a, &["--service", SERVICE, "--json"]);
-    let on_b = dockflow_on(b, &["--service", SERVICE, "--json"]);
+    let dir = std::env::temp_dir();
+    let recordings = [
+        dir.join(format!("dockflow-node-a-{}.dfl", std::process::id())),
+        dir.join(format!("dockflow-node-b-{}.dfl", std::process::id())),
+    ];
+    let on = |node: &Node, recording: &Path| {
+        let recording = recording.to_string_lossy().into_owned();
+        dockflow_on(
+            node,
+            &[
+                "--service",
+                SERVICE,
+                "--json",
+                "--node",
+                &node.name,
+                "--record",
+                &recording,
+            ],
+        )
+    };
+    let on_a = on(a, &recordings[0]);
+    let on_b = on(b, &recordings[1]);
     assert!(
         on_b.startup.iter().any(|l| l.contains("swarm worker")),
         "a worker says what it cannot know: {:#?}",
@@ -201,6 +222,66 @@ fn a_request_to_a_task_on_another_node_leaves_in_vxlan_there_and_is_told_on_both
     }
     drop(lab);
     assert!(our_bpf_programs().is_empty());
+
+    // The two recordings merged: each packet once, across both nodes.
+    let merged = std::process::Command::new(dockflow_bin())
+        .arg("merge")
+        .args(&recordings)
+        .arg("--json")
+        .output()
+        .unwrap();
+    for recording in &recordings {
+        let _ = std::fs::remove_file(recording);
+    }
+    let stderr = String::from_utf8_lossy(&merged.stderr);
+    assert!(merged.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("node-b's clock is") && stderr.contains("ahead of node-a's"),
+        "the clocks are aligned by the packets that crossed both ways: {stderr}"
+    );
+    let lines = json_events(&String::from_utf8_lossy(&merged.stdout));
+    let across = |src: &str, dport: Option<u16>| {
+        lines
+            .iter()
+            .find(|l| {
+                l["packet"]["src"] == src
+                    && dport.is_none_or(|p| l["packet"]["dport"] == p)
+                    && l["packet"]["protocol"] == 17
+            })
+            .unwrap_or_else(|| panic!("no merged packet from {src}: {lines:#?}"))
+    };
+    for (packet, route) in [
+        (across(&from, Some(PORT)), ["node-a", "node-b"]),
+        (across(&to, None), ["node-b", "node-a"]),
+    ] {
+        assert_eq!(packet["type"], "merged_packet");
+        let legs: Vec<&str> = packet["legs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["node"].as_str().unwrap())
+            .collect();
+        assert_eq!(legs, route, "{packet:#}");
+        let crossing = packet["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["kind"] == "crosses_nodes")
+            .unwrap_or_else(|| panic!("no crossing: {packet:#}"));
+        assert_eq!(crossing["from"], route[0]);
+        assert_eq!(crossing["to"], route[1]);
+        assert!(crossing["vni"].as_u64().unwrap() >= 4096, "{crossing}");
+        // Every other step names the node it happened on.
+        assert!(
+            packet["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["kind"] != "crosses_nodes")
+                .all(|s| route.contains(&s["node"].as_str().unwrap_or(""))),
+            "{packet:#}"
+        );
+    }
 }
 
 /// Polls `f` for up to 30 s until it gives a value (a swarm task being scheduled).

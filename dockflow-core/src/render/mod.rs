@@ -1,6 +1,7 @@
 //! Turning events and packet paths into text for people or JSON for tools (one object per
 //! line). Rendering never touches the kernel.
 
+pub mod merged;
 pub mod paths;
 pub mod summary;
 pub mod svg;

@@ -331,7 +331,7 @@ impl Style {
         self.paint("36", text)
     }
 
-    fn bold(&self, text: &str) -> String {
+    pub(super) fn bold(&self, text: &str) -> String {
         self.paint("1", text)
     }
 

@@ -214,6 +214,19 @@ impl Docker {
         }
     }
 
+    /// The engine's name (its host's name) and, when it is in a swarm, its address there.
+    pub fn node(&self) -> Result<(String, Option<IpAddr>)> {
+        let (status, body) = self.get("/info")?;
+        if status != 200 {
+            bail!("Docker could not say who it is: {}", api_message(&body));
+        }
+        let name = body["Name"].as_str().unwrap_or_default().to_string();
+        let address = body["Swarm"]["NodeAddr"]
+            .as_str()
+            .and_then(|a| a.parse().ok());
+        Ok((name, address))
+    }
+
     /// The ids of the running containers, in the daemon's order (cheap: one list call).
     pub fn running_ids(&self) -> Result<Vec<String>> {
         let (status, body) = self.get("/containers/json")?;

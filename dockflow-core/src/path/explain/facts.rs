@@ -283,6 +283,20 @@ pub enum Fact {
     Incomplete {
         role: Role,
     },
+    /// It goes from one node of a cluster to another inside VXLAN (recordings merged).
+    CrossesNodes {
+        role: Role,
+        from: String,
+        to: String,
+        /// The nodes' swarm addresses: the VXLAN packet's outer source and destination.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from_address: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        to_address: Option<String>,
+        vni: u32,
+        /// From its last hop on one node to its first on the other, clocks aligned.
+        gap_ns: i64,
+    },
     NoReply,
     /// How request and reply went between the bridge (L2) and the IP stack (L3).
     Crossing {

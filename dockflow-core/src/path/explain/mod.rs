@@ -125,6 +125,16 @@ impl Explainer {
     }
 }
 
+/// One packet's own steps, as a role of its connection (a merged packet's leg on one node).
+pub fn steps_of(path: &PacketPath, role: Role) -> Vec<Step> {
+    narrate(path, role).into_iter().map(Step::new).collect()
+}
+
+/// One step from a fact made elsewhere (a merged packet's crossing between nodes).
+pub fn step(fact: Fact) -> Step {
+    Step::new(fact)
+}
+
 pub fn explain(
     connection: u64,
     request: Option<&PacketPath>,

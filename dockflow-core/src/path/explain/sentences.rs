@@ -358,6 +358,26 @@ impl Fact {
                 )
             }
             Fact::NoReply => "No reply was seen.".to_string(),
+            Fact::CrossesNodes {
+                from,
+                to,
+                from_address,
+                to_address,
+                vni,
+                gap_ns,
+                ..
+            } => {
+                let at = |node: &str, address: &Option<String>| match address {
+                    Some(address) => format!("{node} ({address})"),
+                    None => node.to_string(),
+                };
+                format!(
+                    "It crosses from node {} to node {} inside VXLAN: a UDP packet to port 4789 between the two nodes' addresses carries the frame, VNI {vni}; node {to} has it {:.3} ms later.",
+                    at(from, from_address),
+                    at(to, to_address),
+                    *gap_ns as f64 / 1e6
+                )
+            }
             Fact::Crossing {
                 request,
                 reply,
@@ -410,6 +430,7 @@ impl Fact {
             | Fact::Outcome { role, .. }
             | Fact::FreedAfterDelivery { role, .. }
             | Fact::Incomplete { role }
+            | Fact::CrossesNodes { role, .. }
             | Fact::ArpAsked { role, .. }
             | Fact::ArpAnswered { role, .. }
             | Fact::ArpAnnounced { role, .. }

@@ -26,6 +26,19 @@ use dockflow_common::MAX_SNAPLEN;
 /// Show where a Docker container's packets go, hop by hop, live: which hops the bridge (L2)
 /// handles and which the IP stack (L3), NAT rewrites, conntrack state, drops with their reason,
 /// and a plain-language account of each connection's request and reply.
+/// What dockflow can do besides following live or replaying one recording.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Subcommand {
+    /// Merge the recordings of several nodes (one dockflow per node, each with --record):
+    /// a packet that crossed nodes over an overlay network is shown once, hop by hop on each
+    /// node in turn, the nodes' clocks aligned by the packets they saw cross.
+    Merge {
+        /// The recordings, one per node.
+        #[arg(required = true, num_args = 2..)]
+        recordings: Vec<PathBuf>,
+    },
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "dockflow",
@@ -36,6 +49,7 @@ use dockflow_common::MAX_SNAPLEN;
   dockflow --container radius --json           one JSON object per packet/explanation
   dockflow --container radius --record r.dfl   also write the events to a file
   dockflow --replay r.dfl                      show a recording again (no root needed)
+  dockflow merge a.dfl b.dfl                   one packet's way across nodes, from each node's recording
   dockflow --service web                       follow a swarm service's tasks on this node
   dockflow --netns dockflow-ext                follow a network namespace's packets
   dockflow --iface docker1 --duration 10       watch host interfaces, no container
@@ -76,11 +90,19 @@ pub struct Cli {
     /// Host interface(s) to watch instead of a container.
     #[arg(long, num_args = 1.., group = "target")]
     pub iface: Vec<String>,
-    /// Show a recording made with --record instead of tracing.
-    #[arg(long, group = "target", conflicts_with_all = ["record", "probes", "duration", "debug_kernel", "snaplen"])]
-    pub replay: Option<PathBuf>,
+    /// Show a recording made with --record instead of tracing. Several recordings, one per
+    /// node of a cluster, are merged: a packet that crossed nodes over an overlay network is
+    /// shown once, its hops on each node in turn (as `dockflow merge`).
+    #[arg(long, group = "target", num_args = 1.., conflicts_with_all = ["record", "probes", "duration", "debug_kernel", "snaplen"])]
+    pub replay: Vec<PathBuf>,
+    /// The name this node goes by in recordings, for merging those of several nodes
+    /// (default: the Docker engine's name and swarm address).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    #[command(subcommand)]
+    pub command: Option<Subcommand>,
     /// JSON lines instead of text.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub json: bool,
     /// One line per probe event instead of one block per packet.
     #[arg(long)]

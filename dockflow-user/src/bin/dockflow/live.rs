@@ -77,7 +77,10 @@ pub fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
         filter: cli.filter_text(),
         trace_rules: Some(cli.trace_rules),
         per_connection: cli.per_connection(),
+        node: None,
+        node_address: None,
     };
+    let origin = with_node(origin, cli.node.as_deref());
     let mut probes = Probes::attach(&target, &offsets, &cli.families(), options)?;
     report_attachments(&probes, &target);
     let recorder = match &cli.record {
@@ -399,6 +402,24 @@ impl Stops {
             _ = self.terminate.recv() => {}
             _ = self.deadline.as_mut() => {}
         }
+    }
+}
+
+/// The node the run is on: --node, else the engine's name with its swarm address (nodes
+/// of a cluster may share a host name); none without a reachable engine.
+fn with_node(origin: Origin, named: Option<&str>) -> Origin {
+    let engine = dockflow::watch::docker::Docker::from_env().and_then(|d| d.node());
+    let address = engine.as_ref().ok().and_then(|(_, address)| *address);
+    let node = match (named, &engine) {
+        (Some(name), _) => Some(name.to_string()),
+        (None, Ok((name, Some(address)))) => Some(format!("{name} {address}")),
+        (None, Ok((name, None))) if !name.is_empty() => Some(name.clone()),
+        _ => None,
+    };
+    Origin {
+        node,
+        node_address: address,
+        ..origin
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod cli;
 mod live;
+mod merge;
 mod replay;
 
 use std::process::ExitCode;
@@ -30,9 +31,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = match &cli.replay {
-        Some(path) => replay::run(&cli, path, filter),
-        None => live::run(&cli, filter),
+    let result = match (&cli.command, cli.replay.as_slice()) {
+        (Some(cli::Subcommand::Merge { recordings }), _) => merge::run(&cli, recordings),
+        (None, [one]) => replay::run(&cli, one, filter),
+        (None, []) => live::run(&cli, filter),
+        (None, several) => merge::run(&cli, several),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,380 @@
+//! Several nodes' recordings as one story. Each node's recording is correlated as its replay
+//! would be; then a packet that left one node through an overlay's VXLAN port is joined to
+//! the same packet coming in through the VXLAN port of another node: the same VNI and the
+//! same inner headers (addresses, ports, IP id, length), which VXLAN carries unchanged.
+//!
+//! The nodes' clocks are their own (each recording's events are in its kernel's monotonic
+//! time, with the offset to its wall clock). Wall clocks of a cluster agree to within what
+//! NTP manages, not to the microsecond; the packets that crossed both ways align them better:
+//! with `d1` the median delay seen from node A to node B and `d2` from B to A, B's clock is
+//! `(d1 - d2) / 2` ahead of A's and the wire takes `(d1 + d2) / 2` (as NTP reasons).
+
+use std::{io::Read, net::IpAddr, path::Path};
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+
+use crate::{
+    model::{Packet, topology::Topology},
+    output::{PACKET_IDLE_NS, source::RECORDED_TICK_NS},
+    path::{
+        correlate::Correlator,
+        explain::{self, Fact, Role, Step},
+        hop::{Direction, HopKind, Layer, PacketPath},
+    },
+    record::{ReadError, Record, Replay},
+};
+
+/// One node's recording, correlated.
+pub struct NodePaths {
+    /// The node's name (from the recording, else the file's).
+    pub node: String,
+    /// Its swarm address, when the recording says.
+    pub address: Option<IpAddr>,
+    /// Its topology as it was last (names for its hops).
+    pub topology: Topology,
+    pub paths: Vec<PacketPath>,
+    /// Its wall clock minus its monotonic clock.
+    pub clock_offset_ns: i64,
+    /// Where the recording was cut short, if it was.
+    pub cut: Option<ReadError>,
+}
+
+/// Reads and correlates one node's recording.
+pub fn read(path: &Path) -> Result<NodePaths> {
+    let replay = Replay::open(path)?;
+    let name = path.display().to_string();
+    read_from(replay, &name)
+}
+
+fn read_from<R: Read>(mut replay: Replay<R>, name: &str) -> Result<NodePaths> {
+    let header = replay.header.clone();
+    let mut correlator = Correlator::new(header.topology.clone());
+    let mut paths = Vec::new();
+    let mut next_tick = 0;
+    let mut cut = None;
+    loop {
+        let record = match replay.next_record() {
+            Ok(Some(record)) => record,
+            Ok(None) => break,
+            Err(e @ ReadError::Cut { .. }) => {
+                cut = Some(e);
+                break;
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {name}")),
+        };
+        let ts = match record {
+            Record::Kernel(bytes) => {
+                let event = header
+                    .decoder
+                    .decode(&bytes)
+                    .with_context(|| format!("{name} holds an undecodable event"))?;
+                let ts = event.ts_ns;
+                correlator.push(event);
+                ts
+            }
+            Record::Trace(trace) => {
+                let ts = trace.ts_ns;
+                correlator.push_trace(trace);
+                ts
+            }
+            Record::Topology(topology) => {
+                correlator.set_topology(*topology);
+                continue;
+            }
+            Record::Losses(_) => continue,
+        };
+        if ts >= next_tick {
+            paths.extend(correlator.flush_idle(ts, PACKET_IDLE_NS));
+            next_tick = ts.saturating_add(RECORDED_TICK_NS);
+        }
+    }
+    paths.extend(correlator.finish());
+    let file_stem = Path::new(name)
+        .file_stem()
+        .map_or(name.to_string(), |s| s.to_string_lossy().into_owned());
+    Ok(NodePaths {
+        node: header.origin.node.clone().unwrap_or(file_stem),
+        address: header.origin.node_address,
+        topology: correlator.topology().clone(),
+        paths,
+        clock_offset_ns: header.origin.clock_offset_ns,
+        cut,
+    })
+}
+
+/// Where a packet went through a VXLAN port: its node and path, the VNI, the inner headers
+/// there, and when (wall clock, not yet aligned).
+#[derive(Clone, Copy)]
+struct TunnelEnd {
+    node: usize,
+    path: usize,
+    vni: u32,
+    wall_ns: i64,
+}
+
+/// The inner headers VXLAN carries unchanged between nodes.
+fn inner_key(p: &Packet) -> (IpAddr, IpAddr, Option<u16>, Option<u16>, u8, u16, u16) {
+    (p.src, p.dst, p.sport, p.dport, p.protocol.0, p.ip_id, p.len)
+}
+
+/// The packet's exit into a tunnel: its last bridge hop sends it to another node.
+fn exit_of(path: &PacketPath) -> Option<(u32, &Packet, u64)> {
+    let hop = path.hops.iter().rev().find(|h| h.layer == Layer::L2)?;
+    match hop.kind {
+        HopKind::ToTunnel { vni, .. } => Some((
+            vni,
+            hop.event.packet.as_ref().unwrap_or(&path.packet),
+            hop.event.ts_ns,
+        )),
+        _ => None,
+    }
+}
+
+/// The packet's entry from a tunnel: its first bridge hop brings it from another node.
+fn entry_of(path: &PacketPath) -> Option<(u32, &Packet, u64)> {
+    let hop = path.hops.iter().find(|h| h.layer == Layer::L2)?;
+    match hop.kind {
+        HopKind::FromTunnel { vni, .. } => Some((
+            vni,
+            hop.event.packet.as_ref().unwrap_or(&path.packet),
+            hop.event.ts_ns,
+        )),
+        _ => None,
+    }
+}
+
+/// A packet that left one node's tunnel and came in through another's, with the delay
+/// between (wall clocks as they are).
+#[derive(Clone, Copy)]
+struct Pair {
+    exit: TunnelEnd,
+    entry: TunnelEnd,
+}
+
+impl Pair {
+    fn delay_ns(&self) -> i64 {
+        self.entry.wall_ns - self.exit.wall_ns
+    }
+}
+
+/// How far apart the wall clocks of two nodes may be, at most, for a pair to count.
+const CLOCKS_APART_MAX_NS: i64 = 5_000_000_000;
+
+/// Pairs each exit with the entry on another node that shows the same packet closest in time.
+fn pairs(nodes: &[NodePaths]) -> Vec<Pair> {
+    let wall = |node: &NodePaths, ts: u64| ts as i64 + node.clock_offset_ns;
+    let ends = |of: fn(&PacketPath) -> Option<(u32, &Packet, u64)>| {
+        let mut ends = Vec::new();
+        for (n, node) in nodes.iter().enumerate() {
+            for (p, path) in node.paths.iter().enumerate() {
+                if let Some((vni, packet, ts)) = of(path) {
+                    let end = TunnelEnd {
+                        node: n,
+                        path: p,
+                        vni,
+                        wall_ns: wall(node, ts),
+                    };
+                    ends.push((inner_key(packet), end));
+                }
+            }
+        }
+        ends
+    };
+    let exits = ends(exit_of);
+    let mut entries = ends(entry_of);
+    let mut out = Vec::new();
+    for (key, exit) in exits {
+        let best = entries
+            .iter()
+            .enumerate()
+            .filter(|(_, (k, e))| *k == key && e.vni == exit.vni && e.node != exit.node)
+            .map(|(i, (_, e))| (i, (e.wall_ns - exit.wall_ns).abs()))
+            .filter(|(_, apart)| *apart < CLOCKS_APART_MAX_NS)
+            .min_by_key(|(_, apart)| *apart);
+        if let Some((i, _)) = best {
+            let (_, entry) = entries.swap_remove(i);
+            out.push(Pair { exit, entry });
+        }
+    }
+    out
+}
+
+fn median(values: &mut [i64]) -> Option<i64> {
+    values.sort_unstable();
+    values.get(values.len() / 2).copied()
+}
+
+/// How the clocks were aligned, for each node after the first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Alignment {
+    /// Packets crossed both ways: the node's clock is `ahead_ns` ahead of the first node's.
+    ByPackets { ahead_ns: i64, pairs: usize },
+    /// Too few packets crossed (none back the other way): the wall clocks are taken as they
+    /// are.
+    WallClocks,
+}
+
+/// Each node's clock correction against the first node's (to subtract from its wall times).
+fn align(nodes: &[NodePaths], pairs: &[Pair]) -> Vec<Alignment> {
+    (0..nodes.len())
+        .map(|n| {
+            if n == 0 {
+                return Alignment::ByPackets {
+                    ahead_ns: 0,
+                    pairs: 0,
+                };
+            }
+            let mut there: Vec<i64> = pairs
+                .iter()
+                .filter(|p| p.exit.node == 0 && p.entry.node == n)
+                .map(Pair::delay_ns)
+                .collect();
+            let mut back: Vec<i64> = pairs
+                .iter()
+                .filter(|p| p.exit.node == n && p.entry.node == 0)
+                .map(Pair::delay_ns)
+                .collect();
+            let count = there.len() + back.len();
+            match (median(&mut there), median(&mut back)) {
+                (Some(d1), Some(d2)) => Alignment::ByPackets {
+                    ahead_ns: (d1 - d2) / 2,
+                    pairs: count,
+                },
+                _ => Alignment::WallClocks,
+            }
+        })
+        .collect()
+}
+
+fn ahead_ns(alignment: &Alignment) -> i64 {
+    match alignment {
+        Alignment::ByPackets { ahead_ns, .. } => *ahead_ns,
+        Alignment::WallClocks => 0,
+    }
+}
+
+/// One packet on one node.
+#[derive(Serialize)]
+pub struct Leg<'a> {
+    pub node: &'a str,
+    /// The node's place in the merge (for its topology).
+    #[serde(skip)]
+    pub node_index: usize,
+    #[serde(flatten)]
+    pub path: &'a PacketPath,
+}
+
+/// One packet across the nodes it crossed, in the order it crossed them.
+#[derive(Serialize)]
+pub struct Merged<'a> {
+    /// Headers as first seen.
+    pub packet: &'a Packet,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+    pub legs: Vec<Leg<'a>>,
+    /// Its steps on each node in turn, and the crossings between.
+    pub steps: Vec<NodeStep<'a>>,
+    /// Aligned wall time of its first hop.
+    #[serde(skip)]
+    pub first_wall_ns: i64,
+}
+
+/// A step of a merged packet's account, with the node it happened on (none for a crossing).
+#[derive(Serialize)]
+pub struct NodeStep<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<&'a str>,
+    #[serde(flatten)]
+    pub step: Step,
+}
+
+/// Everything merged: each packet once, the clocks' alignment per node.
+pub struct Story<'a> {
+    pub packets: Vec<Merged<'a>>,
+    pub alignment: Vec<Alignment>,
+}
+
+/// Stitches the nodes' packets: a packet that crossed nodes becomes one, its legs in order;
+/// the others stay as they were, with their node named.
+pub fn stitch(nodes: &[NodePaths]) -> Story<'_> {
+    let pairs = pairs(nodes);
+    let alignment = align(nodes, &pairs);
+    let next_of = |node: usize, path: usize| {
+        pairs
+            .iter()
+            .find(|p| p.exit.node == node && p.exit.path == path)
+    };
+    let continues: std::collections::HashSet<(usize, usize)> =
+        pairs.iter().map(|p| (p.entry.node, p.entry.path)).collect();
+    let aligned =
+        |node: usize, ts: u64| ts as i64 + nodes[node].clock_offset_ns - ahead_ns(&alignment[node]);
+    let mut packets = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for (p, first) in node.paths.iter().enumerate() {
+            if continues.contains(&(n, p)) {
+                continue;
+            }
+            let role = match first.direction {
+                Some(Direction::Reply) => Role::Reply,
+                _ => Role::Request,
+            };
+            let mut legs = vec![Leg {
+                node: &node.node,
+                node_index: n,
+                path: first,
+            }];
+            let mut steps: Vec<NodeStep> = explain::steps_of(first, role)
+                .into_iter()
+                .map(|step| NodeStep {
+                    node: Some(&node.node),
+                    step,
+                })
+                .collect();
+            let (mut at_node, mut at_path) = (n, p);
+            while let Some(pair) = next_of(at_node, at_path) {
+                let (from, to) = (&nodes[at_node], &nodes[pair.entry.node]);
+                // The delay as the wall clocks say, less how far the receiver's is ahead.
+                let gap_ns = pair.delay_ns()
+                    - (ahead_ns(&alignment[pair.entry.node]) - ahead_ns(&alignment[at_node]));
+                steps.push(NodeStep {
+                    node: None,
+                    step: explain::step(Fact::CrossesNodes {
+                        role,
+                        from: from.node.clone(),
+                        to: to.node.clone(),
+                        from_address: from.address.map(|a| a.to_string()),
+                        to_address: to.address.map(|a| a.to_string()),
+                        vni: pair.exit.vni,
+                        gap_ns,
+                    }),
+                });
+                let path = &to.paths[pair.entry.path];
+                legs.push(Leg {
+                    node: &to.node,
+                    node_index: pair.entry.node,
+                    path,
+                });
+                steps.extend(
+                    explain::steps_of(path, role)
+                        .into_iter()
+                        .map(|step| NodeStep {
+                            node: Some(&to.node),
+                            step,
+                        }),
+                );
+                (at_node, at_path) = (pair.entry.node, pair.entry.path);
+            }
+            let first_ts = first.hops.first().map_or(0, |h| h.event.ts_ns);
+            packets.push(Merged {
+                packet: &first.packet,
+                direction: first.direction,
+                legs,
+                steps,
+                first_wall_ns: aligned(n, first_ts),
+            });
+        }
+    }
+    packets.sort_by_key(|m| m.first_wall_ns);
+    Story { packets, alignment }
+}
