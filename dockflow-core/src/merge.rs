@@ -378,3 +378,211 @@ pub fn stitch(nodes: &[NodePaths]) -> Story<'_> {
     packets.sort_by_key(|m| m.first_wall_ns);
     Story { packets, alignment }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        Event, IpProto, ProbePoint,
+        topology::{InterfaceNames, NamespaceBridge},
+    };
+
+    const OVERLAY_NS: u32 = 40;
+    const VXLAN0: u32 = 3;
+    const TASK_VETH: u32 = 4;
+
+    /// A node whose overlay bridge has a task's veth and the VXLAN device.
+    fn topology() -> Topology {
+        let mut names = InterfaceNames::new(1);
+        names.add(OVERLAY_NS, VXLAN0, "overlay skein:vxlan0".into());
+        names.add(OVERLAY_NS, TASK_VETH, "overlay skein:veth1".into());
+        names.label_namespace(OVERLAY_NS, "overlay skein".into());
+        Topology {
+            names,
+            namespace_bridges: vec![NamespaceBridge {
+                netns: OVERLAY_NS,
+                ifindex: 2,
+                ports: vec![(VXLAN0, None), (TASK_VETH, None)],
+                tunnels: vec![(VXLAN0, 4097)],
+            }],
+            ..Topology::default()
+        }
+    }
+
+    fn packet(src: &str, dst: &str, ip_id: u16) -> Packet {
+        Packet {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            protocol: IpProto::UDP,
+            sport: Some(40000),
+            dport: Some(7500),
+            ttl: 64,
+            ip_id,
+            len: 51,
+            tcp_flags: None,
+            arp: None,
+        }
+    }
+
+    fn hop(ts_ns: u64, probe: ProbePoint, ifindex: u32, packet: &Packet) -> Event {
+        Event {
+            ts_ns,
+            skb_id: None,
+            probe,
+            ifindex,
+            netns: Some(OVERLAY_NS),
+            packet: Some(packet.clone()),
+            netfilter: None,
+            conntrack: None,
+            drop: None,
+            capture: None,
+            sample: false,
+        }
+    }
+
+    /// A node's paths from its events: (ts, probe, ifindex, packet).
+    fn node(name: &str, clock_offset_ns: i64, events: Vec<Event>) -> NodePaths {
+        let mut correlator = Correlator::new(topology());
+        for event in events {
+            correlator.push(event);
+        }
+        NodePaths {
+            node: name.into(),
+            address: None,
+            topology: topology(),
+            paths: correlator.finish(),
+            clock_offset_ns,
+            cut: None,
+        }
+    }
+
+    /// Node a sends `out` to node b at `at` (a's clock), which has it `wire` later; b answers
+    /// with `back` `think` later, which a has `wire` after that. b's wall clock is `ahead`
+    /// ahead of a's.
+    fn exchange(ahead: i64, wire: u64) -> (NodePaths, NodePaths) {
+        let (out, back) = (
+            packet("10.233.9.2", "10.233.9.3", 101),
+            packet("10.233.9.3", "10.233.9.2", 202),
+        );
+        let at = 1_000_000_000u64;
+        let think = 300_000u64;
+        // Both monotonic clocks read `at` at the same instant; b's wall clock runs ahead.
+        let a = node(
+            "node-a",
+            0,
+            vec![
+                hop(at, ProbePoint::TcIngress, TASK_VETH, &out),
+                hop(at + 10_000, ProbePoint::TcEgress, VXLAN0, &out),
+                hop(
+                    at + 2 * wire + think + 10_000,
+                    ProbePoint::TcIngress,
+                    VXLAN0,
+                    &back,
+                ),
+                hop(
+                    at + 2 * wire + think + 20_000,
+                    ProbePoint::TcEgress,
+                    TASK_VETH,
+                    &back,
+                ),
+            ],
+        );
+        let b = node(
+            "node-b",
+            ahead,
+            vec![
+                hop(at + wire + 10_000, ProbePoint::TcIngress, VXLAN0, &out),
+                hop(at + wire + 20_000, ProbePoint::TcEgress, TASK_VETH, &out),
+                hop(at + wire + think, ProbePoint::TcIngress, TASK_VETH, &back),
+                hop(
+                    at + wire + think + 10_000,
+                    ProbePoint::TcEgress,
+                    VXLAN0,
+                    &back,
+                ),
+            ],
+        );
+        (a, b)
+    }
+
+    fn crossing_gaps(story: &Story) -> Vec<i64> {
+        story
+            .packets
+            .iter()
+            .flat_map(|m| &m.steps)
+            .filter_map(|s| match s.step.fact {
+                Fact::CrossesNodes { gap_ns, .. } => Some(gap_ns),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_packet_through_the_tunnel_is_one_packet_across_both_nodes() {
+        let (a, b) = exchange(0, 200_000);
+        let nodes = [a, b];
+        let story = stitch(&nodes);
+        assert_eq!(
+            story.packets.len(),
+            2,
+            "the request and the reply, once each"
+        );
+        let routes: Vec<Vec<&str>> = story
+            .packets
+            .iter()
+            .map(|m| m.legs.iter().map(|l| l.node).collect())
+            .collect();
+        assert_eq!(routes, [["node-a", "node-b"], ["node-b", "node-a"]]);
+        assert_eq!(crossing_gaps(&story), [200_000, 200_000]);
+    }
+
+    #[test]
+    fn the_clocks_are_aligned_by_the_packets_that_crossed_both_ways() {
+        // b's wall clock is 3 ms ahead: as they are, the way there looks 3.2 ms long and the
+        // way back negative.
+        let (a, b) = exchange(3_000_000, 200_000);
+        let nodes = [a, b];
+        let story = stitch(&nodes);
+        assert_eq!(
+            story.alignment[1],
+            Alignment::ByPackets {
+                ahead_ns: 3_000_000,
+                pairs: 2
+            }
+        );
+        assert_eq!(crossing_gaps(&story), [200_000, 200_000]);
+        // Told in the order it happened, on the aligned clock.
+        assert_eq!(story.packets[0].legs[0].node, "node-a");
+    }
+
+    #[test]
+    fn one_way_traffic_leaves_the_wall_clocks_as_they_are() {
+        let (a, mut b) = exchange(0, 200_000);
+        // Node b saw nothing come back through its tunnel... nor send: only the way there.
+        b.paths.retain(|p| p.packet.ip_id == 101);
+        let mut a = a;
+        a.paths.retain(|p| p.packet.ip_id == 101);
+        let nodes = [a, b];
+        let story = stitch(&nodes);
+        assert_eq!(story.alignment[1], Alignment::WallClocks);
+        assert_eq!(story.packets.len(), 1);
+    }
+
+    #[test]
+    fn packets_with_other_headers_or_another_vni_are_not_joined() {
+        let (a, mut b) = exchange(0, 200_000);
+        for path in &mut b.paths {
+            for hop in &mut path.hops {
+                if let HopKind::FromTunnel { vni, .. } | HopKind::ToTunnel { vni, .. } =
+                    &mut hop.kind
+                {
+                    *vni = 4098;
+                }
+            }
+        }
+        let nodes = [a, b];
+        let story = stitch(&nodes);
+        assert_eq!(story.packets.len(), 4, "nothing joined across another VNI");
+        assert!(story.packets.iter().all(|m| m.legs.len() == 1));
+    }
+}
