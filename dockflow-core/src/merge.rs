@@ -403,7 +403,7 @@ mod tests {
                 netns: OVERLAY_NS,
                 ifindex: 2,
                 ports: vec![(VXLAN0, None), (TASK_VETH, None)],
-                tunnels: vec![(VXLAN0, 4097)],
+                tunnels: vec![(VXLAN0, 4097, true)],
             }],
             ..Topology::default()
         }

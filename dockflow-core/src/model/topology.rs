@@ -43,9 +43,11 @@ pub struct NamespaceBridge {
     pub ifindex: u32,
     /// Its ports there: ifindex, and the container behind the port when there is one.
     pub ports: Vec<(u32, Option<String>)>,
-    /// Those of its ports that are VXLAN devices (the way to the other nodes): ifindex, VNI.
+    /// Those of its ports that are VXLAN devices (the way to the other nodes): ifindex, VNI,
+    /// and whether the device answers ARP itself from its neighbour table (`proxy`, as
+    /// Docker's overlays have it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tunnels: Vec<(u32, u32)>,
+    pub tunnels: Vec<(u32, u32, bool)>,
 }
 
 /// One docker-proxy process: dockerd's userland proxy for a published port. It listens on
@@ -94,6 +96,7 @@ pub enum Place {
     TunnelPort {
         bridge: u32,
         vni: u32,
+        arp_proxy: bool,
     },
     /// Any other host interface (a physical NIC, the lab's external link, ...).
     Host,
@@ -180,10 +183,13 @@ impl Topology {
             if bridge.ifindex == ifindex {
                 return Place::Bridge;
             }
-            if let Some((_, vni)) = bridge.tunnels.iter().find(|(port, _)| *port == ifindex) {
+            if let Some((_, vni, arp_proxy)) =
+                bridge.tunnels.iter().find(|(port, ..)| *port == ifindex)
+            {
                 return Place::TunnelPort {
                     bridge: bridge.ifindex,
                     vni: *vni,
+                    arp_proxy: *arp_proxy,
                 };
             }
             if bridge.ports.iter().any(|(port, _)| *port == ifindex) {
@@ -232,6 +238,8 @@ pub struct Link {
     pub kind: Option<String>,
     /// A VXLAN device's VNI (IFLA_VXLAN_ID).
     pub vni: Option<u32>,
+    /// A VXLAN device answers ARP itself from its neighbour table (IFLA_VXLAN_PROXY).
+    pub arp_proxy: bool,
 }
 
 /// (netns inode, ifindex) -> "name" for the host, "ns:name" elsewhere.

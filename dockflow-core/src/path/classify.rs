@@ -67,7 +67,14 @@ pub fn classify(event: &Event, topology: &Topology) -> (Layer, HopKind) {
         ProbePoint::BrDevXmit => (Layer::L3, HopKind::IntoBridge { bridge: name }),
         ProbePoint::TcIngress | ProbePoint::NetifReceive => match place {
             Place::BridgePort { .. } => (Layer::L2, HopKind::FromPort { port: port() }),
-            Place::TunnelPort { vni, .. } => (Layer::L2, HopKind::FromTunnel { port: name, vni }),
+            Place::TunnelPort { vni, arp_proxy, .. } => (
+                Layer::L2,
+                HopKind::FromTunnel {
+                    port: name,
+                    vni,
+                    arp_proxy,
+                },
+            ),
             // A bridge device "receives" exactly the frames the bridge passes up.
             Place::Bridge => (Layer::L2, HopKind::PassedUp { bridge: name }),
             Place::Host | Place::Elsewhere => (

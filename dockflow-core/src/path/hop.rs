@@ -159,7 +159,15 @@ pub enum HopKind {
     ToPort { port: String },
     /// A frame from another node enters the bridge through its VXLAN port, unwrapped from
     /// the UDP packet that carried it (an overlay network).
-    FromTunnel { port: String, vni: u32 },
+    ///
+    /// `arp_proxy`: the device answers ARP itself (Docker's overlays): an ARP reply coming in
+    /// through it was made here, not on another node.
+    FromTunnel {
+        port: String,
+        vni: u32,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        arp_proxy: bool,
+    },
     /// The bridge sends a frame to another node through its VXLAN port, to be wrapped in UDP.
     ToTunnel { port: String, vni: u32 },
     /// The bridge passes the frame up to the host's IP stack (L2 -> L3).

@@ -1559,28 +1559,11 @@ fn an_ipv6_loopback_answer_is_not_taken_for_its_request() {
 
 #[test]
 fn an_overlay_frame_to_another_node_leaves_through_the_tunnel_and_its_reply_comes_back_in() {
-    // A task's overlay veth and the overlay's VXLAN device, ports of br0 in the overlay's own
-    // namespace, where ifindexes repeat the host's.
-    const OVERLAY_NS: u32 = 40;
-    const BR0: u32 = 2;
-    const VXLAN0: u32 = 3;
-    const TASK_VETH: u32 = 4;
-    let mut topology = topology();
-    for (index, name) in [(BR0, "br0"), (VXLAN0, "vxlan0"), (TASK_VETH, "veth1")] {
-        topology
-            .names
-            .add(OVERLAY_NS, index, format!("overlay skein:{name}"));
-    }
-    topology
-        .namespace_bridges
-        .push(crate::model::topology::NamespaceBridge {
-            netns: OVERLAY_NS,
-            ifindex: BR0,
-            ports: vec![(VXLAN0, None), (TASK_VETH, Some("egret.1".into()))],
-            tunnels: vec![(VXLAN0, 4097)],
-        });
+    const TASK_VETH: u32 = OVERLAY_TASK_VETH;
+    const VXLAN0: u32 = OVERLAY_VXLAN0;
+    let topology = overlay_topology();
     let in_overlay = |ts, probe, ifindex, packet| Event {
-        netns: Some(OVERLAY_NS),
+        netns: Some(OVERLAY_NS_TEST),
         ..event(ts, probe, ifindex, packet)
     };
     let request = packet("10.233.9.2", 34318, "10.233.9.3", 7400, 57059);
@@ -1637,5 +1620,83 @@ fn an_overlay_frame_to_another_node_leaves_through_the_tunnel_and_its_reply_come
     assert!(
         said.iter().any(|s| s.contains("veth1 (egret.1)")),
         "the task's port is named with its task: {said:#?}"
+    );
+}
+
+/// An overlay network's namespace: br0 with a task's veth and the VXLAN device (VNI 4097,
+/// answering ARP itself as Docker's do), where ifindexes repeat the host's.
+const OVERLAY_NS_TEST: u32 = 40;
+const OVERLAY_BR0: u32 = 2;
+const OVERLAY_VXLAN0: u32 = 3;
+const OVERLAY_TASK_VETH: u32 = 4;
+
+fn overlay_topology() -> Topology {
+    let mut topology = topology();
+    for (index, name) in [
+        (OVERLAY_BR0, "br0"),
+        (OVERLAY_VXLAN0, "vxlan0"),
+        (OVERLAY_TASK_VETH, "veth1"),
+    ] {
+        topology
+            .names
+            .add(OVERLAY_NS_TEST, index, format!("overlay skein:{name}"));
+    }
+    topology
+        .namespace_bridges
+        .push(crate::model::topology::NamespaceBridge {
+            netns: OVERLAY_NS_TEST,
+            ifindex: OVERLAY_BR0,
+            ports: vec![
+                (OVERLAY_VXLAN0, None),
+                (OVERLAY_TASK_VETH, Some("egret.1".into())),
+            ],
+            tunnels: vec![(OVERLAY_VXLAN0, 4097, true)],
+        });
+    topology
+}
+
+#[test]
+fn an_arp_answer_the_vxlan_device_makes_itself_is_not_said_to_come_from_another_node() {
+    use crate::model::ArpOp;
+    let question = arp(ArpOp::Request, "10.233.9.2", "10.233.9.3");
+    let answer = arp(ArpOp::Reply, "10.233.9.3", "10.233.9.2");
+    let in_overlay = |ts, probe, ifindex, packet| Event {
+        netns: Some(OVERLAY_NS_TEST),
+        ..event(ts, probe, ifindex, packet)
+    };
+    let mut c = Correlator::new(overlay_topology());
+    for e in [
+        in_overlay(
+            1_000,
+            ProbePoint::TcIngress,
+            OVERLAY_TASK_VETH,
+            question.clone(),
+        ),
+        in_overlay(1_100, ProbePoint::TcEgress, OVERLAY_VXLAN0, question),
+        in_overlay(1_300, ProbePoint::TcIngress, OVERLAY_VXLAN0, answer.clone()),
+        in_overlay(1_400, ProbePoint::TcEgress, OVERLAY_TASK_VETH, answer),
+    ] {
+        c.push(e);
+    }
+    let paths = c.finish();
+    assert_eq!(paths.len(), 2, "{paths:#?}");
+    let facts = facts(Some(&paths[0]), Some(&paths[1]));
+    let answered = facts
+        .iter()
+        .find_map(|f| match f {
+            Fact::ArpAnswered { answered_by, .. } => Some(*answered_by),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{facts:#?}"));
+    assert_eq!(answered, super::explain::Answerer::TunnelProxy);
+    assert!(
+        !facts.iter().any(|f| matches!(
+            f,
+            Fact::Start {
+                origin: Origin::Tunnel,
+                ..
+            }
+        )),
+        "the answer was made on this node: {facts:#?}"
     );
 }

@@ -224,7 +224,7 @@ fn group_line(group: &[Hop], topology: &Topology, style: &Style) -> String {
         }
         HopKind::FromPort { port } => ("from port".into(), port.clone(), first.kind.words().into()),
         HopKind::ToPort { port } => ("to port".into(), port.clone(), first.kind.words().into()),
-        HopKind::FromTunnel { port, vni } => (
+        HopKind::FromTunnel { port, vni, .. } => (
             "from tunnel".into(),
             port.clone(),
             format!("{} VNI {vni}", first.kind.words()),

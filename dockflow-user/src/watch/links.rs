@@ -18,8 +18,9 @@ use libc::{
     IFA_ADDRESS, IFA_LOCAL, IFLA_IFNAME, IFLA_INFO_DATA, IFLA_INFO_KIND, IFLA_LINK, IFLA_LINKINFO,
     IFLA_MASTER, RTM_GETADDR, RTM_GETLINK, RTM_NEWADDR, RTM_NEWLINK,
 };
-/// IFLA_VXLAN_ID in a VXLAN device's IFLA_INFO_DATA (linux/if_link.h).
+/// IFLA_VXLAN_ID and IFLA_VXLAN_PROXY in a VXLAN device's IFLA_INFO_DATA (linux/if_link.h).
 const IFLA_VXLAN_ID: u16 = 1;
+const IFLA_VXLAN_PROXY: u16 = 11;
 /// sizeof(struct ifaddrmsg), which libc does not define.
 const IFADDRMSG_LEN: usize = 8;
 const IFINFOMSG_LEN: usize = size_of::<libc::ifinfomsg>();
@@ -130,12 +131,16 @@ fn parse_link(payload: &[u8]) -> Option<Link> {
             _ => {}
         }
     }
-    if link.kind.as_deref() == Some("vxlan") {
-        link.vni = data.and_then(|data| {
-            attributes(data)
-                .find(|(t, _)| *t == IFLA_VXLAN_ID)
-                .and_then(|(_, v)| read_u32(v))
-        });
+    if link.kind.as_deref() == Some("vxlan")
+        && let Some(data) = data
+    {
+        for (attr, v) in attributes(data) {
+            match attr {
+                IFLA_VXLAN_ID => link.vni = read_u32(v),
+                IFLA_VXLAN_PROXY => link.arp_proxy = v.first().is_some_and(|b| *b != 0),
+                _ => {}
+            }
+        }
     }
     Some(link)
 }
@@ -180,6 +185,7 @@ mod tests {
                 master: Some(3),
                 kind: Some("veth".into()),
                 vni: None,
+                arp_proxy: false,
             }
         );
     }
@@ -190,13 +196,15 @@ mod tests {
         payload[4..8].copy_from_slice(&9i32.to_ne_bytes());
         payload.extend(attr(IFLA_IFNAME, b"vxlan0\0"));
         // The data before the kind, as nothing in the format forbids.
-        let mut info = attr(IFLA_INFO_DATA, &attr(IFLA_VXLAN_ID, &4097u32.to_ne_bytes()));
+        let mut data = attr(IFLA_VXLAN_ID, &4097u32.to_ne_bytes());
+        data.extend(attr(IFLA_VXLAN_PROXY, &[1]));
+        let mut info = attr(IFLA_INFO_DATA, &data);
         info.extend(attr(IFLA_INFO_KIND, b"vxlan\0"));
         payload.extend(attr(IFLA_LINKINFO, &info));
         let link = parse_link(&payload).unwrap();
         assert_eq!(
-            (link.kind.as_deref(), link.vni),
-            (Some("vxlan"), Some(4097))
+            (link.kind.as_deref(), link.vni, link.arp_proxy),
+            (Some("vxlan"), Some(4097), true)
         );
     }
 

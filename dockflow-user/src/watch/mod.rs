@@ -515,7 +515,7 @@ fn namespace_bridges(
                 tunnels: links
                     .iter()
                     .filter(|l| l.master == Some(bridge.index))
-                    .filter_map(|port| Some((port.index, port.vni?)))
+                    .filter_map(|port| Some((port.index, port.vni?, port.arp_proxy)))
                     .collect(),
             });
         }
@@ -598,6 +598,7 @@ mod tests {
             master,
             kind: None,
             vni: None,
+            arp_proxy: false,
         }
     }
 

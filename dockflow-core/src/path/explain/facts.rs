@@ -108,6 +108,9 @@ pub enum Answerer {
     Host,
     /// A container, for its own address.
     Container,
+    /// An overlay's VXLAN device, for a task on another node: it answers from its neighbour
+    /// table (proxy ARP), so the question never leaves this node.
+    TunnelProxy,
     Unknown,
 }
 

@@ -130,7 +130,7 @@ fn narrate_path(path: &PacketPath, role: Role) -> Vec<Fact> {
                 role,
                 port: port.clone(),
             }),
-            (HopKind::FromTunnel { port, vni }, _) => facts.push(Fact::FromTunnel {
+            (HopKind::FromTunnel { port, vni, .. }, _) => facts.push(Fact::FromTunnel {
                 role,
                 port: port.clone(),
                 vni: *vni,
@@ -300,6 +300,11 @@ fn narrate_arp(path: &PacketPath, role: Role, op: ArpOp) -> Vec<Fact> {
             let (answered_by, place) = match first {
                 Some(HopKind::IntoBridge { bridge }) => (Answerer::Host, bridge.clone()),
                 Some(HopKind::FromPort { port }) => (Answerer::Container, port.clone()),
+                Some(HopKind::FromTunnel {
+                    port,
+                    arp_proxy: true,
+                    ..
+                }) => (Answerer::TunnelProxy, port.clone()),
                 Some(HopKind::Transmit {
                     interface,
                     host: false,
@@ -380,6 +385,10 @@ fn start(path: &PacketPath, role: Role) -> Fact {
     };
     let (origin, place) = match &first.kind {
         HopKind::FromPort { port } => (Origin::BridgePort, port.clone()),
+        // An ARP answer the device made itself did not come from another node.
+        HopKind::FromTunnel {
+            arp_proxy: true, ..
+        } if path.packet.arp.is_some() => (Origin::Midway, first.kind.place()),
         HopKind::FromTunnel { port, .. } => (Origin::Tunnel, port.clone()),
         HopKind::Transmit {
             interface,

@@ -315,6 +315,9 @@ impl Fact {
                     Answerer::Container => {
                         format!("the container answers from {place}: {sender} is at its MAC")
                     }
+                    Answerer::TunnelProxy => format!(
+                        "the VXLAN device {place} answers for {sender}, a task on another node, from its own neighbour table (proxy ARP: Docker fills it for every task of the overlay), so the question never leaves this node"
+                    ),
                     Answerer::Unknown => format!("{sender} answers (first seen at {place})"),
                 };
                 let to = match (ports.is_empty(), passed_up) {
