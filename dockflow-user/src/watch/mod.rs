@@ -487,15 +487,17 @@ fn namespace_bridges(
     insides: &[(String, Vec<Link>)],
 ) -> Vec<NamespaceBridge> {
     let mut bridges = Vec::new();
-    for (_, path) in namespaces {
+    for (label, path) in namespaces {
         // A namespace that went away meanwhile has no bridge to tell of.
         let (Ok(inode), Ok(links)) = (netns::netns_inode(path), netns::in_netns(path, list_links))
         else {
             continue;
         };
+        let balancer = load_balancer_of(label, path);
         let owner = |port: &Link| {
             insides
                 .iter()
+                .chain(&balancer)
                 .find(|(_, inside)| {
                     host_peers(inside, std::slice::from_ref(port))
                         .next()
@@ -521,6 +523,17 @@ fn namespace_bridges(
         }
     }
     bridges
+}
+
+/// An overlay network's load-balancer sandbox (Docker's `lb_` and the network id's first nine
+/// characters, beside the overlay's `1-` namespace), named as the owner of its port on the
+/// overlay's bridge, with its interfaces.
+fn load_balancer_of(label: &str, overlay: &Path) -> Option<(String, Vec<Link>)> {
+    let network = label.strip_prefix("overlay ")?;
+    let id = overlay.file_name()?.to_str()?.strip_prefix("1-")?;
+    let sandbox = overlay.with_file_name(format!("lb_{}", id.get(..9)?));
+    let links = netns::in_netns(&sandbox, list_links).ok()?;
+    Some((format!("load balancer of {network}"), links))
 }
 
 /// A fingerprint of what [`topology_of`] depends on (the running containers, the host's
