@@ -268,7 +268,7 @@ fn resolve_group(what: &str, kind: &str, containers: &[String]) -> Result<Target
 pub fn resolve_container(name: &str) -> Result<Target> {
     let docker = docker::Docker::from_env()?;
     let container = docker.container(name)?;
-    let ns_path = PathBuf::from(format!("/proc/{}/ns/net", container.pid));
+    let ns_path = netns_of(&container);
     let (mut interfaces, _, inside) = interfaces_into(&ns_path)
         .with_context(|| format!("finding the interfaces of container {name}"))?;
     let mut namespaces = vec![(container.name.clone(), ns_path)];
@@ -296,6 +296,17 @@ pub fn resolve_container(name: &str) -> Result<Target> {
         namespaces,
         notes: Vec::new(),
     })
+}
+
+/// A container's network namespace: the file Docker keeps for it under its exec root (which a
+/// dockflow in a container of its own sees when that directory is mounted, where the host's
+/// pids are not), else its first process's.
+fn netns_of(container: &docker::Container) -> PathBuf {
+    container
+        .sandbox
+        .clone()
+        .filter(|sandbox| sandbox.exists())
+        .unwrap_or_else(|| PathBuf::from(format!("/proc/{}/ns/net", container.pid)))
 }
 
 /// The namespaces of the overlay networks `container` is on: Docker keeps each in its exec
@@ -458,7 +469,7 @@ pub fn topology_of(target: &Target) -> Result<Topology> {
         for address in &container.addresses {
             addresses.insert(*address, container.name.clone());
         }
-        let ns_path = PathBuf::from(format!("/proc/{}/ns/net", container.pid));
+        let ns_path = netns_of(&container);
         // A container that went away meanwhile only loses its names.
         let Ok(inside) = netns::in_netns(&ns_path, list_links) else {
             continue;
