@@ -253,6 +253,9 @@ fn stop_recorded() -> Result<()> {
         }
         return Ok(());
     };
+    // The lab's networks would outlive their engine as bare bridges the other engine does not
+    // know (and a later lab would trip over): it goes first.
+    dockflow_lab::lab::down().context("taking the lab down before switching engines")?;
     eprintln!("engine: stopping the {engine} Docker engine (pid {pid})");
     // SAFETY: a plain syscall on the pid setup recorded and checked to be a dockerd.
     unsafe { libc::kill(pid, libc::SIGTERM) };
