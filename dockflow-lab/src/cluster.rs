@@ -27,7 +27,8 @@ const WIRE: &str = "wire0";
 const SUBNET_PREFIX: &str = "10.231.9";
 /// Where the nodes' engines keep their state.
 const STATE: &str = "/var/lib/dockflow-cluster";
-const RUN: &str = "/run/dockflow-cluster";
+/// The engines' exec roots, pidfiles and sockets: a node's SandboxKey files are under it.
+pub const RUN: &str = "/run/dockflow-cluster";
 
 /// One node of the cluster.
 #[derive(Clone, Debug)]

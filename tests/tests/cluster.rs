@@ -75,11 +75,16 @@ fn bridge_hops(packet: &Value) -> Vec<(String, String)> {
     hops
 }
 
-#[test]
-fn a_request_to_a_task_on_another_node_leaves_in_vxlan_there_and_is_told_on_both_nodes() {
-    let _lock = lab_lock();
-    let lab = ClusterLab::up();
-    let (a, b) = (&lab.0[0], &lab.0[1]);
+/// The service's two tasks over the overlay, one per node: (asker on node-a, answerer on
+/// node-b, the asker's address, the answerer's).
+struct Tasks {
+    asker: String,
+    answerer: String,
+    from: String,
+    to: String,
+}
+
+fn overlay_service(a: &Node, b: &Node) -> Tasks {
     a.docker(&[
         "network",
         "create",
@@ -134,7 +139,89 @@ fn a_request_to_a_task_on_another_node_leaves_in_vxlan_there_and_is_told_on_both
             .trim()
             .to_string()
     };
-    let (from, to) = (address(a, &asker), address(b, &answerer));
+    Tasks {
+        from: address(a, &asker),
+        to: address(b, &answerer),
+        asker,
+        answerer,
+    }
+}
+
+/// The asker's one request to the answerer over the overlay; whether the echo came back.
+fn ask(a: &Node, tasks: &Tasks) -> bool {
+    a.docker(&[
+        "exec",
+        &tasks.asker,
+        "/dockflow-lab",
+        "client",
+        "udp",
+        &format!("{}:{PORT}", tasks.to),
+    ])
+    .is_ok()
+}
+
+/// The merged packet from `src` (to PORT when given), which must be there.
+fn merged_from<'a>(lines: &'a [Value], src: &str, dport: Option<u16>) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| {
+            l["packet"]["src"] == src
+                && dport.is_none_or(|p| l["packet"]["dport"] == p)
+                && l["packet"]["protocol"] == 17
+        })
+        .unwrap_or_else(|| panic!("no merged packet from {src}: {lines:#?}"))
+}
+
+/// The nodes a merged packet crossed, in order, checked against its crossing step.
+fn route(packet: &Value) -> Vec<String> {
+    let legs: Vec<String> = packet["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["node"].as_str().unwrap().to_string())
+        .collect();
+    if legs.len() == 2 {
+        let crossing = packet["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["kind"] == "crosses_nodes")
+            .unwrap_or_else(|| panic!("no crossing: {packet:#}"));
+        assert_eq!(crossing["from"], legs[0].as_str());
+        assert_eq!(crossing["to"], legs[1].as_str());
+        assert!(crossing["vni"].as_u64().unwrap() >= 4096, "{crossing}");
+    }
+    legs
+}
+
+/// `dockflow merge RECORDINGS --json`: its stderr and JSON lines.
+fn merge(recordings: &[std::path::PathBuf]) -> (String, Vec<Value>) {
+    let merged = std::process::Command::new(dockflow_bin())
+        .arg("merge")
+        .args(recordings)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&merged.stderr).into_owned();
+    assert!(merged.status.success(), "{stderr}");
+    (
+        stderr,
+        json_events(&String::from_utf8_lossy(&merged.stdout)),
+    )
+}
+
+#[test]
+fn a_request_to_a_task_on_another_node_leaves_in_vxlan_there_and_is_told_on_both_nodes() {
+    let _lock = lab_lock();
+    let lab = ClusterLab::up();
+    let (a, b) = (&lab.0[0], &lab.0[1]);
+    let tasks = overlay_service(a, b);
+    let Tasks {
+        asker,
+        answerer,
+        from,
+        to,
+    } = &tasks;
 
     let dir = std::env::temp_dir();
     let recordings = [
@@ -163,16 +250,7 @@ fn a_request_to_a_task_on_another_node_leaves_in_vxlan_there_and_is_told_on_both
         "a worker says what it cannot know: {:#?}",
         on_b.startup
     );
-    let asked = a
-        .docker(&[
-            "exec",
-            &asker,
-            "/dockflow-lab",
-            "client",
-            "udp",
-            &format!("{to}:{PORT}"),
-        ])
-        .is_ok();
+    let asked = ask(a, &tasks);
     let (lines_a, lines_b) = (stop(on_a), stop(on_b));
     assert!(asked, "the task on node-b answered over the overlay");
 
@@ -181,19 +259,19 @@ fn a_request_to_a_task_on_another_node_leaves_in_vxlan_there_and_is_told_on_both
         port.starts_with(&format!("overlay {OVERLAY}:")) && port.ends_with(&format!("({task})"))
     };
     // Node A: the request from the asker's port into the tunnel, the reply out of it.
-    let request_a = request_from(&lines_a, &from, PORT);
+    let request_a = request_from(&lines_a, from, PORT);
     let reply_a = reply_of(&lines_a, request_a);
     let hops = bridge_hops(request_a);
     assert_eq!(hops.len(), 2, "{hops:#?}");
     assert!(
-        hops[0].0 == "from_port" && task_port(&asker, &hops[0].1),
+        hops[0].0 == "from_port" && task_port(asker, &hops[0].1),
         "{hops:#?}"
     );
     assert_eq!(hops[1], ("to_tunnel".to_string(), tunnel.clone()));
     let hops = bridge_hops(reply_a);
     assert_eq!(hops[0], ("from_tunnel".to_string(), tunnel.clone()));
     assert!(
-        hops[1].0 == "to_port" && task_port(&asker, &hops[1].1),
+        hops[1].0 == "to_port" && task_port(asker, &hops[1].1),
         "{hops:#?}"
     );
     let steps_a = steps(&lines_a, request_a);
@@ -202,12 +280,12 @@ fn a_request_to_a_task_on_another_node_leaves_in_vxlan_there_and_is_told_on_both
         Some("to_other_node")
     );
     // Node B: the same request in through the tunnel to the answerer, its reply back out.
-    let request_b = request_from(&lines_b, &from, PORT);
+    let request_b = request_from(&lines_b, from, PORT);
     let reply_b = reply_of(&lines_b, request_b);
     let hops = bridge_hops(request_b);
     assert_eq!(hops[0], ("from_tunnel".to_string(), tunnel.clone()));
     assert!(
-        hops[1].0 == "to_port" && task_port(&answerer, &hops[1].1),
+        hops[1].0 == "to_port" && task_port(answerer, &hops[1].1),
         "{hops:#?}"
     );
     let hops = bridge_hops(reply_b);
@@ -224,53 +302,20 @@ fn a_request_to_a_task_on_another_node_leaves_in_vxlan_there_and_is_told_on_both
     assert!(our_bpf_programs().is_empty());
 
     // The two recordings merged: each packet once, across both nodes.
-    let merged = std::process::Command::new(dockflow_bin())
-        .arg("merge")
-        .args(&recordings)
-        .arg("--json")
-        .output()
-        .unwrap();
+    let (stderr, lines) = merge(&recordings);
     for recording in &recordings {
         let _ = std::fs::remove_file(recording);
     }
-    let stderr = String::from_utf8_lossy(&merged.stderr);
-    assert!(merged.status.success(), "{stderr}");
     assert!(
         stderr.contains("node-b's clock is") && stderr.contains("ahead of node-a's"),
         "the clocks are aligned by the packets that crossed both ways: {stderr}"
     );
-    let lines = json_events(&String::from_utf8_lossy(&merged.stdout));
-    let across = |src: &str, dport: Option<u16>| {
-        lines
-            .iter()
-            .find(|l| {
-                l["packet"]["src"] == src
-                    && dport.is_none_or(|p| l["packet"]["dport"] == p)
-                    && l["packet"]["protocol"] == 17
-            })
-            .unwrap_or_else(|| panic!("no merged packet from {src}: {lines:#?}"))
-    };
-    for (packet, route) in [
-        (across(&from, Some(PORT)), ["node-a", "node-b"]),
-        (across(&to, None), ["node-b", "node-a"]),
+    for (packet, expected) in [
+        (merged_from(&lines, from, Some(PORT)), ["node-a", "node-b"]),
+        (merged_from(&lines, to, None), ["node-b", "node-a"]),
     ] {
         assert_eq!(packet["type"], "merged_packet");
-        let legs: Vec<&str> = packet["legs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l["node"].as_str().unwrap())
-            .collect();
-        assert_eq!(legs, route, "{packet:#}");
-        let crossing = packet["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["kind"] == "crosses_nodes")
-            .unwrap_or_else(|| panic!("no crossing: {packet:#}"));
-        assert_eq!(crossing["from"], route[0]);
-        assert_eq!(crossing["to"], route[1]);
-        assert!(crossing["vni"].as_u64().unwrap() >= 4096, "{crossing}");
+        assert_eq!(route(packet), expected, "{packet:#}");
         // Every other step names the node it happened on.
         assert!(
             packet["steps"]
@@ -278,7 +323,7 @@ fn a_request_to_a_task_on_another_node_leaves_in_vxlan_there_and_is_told_on_both
                 .unwrap()
                 .iter()
                 .filter(|s| s["kind"] != "crosses_nodes")
-                .all(|s| route.contains(&s["node"].as_str().unwrap_or(""))),
+                .all(|s| expected.contains(&s["node"].as_str().unwrap_or(""))),
             "{packet:#}"
         );
     }
@@ -294,4 +339,131 @@ fn eventually_some<T>(f: impl Fn() -> Option<T>) -> T {
         assert!(std::time::Instant::now() < deadline, "nothing within 30 s");
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
+}
+
+#[test]
+fn dockflow_runs_as_a_global_service_and_records_every_node() {
+    let _lock = lab_lock();
+    let lab = ClusterLab::up();
+    let (a, b) = (&lab.0[0], &lab.0[1]);
+    let tasks = overlay_service(a, b);
+    // The dockflow image (`cargo xtask image`) on every node, as a registry would put it there.
+    let image =
+        std::env::var("DOCKFLOW_IMAGE").expect("DOCKFLOW_IMAGE: run through cargo xtask test");
+    let saved = std::env::temp_dir().join(format!("dockflow-image-{}.tar", std::process::id()));
+    let save = std::process::Command::new("docker")
+        .args(["save", "-o"])
+        .arg(&saved)
+        .arg(&image)
+        .status()
+        .unwrap();
+    assert!(save.success());
+    for node in [a, b] {
+        node.docker(&["load", "-i", &saved.to_string_lossy()])
+            .unwrap();
+    }
+    let _ = std::fs::remove_file(&saved);
+    // Each node's engine socket and recording directory under its node id: what a service's
+    // mounts and environment can name ({{.Node.ID}}).
+    let run = Path::new(cluster::RUN);
+    let mut recordings = Vec::new();
+    for node in [a, b] {
+        let id = node
+            .docker(&["info", "--format", "{{.Swarm.NodeID}}"])
+            .unwrap()
+            .trim()
+            .to_string();
+        std::fs::create_dir_all(run.join("by-id")).unwrap();
+        std::os::unix::fs::symlink(
+            node.docker_host().trim_start_matches("unix://"),
+            run.join("by-id").join(format!("{id}.sock")),
+        )
+        .unwrap();
+        std::fs::create_dir_all(run.join("rec").join(&id)).unwrap();
+        recordings.push(run.join("rec").join(&id).join("node.dfl"));
+    }
+    // As documented for a real cluster: host network, the capabilities, Docker's socket and
+    // its sandboxes (here the nodes' own, under the cluster's run directory), a place to record.
+    a.docker(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "dfwatch",
+        "--mode",
+        "global",
+        "--network",
+        "host",
+        "--cap-add",
+        "SYS_ADMIN",
+        "--cap-add",
+        "NET_ADMIN",
+        "--cap-add",
+        "SYSLOG",
+        "--mount",
+        &format!("type=bind,src={0},dst={0}", cluster::RUN),
+        "--mount",
+        &format!(
+            "type=bind,src={}/rec/{{{{.Node.ID}}}},dst=/rec",
+            cluster::RUN
+        ),
+        "--env",
+        &format!(
+            "DOCKER_HOST=unix://{}/by-id/{{{{.Node.ID}}}}.sock",
+            cluster::RUN
+        ),
+        &image,
+        "--service",
+        SERVICE,
+        "--quiet",
+        "--record",
+        "/rec/node.dfl",
+    ])
+    .unwrap();
+    let watcher = |node: &Node, all: bool| {
+        let listing = node
+            .docker(&[
+                "ps",
+                if all { "-aq" } else { "-q" },
+                "--filter",
+                "label=com.docker.swarm.service.name=dfwatch",
+            ])
+            .unwrap_or_default();
+        listing.lines().next().map(str::to_string)
+    };
+    for node in [a, b] {
+        eventually_some(|| {
+            let id = watcher(node, false)?;
+            let logs = std::process::Command::new("docker")
+                .args(["-H", &node.docker_host(), "logs", &id])
+                .output()
+                .ok()?;
+            String::from_utf8_lossy(&logs.stderr)
+                .contains("streaming")
+                .then_some(())
+        });
+    }
+    assert!(
+        ask(a, &tasks),
+        "the task on node-b answered over the overlay"
+    );
+    // Removing the service stops each dockflow as `docker stop` does (SIGTERM): it finishes its
+    // recording and exits.
+    a.docker(&["service", "rm", "dfwatch"]).unwrap();
+    for node in [a, b] {
+        eventually_some(|| watcher(node, true).is_none().then_some(()));
+    }
+    let (_, lines) = merge(&recordings);
+    // Each recording names its node by the engine's name and swarm address.
+    let on = |leg: &String, node: &Node| leg.ends_with(&node.address);
+    let request = route(merged_from(&lines, &tasks.from, Some(PORT)));
+    assert!(
+        request.len() == 2 && on(&request[0], a) && on(&request[1], b),
+        "the request from node-a to node-b: {request:?}"
+    );
+    let reply = route(merged_from(&lines, &tasks.to, None));
+    assert!(
+        reply.len() == 2 && on(&reply[0], b) && on(&reply[1], a),
+        "the reply from node-b to node-a: {reply:?}"
+    );
 }
