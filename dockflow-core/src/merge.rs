@@ -118,30 +118,30 @@ fn inner_key(p: &Packet) -> (IpAddr, IpAddr, Option<u16>, Option<u16>, u8, u16, 
     (p.src, p.dst, p.sport, p.dport, p.protocol.0, p.ip_id, p.len)
 }
 
-/// The packet's exit into a tunnel: its last bridge hop sends it to another node.
-fn exit_of(path: &PacketPath) -> Option<(u32, &Packet, u64)> {
-    let hop = path.hops.iter().rev().find(|h| h.layer == Layer::L2)?;
-    match hop.kind {
-        HopKind::ToTunnel { vni, .. } => Some((
-            vni,
-            hop.event.packet.as_ref().unwrap_or(&path.packet),
-            hop.event.ts_ns,
-        )),
-        _ => None,
-    }
+/// The packet's exit into a tunnel (`exit`: its last bridge hop sends it to another node) or
+/// its entry from one (its first bridge hop brings it from another node): the VNI, the inner
+/// headers there, and when.
+fn tunnel_hop(path: &PacketPath, exit: bool) -> Option<(u32, &Packet, u64)> {
+    let mut bridged = path.hops.iter().filter(|h| h.layer == Layer::L2);
+    let hop = if exit {
+        bridged.next_back()?
+    } else {
+        bridged.next()?
+    };
+    let vni = match (&hop.kind, exit) {
+        (HopKind::ToTunnel { vni, .. }, true) | (HopKind::FromTunnel { vni, .. }, false) => *vni,
+        _ => return None,
+    };
+    let packet = hop.event.packet.as_ref().unwrap_or(&path.packet);
+    Some((vni, packet, hop.event.ts_ns))
 }
 
-/// The packet's entry from a tunnel: its first bridge hop brings it from another node.
+fn exit_of(path: &PacketPath) -> Option<(u32, &Packet, u64)> {
+    tunnel_hop(path, true)
+}
+
 fn entry_of(path: &PacketPath) -> Option<(u32, &Packet, u64)> {
-    let hop = path.hops.iter().find(|h| h.layer == Layer::L2)?;
-    match hop.kind {
-        HopKind::FromTunnel { vni, .. } => Some((
-            vni,
-            hop.event.packet.as_ref().unwrap_or(&path.packet),
-            hop.event.ts_ns,
-        )),
-        _ => None,
-    }
+    tunnel_hop(path, false)
 }
 
 /// A packet that left one node's tunnel and came in through another's, with the delay

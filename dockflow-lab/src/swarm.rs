@@ -66,23 +66,26 @@ pub fn up() -> Result<()> {
     Ok(())
 }
 
+/// `docker` arguments creating an attachable overlay network labelled as the lab's (for any
+/// engine of a swarm: this one, or a node of the cluster).
+pub fn overlay_args<'a>(name: &'a str, subnet: &'a str) -> [&'a str; 10] {
+    [
+        "network",
+        "create",
+        "--driver",
+        "overlay",
+        "--attachable",
+        "--subnet",
+        subnet,
+        "--label",
+        LABEL,
+        name,
+    ]
+}
+
 /// An attachable overlay network of the lab's.
 pub fn overlay(name: &str, subnet: &str) -> Result<()> {
-    run(
-        "docker",
-        &[
-            "network",
-            "create",
-            "--driver",
-            "overlay",
-            "--attachable",
-            "--subnet",
-            subnet,
-            "--label",
-            LABEL,
-            name,
-        ],
-    )?;
+    run("docker", &overlay_args(name, subnet))?;
     Ok(())
 }
 

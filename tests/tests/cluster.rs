@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use dockflow_lab::{cluster, cluster::Node, lab};
+use dockflow_lab::{cluster, cluster::Node, lab, swarm};
 use dockflow_tests::{
     Dockflow, catalogue::*, dockflow_bin, json_events, lab_bin, lab_lock, our_bpf_programs,
 };
@@ -85,17 +85,8 @@ struct Tasks {
 }
 
 fn overlay_service(a: &Node, b: &Node) -> Tasks {
-    a.docker(&[
-        "network",
-        "create",
-        "--driver",
-        "overlay",
-        "--attachable",
-        "--subnet",
-        OVERLAY_SUBNET,
-        OVERLAY,
-    ])
-    .unwrap();
+    a.docker(&swarm::overlay_args(OVERLAY, OVERLAY_SUBNET))
+        .unwrap();
     a.docker(&[
         "service",
         "create",
