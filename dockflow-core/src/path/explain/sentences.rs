@@ -45,6 +45,23 @@ fn rule_words(r: &RuleRef) -> String {
     )
 }
 
+/// What a bridge passes frames up to: the host, or, for a bridge in a namespace of its own
+/// (named "namespace:bridge": an interface's own name never holds a ':'), that namespace.
+fn owner_above(bridge: &str) -> String {
+    match bridge.split_once(':') {
+        Some((namespace, _)) => format!("{namespace}'s namespace"),
+        None => "the host".into(),
+    }
+}
+
+/// The IP stack a bridge passes frames up to.
+fn stack_above(bridge: &str) -> String {
+    match bridge.split_once(':') {
+        Some((namespace, _)) => format!("the IP stack of {namespace}'s namespace"),
+        None => "the host's IP stack".into(),
+    }
+}
+
 impl Fact {
     /// The fact as one sentence.
     pub fn sentence(&self) -> String {
@@ -146,7 +163,9 @@ impl Fact {
                 rule.rule.as_deref().unwrap_or("?")
             ),
             Fact::PassedUp { bridge, .. } => format!(
-                "Bridge {bridge} passes the frame up to the host's IP stack (L2 -> L3; the bridge's input hook runs here): the frame is addressed to the bridge's own MAC, the containers' gateway, so the bridge delivers it to the host instead of forwarding it to a port."
+                "Bridge {bridge} passes the frame up to {} (L2 -> L3; the bridge's input hook runs here): the frame is addressed to the bridge's own MAC, the containers' gateway, so the bridge delivers it to {} instead of forwarding it to a port.",
+                stack_above(bridge),
+                owner_above(bridge)
             ),
             Fact::RoutedIntoBridge { bridge, .. } => format!(
                 "The IP stack routes it out through {bridge}: it goes back into the bridge (L3 -> L2; the bridge's output and postrouting hooks run here)."
@@ -235,7 +254,9 @@ impl Fact {
                 ..
             } => {
                 let to = match (ports.is_empty(), passed_up) {
-                    (true, Some(bridge)) => format!("passes it up to the host through {bridge}"),
+                    (true, Some(bridge)) => {
+                        format!("passes it up to {} through {bridge}", owner_above(bridge))
+                    }
                     _ => format!("sends it to {} only", list(ports)),
                 };
                 format!(
@@ -262,12 +283,14 @@ impl Fact {
                     s.push_str(&format!(" sends it out of every port ({})", list(ports)));
                 }
                 match passed_up {
-                    Some(bridge) if !ports.is_empty() => {
-                        s.push_str(&format!(" and passes it up to the host through {bridge}"))
-                    }
-                    Some(bridge) => {
-                        s.push_str(&format!(" passes it up to the host through {bridge}"))
-                    }
+                    Some(bridge) if !ports.is_empty() => s.push_str(&format!(
+                        " and passes it up to {} through {bridge}",
+                        owner_above(bridge)
+                    )),
+                    Some(bridge) => s.push_str(&format!(
+                        " passes it up to {} through {bridge}",
+                        owner_above(bridge)
+                    )),
                     None if ports.is_empty() => s.push_str(" handles it"),
                     None => {}
                 }
@@ -288,7 +311,7 @@ impl Fact {
                     way.push(format!("out of every port ({})", list(ports)));
                 }
                 if let Some(bridge) = passed_up {
-                    way.push(format!("up to the host through {bridge}"));
+                    way.push(format!("up to {} through {bridge}", owner_above(bridge)));
                 }
                 let way = if way.is_empty() {
                     String::new()
@@ -327,7 +350,8 @@ impl Fact {
                     ),
                     (true, Some(bridge)) => {
                         format!(
-                            ", and the bridge passes the answer up to the host through {bridge} (unicast, L2)"
+                            ", and the bridge passes the answer up to {} through {bridge} (unicast, L2)",
+                            owner_above(bridge)
                         )
                     }
                     (true, None) => String::new(),
