@@ -1700,3 +1700,21 @@ fn an_arp_answer_the_vxlan_device_makes_itself_is_not_said_to_come_from_another_
         "the answer was made on this node: {facts:#?}"
     );
 }
+
+#[test]
+fn a_bridge_in_a_namespace_of_its_own_passes_frames_up_to_that_namespace() {
+    let said = |bridge: &str| {
+        Fact::PassedUp {
+            role: Role::Request,
+            bridge: bridge.into(),
+        }
+        .sentence()
+    };
+    assert!(said("docker1").contains("up to the host's IP stack"));
+    let overlay = said("overlay skein:br0");
+    assert!(
+        overlay.contains("up to the IP stack of overlay skein's namespace")
+            && !overlay.contains("host"),
+        "{overlay}"
+    );
+}
