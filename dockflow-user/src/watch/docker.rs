@@ -151,15 +151,11 @@ impl Docker {
     }
 
     pub fn container(&self, name: &str) -> Result<Container> {
-        let (status, body) = self.get(&format!("/containers/{}/json", encode_path(name)))?;
-        match status {
-            200 => {}
-            404 => bail!("no such container: {name}"),
-            _ => bail!(
-                "Docker could not inspect container {name}: {}",
-                api_message(&body)
-            ),
-        }
+        let body = self.inspect(
+            &format!("/containers/{}/json", encode_path(name)),
+            ("no such container", "container"),
+            name,
+        )?;
         let container = parse_container(&body)?;
         if container.pid == 0 {
             bail!("container {name} is not running");
@@ -168,15 +164,12 @@ impl Docker {
     }
 
     pub fn network(&self, name: &str) -> Result<Network> {
-        let (status, body) = self.get(&format!("/networks/{}", encode_path(name)))?;
-        match status {
-            200 => Ok(parse_network(&body)),
-            404 => bail!("no such Docker network: {name}"),
-            _ => bail!(
-                "Docker could not inspect network {name}: {}",
-                api_message(&body)
-            ),
-        }
+        let body = self.inspect(
+            &format!("/networks/{}", encode_path(name)),
+            ("no such Docker network", "network"),
+            name,
+        )?;
+        Ok(parse_network(&body))
     }
 
     /// The running tasks of swarm service `service` on this node, by container name.
@@ -203,15 +196,12 @@ impl Docker {
     /// The ports swarm service `service` publishes through the routing mesh (ingress mode)
     /// and on each node directly (host mode).
     pub fn service_ports(&self, service: &str) -> Result<Vec<ServicePort>> {
-        let (status, body) = self.get(&format!("/services/{}", encode_path(service)))?;
-        match status {
-            200 => Ok(parse_service_ports(&body)),
-            404 => bail!("no such swarm service: {service}"),
-            _ => bail!(
-                "Docker could not inspect service {service}: {}",
-                api_message(&body)
-            ),
-        }
+        let body = self.inspect(
+            &format!("/services/{}", encode_path(service)),
+            ("no such swarm service", "service"),
+            service,
+        )?;
+        Ok(parse_service_ports(&body))
     }
 
     /// The engine's name (its host's name) and, when it is in a swarm, its address there.
@@ -248,6 +238,20 @@ impl Docker {
             .iter()
             .filter_map(|id| self.container(id).ok())
             .collect())
+    }
+
+    /// One object's inspection at `path`: its body, or a one-line error naming `name` (`missing`
+    /// when Docker has no such object, else why Docker could not inspect the `what`).
+    fn inspect(&self, path: &str, (missing, what): (&str, &str), name: &str) -> Result<Value> {
+        let (status, body) = self.get(path)?;
+        match status {
+            200 => Ok(body),
+            404 => bail!("{missing}: {name}"),
+            _ => bail!(
+                "Docker could not inspect {what} {name}: {}",
+                api_message(&body)
+            ),
+        }
     }
 
     fn get(&self, path: &str) -> Result<(u16, Value)> {
