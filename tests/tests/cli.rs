@@ -180,3 +180,41 @@ fn a_filter_syntax_error_is_one_line_naming_the_word_exit_2() {
     );
     assert!(our_bpf_programs().is_empty());
 }
+
+#[test]
+fn merging_needs_two_usable_recordings_and_says_which_is_not() {
+    // One recording alone is no merge: a usage error, as clap gives them.
+    let out = Command::new(dockflow_bin())
+        .args(["merge", "/nonexistent-a.dfl"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // A corrupt one among them: one line, naming the file.
+    let dir = std::env::temp_dir();
+    let corrupt = dir.join(format!("dockflow-merge-corrupt-{}.dfl", std::process::id()));
+    std::fs::write(&corrupt, b"DOCKFLOW\x01\x00\x00\x00\xff\xff\xff\x00garbage").unwrap();
+    let missing = dir.join(format!("dockflow-merge-missing-{}.dfl", std::process::id()));
+    let (ok, stderr) = run(&[
+        "merge",
+        missing.to_str().unwrap(),
+        corrupt.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("dockflow: error: ") && stderr.contains(missing.to_str().unwrap()),
+        "{stderr}"
+    );
+    let (ok, stderr) = run(&[
+        "--replay",
+        corrupt.to_str().unwrap(),
+        corrupt.to_str().unwrap(),
+    ]);
+    let _ = std::fs::remove_file(&corrupt);
+    assert!(!ok);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("not a usable dockflow recording"),
+        "{stderr}"
+    );
+}
