@@ -65,22 +65,7 @@ pub fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
         empty: cli.empty_programs,
         plain_frees: plain_frees(&decoder),
     };
-    let origin = Origin {
-        networks: target.networks.clone(),
-        kernel: kernel::kernel_release(),
-        clock_offset_ns: kernel::clock_offset_now(),
-        started_unix_s: SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs(),
-        snaplen,
-        filter: cli.filter_text(),
-        trace_rules: Some(cli.trace_rules),
-        per_connection: cli.per_connection(),
-        node: None,
-        node_address: None,
-    };
-    let origin = with_node(origin, cli.node.as_deref());
+    let origin = origin(cli, &target, snaplen);
     let mut probes = Probes::attach(&target, &offsets, &cli.families(), options)?;
     report_attachments(&probes, &target);
     let recorder = match &cli.record {
@@ -154,7 +139,12 @@ pub fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
     source::feed(&mut source, &mut output, |output| {
         reached_count(cli, output)
     })?;
+    finish(cli, source, &mut output)
+}
 
+/// The end of a live run: the drain thread's last records, the kernel's losses, the output's
+/// and the recording's ends, and the closing lines.
+fn finish(cli: &Cli, source: Live, output: &mut Output<Box<dyn Write>>) -> Result<()> {
     let Live {
         drain,
         mut probes,
@@ -188,13 +178,33 @@ pub fn run(cli: &Cli, filter: Option<Filter>) -> Result<()> {
         follower.current(),
         &probes,
         verdicts.as_ref(),
-        &output,
+        output,
         traces_dropped,
     );
-    print_summary(&output);
-    write_svg(cli, &output)?;
+    print_summary(output);
+    write_svg(cli, output)?;
     drop(probes);
     Ok(())
+}
+
+/// The run's circumstances, as a recording's header and a capture file's section state them.
+fn origin(cli: &Cli, target: &Target, snaplen: u32) -> Origin {
+    let origin = Origin {
+        networks: target.networks.clone(),
+        kernel: kernel::kernel_release(),
+        clock_offset_ns: kernel::clock_offset_now(),
+        started_unix_s: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs(),
+        snaplen,
+        filter: cli.filter_text(),
+        trace_rules: Some(cli.trace_rules),
+        per_connection: cli.per_connection(),
+        node: None,
+        node_address: None,
+    };
+    with_node(origin, cli.node.as_deref())
 }
 
 /// A live run as a [`Source`]: the drain thread's batches, the nftables trace reader, the
