@@ -3,7 +3,7 @@
 //! (host mode, through docker_gwbridge), and the routing mesh told plainly where the kernel
 //! cannot run it. Names and addresses are the tests' own, not the lab's.
 
-use dockflow_lab::{lab, swarm};
+use dockflow_lab::{lab, shell::run, swarm};
 use dockflow_tests::{Dockflow, catalogue::*, json_events, lab_bin, lab_lock};
 use serde_json::Value;
 
@@ -225,4 +225,43 @@ fn the_routing_mesh_is_said_to_need_ipvs_where_the_kernel_has_none() {
             "{note}"
         );
     }
+}
+
+#[test]
+fn a_task_scheduled_while_dockflow_follows_its_service_is_followed_too() {
+    let _lock = lab_lock();
+    let _lab = SwarmLab::up();
+    let first = swarm::service(
+        "tern",
+        1,
+        OVERLAY,
+        &["--endpoint-mode", "dnsrr"],
+        &["udp-echo", "--port", "7210"],
+    )
+    .unwrap();
+    let mut dockflow = Dockflow::start(&["--service", "tern", "--json"]);
+    run("docker", &["service", "scale", "--detach", "tern=2"]).unwrap();
+    // dockflow says it followed the service onto the new task's veths, in the overlay too.
+    dockflow.wait_for_stderr(&format!("moved: attached tc ingress on overlay {OVERLAY}:"));
+    let tasks = swarm::tasks("tern").unwrap();
+    let newcomer = tasks
+        .iter()
+        .find(|t| !first.contains(t))
+        .expect("a second task")
+        .clone();
+    let to = swarm::address(&first[0], OVERLAY).unwrap();
+    let from = swarm::address(&newcomer, OVERLAY).unwrap();
+    assert!(from_task(&newcomer, &format!("{to}:7210")));
+    let (ok, stdout, stderr) = dockflow.stop_with_stderr(libc::SIGINT);
+    assert!(ok, "{stderr:#?}");
+    let lines = json_events(&stdout);
+    let request = request_from(&lines, &from, 7210);
+    let entered = hops(request)
+        .into_iter()
+        .find(|(_, kind, _)| kind == "from_port")
+        .unwrap_or_else(|| panic!("{request:#}"));
+    assert!(
+        entered.2.ends_with(&format!("({newcomer})")),
+        "the new task's port, named: {entered:?}"
+    );
 }
