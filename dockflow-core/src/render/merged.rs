@@ -43,10 +43,21 @@ pub fn merged_block(id: usize, merged: &Merged, nodes: &[NodePaths], style: &Sty
         for line in block.lines().skip(1) {
             let _ = writeln!(out, "  {line}");
         }
-        if let Some(Fact::CrossesNodes { vni, gap_ns, .. }) = crossings.get(i) {
+        if let Some(Fact::CrossesNodes {
+            vni,
+            gap_ns,
+            from_address,
+            to_address,
+            ..
+        }) = crossings.get(i)
+        {
+            let between = match (from_address, to_address) {
+                (Some(from), Some(to)) => format!(" {from} -> {to}"),
+                _ => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "  ~~ VXLAN VNI {vni}, UDP to port 4789 · {:.3} ms on the way",
+                "  ~~ VXLAN VNI {vni},{between} UDP to port 4789 · {:.3} ms on the way",
                 *gap_ns as f64 / 1e6
             );
         }
