@@ -585,4 +585,28 @@ mod tests {
         assert_eq!(story.packets.len(), 4, "nothing joined across another VNI");
         assert!(story.packets.iter().all(|m| m.legs.len() == 1));
     }
+
+    #[test]
+    fn a_merged_packet_reads_node_by_node_with_the_crossing_between() {
+        let (mut a, mut b) = exchange(0, 200_000);
+        a.address = Some("10.231.9.11".parse().unwrap());
+        b.address = Some("10.231.9.12".parse().unwrap());
+        let nodes = [a, b];
+        let story = stitch(&nodes);
+        let text = crate::render::merged::merged_block(
+            1,
+            &story.packets[0],
+            &nodes,
+            &crate::render::Style { color: false },
+        );
+        let at = |what: &str| {
+            text.find(what)
+                .unwrap_or_else(|| panic!("no {what:?} in:\n{text}"))
+        };
+        assert!(at("across node-a -> node-b") < at("  on node-a:"));
+        assert!(at("  on node-a:") < at("~~ VXLAN VNI 4097, 10.231.9.11 -> 10.231.9.12"));
+        assert!(at("~~ VXLAN VNI 4097") < at("  on node-b:"));
+        assert!(at("[node-a] ") < at("It crosses from node node-a (10.231.9.11)"));
+        assert!(at("It crosses from node") < at("[node-b] "));
+    }
 }
