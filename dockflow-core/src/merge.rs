@@ -9,20 +9,23 @@
 //! with `d1` the median delay seen from node A to node B and `d2` from B to A, B's clock is
 //! `(d1 - d2) / 2` ahead of A's and the wire takes `(d1 + d2) / 2` (as NTP reasons).
 
-use std::{io::Read, net::IpAddr, path::Path};
+use std::{net::IpAddr, path::Path};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use crate::{
     model::{Packet, topology::Topology},
-    output::{PACKET_IDLE_NS, source::RECORDED_TICK_NS},
+    output::{
+        PACKET_IDLE_NS,
+        source::{Input, Recorded},
+    },
     path::{
         correlate::Correlator,
         explain::{self, Fact, Role, Step},
         hop::{Direction, HopKind, Layer, PacketPath},
     },
-    record::{ReadError, Record, Replay},
+    record::{ReadError, Replay},
 };
 
 /// One node's recording, correlated.
@@ -40,66 +43,35 @@ pub struct NodePaths {
     pub cut: Option<ReadError>,
 }
 
-/// Reads and correlates one node's recording.
+/// Reads and correlates one node's recording, as its replay would.
 pub fn read(path: &Path) -> Result<NodePaths> {
     let replay = Replay::open(path)?;
-    let name = path.display().to_string();
-    read_from(replay, &name)
-}
-
-fn read_from<R: Read>(mut replay: Replay<R>, name: &str) -> Result<NodePaths> {
     let header = replay.header.clone();
+    let name = path.display().to_string();
+    let mut recorded = Recorded::new(replay, header.decoder.clone(), name);
     let mut correlator = Correlator::new(header.topology.clone());
     let mut paths = Vec::new();
-    let mut next_tick = 0;
-    let mut cut = None;
-    loop {
-        let record = match replay.next_record() {
-            Ok(Some(record)) => record,
-            Ok(None) => break,
-            Err(e @ ReadError::Cut { .. }) => {
-                cut = Some(e);
-                break;
-            }
-            Err(e) => return Err(e).with_context(|| format!("reading {name}")),
-        };
-        let ts = match record {
-            Record::Kernel(bytes) => {
-                let event = header
-                    .decoder
-                    .decode(&bytes)
-                    .with_context(|| format!("{name} holds an undecodable event"))?;
-                let ts = event.ts_ns;
-                correlator.push(event);
-                ts
-            }
-            Record::Trace(trace) => {
-                let ts = trace.ts_ns;
-                correlator.push_trace(trace);
-                ts
-            }
-            Record::Topology(topology) => {
-                correlator.set_topology(*topology);
-                continue;
-            }
-            Record::Losses(_) => continue,
-        };
-        if ts >= next_tick {
-            paths.extend(correlator.flush_idle(ts, PACKET_IDLE_NS));
-            next_tick = ts.saturating_add(RECORDED_TICK_NS);
+    while let Some(input) = recorded.next_recorded()? {
+        match input {
+            Input::Event(event) => correlator.push(event),
+            Input::Trace(trace) => correlator.push_trace(trace),
+            Input::Topology(topology) => correlator.set_topology(topology),
+            Input::Tick(now_ns) => paths.extend(correlator.flush_idle(now_ns, PACKET_IDLE_NS)),
+            // Only a live run has these.
+            Input::NotShown { .. } | Input::LostBetween { .. } => {}
         }
     }
     paths.extend(correlator.finish());
-    let file_stem = Path::new(name)
-        .file_stem()
-        .map_or(name.to_string(), |s| s.to_string_lossy().into_owned());
+    let file_stem = path.file_stem().map_or(path.display().to_string(), |s| {
+        s.to_string_lossy().into_owned()
+    });
     Ok(NodePaths {
         node: header.origin.node.clone().unwrap_or(file_stem),
         address: header.origin.node_address,
         topology: correlator.topology().clone(),
         paths,
         clock_offset_ns: header.origin.clock_offset_ns,
-        cut,
+        cut: recorded.cut.take(),
     })
 }
 

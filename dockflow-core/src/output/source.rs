@@ -153,8 +153,10 @@ impl<R: std::io::Read> Recorded<R> {
     }
 }
 
-impl<R: std::io::Read> Source for Recorded<R> {
-    fn next_input(&mut self, _shown: &Output<impl Write>) -> Result<Option<Input>> {
+impl<R: std::io::Read> Recorded<R> {
+    /// The next input, ticks included; what [`Source::next_input`] hands out, for a reader
+    /// with no output of its own (the merge of several nodes' recordings).
+    pub fn next_recorded(&mut self) -> Result<Option<Input>> {
         if self.stopped {
             return Ok(None);
         }
@@ -170,6 +172,12 @@ impl<R: std::io::Read> Source for Recorded<R> {
             self.next_tick = ts.saturating_add(RECORDED_TICK_NS);
         }
         Ok(Some(input))
+    }
+}
+
+impl<R: std::io::Read> Source for Recorded<R> {
+    fn next_input(&mut self, _shown: &Output<impl Write>) -> Result<Option<Input>> {
+        self.next_recorded()
     }
 
     fn stop(&mut self) {
