@@ -99,6 +99,7 @@ pub fn service(
     extra: &[&str],
     server: &[&str],
 ) -> Result<Vec<String>> {
+    let want = replicas as usize;
     let replicas = replicas.to_string();
     let mut args = vec![
         "service",
@@ -117,7 +118,6 @@ pub fn service(
     args.extend([IMAGE, "serve"]);
     args.extend_from_slice(server);
     run("docker", &args)?;
-    let want: usize = replicas.parse()?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let tasks = tasks(name)?;
