@@ -19,3 +19,4 @@ pub mod path;
 pub mod pcapng;
 pub mod record;
 pub mod render;
+pub mod write_behind;

@@ -14,8 +14,7 @@
 use std::{
     borrow::Cow,
     fmt::Write as _,
-    fs::File,
-    io::{self, BufWriter, Write},
+    io::{self, Write},
     path::Path,
     time::{Duration, SystemTime},
 };
@@ -49,6 +48,7 @@ use crate::{
     path::hop::{Direction, Hop, PacketPath},
     record,
     render::paths::hop_lines,
+    write_behind::WriteBehind,
 };
 
 /// RFC 5612's private enterprise number for documentation and examples: dockflow has none of
@@ -106,9 +106,6 @@ pub struct PcapngWriter<W: Write> {
     /// Added to the kernel's monotonic event times to make them wall-clock times.
     clock_offset_ns: i64,
     last_ts: u64,
-    /// Reused for each frame's comment and JSON option (millions of frames in a conversion).
-    comment: String,
-    json: Vec<u8>,
 }
 
 /// A hop's frame as JSON, in the custom option.
@@ -125,7 +122,7 @@ struct FrameJson<'a> {
     detail: &'a Hop,
 }
 
-impl PcapngWriter<BufWriter<File>> {
+impl PcapngWriter<WriteBehind> {
     /// Creates `path` (readable by its owner only: it holds packet bytes).
     pub fn create(
         path: &Path,
@@ -134,7 +131,7 @@ impl PcapngWriter<BufWriter<File>> {
         clock_offset_ns: i64,
     ) -> Result<Self> {
         let file = record::create_private(path)?;
-        Self::new(BufWriter::new(file), section, snaplen, clock_offset_ns)
+        Self::new(WriteBehind::new(file), section, snaplen, clock_offset_ns)
             .with_context(|| format!("writing {}", path.display()))
     }
 }
@@ -175,43 +172,28 @@ impl<W: Write> PcapngWriter<W> {
                 .map(|text| [&[0u8][..], text.as_bytes()].concat()),
             clock_offset_ns,
             last_ts: 0,
-            comment: String::new(),
-            json: Vec::new(),
         })
     }
 
     /// One frame per hop of a finished packet.
     pub fn write_path(&mut self, path: &PacketPath, topology: &Topology) -> io::Result<()> {
-        let lines = hop_lines(path, topology);
-        let role = match (path.connection, path.direction) {
-            (Some(c), Some(Direction::Request)) => format!(" (connection {c}, request)"),
-            (Some(c), Some(Direction::Reply)) => format!(" (connection {c}, reply)"),
-            _ => String::new(),
-        };
-        for (i, (hop, line)) in path.hops.iter().zip(&lines).enumerate() {
+        let mut texts = FrameTexts::default();
+        texts.push(path, topology);
+        self.write_frames(path, &texts, 0, topology)
+    }
+
+    /// One frame per hop of a finished packet, with the texts [`FrameTexts::push`] made for it
+    /// (maybe on another thread: they are most of a frame's cost), from frame `first` on.
+    pub fn write_frames(
+        &mut self,
+        path: &PacketPath,
+        texts: &FrameTexts,
+        first: usize,
+        topology: &Topology,
+    ) -> io::Result<()> {
+        for (i, hop) in path.hops.iter().enumerate() {
+            let (comment, json) = texts.frame(first + i);
             let interface_id = self.interface(&hop.event, topology)?;
-            self.json.clear();
-            serde_json::to_writer(
-                &mut self.json,
-                &FrameJson {
-                    packet: path.id,
-                    connection: path.connection,
-                    direction: path.direction,
-                    hop: i + 1,
-                    hops: path.hops.len(),
-                    detail: hop,
-                },
-            )
-            .expect("hops serialize");
-            let json = std::str::from_utf8(&self.json).expect("JSON is UTF-8");
-            self.comment.clear();
-            let _ = write!(
-                self.comment,
-                "dockflow packet {} hop {}/{}{role}: {line}",
-                path.id,
-                i + 1,
-                path.hops.len()
-            );
             let (data, original_len) = match &hop.event.capture {
                 Some(capture) => (capture.bytes.as_slice(), capture.wire_len),
                 None => (&[][..], 0),
@@ -223,9 +205,7 @@ impl<W: Write> PcapngWriter<W> {
                 original_len,
                 data: Cow::Borrowed(data),
                 options: vec![
-                    EnhancedPacketOption::Common(CommonOption::Comment(Cow::Borrowed(
-                        &self.comment,
-                    ))),
+                    EnhancedPacketOption::Common(CommonOption::Comment(Cow::Borrowed(comment))),
                     EnhancedPacketOption::Common(CommonOption::CustomUtf8Copiable(
                         CustomUtf8Option {
                             pen: PEN,
@@ -301,6 +281,74 @@ impl<W: Write> PcapngWriter<W> {
         self.points.push(event.probe);
         self.interfaces.insert(key, id);
         Ok(id)
+    }
+}
+
+/// Frames' texts, one after the other in one buffer (millions of frames in a conversion: two
+/// allocations per batch, not two per frame): for each, the comment with its hop line and the
+/// hop as JSON (the custom option).
+#[derive(Clone, Debug, Default)]
+pub struct FrameTexts {
+    text: String,
+    /// Where each frame's comment and JSON end in `text`.
+    ends: Vec<(usize, usize)>,
+}
+
+impl FrameTexts {
+    /// Adds the texts of a finished packet's frames, hop by hop. Pure: the frames' most costly
+    /// part, made wherever there is a free core.
+    pub fn push(&mut self, path: &PacketPath, topology: &Topology) {
+        let lines = hop_lines(path, topology);
+        let role = match (path.connection, path.direction) {
+            (Some(c), Some(Direction::Request)) => format!(" (connection {c}, request)"),
+            (Some(c), Some(Direction::Reply)) => format!(" (connection {c}, reply)"),
+            _ => String::new(),
+        };
+        let hops = path.hops.len();
+        for (i, (hop, line)) in path.hops.iter().zip(&lines).enumerate() {
+            let _ = write!(
+                self.text,
+                "dockflow packet {} hop {}/{hops}{role}: {line}",
+                path.id,
+                i + 1
+            );
+            let comment_end = self.text.len();
+            let frame = FrameJson {
+                packet: path.id,
+                connection: path.connection,
+                direction: path.direction,
+                hop: i + 1,
+                hops,
+                detail: hop,
+            };
+            // SAFETY: serde_json writes only UTF-8, so the String stays valid UTF-8.
+            serde_json::to_writer(unsafe { self.text.as_mut_vec() }, &frame)
+                .expect("hops serialize");
+            self.ends.push((comment_end, self.text.len()));
+        }
+    }
+
+    /// Frame `i`'s (comment, JSON).
+    pub fn frame(&self, i: usize) -> (&str, &str) {
+        let start = i.checked_sub(1).map_or(0, |before| self.ends[before].1);
+        let (comment_end, json_end) = self.ends[i];
+        (
+            &self.text[start..comment_end],
+            &self.text[comment_end..json_end],
+        )
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
     }
 }
 

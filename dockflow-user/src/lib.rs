@@ -9,7 +9,9 @@
 //! Everything from decoding on is the `dockflow-core` crate, re-exported here under the same
 //! names: it has no aya and no kernel access, so replay and its tests run on it alone.
 
-pub use dockflow_core::{decode, filter, merge, model, output, path, pcapng, record, render};
+pub use dockflow_core::{
+    decode, filter, merge, model, output, path, pcapng, record, render, write_behind,
+};
 
 pub mod drain;
 pub mod follow;

@@ -5,15 +5,14 @@
 pub mod pipeline;
 pub mod sinks;
 pub mod source;
+pub mod workers;
 
-use std::{
-    fs::File,
-    io::{self, BufWriter, Write},
-};
+use std::io::{self, Write};
 
 use self::{
-    pipeline::{Item, Pipeline},
+    pipeline::{Pipeline, Produced},
     sinks::{Drawing, Sink, StreamSink},
+    workers::{Batch, Buffers, Rendered, Shown, Workers},
 };
 use crate::{
     filter::Form,
@@ -23,8 +22,19 @@ use crate::{
         summary::Summary,
     },
     pcapng::PcapngWriter,
-    render::{Renderer, Style},
+    render::Style,
+    write_behind::WriteBehind,
 };
+
+/// Packets and explanations rendered together on a render thread.
+const BATCH_ITEMS: usize = 128;
+/// --raw lines rendered together.
+const BATCH_LINES: usize = 1024;
+/// Fewer items than this, with nothing on its way, are rendered here and now: a quiet live
+/// run shows each packet without waiting for a thread.
+const INLINE_BELOW: usize = 16;
+/// Batches on their way per render thread before the front waits for the oldest.
+const IN_FLIGHT_PER_THREAD: u64 = 4;
 
 pub use self::pipeline::PACKET_IDLE_NS;
 
@@ -52,19 +62,24 @@ pub struct Stats {
 
 pub struct Output<W: Write> {
     mode: Mode,
-    json: bool,
-    /// --raw lines.
-    renderer: Renderer,
     pipeline: Pipeline,
     stream: StreamSink<W>,
     /// --pcapng: every finished packet's hops as frames too.
-    pcapng: Option<PcapngWriter<BufWriter<File>>>,
+    pcapng: Option<PcapngWriter<WriteBehind>>,
     /// --summary: the connections seen.
     summary: Option<Summary>,
     /// --svg, --html: each connection's first request and reply, to draw at the end.
     drawing: Option<Drawing>,
     /// Connections remembered at most (--max-connections), for what is kept to draw.
     max_connections: usize,
+    /// Render threads, if any (else everything is rendered on the caller's thread).
+    workers: Option<Workers>,
+    /// --raw events and traces not rendered yet.
+    raw: Vec<Shown>,
+    /// --raw text times count from the first event shown.
+    first_raw_ts: Option<u64>,
+    /// Buffers of batches written, for the next batches (rendering a batch fills megabytes).
+    spare: Vec<Buffers>,
     pub stats: Stats,
 }
 
@@ -83,16 +98,25 @@ impl<W: Write> Output<W> {
     ) -> Self {
         Self {
             mode,
-            json,
-            renderer: Renderer::new(json, topology.names.clone()),
             pipeline: Pipeline::new(topology, limits),
             stream: StreamSink::new(writer, json, style),
             pcapng: None,
             summary: None,
             drawing: None,
             max_connections: limits.connections,
+            workers: None,
+            raw: Vec::new(),
+            first_raw_ts: None,
+            spare: Vec::new(),
             stats: Stats::default(),
         }
+    }
+
+    /// Renders on `threads` threads of its own (0: on the caller's thread). The output is the
+    /// same; a busy run or a replay goes faster where there are cores to spare.
+    pub fn with_render_threads(mut self, threads: usize) -> Self {
+        self.workers = (threads > 0).then(|| Workers::start(threads));
+        self
     }
 
     /// Keeps a table of the connections seen (see [`Output::summary`]).
@@ -145,7 +169,7 @@ impl<W: Write> Output<W> {
     }
 
     /// Also writes every finished packet to `pcapng`.
-    pub fn with_pcapng(mut self, pcapng: PcapngWriter<BufWriter<File>>) -> Self {
+    pub fn with_pcapng(mut self, pcapng: PcapngWriter<WriteBehind>) -> Self {
         self.pcapng = Some(pcapng);
         self
     }
@@ -159,9 +183,11 @@ impl<W: Write> Output<W> {
     }
 
     /// New interface names and roles (a followed container came back on a new veth).
-    pub fn set_topology(&mut self, topology: Topology) {
-        self.renderer = Renderer::new(self.json, topology.names.clone());
+    pub fn set_topology(&mut self, topology: Topology) -> io::Result<()> {
+        // Raw lines so far are named by the topology they came with.
+        self.render_raw()?;
         self.pipeline.set_topology(topology);
+        Ok(())
     }
 
     /// Whether events need decoding at all.
@@ -194,7 +220,10 @@ impl<W: Write> Output<W> {
                 self.stats.filtered_out += 1;
                 Ok(())
             }
-            Mode::Raw => self.renderer.write_line(&event, &mut self.stream.writer),
+            Mode::Raw => {
+                self.first_raw_ts.get_or_insert(event.ts_ns);
+                self.raw_line(Shown::Event(event))
+            }
             Mode::Paths => {
                 self.pipeline.push(event);
                 Ok(())
@@ -207,7 +236,7 @@ impl<W: Write> Output<W> {
         match self.mode {
             // Raw lines stand alone: a trace whose packet the filter leaves out goes too.
             Mode::Raw if self.leaves_out(&trace) => Ok(()),
-            Mode::Raw => self.stream.raw_trace(&trace),
+            Mode::Raw => self.raw_line(Shown::Trace(trace)),
             Mode::Paths => {
                 self.pipeline.push_trace(trace);
                 Ok(())
@@ -251,52 +280,134 @@ impl<W: Write> Output<W> {
 
     /// Writes the packets that are finished by `now_ns` (kernel monotonic clock).
     pub fn tick(&mut self, now_ns: u64) -> io::Result<()> {
+        self.render_raw()?;
         self.deliver(Some(now_ns))?;
+        self.write_rendered(false)?;
         self.stream.writer.flush()
     }
 
     /// Writes everything still open, and explanations of connections left incomplete.
     pub fn finish(&mut self) -> io::Result<()> {
+        self.render_raw()?;
         self.deliver(None)?;
+        self.write_rendered(true)?;
         if let Some(summary) = &self.summary {
             self.stream.summary_rows(summary)?;
         }
         self.stream.writer.flush()
     }
 
-    /// Runs the pipeline (up to `now_ns`, or to the end) and hands each item to every sink:
-    /// the capture file, the summary, the drawing, the stream.
+    /// Runs the pipeline (up to `now_ns`, or to the end), hands each item to the summary and
+    /// the drawing, and has the stream's and the capture file's bytes rendered.
     fn deliver(&mut self, now_ns: Option<u64>) -> io::Result<()> {
-        let Self {
-            pipeline,
-            stream,
-            pcapng,
-            summary,
-            drawing,
-            stats,
-            ..
-        } = self;
-        let left_out = pipeline.filtered_out;
-        let mut sink = |item: Item, topology: &Topology| -> io::Result<()> {
-            if matches!(item, Item::Packet(_)) {
-                stats.packets += 1;
+        let left_out = self.pipeline.filtered_out;
+        let produced = match now_ns {
+            Some(now_ns) => self.pipeline.tick(now_ns),
+            None => self.pipeline.finish(),
+        };
+        self.stats.filtered_out += self.pipeline.filtered_out - left_out;
+        let topology = self.pipeline.topology();
+        for item in &produced {
+            if matches!(item, Produced::Packet(_)) {
+                self.stats.packets += 1;
             }
-            let sinks: [Option<&mut dyn Sink>; 4] = [
-                pcapng.as_mut().map(|s| s as &mut dyn Sink),
-                summary.as_mut().map(|s| s as &mut dyn Sink),
-                drawing.as_mut().map(|s| s as &mut dyn Sink),
-                Some(stream as &mut dyn Sink),
+            let sinks: [Option<&mut dyn Sink>; 2] = [
+                self.summary.as_mut().map(|s| s as &mut dyn Sink),
+                self.drawing.as_mut().map(|s| s as &mut dyn Sink),
             ];
             for sink in sinks.into_iter().flatten() {
-                sink.take(&item, topology)?;
+                sink.take(&item.item(), topology)?;
             }
-            Ok(())
-        };
-        match now_ns {
-            Some(now_ns) => pipeline.tick(now_ns, &mut sink)?,
-            None => pipeline.finish(&mut sink)?,
         }
-        stats.filtered_out += pipeline.filtered_out - left_out;
+        if !self.stream.on && self.pcapng.is_none() {
+            return Ok(());
+        }
+        let mut produced = produced.into_iter().map(Shown::Item).peekable();
+        while produced.peek().is_some() {
+            let batch: Vec<Shown> = produced.by_ref().take(BATCH_ITEMS).collect();
+            self.render(batch)?;
+        }
+        Ok(())
+    }
+
+    /// Queues a --raw line, rendering the queue once it makes a batch.
+    fn raw_line(&mut self, line: Shown) -> io::Result<()> {
+        self.raw.push(line);
+        if self.raw.len() >= BATCH_LINES {
+            self.render_raw()?;
+        }
+        Ok(())
+    }
+
+    fn render_raw(&mut self) -> io::Result<()> {
+        if self.raw.is_empty() {
+            return Ok(());
+        }
+        let raw = std::mem::take(&mut self.raw);
+        self.render(raw)
+    }
+
+    /// Renders `shown` here or on a render thread; writes what is rendered, in order.
+    fn render(&mut self, shown: Vec<Shown>) -> io::Result<()> {
+        let batch = Batch {
+            topology: self.pipeline.shared_topology(),
+            stream: self.stream.on.then_some(self.stream.format),
+            frames: self.pcapng.is_some(),
+            first_ts: self.first_raw_ts,
+            shown,
+            buffers: self.spare.pop().unwrap_or_default(),
+        };
+        let Some(workers) = self
+            .workers
+            .as_mut()
+            .filter(|w| w.in_flight() > 0 || batch.shown.len() >= INLINE_BELOW)
+        else {
+            return self.write(batch.render());
+        };
+        workers.send(batch);
+        let limit = IN_FLIGHT_PER_THREAD * workers.threads() as u64;
+        self.write_rendered(false)?;
+        while self.workers.as_ref().is_some_and(|w| w.in_flight() > limit) {
+            self.write_next(true)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the rendered batches that are back, in order (with `wait`: all of them).
+    fn write_rendered(&mut self, wait: bool) -> io::Result<()> {
+        while self.write_next(wait)? {}
+        Ok(())
+    }
+
+    /// Writes the next rendered batch, if it is back (with `wait`: once it is); whether there
+    /// was one.
+    fn write_next(&mut self, wait: bool) -> io::Result<bool> {
+        match self.workers.as_mut().and_then(|w| w.next(wait)) {
+            Some(rendered) => self.write(rendered).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// A rendered batch to the stream and the capture file.
+    fn write(&mut self, mut rendered: Rendered) -> io::Result<()> {
+        if self.stream.on {
+            self.stream.writer.write_all(&rendered.buffers.stream)?;
+        }
+        if let Some(pcapng) = &mut self.pcapng {
+            let packets = rendered.shown.iter().filter_map(|shown| match shown {
+                Shown::Item(Produced::Packet(path)) => Some(path),
+                _ => None,
+            });
+            let mut first = 0;
+            for path in packets {
+                pcapng.write_frames(path, &rendered.buffers.frames, first, &rendered.topology)?;
+                first += path.hops.len();
+            }
+        }
+        if self.spare.len() <= IN_FLIGHT_PER_THREAD as usize * 4 {
+            rendered.buffers.clear();
+            self.spare.push(rendered.buffers);
+        }
         Ok(())
     }
 }

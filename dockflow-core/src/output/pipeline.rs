@@ -21,6 +21,24 @@ pub enum Item<'a> {
     Explanation(&'a Explanation),
 }
 
+/// What the pipeline made, in order: it goes on to the sinks, and (owned) to the threads that
+/// render it.
+// Packets are nearly every item: boxing them would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+pub enum Produced {
+    Packet(PacketPath),
+    Explanation(Explanation),
+}
+
+impl Produced {
+    pub fn item(&self) -> Item<'_> {
+        match self {
+            Produced::Packet(path) => Item::Packet(path),
+            Produced::Explanation(explanation) => Item::Explanation(explanation),
+        }
+    }
+}
+
 /// A packet is finished once no probe has seen it for this long.
 pub const PACKET_IDLE_NS: u64 = 100_000_000;
 
@@ -67,6 +85,10 @@ impl Pipeline {
         self.correlator.set_topology(topology);
     }
 
+    pub fn shared_topology(&self) -> std::sync::Arc<Topology> {
+        self.correlator.shared_topology()
+    }
+
     pub fn push(&mut self, event: Event) {
         self.correlator.push(event);
     }
@@ -92,36 +114,27 @@ impl Pipeline {
         self.correlator.evictions
     }
 
-    /// Hands the packets finished by `now_ns` (kernel monotonic clock), and what they explain,
-    /// to `sink`.
-    pub fn tick<E>(
-        &mut self,
-        now_ns: u64,
-        sink: &mut impl FnMut(Item, &Topology) -> Result<(), E>,
-    ) -> Result<(), E> {
+    /// The packets finished by `now_ns` (kernel monotonic clock), and what they explain.
+    pub fn tick(&mut self, now_ns: u64) -> Vec<Produced> {
         let done = self.correlator.flush_idle(now_ns, PACKET_IDLE_NS);
-        self.run(done, sink)
+        self.run(done)
     }
 
-    /// Hands everything still open to `sink`, then the explanations of connections left
-    /// incomplete.
-    pub fn finish<E>(
-        &mut self,
-        sink: &mut impl FnMut(Item, &Topology) -> Result<(), E>,
-    ) -> Result<(), E> {
+    /// Everything still open, then the explanations of connections left incomplete.
+    pub fn finish(&mut self) -> Vec<Produced> {
         let rest = self.correlator.finish();
-        self.run(rest, sink)?;
-        for explanation in self.explainer.finish() {
-            sink(Item::Explanation(&explanation), self.correlator.topology())?;
-        }
-        Ok(())
+        let mut produced = self.run(rest);
+        produced.extend(
+            self.explainer
+                .finish()
+                .into_iter()
+                .map(Produced::Explanation),
+        );
+        produced
     }
 
-    fn run<E>(
-        &mut self,
-        paths: Vec<PacketPath>,
-        sink: &mut impl FnMut(Item, &Topology) -> Result<(), E>,
-    ) -> Result<(), E> {
+    fn run(&mut self, paths: Vec<PacketPath>) -> Vec<Produced> {
+        let mut produced = Vec::with_capacity(paths.len());
         for mut path in paths {
             // Before the filter: a proxied exchange's legs are linked whichever is shown.
             self.proxies.annotate(&mut path, self.correlator.topology());
@@ -133,12 +146,11 @@ impl Pipeline {
                 self.filtered_out += 1;
                 continue;
             }
-            sink(Item::Packet(&path), self.correlator.topology())?;
-            for explanation in self.explainer.observe(&path) {
-                sink(Item::Explanation(&explanation), self.correlator.topology())?;
-            }
+            let explanations = self.explainer.observe(&path);
+            produced.push(Produced::Packet(path));
+            produced.extend(explanations.into_iter().map(Produced::Explanation));
         }
-        Ok(())
+        produced
     }
 
     /// Notes the packet's rules, or the earlier packet whose rules it shares.

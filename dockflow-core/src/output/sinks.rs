@@ -1,11 +1,12 @@
 //! Where finished packets and explanations go: the stream (text or JSON on the writer), the
 //! capture file (--pcapng), the --summary table, and the connections kept to draw (--svg,
-//! --html). Each is a [`Sink`]; the front hands every item to each in turn.
+//! --html). The table and the drawing are [`Sink`]s the front hands every item to in turn;
+//! the stream and the capture file take bytes rendered from the items, maybe on other
+//! threads ([`super::workers`]), in order.
 
 use std::{
     collections::BTreeMap,
-    fs::File,
-    io::{self, BufWriter, Write},
+    io::{self, Write},
 };
 
 use serde::Serialize;
@@ -18,7 +19,6 @@ use crate::{
         hop::{Direction, PacketPath},
         summary::{Row, Summary},
     },
-    pcapng::PcapngWriter,
     render::{Style, paths, svg, visible},
 };
 
@@ -37,38 +37,39 @@ enum JsonLine<'a> {
     Connection(&'a Row),
 }
 
-/// The stream on standard output: packet blocks and explanations as text, or JSON lines.
-pub struct StreamSink<W: Write> {
-    pub(super) writer: W,
-    json: bool,
-    style: Style,
-    /// False with --quiet while packets are still needed (--pcapng, pictures, --summary):
-    /// nothing is rendered.
-    pub(super) on: bool,
-    /// Reused for each JSON line, written whole (serde_json writes token by token).
-    json_line: Vec<u8>,
+/// How the stream shows things: text blocks (coloured or not) or JSON lines. Rendering is
+/// pure, so it may run on any thread (see [`super::workers`]).
+#[derive(Clone, Copy, Debug)]
+pub struct StreamFormat {
+    pub json: bool,
+    pub style: Style,
 }
 
-impl<W: Write> StreamSink<W> {
-    pub fn new(writer: W, json: bool, style: Style) -> Self {
-        Self {
-            writer,
-            json,
-            style,
-            on: true,
-            json_line: Vec::new(),
+impl StreamFormat {
+    /// Appends `item` as shown on the stream to `out`.
+    pub fn item(&self, item: &Item, topology: &Topology, out: &mut Vec<u8>) {
+        match (item, self.json) {
+            (Item::Packet(path), true) => json_line(out, &JsonLine::Packet(path)),
+            (Item::Explanation(explanation), true) => {
+                json_line(out, &JsonLine::Explanation(explanation))
+            }
+            (Item::Packet(path), false) => {
+                text_line(out, &paths::packet_block(path, topology, &self.style))
+            }
+            (Item::Explanation(explanation), false) => {
+                text_line(out, &paths::explanation_block(explanation, &self.style))
+            }
         }
     }
 
-    /// An nftables rule evaluation on its own line (--raw).
-    pub fn raw_trace(&mut self, trace: &RuleTrace) -> io::Result<()> {
+    /// Appends an nftables rule evaluation on its own line (--raw) to `out`.
+    pub fn raw_trace(&self, trace: &RuleTrace, out: &mut Vec<u8>) {
         if self.json {
-            return write_json_line(&mut self.writer, &mut self.json_line, trace);
+            return json_line(out, trace);
         }
-        writeln!(
-            self.writer,
-            "{}",
-            visible(&format!(
+        text_line(
+            out,
+            &visible(&format!(
                 "nft {} {} {} {}: {} => {}",
                 trace.family,
                 trace.table,
@@ -76,60 +77,39 @@ impl<W: Write> StreamSink<W> {
                 trace.kind,
                 trace.rule.as_deref().unwrap_or("-"),
                 trace.verdict
-            ))
+            )),
         )
+    }
+}
+
+/// The stream on standard output, where rendered bytes are written in order.
+pub struct StreamSink<W: Write> {
+    pub(super) writer: W,
+    pub(super) format: StreamFormat,
+    /// False with --quiet while packets are still needed (--pcapng, pictures, --summary):
+    /// nothing is rendered.
+    pub(super) on: bool,
+}
+
+impl<W: Write> StreamSink<W> {
+    pub fn new(writer: W, json: bool, style: Style) -> Self {
+        Self {
+            writer,
+            format: StreamFormat { json, style },
+            on: true,
+        }
     }
 
     /// --summary --json: the table's rows close the stream (the table itself goes to stderr).
     pub fn summary_rows(&mut self, summary: &Summary) -> io::Result<()> {
-        if !self.json {
+        if !self.format.json {
             return Ok(());
         }
+        let mut rows = Vec::new();
         for row in summary.rows() {
-            write_json_line(
-                &mut self.writer,
-                &mut self.json_line,
-                &JsonLine::Connection(row),
-            )?;
+            json_line(&mut rows, &JsonLine::Connection(row));
         }
-        Ok(())
-    }
-}
-
-impl<W: Write> Sink for StreamSink<W> {
-    fn take(&mut self, item: &Item, topology: &Topology) -> io::Result<()> {
-        if !self.on {
-            return Ok(());
-        }
-        match (item, self.json) {
-            (Item::Packet(path), true) => write_json_line(
-                &mut self.writer,
-                &mut self.json_line,
-                &JsonLine::Packet(path),
-            ),
-            (Item::Explanation(explanation), true) => write_json_line(
-                &mut self.writer,
-                &mut self.json_line,
-                &JsonLine::Explanation(explanation),
-            ),
-            (Item::Packet(path), false) => {
-                let block = paths::packet_block(path, topology, &self.style);
-                writeln!(self.writer, "{block}")
-            }
-            (Item::Explanation(explanation), false) => {
-                let block = paths::explanation_block(explanation, &self.style);
-                writeln!(self.writer, "{block}")
-            }
-        }
-    }
-}
-
-impl Sink for PcapngWriter<BufWriter<File>> {
-    fn take(&mut self, item: &Item, topology: &Topology) -> io::Result<()> {
-        match item {
-            Item::Packet(path) => self.write_path(path, topology),
-            Item::Explanation(_) => Ok(()),
-        }
+        self.writer.write_all(&rows)
     }
 }
 
@@ -226,14 +206,14 @@ impl Sink for Drawing {
     }
 }
 
-/// `value` as one JSON line, serialized into `line` (reused) and written in one call.
-pub(super) fn write_json_line(
-    writer: &mut impl Write,
-    line: &mut Vec<u8>,
-    value: &impl Serialize,
-) -> io::Result<()> {
-    line.clear();
-    serde_json::to_writer(&mut *line, value)?;
-    line.push(b'\n');
-    writer.write_all(line)
+/// Appends `value` as one JSON line.
+fn json_line(out: &mut Vec<u8>, value: &impl Serialize) {
+    serde_json::to_writer(&mut *out, value).expect("JSON into memory");
+    out.push(b'\n');
+}
+
+/// Appends a text block and its line end.
+fn text_line(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'\n');
 }

@@ -69,7 +69,7 @@ impl<W: Write> Output<W> {
         match input {
             Input::Event(event) => self.event(event)?,
             Input::Trace(trace) => self.trace(trace)?,
-            Input::Topology(topology) => self.set_topology(topology),
+            Input::Topology(topology) => self.set_topology(topology)?,
             Input::Tick(now_ns) => self.tick(now_ns)?,
             Input::NotShown {
                 records,

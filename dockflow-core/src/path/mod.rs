@@ -18,6 +18,6 @@ pub mod summary;
 mod tests;
 #[cfg(test)]
 pub mod tests_support {
-    //! The seed's exchange as correlated paths, for other modules' tests.
-    pub use super::tests::seed_paths;
+    //! The seed's exchange as events and as correlated paths, for other modules' tests.
+    pub use super::tests::{seed_events, seed_paths};
 }

@@ -152,8 +152,8 @@ fn hook(
     }
 }
 
-/// The seed's request and reply as the probes report them.
-fn seed_events() -> Vec<Event> {
+/// The seed's request and reply as the probes report them (and the topology they name).
+pub fn seed_events() -> Vec<Event> {
     let before = packet("10.199.0.2", 40000, "10.199.0.1", 1812, 10848);
     let after = packet("10.199.0.2", 40000, "172.20.0.2", 1812, 10848);
     let reply = packet("172.20.0.2", 1812, "10.199.0.2", 40000, 64789);

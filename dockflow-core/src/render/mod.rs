@@ -47,9 +47,14 @@ pub struct Renderer {
 
 impl Renderer {
     pub fn new(json: bool, interfaces: InterfaceNames) -> Self {
+        Self::starting_at(json, interfaces, None)
+    }
+
+    /// A renderer whose text times count from `first_ts` (else from the first event it sees).
+    pub fn starting_at(json: bool, interfaces: InterfaceNames, first_ts: Option<u64>) -> Self {
         Self {
             json,
-            first_ts: None,
+            first_ts,
             interfaces,
             scratch: Vec::new(),
         }

@@ -57,7 +57,7 @@ pub fn measure(dockflow: &Path, responder: &Path) -> Result<()> {
                 // skipped some of it.
                 let kept = live.events + live.not_shown;
                 println!(
-                    "pipeline, live {flow}, {label}: {} requests sent, {kept} events recorded, {} lost in the kernel ({:.2}%), {} of them not shown (display behind), {:.0} events/s; dockflow used {:.2} CPU s, its drain thread (ring buffer to disk) {:.2} CPU s = {:.0} events per CPU second; peak memory {:.1} MiB; recording {:.1} MiB",
+                    "pipeline, live {flow}, {label}: {} requests sent, {kept} events recorded, {} lost in the kernel ({:.2}%), {} of them not shown (display behind), {:.0} events/s; dockflow used {:.2} CPU s, its drain thread (ring buffer to disk) {:.2} CPU s (user {:.2}, system {:.2}) = {:.0} events per CPU second; peak memory {:.1} MiB; recording {:.1} MiB",
                     live.sent,
                     live.lost,
                     100.0 * live.lost as f64 / (kept + live.lost).max(1) as f64,
@@ -65,6 +65,8 @@ pub fn measure(dockflow: &Path, responder: &Path) -> Result<()> {
                     kept as f64 / SECONDS,
                     live.cpu_seconds,
                     live.drain_seconds,
+                    live.drain_split.0,
+                    live.drain_split.1,
                     kept as f64 / live.drain_seconds.max(1e-9),
                     live.peak_kib as f64 / 1024.0,
                     std::fs::metadata(record)?.len() as f64 / (1 << 20) as f64
@@ -103,6 +105,9 @@ pub(super) struct Live {
     pub(super) cpu_seconds: f64,
     /// The drain thread's own CPU time: the ring buffer to disk.
     pub(super) drain_seconds: f64,
+    /// The same as (user, system) CPU seconds: system time includes the kernel's own work
+    /// done while the thread ran (writing the recording, softirqs it was interrupted by).
+    pub(super) drain_split: (f64, f64),
     pub(super) peak_kib: u64,
 }
 
@@ -140,8 +145,10 @@ pub(super) fn live_flood(
         .unwrap_or(0);
     std::thread::sleep(Duration::from_millis(500));
     let pid = tracer.pid();
-    let cpu_seconds = cpu_seconds(&format!("/proc/{pid}/stat"))?;
-    let drain_seconds = thread_cpu_seconds(pid, "dockflow-drain")?;
+    let cpu_seconds = cpu_split(&format!("/proc/{pid}/stat"))?;
+    let cpu_seconds = cpu_seconds.0 + cpu_seconds.1;
+    let drain_split = thread_cpu_split(pid, "dockflow-drain")?;
+    let drain_seconds = drain_split.0 + drain_split.1;
     let peak_kib = status_kib(pid, "VmHWM:")?;
     let summary = tracer.stop()?;
     Ok(Live {
@@ -151,6 +158,7 @@ pub(super) fn live_flood(
         not_shown: summary.not_shown,
         cpu_seconds,
         drain_seconds,
+        drain_split,
         peak_kib,
     })
 }
@@ -213,19 +221,19 @@ fn wait_with_peak(pid: i32) -> Result<(bool, u64)> {
     Ok((ok, usage.ru_maxrss as u64))
 }
 
-/// The CPU seconds of `pid`'s thread named `name`.
-fn thread_cpu_seconds(pid: i32, name: &str) -> Result<f64> {
+/// The (user, system) CPU seconds of `pid`'s thread named `name`.
+fn thread_cpu_split(pid: i32, name: &str) -> Result<(f64, f64)> {
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
         let task = task?.path();
         if std::fs::read_to_string(task.join("comm"))?.trim() == name {
-            return cpu_seconds(&task.join("stat").to_string_lossy());
+            return cpu_split(&task.join("stat").to_string_lossy());
         }
     }
     bail!("dockflow has no thread named {name}")
 }
 
-/// User plus system CPU seconds in a /proc stat file (fields 14 and 15).
-fn cpu_seconds(stat_file: &str) -> Result<f64> {
+/// User and system CPU seconds in a /proc stat file (fields 14 and 15).
+fn cpu_split(stat_file: &str) -> Result<(f64, f64)> {
     let stat = std::fs::read_to_string(stat_file)?;
     // The command name may hold spaces; the fields we want come after its closing paren.
     let fields: Vec<&str> = stat
@@ -234,10 +242,10 @@ fn cpu_seconds(stat_file: &str) -> Result<f64> {
         .1
         .split_whitespace()
         .collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
     // SAFETY: sysconf takes a constant and touches no memory.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(ticks as f64 / hz)
+    let seconds = |i: usize| -> Result<f64> { Ok(fields[i].parse::<u64>()? as f64 / hz) };
+    Ok((seconds(11)?, seconds(12)?))
 }
 
 /// A "Name: N kB" line of /proc/PID/status.

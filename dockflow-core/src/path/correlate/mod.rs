@@ -16,7 +16,7 @@ mod folding;
 mod losses;
 mod open;
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use self::{connections::Connections, folding::Folding, losses::LossWindows, open::OpenPackets};
 use super::{
@@ -63,7 +63,7 @@ pub struct Evictions {
 
 /// Turns a stream of events into finished packet paths.
 pub struct Correlator {
-    topology: Topology,
+    topology: Arc<Topology>,
     limits: Limits,
     packets: OpenPackets,
     connections: Connections,
@@ -82,7 +82,7 @@ impl Correlator {
 
     pub fn with_limits(topology: Topology, limits: Limits) -> Self {
         Self {
-            topology,
+            topology: Arc::new(topology),
             limits,
             packets: OpenPackets::default(),
             connections: Connections::with_limit(limits.connections),
@@ -101,11 +101,16 @@ impl Correlator {
     }
 
     pub fn set_topology(&mut self, topology: Topology) {
-        self.topology = topology;
+        self.topology = Arc::new(topology);
     }
 
     pub fn topology(&self) -> &Topology {
         &self.topology
+    }
+
+    /// The topology, to hand to other threads with what it names.
+    pub fn shared_topology(&self) -> Arc<Topology> {
+        self.topology.clone()
     }
 
     /// Packets still open.

@@ -2,8 +2,7 @@
 //! host's trace within bounds.
 
 use std::{
-    fs::File,
-    io::{BufWriter, Write},
+    io::Write,
     path::PathBuf,
     time::{Duration, SystemTime},
 };
@@ -20,6 +19,7 @@ use dockflow::{
     probes::Family,
     record::Origin,
     render::Style,
+    write_behind::WriteBehind,
 };
 use dockflow_common::MAX_SNAPLEN;
 
@@ -267,6 +267,7 @@ impl Cli {
             self.limits(per_connection),
         )
         .with_stream(!self.quiet)
+        .with_render_threads(render_threads())
         .with_filter(filter)
         .with_summary(self.summary)
         .with_drawing(self.svg.is_some() || self.html.is_some())
@@ -290,7 +291,7 @@ impl Cli {
         &self,
         target: &str,
         origin: &Origin,
-    ) -> Result<Option<PcapngWriter<BufWriter<File>>>> {
+    ) -> Result<Option<PcapngWriter<WriteBehind>>> {
         let Some(path) = &self.pcapng else {
             return Ok(None);
         };
@@ -444,4 +445,10 @@ pub fn report_evictions(output: &Output<impl Write>, cli: &Cli) {
             evicted.connections, cli.max_connections
         );
     }
+}
+
+/// Threads that render the stream and the capture file beside the one that correlates: one
+/// per core, up to four (past that the correlating thread is the bottleneck).
+fn render_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
