@@ -13,7 +13,6 @@
 
 use std::{
     borrow::Cow,
-    fmt::Write as _,
     io::{self, Write},
     path::Path,
     time::{Duration, SystemTime},
@@ -25,8 +24,6 @@ use pcap_file::{
     pcapng::{
         PcapNgWriter,
         blocks::{
-            custom::CustomUtf8Option,
-            enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption},
             interface_description::{
                 InterfaceDescriptionBlock, InterfaceDescriptionOption, InterfaceTsResolution,
             },
@@ -137,6 +134,11 @@ impl PcapngWriter<WriteBehind> {
 }
 
 impl<W: Write> PcapngWriter<W> {
+    /// Added to the kernel's monotonic event times to make them wall-clock times.
+    pub fn clock_offset_ns(&self) -> i64 {
+        self.clock_offset_ns
+    }
+
     pub fn new(writer: W, section: &Section, snaplen: u32, clock_offset_ns: i64) -> Result<Self> {
         let started = humantime::format_rfc3339_seconds(section.started);
         let networks = if section.networks.is_empty() {
@@ -177,48 +179,39 @@ impl<W: Write> PcapngWriter<W> {
 
     /// One frame per hop of a finished packet.
     pub fn write_path(&mut self, path: &PacketPath, topology: &Topology) -> io::Result<()> {
-        let mut texts = FrameTexts::default();
-        texts.push(path, topology);
-        self.write_frames(path, &texts, 0, topology)
+        let mut frames = Frames::default();
+        frames.push(path, topology, self.clock_offset_ns);
+        self.write_frames([path], &mut frames, topology)
     }
 
-    /// One frame per hop of a finished packet, with the texts [`FrameTexts::push`] made for it
-    /// (maybe on another thread: they are most of a frame's cost), from frame `first` on.
-    pub fn write_frames(
+    /// The frames [`Frames::push`] made for `paths` (maybe on another thread: they are most of
+    /// a frame's cost), with their interface ids filled in; an interface met for the first
+    /// time is declared just before its first frame.
+    pub fn write_frames<'p>(
         &mut self,
-        path: &PacketPath,
-        texts: &FrameTexts,
-        first: usize,
+        paths: impl IntoIterator<Item = &'p PacketPath>,
+        frames: &mut Frames,
         topology: &Topology,
     ) -> io::Result<()> {
-        for (i, hop) in path.hops.iter().enumerate() {
-            let (comment, json) = texts.frame(first + i);
-            let interface_id = self.interface(&hop.event, topology)?;
-            let (data, original_len) = match &hop.event.capture {
-                Some(capture) => (capture.bytes.as_slice(), capture.wire_len),
-                None => (&[][..], 0),
+        let hops = paths.into_iter().flat_map(|path| &path.hops);
+        // Frames up to here are written.
+        let mut written = 0;
+        for (hop, &start) in hops.zip(&frames.starts) {
+            let key = InterfaceKey::of(&hop.event);
+            let id = match self.interfaces.get(&key) {
+                Some(id) => *id,
+                None => {
+                    self.writer
+                        .get_mut()
+                        .write_all(&frames.bytes[written..start])?;
+                    written = start;
+                    self.declare(key, &hop.event, topology)?
+                }
             };
+            frames.bytes[start + 8..start + 12].copy_from_slice(&id.to_ne_bytes());
             self.last_ts = self.last_ts.max(hop.event.ts_ns);
-            let block = EnhancedPacketBlock {
-                interface_id,
-                timestamp: wall_clock(self.clock_offset_ns, hop.event.ts_ns),
-                original_len,
-                data: Cow::Borrowed(data),
-                options: vec![
-                    EnhancedPacketOption::Common(CommonOption::Comment(Cow::Borrowed(comment))),
-                    EnhancedPacketOption::Common(CommonOption::CustomUtf8Copiable(
-                        CustomUtf8Option {
-                            pen: PEN,
-                            value: Cow::Borrowed(json),
-                        },
-                    )),
-                ],
-            };
-            self.writer
-                .write_pcapng_block(block)
-                .map_err(io::Error::other)?;
         }
-        Ok(())
+        self.writer.get_mut().write_all(&frames.bytes[written..])
     }
 
     /// Statistics per interface (the events lost at its probe point: the kernel counts losses
@@ -250,12 +243,13 @@ impl<W: Write> PcapngWriter<W> {
         Ok(inner)
     }
 
-    /// The interface id for where `event` was taken, declared on first use.
-    fn interface(&mut self, event: &Event, topology: &Topology) -> io::Result<u32> {
-        let key = InterfaceKey::of(event);
-        if let Some(id) = self.interfaces.get(&key) {
-            return Ok(*id);
-        }
+    /// Declares the interface `key` (where `event` was taken): its id.
+    fn declare(
+        &mut self,
+        key: InterfaceKey,
+        event: &Event,
+        topology: &Topology,
+    ) -> io::Result<u32> {
         let block = InterfaceDescriptionBlock {
             linktype: DataLink::ETHERNET,
             snaplen: self.snaplen,
@@ -284,20 +278,27 @@ impl<W: Write> PcapngWriter<W> {
     }
 }
 
-/// Frames' texts, one after the other in one buffer (millions of frames in a conversion: two
-/// allocations per batch, not two per frame): for each, the comment with its hop line and the
-/// hop as JSON (the custom option).
+/// Enhanced packet blocks, one after the other in one buffer (millions of frames in a
+/// conversion: encoded in place, no allocation per frame), each with its interface id left 0:
+/// interfaces are numbered in the order the writer meets them, so the writer fills the ids in.
 #[derive(Clone, Debug, Default)]
-pub struct FrameTexts {
-    text: String,
-    /// Where each frame's comment and JSON end in `text`.
-    ends: Vec<(usize, usize)>,
+pub struct Frames {
+    bytes: Vec<u8>,
+    /// Where each frame's block starts in `bytes`.
+    starts: Vec<usize>,
 }
 
-impl FrameTexts {
-    /// Adds the texts of a finished packet's frames, hop by hop. Pure: the frames' most costly
-    /// part, made wherever there is a free core.
-    pub fn push(&mut self, path: &PacketPath, topology: &Topology) {
+/// pcapng's block type of an enhanced packet block, and its option codes.
+const ENHANCED_PACKET_BLOCK: u32 = 6;
+const OPT_END: u16 = 0;
+const OPT_COMMENT: u16 = 1;
+const OPT_CUSTOM_UTF8_COPIABLE: u16 = 0x0bac;
+
+impl Frames {
+    /// Adds a finished packet's frames, hop by hop: the bytes captured there, a comment with its
+    /// hop line, and the hop as JSON in a custom option. Pure: the frames' most costly part,
+    /// made wherever there is a free core.
+    pub fn push(&mut self, path: &PacketPath, topology: &Topology, clock_offset_ns: i64) {
         let lines = hop_lines(path, topology);
         let role = match (path.connection, path.direction) {
             (Some(c), Some(Direction::Request)) => format!(" (connection {c}, request)"),
@@ -306,13 +307,37 @@ impl FrameTexts {
         };
         let hops = path.hops.len();
         for (i, (hop, line)) in path.hops.iter().zip(&lines).enumerate() {
-            let _ = write!(
-                self.text,
-                "dockflow packet {} hop {}/{hops}{role}: {line}",
-                path.id,
-                i + 1
-            );
-            let comment_end = self.text.len();
+            let start = self.bytes.len();
+            self.starts.push(start);
+            let (data, original_len) = match &hop.event.capture {
+                Some(capture) => (capture.bytes.as_slice(), capture.wire_len),
+                None => (&[][..], 0),
+            };
+            let ts = wall_clock(clock_offset_ns, hop.event.ts_ns).as_nanos() as u64;
+            let b = &mut self.bytes;
+            // Type, length (below), interface id (the writer's), time, captured and original
+            // lengths, then the bytes.
+            for word in [
+                ENHANCED_PACKET_BLOCK,
+                0,
+                0,
+                (ts >> 32) as u32,
+                ts as u32,
+                data.len() as u32,
+                original_len,
+            ] {
+                b.extend_from_slice(&word.to_ne_bytes());
+            }
+            b.extend_from_slice(data);
+            pad(b);
+            option(b, OPT_COMMENT, |b| {
+                let _ = write!(
+                    b,
+                    "dockflow packet {} hop {}/{hops}{role}: {line}",
+                    path.id,
+                    i + 1
+                );
+            });
             let frame = FrameJson {
                 packet: path.id,
                 connection: path.connection,
@@ -321,35 +346,54 @@ impl FrameTexts {
                 hops,
                 detail: hop,
             };
-            // SAFETY: serde_json writes only UTF-8, so the String stays valid UTF-8.
-            serde_json::to_writer(unsafe { self.text.as_mut_vec() }, &frame)
-                .expect("hops serialize");
-            self.ends.push((comment_end, self.text.len()));
+            option(b, OPT_CUSTOM_UTF8_COPIABLE, |b| {
+                b.extend_from_slice(&PEN.to_ne_bytes());
+                serde_json::to_writer(&mut *b, &frame).expect("hops serialize");
+            });
+            b.extend_from_slice(&OPT_END.to_ne_bytes());
+            b.extend_from_slice(&0u16.to_ne_bytes());
+            let total = (b.len() - start + 4) as u32;
+            b.extend_from_slice(&total.to_ne_bytes());
+            b[start + 4..start + 8].copy_from_slice(&total.to_ne_bytes());
         }
     }
 
-    /// Frame `i`'s (comment, JSON).
-    pub fn frame(&self, i: usize) -> (&str, &str) {
-        let start = i.checked_sub(1).map_or(0, |before| self.ends[before].1);
-        let (comment_end, json_end) = self.ends[i];
-        (
-            &self.text[start..comment_end],
-            &self.text[comment_end..json_end],
-        )
-    }
-
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.starts.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.starts.is_empty()
     }
 
     pub fn clear(&mut self) {
-        self.text.clear();
-        self.ends.clear();
+        self.bytes.clear();
+        self.starts.clear();
     }
+}
+
+/// Zeroes up to the next multiple of four bytes.
+fn pad(b: &mut Vec<u8>) {
+    b.resize(b.len().next_multiple_of(4), 0);
+}
+
+/// An option: its code, its length, what `content` writes, padding. An option's length has 16
+/// bits: a longer text (a hop with hundreds of rules) is cut at a character boundary.
+fn option(b: &mut Vec<u8>, code: u16, content: impl FnOnce(&mut Vec<u8>)) {
+    let at = b.len();
+    b.extend_from_slice(&[0; 4]);
+    content(b);
+    let mut len = b.len() - at - 4;
+    if len > usize::from(u16::MAX) {
+        len = usize::from(u16::MAX);
+        while len > 0 && (b[at + 4 + len] & 0xc0) == 0x80 {
+            len -= 1;
+        }
+        b.truncate(at + 4 + len);
+    }
+    b[at..at + 2].copy_from_slice(&code.to_ne_bytes());
+    b[at + 2..at + 4].copy_from_slice(&(len as u16).to_ne_bytes());
+    pad(b);
 }
 
 /// A kernel monotonic time as a wall-clock time, by the capture's offset.
@@ -519,5 +563,19 @@ mod tests {
             drops.iter().any(|d| d.contains("IsbIfDrop(3)")),
             "{drops:?}"
         );
+    }
+
+    #[test]
+    fn an_option_longer_than_its_16_bit_length_is_cut_at_a_character() {
+        // Options start 4-aligned in a block.
+        let mut block = vec![7u8; 4];
+        option(&mut block, OPT_COMMENT, |b| {
+            b.extend_from_slice("é".repeat(40_000).as_bytes());
+        });
+        let len = u16::from_ne_bytes([block[6], block[7]]) as usize;
+        assert_eq!(len, 65_534, "two-byte characters: the last whole one");
+        let text = std::str::from_utf8(&block[8..8 + len]).expect("still UTF-8");
+        assert!(text.chars().all(|c| c == 'é'));
+        assert_eq!(block.len(), 4 + 4 + 65_536, "padded to four bytes");
     }
 }

@@ -352,7 +352,7 @@ impl<W: Write> Output<W> {
         let batch = Batch {
             topology: self.pipeline.shared_topology(),
             stream: self.stream.on.then_some(self.stream.format),
-            frames: self.pcapng.is_some(),
+            frames: self.pcapng.as_ref().map(PcapngWriter::clock_offset_ns),
             first_ts: self.first_raw_ts,
             shown,
             buffers: self.spare.pop().unwrap_or_default(),
@@ -398,11 +398,7 @@ impl<W: Write> Output<W> {
                 Shown::Item(Produced::Packet(path)) => Some(path),
                 _ => None,
             });
-            let mut first = 0;
-            for path in packets {
-                pcapng.write_frames(path, &rendered.buffers.frames, first, &rendered.topology)?;
-                first += path.hops.len();
-            }
+            pcapng.write_frames(packets, &mut rendered.buffers.frames, &rendered.topology)?;
         }
         if self.spare.len() <= IN_FLIGHT_PER_THREAD as usize * 4 {
             rendered.buffers.clear();

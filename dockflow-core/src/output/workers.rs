@@ -13,7 +13,7 @@ use std::{
 use super::{pipeline::Produced, sinks::StreamFormat};
 use crate::{
     model::{Event, RuleTrace, topology::Topology},
-    pcapng::FrameTexts,
+    pcapng::Frames,
     render::Renderer,
 };
 
@@ -31,8 +31,8 @@ pub struct Batch {
     pub topology: Arc<Topology>,
     /// The stream's format, when the stream shows anything.
     pub stream: Option<StreamFormat>,
-    /// Whether the capture file takes the packets' frames.
-    pub frames: bool,
+    /// The capture file's clock offset, when it takes the packets' frames.
+    pub frames: Option<i64>,
     /// --raw text times count from this event time (the first event shown).
     pub first_ts: Option<u64>,
     /// Where it is rendered to (empty; reused from an earlier batch if there was one).
@@ -44,7 +44,7 @@ pub struct Batch {
 pub struct Buffers {
     pub stream: Vec<u8>,
     /// The frames of the packets among the batch's items, hop by hop, in order.
-    pub frames: FrameTexts,
+    pub frames: Frames,
 }
 
 impl Buffers {
@@ -75,8 +75,9 @@ impl Batch {
                     if let Some(format) = format {
                         format.item(&produced.item(), &self.topology, &mut stream);
                     }
-                    if let (true, Produced::Packet(path)) = (self.frames, produced) {
-                        frames.push(path, &self.topology);
+                    if let (Some(clock_offset_ns), Produced::Packet(path)) = (self.frames, produced)
+                    {
+                        frames.push(path, &self.topology, clock_offset_ns);
                     }
                 }
                 (Shown::Event(event), Some(format)) => {
