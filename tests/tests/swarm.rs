@@ -1,7 +1,8 @@
 //! Swarm on one node, on the real engine: tasks of a service talking over an overlay network
 //! (through the overlay's bridge inside its own namespace), a port published on the node
-//! (host mode, through docker_gwbridge), and the routing mesh told plainly where the kernel
-//! cannot run it. Names and addresses are the tests' own, not the lab's.
+//! (host mode, through docker_gwbridge), a task's way out (docker_gwbridge, masqueraded), and
+//! the routing mesh told plainly where the kernel cannot run it. Names and addresses are the
+//! tests' own, not the lab's.
 
 use dockflow_lab::{lab, shell::run, swarm};
 use dockflow_tests::{Dockflow, catalogue::*, json_events, lab_bin, lab_lock};
@@ -195,6 +196,67 @@ fn a_port_published_on_the_node_is_dnated_to_its_task_through_docker_gwbridge() 
     let into = step(steps, "request", "routed_into_bridge");
     assert_eq!(into["bridge"], "docker_gwbridge", "{into}");
     assert_eq!(step(steps, "reply", "nat")["nat"], "undo_dnat");
+}
+
+#[test]
+fn a_task_reaches_outside_through_docker_gwbridge_masqueraded_on_the_way_out() {
+    let _lock = lab_lock();
+    let _lab = SwarmLab::up();
+    let tasks = swarm::service(
+        "sandpiper",
+        1,
+        OVERLAY,
+        &[],
+        &["udp-echo", "--port", "7203"],
+    )
+    .unwrap();
+    let task = &tasks[0];
+    let outside = OutsideEcho::start(5457);
+    let (_, lines) = traced_by(&["--service", "sandpiper"], || {
+        assert!(from_task(task, &outside.address))
+    });
+    drop(outside);
+    let request = packet_to(&lines, 5457);
+    let reply = reply_of(&lines, request);
+    // Out of the task's docker_gwbridge port into the bridge (L2), up to the host's IP stack
+    // and routed out: the overlay is for tasks, the way out is the node's own bridge.
+    let hops_out = hops(request);
+    let from_port = hops_out
+        .iter()
+        .find(|(_, kind, _)| kind == "from_port")
+        .unwrap_or_else(|| panic!("no from_port: {hops_out:#?}"));
+    assert_eq!(from_port.0, "l2", "{hops_out:#?}");
+    assert!(from_port.2.ends_with(&format!("({task})")), "{hops_out:#?}");
+    assert!(
+        !from_port.2.starts_with("overlay "),
+        "not the overlay's port: {hops_out:#?}"
+    );
+    let steps = steps(&lines, request);
+    assert_eq!(
+        outcome(steps, "request").as_deref(),
+        Some("routed"),
+        "{steps:#?}"
+    );
+    // Masqueraded to the host's address on the way out, undone on the reply's way in, which
+    // goes back into docker_gwbridge.
+    let snat = step(steps, "request", "nat");
+    assert_eq!(snat["nat"], "snat", "{snat}");
+    assert_eq!(
+        snat["after"].as_str().and_then(|a| a.split(':').next()),
+        Some(lab::HOST_ADDRESS.to_string().as_str()),
+        "{snat}"
+    );
+    let undo = step(steps, "reply", "nat");
+    assert_eq!(undo["nat"], "undo_snat", "{undo}");
+    let into = step(steps, "reply", "routed_into_bridge");
+    assert_eq!(into["bridge"], "docker_gwbridge", "{into}");
+    let hops_back = hops(reply);
+    assert!(
+        hops_back.iter().any(|(layer, kind, place)| layer == "l2"
+            && kind == "to_port"
+            && place.ends_with(&format!("({task})"))),
+        "{hops_back:#?}"
+    );
 }
 
 #[test]

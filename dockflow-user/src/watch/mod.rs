@@ -269,8 +269,17 @@ pub fn resolve_container(name: &str) -> Result<Target> {
     let docker = docker::Docker::from_env()?;
     let container = docker.container(name)?;
     let ns_path = netns_of(&container);
-    let (mut interfaces, _, inside) = interfaces_into(&ns_path)
+    let (mut interfaces, found_inside, inside) = interfaces_into(&ns_path)
         .with_context(|| format!("finding the interfaces of container {name}"))?;
+    // Docker's list names the networks a container joined, not every address it has: a swarm
+    // task's address on docker_gwbridge (its way out, and a host-mode port's way in) is known
+    // only from inside its namespace.
+    let mut addresses = container.addresses.clone();
+    for address in found_inside {
+        if !addresses.contains(&address) {
+            addresses.push(address);
+        }
+    }
     let mut namespaces = vec![(container.name.clone(), ns_path)];
     for overlay in overlays_of(&container) {
         // An overlay that went away meanwhile is found again at the next re-resolve.
@@ -290,7 +299,7 @@ pub fn resolve_container(name: &str) -> Result<Target> {
     Ok(Target {
         label: format!("container {}", container.name),
         interfaces,
-        addresses: container.addresses,
+        addresses,
         networks: container.networks,
         published: container.published,
         namespaces,
