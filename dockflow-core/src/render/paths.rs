@@ -2,7 +2,7 @@
 //! one netfilter hook folded together), the layer in the first column so the eye sees where the
 //! packet leaves the bridge for the IP stack and goes back.
 
-use std::fmt::Write as _;
+use std::{borrow::Cow, fmt::Write as _};
 
 use super::{Style, packet_summary, visible};
 use crate::{
@@ -194,7 +194,10 @@ fn same_place(a: &Hop, b: &Hop) -> bool {
 fn group_line(group: &[Hop], topology: &Topology, style: &Style) -> String {
     let first = &group[0];
     let last = group.last().unwrap();
-    let (label, place, detail) = match &first.kind {
+    // Borrowed where the words exist already: this runs for every hop of every packet shown
+    // (and of every frame of a capture file).
+    let words = || Cow::Borrowed(first.kind.words());
+    let (label, place, detail): (Cow<str>, Cow<str>, Cow<str>) = match &first.kind {
         HopKind::Hook { family, hook, .. } => {
             let nf = first.event.netfilter.as_ref();
             let dev =
@@ -202,62 +205,48 @@ fn group_line(group: &[Hop], topology: &Topology, style: &Style) -> String {
             let devices = nf.map_or(String::new(), |nf| {
                 format!("{}>{}", dev(nf.in_ifindex), dev(nf.out_ifindex))
             });
-            let priorities: Vec<String> = group
-                .iter()
-                .filter_map(|h| match &h.kind {
-                    HopKind::Hook {
-                        priority: Some(p), ..
-                    } => Some(priority_words(*p)),
-                    _ => None,
-                })
-                .collect();
-            let range = match (priorities.first(), priorities.last()) {
-                (Some(a), Some(b)) if a != b => format!("{a}..{b}"),
-                (Some(a), _) => a.clone(),
-                _ => String::new(),
-            };
-            let mut detail = range;
+            let mut priorities = group.iter().filter_map(|h| match &h.kind {
+                HopKind::Hook {
+                    priority: Some(p), ..
+                } => Some(*p),
+                _ => None,
+            });
+            let mut detail = String::new();
+            if let Some(a) = priorities.next() {
+                detail.push_str(&priority_words(a));
+                if let Some(b) = priorities.next_back()
+                    && b != a
+                {
+                    let _ = write!(detail, "..{}", priority_words(b));
+                }
+            }
             if let Some(ct) = last.event.conntrack.as_ref() {
                 let _ = write!(detail, "  ct {} {}", ct.state, ct.direction);
             }
-            (format!("{family} {hook}"), devices, detail)
+            (
+                Cow::Owned(format!("{family} {hook}")),
+                Cow::Owned(devices),
+                Cow::Owned(detail),
+            )
         }
-        HopKind::FromPort { port } => ("from port".into(), port.clone(), first.kind.words().into()),
-        HopKind::ToPort { port } => ("to port".into(), port.clone(), first.kind.words().into()),
+        HopKind::FromPort { port } => ("from port".into(), port.into(), words()),
+        HopKind::ToPort { port } => ("to port".into(), port.into(), words()),
         HopKind::FromTunnel { port, vni, .. } => (
             "from tunnel".into(),
-            port.clone(),
-            format!("{} VNI {vni}", first.kind.words()),
+            port.into(),
+            Cow::Owned(format!("{} VNI {vni}", first.kind.words())),
         ),
         HopKind::ToTunnel { port, vni } => (
             "to tunnel".into(),
-            port.clone(),
-            format!("{} VNI {vni}", first.kind.words()),
+            port.into(),
+            Cow::Owned(format!("{} VNI {vni}", first.kind.words())),
         ),
-        HopKind::BridgeForward { port } => (
-            "bridge forward".into(),
-            port.clone(),
-            first.kind.words().into(),
-        ),
-        HopKind::PassedUp { bridge } => (
-            "passed up".into(),
-            bridge.clone(),
-            first.kind.words().into(),
-        ),
-        HopKind::IntoBridge { bridge } => (
-            "into bridge".into(),
-            bridge.clone(),
-            first.kind.words().into(),
-        ),
-        HopKind::HandedBack { bridge } => (
-            "handed back".into(),
-            bridge.clone(),
-            first.kind.words().into(),
-        ),
-        HopKind::Receive { interface, .. } => ("receive".into(), interface.clone(), String::new()),
-        HopKind::Transmit { interface, .. } => {
-            ("transmit".into(), interface.clone(), String::new())
-        }
+        HopKind::BridgeForward { port } => ("bridge forward".into(), port.into(), words()),
+        HopKind::PassedUp { bridge } => ("passed up".into(), bridge.into(), words()),
+        HopKind::IntoBridge { bridge } => ("into bridge".into(), bridge.into(), words()),
+        HopKind::HandedBack { bridge } => ("handed back".into(), bridge.into(), words()),
+        HopKind::Receive { interface, .. } => ("receive".into(), interface.into(), "".into()),
+        HopKind::Transmit { interface, .. } => ("transmit".into(), interface.into(), "".into()),
         HopKind::Dropped {
             reason,
             interface,
@@ -272,16 +261,18 @@ fn group_line(group: &[Hop], topology: &Topology, style: &Style) -> String {
                 "DROPPED"
             }
             .into(),
-            interface.clone(),
+            interface.into(),
             if *flood_copy || *after_delivery {
-                format!("{reason}: {}", first.kind.words())
+                Cow::Owned(format!("{reason}: {}", first.kind.words()))
             } else {
-                reason.to_string()
+                Cow::Owned(reason.to_string())
             },
         ),
     };
     let place = visible(&place);
-    let mut line = format!(
+    let mut line = String::with_capacity(96);
+    let _ = write!(
+        line,
         "{}  {label:<17} {place:<26} {detail}",
         style.layer(first.layer)
     );
@@ -305,7 +296,8 @@ fn group_line(group: &[Hop], topology: &Topology, style: &Style) -> String {
             );
         }
     }
-    line.trim_end().to_string()
+    line.truncate(line.trim_end().len());
+    line
 }
 
 fn short(field: RewriteField) -> &'static str {
