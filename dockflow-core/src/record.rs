@@ -19,13 +19,13 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use bytes::{BufMut as _, BytesMut};
 use dockflow_common::{MAX_SNAPLEN, PACKET_EVENT_SIZE, SNAP_RESERVES};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     decode::Decoder,
     model::{ProbePoint, RuleTrace, topology::Topology},
+    write_behind::WriteBehind,
 };
 
 const MAGIC: &[u8; 8] = b"DOCKFLOW";
@@ -88,32 +88,35 @@ pub struct Origin {
 /// Writes records to a file through one batch buffer: records are appended to memory as the
 /// ring buffer hands them over and go to disk in large writes, at least once a second.
 pub struct Recorder {
-    file: File,
-    batch: BytesMut,
+    /// Written by a thread of its own: the page cache's copy and a stall of the disk do not
+    /// hold up the thread that empties the kernel's ring buffer.
+    file: WriteBehind,
     last_flush: Instant,
 }
 
 impl Recorder {
-    /// A batch is written out when it reaches this size (or a second passed).
-    const BATCH_BYTES: usize = 1 << 20;
+    /// What was recorded goes to the disk at least this often.
     const FLUSH_EVERY: Duration = Duration::from_secs(1);
+    /// Megabytes the writing thread may be behind: as much again as the default ring buffer,
+    /// so that a stall of the disk costs memory before it costs events.
+    const QUEUED_MIB: usize = 64;
 
     pub fn create(path: &Path, header: &Header) -> Result<Self> {
-        let mut file = create_private(path)?;
+        let mut file = WriteBehind::with_queue(create_private(path)?, Self::QUEUED_MIB);
         let header = serde_json::to_vec(header)?;
-        let mut start = BytesMut::with_capacity(16 + header.len());
-        start.put_slice(MAGIC);
-        start.put_u32_le(FORMAT_VERSION);
-        start.put_u32_le(header.len() as u32);
-        start.put_slice(&header);
-        file.write_all(&start)?;
+        file.write_all(MAGIC)?;
+        file.write_all(&FORMAT_VERSION.to_le_bytes())?;
+        file.write_all(&(header.len() as u32).to_le_bytes())?;
+        file.write_all(&header)?;
         Ok(Self {
             file,
-            batch: BytesMut::with_capacity(
-                Self::BATCH_BYTES + PACKET_EVENT_SIZE + MAX_SNAPLEN as usize + 5,
-            ),
             last_flush: Instant::now(),
         })
+    }
+
+    /// Runs `f` on the thread that writes the recording (to give it the drain's priority).
+    pub fn on_writer_thread(&mut self, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+        self.file.on_writer_thread(f)
     }
 
     /// A kernel ring-buffer record, as it came.
@@ -147,35 +150,24 @@ impl Recorder {
     }
 
     fn append(&mut self, kind: u8, bytes: &[u8]) -> io::Result<()> {
-        self.batch.put_u32_le(bytes.len() as u32);
-        self.batch.put_u8(kind);
-        self.batch.put_slice(bytes);
-        if self.batch.len() >= Self::BATCH_BYTES {
-            self.write_batch()?;
-        }
-        Ok(())
+        let [a, b, c, d] = (bytes.len() as u32).to_le_bytes();
+        self.file.write_all(&[a, b, c, d, kind])?;
+        self.file.write_all(bytes)
     }
 
-    /// Writes the batch out if the last write is a second old or more, so that a run killed
-    /// without warning loses at most its last second.
+    /// Hands what was recorded to the writing thread if the last handover is a second old or
+    /// more, so that a run killed without warning loses at most its last second.
     pub fn flush_if_due(&mut self) -> io::Result<()> {
         if self.last_flush.elapsed() >= Self::FLUSH_EVERY {
-            self.write_batch()?;
+            self.file.hand_over()?;
+            self.last_flush = Instant::now();
         }
         Ok(())
     }
 
-    fn write_batch(&mut self) -> io::Result<()> {
-        if !self.batch.is_empty() {
-            self.file.write_all(&self.batch)?;
-            self.batch.clear();
-        }
-        self.last_flush = Instant::now();
-        Ok(())
-    }
-
+    /// Writes what is left and waits until it is in the file (a failed write shows here).
     pub fn finish(mut self) -> io::Result<()> {
-        self.write_batch()
+        self.file.flush()
     }
 }
 

@@ -1,11 +1,16 @@
-//! A file written by a thread of its own. Writing a capture file of gigabytes costs the kernel
-//! about as much as making its bytes (the copy into the page cache); with the write behind,
-//! that copy runs beside the thread that makes the next frames.
+//! A file written by a thread of its own. Writing a file of gigabytes costs the kernel about as
+//! much as making its bytes (the copy into the page cache, and any stall of the disk); with the
+//! write behind, that runs beside the thread that makes the next bytes: the capture file's
+//! renderers, or the thread that empties the kernel's ring buffer into a recording.
 
 use std::{
     fs::File,
     io::{self, Write},
-    sync::{Arc, Mutex, mpsc},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
     thread::JoinHandle,
 };
 
@@ -13,40 +18,65 @@ use bytes::{Bytes, BytesMut};
 
 /// Bytes gathered before they go to the writing thread.
 const CHUNK: usize = 1 << 20;
-/// Chunks on their way before a write waits (the memory a slow disk may hold up).
+/// Chunks on their way before a write waits (the memory a slow disk may hold up), unless
+/// [`WriteBehind::with_queue`] says otherwise.
 const QUEUED_CHUNKS: usize = 16;
+/// Written chunks kept for reuse (fresh megabytes cost a page fault every 4 KiB).
+const SPARE_CHUNKS: usize = 4;
 
 enum ToWriter {
     Data(Bytes),
     /// Everything before is written (and flushed): answer with the first error, if any.
     Flush(mpsc::SyncSender<io::Result<()>>),
+    /// Run this on the writing thread (to give it a thread's priority, say).
+    Run(Box<dyn FnOnce() + Send>),
 }
 
 pub struct WriteBehind {
     chunk: BytesMut,
+    /// Chunks the writing thread is done with, back for reuse.
+    spare: mpsc::Receiver<BytesMut>,
     /// The writing thread's failure, if it had one: the next write fails with it.
-    failed: Arc<Mutex<Option<io::Error>>>,
+    failed: Arc<Failure>,
     to_writer: Option<mpsc::SyncSender<ToWriter>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl WriteBehind {
     pub fn new(file: File) -> Self {
-        let (to_writer, queue) = mpsc::sync_channel(QUEUED_CHUNKS);
-        let failed = Arc::new(Mutex::new(None));
+        Self::with_queue(file, QUEUED_CHUNKS)
+    }
+
+    /// A writer whose thread may fall `chunks` chunks (of about 1 MiB) behind before a write
+    /// waits for it.
+    pub fn with_queue(file: File, chunks: usize) -> Self {
+        let (to_writer, queue) = mpsc::sync_channel(chunks);
+        let (recycle, spare) = mpsc::sync_channel(SPARE_CHUNKS);
+        let failed = Arc::new(Failure::default());
         let thread = {
             let failed = failed.clone();
             std::thread::Builder::new()
                 .name("dockflow-write".into())
-                .spawn(move || write_chunks(file, &queue, &failed))
+                .spawn(move || write_chunks(file, &queue, &recycle, &failed))
                 .expect("spawning the writing thread")
         };
         Self {
             chunk: BytesMut::with_capacity(CHUNK),
+            spare,
             failed,
             to_writer: Some(to_writer),
             thread: Some(thread),
         }
+    }
+
+    /// Runs `f` on the writing thread, after what was written before.
+    pub fn on_writer_thread(&mut self, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+        self.send(ToWriter::Run(Box::new(f)))
+    }
+
+    /// Hands what was written so far to the writing thread, without waiting for it.
+    pub fn hand_over(&mut self) -> io::Result<()> {
+        self.send_chunk()
     }
 
     fn send(&mut self, message: ToWriter) -> io::Result<()> {
@@ -57,24 +87,27 @@ impl WriteBehind {
     }
 
     fn send_chunk(&mut self) -> io::Result<()> {
-        if let Some(error) = &*self.failed.lock().expect("not poisoned") {
-            return Err(copy(error));
-        }
+        self.failed.check()?;
         if self.chunk.is_empty() {
             return Ok(());
         }
-        let full = self.chunk.split().freeze();
-        self.chunk.reserve(CHUNK);
+        let next = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| BytesMut::with_capacity(CHUNK));
+        let full = std::mem::replace(&mut self.chunk, next).freeze();
         self.send(ToWriter::Data(full))
     }
 }
 
 impl Write for WriteBehind {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.chunk.extend_from_slice(bytes);
-        if self.chunk.len() >= CHUNK {
+        self.failed.check()?;
+        // Sent before it would outgrow its megabyte (growing copies it).
+        if !self.chunk.is_empty() && self.chunk.len() + bytes.len() > CHUNK {
             self.send_chunk()?;
         }
+        self.chunk.extend_from_slice(bytes);
         Ok(bytes.len())
     }
 
@@ -105,7 +138,8 @@ impl Drop for WriteBehind {
 fn write_chunks(
     mut file: File,
     queue: &mpsc::Receiver<ToWriter>,
-    failed: &Mutex<Option<io::Error>>,
+    recycle: &mpsc::SyncSender<BytesMut>,
+    failed: &Failure,
 ) {
     let mut failure: Option<io::Error> = None;
     for message in queue {
@@ -113,8 +147,13 @@ fn write_chunks(
             (ToWriter::Data(bytes), None) => {
                 if let Err(error) = file.write_all(&bytes) {
                     // Shared only now: the writes themselves take no lock.
-                    *failed.lock().expect("not poisoned") = Some(copy(&error));
+                    failed.set(&error);
                     failure = Some(error);
+                }
+                if let Ok(mut chunk) = bytes.try_into_mut() {
+                    chunk.clear();
+                    // Full (spares enough) or gone: dropped.
+                    let _ = recycle.try_send(chunk);
                 }
             }
             (ToWriter::Data(_), Some(_)) => {}
@@ -124,6 +163,32 @@ fn write_chunks(
             (ToWriter::Flush(answer), Some(error)) => {
                 let _ = answer.send(Err(copy(error)));
             }
+            (ToWriter::Run(f), _) => f(),
+        }
+    }
+}
+
+/// The writing thread's failure, for the writes after it.
+#[derive(Default)]
+struct Failure {
+    /// Checked on every write: no lock until something failed.
+    happened: AtomicBool,
+    error: Mutex<Option<io::Error>>,
+}
+
+impl Failure {
+    fn set(&self, error: &io::Error) {
+        *self.error.lock().expect("not poisoned") = Some(copy(error));
+        self.happened.store(true, Ordering::Release);
+    }
+
+    fn check(&self) -> io::Result<()> {
+        if !self.happened.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        match &*self.error.lock().expect("not poisoned") {
+            Some(error) => Err(copy(error)),
+            None => Ok(()),
         }
     }
 }

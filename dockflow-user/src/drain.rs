@@ -184,6 +184,13 @@ fn drain(
         noted,
         to_display,
     } = to;
+    if let Some(recorder) = recorder.as_mut() {
+        // The recording's writing thread is part of the way to disk: favoured alike, or the
+        // display's threads starve it until its queue is full and this thread waits on it.
+        recorder
+            .on_writer_thread(favour_this_thread)
+            .context("writing the recording")?;
+    }
     let mut handover = Handover {
         to_display,
         record_size,

@@ -40,11 +40,11 @@ pub fn measure(dockflow: &Path, responder: &Path) -> Result<()> {
                 ];
                 let live = live_flood(dockflow, responder, &args, &to, 1)?;
                 let kept = live.events + live.not_shown;
-                let rate = kept as f64 / live.drain_seconds.max(1e-9);
+                let rate = kept as f64 / (live.drain_seconds + live.write_seconds).max(1e-9);
                 rates[i].push(rate);
                 let size = std::fs::metadata(&record)?.len();
                 println!(
-                    "capture, round {round}, --snaplen {snaplen}: {kept} events recorded ({:.0} events/s), {} lost in the kernel; drain {rate:.0} events per CPU second; {:.0} bytes per event in the recording",
+                    "capture, round {round}, --snaplen {snaplen}: {kept} events recorded ({:.0} events/s), {} lost in the kernel; drain and writing threads {rate:.0} events per CPU second; {:.0} bytes per event in the recording",
                     kept as f64 / SECONDS,
                     live.lost,
                     size as f64 / kept.max(1) as f64

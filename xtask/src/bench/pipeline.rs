@@ -4,8 +4,9 @@
 //! A UDP flood at the `syslog` container's published port (it echoes, so every request has a
 //! reply) while dockflow follows `syslog`:
 //! 1. live, `--record F --quiet`: the ring buffer to disk without decoding; events kept, events
-//!    lost (share), dockflow's CPU time and its drain thread's (the ring buffer to disk: events
-//!    per CPU second of that thread is the drain's capacity on one core), peak memory;
+//!    lost (share), dockflow's CPU time, its drain thread's (the ring buffer to the recording)
+//!    and the recording's writing thread's (to disk): events per CPU second of the two is the
+//!    drain's capacity on one core; peak memory;
 //! 2. live, `--record F --json` to /dev/null: the same plus decoding, correlation, explanation
 //!    and rendering;
 //! 3. replay of the recordings, one flow and many connections: packet mode (text and JSON) and
@@ -57,7 +58,7 @@ pub fn measure(dockflow: &Path, responder: &Path) -> Result<()> {
                 // skipped some of it.
                 let kept = live.events + live.not_shown;
                 println!(
-                    "pipeline, live {flow}, {label}: {} requests sent, {kept} events recorded, {} lost in the kernel ({:.2}%), {} of them not shown (display behind), {:.0} events/s; dockflow used {:.2} CPU s, its drain thread (ring buffer to disk) {:.2} CPU s (user {:.2}, system {:.2}) = {:.0} events per CPU second; peak memory {:.1} MiB; recording {:.1} MiB",
+                    "pipeline, live {flow}, {label}: {} requests sent, {kept} events recorded, {} lost in the kernel ({:.2}%), {} of them not shown (display behind), {:.0} events/s; dockflow used {:.2} CPU s, its drain thread (ring buffer to the recording) {:.2} CPU s (user {:.2}, system {:.2}) and the recording's writing thread (to disk) {:.2} = {:.0} events per CPU second of both; peak memory {:.1} MiB; recording {:.1} MiB",
                     live.sent,
                     live.lost,
                     100.0 * live.lost as f64 / (kept + live.lost).max(1) as f64,
@@ -67,7 +68,8 @@ pub fn measure(dockflow: &Path, responder: &Path) -> Result<()> {
                     live.drain_seconds,
                     live.drain_split.0,
                     live.drain_split.1,
-                    kept as f64 / live.drain_seconds.max(1e-9),
+                    live.write_seconds,
+                    kept as f64 / (live.drain_seconds + live.write_seconds).max(1e-9),
                     live.peak_kib as f64 / 1024.0,
                     std::fs::metadata(record)?.len() as f64 / (1 << 20) as f64
                 );
@@ -114,6 +116,8 @@ pub(super) struct Live {
     /// The same as (user, system) CPU seconds: system time includes the kernel's own work
     /// done while the thread ran (writing the recording, softirqs it was interrupted by).
     pub(super) drain_split: (f64, f64),
+    /// The recording's writing thread: the page cache's copy, the disk's stalls.
+    pub(super) write_seconds: f64,
     pub(super) peak_kib: u64,
 }
 
@@ -155,6 +159,8 @@ pub(super) fn live_flood(
     let cpu_seconds = cpu_seconds.0 + cpu_seconds.1;
     let drain_split = thread_cpu_split(pid, "dockflow-drain")?;
     let drain_seconds = drain_split.0 + drain_split.1;
+    let write_split = thread_cpu_split(pid, "dockflow-write")?;
+    let write_seconds = write_split.0 + write_split.1;
     let peak_kib = status_kib(pid, "VmHWM:")?;
     let summary = tracer.stop()?;
     Ok(Live {
@@ -165,6 +171,7 @@ pub(super) fn live_flood(
         cpu_seconds,
         drain_seconds,
         drain_split,
+        write_seconds,
         peak_kib,
     })
 }
