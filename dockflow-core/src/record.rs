@@ -102,14 +102,19 @@ impl Recorder {
     const QUEUED_MIB: usize = 64;
 
     pub fn create(path: &Path, header: &Header) -> Result<Self> {
-        let mut file = WriteBehind::with_queue(create_private(path)?, Self::QUEUED_MIB);
+        let mut file = create_private(path)?;
+        // Written at once: from its first moment the file is a recording, if an empty one
+        // (readable while the run goes on, and after a kill within the first second).
         let header = serde_json::to_vec(header)?;
-        file.write_all(MAGIC)?;
-        file.write_all(&FORMAT_VERSION.to_le_bytes())?;
-        file.write_all(&(header.len() as u32).to_le_bytes())?;
-        file.write_all(&header)?;
+        let mut start = Vec::with_capacity(16 + header.len());
+        start.extend_from_slice(MAGIC);
+        start.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        start.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        start.extend_from_slice(&header);
+        file.write_all(&start)
+            .with_context(|| format!("writing {}", path.display()))?;
         Ok(Self {
-            file,
+            file: WriteBehind::with_queue(file, Self::QUEUED_MIB),
             last_flush: Instant::now(),
         })
     }
@@ -413,6 +418,21 @@ mod tests {
         assert!(Replay::from_reader(bytes.as_slice()).is_ok());
         bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
         assert!(Replay::from_reader(bytes.as_slice()).is_err());
+    }
+
+    #[test]
+    fn a_recording_is_readable_from_its_creation_on() {
+        // A run killed in its first second, or read while it runs: a recording, if empty.
+        let path =
+            std::env::temp_dir().join(format!("dockflow-record-early-{}", std::process::id()));
+        let mut recorder = Recorder::create(&path, &header()).unwrap();
+        recorder.record(&[1u8; PACKET_EVENT_SIZE]).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let mut replay = Replay::from_reader(bytes.as_slice()).unwrap();
+        assert_eq!(replay.header.target, "container radius");
+        assert_eq!(replay.next_record().unwrap(), None);
+        drop(recorder);
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
