@@ -58,7 +58,8 @@ pub const fn snap_reserve(snaplen: u32) -> usize {
 }
 
 /// One direction of a conntrack entry (struct nf_conntrack_tuple, flattened). Also the key of
-/// [`REPLY_TUPLES_MAP`], where `family` is set; events leave it 0.
+/// [`REPLY_TUPLES_MAP`], where `family` is set; events leave it 0, but for a tunnel event's
+/// outer headers (see [`PacketEvent::ct_original`]).
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CtTuple {
@@ -67,7 +68,8 @@ pub struct CtTuple {
     pub sport: u16,
     pub dport: u16,
     pub l4_proto: u8,
-    /// [`AF_INET`] or [`AF_INET6`] in a [`REPLY_TUPLES_MAP`] key; 0 in events.
+    /// [`AF_INET`] or [`AF_INET6`] in a [`REPLY_TUPLES_MAP`] key and in a tunnel event's
+    /// outer headers; 0 in conntrack sections.
     pub family: u8,
     pub _pad: [u8; 2],
 }
@@ -115,7 +117,8 @@ pub struct PacketEvent {
     /// Netfilter: the hook's continuation function (state->okfn), resolved to a symbol in
     /// userspace; it tells a hook run by br_netfilter from one of the routed path.
     pub nf_okfn: u64,
-    /// Conntrack status bits (enum ip_conntrack_status).
+    /// Conntrack status bits (enum ip_conntrack_status); at a tunnel point, the VXLAN
+    /// network identifier (VNI).
     pub ct_status: u64,
     /// [`ProbePoint`] as u8.
     pub probe: u8,
@@ -143,7 +146,12 @@ pub struct PacketEvent {
     /// The packet's length from where the captured bytes start (its MAC header, or the
     /// synthesized one), as it was on the wire (SECTION_BYTES).
     pub wire_len: u32,
+    /// At a tunnel point ([`ProbePoint::is_tunnel`]) the headers of the frame inside the
+    /// VXLAN packet: the filter, the per-connection counts and the correlation read them as at
+    /// any other hop.
     pub packet: PacketHeaders,
+    /// At a tunnel point, where tc reads no conntrack entry, the VXLAN packet's own (outer)
+    /// addresses and UDP ports, with `family` set ([`PacketEvent::ct_status`] holds the VNI).
     pub ct_original: CtTuple,
     pub ct_reply: CtTuple,
 }

@@ -121,6 +121,12 @@ pub const NAME_PREFIX: &str = "df_";
 /// Name of the read-only global holding how many bytes of each packet to capture (--snaplen).
 pub const SNAPLEN_GLOBAL: &str = "SNAPLEN";
 
+/// Name of the read-only global holding the UDP port VXLAN packets between nodes go to (a
+/// swarm's data path port).
+pub const VXLAN_PORT_GLOBAL: &str = "VXLAN_PORT";
+/// The port VXLAN uses unless told otherwise (IANA; Docker's default data path port).
+pub const VXLAN_PORT: u16 = 4789;
+
 /// Kernel struct offsets the programs need, resolved from BTF in userspace at start and handed
 /// over as a read-only global (Rust eBPF has no CO-RE).
 #[repr(C)]

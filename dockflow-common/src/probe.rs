@@ -36,13 +36,18 @@ pub enum ProbePoint {
     BrDevXmit = 10,
     /// nf_hook_slow: a netfilter hook of any family runs (bridge family included).
     NfHookSlow = 11,
+    /// tc ingress on a node's own interface: a VXLAN packet from another node arrives, an
+    /// overlay network's frame inside (see [`PacketEvent`] for where the outer headers go).
+    TunnelIngress = 12,
+    /// tc egress on a node's own interface: a VXLAN packet leaves for another node.
+    TunnelEgress = 13,
 }
 
 /// Slots for [`LOST_MAP`]: one per probe point, index = the point's value.
 pub const PROBE_POINT_SLOTS: u32 = 16;
 
 impl ProbePoint {
-    pub const ALL: [ProbePoint; 11] = [
+    pub const ALL: [ProbePoint; 13] = [
         ProbePoint::TcIngress,
         ProbePoint::TcEgress,
         ProbePoint::Netfilter,
@@ -54,7 +59,14 @@ impl ProbePoint {
         ProbePoint::BrPassFrameUp,
         ProbePoint::BrDevXmit,
         ProbePoint::NfHookSlow,
+        ProbePoint::TunnelIngress,
+        ProbePoint::TunnelEgress,
     ];
+
+    /// Whether the point sees VXLAN packets between nodes (an event's outer headers).
+    pub fn is_tunnel(self) -> bool {
+        matches!(self, ProbePoint::TunnelIngress | ProbePoint::TunnelEgress)
+    }
 
     pub fn from_u8(raw: u8) -> Option<Self> {
         Self::ALL.into_iter().find(|p| *p as u8 == raw)

@@ -15,7 +15,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::{
-    model::{Packet, topology::Topology},
+    model::{Outer, Packet, topology::Topology},
     output::{
         PACKET_IDLE_NS,
         source::{Input, Recorded},
@@ -75,14 +75,27 @@ pub fn read(path: &Path) -> Result<NodePaths> {
     })
 }
 
-/// Where a packet went through a VXLAN port: its node and path, the VNI, the inner headers
-/// there, and when (wall clock, not yet aligned).
+/// Where a packet went through a VXLAN port: its node and path, the VNI, the VXLAN packet
+/// where the node's own interface was seen sending or receiving it, and when it left or
+/// arrived (wall clock, not yet aligned).
 #[derive(Clone, Copy)]
 struct TunnelEnd {
     node: usize,
     path: usize,
     vni: u32,
+    outer: Option<Outer>,
     wall_ns: i64,
+}
+
+/// A packet's way into or out of a tunnel on one node.
+struct TunnelHop<'a> {
+    vni: u32,
+    /// The inner headers at the VXLAN port.
+    packet: &'a Packet,
+    /// When it left the node (or arrived): on the node's own interface where that was seen,
+    /// else at the VXLAN port.
+    ts_ns: u64,
+    outer: Option<Outer>,
 }
 
 /// The inner headers VXLAN carries unchanged between nodes.
@@ -91,9 +104,8 @@ fn inner_key(p: &Packet) -> (IpAddr, IpAddr, Option<u16>, Option<u16>, u8, u16, 
 }
 
 /// The packet's exit into a tunnel (`exit`: its last bridge hop sends it to another node) or
-/// its entry from one (its first bridge hop brings it from another node): the VNI, the inner
-/// headers there, and when.
-fn tunnel_hop(path: &PacketPath, exit: bool) -> Option<(u32, &Packet, u64)> {
+/// its entry from one (its first bridge hop brings it from another node).
+fn tunnel_hop(path: &PacketPath, exit: bool) -> Option<TunnelHop<'_>> {
     let mut bridged = path.hops.iter().filter(|h| h.layer == Layer::L2);
     let hop = if exit {
         bridged.next_back()?
@@ -104,15 +116,29 @@ fn tunnel_hop(path: &PacketPath, exit: bool) -> Option<(u32, &Packet, u64)> {
         (HopKind::ToTunnel { vni, .. }, true) | (HopKind::FromTunnel { vni, .. }, false) => *vni,
         _ => return None,
     };
-    let packet = hop.event.packet.as_ref().unwrap_or(&path.packet);
-    Some((vni, packet, hop.event.ts_ns))
+    // The VXLAN packet on the node's own interface: after the port on the way out, before it
+    // on the way in.
+    let underlay = path.hops.iter().find_map(|h| match (&h.kind, exit) {
+        (HopKind::ToNode { outer, .. }, true) | (HopKind::FromNode { outer, .. }, false)
+            if outer.vni == vni =>
+        {
+            Some((h.event.ts_ns, *outer))
+        }
+        _ => None,
+    });
+    Some(TunnelHop {
+        vni,
+        packet: hop.event.packet.as_ref().unwrap_or(&path.packet),
+        ts_ns: underlay.map_or(hop.event.ts_ns, |(ts, _)| ts),
+        outer: underlay.map(|(_, outer)| outer),
+    })
 }
 
-fn exit_of(path: &PacketPath) -> Option<(u32, &Packet, u64)> {
+fn exit_of(path: &PacketPath) -> Option<TunnelHop<'_>> {
     tunnel_hop(path, true)
 }
 
-fn entry_of(path: &PacketPath) -> Option<(u32, &Packet, u64)> {
+fn entry_of(path: &PacketPath) -> Option<TunnelHop<'_>> {
     tunnel_hop(path, false)
 }
 
@@ -136,18 +162,19 @@ const CLOCKS_APART_MAX_NS: i64 = 5_000_000_000;
 /// Pairs each exit with the entry on another node that shows the same packet closest in time.
 fn pairs(nodes: &[NodePaths]) -> Vec<Pair> {
     let wall = |node: &NodePaths, ts: u64| ts as i64 + node.clock_offset_ns;
-    let ends = |of: fn(&PacketPath) -> Option<(u32, &Packet, u64)>| {
+    let ends = |of: fn(&PacketPath) -> Option<TunnelHop<'_>>| {
         let mut ends = Vec::new();
         for (n, node) in nodes.iter().enumerate() {
             for (p, path) in node.paths.iter().enumerate() {
-                if let Some((vni, packet, ts)) = of(path) {
+                if let Some(hop) = of(path) {
                     let end = TunnelEnd {
                         node: n,
                         path: p,
-                        vni,
-                        wall_ns: wall(node, ts),
+                        vni: hop.vni,
+                        outer: hop.outer,
+                        wall_ns: wall(node, hop.ts_ns),
                     };
-                    ends.push((inner_key(packet), end));
+                    ends.push((inner_key(hop.packet), end));
                 }
             }
         }
@@ -318,6 +345,7 @@ pub fn stitch(nodes: &[NodePaths]) -> Story<'_> {
                         from_address: from.address.map(|a| a.to_string()),
                         to_address: to.address.map(|a| a.to_string()),
                         vni: pair.exit.vni,
+                        outer: pair.exit.outer.filter(|_| pair.entry.outer.is_some()),
                         gap_ns,
                     }),
                 });
@@ -362,6 +390,8 @@ mod tests {
     const OVERLAY_NS: u32 = 40;
     const VXLAN0: u32 = 3;
     const TASK_VETH: u32 = 4;
+    /// The node's own interface, in the host's namespace (1).
+    const UPLINK: u32 = 7;
 
     /// A node whose overlay bridge has a task's veth and the VXLAN device.
     fn topology() -> Topology {
@@ -369,6 +399,7 @@ mod tests {
         names.add(OVERLAY_NS, VXLAN0, "overlay skein:vxlan0".into());
         names.add(OVERLAY_NS, TASK_VETH, "overlay skein:veth1".into());
         names.label_namespace(OVERLAY_NS, "overlay skein".into());
+        names.add(1, UPLINK, "uplink0".into());
         Topology {
             names,
             namespace_bridges: vec![NamespaceBridge {
@@ -408,7 +439,17 @@ mod tests {
             conntrack: None,
             drop: None,
             capture: None,
+            outer: None,
             sample: false,
+        }
+    }
+
+    /// The VXLAN packet carrying `packet` on a node's own interface.
+    fn on_uplink(ts_ns: u64, probe: ProbePoint, outer: Outer, packet: &Packet) -> Event {
+        Event {
+            netns: Some(1),
+            outer: Some(Box::new(outer)),
+            ..hop(ts_ns, probe, UPLINK, packet)
         }
     }
 
@@ -432,6 +473,12 @@ mod tests {
     /// with `back` `think` later, which a has `wire` after that. b's wall clock is `ahead`
     /// ahead of a's.
     fn exchange(ahead: i64, wire: u64) -> (NodePaths, NodePaths) {
+        let (a, b) = exchange_events(wire);
+        (node("node-a", 0, a), node("node-b", ahead, b))
+    }
+
+    /// [`exchange`]'s events on each node.
+    fn exchange_events(wire: u64) -> (Vec<Event>, Vec<Event>) {
         let (out, back) = (
             packet("10.233.9.2", "10.233.9.3", 101),
             packet("10.233.9.3", "10.233.9.2", 202),
@@ -439,41 +486,33 @@ mod tests {
         let at = 1_000_000_000u64;
         let think = 300_000u64;
         // Both monotonic clocks read `at` at the same instant; b's wall clock runs ahead.
-        let a = node(
-            "node-a",
-            0,
-            vec![
-                hop(at, ProbePoint::TcIngress, TASK_VETH, &out),
-                hop(at + 10_000, ProbePoint::TcEgress, VXLAN0, &out),
-                hop(
-                    at + 2 * wire + think + 10_000,
-                    ProbePoint::TcIngress,
-                    VXLAN0,
-                    &back,
-                ),
-                hop(
-                    at + 2 * wire + think + 20_000,
-                    ProbePoint::TcEgress,
-                    TASK_VETH,
-                    &back,
-                ),
-            ],
-        );
-        let b = node(
-            "node-b",
-            ahead,
-            vec![
-                hop(at + wire + 10_000, ProbePoint::TcIngress, VXLAN0, &out),
-                hop(at + wire + 20_000, ProbePoint::TcEgress, TASK_VETH, &out),
-                hop(at + wire + think, ProbePoint::TcIngress, TASK_VETH, &back),
-                hop(
-                    at + wire + think + 10_000,
-                    ProbePoint::TcEgress,
-                    VXLAN0,
-                    &back,
-                ),
-            ],
-        );
+        let a = vec![
+            hop(at, ProbePoint::TcIngress, TASK_VETH, &out),
+            hop(at + 10_000, ProbePoint::TcEgress, VXLAN0, &out),
+            hop(
+                at + 2 * wire + think + 10_000,
+                ProbePoint::TcIngress,
+                VXLAN0,
+                &back,
+            ),
+            hop(
+                at + 2 * wire + think + 20_000,
+                ProbePoint::TcEgress,
+                TASK_VETH,
+                &back,
+            ),
+        ];
+        let b = vec![
+            hop(at + wire + 10_000, ProbePoint::TcIngress, VXLAN0, &out),
+            hop(at + wire + 20_000, ProbePoint::TcEgress, TASK_VETH, &out),
+            hop(at + wire + think, ProbePoint::TcIngress, TASK_VETH, &back),
+            hop(
+                at + wire + think + 10_000,
+                ProbePoint::TcEgress,
+                VXLAN0,
+                &back,
+            ),
+        ];
         (a, b)
     }
 
@@ -556,6 +595,73 @@ mod tests {
         let story = stitch(&nodes);
         assert_eq!(story.packets.len(), 4, "nothing joined across another VNI");
         assert!(story.packets.iter().all(|m| m.legs.len() == 1));
+    }
+
+    #[test]
+    fn the_vxlan_packet_seen_leaving_one_node_and_reaching_the_other_is_the_crossing() {
+        let (mut a, mut b) = exchange_events(200_000);
+        let outer = Outer {
+            src: "10.231.9.11".parse().unwrap(),
+            sport: 40123,
+            dst: "10.231.9.12".parse().unwrap(),
+            dport: 4789,
+            vni: 4097,
+        };
+        let back = Outer {
+            src: outer.dst,
+            dst: outer.src,
+            ..outer
+        };
+        // Each way, the packet leaves the sender's uplink 5 us after its VXLAN port and
+        // reaches the receiver's uplink 5 us before its VXLAN port has it.
+        let (request, reply) = (a[0].packet.clone().unwrap(), b[2].packet.clone().unwrap());
+        let uplinks_a = [
+            on_uplink(
+                a[1].ts_ns + 5_000,
+                ProbePoint::TunnelEgress,
+                outer,
+                &request,
+            ),
+            on_uplink(a[2].ts_ns - 5_000, ProbePoint::TunnelIngress, back, &reply),
+        ];
+        let uplinks_b = [
+            on_uplink(
+                b[0].ts_ns - 5_000,
+                ProbePoint::TunnelIngress,
+                outer,
+                &request,
+            ),
+            on_uplink(b[3].ts_ns + 5_000, ProbePoint::TunnelEgress, back, &reply),
+        ];
+        a.extend(uplinks_a);
+        b.extend(uplinks_b);
+        a.sort_by_key(|e| e.ts_ns);
+        b.sort_by_key(|e| e.ts_ns);
+        let nodes = [node("node-a", 0, a), node("node-b", 0, b)];
+        let story = stitch(&nodes);
+        let crossing = story.packets[0]
+            .steps
+            .iter()
+            .find_map(|s| match &s.step.fact {
+                Fact::CrossesNodes { outer, gap_ns, .. } => Some((*outer, *gap_ns)),
+                _ => None,
+            });
+        assert_eq!(crossing, Some((Some(outer), 190_000)));
+        let text = crate::render::merged::merged_block(
+            1,
+            &story.packets[0],
+            &nodes,
+            &crate::render::Style { color: false },
+        );
+        for words in [
+            "vxlan out         uplink0",
+            "~~ VXLAN UDP 10.231.9.11:40123 -> 10.231.9.12:4789 VNI 4097 (seen on both nodes)",
+            "[node-a] The VXLAN packet carrying it leaves the node through uplink0: UDP 10.231.9.11:40123 -> 10.231.9.12:4789 VNI 4097.",
+            "[node-b] It arrives on uplink0 inside a VXLAN packet",
+            "[node-b] The kernel unwraps the frame (VNI 4097) and it enters the bridge through overlay skein:vxlan0 (L2).",
+        ] {
+            assert!(text.contains(words), "no {words:?} in:\n{text}");
+        }
     }
 
     #[test]

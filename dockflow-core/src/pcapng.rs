@@ -476,6 +476,7 @@ mod tests {
                 wire_len: 74,
                 synthetic_ethernet: false,
             }),
+            outer: None,
             sample: false,
         }
     }

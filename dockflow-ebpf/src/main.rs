@@ -6,7 +6,8 @@
 
 // Layers, each importing only those above it: globals, kmem, headers; skb, conntrack, ring;
 // capture and the lookups (reply_tuples, filter, expression, per_connection, skipped); observe,
-// the one path every skb probe shares; the probe families (tc, netfilter, tracepoints, bridge).
+// the one path every skb probe shares; the probe families (tc, then tunnel on tc's parts,
+// netfilter, tracepoints, bridge).
 mod bridge;
 mod capture;
 mod conntrack;
@@ -24,6 +25,7 @@ mod skb;
 mod skipped;
 mod tc;
 mod tracepoints;
+mod tunnel;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -11,7 +11,9 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use aya_log_ebpf::debug;
-use dockflow_common::{FilterReason, ProbePoint, SECTION_PACKET, SECTION_SAMPLE};
+use dockflow_common::{
+    FilterReason, PacketEvent, PacketHeaders, ProbePoint, SECTION_PACKET, SECTION_SAMPLE,
+};
 
 use crate::{
     capture::TcBytes,
@@ -26,9 +28,26 @@ use crate::{
 const ETH_P_8021Q: u16 = 0x8100;
 const VLAN_HLEN: usize = 4;
 
+/// Reads a tc program's packet from the start of its (outer or inner) network header.
 struct TcReader<'a> {
     ctx: &'a TcContext,
     network_offset: usize,
+}
+
+/// The headers at `network_offset` of a tc program's packet (see [`parse_ip`]).
+#[inline(always)]
+pub fn parse_at<'a>(
+    ctx: &TcContext,
+    network_offset: usize,
+    slot: &'a mut MaybeUninit<PacketHeaders>,
+) -> Option<&'a PacketHeaders> {
+    parse_ip(
+        &TcReader {
+            ctx,
+            network_offset,
+        },
+        slot,
+    )
 }
 
 impl NetworkHeaderReader for TcReader<'_> {
@@ -59,7 +78,7 @@ pub fn df_tc_egress(ctx: TcContext) -> i32 {
 
 /// bpf_skb_load_bytes of `len` bytes into the start of `out`.
 #[inline(always)]
-fn load_bytes(ctx: &TcContext, offset: usize, out: &mut [u8], len: usize) -> bool {
+pub fn load_bytes(ctx: &TcContext, offset: usize, out: &mut [u8], len: usize) -> bool {
     // SAFETY: a BPF helper on this program's own skb; it checks offset and length against the
     // packet and fails (handled) past its end; `out` holds at least the length asked for.
     unsafe {
@@ -74,7 +93,7 @@ fn load_bytes(ctx: &TcContext, offset: usize, out: &mut [u8], len: usize) -> boo
 
 /// Reads the Ethernet type directly from the linear packet data (no helper call).
 #[inline(always)]
-fn ethertype_at(ctx: &TcContext, offset: usize) -> u16 {
+pub fn ethertype_at(ctx: &TcContext, offset: usize) -> u16 {
     let at = ctx.data() + offset;
     if at + 2 > ctx.data_end() {
         return 0;
@@ -84,12 +103,10 @@ fn ethertype_at(ctx: &TcContext, offset: usize) -> u16 {
     u16::from_be(unsafe { (at as *const u16).read_unaligned() })
 }
 
-/// Emits one event for an IP frame; never changes the packet's fate.
+/// Where the frame's network header starts (past a VLAN tag) and its Ethernet type: IPv4, IPv6
+/// or ARP, else None.
 #[inline(always)]
-fn observe(ctx: &TcContext, probe: ProbePoint) -> i32 {
-    if empty() {
-        return TC_ACT_UNSPEC;
-    }
+pub fn network_start(ctx: &TcContext) -> Option<(usize, u16)> {
     let mut network_offset = ETH_HLEN;
     let mut ethertype = ethertype_at(ctx, 12);
     if ethertype == ETH_P_8021Q {
@@ -97,17 +114,38 @@ fn observe(ctx: &TcContext, probe: ProbePoint) -> i32 {
         network_offset += VLAN_HLEN;
     }
     // IPv4, IPv6 and ARP (told as a bridged exchange).
-    if ethertype != 0x0800 && ethertype != 0x86dd && ethertype != 0x0806 {
+    (ethertype == ETH_P_IP || ethertype == ETH_P_IPV6 || ethertype == ETH_P_ARP)
+        .then_some((network_offset, ethertype))
+}
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_ARP: u16 = 0x0806;
+
+/// Emits one event for an IP frame; never changes the packet's fate.
+#[inline(always)]
+fn observe(ctx: &TcContext, probe: ProbePoint) -> i32 {
+    if empty() {
         return TC_ACT_UNSPEC;
     }
+    let Some((network_offset, _)) = network_start(ctx) else {
+        return TC_ACT_UNSPEC;
+    };
     let mut storage = MaybeUninit::uninit();
-    let headers = parse_ip(
-        &TcReader {
-            ctx,
-            network_offset,
-        },
-        &mut storage,
-    );
+    let headers = parse_at(ctx, network_offset, &mut storage);
+    observe_headers(ctx, probe, headers, |_| {});
+    TC_ACT_UNSPEC
+}
+
+/// Emits the event for a frame whose headers (the inner ones, for a tunnel point) were parsed
+/// if the filter wants them; `fill` adds what only the probe knows.
+#[inline(always)]
+pub fn observe_headers(
+    ctx: &TcContext,
+    probe: ProbePoint,
+    headers: Option<&PacketHeaders>,
+    fill: impl FnOnce(&mut PacketEvent),
+) {
     // SAFETY: the program's own __sk_buff context, valid for its run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // tc sees no conntrack; on these interfaces the headers always show the target's addresses.
@@ -148,7 +186,7 @@ fn observe(ctx: &TcContext, probe: ProbePoint) -> i32 {
                 event.packet = *headers;
                 event.sections |= SECTION_PACKET;
             }
+            fill(event);
         });
     }
-    TC_ACT_UNSPEC
 }

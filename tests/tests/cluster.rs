@@ -163,6 +163,16 @@ fn merged_from<'a>(lines: &'a [Value], src: &str, dport: Option<u16>) -> &'a Val
         .unwrap_or_else(|| panic!("no merged packet from {src}: {lines:#?}"))
 }
 
+/// `packet`'s hop of `kind` ("to_node", "from_node"), which must be there.
+fn vxlan_hop<'a>(packet: &'a Value, kind: &str) -> &'a Value {
+    packet["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} hop: {packet:#}"))
+}
+
 /// The nodes a merged packet crossed, in order, checked against its crossing step.
 fn route(packet: &Value) -> Vec<String> {
     let legs: Vec<String> = packet["legs"]
@@ -181,6 +191,8 @@ fn route(packet: &Value) -> Vec<String> {
         assert_eq!(crossing["from"], legs[0].as_str());
         assert_eq!(crossing["to"], legs[1].as_str());
         assert!(crossing["vni"].as_u64().unwrap() >= 4096, "{crossing}");
+        // Observed on both nodes, not inferred from their addresses.
+        assert_eq!(crossing["outer"]["vni"], crossing["vni"], "{crossing}");
     }
     legs
 }
@@ -289,6 +301,31 @@ fn a_request_to_a_task_on_another_node_leaves_in_vxlan_there_and_is_told_on_both
     for (here, there) in [(request_a, request_b), (reply_a, reply_b)] {
         assert_eq!(here["packet"]["ip_id"], there["packet"]["ip_id"]);
     }
+    // The VXLAN packet itself, seen on each node's own interface: from the sender's swarm
+    // address to the receiver's, to the data path port, with the overlay's VNI.
+    for (packet, kind, from, to) in [
+        (request_a, "to_node", a, b),
+        (request_b, "from_node", a, b),
+        (reply_b, "to_node", b, a),
+        (reply_a, "from_node", b, a),
+    ] {
+        let outer = &vxlan_hop(packet, kind)["outer"];
+        assert_eq!(outer["src"], from.address.as_str(), "{outer}");
+        assert_eq!(outer["dst"], to.address.as_str(), "{outer}");
+        assert_eq!(outer["dport"], 4789, "{outer}");
+        assert!(outer["vni"].as_u64().unwrap() >= 4096, "{outer}");
+    }
+    // Wrapped after the bridge sent the frame to its VXLAN port; unwrapped before it.
+    let at = |packet: &Value, kind: &str| {
+        packet["hops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|h| h["kind"] == kind)
+            .unwrap()
+    };
+    assert!(at(request_a, "to_tunnel") < at(request_a, "to_node"));
+    assert!(at(request_b, "from_node") < at(request_b, "from_tunnel"));
     drop(lab);
     assert!(our_bpf_programs().is_empty());
 

@@ -22,7 +22,7 @@ use serde::Serialize;
 pub use self::symbols::KernelSymbols;
 use crate::model::{
     ArpOp, Capture, Conntrack, CtStatus, Drop, DropReason, Event, Hook, IpProto, NetfilterHop,
-    Packet, Tuple,
+    Outer, Packet, Tuple,
 };
 
 /// Turns raw records into [`Event`]s, naming kernel numbers with what was learnt at start.
@@ -78,6 +78,11 @@ impl Decoder {
                 reason: self.drop_reason_name(raw.drop_reason),
                 code: raw.drop_reason,
             }),
+            outer: if point.is_tunnel() {
+                decode_outer(&raw).map(Box::new)
+            } else {
+                None
+            },
             capture: if self.keep_bytes && has(SECTION_BYTES) {
                 decode_capture(&raw, &record[PACKET_EVENT_SIZE..])
             } else {
@@ -147,6 +152,18 @@ fn decode_capture(raw: &PacketEvent, behind: &[u8]) -> Option<Capture> {
         bytes: bytes.to_vec(),
         wire_len: raw.wire_len,
         synthetic_ethernet: raw.sections & SECTION_SYNTHETIC_ETHERNET != 0,
+    })
+}
+
+/// A tunnel point's outer headers, in the conntrack tuple's place (see PacketEvent).
+fn decode_outer(raw: &PacketEvent) -> Option<Outer> {
+    let t = &raw.ct_original;
+    Some(Outer {
+        src: address(t.family, &t.src)?,
+        sport: t.sport,
+        dst: address(t.family, &t.dst)?,
+        dport: t.dport,
+        vni: raw.ct_status as u32,
     })
 }
 
@@ -245,6 +262,45 @@ mod tests {
             (Some(40000), Some(1812), 63, 10848, 42)
         );
         assert_eq!(p.tcp_flags, None);
+    }
+
+    #[test]
+    fn decodes_a_vxlan_packets_outer_headers_beside_the_frame_inside() {
+        let raw = PacketEvent {
+            probe: ProbePoint::TunnelEgress as u8,
+            ct_status: 4097,
+            ct_original: CtTuple {
+                src: v4([192, 168, 7, 1]),
+                dst: v4([192, 168, 7, 2]),
+                sport: 51000,
+                dport: 4789,
+                l4_proto: IPPROTO_UDP,
+                family: AF_INET,
+                ..CtTuple::default()
+            },
+            ..request_before_dnat()
+        };
+        let event = Decoder::default().decode(&bytes_of(&raw)).unwrap();
+        let outer = event.outer.as_deref().unwrap();
+        assert_eq!(
+            outer.to_string(),
+            "192.168.7.1:51000 -> 192.168.7.2:4789 VNI 4097"
+        );
+        assert!(event.conntrack.is_none());
+        // The filter and the correlation read the frame inside.
+        assert_eq!(event.packet.unwrap().dst.to_string(), "172.20.0.2");
+        // Elsewhere those fields are conntrack's, never outer headers.
+        let raw = PacketEvent {
+            probe: ProbePoint::TcEgress as u8,
+            ..raw
+        };
+        assert!(
+            Decoder::default()
+                .decode(&bytes_of(&raw))
+                .unwrap()
+                .outer
+                .is_none()
+        );
     }
 
     #[test]

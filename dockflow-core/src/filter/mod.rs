@@ -561,6 +561,7 @@ mod tests {
             }),
             drop: None,
             capture: None,
+            outer: None,
             sample: false,
         };
         let filter = |text: &str| Filter::parse(text).unwrap();

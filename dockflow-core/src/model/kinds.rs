@@ -490,6 +490,8 @@ impl PointNames for ProbePoint {
             ProbePoint::BrPassFrameUp => "bridge pass up",
             ProbePoint::BrDevXmit => "bridge dev xmit",
             ProbePoint::NfHookSlow => "nf hook",
+            ProbePoint::TunnelIngress => "vxlan in",
+            ProbePoint::TunnelEgress => "vxlan out",
         }
     }
 
@@ -506,6 +508,8 @@ impl PointNames for ProbePoint {
             ProbePoint::BrPassFrameUp => "kprobe br_pass_frame_up",
             ProbePoint::BrDevXmit => "kprobe br_dev_xmit",
             ProbePoint::NfHookSlow => "kprobe nf_hook_slow",
+            ProbePoint::TunnelIngress => "tc ingress (VXLAN)",
+            ProbePoint::TunnelEgress => "tc egress (VXLAN)",
         }
     }
 }

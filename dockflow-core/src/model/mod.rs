@@ -34,6 +34,10 @@ pub struct Event {
     pub conntrack: Option<Conntrack>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drop: Option<Drop>,
+    /// At a tunnel point: the VXLAN packet the frame travels in between nodes (boxed: nearly
+    /// every event has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outer: Option<Box<Outer>>,
     /// The packet's first bytes here (--snaplen); for capture files, not for the JSON stream.
     #[serde(skip)]
     pub capture: Option<Capture>,
@@ -162,6 +166,31 @@ pub struct Tuple {
     pub dst: IpAddr,
     pub dport: u16,
     pub protocol: IpProto,
+}
+
+/// The VXLAN packet an overlay network's frame travels in between nodes, as a node's own
+/// interface sent or received it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Outer {
+    pub src: IpAddr,
+    pub sport: u16,
+    pub dst: IpAddr,
+    pub dport: u16,
+    /// The VXLAN network identifier: which overlay network (Docker's start at 4096).
+    pub vni: u32,
+}
+
+/// "10.0.0.1:40012 -> 10.0.0.2:4789 VNI 4097".
+impl std::fmt::Display for Outer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} -> {} VNI {}",
+            endpoint(self.src, Some(self.sport)),
+            endpoint(self.dst, Some(self.dport)),
+            self.vni
+        )
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -240,6 +240,9 @@ pub struct Link {
     pub vni: Option<u32>,
     /// A VXLAN device answers ARP itself from its neighbour table (IFLA_VXLAN_PROXY).
     pub arp_proxy: bool,
+    /// The UDP port a VXLAN device sends to (IFLA_VXLAN_PORT; 0 there means the kernel's
+    /// default).
+    pub vxlan_port: Option<u16>,
 }
 
 /// (netns inode, ifindex) -> "name" for the host, "ns:name" elsewhere.

@@ -225,6 +225,7 @@ mod tests {
             conntrack: None,
             drop: None,
             capture: None,
+            outer: None,
             sample: false,
         })
     }

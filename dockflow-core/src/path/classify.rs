@@ -65,6 +65,29 @@ pub fn classify(event: &Event, topology: &Topology) -> (Layer, HopKind) {
         ProbePoint::BrForward => (Layer::L2, HopKind::BridgeForward { port: port() }),
         ProbePoint::BrPassFrameUp => (Layer::L2, HopKind::PassedUp { bridge: name }),
         ProbePoint::BrDevXmit => (Layer::L3, HopKind::IntoBridge { bridge: name }),
+        ProbePoint::TunnelIngress | ProbePoint::TunnelEgress => {
+            let Some(outer) = event.outer.as_deref().copied() else {
+                return (
+                    Layer::Device,
+                    HopKind::Receive {
+                        interface: name,
+                        host: true,
+                    },
+                );
+            };
+            let kind = if event.probe == ProbePoint::TunnelEgress {
+                HopKind::ToNode {
+                    interface: name,
+                    outer,
+                }
+            } else {
+                HopKind::FromNode {
+                    interface: name,
+                    outer,
+                }
+            };
+            (Layer::Device, kind)
+        }
         ProbePoint::TcIngress | ProbePoint::NetifReceive => match place {
             Place::BridgePort { .. } => (Layer::L2, HopKind::FromPort { port: port() }),
             Place::TunnelPort { vni, arp_proxy, .. } => (

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::model::{DropReason, Event, Family, Hook, Packet, RuleTrace};
+use crate::model::{DropReason, Event, Family, Hook, Outer, Packet, RuleTrace};
 
 /// One hop of a packet's path.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -170,6 +170,12 @@ pub enum HopKind {
     },
     /// The bridge sends a frame to another node through its VXLAN port, to be wrapped in UDP.
     ToTunnel { port: String, vni: u32 },
+    /// The node sends the VXLAN packet carrying the frame to another node, out of its own
+    /// interface (seen there: outer addresses, UDP ports and VNI as sent).
+    ToNode { interface: String, outer: Outer },
+    /// A VXLAN packet from another node, carrying the frame, arrives at the node's own
+    /// interface.
+    FromNode { interface: String, outer: Outer },
     /// The bridge passes the frame up to the host's IP stack (L2 -> L3).
     PassedUp { bridge: String },
     /// The IP stack sends the packet into the bridge device (L3 -> L2).
@@ -212,6 +218,8 @@ impl HopKind {
             HopKind::ToPort { .. } => "to_port",
             HopKind::FromTunnel { .. } => "from_tunnel",
             HopKind::ToTunnel { .. } => "to_tunnel",
+            HopKind::ToNode { .. } => "to_node",
+            HopKind::FromNode { .. } => "from_node",
             HopKind::PassedUp { .. } => "passed_up",
             HopKind::IntoBridge { .. } => "into_bridge",
             HopKind::HandedBack { .. } => "handed_back",
@@ -233,9 +241,10 @@ impl HopKind {
             HopKind::PassedUp { bridge }
             | HopKind::IntoBridge { bridge }
             | HopKind::HandedBack { bridge } => bridge.clone(),
-            HopKind::Receive { interface, .. } | HopKind::Transmit { interface, .. } => {
-                interface.clone()
-            }
+            HopKind::Receive { interface, .. }
+            | HopKind::Transmit { interface, .. }
+            | HopKind::ToNode { interface, .. }
+            | HopKind::FromNode { interface, .. } => interface.clone(),
             HopKind::Hook { family, hook, .. } => format!("{family} {hook}"),
             HopKind::Dropped { reason, .. } => reason.to_string(),
         }
@@ -255,7 +264,9 @@ impl HopKind {
             | (IntoBridge { bridge: a }, IntoBridge { bridge: b })
             | (HandedBack { bridge: a }, HandedBack { bridge: b }) => a == b,
             (Receive { interface: a, .. }, Receive { interface: b, .. })
-            | (Transmit { interface: a, .. }, Transmit { interface: b, .. }) => a == b,
+            | (Transmit { interface: a, .. }, Transmit { interface: b, .. })
+            | (ToNode { interface: a, .. }, ToNode { interface: b, .. })
+            | (FromNode { interface: a, .. }, FromNode { interface: b, .. }) => a == b,
             (
                 Hook {
                     family: fa,
@@ -281,6 +292,8 @@ impl HopKind {
             HopKind::ToPort { .. } => "bridge sends the frame out of the port",
             HopKind::FromTunnel { .. } => "frame from another node enters the bridge (VXLAN)",
             HopKind::ToTunnel { .. } => "bridge sends the frame to another node (VXLAN)",
+            HopKind::ToNode { .. } => "VXLAN packet leaves for another node",
+            HopKind::FromNode { .. } => "VXLAN packet arrives from another node",
             HopKind::PassedUp { .. } => "bridge passes the frame up to the IP stack",
             HopKind::IntoBridge { .. } => "IP stack sends the packet into the bridge",
             HopKind::HandedBack { .. } => "br_netfilter hands the DNATed frame back to the bridge",

@@ -119,6 +119,7 @@ fn event(ts: u64, probe: ProbePoint, ifindex: u32, packet: Packet) -> Event {
         conntrack: None,
         drop: None,
         capture: None,
+        outer: None,
         sample: false,
     }
 }

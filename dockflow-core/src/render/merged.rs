@@ -45,19 +45,23 @@ pub fn merged_block(id: usize, merged: &Merged, nodes: &[NodePaths], style: &Sty
         }
         if let Some(Fact::CrossesNodes {
             vni,
+            outer,
             gap_ns,
             from_address,
             to_address,
             ..
         }) = crossings.get(i)
         {
-            let between = match (from_address, to_address) {
-                (Some(from), Some(to)) => format!(" {from} -> {to}"),
-                _ => String::new(),
+            let packet = match (outer, from_address, to_address) {
+                (Some(outer), _, _) => format!("UDP {outer} (seen on both nodes)"),
+                (None, Some(from), Some(to)) => {
+                    format!("VNI {vni}, {from} -> {to} UDP to port 4789")
+                }
+                _ => format!("VNI {vni}, UDP to port 4789"),
             };
             let _ = writeln!(
                 out,
-                "  ~~ VXLAN VNI {vni},{between} UDP to port 4789 · {:.3} ms on the way",
+                "  ~~ VXLAN {packet} · {:.3} ms on the way",
                 *gap_ns as f64 / 1e6
             );
         }

@@ -248,6 +248,7 @@ mod tests {
             conntrack: None,
             drop: None,
             capture: None,
+            outer: None,
             sample: false,
         }
     }

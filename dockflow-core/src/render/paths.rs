@@ -241,6 +241,16 @@ fn group_line(group: &[Hop], topology: &Topology, style: &Style) -> String {
             port.into(),
             Cow::Owned(format!("{} VNI {vni}", first.kind.words())),
         ),
+        HopKind::ToNode { interface, outer } => (
+            "vxlan out".into(),
+            interface.into(),
+            Cow::Owned(outer.to_string()),
+        ),
+        HopKind::FromNode { interface, outer } => (
+            "vxlan in".into(),
+            interface.into(),
+            Cow::Owned(outer.to_string()),
+        ),
         HopKind::BridgeForward { port } => ("bridge forward".into(), port.into(), words()),
         HopKind::PassedUp { bridge } => ("passed up".into(), bridge.into(), words()),
         HopKind::IntoBridge { bridge } => ("into bridge".into(), bridge.into(), words()),

@@ -300,8 +300,11 @@ fn hop_label(hop: &Hop) -> String {
         | HopKind::HandedBack { bridge } => {
             format!("{} {bridge}", hop.kind.name().replace('_', " "))
         }
-        HopKind::Receive { interface, .. } | HopKind::Transmit { interface, .. } => {
-            format!("{} {interface}", hop.kind.name())
+        HopKind::Receive { interface, .. }
+        | HopKind::Transmit { interface, .. }
+        | HopKind::ToNode { interface, .. }
+        | HopKind::FromNode { interface, .. } => {
+            format!("{} {interface}", hop.kind.name().replace('_', " "))
         }
         HopKind::Dropped { reason, .. } => format!("dropped: {reason}"),
     };

@@ -27,7 +27,7 @@ use dockflow_common::{
     HIDDEN_EVENTS, HIDDEN_MAP, HIDDEN_PACKETS, KernelOffsets, LOST_MAP, MAX_LARGE_TARGET,
     OFFSETS_GLOBAL, PACKET_EVENT_SIZE, PLAIN_FREES, ProbePoint, SETTINGS_MAP, SNAPLEN_GLOBAL,
     Settings, TARGET_ADDRESSES_MAP, TARGET_NETNS_MAP, TARGET_PORTS_MAP, TARGETS_MAP, TargetSet,
-    port_key, snap_reserve,
+    VXLAN_PORT_GLOBAL, port_key, snap_reserve,
 };
 
 pub use self::{nftables::RuleTraces, verdicts::Verdicts};
@@ -210,6 +210,7 @@ impl Probes {
             .override_global(FILTER_GLOBAL, &filter, true)
             .override_global(EMPTY_GLOBAL, &u32::from(options.empty), true)
             .override_global(SNAPLEN_GLOBAL, &options.snaplen, true)
+            .override_global(VXLAN_PORT_GLOBAL, &u32::from(tc::vxlan_port(target)), true)
             .override_global(
                 EXPRESSION_GLOBAL,
                 &u32::from(options.expression.is_some()),

@@ -8,9 +8,10 @@ use aya::{
     },
     util::KernelVersion,
 };
+use dockflow_common::VXLAN_PORT;
 
 use super::{Attached, Collector, Family, loaded_program, refused};
-use crate::watch::{Interface, Target, netns};
+use crate::watch::{Interface, InterfaceRole, Target, netns};
 
 /// The tc collector keeps each attachment's link by interface (its label, which names its
 /// namespace too), so that the links of an interface the target left (a removed or restarted
@@ -25,6 +26,32 @@ const PROGRAMS: [(&str, TcAttachType, &str); 2] = [
     ("df_tc_ingress", TcAttachType::Ingress, "ingress"),
     ("df_tc_egress", TcAttachType::Egress, "egress"),
 ];
+
+/// On the node's own interface: only the VXLAN packets between nodes, read inside.
+const TUNNEL_PROGRAMS: [(&str, TcAttachType, &str); 2] = [
+    ("df_tunnel_in", TcAttachType::Ingress, "ingress"),
+    ("df_tunnel_out", TcAttachType::Egress, "egress"),
+];
+
+fn programs_for(iface: &Interface) -> [(&'static str, TcAttachType, &'static str); 2] {
+    match iface.role {
+        InterfaceRole::Underlay { .. } => TUNNEL_PROGRAMS,
+        _ => PROGRAMS,
+    }
+}
+
+/// The UDP port of the VXLAN packets between nodes, for the tunnel programs (a load-time
+/// constant: a swarm's data path port is set when it is made).
+pub fn vxlan_port(target: &Target) -> u16 {
+    target
+        .interfaces
+        .iter()
+        .find_map(|i| match i.role {
+            InterfaceRole::Underlay { vxlan_port } => Some(vxlan_port),
+            _ => None,
+        })
+        .unwrap_or(VXLAN_PORT)
+}
 
 /// DOCKFLOW_TC_ATTACH=netlink forces clsact filters even where tcx exists (to exercise the
 /// pre-6.6 path, e.g. its crash cleanup).
@@ -46,9 +73,15 @@ impl Collector for Tc {
             }
         }
         let netlink = use_netlink();
-        for (program, attach_type, direction) in PROGRAMS {
-            for iface in &target.interfaces {
-                let point = format!("tc {direction} on {}", iface.label());
+        for iface in &target.interfaces {
+            let only = match iface.role {
+                InterfaceRole::Underlay { vxlan_port } => {
+                    format!(" (VXLAN between nodes, UDP port {vxlan_port})")
+                }
+                _ => String::new(),
+            };
+            for (program, attach_type, direction) in programs_for(iface) {
+                let point = format!("tc {direction} on {}{only}", iface.label());
                 let result =
                     loaded_program(ebpf, program, SchedClassifier::load).and_then(|prog| {
                         let mut attach = || {

@@ -18,9 +18,11 @@ use libc::{
     IFA_ADDRESS, IFA_LOCAL, IFLA_IFNAME, IFLA_INFO_DATA, IFLA_INFO_KIND, IFLA_LINK, IFLA_LINKINFO,
     IFLA_MASTER, RTM_GETADDR, RTM_GETLINK, RTM_NEWADDR, RTM_NEWLINK,
 };
-/// IFLA_VXLAN_ID and IFLA_VXLAN_PROXY in a VXLAN device's IFLA_INFO_DATA (linux/if_link.h).
+/// IFLA_VXLAN_ID, IFLA_VXLAN_PROXY and IFLA_VXLAN_PORT in a VXLAN device's IFLA_INFO_DATA
+/// (linux/if_link.h).
 const IFLA_VXLAN_ID: u16 = 1;
 const IFLA_VXLAN_PROXY: u16 = 11;
+const IFLA_VXLAN_PORT: u16 = 15;
 /// sizeof(struct ifaddrmsg), which libc does not define.
 const IFADDRMSG_LEN: usize = 8;
 const IFINFOMSG_LEN: usize = size_of::<libc::ifinfomsg>();
@@ -138,6 +140,10 @@ fn parse_link(payload: &[u8]) -> Option<Link> {
             match attr {
                 IFLA_VXLAN_ID => link.vni = read_u32(v),
                 IFLA_VXLAN_PROXY => link.arp_proxy = v.first().is_some_and(|b| *b != 0),
+                // Network byte order, as on the wire.
+                IFLA_VXLAN_PORT => {
+                    link.vxlan_port = v.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+                }
                 _ => {}
             }
         }
@@ -186,6 +192,7 @@ mod tests {
                 kind: Some("veth".into()),
                 vni: None,
                 arp_proxy: false,
+                vxlan_port: None,
             }
         );
     }
@@ -198,13 +205,19 @@ mod tests {
         // The data before the kind, as nothing in the format forbids.
         let mut data = attr(IFLA_VXLAN_ID, &4097u32.to_ne_bytes());
         data.extend(attr(IFLA_VXLAN_PROXY, &[1]));
+        data.extend(attr(IFLA_VXLAN_PORT, &4789u16.to_be_bytes()));
         let mut info = attr(IFLA_INFO_DATA, &data);
         info.extend(attr(IFLA_INFO_KIND, b"vxlan\0"));
         payload.extend(attr(IFLA_LINKINFO, &info));
         let link = parse_link(&payload).unwrap();
         assert_eq!(
-            (link.kind.as_deref(), link.vni, link.arp_proxy),
-            (Some("vxlan"), Some(4097), true)
+            (
+                link.kind.as_deref(),
+                link.vni,
+                link.arp_proxy,
+                link.vxlan_port
+            ),
+            (Some("vxlan"), Some(4097), true, Some(4789))
         );
     }
 

@@ -14,6 +14,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
+use dockflow_common::VXLAN_PORT;
 
 use self::links::list_links;
 use crate::model::topology::{Link, NamespaceBridge, Topology};
@@ -27,6 +28,9 @@ pub enum InterfaceRole {
     Bridge,
     /// An interface named with --iface.
     Named,
+    /// The node's own interface with its swarm address: the VXLAN packets that carry an
+    /// overlay network's frames to and from the other nodes, to this UDP port.
+    Underlay { vxlan_port: u16 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -281,14 +285,25 @@ pub fn resolve_container(name: &str) -> Result<Target> {
         }
     }
     let mut namespaces = vec![(container.name.clone(), ns_path)];
+    let mut vxlan_port = None;
     for overlay in overlays_of(&container) {
         // An overlay that went away meanwhile is found again at the next re-resolve.
-        let Ok(legs) = overlay_interfaces(&overlay, &inside) else {
+        let Ok((legs, port)) = overlay_interfaces(&overlay, &inside) else {
             continue;
         };
         if !legs.is_empty() {
             interfaces.extend(legs);
             namespaces.push((overlay.label, overlay.path));
+            vxlan_port = vxlan_port.or(port);
+        }
+    }
+    let mut notes = Vec::new();
+    if let Some(port) = vxlan_port {
+        match underlay(&docker, port) {
+            Ok(underlay) => interfaces.push(underlay),
+            Err(why) => notes.push(format!(
+                "the VXLAN packets between nodes are not shown: {why}"
+            )),
         }
     }
     if interfaces.is_empty() {
@@ -303,7 +318,29 @@ pub fn resolve_container(name: &str) -> Result<Target> {
         networks: container.networks,
         published: container.published,
         namespaces,
-        notes: Vec::new(),
+        notes,
+    })
+}
+
+/// The node's own interface for the VXLAN packets between nodes: the one with its swarm
+/// address, which the other nodes send to.
+fn underlay(docker: &docker::Docker, vxlan_port: u16) -> Result<Interface> {
+    let Some(address) = docker.node()?.1 else {
+        bail!("the engine names no swarm address");
+    };
+    let index = links::list_addresses()?
+        .into_iter()
+        .find_map(|(index, a)| (a == address).then_some(index))
+        .ok_or_else(|| anyhow!("no interface here has the swarm address {address}"))?;
+    let name = list_links()?
+        .into_iter()
+        .find_map(|l| (l.index == index).then_some(l.name))
+        .ok_or_else(|| anyhow!("interface {index}, with the swarm address, went away"))?;
+    Ok(Interface {
+        index,
+        name,
+        role: InterfaceRole::Underlay { vxlan_port },
+        namespace: None,
     })
 }
 
@@ -338,8 +375,12 @@ fn overlays_of(container: &docker::Container) -> Vec<Namespace> {
 }
 
 /// In an overlay's namespace: the peers of the container's veths (ports of the overlay's
-/// bridge), the bridge, and the bridge's VXLAN ports (the way to the other nodes).
-fn overlay_interfaces(overlay: &Namespace, inside: &[Link]) -> Result<Vec<Interface>> {
+/// bridge), the bridge, and the bridge's VXLAN ports (the way to the other nodes), with the
+/// UDP port those send to.
+fn overlay_interfaces(
+    overlay: &Namespace,
+    inside: &[Link],
+) -> Result<(Vec<Interface>, Option<u16>)> {
     let links = netns::in_netns(&overlay.path, list_links)?;
     let there = |link: &Link, role| Interface {
         index: link.index,
@@ -348,6 +389,7 @@ fn overlay_interfaces(overlay: &Namespace, inside: &[Link]) -> Result<Vec<Interf
         namespace: Some(overlay.clone()),
     };
     let mut interfaces: Vec<Interface> = Vec::new();
+    let mut vxlan_port = None;
     for peer in host_peers(inside, &links) {
         interfaces.push(there(peer, InterfaceRole::BridgePort));
         let Some(bridge) = links
@@ -362,12 +404,17 @@ fn overlay_interfaces(overlay: &Namespace, inside: &[Link]) -> Result<Vec<Interf
         for (link, role) in std::iter::once((bridge, InterfaceRole::Bridge))
             .chain(tunnels.map(|t| (t, InterfaceRole::BridgePort)))
         {
+            if link.kind.as_deref() == Some("vxlan") {
+                // 0: the kernel's default, the IANA port.
+                let port = link.vxlan_port.filter(|p| *p != 0).unwrap_or(VXLAN_PORT);
+                vxlan_port = vxlan_port.or(Some(port));
+            }
             if !interfaces.iter().any(|i| i.index == link.index) {
                 interfaces.push(there(link, role));
             }
         }
     }
-    Ok(interfaces)
+    Ok((interfaces, vxlan_port))
 }
 
 /// Resolves a network namespace (a name under /run/netns, or a path such as
@@ -632,6 +679,7 @@ mod tests {
             kind: None,
             vni: None,
             arp_proxy: false,
+            vxlan_port: None,
         }
     }
 

@@ -8,7 +8,7 @@ use super::super::{
     hop::{Layer, ProxyLeg, RewriteField},
     rules::RuleRef,
 };
-use crate::model::{CtDirection, CtState, DropReason, Family, Hook};
+use crate::model::{CtDirection, CtState, DropReason, Family, Hook, Outer};
 
 /// A netfilter hook of one family ("ipv4 prerouting").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -33,6 +33,9 @@ pub enum Origin {
     HostIntoBridge,
     /// It comes from another node over VXLAN and enters a bridge through its VXLAN port.
     Tunnel,
+    /// It comes from another node inside a VXLAN packet seen arriving on this node's own
+    /// interface.
+    OtherNode,
     /// First seen somewhere along the way (a probe point further in).
     Midway,
     /// No probe saw it; only nftables' trace did.
@@ -186,6 +189,21 @@ pub enum Fact {
         role: Role,
         port: String,
         vni: u32,
+        /// The VXLAN packet was seen arriving on the node's own interface just before.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        unwrapped: bool,
+    },
+    /// The VXLAN packet carrying it leaves the node through its own interface.
+    ToNode {
+        role: Role,
+        interface: String,
+        outer: Outer,
+    },
+    /// A VXLAN packet carrying it arrives at the node's own interface.
+    FromNode {
+        role: Role,
+        interface: String,
+        outer: Outer,
     },
     /// The bridge sends the frame to another node, to be wrapped in VXLAN.
     ToTunnel {
@@ -297,6 +315,10 @@ pub enum Fact {
         #[serde(skip_serializing_if = "Option::is_none")]
         to_address: Option<String>,
         vni: u32,
+        /// The VXLAN packet as the first node's own interface sent it, when both nodes saw it
+        /// there (leaving one, arriving at the other).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        outer: Option<Outer>,
         /// From its last hop on one node to its first on the other, clocks aligned.
         gap_ns: i64,
     },

@@ -125,6 +125,17 @@ fn narrate_path(path: &PacketPath, role: Role) -> Vec<Fact> {
                 });
                 facts.extend(nat_facts(run, role));
             }
+            (HopKind::ToNode { interface, outer }, _) => facts.push(Fact::ToNode {
+                role,
+                interface: interface.clone(),
+                outer: *outer,
+            }),
+            // Told even as the first hop: the start says only where it came from.
+            (HopKind::FromNode { interface, outer }, _) => facts.push(Fact::FromNode {
+                role,
+                interface: interface.clone(),
+                outer: *outer,
+            }),
             _ if i == 0 => {} // told by the start
             (HopKind::FromPort { port }, _) => facts.push(Fact::EntersBridge {
                 role,
@@ -134,6 +145,7 @@ fn narrate_path(path: &PacketPath, role: Role) -> Vec<Fact> {
                 role,
                 port: port.clone(),
                 vni: *vni,
+                unwrapped: matches!(hops[i - 1].kind, HopKind::FromNode { .. }),
             }),
             (HopKind::ToTunnel { port, vni }, _) => facts.push(Fact::ToTunnel {
                 role,
@@ -390,6 +402,7 @@ fn start(path: &PacketPath, role: Role) -> Fact {
             arp_proxy: true, ..
         } if path.packet.arp.is_some() => (Origin::Midway, first.kind.place()),
         HopKind::FromTunnel { port, .. } => (Origin::Tunnel, port.clone()),
+        HopKind::FromNode { interface, .. } => (Origin::OtherNode, interface.clone()),
         HopKind::Transmit {
             interface,
             host: false,

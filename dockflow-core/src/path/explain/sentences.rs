@@ -88,6 +88,7 @@ impl Fact {
                     Origin::Tunnel => format!(
                         "The {r} ({packet}) comes from another node over VXLAN: unwrapped from the UDP packet that carried it, it enters the bridge through {place} (L2)."
                     ),
+                    Origin::OtherNode => format!("The {r} ({packet}) comes from another node."),
                     Origin::Midway => format!("The {r} ({packet}) is first seen at {place}."),
                     Origin::TraceOnly => format!(
                         "The {r} ({packet}) is known only from nftables' trace: no probe saw it."
@@ -195,9 +196,25 @@ impl Fact {
                 s
             }
             Fact::ToPort { port, .. } => format!("The bridge sends it out of port {port} (L2)."),
+            Fact::FromTunnel {
+                port,
+                vni,
+                unwrapped: true,
+                ..
+            } => format!(
+                "The kernel unwraps the frame (VNI {vni}) and it enters the bridge through {port} (L2)."
+            ),
             Fact::FromTunnel { port, vni, .. } => format!(
                 "It comes from another node over VXLAN (VNI {vni}) and enters the bridge through {port} (L2)."
             ),
+            Fact::ToNode {
+                interface, outer, ..
+            } => format!(
+                "The VXLAN packet carrying it leaves the node through {interface}: UDP {outer}."
+            ),
+            Fact::FromNode {
+                interface, outer, ..
+            } => format!("It arrives on {interface} inside a VXLAN packet: UDP {outer}."),
             Fact::ToTunnel { port, vni, .. } => format!(
                 "The bridge sends it to another node through {port} (L2): the kernel wraps the frame in a UDP packet to port 4789 of the node the destination's MAC address was learned from (VXLAN, VNI {vni})."
             ),
@@ -391,9 +408,16 @@ impl Fact {
                 from_address,
                 to_address,
                 vni,
+                outer,
                 gap_ns,
                 ..
             } => {
+                if let Some(outer) = outer {
+                    return format!(
+                        "It crosses from node {from} to node {to} inside VXLAN: UDP {outer} carries the frame, seen leaving {from} and arriving at {to}; node {to} has it {:.3} ms later.",
+                        *gap_ns as f64 / 1e6
+                    );
+                }
                 let at = |node: &str, address: &Option<String>| match address {
                     Some(address) => format!("{node} ({address})"),
                     None => node.to_string(),
@@ -451,6 +475,8 @@ impl Fact {
             | Fact::ToPort { role, .. }
             | Fact::FromTunnel { role, .. }
             | Fact::ToTunnel { role, .. }
+            | Fact::ToNode { role, .. }
+            | Fact::FromNode { role, .. }
             | Fact::ReachesNamespace { role, .. }
             | Fact::LeavesHost { role, .. }
             | Fact::Dropped { role, .. }
