@@ -11,7 +11,7 @@ use crate::{
     globals::empty,
     kmem::{self, offset},
     observe, reply_tuples,
-    skb::TrustedSkb,
+    skb::{self, TrustedSkb},
     skipped,
 };
 
@@ -100,5 +100,13 @@ pub fn describe_hook(state: u64, slot: NfSlot, event: &mut PacketEvent) {
     let out_dev: u64 = kmem::read(state, offset!(state_out)).unwrap_or(0);
     if out_dev != 0 {
         event.nf_out_ifindex = kmem::read(out_dev, offset!(dev_ifindex)).unwrap_or(0);
+    }
+    // A locally sent packet has no skb->dev yet: its hook runs in the namespace of the device
+    // it goes out of (a container's own output hook is not the host's).
+    if event.netns == 0 {
+        let dev = if out_dev != 0 { out_dev } else { in_dev };
+        if dev != 0 {
+            event.netns = skb::device_netns(dev);
+        }
     }
 }

@@ -59,10 +59,17 @@ pub fn device<S: SkbFields>(skb: S, event: &mut PacketEvent) {
         return;
     }
     event.ifindex = read(dev, offset!(dev_ifindex)).unwrap_or(0);
+    event.netns = device_netns(dev);
+}
+
+/// The inode of a net_device's network namespace (0 where unreadable).
+#[inline(always)]
+pub fn device_netns(dev: u64) -> u32 {
     let net: u64 = read(dev, offset!(dev_nd_net)).unwrap_or(0);
-    if net != 0 {
-        event.netns = read(net, offset!(net_ns_inum)).unwrap_or(0);
+    if net == 0 {
+        return 0;
     }
+    read(net, offset!(net_ns_inum)).unwrap_or(0)
 }
 
 /// The inode of the network namespace of skb->dev (0: no device), in three plain loads: from

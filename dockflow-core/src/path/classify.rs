@@ -63,7 +63,16 @@ pub fn classify(event: &Event, topology: &Topology) -> (Layer, HopKind) {
         }
         ProbePoint::BrHandleFrame => (Layer::L2, HopKind::FromPort { port: port() }),
         ProbePoint::BrForward => (Layer::L2, HopKind::BridgeForward { port: port() }),
-        ProbePoint::BrPassFrameUp => (Layer::L2, HopKind::PassedUp { bridge: name }),
+        // skb->dev is still the port the frame came in by: the bridge is its master.
+        ProbePoint::BrPassFrameUp => {
+            let bridge = match place {
+                Place::BridgePort { bridge } | Place::TunnelPort { bridge, .. } => {
+                    topology.name(event.netns, bridge)
+                }
+                _ => name,
+            };
+            (Layer::L2, HopKind::PassedUp { bridge })
+        }
         ProbePoint::BrDevXmit => (Layer::L3, HopKind::IntoBridge { bridge: name }),
         ProbePoint::TunnelIngress | ProbePoint::TunnelEgress => {
             let Some(outer) = event.outer.as_deref().copied() else {
@@ -186,14 +195,35 @@ pub fn refine(hops: &mut [Hop]) {
     }
 }
 
-/// The ports a flooded frame was sent out of (empty when it was not flooded).
+/// The ports a flooded frame was sent out of (empty when it was not flooded): more than one
+/// port of one bridge in one pass through it. A packet that crosses several bridges (routed
+/// from one into the next, or through another namespace) leaves each by its own port.
 pub fn flooded_ports(hops: &[Hop]) -> Vec<&str> {
     let mut ports: Vec<&str> = Vec::new();
+    let mut bridge_netns = None;
     for hop in hops {
-        if let HopKind::ToPort { port } = &hop.kind
-            && !ports.contains(&port.as_str())
-        {
-            ports.push(port);
+        let left_the_bridge = matches!(hop.layer, Layer::L3 | Layer::Device);
+        match &hop.kind {
+            HopKind::ToPort { port } => {
+                if bridge_netns.is_some_and(|ns| ns != hop.event.netns) {
+                    if ports.len() > 1 {
+                        return ports;
+                    }
+                    ports.clear();
+                }
+                bridge_netns = Some(hop.event.netns);
+                if !ports.contains(&port.as_str()) {
+                    ports.push(port);
+                }
+            }
+            _ if left_the_bridge && !ports.is_empty() => {
+                if ports.len() > 1 {
+                    return ports;
+                }
+                ports.clear();
+                bridge_netns = None;
+            }
+            _ => {}
         }
     }
     if ports.len() > 1 { ports } else { Vec::new() }

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::hop::{Hop, HopKind, PacketPath};
+use super::hop::{Hop, HopKind, Layer, PacketPath};
 use crate::model::{Family, Hook, NftFamily, Packet, RuleTrace, Verdict};
 
 /// Whether `rule` was evaluated at the place `hop` stands for.
@@ -31,11 +31,16 @@ pub fn ran_at(rule: &RuleTrace, hop: &HopKind, packet: &Packet) -> bool {
     family == Family::Bridge && bridge_hooks.contains(&rule_hook)
 }
 
-/// For each rule, the index of the first hop it ran at (None: no such hop was seen).
+/// For each rule, the index of the first hop it ran at (None: no such hop was seen). The
+/// trace is the host's ruleset's: hooks in other namespaces (a container's, a load
+/// balancer's) are never where its rules ran.
 pub fn placed(rules: &[RuleTrace], hops: &[Hop], packet: &Packet) -> Vec<Option<usize>> {
     rules
         .iter()
-        .map(|rule| hops.iter().position(|hop| ran_at(rule, &hop.kind, packet)))
+        .map(|rule| {
+            hops.iter()
+                .position(|hop| hop.layer != Layer::Device && ran_at(rule, &hop.kind, packet))
+        })
         .collect()
 }
 

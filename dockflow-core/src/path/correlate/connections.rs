@@ -51,11 +51,13 @@ impl Connections {
         packet: &Packet,
         host: u32,
     ) -> (Option<u64>, Option<Direction>) {
-        // The host's conntrack entry, not the one a container keeps in its own namespace for
-        // the same packet (that one has the container's view of the addresses).
+        // The host's conntrack entry, not the one a container (or a load balancer's
+        // namespace) keeps in its own namespace for the same packet: that one has its view of
+        // the addresses, and a reply meets it before the host's. A hook without a device
+        // (the host's output) is the host's.
         let host_ct = events
             .iter()
-            .filter(|e| e.netfilter.is_some() || e.netns.is_none_or(|ns| ns == host))
+            .filter(|e| e.netns.is_none_or(|ns| ns == host))
             .find_map(|e| e.conntrack.as_ref());
         if let Some(ct) = host_ct {
             let key = tuple_key(&ct.original);

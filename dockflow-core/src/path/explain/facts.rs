@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::super::{
     docker::DockerDrop,
-    hop::{Layer, ProxyLeg, RewriteField},
+    hop::{Layer, ProxyLeg, Rewrite, RewriteField},
     rules::RuleRef,
 };
 use crate::model::{CtDirection, CtState, DropReason, Family, Hook, Outer};
@@ -16,6 +16,10 @@ pub struct HookRef {
     pub family: Family,
     pub hook: Hook,
 }
+
+/// Swarm's routing mesh balances a published port's connections in this namespace (IPVS),
+/// as Docker names it.
+pub const ROUTING_MESH_NAMESPACE: &str = "ingress_sbox";
 
 /// Where a packet was first seen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -72,6 +76,9 @@ pub enum Outcome {
     BridgedOnly,
     /// The bridge sent it to another node over VXLAN: the rest of its way is there.
     ToOtherNode,
+    /// The host forwarded it to Swarm's routing mesh (`ingress_sbox`), where IPVS sent it on
+    /// to a task.
+    BalancedToTask,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -192,6 +199,18 @@ pub enum Fact {
         /// The VXLAN packet was seen arriving on the node's own interface just before.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         unwrapped: bool,
+    },
+    /// Inside another network namespace the packet's addresses are rewritten between the
+    /// device it arrived on and the one it leaves by: NAT there, or IPVS (Swarm's routing
+    /// mesh in `ingress_sbox`).
+    NatInNamespace {
+        role: Role,
+        namespace: String,
+        /// In the order seen.
+        rewrites: Vec<Rewrite>,
+        /// The container that owns the new destination (the task the mesh chose).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        backend: Option<String>,
     },
     /// The VXLAN packet carrying it leaves the node through its own interface.
     ToNode {

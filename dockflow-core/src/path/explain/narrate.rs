@@ -4,10 +4,12 @@ use super::{
     super::{
         classify::flooded_ports,
         docker::DockerDrop,
-        hop::{Hop, HopKind, Layer, LegRole, PacketPath, RewriteField},
+        hop::{Hop, HopKind, Layer, LegRole, PacketPath, Rewrite, RewriteField},
         rules::RuleRef,
     },
-    facts::{Answerer, ArpDelivery, Fact, HookRef, NatKind, Origin, Outcome, Role},
+    facts::{
+        Answerer, ArpDelivery, Fact, HookRef, NatKind, Origin, Outcome, ROUTING_MESH_NAMESPACE, Role,
+    },
 };
 use crate::model::{ArpOp, CtState, Hook, RuleTrace, TraceKind, Verdict, endpoint};
 
@@ -152,10 +154,17 @@ fn narrate_path(path: &PacketPath, role: Role) -> Vec<Fact> {
                 port: port.clone(),
                 vni: *vni,
             }),
-            (HopKind::PassedUp { bridge }, _) => facts.push(Fact::PassedUp {
-                role,
-                bridge: bridge.clone(),
-            }),
+            // Seen by the port's probe and by the bridge's, with the bridge's input hook
+            // between: told once.
+            (HopKind::PassedUp { bridge }, _) => {
+                let fact = Fact::PassedUp {
+                    role,
+                    bridge: bridge.clone(),
+                };
+                if !facts.contains(&fact) {
+                    facts.push(fact);
+                }
+            }
             (HopKind::IntoBridge { bridge }, _) => facts.push(Fact::RoutedIntoBridge {
                 role,
                 bridge: bridge.clone(),
@@ -246,6 +255,14 @@ fn narrate_path(path: &PacketPath, role: Role) -> Vec<Fact> {
             _ => {}
         }
         facts.extend(accepted_in(path, rule_at, i..end, role, &facts));
+        if hop.layer == Layer::Device && hops.get(end).is_none_or(|h| h.layer != Layer::Device) {
+            let start = i - hops[..i]
+                .iter()
+                .rev()
+                .take_while(|h| h.layer == Layer::Device)
+                .count();
+            facts.extend(nat_in_namespace(path, &hops[start..end], role));
+        }
         i = end;
     }
     // Rules whose hook no probe saw (a packet known only from the trace).
@@ -256,7 +273,11 @@ fn narrate_path(path: &PacketPath, role: Role) -> Vec<Fact> {
         role,
         &facts,
     ));
-    facts.extend(outcome(path, role));
+    let balanced = facts.iter().any(|f| {
+        matches!(f, Fact::NatInNamespace { namespace, role: Role::Request, .. }
+            if namespace == ROUTING_MESH_NAMESPACE)
+    });
+    facts.extend(outcome(path, role, balanced));
     facts
 }
 
@@ -425,6 +446,39 @@ fn start(path: &PacketPath, role: Role) -> Fact {
     }
 }
 
+/// The rewrites in a run of hops inside another namespace (the device hops and hooks there,
+/// from where it arrived to where it left), told as one step.
+fn nat_in_namespace(path: &PacketPath, run: &[Hop], role: Role) -> Option<Fact> {
+    let namespace = run.iter().find_map(|h| match &h.kind {
+        HopKind::Receive {
+            interface,
+            host: false,
+        }
+        | HopKind::Transmit {
+            interface,
+            host: false,
+        } => interface.rsplit_once(':').map(|(ns, _)| ns.to_string()),
+        _ => None,
+    })?;
+    let rewrites: Vec<Rewrite> = run.iter().flat_map(|h| h.rewrites.clone()).collect();
+    if rewrites.is_empty() {
+        return None;
+    }
+    let new_destination = rewrites
+        .iter()
+        .any(|r| r.field == RewriteField::Destination);
+    Some(Fact::NatInNamespace {
+        role,
+        namespace,
+        rewrites,
+        backend: path
+            .ends
+            .dst
+            .clone()
+            .filter(|_| new_destination && role == Role::Request),
+    })
+}
+
 /// Facts for the NAT rewrites in a run of hooks.
 fn nat_facts(run: &[Hop], role: Role) -> Vec<Fact> {
     let mut out = Vec::new();
@@ -474,7 +528,8 @@ fn nat_facts(run: &[Hop], role: Role) -> Vec<Fact> {
 }
 
 /// What became of the packet, when the path shows it (a dropped packet has its drop instead).
-fn outcome(path: &PacketPath, role: Role) -> Option<Fact> {
+/// `balanced`: the routing mesh sent the request on to a task.
+fn outcome(path: &PacketPath, role: Role, balanced: bool) -> Option<Fact> {
     if path.dropped().is_some() || path.hops.is_empty() {
         return None;
     }
@@ -500,6 +555,8 @@ fn outcome(path: &PacketPath, role: Role) -> Option<Fact> {
             .is_some_and(|h| matches!(h.kind, HopKind::ToTunnel { .. }));
     let outcome = if local {
         Outcome::DeliveredLocally
+    } else if routed && balanced {
+        Outcome::BalancedToTask
     } else if routed {
         Outcome::Routed
     } else if sent_by_host {

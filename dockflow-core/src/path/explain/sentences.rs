@@ -2,10 +2,12 @@
 
 use super::{
     super::{
-        hop::{Layer, ProxyLeg, RewriteField},
+        hop::{Layer, ProxyLeg, Rewrite, RewriteField},
         rules::RuleRef,
     },
-    facts::{Answerer, ArpDelivery, Fact, HookRef, NatKind, Origin, Outcome, Role},
+    facts::{
+        Answerer, ArpDelivery, Fact, HookRef, NatKind, Origin, Outcome, ROUTING_MESH_NAMESPACE, Role,
+    },
 };
 use crate::model::{CtState, Family, priority_words};
 
@@ -59,6 +61,43 @@ fn stack_above(bridge: &str) -> String {
     match bridge.split_once(':') {
         Some((namespace, _)) => format!("the IP stack of {namespace}'s namespace"),
         None => "the host's IP stack".into(),
+    }
+}
+
+fn nat_in_namespace(
+    role: Role,
+    namespace: &str,
+    rewrites: &[Rewrite],
+    backend: Option<&str>,
+) -> String {
+    let changes: Vec<String> = rewrites
+        .iter()
+        .map(|r| {
+            let end = match r.field {
+                RewriteField::Source => "source",
+                RewriteField::Destination => "destination",
+            };
+            format!("the {end} {} becomes {}", r.before, r.after)
+        })
+        .collect();
+    let changes = list(&changes);
+    let snat = rewrites.iter().any(|r| r.field == RewriteField::Source);
+    match (namespace == ROUTING_MESH_NAMESPACE, role) {
+        (true, Role::Request) => format!(
+            "In {namespace}, the routing mesh's namespace, IPVS balances the connection to a task{}: {changes}{}.",
+            backend.map_or(String::new(), |b| format!(" ({b})")),
+            if snat {
+                format!(
+                    ", an address of {namespace}'s own, so that the reply comes back through {namespace}"
+                )
+            } else {
+                String::new()
+            }
+        ),
+        (true, Role::Reply) => {
+            format!("In {namespace}, IPVS undoes its rewrites on the reply: {changes}.")
+        }
+        (false, _) => format!("Inside {namespace}'s namespace, NAT rewrites it: {changes}."),
     }
 }
 
@@ -207,6 +246,12 @@ impl Fact {
             Fact::FromTunnel { port, vni, .. } => format!(
                 "It comes from another node over VXLAN (VNI {vni}) and enters the bridge through {port} (L2)."
             ),
+            Fact::NatInNamespace {
+                role,
+                namespace,
+                rewrites,
+                backend,
+            } => nat_in_namespace(*role, namespace, rewrites, backend.as_deref()),
             Fact::ToNode {
                 interface, outer, ..
             } => format!(
@@ -244,6 +289,9 @@ impl Fact {
             } => match outcome {
                 Outcome::Routed => format!(
                     "It is routed through the host (IP forward) and never delivered to a local socket, so no IP input hook sees it: after NAT its destination {destination} is not one of the host's addresses."
+                ),
+                Outcome::BalancedToTask => format!(
+                    "It is routed through the host (IP forward) to {ROUTING_MESH_NAMESPACE}, never to a local socket of the host; IPVS there sends it on to {destination}, and that task's own IP stack takes it."
                 ),
                 Outcome::DeliveredLocally => format!(
                     "It is delivered to the host itself (IP input, destination {destination}): a local socket or the kernel's own protocol handling takes it; it is not forwarded."
@@ -476,6 +524,7 @@ impl Fact {
             | Fact::FromTunnel { role, .. }
             | Fact::ToTunnel { role, .. }
             | Fact::ToNode { role, .. }
+            | Fact::NatInNamespace { role, .. }
             | Fact::FromNode { role, .. }
             | Fact::ReachesNamespace { role, .. }
             | Fact::LeavesHost { role, .. }
