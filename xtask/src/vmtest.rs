@@ -2,9 +2,11 @@
 //! functions and nf_hook_slow) tested for real, in a Debian cloud kernel under qemu (TCG; this
 //! machine kind's KVM does not work nested).
 //!
-//! The guest has no Docker: its /init (vm/init.sh) builds the same shape by hand (a bridge with
-//! veth ports into namespaces, an external namespace, Docker-like nft DNAT and masquerade), runs
-//! a static dockflow on it and prints what it saw between markers. The host judges: qemu's exit
+//! Two guests. The first has no Docker: its /init (vm/init.sh) builds the same shape by hand (a
+//! bridge with veth ports into namespaces, an external namespace, Docker-like nft DNAT and
+//! masquerade). The second (vm/mesh.sh, judged in mesh.rs) runs Debian's Docker engine in a
+//! one-node swarm, for the routing mesh, which needs the IPVS this machine's kernel lacks. Each
+//! runs a static dockflow and prints what it saw between markers. The host judges: qemu's exit
 //! status says nothing about the guest.
 
 use std::{
@@ -23,6 +25,8 @@ use crate::{
     build,
     setup::{self, output, quiet},
 };
+
+mod mesh;
 
 /// Modules the guest loads, dependencies first (computed from modinfo on the host).
 /// The guest has no modprobe to autoload with, so everything is listed: sch_ingress and cls_bpf
@@ -45,6 +49,33 @@ const MODULES: &[&str] = &[
 const GUEST_TOOLS: &[&str] = &["/usr/sbin/ip", "/usr/sbin/nft"];
 const BOOT_TIMEOUT: Duration = Duration::from_secs(170);
 
+/// One guest: its /init, what it loads and runs, and what it is given.
+struct Guest {
+    name: &'static str,
+    /// Its /init, in xtask/vm.
+    init: &'static str,
+    /// Module lists, each with its dependencies (resolved on the host).
+    modules: &'static [&'static [&'static str]],
+    /// Besides [`GUEST_TOOLS`].
+    tools: &'static [&'static str],
+    /// Directories copied whole (plugins the tools load by name).
+    directories: &'static [&'static str],
+    memory_mib: u32,
+    cpus: u32,
+    timeout: Duration,
+}
+
+const BRIDGE_GUEST: Guest = Guest {
+    name: "bridge",
+    init: "init.sh",
+    modules: &[MODULES],
+    tools: &[],
+    directories: &[],
+    memory_mib: 1024,
+    cpus: 1,
+    timeout: BOOT_TIMEOUT,
+};
+
 pub fn run() -> Result<()> {
     let started = Instant::now();
     setup::run()?;
@@ -53,15 +84,29 @@ pub fn run() -> Result<()> {
     let responder = build::lab_responder()?;
     let kernel = Kernel::fetch()?;
     eprintln!("vmtest: kernel {} ({})", kernel.release, kernel.package);
-    let initramfs = build_initramfs(&kernel, &dockflow, &responder)?;
-    let boot = Instant::now();
-    let console = boot_guest(&kernel.vmlinuz, &initramfs)?;
-    eprintln!(
-        "vmtest: guest ran {:.0} s (whole vmtest {:.0} s)",
-        boot.elapsed().as_secs_f64(),
-        started.elapsed().as_secs_f64()
-    );
-    judge(&console)
+    let mut failed = Vec::new();
+    for (guest, judge) in [
+        (&BRIDGE_GUEST, judge as fn(&str) -> Result<()>),
+        (&mesh::GUEST, mesh::judge),
+    ] {
+        let initramfs = build_initramfs(guest, &kernel, &dockflow, &responder)?;
+        let boot = Instant::now();
+        let console = boot_guest(guest, &kernel.vmlinuz, &initramfs)?;
+        eprintln!(
+            "vmtest: {} guest ran {:.0} s (whole vmtest so far {:.0} s)",
+            guest.name,
+            boot.elapsed().as_secs_f64(),
+            started.elapsed().as_secs_f64()
+        );
+        if let Err(error) = judge(&console) {
+            eprintln!("vmtest: {error:#}");
+            failed.push(guest.name);
+        }
+    }
+    if !failed.is_empty() {
+        bail!("vmtest: the {} guest failed", failed.join(" and "));
+    }
+    Ok(())
 }
 
 struct Kernel {
@@ -153,10 +198,16 @@ fn find_module(dir: &Path, file: &str) -> Option<PathBuf> {
     None
 }
 
-fn build_initramfs(kernel: &Kernel, dockflow: &Path, responder: &Path) -> Result<PathBuf> {
-    let root = build::workspace_root().join("target/vmtest/root");
+fn build_initramfs(
+    guest: &Guest,
+    kernel: &Kernel,
+    dockflow: &Path,
+    responder: &Path,
+) -> Result<PathBuf> {
+    let dir = build::workspace_root().join("target/vmtest");
+    let root = dir.join(format!("root-{}", guest.name));
     let _ = fs::remove_dir_all(&root);
-    for dir in ["bin", "modules", "proc", "sys", "dev", "run", "tmp"] {
+    for dir in ["bin", "modules", "proc", "sys", "dev", "run", "tmp", "etc"] {
         fs::create_dir_all(root.join(dir))?;
     }
     fs::copy("/bin/busybox", root.join("bin/busybox"))
@@ -164,24 +215,33 @@ fn build_initramfs(kernel: &Kernel, dockflow: &Path, responder: &Path) -> Result
     fs::copy(dockflow, root.join("dockflow"))?;
     fs::copy(responder, root.join("dockflow-lab"))?;
     let vm = build::workspace_root().join("xtask/vm");
-    fs::copy(vm.join("init.sh"), root.join("init"))?;
+    fs::copy(vm.join(guest.init), root.join("init"))?;
     use std::os::unix::fs::PermissionsExt as _;
     for exe in ["init", "bin/busybox", "dockflow", "dockflow-lab"] {
         fs::set_permissions(root.join(exe), fs::Permissions::from_mode(0o755))?;
     }
     fs::copy(vm.join("rules.nft"), root.join("rules.nft"))?;
+    fs::copy(vm.join("dockflow.sh"), root.join("dockflow.sh"))?;
+    // Who root is, for the tools that ask.
+    fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
+    fs::write(root.join("etc/group"), "root:x:0:\n")?;
     let mut order = String::new();
-    for module in kernel.modules_in_order(MODULES)? {
+    for module in kernel.modules_in_order(&guest.modules.concat())? {
         let name = module.file_name().unwrap().to_string_lossy().into_owned();
         fs::copy(&module, root.join("modules").join(&name))?;
         order.push_str(&name);
         order.push('\n');
     }
     fs::write(root.join("modules/order"), order)?;
-    for tool in GUEST_TOOLS {
+    for tool in GUEST_TOOLS.iter().chain(guest.tools) {
         copy_with_libraries(Path::new(tool), &root)?;
     }
-    let cpio = build::workspace_root().join("target/vmtest/initramfs.cpio");
+    for directory in guest.directories {
+        let dest = root.join(directory.trim_start_matches('/'));
+        fs::create_dir_all(dest.parent().unwrap())?;
+        quiet(Command::new("cp").arg("-a").arg(directory).arg(&dest))?;
+    }
+    let cpio = dir.join(format!("initramfs-{}.cpio", guest.name));
     let list = output(Command::new("find").arg(".").current_dir(&root))?;
     let mut child = Command::new("cpio")
         .args(["-o", "-H", "newc", "--quiet"])
@@ -214,25 +274,16 @@ fn copy_with_libraries(tool: &Path, root: &Path) -> Result<()> {
     Ok(())
 }
 
-fn boot_guest(vmlinuz: &Path, initramfs: &Path) -> Result<String> {
-    let log = build::workspace_root().join("target/vmtest/console.log");
+fn boot_guest(guest: &Guest, vmlinuz: &Path, initramfs: &Path) -> Result<String> {
+    let log = build::workspace_root().join(format!("target/vmtest/console-{}.log", guest.name));
     let _ = fs::remove_file(&log);
     let status = Command::new("timeout")
-        .arg(BOOT_TIMEOUT.as_secs().to_string())
-        .args([
-            "qemu-system-x86_64",
-            "-accel",
-            "tcg",
-            "-cpu",
-            "max",
-            "-smp",
-            "1",
-            "-m",
-            "1024M",
-            "-nodefaults",
-            "-display",
-            "none",
-        ])
+        .arg(guest.timeout.as_secs().to_string())
+        .args(["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp"])
+        .arg(guest.cpus.to_string())
+        .arg("-m")
+        .arg(format!("{}M", guest.memory_mib))
+        .args(["-nodefaults", "-display", "none"])
         .arg("-serial")
         .arg(format!("file:{}", log.display()))
         .args(["-no-reboot", "-net", "none", "-kernel"])
@@ -246,8 +297,9 @@ fn boot_guest(vmlinuz: &Path, initramfs: &Path) -> Result<String> {
     if status.code() == Some(124) && !console.contains("VMTEST-DONE") {
         let last = last_lines(&console, 15);
         bail!(
-            "the guest did not finish within {} s; its console ended with:\n{last}",
-            BOOT_TIMEOUT.as_secs()
+            "the {} guest did not finish within {} s; its console ended with:\n{last}",
+            guest.name,
+            guest.timeout.as_secs()
         );
     }
     Ok(console)
@@ -268,8 +320,9 @@ fn between<'a>(console: &'a str, begin: &str, end: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// Per scenario: pass or fail, printed; an error if any failed.
-fn judge(console: &str) -> Result<()> {
+/// What a guest printed: its own progress lines (echoed here), dockflow's stderr and its JSON
+/// lines; an error when the guest stopped before its end.
+fn read_console(console: &str) -> Result<(Vec<&str>, Vec<Value>)> {
     if !console.contains("VMTEST-DONE") {
         let last = last_lines(console, 15);
         bail!("the guest stopped before running its scenarios; its console ended with:\n{last}");
@@ -282,6 +335,34 @@ fn judge(console: &str) -> Result<()> {
         .iter()
         .filter_map(|l| serde_json::from_str(l.trim()).ok())
         .collect();
+    Ok((stderr, lines))
+}
+
+/// Prints each scenario's verdict; an error if any failed.
+fn report(guest: &Guest, scenarios: &[(&str, Result<(), String>)]) -> Result<()> {
+    let mut failed = 0;
+    for (name, result) in scenarios {
+        match result {
+            Ok(()) => eprintln!("vmtest: PASS {name}"),
+            Err(why) => {
+                failed += 1;
+                eprintln!("vmtest: FAIL {name}: {why}");
+            }
+        }
+    }
+    if failed > 0 {
+        bail!(
+            "{failed} of {} scenarios failed (console: target/vmtest/console-{}.log)",
+            scenarios.len(),
+            guest.name
+        );
+    }
+    Ok(())
+}
+
+/// The bridge guest's scenarios.
+fn judge(console: &str) -> Result<()> {
+    let (stderr, lines) = read_console(console)?;
     let packets = stream::packets(&lines);
     let kinds = stream::hop_kinds;
     let has = |p: &Value, k: &str| kinds(p).iter().any(|x| x == k);
@@ -461,21 +542,5 @@ fn judge(console: &str) -> Result<()> {
             },
         ),
     ];
-    let mut failed = 0;
-    for (name, result) in &scenarios {
-        match result {
-            Ok(()) => eprintln!("vmtest: PASS {name}"),
-            Err(why) => {
-                failed += 1;
-                eprintln!("vmtest: FAIL {name}: {why}");
-            }
-        }
-    }
-    if failed > 0 {
-        bail!(
-            "{failed} of {} vmtest scenarios failed (console: target/vmtest/console.log)",
-            scenarios.len()
-        );
-    }
-    Ok(())
+    report(&BRIDGE_GUEST, &scenarios)
 }

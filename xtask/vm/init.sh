@@ -3,6 +3,7 @@
 # veth ports into "container" namespaces, an "external" namespace, nft DNAT/masquerade like
 # Docker's), run dockflow on it, and print what it saw between markers for the host to judge.
 /bin/busybox --install -s /bin
+. /dockflow.sh
 export PATH=/usr/sbin:/usr/bin:/bin
 # busybox sh runs its own applets before anything on PATH: name the real tools by path.
 IP=/usr/sbin/ip
@@ -33,39 +34,16 @@ for ns in ctr ctr2 ctr3; do
   $IP -n $ns route add default via 10.0.0.1
   n=$((n+1))
 done
-$IP netns add ext
-$IP link add dfext0 type veth peer name dfext1 netns ext
-$IP addr add 10.199.0.1/24 dev dfext0
-$IP link set dfext0 up
-$IP -n ext addr add 10.199.0.2/24 dev dfext1
-$IP -n ext link set dfext1 up
-$IP -n ext link set lo up
-$IP -n ext route add default via 10.199.0.1
-sysctl -w net.ipv4.ip_forward=1 >/dev/null
+outside_namespace
 sysctl -w net.bridge.bridge-nf-call-iptables=1 >/dev/null
 nft -f /rules.nft || echo "VMTEST nft rules failed"
 
 $IP netns exec ctr /dockflow-lab serve radius --port 1812 > /tmp/radius.log 2>&1 &
 # With a filter expression that keeps the exchanges: the verdict lookups load on this kernel too.
-/dockflow --netns ctr --json 'udp or arp or icmp or icmp6' > /tmp/out.json 2> /tmp/err.txt &
-DF=$!
-i=0
-while ! grep -q streaming /tmp/err.txt && kill -0 $DF 2>/dev/null && [ $i -lt 120 ]; do sleep 1; i=$((i+1)); done
-echo "VMTEST dockflow ready after ${i}s"
+start_dockflow --netns ctr 'udp or arp or icmp or icmp6'
 echo "VMTEST client-external $($IP netns exec ext /dockflow-lab client radius 10.199.0.1:1812 2>&1)"
 echo "VMTEST client-bridged $($IP netns exec ctr2 /dockflow-lab client radius 10.0.0.2:1812 2>&1)"
 # The bridge forgets every MAC; ctr2 still knows ctr's, so its next frame is flooded.
 $IP link set br0 type bridge fdb_flush
 echo "VMTEST client-flooded $($IP netns exec ctr2 /dockflow-lab client radius 10.0.0.2:1812 2>&1)"
-sleep 2
-kill -INT $DF
-wait $DF
-echo "VMTEST dockflow exit $?"
-echo VMTEST-BEGIN-STDERR
-cat /tmp/err.txt
-echo VMTEST-END-STDERR
-echo VMTEST-BEGIN-JSON
-cat /tmp/out.json
-echo VMTEST-END-JSON
-echo VMTEST-DONE
-poweroff -f
+finish_dockflow

@@ -1719,3 +1719,5 @@ fn a_bridge_in_a_namespace_of_its_own_passes_frames_up_to_that_namespace() {
         "{overlay}"
     );
 }
+
+mod mesh;

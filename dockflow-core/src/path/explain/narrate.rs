@@ -8,7 +8,8 @@ use super::{
         rules::RuleRef,
     },
     facts::{
-        Answerer, ArpDelivery, Fact, HookRef, NatKind, Origin, Outcome, ROUTING_MESH_NAMESPACE, Role,
+        Answerer, ArpDelivery, Fact, HookRef, NatKind, Origin, Outcome, ROUTING_MESH_NAMESPACE,
+        Role,
     },
 };
 use crate::model::{ArpOp, CtState, Hook, RuleTrace, TraceKind, Verdict, endpoint};
@@ -255,11 +256,13 @@ fn narrate_path(path: &PacketPath, role: Role) -> Vec<Fact> {
             _ => {}
         }
         facts.extend(accepted_in(path, rule_at, i..end, role, &facts));
-        if hop.layer == Layer::Device && hops.get(end).is_none_or(|h| h.layer != Layer::Device) {
+        // The last of a run of hops inside one other namespace: what happened to it there.
+        let in_namespace = |h: &Hop| h.layer == Layer::Device && h.event.netns == hop.event.netns;
+        if hop.layer == Layer::Device && !hops.get(end).is_some_and(in_namespace) {
             let start = i - hops[..i]
                 .iter()
                 .rev()
-                .take_while(|h| h.layer == Layer::Device)
+                .take_while(|h| in_namespace(h))
                 .count();
             facts.extend(nat_in_namespace(path, &hops[start..end], role));
         }
@@ -435,6 +438,22 @@ fn start(path: &PacketPath, role: Role) -> Fact {
         HopKind::Hook {
             hook: Hook::Output, ..
         } if first.layer == Layer::L3 => (Origin::HostProcess, first.kind.place()),
+        // A container's own output hook, before it sends the packet out of its interface.
+        HopKind::Hook {
+            hook: Hook::Output, ..
+        } if first.layer == Layer::Device => {
+            let sent_from = path.hops.iter().find_map(|h| match &h.kind {
+                HopKind::Transmit {
+                    interface,
+                    host: false,
+                } => Some(interface.clone()),
+                _ => None,
+            });
+            match sent_from {
+                Some(interface) => (Origin::Container, interface),
+                None => (Origin::Midway, first.kind.place()),
+            }
+        }
         HopKind::IntoBridge { bridge } => (Origin::HostIntoBridge, bridge.clone()),
         other => (Origin::Midway, other.place()),
     };

@@ -6,7 +6,8 @@ use super::{
         rules::RuleRef,
     },
     facts::{
-        Answerer, ArpDelivery, Fact, HookRef, NatKind, Origin, Outcome, ROUTING_MESH_NAMESPACE, Role,
+        Answerer, ArpDelivery, Fact, HookRef, NatKind, Origin, Outcome, ROUTING_MESH_NAMESPACE,
+        Role,
     },
 };
 use crate::model::{CtState, Family, priority_words};
