@@ -88,6 +88,7 @@ pub fn run() -> Result<()> {
     for (guest, judge) in [
         (&BRIDGE_GUEST, judge as fn(&str) -> Result<()>),
         (&mesh::GUEST, mesh::judge),
+        (&mesh::ACROSS_NODES, mesh::judge_across_nodes),
     ] {
         let initramfs = build_initramfs(guest, &kernel, &dockflow, &responder)?;
         let boot = Instant::now();

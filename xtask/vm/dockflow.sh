@@ -1,6 +1,23 @@
 # Sourced by each guest's /init: its outside client's namespace; dockflow started in the
 # background and, at the end, stopped, with what it printed between the markers the host reads.
 
+# engine_guest_setup: what a Docker engine needs of the guest (file systems, cgroups, a
+# tmpfs for its data, since runc cannot work on the initramfs itself), the modules loaded.
+engine_guest_setup() {
+  mount -t proc proc /proc
+  mount -t sysfs sys /sys
+  mount -t devtmpfs dev /dev
+  mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs tmpfs /dev/shm
+  mount -t cgroup2 cgroup2 /sys/fs/cgroup
+  mount -t tracefs tracefs /sys/kernel/tracing
+  mount -t bpf bpf /sys/fs/bpf
+  mkdir -p /var/lib/docker /run /tmp && mount -t tmpfs tmpfs /var/lib/docker && mount -t tmpfs tmpfs /run
+  mkdir -p /run/netns
+  for m in $(cat /modules/order); do insmod /modules/$m || echo "VMTEST insmod $m failed"; done
+  echo "VMTEST kernel $(uname -r)"
+  /usr/sbin/ip link set lo up
+}
+
 # outside_namespace: a client's namespace "ext" (10.199.0.2), routed through the guest's
 # dfext0 (10.199.0.1), with forwarding on.
 outside_namespace() {

@@ -7,18 +7,7 @@
 . /dockflow.sh
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 IP=/usr/sbin/ip
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev
-mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs tmpfs /dev/shm
-mount -t cgroup2 cgroup2 /sys/fs/cgroup
-mount -t tracefs tracefs /sys/kernel/tracing
-mount -t bpf bpf /sys/fs/bpf
-mkdir -p /var/lib/docker /run /tmp && mount -t tmpfs tmpfs /var/lib/docker && mount -t tmpfs tmpfs /run
-mkdir -p /run/netns
-for m in $(cat /modules/order); do insmod /modules/$m || echo "VMTEST insmod $m failed"; done
-echo "VMTEST kernel $(uname -r)"
-$IP link set lo up
+engine_guest_setup
 # The node's own address (what the swarm advertises), and an outside client.
 $IP link add dfnode0 type dummy
 $IP addr add 10.231.77.1/24 dev dfnode0

@@ -349,11 +349,12 @@ impl InterfaceNames {
 
     /// Name of `ifindex` in `netns` (None: the host's, as tc events carry no namespace); an
     /// interface it does not know is said plainly, with its index and namespace.
-    /// Whether a drop in `netns` can be on this host's paths: the host's own namespace, or
-    /// one it knows (a container's, a named one, an overlay's). The kernel's drop probe sees
-    /// every namespace, and where several nodes share one kernel (a simulated cluster) another
-    /// node's namespaces are none of this one's business. Every namespace may be ours when
-    /// none is known (a recording from before namespaces were labelled).
+    /// Whether an event in `netns` can be on this host's paths: the host's own namespace, or
+    /// one it knows (a container's, a named one, an overlay's). The drop probe, the device
+    /// tracepoints and the kprobes see every namespace, and where several nodes share one
+    /// kernel (a simulated cluster) another node's namespaces are none of this one's business.
+    /// Every namespace may be ours when none is known (a recording from before namespaces
+    /// were labelled).
     pub fn may_be_ours(&self, netns: Option<u32>) -> bool {
         match netns {
             None => true,

@@ -61,7 +61,10 @@ pub fn classify(event: &Event, topology: &Topology) -> (Layer, HopKind) {
                 },
             )
         }
-        ProbePoint::BrHandleFrame => (Layer::L2, HopKind::FromPort { port: port() }),
+        ProbePoint::BrHandleFrame => match place {
+            Place::TunnelPort { vni, arp_proxy, .. } => from_tunnel(name, vni, arp_proxy),
+            _ => (Layer::L2, HopKind::FromPort { port: port() }),
+        },
         ProbePoint::BrForward => (Layer::L2, HopKind::BridgeForward { port: port() }),
         // skb->dev is still the port the frame came in by: the bridge is its master.
         ProbePoint::BrPassFrameUp => {
@@ -99,14 +102,7 @@ pub fn classify(event: &Event, topology: &Topology) -> (Layer, HopKind) {
         }
         ProbePoint::TcIngress | ProbePoint::NetifReceive => match place {
             Place::BridgePort { .. } => (Layer::L2, HopKind::FromPort { port: port() }),
-            Place::TunnelPort { vni, arp_proxy, .. } => (
-                Layer::L2,
-                HopKind::FromTunnel {
-                    port: name,
-                    vni,
-                    arp_proxy,
-                },
-            ),
+            Place::TunnelPort { vni, arp_proxy, .. } => from_tunnel(name, vni, arp_proxy),
             // A bridge device "receives" exactly the frames the bridge passes up.
             Place::Bridge => (Layer::L2, HopKind::PassedUp { bridge: name }),
             Place::Host | Place::Elsewhere => (
@@ -130,6 +126,18 @@ pub fn classify(event: &Event, topology: &Topology) -> (Layer, HopKind) {
             ),
         },
     }
+}
+
+/// A frame from another node entering the bridge through its VXLAN port `port`.
+fn from_tunnel(port: String, vni: u32, arp_proxy: bool) -> (Layer, HopKind) {
+    (
+        Layer::L2,
+        HopKind::FromTunnel {
+            port,
+            vni,
+            arp_proxy,
+        },
+    )
 }
 
 /// What only the whole path shows, applied to hops classified one by one: a bridge transmit

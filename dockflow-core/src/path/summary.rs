@@ -184,6 +184,7 @@ fn path_kind(facts: &[&Fact]) -> String {
         Some(Outcome::BridgedOnly) => "bridged only".into(),
         Some(Outcome::ToOtherNode) => "to another node (VXLAN)".into(),
         Some(Outcome::BalancedToTask) => "routing mesh to a task".into(),
+        Some(Outcome::BalancedToOtherNode) => "routing mesh to another node".into(),
         Some(Outcome::Routed) if nat(NatKind::Snat) => "masqueraded out".into(),
         Some(Outcome::Routed) if nat(NatKind::Dnat) => "routed with DNAT".into(),
         Some(Outcome::Routed) => "routed".into(),

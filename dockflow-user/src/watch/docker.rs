@@ -42,6 +42,8 @@ pub struct Container {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Network {
     pub name: String,
+    /// Docker's id (an overlay's namespace is named after its first ten characters).
+    pub id: String,
     /// Names of the containers attached to it (running ones on this node: Docker lists no
     /// others; a swarm network's load-balancer endpoint is no container and is left out).
     pub containers: Vec<String>,
@@ -350,6 +352,7 @@ fn parse_network(body: &Value) -> Network {
     containers.sort();
     Network {
         name: body["Name"].as_str().unwrap_or_default().to_string(),
+        id: body["Id"].as_str().unwrap_or_default().to_string(),
         containers,
     }
 }
@@ -472,6 +475,7 @@ mod tests {
     fn lists_a_networks_containers_by_name() {
         let body = json!({
             "Name": "infranet",
+            "Id": "8d1c0f2e9a7b",
             "Containers": {
                 "7249": {"Name": "radius", "IPv4Address": "172.20.0.2/16"},
                 "81aa": {"Name": "proxy", "IPv4Address": "172.20.0.5/16"},
@@ -482,6 +486,7 @@ mod tests {
             parse_network(&body),
             Network {
                 name: "infranet".into(),
+                id: "8d1c0f2e9a7b".into(),
                 containers: vec!["proxy".into(), "radius".into()]
             }
         );

@@ -181,9 +181,13 @@ pub fn resolve_service(name: &str) -> Result<Target> {
     let docker = docker::Docker::from_env()?;
     let tasks = docker.service_tasks(name)?;
     if tasks.is_empty() {
-        bail!(
-            "swarm service {name} has no running task on this node (see `docker service ps {name}`)"
-        );
+        // A node without a task still takes the service's published ports in (the routing
+        // mesh) and sends the requests on to a task on another node.
+        return resolve_mesh_entry(&docker, name).with_context(|| {
+            format!(
+                "swarm service {name} has no running task on this node (see `docker service ps {name}`), and no routing mesh here to follow"
+            )
+        });
     }
     let mut target = resolve_group(&format!("service {name}"), "tasks", &tasks)?;
     // Only managers know a service's spec: on a worker its ports are not to be had.
@@ -226,6 +230,73 @@ pub fn resolve_service(name: &str) -> Result<Target> {
         ports.into_iter().map(|p| p.port).collect(),
     );
     Ok(target)
+}
+
+/// A node's part of a service with no task on it: the routing mesh's way in (DNAT on the host,
+/// `ingress_sbox` on docker_gwbridge, IPVS there) and out to the other nodes (the ingress
+/// overlay's bridge and VXLAN device, the node's own interface).
+fn resolve_mesh_entry(docker: &docker::Docker, name: &str) -> Result<Target> {
+    let ports = docker.service_ports(name)?;
+    let mesh: Vec<docker::PublishedPort> = ports
+        .into_iter()
+        .filter(|p| p.mesh)
+        .map(|p| p.port)
+        .collect();
+    if mesh.is_empty() {
+        bail!("it publishes no port through the routing mesh");
+    }
+    let sandbox = ingress_sandbox()?;
+    let (mut interfaces, addresses, inside) = interfaces_into(&sandbox)?;
+    let ingress = docker.network("ingress")?;
+    let overlay = Namespace {
+        label: "overlay ingress".into(),
+        path: sandbox.with_file_name(format!("1-{}", ingress.id.get(..10).unwrap_or_default())),
+    };
+    let (legs, vxlan_port) = overlay_interfaces(&overlay, &inside)?;
+    interfaces.extend(legs);
+    let mut notes = vec![format!(
+        "service {name} has no task on this node: dockflow follows its routing mesh here, into ingress_sbox and out to the tasks on other nodes"
+    )];
+    if let Some(port) = vxlan_port {
+        match underlay(docker, port) {
+            Ok(underlay) => interfaces.push(underlay),
+            Err(why) => notes.push(format!(
+                "the VXLAN packets between nodes are not shown: {why}"
+            )),
+        }
+    }
+    Ok(Target {
+        label: format!("service {name} (its routing mesh on this node)"),
+        interfaces,
+        addresses,
+        published: mesh,
+        networks: vec!["ingress".into()],
+        namespaces: vec![
+            ("ingress_sbox".into(), sandbox),
+            (overlay.label, overlay.path),
+        ],
+        notes,
+    })
+}
+
+/// This engine's `ingress_sbox` namespace file: under its exec root, which the API does not
+/// name. Several engines may share a host (one per network namespace, each with its own exec
+/// root): the sandbox whose veth peer is in this namespace is this one's.
+fn ingress_sandbox() -> Result<PathBuf> {
+    let mut candidates = vec![PathBuf::from("/var/run/docker/netns/ingress_sbox")];
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    candidates.extend(
+        mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|point| point.ends_with("/netns/ingress_sbox"))
+            .map(PathBuf::from),
+    );
+    candidates
+        .into_iter()
+        .filter(|path| path.exists())
+        .find(|path| interfaces_into(path).is_ok_and(|(found, ..)| !found.is_empty()))
+        .ok_or_else(|| anyhow!("no ingress_sbox namespace of this engine"))
 }
 
 /// Whether this kernel can run IPVS, Swarm's load balancer: loaded, or there to load.

@@ -1,8 +1,11 @@
-//! The routing-mesh guest (vm/mesh.sh): Debian's Docker engine in a one-node swarm on a kernel
-//! with IPVS, a service publishing a UDP port in ingress mode, a client outside asking the
-//! host's port. Judged: the request DNATed on the host into `ingress_sbox`, balanced there by
+//! The routing-mesh guests, on a kernel with IPVS. vm/mesh.sh: Debian's Docker engine in a
+//! one-node swarm, a service publishing a UDP port in ingress mode, a client outside asking the
+//! host's port; judged: the request DNATed on the host into `ingress_sbox`, balanced there by
 //! IPVS to the task (both rewrites told), the reply joined to the same connection and its
-//! rewrites undone on the way back.
+//! rewrites undone on the way back. vm/mesh-nodes.sh: two engines in namespaces of their own,
+//! one swarm, the task on the node the client does not ask; one dockflow per node, merged;
+//! judged: the request balanced on the first node and carried to the task on the second in
+//! VXLAN, the reply back the same way.
 
 use std::time::Duration;
 
@@ -17,57 +20,75 @@ const CLIENT: &str = "10.199.0.2";
 const PORT: u64 = 7300;
 const SERVICE: &str = "kestrel";
 
+/// The bridge guest's modules, and what the engine's rules, overlays and IPVS need.
+const MODULES: &[&[&str]] = &[
+    super::MODULES,
+    &[
+        "dummy",
+        "vxlan",
+        "overlay",
+        "nft_redir",
+        "nft_counter",
+        "nft_compat",
+        "nft_fib_ipv4",
+        "nft_reject_ipv4",
+        "nf_conntrack_netlink",
+        "xt_conntrack",
+        "xt_addrtype",
+        "xt_MASQUERADE",
+        "xt_REDIRECT",
+        "xt_nat",
+        "xt_mark",
+        "xt_tcpudp",
+        "xt_multiport",
+        "xt_comment",
+        "xt_physdev",
+        "xt_set",
+        "ipt_REJECT",
+        "ip_vs",
+        "ip_vs_rr",
+        "xt_ipvs",
+    ],
+];
+
+/// Debian's engine, as the tests' first engine is.
+const ENGINE: &[&str] = &[
+    "/usr/sbin/dockerd",
+    "/usr/bin/containerd",
+    "/usr/bin/containerd-shim-runc-v2",
+    "/usr/sbin/runc",
+    "/usr/bin/docker",
+    "/usr/sbin/iptables",
+    "/usr/sbin/iptables-save",
+    "/usr/sbin/iptables-restore",
+    "/usr/sbin/ip6tables",
+    "/usr/sbin/ip6tables-save",
+    "/usr/sbin/ip6tables-restore",
+];
+
+/// The iptables extensions the engine's rules load.
+const ENGINE_DIRECTORIES: &[&str] = &["/usr/lib/x86_64-linux-gnu/xtables"];
+
 pub(super) const GUEST: Guest = Guest {
     name: "mesh",
     init: "mesh.sh",
-    // The bridge guest's, and what the engine's rules, overlays and IPVS need.
-    modules: &[
-        super::MODULES,
-        &[
-            "dummy",
-            "vxlan",
-            "overlay",
-            "nft_redir",
-            "nft_counter",
-            "nft_compat",
-            "nft_fib_ipv4",
-            "nft_reject_ipv4",
-            "nf_conntrack_netlink",
-            "xt_conntrack",
-            "xt_addrtype",
-            "xt_MASQUERADE",
-            "xt_REDIRECT",
-            "xt_nat",
-            "xt_mark",
-            "xt_tcpudp",
-            "xt_multiport",
-            "xt_comment",
-            "xt_physdev",
-            "xt_set",
-            "ipt_REJECT",
-            "ip_vs",
-            "ip_vs_rr",
-            "xt_ipvs",
-        ],
-    ],
-    // Debian's engine, as the tests' first engine is.
-    tools: &[
-        "/usr/sbin/dockerd",
-        "/usr/bin/containerd",
-        "/usr/bin/containerd-shim-runc-v2",
-        "/usr/sbin/runc",
-        "/usr/bin/docker",
-        "/usr/sbin/iptables",
-        "/usr/sbin/iptables-save",
-        "/usr/sbin/iptables-restore",
-        "/usr/sbin/ip6tables",
-        "/usr/sbin/ip6tables-save",
-        "/usr/sbin/ip6tables-restore",
-    ],
-    directories: &["/usr/lib/x86_64-linux-gnu/xtables"],
+    modules: MODULES,
+    tools: ENGINE,
+    directories: ENGINE_DIRECTORIES,
     memory_mib: 3072,
     cpus: 2,
     timeout: Duration::from_secs(300),
+};
+
+pub(super) const ACROSS_NODES: Guest = Guest {
+    name: "mesh-nodes",
+    init: "mesh-nodes.sh",
+    modules: MODULES,
+    tools: ENGINE,
+    directories: ENGINE_DIRECTORIES,
+    memory_mib: 4096,
+    cpus: 2,
+    timeout: Duration::from_secs(420),
 };
 
 pub(super) fn judge(console: &str) -> Result<()> {
@@ -199,4 +220,116 @@ pub(super) fn judge(console: &str) -> Result<()> {
         ),
     ];
     report(&GUEST, &scenarios)
+}
+
+/// The two-node guest: the client asks node-a, the task runs on node-b.
+pub(super) fn judge_across_nodes(console: &str) -> Result<()> {
+    let (stderr, merged) = read_console(console)?;
+    let packets: Vec<&Value> = merged
+        .iter()
+        .filter(|l| l["type"] == "merged_packet")
+        .collect();
+    let route = |p: &Value| -> Vec<String> {
+        p["legs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l["node"].as_str().map(str::to_string))
+            .collect()
+    };
+    let step = |p: &Value, node: Option<&str>, kind: &str| -> Option<Value> {
+        p["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["kind"] == kind && s["node"].as_str() == node)
+            .cloned()
+    };
+    let across = |src: &str, route_wanted: [&str; 2]| {
+        packets
+            .iter()
+            .copied()
+            .find(|p| p["packet"]["src"] == src && route(p) == route_wanted)
+    };
+    let request = across(CLIENT, ["node-a", "node-b"]);
+    let reply = packets.iter().copied().find(|p| {
+        p["direction"] == "reply"
+            && route(p) == ["node-b", "node-a"]
+            && p["packet"]["protocol"] == 17
+    });
+    let outer_between = |p: &Value, from: &str, to: &str| {
+        step(p, None, "crosses_nodes").is_some_and(|c| {
+            c["outer"]["src"] == from && c["outer"]["dst"] == to && c["outer"]["dport"] == 4789
+        })
+    };
+    let scenarios: Vec<(&str, Result<(), String>)> = vec![
+        (
+            "a node without the service's task follows its routing mesh",
+            if stderr
+                .iter()
+                .any(|l| l.contains("has no task on this node"))
+            {
+                Ok(())
+            } else {
+                Err(format!("node-a's dockflow said: {stderr:#?}"))
+            },
+        ),
+        (
+            "across nodes: balanced by IPVS on node-a, carried in VXLAN (seen leaving node-a and reaching node-b) to the task on node-b",
+            match request {
+                None => Err(format!(
+                    "no merged request from {CLIENT} across node-a -> node-b among {} merged packets",
+                    packets.len()
+                )),
+                Some(p) => {
+                    let ipvs = step(p, Some("node-a"), "nat_in_namespace")
+                        .is_some_and(|s| s["namespace"] == "ingress_sbox");
+                    let elsewhere = step(p, Some("node-a"), "outcome")
+                        .is_some_and(|s| s["outcome"] == "balanced_to_other_node");
+                    let carried = outer_between(p, "10.231.77.11", "10.231.77.12");
+                    let to_task = p["legs"][1]["hops"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|h| {
+                            h["kind"] == "to_port"
+                                && h["port"]
+                                    .as_str()
+                                    .is_some_and(|port| port.contains("(heron."))
+                        });
+                    if ipvs && elsewhere && carried && to_task {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "IPVS on node-a {ipvs}, told as sent to another node {elsewhere}, VXLAN observed {carried}, the task's port on node-b {to_task}: {p:#}"
+                        ))
+                    }
+                }
+            },
+        ),
+        (
+            "the reply across nodes: node-b back to node-a in VXLAN, IPVS undone in node-a's ingress_sbox, out to the client",
+            match reply {
+                None => Err("no merged reply across node-b -> node-a".into()),
+                Some(p) => {
+                    let carried = outer_between(p, "10.231.77.12", "10.231.77.11");
+                    let undone = step(p, Some("node-a"), "nat_in_namespace")
+                        .is_some_and(|s| s["namespace"] == "ingress_sbox");
+                    let out = p["legs"][1]["hops"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|h| h["kind"] == "transmit" && h["interface"] == "dfext0");
+                    if carried && undone && out {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "VXLAN observed {carried}, IPVS undone on node-a {undone}, out to the client {out}: {p:#}"
+                        ))
+                    }
+                }
+            },
+        ),
+    ];
+    report(&ACROSS_NODES, &scenarios)
 }

@@ -24,7 +24,7 @@ use super::{
     hop::{Ends, Hop, PacketPath, Rewrite, RewriteField},
     rules,
 };
-use crate::model::{Event, Packet, ProbePoint, RuleTrace, endpoint, topology::Topology};
+use crate::model::{Event, Packet, RuleTrace, endpoint, topology::Topology};
 
 /// Events further apart than this are never the same packet.
 const SAME_PACKET_WINDOW_NS: u64 = 200_000_000;
@@ -128,9 +128,10 @@ impl Correlator {
         self.packets.flush_work
     }
 
-    /// Adds an event; events without headers are not part of any path.
+    /// Adds an event; events without headers are not part of any path, nor are events in
+    /// namespaces that are none of this host's (see `InterfaceNames::may_be_ours`).
     pub fn push(&mut self, event: Event) {
-        if event.probe == ProbePoint::KfreeSkb && !self.topology.names.may_be_ours(event.netns) {
+        if !self.topology.names.may_be_ours(event.netns) {
             return;
         }
         self.evictions.packets += self.packets.push(event, self.limits.open_packets);

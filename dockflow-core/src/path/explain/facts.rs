@@ -79,6 +79,9 @@ pub enum Outcome {
     /// The host forwarded it to Swarm's routing mesh (`ingress_sbox`), where IPVS sent it on
     /// to a task.
     BalancedToTask,
+    /// As [`Outcome::BalancedToTask`], to a task on another node: the ingress overlay's VXLAN
+    /// carries it there.
+    BalancedToOtherNode,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

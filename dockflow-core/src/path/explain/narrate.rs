@@ -566,14 +566,16 @@ fn outcome(path: &PacketPath, role: Role, balanced: bool) -> Option<Fact> {
         && hops
             .iter()
             .any(|h| matches!(h.kind, HopKind::ToPort { .. }));
-    let to_other_node = hops.iter().all(|h| h.layer != Layer::L3)
-        && hops
-            .iter()
-            .rev()
-            .find(|h| h.layer == Layer::L2)
-            .is_some_and(|h| matches!(h.kind, HopKind::ToTunnel { .. }));
+    let sent_to_other_node = hops
+        .iter()
+        .rev()
+        .find(|h| h.layer == Layer::L2)
+        .is_some_and(|h| matches!(h.kind, HopKind::ToTunnel { .. }));
+    let to_other_node = hops.iter().all(|h| h.layer != Layer::L3) && sent_to_other_node;
     let outcome = if local {
         Outcome::DeliveredLocally
+    } else if routed && balanced && sent_to_other_node {
+        Outcome::BalancedToOtherNode
     } else if routed && balanced {
         Outcome::BalancedToTask
     } else if routed {

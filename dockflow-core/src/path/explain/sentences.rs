@@ -294,6 +294,9 @@ impl Fact {
                 Outcome::BalancedToTask => format!(
                     "It is routed through the host (IP forward) to {ROUTING_MESH_NAMESPACE}, never to a local socket of the host; IPVS there sends it on to {destination}, and that task's own IP stack takes it."
                 ),
+                Outcome::BalancedToOtherNode => format!(
+                    "It is routed through the host (IP forward) to {ROUTING_MESH_NAMESPACE}, never to a local socket of the host; IPVS there sends it on to {destination}, a task on another node: the ingress overlay carries it there over VXLAN, and the rest of its way is on that node."
+                ),
                 Outcome::DeliveredLocally => format!(
                     "It is delivered to the host itself (IP input, destination {destination}): a local socket or the kernel's own protocol handling takes it; it is not forwarded."
                 ),

@@ -257,3 +257,26 @@ fn one_port_of_each_of_two_bridges_is_no_flood() {
     let flood = [to_port(HOST_NS, "veth1"), to_port(HOST_NS, "veth2")];
     assert_eq!(flooded_ports(&flood), ["veth1", "veth2"]);
 }
+
+#[test]
+fn hops_in_another_nodes_namespaces_are_left_out() {
+    // Nodes simulated on one kernel: the global probes see the other node's namespaces too.
+    const OTHER_NODE_NS: u32 = 77;
+    let mut topology = mesh_topology();
+    topology
+        .names
+        .label_namespace(SBOX_NS, "ingress_sbox".into());
+    let p = || packet(CLIENT, 41000, NODE, 7300, 500);
+    let mut c = Correlator::new(topology);
+    for e in [
+        event(1_000, ProbePoint::NetifReceive, DFEXT0, p()),
+        device(SBOX_NS, 1_100, ProbePoint::NetifReceive, SBOX_ETH1, p()),
+        device(OTHER_NODE_NS, 1_200, ProbePoint::NetifReceive, 5, p()),
+        device(OTHER_NODE_NS, 1_300, ProbePoint::BrForward, 5, p()),
+    ] {
+        c.push(e);
+    }
+    let paths = c.finish();
+    let namespaces: Vec<Option<u32>> = paths[0].hops.iter().map(|h| h.event.netns).collect();
+    assert_eq!(namespaces, [None, Some(SBOX_NS)]);
+}
