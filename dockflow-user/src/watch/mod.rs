@@ -257,14 +257,7 @@ fn resolve_mesh_entry(docker: &docker::Docker, name: &str) -> Result<Target> {
     let mut notes = vec![format!(
         "service {name} has no task on this node: dockflow follows its routing mesh here, into ingress_sbox and out to the tasks on other nodes"
     )];
-    if let Some(port) = vxlan_port {
-        match underlay(docker, port) {
-            Ok(underlay) => interfaces.push(underlay),
-            Err(why) => notes.push(format!(
-                "the VXLAN packets between nodes are not shown: {why}"
-            )),
-        }
-    }
+    add_underlay(docker, vxlan_port, &mut interfaces, &mut notes);
     Ok(Target {
         label: format!("service {name} (its routing mesh on this node)"),
         interfaces,
@@ -369,14 +362,7 @@ pub fn resolve_container(name: &str) -> Result<Target> {
         }
     }
     let mut notes = Vec::new();
-    if let Some(port) = vxlan_port {
-        match underlay(&docker, port) {
-            Ok(underlay) => interfaces.push(underlay),
-            Err(why) => notes.push(format!(
-                "the VXLAN packets between nodes are not shown: {why}"
-            )),
-        }
-    }
+    add_underlay(&docker, vxlan_port, &mut interfaces, &mut notes);
     if interfaces.is_empty() {
         bail!(
             "container {name} has no veth into the host or an overlay network (host, none and other networks are not supported)"
@@ -391,6 +377,23 @@ pub fn resolve_container(name: &str) -> Result<Target> {
         namespaces,
         notes,
     })
+}
+
+/// Where overlays send VXLAN to `vxlan_port`, the node's own interface joins `interfaces`;
+/// where it cannot be found, `notes` say so.
+fn add_underlay(
+    docker: &docker::Docker,
+    vxlan_port: Option<u16>,
+    interfaces: &mut Vec<Interface>,
+    notes: &mut Vec<String>,
+) {
+    let Some(port) = vxlan_port else { return };
+    match underlay(docker, port) {
+        Ok(underlay) => interfaces.push(underlay),
+        Err(why) => notes.push(format!(
+            "the VXLAN packets between nodes are not shown: {why}"
+        )),
+    }
 }
 
 /// The node's own interface for the VXLAN packets between nodes: the one with its swarm
