@@ -49,7 +49,7 @@ pub fn read(path: &Path) -> Result<NodePaths> {
     let header = replay.header.clone();
     let name = path.display().to_string();
     let mut recorded = Recorded::new(replay, header.decoder.clone(), name);
-    let mut correlator = Correlator::new(header.topology.clone());
+    let mut correlator = Correlator::new(header.topology.clone()).one_node_of_several();
     let mut paths = Vec::new();
     while let Some(input) = recorded.next_recorded()? {
         match input {

@@ -24,7 +24,7 @@ use super::{
     hop::{Ends, Hop, PacketPath, Rewrite, RewriteField},
     rules,
 };
-use crate::model::{Event, Packet, RuleTrace, endpoint, topology::Topology};
+use crate::model::{Event, Packet, ProbePoint, RuleTrace, endpoint, topology::Topology};
 
 /// Events further apart than this are never the same packet.
 const SAME_PACKET_WINDOW_NS: u64 = 200_000_000;
@@ -73,6 +73,9 @@ pub struct Correlator {
     pub evictions: Evictions,
     /// Packets finished with [`PacketPath::incomplete`] set.
     pub incomplete: u64,
+    /// Every event in a namespace the topology does not know is left out, not only drops
+    /// (see [`Correlator::one_node_of_several`]).
+    only_known_namespaces: bool,
 }
 
 impl Correlator {
@@ -92,7 +95,17 @@ impl Correlator {
             next_packet: 1,
             evictions: Evictions::default(),
             incomplete: 0,
+            only_known_namespaces: false,
         }
+    }
+
+    /// For one node's recording among several merged: where nodes share one kernel (a
+    /// simulated cluster), the device tracepoints and kprobes saw the other nodes' namespaces
+    /// too, and those hops are theirs to tell. A single live run keeps them: a container that
+    /// just restarted is in a namespace the topology learns a moment later.
+    pub fn one_node_of_several(mut self) -> Self {
+        self.only_known_namespaces = true;
+        self
     }
 
     /// Events from `from_ns` to `to_ns` were lost: packets on their way then are incomplete.
@@ -128,10 +141,11 @@ impl Correlator {
         self.packets.flush_work
     }
 
-    /// Adds an event; events without headers are not part of any path, nor are events in
+    /// Adds an event; events without headers are not part of any path, nor are drops in
     /// namespaces that are none of this host's (see `InterfaceNames::may_be_ours`).
     pub fn push(&mut self, event: Event) {
-        if !self.topology.names.may_be_ours(event.netns) {
+        let judged = self.only_known_namespaces || event.probe == ProbePoint::KfreeSkb;
+        if judged && !self.topology.names.may_be_ours(event.netns) {
             return;
         }
         self.evictions.packets += self.packets.push(event, self.limits.open_packets);

@@ -259,7 +259,7 @@ fn one_port_of_each_of_two_bridges_is_no_flood() {
 }
 
 #[test]
-fn hops_in_another_nodes_namespaces_are_left_out() {
+fn hops_in_another_nodes_namespaces_are_left_out_of_a_nodes_part_in_a_merge() {
     // Nodes simulated on one kernel: the global probes see the other node's namespaces too.
     const OTHER_NODE_NS: u32 = 77;
     let mut topology = mesh_topology();
@@ -267,16 +267,34 @@ fn hops_in_another_nodes_namespaces_are_left_out() {
         .names
         .label_namespace(SBOX_NS, "ingress_sbox".into());
     let p = || packet(CLIENT, 41000, NODE, 7300, 500);
-    let mut c = Correlator::new(topology);
-    for e in [
-        event(1_000, ProbePoint::NetifReceive, DFEXT0, p()),
-        device(SBOX_NS, 1_100, ProbePoint::NetifReceive, SBOX_ETH1, p()),
-        device(OTHER_NODE_NS, 1_200, ProbePoint::NetifReceive, 5, p()),
-        device(OTHER_NODE_NS, 1_300, ProbePoint::BrForward, 5, p()),
-    ] {
-        c.push(e);
-    }
-    let paths = c.finish();
-    let namespaces: Vec<Option<u32>> = paths[0].hops.iter().map(|h| h.event.netns).collect();
-    assert_eq!(namespaces, [None, Some(SBOX_NS)]);
+    let events = || {
+        [
+            event(1_000, ProbePoint::NetifReceive, DFEXT0, p()),
+            device(SBOX_NS, 1_100, ProbePoint::NetifReceive, SBOX_ETH1, p()),
+            device(OTHER_NODE_NS, 1_200, ProbePoint::NetifReceive, 5, p()),
+            device(OTHER_NODE_NS, 1_300, ProbePoint::BrForward, 5, p()),
+        ]
+    };
+    let namespaces = |mut c: Correlator| {
+        for e in events() {
+            c.push(e);
+        }
+        let paths = c.finish();
+        let seen: Vec<Option<u32>> = paths[0].hops.iter().map(|h| h.event.netns).collect();
+        seen
+    };
+    assert_eq!(
+        namespaces(Correlator::new(topology.clone()).one_node_of_several()),
+        [None, Some(SBOX_NS)]
+    );
+    // A live run keeps them: a restarted container's new namespace is learnt a moment later.
+    assert_eq!(
+        namespaces(Correlator::new(topology)),
+        [
+            None,
+            Some(SBOX_NS),
+            Some(OTHER_NODE_NS),
+            Some(OTHER_NODE_NS)
+        ]
+    );
 }
