@@ -91,12 +91,42 @@ impl WriteBehind {
         if self.chunk.is_empty() {
             return Ok(());
         }
+        // A spare may be a handed-over buffer of another size: a write sends the chunk before
+        // its length passes CHUNK, whatever its capacity.
         let next = self
             .spare
             .try_recv()
             .unwrap_or_else(|_| BytesMut::with_capacity(CHUNK));
         let full = std::mem::replace(&mut self.chunk, next).freeze();
         self.send(ToWriter::Data(full))
+    }
+}
+
+/// A writer that can take a whole buffer (a capture file's batch of frames: megabytes,
+/// gigabytes in all) and give back an empty one for the next: by default a copy.
+pub trait WriteOwned: Write {
+    fn write_owned(&mut self, mut bytes: Vec<u8>) -> io::Result<Vec<u8>> {
+        self.write_all(&bytes)?;
+        bytes.clear();
+        Ok(bytes)
+    }
+}
+
+impl WriteOwned for Vec<u8> {}
+
+impl WriteOwned for WriteBehind {
+    /// Hands `bytes` to the writing thread after what was written before, without copying
+    /// them; the buffer given back is one the writing thread is done with, where there is one.
+    fn write_owned(&mut self, bytes: Vec<u8>) -> io::Result<Vec<u8>> {
+        self.send_chunk()?;
+        // Where none is back yet, one as large (growing a buffer copies it, again and again).
+        let size = bytes.len();
+        self.send(ToWriter::Data(Bytes::from(bytes)))?;
+        Ok(self
+            .spare
+            .try_recv()
+            .map(Vec::from)
+            .unwrap_or_else(|_| Vec::with_capacity(size)))
     }
 }
 
@@ -217,6 +247,37 @@ mod tests {
         }
         writer.flush().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), expected);
+        drop(writer);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn owned_buffers_go_in_order_with_the_copied_bytes_and_come_back_for_reuse() {
+        let path = std::env::temp_dir().join(format!("dockflow-wb-owned-{}", std::process::id()));
+        let mut writer = WriteBehind::new(File::create(&path).unwrap());
+        let mut expected = Vec::new();
+        let mut spare = Vec::new();
+        let mut reused = false;
+        for i in 0..200u32 {
+            writer
+                .write_all(format!("copied {i}\n").as_bytes())
+                .unwrap();
+            expected.extend_from_slice(format!("copied {i}\n").as_bytes());
+            assert!(spare.is_empty(), "a spare comes back empty");
+            reused |= spare.capacity() >= 100_000;
+            spare.extend_from_slice(&vec![b'a' + (i % 26) as u8; 100_000]);
+            expected.extend_from_slice(&spare);
+            spare = writer.write_owned(spare).unwrap();
+            if i % 50 == 0 {
+                writer.flush().unwrap();
+            }
+        }
+        writer.flush().unwrap();
+        assert!(
+            std::fs::read(&path).unwrap() == expected,
+            "bytes out of order"
+        );
+        assert!(reused, "no handed-over buffer came back");
         drop(writer);
         std::fs::remove_file(&path).unwrap();
     }

@@ -94,7 +94,7 @@ impl Decoder {
 
     fn decode_netfilter(&self, raw: &PacketEvent) -> Option<NetfilterHop> {
         let slot = NfSlot::from_u8(raw.nf_slot)?;
-        let okfn = self.symbols.name(raw.nf_okfn).map(str::to_string);
+        let okfn = self.symbols.name(raw.nf_okfn).cloned();
         Some(NetfilterHop {
             family: names::family(raw.nf_pf),
             hook: Hook::from_number(raw.nf_hook),

@@ -1,12 +1,13 @@
 //! Kernel function addresses to names, parsed from /proc/kallsyms' text (which
 //! `dockflow::kernel::load_symbols` reads; root sees real addresses).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 /// Only the functions dockflow names in its output: netfilter hook continuations.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct KernelSymbols {
-    by_address: BTreeMap<u64, String>,
+    /// Shared, not copied, into every event that names one.
+    by_address: BTreeMap<u64, Arc<str>>,
 }
 
 impl KernelSymbols {
@@ -20,20 +21,23 @@ impl KernelSymbols {
                 let kind = parts.next()?;
                 let name = parts.next()?;
                 (address != 0 && matches!(kind, "t" | "T") && keep(name))
-                    .then(|| (address, name.to_string()))
+                    .then(|| (address, Arc::from(name)))
             })
             .collect();
         Self { by_address }
     }
 
     /// The exact symbol at `address`.
-    pub fn name(&self, address: u64) -> Option<&str> {
-        self.by_address.get(&address).map(String::as_str)
+    pub fn name(&self, address: u64) -> Option<&Arc<str>> {
+        self.by_address.get(&address)
     }
 
     pub fn from_entries(entries: impl IntoIterator<Item = (u64, String)>) -> Self {
         Self {
-            by_address: entries.into_iter().collect(),
+            by_address: entries
+                .into_iter()
+                .map(|(address, name)| (address, Arc::from(name)))
+                .collect(),
         }
     }
 }
@@ -48,8 +52,14 @@ mod tests {
         let s = KernelSymbols::parse(text, |n| {
             n.contains("finish") || n == "hidden" || n == "some_data"
         });
-        assert_eq!(s.name(0xffffffff81a00000), Some("br_nf_pre_routing_finish"));
-        assert_eq!(s.name(0xffffffff81a00100), Some("ip_rcv_finish"));
+        assert_eq!(
+            s.name(0xffffffff81a00000).map(|n| &**n),
+            Some("br_nf_pre_routing_finish")
+        );
+        assert_eq!(
+            s.name(0xffffffff81a00100).map(|n| &**n),
+            Some("ip_rcv_finish")
+        );
         assert_eq!(s.name(0xffffffff82000000), None);
         assert_eq!(s.name(0), None, "a hidden address names nothing");
     }

@@ -144,7 +144,7 @@ pub struct NetfilterHop {
     pub out_ifindex: Option<u32>,
     /// The hook's continuation (state->okfn), e.g. br_nf_pre_routing_finish or ip_rcv_finish.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub okfn: Option<String>,
+    pub okfn: Option<std::sync::Arc<str>>,
     /// True when br_netfilter runs this IP hook for a frame the bridge is still handling.
     pub from_bridge: bool,
 }
