@@ -6,6 +6,7 @@
 use std::{
     fs::File,
     io::{self, Write},
+    os::fd::AsRawFd as _,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -23,6 +24,9 @@ const CHUNK: usize = 1 << 20;
 const QUEUED_CHUNKS: usize = 16;
 /// Written chunks kept for reuse (fresh megabytes cost a page fault every 4 KiB).
 const SPARE_CHUNKS: usize = 4;
+/// A file written [`WriteBehind::dropping_behind`] leaves the page cache in windows of this
+/// size: one is written back while the next fills, the one before leaves.
+const DROP_WINDOW: i64 = 16 << 20;
 
 enum ToWriter {
     Data(Bytes),
@@ -47,9 +51,23 @@ impl WriteBehind {
         Self::with_queue(file, QUEUED_CHUNKS)
     }
 
+    /// A writer for a file written once and read later by another program (a capture file):
+    /// what is on disk leaves the page cache a window or two behind the writes, so that
+    /// gigabytes of it do not push the host's own cached files out, and the next writes reuse
+    /// the pages (half the writing thread's time on a VM whose fresh pages cost the host a
+    /// fault each). The writes then keep the disk's pace, 32 MiB ahead at most: recordings,
+    /// whose bursts the page cache absorbs while the ring buffer cannot wait, do not use it.
+    pub fn dropping_behind(file: File) -> Self {
+        Self::spawn(file, QUEUED_CHUNKS, true)
+    }
+
     /// A writer whose thread may fall `chunks` chunks (of about 1 MiB) behind before a write
     /// waits for it.
     pub fn with_queue(file: File, chunks: usize) -> Self {
+        Self::spawn(file, chunks, false)
+    }
+
+    fn spawn(file: File, chunks: usize, drop_behind: bool) -> Self {
         let (to_writer, queue) = mpsc::sync_channel(chunks);
         let (recycle, spare) = mpsc::sync_channel(SPARE_CHUNKS);
         let failed = Arc::new(Failure::default());
@@ -57,7 +75,7 @@ impl WriteBehind {
             let failed = failed.clone();
             std::thread::Builder::new()
                 .name("dockflow-write".into())
-                .spawn(move || write_chunks(file, &queue, &recycle, &failed))
+                .spawn(move || write_chunks(file, drop_behind, &queue, &recycle, &failed))
                 .expect("spawning the writing thread")
         };
         Self {
@@ -167,11 +185,13 @@ impl Drop for WriteBehind {
 /// flush with the failure until the queue closes.
 fn write_chunks(
     mut file: File,
+    drop_behind: bool,
     queue: &mpsc::Receiver<ToWriter>,
     recycle: &mpsc::SyncSender<BytesMut>,
     failed: &Failure,
 ) {
     let mut failure: Option<io::Error> = None;
+    let mut cached = drop_behind.then(CachedRange::default);
     for message in queue {
         match (message, &failure) {
             (ToWriter::Data(bytes), None) => {
@@ -179,6 +199,8 @@ fn write_chunks(
                     // Shared only now: the writes themselves take no lock.
                     failed.set(&error);
                     failure = Some(error);
+                } else if let Some(cached) = &mut cached {
+                    cached.written(&file, bytes.len());
                 }
                 if let Ok(mut chunk) = bytes.try_into_mut() {
                     chunk.clear();
@@ -195,6 +217,41 @@ fn write_chunks(
             }
             (ToWriter::Run(f), _) => f(),
         }
+    }
+}
+
+/// What of a file written [`WriteBehind::dropping_behind`] may still be in the page cache: the
+/// bytes from `start` to `end`.
+#[derive(Default)]
+struct CachedRange {
+    start: i64,
+    end: i64,
+}
+
+impl CachedRange {
+    /// After `len` more bytes: once two windows are cached, the newer one is handed to the
+    /// disk, the older one (handed over a window ago) waited for and dropped. Best effort: a
+    /// file these calls do not apply to (a pipe, /dev/null) is written all the same.
+    fn written(&mut self, file: &File, len: usize) {
+        self.end += len as i64;
+        if self.end - self.start < 2 * DROP_WINDOW {
+            return;
+        }
+        let (fd, older, newer) = (file.as_raw_fd(), self.start, self.start + DROP_WINDOW);
+        // SAFETY: plain system calls on a descriptor this thread owns, with no pointers.
+        unsafe {
+            libc::sync_file_range(fd, newer, DROP_WINDOW, libc::SYNC_FILE_RANGE_WRITE);
+            libc::sync_file_range(
+                fd,
+                older,
+                DROP_WINDOW,
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                    | libc::SYNC_FILE_RANGE_WRITE
+                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+            );
+            libc::posix_fadvise(fd, older, DROP_WINDOW, libc::POSIX_FADV_DONTNEED);
+        }
+        self.start = newer;
     }
 }
 
@@ -280,6 +337,63 @@ mod tests {
         assert!(reused, "no handed-over buffer came back");
         drop(writer);
         std::fs::remove_file(&path).unwrap();
+    }
+
+    /// Pages of `file` in the page cache (mincore on a mapping of it).
+    fn cached_pages(file: &File, len: usize) -> usize {
+        let page = 4096;
+        // SAFETY: a read-only shared mapping of `len` bytes of an open file, unmapped below;
+        // mincore writes one byte per page into a vector of that many bytes.
+        unsafe {
+            let map = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            );
+            assert_ne!(map, libc::MAP_FAILED);
+            let mut resident = vec![0u8; len.div_ceil(page)];
+            assert_eq!(libc::mincore(map, len, resident.as_mut_ptr()), 0);
+            libc::munmap(map, len);
+            resident.iter().filter(|r| **r & 1 == 1).count()
+        }
+    }
+
+    #[test]
+    fn a_file_written_dropping_behind_is_whole_and_leaves_the_page_cache_behind_the_writes() {
+        let path = std::env::temp_dir().join(format!("dockflow-wb-drop-{}", std::process::id()));
+        let mut writer = WriteBehind::dropping_behind(File::create(&path).unwrap());
+        let mut expected = Vec::new();
+        let mut spare = Vec::new();
+        for i in 0..80u32 {
+            spare.extend(std::iter::repeat_n(i as u8, 1 << 20));
+            expected.extend_from_slice(&spare);
+            spare = writer.write_owned(spare).unwrap();
+        }
+        writer.flush().unwrap();
+        drop(writer);
+        let file = File::open(&path).unwrap();
+        let cached = cached_pages(&file, expected.len());
+        assert!(
+            std::fs::read(&path).unwrap() == expected,
+            "bytes out of order"
+        );
+        std::fs::remove_file(&path).unwrap();
+        // tmpfs keeps every page (it has no disk to leave them on).
+        // SAFETY: statfs fills the struct it is given, zeroed before.
+        let on_tmpfs = unsafe {
+            let mut fs: libc::statfs = std::mem::zeroed();
+            let dir =
+                std::ffi::CString::new(std::env::temp_dir().into_os_string().into_encoded_bytes())
+                    .unwrap();
+            libc::statfs(dir.as_ptr(), &mut fs) == 0 && fs.f_type == libc::TMPFS_MAGIC
+        };
+        if !on_tmpfs {
+            // 80 MiB written: at most the last two windows and what followed them stay.
+            assert!(cached * 4096 <= 48 << 20, "{cached} pages still cached");
+        }
     }
 
     #[test]

@@ -281,11 +281,13 @@ fn group_line(group: &[Hop], topology: &Topology, style: &Style) -> String {
     };
     let place = visible(&place);
     let mut line = String::with_capacity(96);
-    let _ = write!(
-        line,
-        "{}  {label:<17} {place:<26} {detail}",
-        style.layer(first.layer)
-    );
+    line.push_str(&style.layer(first.layer));
+    line.push_str("  ");
+    padded(&mut line, &label, 17);
+    line.push(' ');
+    padded(&mut line, &place, 26);
+    line.push(' ');
+    line.push_str(&detail);
     for hop in group {
         for rewrite in &hop.rewrites {
             let at = match &hop.kind {
@@ -310,6 +312,14 @@ fn group_line(group: &[Hop], topology: &Topology, style: &Style) -> String {
     line
 }
 
+/// `text` left-aligned in `width` characters, as `{:<width}` writes it: spaces pushed at once,
+/// not one character at a time (this runs for every hop of every frame of a capture file).
+fn padded(line: &mut String, text: &str, width: usize) {
+    line.push_str(text);
+    let chars = text.chars().count();
+    line.extend(std::iter::repeat_n(' ', width.saturating_sub(chars)));
+}
+
 fn short(field: RewriteField) -> &'static str {
     match field {
         RewriteField::Source => "src",
@@ -326,7 +336,9 @@ impl Style {
             Layer::Device => "2",
             Layer::Drop => "1;31",
         };
-        self.paint(code, &format!("{:<4}", layer.tag()))
+        let mut tag = String::with_capacity(4);
+        padded(&mut tag, layer.tag(), 4);
+        self.paint(code, &tag)
     }
 
     fn rewrite(&self, text: &str) -> String {
