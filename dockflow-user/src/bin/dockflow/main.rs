@@ -12,11 +12,6 @@ use clap::Parser as _;
 
 use self::cli::Cli;
 
-/// Every event decoded, correlated and rendered allocates and frees small blocks on three or
-/// more threads at once: mimalloc's per-thread heaps take 10-15% off a replay's CPU time
-/// against glibc's malloc, for some 10-40 MiB more resident memory.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
