@@ -12,7 +12,6 @@ use clap::Parser as _;
 
 use self::cli::Cli;
 
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(generated) = cli.generate {
