@@ -127,7 +127,10 @@ pub struct Cli {
     /// traces each flow's first packet per direction, TCP's SYN, FIN and RST, one sample a
     /// second, and every packet of other protocols, and says of the others whose rules they
     /// share ("rules as packet N"); a later packet's drop is shown with its reason, its rule
-    /// named only if traced; `none` adds no table and names no rules, at no cost.
+    /// named only if traced; it costs every packet a set lookup in each of the table's chains
+    /// (a busy followed flow kept 0.86 to 0.96 of the throughput that attaching the programs
+    /// alone leaves, in this project's benches); `none` adds no table and names no rules, at no
+    /// cost.
     #[arg(long, value_enum, default_value_t = TraceRules::First)]
     pub trace_rules: TraceRules,
     /// Also write every event to this file (see --replay).
