@@ -757,6 +757,44 @@ mod tests {
     }
 
     #[test]
+    fn a_frames_json_is_the_streams_hop_with_the_packets_place_in_it() {
+        // A hop with every field of its own set (NAT rewrites, a hook kind): a field Hop gains
+        // and the frame leaves out shows here.
+        let (_, paths) = crate::path::tests_support::seed_paths();
+        let path = &paths[0];
+        let (i, hop) = path
+            .hops
+            .iter()
+            .enumerate()
+            .find(|(_, h)| !h.rewrites.is_empty())
+            .expect("the seed's request is DNATed");
+        let frame = FrameJson {
+            packet: path.id,
+            connection: path.connection,
+            direction: path.direction,
+            hop: i + 1,
+            hops: path.hops.len(),
+            layer: hop.layer,
+            kind: &hop.kind,
+            rewrites: &hop.rewrites,
+            event: FrameEvent::of(&hop.event),
+        };
+        let mut stream = json(hop);
+        let fields = stream.as_object_mut().unwrap();
+        fields.insert("event".into(), json(FrameEvent::of(&hop.event)));
+        for (key, value) in [
+            ("packet", json(path.id)),
+            ("connection", json(path.connection)),
+            ("direction", json(path.direction)),
+            ("hop", json(i + 1)),
+            ("hops", json(path.hops.len())),
+        ] {
+            fields.insert(key.into(), value);
+        }
+        assert_eq!(json(frame), stream);
+    }
+
+    #[test]
     fn bytes_show_the_headers_only_with_the_same_protocol_addresses_and_ports() {
         let packet = udp("10.213.5.10");
         let frame = udp_frame(&packet);
