@@ -83,6 +83,8 @@ struct TunnelEnd {
     node: usize,
     path: usize,
     vni: u32,
+    /// The UDP port the VXLAN port sends to (an exit's, where known).
+    udp_port: Option<u16>,
     outer: Option<Outer>,
     wall_ns: i64,
 }
@@ -90,6 +92,7 @@ struct TunnelEnd {
 /// A packet's way into or out of a tunnel on one node.
 struct TunnelHop<'a> {
     vni: u32,
+    udp_port: Option<u16>,
     /// The inner headers at the VXLAN port.
     packet: &'a Packet,
     /// When it left the node (or arrived): on the node's own interface where that was seen,
@@ -112,8 +115,9 @@ fn tunnel_hop(path: &PacketPath, exit: bool) -> Option<TunnelHop<'_>> {
     } else {
         bridged.next()?
     };
-    let vni = match (&hop.kind, exit) {
-        (HopKind::ToTunnel { vni, .. }, true) | (HopKind::FromTunnel { vni, .. }, false) => *vni,
+    let (vni, udp_port) = match (&hop.kind, exit) {
+        (HopKind::ToTunnel { vni, udp_port, .. }, true) => (*vni, *udp_port),
+        (HopKind::FromTunnel { vni, .. }, false) => (*vni, None),
         _ => return None,
     };
     // The VXLAN packet on the node's own interface: after the port on the way out, before it
@@ -128,6 +132,7 @@ fn tunnel_hop(path: &PacketPath, exit: bool) -> Option<TunnelHop<'_>> {
     });
     Some(TunnelHop {
         vni,
+        udp_port,
         packet: hop.event.packet.as_ref().unwrap_or(&path.packet),
         ts_ns: underlay.map_or(hop.event.ts_ns, |(ts, _)| ts),
         outer: underlay.map(|(_, outer)| outer),
@@ -171,6 +176,7 @@ fn pairs(nodes: &[NodePaths]) -> Vec<Pair> {
                         node: n,
                         path: p,
                         vni: hop.vni,
+                        udp_port: hop.udp_port,
                         outer: hop.outer,
                         wall_ns: wall(node, hop.ts_ns),
                     };
@@ -345,6 +351,7 @@ pub fn stitch(nodes: &[NodePaths]) -> Story<'_> {
                         from_address: from.address.map(|a| a.to_string()),
                         to_address: to.address.map(|a| a.to_string()),
                         vni: pair.exit.vni,
+                        udp_port: pair.exit.udp_port,
                         outer: pair.exit.outer.filter(|_| pair.entry.outer.is_some()),
                         gap_ns,
                     }),
@@ -407,6 +414,8 @@ mod tests {
                 ifindex: 2,
                 ports: vec![(VXLAN0, None), (TASK_VETH, None)],
                 tunnels: vec![(VXLAN0, 4097, true)],
+                // As made by `docker swarm init --data-path-port 7789`.
+                vxlan_port: Some(7789),
             }],
             ..Topology::default()
         }
@@ -682,9 +691,13 @@ mod tests {
                 .unwrap_or_else(|| panic!("no {what:?} in:\n{text}"))
         };
         assert!(at("across node-a -> node-b") < at("  on node-a:"));
-        assert!(at("  on node-a:") < at("~~ VXLAN VNI 4097, 10.231.9.11 -> 10.231.9.12"));
+        assert!(
+            at("  on node-a:")
+                < at("~~ VXLAN VNI 4097, 10.231.9.11 -> 10.231.9.12 UDP to port 7789")
+        );
         assert!(at("~~ VXLAN VNI 4097") < at("  on node-b:"));
         assert!(at("[node-a] ") < at("It crosses from node node-a (10.231.9.11)"));
+        at("a UDP packet to port 7789 between the two nodes' addresses");
         assert!(at("It crosses from node") < at("[node-b] "));
     }
 }

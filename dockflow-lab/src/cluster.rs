@@ -123,6 +123,10 @@ impl Node {
     }
 }
 
+/// The UDP port the swarm's overlays send VXLAN to: not Docker's default 4789, so that nothing
+/// of dockflow's takes that port for granted (the vmtest's guests use the default).
+pub const DATA_PATH_PORT: u16 = 4790;
+
 /// The nodes of a cluster of `count`.
 pub fn nodes(count: usize) -> Vec<Node> {
     (0..count).map(Node::new).collect()
@@ -147,7 +151,14 @@ pub fn up(count: usize) -> Result<Vec<Node>> {
             node.docker(&["load", "-i", &image.to_string_lossy()])?;
         }
         let manager = &nodes[0];
-        manager.docker(&["swarm", "init", "--advertise-addr", &manager.address])?;
+        manager.docker(&[
+            "swarm",
+            "init",
+            "--advertise-addr",
+            &manager.address,
+            "--data-path-port",
+            &DATA_PATH_PORT.to_string(),
+        ])?;
         let token = manager.docker(&["swarm", "join-token", "-q", "worker"])?;
         for node in &nodes[1..] {
             node.docker(&[

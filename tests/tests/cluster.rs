@@ -312,7 +312,7 @@ fn a_request_to_a_task_on_another_node_leaves_in_vxlan_there_and_is_told_on_both
         let outer = &vxlan_hop(packet, kind)["outer"];
         assert_eq!(outer["src"], from.address.as_str(), "{outer}");
         assert_eq!(outer["dst"], to.address.as_str(), "{outer}");
-        assert_eq!(outer["dport"], 4789, "{outer}");
+        assert_eq!(outer["dport"], cluster::DATA_PATH_PORT, "{outer}");
         assert!(outer["vni"].as_u64().unwrap() >= 4096, "{outer}");
     }
     // Wrapped after the bridge sent the frame to its VXLAN port; unwrapped before it.
@@ -325,6 +325,26 @@ fn a_request_to_a_task_on_another_node_leaves_in_vxlan_there_and_is_told_on_both
             .unwrap()
     };
     assert!(at(request_a, "to_tunnel") < at(request_a, "to_node"));
+    // The VXLAN port's UDP port, from the device (the swarm's --data-path-port), in the hop and
+    // in what is said of it.
+    for packet in [request_a, reply_b] {
+        let to_tunnel = vxlan_hop(packet, "to_tunnel");
+        assert_eq!(
+            to_tunnel["udp_port"],
+            cluster::DATA_PATH_PORT,
+            "{to_tunnel}"
+        );
+    }
+    let said = steps_a
+        .iter()
+        .find(|s| s["kind"] == "to_tunnel")
+        .unwrap_or_else(|| panic!("{steps_a:#?}"));
+    assert_eq!(said["udp_port"], cluster::DATA_PATH_PORT, "{said}");
+    let port_words = format!("a UDP packet to port {} ", cluster::DATA_PATH_PORT);
+    assert!(
+        said["text"].as_str().unwrap().contains(&port_words),
+        "{said}"
+    );
     assert!(at(request_b, "from_node") < at(request_b, "from_tunnel"));
     drop(lab);
     assert!(our_bpf_programs().is_empty());

@@ -48,6 +48,10 @@ pub struct NamespaceBridge {
     /// Docker's overlays have it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tunnels: Vec<(u32, u32, bool)>,
+    /// The UDP port those VXLAN ports send to (IFLA_VXLAN_PORT: 4789 unless the swarm was
+    /// made with --data-path-port); none in recordings made before dockflow kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan_port: Option<u16>,
 }
 
 /// One docker-proxy process: dockerd's userland proxy for a published port. It listens on
@@ -97,6 +101,8 @@ pub enum Place {
         bridge: u32,
         vni: u32,
         arp_proxy: bool,
+        /// The UDP port the wrapped frames go to, where known.
+        udp_port: Option<u16>,
     },
     /// Any other host interface (a physical NIC, the lab's external link, ...).
     Host,
@@ -190,6 +196,7 @@ impl Topology {
                     bridge: bridge.ifindex,
                     vni: *vni,
                     arp_proxy: *arp_proxy,
+                    udp_port: bridge.vxlan_port,
                 };
             }
             if bridge.ports.iter().any(|(port, _)| *port == ifindex) {

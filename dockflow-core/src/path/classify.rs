@@ -115,7 +115,14 @@ pub fn classify(event: &Event, topology: &Topology) -> (Layer, HopKind) {
         },
         ProbePoint::TcEgress | ProbePoint::NetDevQueue => match place {
             Place::BridgePort { .. } => (Layer::L2, HopKind::ToPort { port: port() }),
-            Place::TunnelPort { vni, .. } => (Layer::L2, HopKind::ToTunnel { port: name, vni }),
+            Place::TunnelPort { vni, udp_port, .. } => (
+                Layer::L2,
+                HopKind::ToTunnel {
+                    port: name,
+                    vni,
+                    udp_port,
+                },
+            ),
             Place::Bridge => (Layer::L3, HopKind::IntoBridge { bridge: name }),
             Place::Host | Place::Elsewhere => (
                 Layer::Device,

@@ -168,8 +168,14 @@ pub enum HopKind {
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         arp_proxy: bool,
     },
-    /// The bridge sends a frame to another node through its VXLAN port, to be wrapped in UDP.
-    ToTunnel { port: String, vni: u32 },
+    /// The bridge sends a frame to another node through its VXLAN port, to be wrapped in UDP
+    /// to `udp_port` (where the recording knows it).
+    ToTunnel {
+        port: String,
+        vni: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        udp_port: Option<u16>,
+    },
     /// The node sends the VXLAN packet carrying the frame to another node, out of its own
     /// interface (seen there: outer addresses, UDP ports and VNI as sent).
     ToNode { interface: String, outer: Outer },

@@ -1622,6 +1622,25 @@ fn an_overlay_frame_to_another_node_leaves_through_the_tunnel_and_its_reply_come
         said.iter().any(|s| s.contains("veth1 (egret.1)")),
         "the task's port is named with its task: {said:#?}"
     );
+    assert!(
+        said.iter()
+            .any(|s| s.contains("wraps the frame in a UDP packet to port 7789 ")),
+        "the overlay's own VXLAN port: {said:#?}"
+    );
+    // A recording made before dockflow kept the port says so, rather than guess.
+    let unknown = Fact::ToTunnel {
+        role: Role::Request,
+        port: "vxlan0".into(),
+        vni: 4097,
+        udp_port: None,
+    };
+    assert!(
+        unknown
+            .sentence()
+            .contains("a UDP packet to the overlay's VXLAN port of the node"),
+        "{}",
+        unknown.sentence()
+    );
 }
 
 /// An overlay network's namespace: br0 with a task's veth and the VXLAN device (VNI 4097,
@@ -1652,6 +1671,8 @@ fn overlay_topology() -> Topology {
                 (OVERLAY_TASK_VETH, Some("egret.1".into())),
             ],
             tunnels: vec![(OVERLAY_VXLAN0, 4097, true)],
+            // As made by `docker swarm init --data-path-port 7789`.
+            vxlan_port: Some(7789),
         });
     topology
 }

@@ -6,7 +6,10 @@ use std::fmt::Write as _;
 use super::{Style, packet_summary, paths::packet_block, visible};
 use crate::{
     merge::{Merged, NodePaths},
-    path::{explain::Fact, hop::Direction},
+    path::{
+        explain::{Fact, vxlan_port_words},
+        hop::Direction,
+    },
 };
 
 pub fn merged_block(id: usize, merged: &Merged, nodes: &[NodePaths], style: &Style) -> String {
@@ -45,6 +48,7 @@ pub fn merged_block(id: usize, merged: &Merged, nodes: &[NodePaths], style: &Sty
         }
         if let Some(Fact::CrossesNodes {
             vni,
+            udp_port,
             outer,
             gap_ns,
             from_address,
@@ -52,12 +56,13 @@ pub fn merged_block(id: usize, merged: &Merged, nodes: &[NodePaths], style: &Sty
             ..
         }) = crossings.get(i)
         {
+            let to_port = vxlan_port_words(*udp_port);
             let packet = match (outer, from_address, to_address) {
                 (Some(outer), _, _) => format!("UDP {outer} (seen on both nodes)"),
                 (None, Some(from), Some(to)) => {
-                    format!("VNI {vni}, {from} -> {to} UDP to port 4789")
+                    format!("VNI {vni}, {from} -> {to} UDP to {to_port}")
                 }
-                _ => format!("VNI {vni}, UDP to port 4789"),
+                _ => format!("VNI {vni}, UDP to {to_port}"),
             };
             let _ = writeln!(
                 out,

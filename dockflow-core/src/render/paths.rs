@@ -236,7 +236,7 @@ fn group_line(group: &[Hop], topology: &Topology, style: &Style) -> String {
             port.into(),
             Cow::Owned(format!("{} VNI {vni}", first.kind.words())),
         ),
-        HopKind::ToTunnel { port, vni } => (
+        HopKind::ToTunnel { port, vni, .. } => (
             "to tunnel".into(),
             port.into(),
             Cow::Owned(format!("{} VNI {vni}", first.kind.words())),

@@ -480,7 +480,7 @@ fn overlay_interfaces(
         {
             if link.kind.as_deref() == Some("vxlan") {
                 // 0: the kernel's default, the IANA port.
-                let port = link.vxlan_port.filter(|p| *p != 0).unwrap_or(VXLAN_PORT);
+                let port = vxlan_port_of(link);
                 vxlan_port = vxlan_port.or(Some(port));
             }
             if !interfaces.iter().any(|i| i.index == link.index) {
@@ -647,19 +647,17 @@ fn namespace_bridges(
                 .map(|(name, _)| name.clone())
         };
         for bridge in links.iter().filter(|l| l.kind.as_deref() == Some("bridge")) {
+            let ports = || links.iter().filter(|l| l.master == Some(bridge.index));
+            let tunnels: Vec<&Link> = ports().filter(|port| port.vni.is_some()).collect();
             bridges.push(NamespaceBridge {
                 netns: inode as u32,
                 ifindex: bridge.index,
-                ports: links
+                ports: ports().map(|port| (port.index, owner(port))).collect(),
+                tunnels: tunnels
                     .iter()
-                    .filter(|l| l.master == Some(bridge.index))
-                    .map(|port| (port.index, owner(port)))
-                    .collect(),
-                tunnels: links
-                    .iter()
-                    .filter(|l| l.master == Some(bridge.index))
                     .filter_map(|port| Some((port.index, port.vni?, port.arp_proxy)))
                     .collect(),
+                vxlan_port: tunnels.first().map(|port| vxlan_port_of(port)),
             });
         }
     }
@@ -668,6 +666,11 @@ fn namespace_bridges(
 
 /// An overlay network's load-balancer sandbox (Docker's `lb_` and the network id's first nine
 /// characters, beside the overlay's `1-` namespace), named as the owner of its port on the
+/// The UDP port a VXLAN device sends to (0 in IFLA_VXLAN_PORT: the default).
+fn vxlan_port_of(link: &Link) -> u16 {
+    link.vxlan_port.filter(|p| *p != 0).unwrap_or(VXLAN_PORT)
+}
+
 /// overlay's bridge, with its interfaces.
 fn load_balancer_of(label: &str, overlay: &Path) -> Option<(String, Vec<Link>)> {
     let network = label.strip_prefix("overlay ")?;

@@ -232,6 +232,9 @@ pub enum Fact {
         role: Role,
         port: String,
         vni: u32,
+        /// The UDP port the VXLAN packet goes to, where the recording knows it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        udp_port: Option<u16>,
     },
     /// A device inside a container's (or another) namespace receives it.
     ReachesNamespace {
@@ -337,6 +340,9 @@ pub enum Fact {
         #[serde(skip_serializing_if = "Option::is_none")]
         to_address: Option<String>,
         vni: u32,
+        /// The UDP port the first node's VXLAN port sends to, where its recording knows it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        udp_port: Option<u16>,
         /// The VXLAN packet as the first node's own interface sent it, when both nodes saw it
         /// there (leaving one, arriving at the other).
         #[serde(skip_serializing_if = "Option::is_none")]

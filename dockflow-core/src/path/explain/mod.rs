@@ -17,6 +17,7 @@ use serde::Serialize;
 
 pub use self::facts::*;
 use self::narrate::{crossing, is_announcement, narrate, proxy_fact, reply_sees_no_nat};
+pub use self::sentences::vxlan_port_words;
 use super::{
     correlate::Limits,
     hop::{Direction, PacketPath},

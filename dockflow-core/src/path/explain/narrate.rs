@@ -150,10 +150,18 @@ fn narrate_path(path: &PacketPath, role: Role) -> Vec<Fact> {
                 vni: *vni,
                 unwrapped: matches!(hops[i - 1].kind, HopKind::FromNode { .. }),
             }),
-            (HopKind::ToTunnel { port, vni }, _) => facts.push(Fact::ToTunnel {
+            (
+                HopKind::ToTunnel {
+                    port,
+                    vni,
+                    udp_port,
+                },
+                _,
+            ) => facts.push(Fact::ToTunnel {
                 role,
                 port: port.clone(),
                 vni: *vni,
+                udp_port: *udp_port,
             }),
             // Seen by the port's probe and by the bridge's, with the bridge's input hook
             // between: told once.

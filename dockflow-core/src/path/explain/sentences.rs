@@ -261,8 +261,14 @@ impl Fact {
             Fact::FromNode {
                 interface, outer, ..
             } => format!("It arrives on {interface} inside a VXLAN packet: UDP {outer}."),
-            Fact::ToTunnel { port, vni, .. } => format!(
-                "The bridge sends it to another node through {port} (L2): the kernel wraps the frame in a UDP packet to port 4789 of the node the destination's MAC address was learned from (VXLAN, VNI {vni})."
+            Fact::ToTunnel {
+                port,
+                vni,
+                udp_port,
+                ..
+            } => format!(
+                "The bridge sends it to another node through {port} (L2): the kernel wraps the frame in a UDP packet to {} of the node the destination's MAC address was learned from (VXLAN, VNI {vni}).",
+                vxlan_port_words(*udp_port)
             ),
             Fact::ReachesNamespace { interface, .. } => format!("It arrives on {interface}."),
             Fact::LeavesHost { interface, .. } => format!("It leaves the host on {interface}."),
@@ -460,6 +466,7 @@ impl Fact {
                 from_address,
                 to_address,
                 vni,
+                udp_port,
                 outer,
                 gap_ns,
                 ..
@@ -475,9 +482,10 @@ impl Fact {
                     None => node.to_string(),
                 };
                 format!(
-                    "It crosses from node {} to node {} inside VXLAN: a UDP packet to port 4789 between the two nodes' addresses carries the frame, VNI {vni}; node {to} has it {:.3} ms later.",
+                    "It crosses from node {} to node {} inside VXLAN: a UDP packet to {} between the two nodes' addresses carries the frame, VNI {vni}; node {to} has it {:.3} ms later.",
                     at(from, from_address),
                     at(to, to_address),
+                    vxlan_port_words(*udp_port),
                     *gap_ns as f64 / 1e6
                 )
             }
@@ -545,5 +553,13 @@ impl Fact {
             | Fact::ProxyOpens { role, .. } => Some(*role),
             Fact::NoReply | Fact::Crossing { .. } | Fact::ReplySeesNoNat { .. } => None,
         }
+    }
+}
+
+/// "port 4789", or, from a recording that did not keep it, "the overlay's VXLAN port".
+pub fn vxlan_port_words(udp_port: Option<u16>) -> String {
+    match udp_port {
+        Some(port) => format!("port {port}"),
+        None => "the overlay's VXLAN port".to_string(),
     }
 }
